@@ -1,0 +1,595 @@
+//! The record batch: the unit records travel in (producer → hub), rest in
+//! (one redb value per batch) and are handed to plugins in.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base_offset        u64 BE  assigned by the hub; NOT covered by the CRC
+//!      8     4  batch_length       u32 BE  bytes after this field
+//!     12     1  magic              = 1
+//!     13     4  crc                u32 BE  CRC-32 (IEEE) of every byte from offset 17 to the end
+//!     17     2  attributes         u16 BE  bits 0-2: codec (0 = none); other bits must be 0
+//!     19     4  last_offset_delta  u32 BE  offset of the last record minus base_offset
+//!     23     8  first_timestamp    i64 BE  timestamp of the first record (ms since epoch)
+//!     31     8  max_timestamp      i64 BE  largest record timestamp in the batch
+//!     39     8  producer_id        i64 BE  -1 when the producer is not idempotent
+//!     47     4  base_sequence      i32 BE  sequence number of the first record, -1 if none
+//!     51     4  record_count       u32 BE
+//!     55     …  records
+//!
+//! record:
+//!   length           uvarint   bytes after this field
+//!   attributes       u8        0
+//!   timestamp_delta  zigzag    timestamp - first_timestamp
+//!   offset_delta     uvarint   offset - base_offset (strictly increasing)
+//!   key_length       uvarint   0 = no key, n + 1 = a key of n bytes
+//!   key              bytes
+//!   value_length     uvarint
+//!   value            bytes
+//!   header_count     uvarint
+//!   headers          header_count × (name_length uvarint, name UTF-8, value_length uvarint, value)
+//! ```
+//!
+//! The CRC deliberately excludes `base_offset`, so the hub can assign offsets
+//! by rewriting 8 bytes and store the producer's bytes otherwise as sent.
+//! `last_offset_delta` is kept apart from `record_count` because compaction
+//! removes records but must not move the offsets of the ones it keeps.
+
+use crate::record::{take_len_prefixed, Header, HeaderIter, Record, RecordView};
+use crate::varint::{self, VarintError};
+
+/// Size of the fixed batch header.
+pub const HEADER_LEN: usize = 55;
+/// The only batch format version so far.
+pub const MAGIC: u8 = 1;
+/// `producer_id` value meaning "not an idempotent producer".
+pub const NO_PRODUCER: i64 = -1;
+/// `base_sequence` value meaning "no sequence numbers".
+pub const NO_SEQUENCE: i32 = -1;
+
+const LENGTH_FIELD_END: usize = 12;
+const CRC_START: usize = 17;
+
+/// Why bytes could not be read as a batch. Every malformed input maps to one
+/// of these; decoding never panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(thiserror::Error))]
+pub enum DecodeError {
+    #[cfg_attr(feature = "std", error("batch truncated: needed {needed} bytes, only {available} available"))]
+    Truncated { needed: usize, available: usize },
+    #[cfg_attr(feature = "std", error("batch length field says {declared} bytes but {actual} follow it"))]
+    LengthMismatch { declared: usize, actual: usize },
+    #[cfg_attr(feature = "std", error("unknown batch format version (magic byte {0}, expected 1)"))]
+    BadMagic(u8),
+    #[cfg_attr(feature = "std", error("batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x} (corrupted in transit or on disk)"))]
+    CrcMismatch { expected: u32, actual: u32 },
+    #[cfg_attr(feature = "std", error("batch uses unsupported codec or attribute bits {0:#06x} (only uncompressed is supported)"))]
+    UnsupportedAttributes(u16),
+    #[cfg_attr(feature = "std", error("malformed varint in a record"))]
+    BadVarint,
+    #[cfg_attr(feature = "std", error("a length in the batch does not fit in memory"))]
+    LengthOverflow,
+    #[cfg_attr(feature = "std", error("batch header says {declared} records but {actual} are encoded"))]
+    CountMismatch { declared: u32, actual: u32 },
+    #[cfg_attr(feature = "std", error("record offset deltas must increase and stay within last_offset_delta"))]
+    BadOffsetDelta,
+    #[cfg_attr(feature = "std", error("batch timestamps disagree with its records (first/max timestamp in the header)"))]
+    TimestampMismatch,
+    #[cfg_attr(feature = "std", error("record length field disagrees with the record's contents"))]
+    RecordLengthMismatch,
+    #[cfg_attr(feature = "std", error("record attributes must be 0, found {0}"))]
+    BadRecordAttributes(u8),
+    #[cfg_attr(feature = "std", error("a header name is not valid UTF-8"))]
+    HeaderNameNotUtf8,
+    #[cfg_attr(feature = "std", error("an empty batch carries no records"))]
+    Empty,
+}
+
+impl From<VarintError> for DecodeError {
+    fn from(err: VarintError) -> Self {
+        match err {
+            VarintError::Truncated => DecodeError::Truncated { needed: 1, available: 0 },
+            VarintError::Overflow => DecodeError::BadVarint,
+        }
+    }
+}
+
+/// Why a batch could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(thiserror::Error))]
+pub enum EncodeError {
+    #[cfg_attr(feature = "std", error("batch buffer full: {needed} bytes needed, capacity {capacity}"))]
+    BufferFull { needed: usize, capacity: usize },
+    #[cfg_attr(feature = "std", error("batch larger than the format allows (4 GiB or 2^32 records)"))]
+    TooLarge,
+    #[cfg_attr(feature = "std", error("an empty batch carries no records"))]
+    Empty,
+}
+
+/// Where a [`BatchWriter`] puts bytes: a fixed slice (firmware) or a `Vec`.
+pub trait Buffer {
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+    /// True when nothing has been written.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The most bytes this buffer can ever hold; `None` when it grows.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+    /// Appends bytes, or fails without writing any.
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError>;
+    /// The bytes written so far, to patch the header in place.
+    fn written_mut(&mut self) -> &mut [u8];
+}
+
+/// A [`Buffer`] over a caller's fixed slice: no allocation.
+#[derive(Debug)]
+pub struct SliceBuffer<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> SliceBuffer<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceBuffer { buf, len: 0 }
+    }
+
+    /// The bytes written, giving the slice back.
+    pub fn into_written(self) -> &'a mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl Buffer for SliceBuffer<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.buf.len())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        let end = self.len + bytes.len();
+        if end > self.buf.len() {
+            return Err(EncodeError::BufferFull { needed: end, capacity: self.buf.len() });
+        }
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    fn written_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Buffer for alloc::vec::Vec<u8> {
+    fn len(&self) -> usize {
+        alloc::vec::Vec::len(self)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn written_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+/// The fixed header of a batch, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    pub batch_length: u32,
+    pub crc: u32,
+    pub attributes: u16,
+    pub last_offset_delta: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub base_sequence: i32,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Offset of the last record (before any compaction) in this batch.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// The offset after this batch: where the next batch starts.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    /// Sequence number of the last record, when the producer is idempotent.
+    pub fn last_sequence(&self) -> Option<i32> {
+        (self.producer_id != NO_PRODUCER && self.base_sequence >= 0)
+            .then(|| self.base_sequence.wrapping_add(self.last_offset_delta as i32))
+    }
+
+    /// Total encoded size of the batch.
+    pub fn total_len(&self) -> usize {
+        LENGTH_FIELD_END + self.batch_length as usize
+    }
+
+    /// Reads the fixed header only: no CRC or record checks. Use
+    /// [`BatchView::parse`] for untrusted bytes.
+    pub fn read(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated { needed: HEADER_LEN, available: bytes.len() });
+        }
+        let magic = bytes[12];
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic(magic));
+        }
+        Ok(BatchHeader {
+            base_offset: be_u64(bytes, 0),
+            batch_length: be_u32(bytes, 8),
+            crc: be_u32(bytes, 13),
+            attributes: u16::from_be_bytes([bytes[17], bytes[18]]),
+            last_offset_delta: be_u32(bytes, 19),
+            first_timestamp: be_u64(bytes, 23) as i64,
+            max_timestamp: be_u64(bytes, 31) as i64,
+            producer_id: be_u64(bytes, 39) as i64,
+            base_sequence: be_u32(bytes, 47) as i32,
+            record_count: be_u32(bytes, 51),
+        })
+    }
+}
+
+/// Writes the base offset into an encoded batch. The CRC does not cover it, so
+/// nothing else changes. Fails if `batch` is shorter than a header.
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) -> Result<(), DecodeError> {
+    if batch.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated { needed: HEADER_LEN, available: batch.len() });
+    }
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+    Ok(())
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// A validated batch: header checked, CRC checked, every record walked once.
+/// Reading records from it afterwards borrows from the bytes (zero-copy).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    header: BatchHeader,
+    records: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Validates one batch that occupies the whole of `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
+        let (view, used) = Self::parse_prefix(bytes)?;
+        if used != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                declared: used - LENGTH_FIELD_END,
+                actual: bytes.len() - LENGTH_FIELD_END,
+            });
+        }
+        Ok(view)
+    }
+
+    /// Validates the batch at the start of `bytes` (more may follow), and
+    /// returns it with the number of bytes it takes.
+    pub fn parse_prefix(bytes: &'a [u8]) -> Result<(BatchView<'a>, usize), DecodeError> {
+        let header = BatchHeader::read(bytes)?;
+        let total = LENGTH_FIELD_END
+            .checked_add(header.batch_length as usize)
+            .ok_or(DecodeError::LengthOverflow)?;
+        if total < HEADER_LEN {
+            return Err(DecodeError::LengthMismatch {
+                declared: header.batch_length as usize,
+                actual: bytes.len() - LENGTH_FIELD_END,
+            });
+        }
+        if total > bytes.len() {
+            return Err(DecodeError::Truncated { needed: total, available: bytes.len() });
+        }
+        let actual = crc32fast::hash(&bytes[CRC_START..total]);
+        if actual != header.crc {
+            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+        }
+        if header.attributes != 0 {
+            return Err(DecodeError::UnsupportedAttributes(header.attributes));
+        }
+        if header.record_count == 0 {
+            return Err(DecodeError::Empty);
+        }
+        let view = BatchView { header, records: &bytes[HEADER_LEN..total] };
+        view.validate_records()?;
+        Ok((view, total))
+    }
+
+    /// Walks every record once so that iteration afterwards cannot fail.
+    fn validate_records(&self) -> Result<(), DecodeError> {
+        let mut rest = self.records;
+        let mut count: u32 = 0;
+        let mut previous_delta: Option<u64> = None;
+        let mut max_ts = i64::MIN;
+        while !rest.is_empty() {
+            let (record, tail) = parse_record(rest, &self.header)?;
+            let delta = record.offset - self.header.base_offset;
+            if previous_delta.is_some_and(|p| delta <= p) || delta > u64::from(self.header.last_offset_delta) {
+                return Err(DecodeError::BadOffsetDelta);
+            }
+            if count == 0 && record.timestamp != self.header.first_timestamp {
+                return Err(DecodeError::TimestampMismatch);
+            }
+            // Validate headers now, so HeaderIter never meets bad bytes.
+            let mut hb = record.headers.bytes;
+            for _ in 0..record.headers.remaining {
+                let (_, more) = HeaderIter::parse_one(hb)?;
+                hb = more;
+            }
+            max_ts = max_ts.max(record.timestamp);
+            previous_delta = Some(delta);
+            count = count.checked_add(1).ok_or(DecodeError::LengthOverflow)?;
+            rest = tail;
+        }
+        if count != self.header.record_count {
+            return Err(DecodeError::CountMismatch { declared: self.header.record_count, actual: count });
+        }
+        if max_ts != self.header.max_timestamp {
+            return Err(DecodeError::TimestampMismatch);
+        }
+        Ok(())
+    }
+
+    /// The decoded fixed header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The records, in offset order.
+    pub fn records(&self) -> RecordIter<'a> {
+        RecordIter { header: self.header, rest: self.records }
+    }
+}
+
+/// Iterator over a validated batch's records.
+#[derive(Debug, Clone)]
+pub struct RecordIter<'a> {
+    header: BatchHeader,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = RecordView<'a>;
+
+    fn next(&mut self) -> Option<RecordView<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        // The batch was validated by `BatchView::parse`; stop instead of
+        // panicking should that ever be violated.
+        let (record, rest) = parse_record(self.rest, &self.header).ok()?;
+        self.rest = rest;
+        Some(record)
+    }
+}
+
+fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
+    let (body, rest) = take_len_prefixed(bytes)?;
+    let (&attributes, mut b) = body.split_first().ok_or(DecodeError::RecordLengthMismatch)?;
+    if attributes != 0 {
+        return Err(DecodeError::BadRecordAttributes(attributes));
+    }
+    let (ts_delta, used) = varint::decode_u64(b)?;
+    b = &b[used..];
+    let (offset_delta, used) = varint::decode_u64(b)?;
+    b = &b[used..];
+    let (key_len, used) = varint::decode_u64(b)?;
+    b = &b[used..];
+    let key = if key_len == 0 {
+        None
+    } else {
+        let n = usize::try_from(key_len - 1).map_err(|_| DecodeError::LengthOverflow)?;
+        if n > b.len() {
+            return Err(DecodeError::Truncated { needed: n, available: b.len() });
+        }
+        let (k, more) = b.split_at(n);
+        b = more;
+        Some(k)
+    };
+    let (value, more) = take_len_prefixed(b)?;
+    b = more;
+    let (header_count, used) = varint::decode_u64(b)?;
+    let headers = HeaderIter { bytes: &b[used..], remaining: header_count };
+    // The headers must be exactly what is left of the record body.
+    let mut hb = headers.bytes;
+    for _ in 0..header_count {
+        let (_, more) = HeaderIter::parse_one(hb)?;
+        hb = more;
+    }
+    if !hb.is_empty() {
+        return Err(DecodeError::RecordLengthMismatch);
+    }
+    let timestamp = header.first_timestamp.wrapping_add(varint::unzigzag(ts_delta));
+    let offset = header.base_offset.checked_add(offset_delta).ok_or(DecodeError::BadOffsetDelta)?;
+    Ok((RecordView { offset, timestamp, key, value, headers }, rest))
+}
+
+/// Builds one batch into a [`Buffer`]. Records get offset deltas 0, 1, 2...;
+/// the header is written by [`BatchWriter::finish`].
+///
+/// ```
+/// use cairn_proto::{BatchView, BatchWriter, Record, SliceBuffer};
+/// let mut storage = [0u8; 256];
+/// let mut writer = BatchWriter::new(SliceBuffer::new(&mut storage)).unwrap();
+/// writer.push(&Record::new(b"21.5", 1_700_000_000_000).with_key(b"room-1")).unwrap();
+/// let buf = writer.finish().unwrap();
+/// let bytes = buf.into_written();
+/// let batch = BatchView::parse(bytes).unwrap();
+/// assert_eq!(batch.records().next().unwrap().value, b"21.5");
+/// ```
+#[derive(Debug)]
+pub struct BatchWriter<B: Buffer> {
+    buf: B,
+    start: usize,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    base_sequence: i32,
+}
+
+impl<B: Buffer> BatchWriter<B> {
+    /// Starts a batch at the current end of `buf` (so several batches can be
+    /// written back to back into one buffer).
+    pub fn new(mut buf: B) -> Result<Self, EncodeError> {
+        let start = buf.len();
+        buf.put(&[0u8; HEADER_LEN])?;
+        Ok(BatchWriter {
+            buf,
+            start,
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+            producer_id: NO_PRODUCER,
+            base_sequence: NO_SEQUENCE,
+        })
+    }
+
+    /// Marks the batch as coming from idempotent producer `producer_id`, its
+    /// first record carrying sequence number `base_sequence` for this partition.
+    pub fn idempotent(mut self, producer_id: i64, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True when no record has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the batch takes so far, header included.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Appends a record. On error nothing is appended.
+    pub fn push(&mut self, record: &Record<'_>) -> Result<(), EncodeError> {
+        let headers = record.headers.iter().map(|h: &Header<'_>| (h.name, h.value));
+        self.push_parts(record.key, record.value, record.timestamp, headers)
+    }
+
+    /// Appends an owned record. On error nothing is appended.
+    #[cfg(feature = "alloc")]
+    pub fn push_owned(&mut self, record: &crate::record::OwnedRecord) -> Result<(), EncodeError> {
+        let headers = record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        self.push_parts(record.key.as_deref(), &record.value, record.timestamp, headers)
+    }
+
+    /// Appends a record given as parts.
+    pub fn push_parts<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+        headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    ) -> Result<(), EncodeError> {
+        if self.count == u32::MAX {
+            return Err(EncodeError::TooLarge);
+        }
+        if self.count == 0 {
+            self.first_timestamp = timestamp;
+        }
+        let ts_delta = varint::zigzag(timestamp.wrapping_sub(self.first_timestamp));
+        let offset_delta = u64::from(self.count);
+        let key_len = key.map_or(0, |k| k.len() as u64 + 1);
+
+        // Size the record first so the length prefix can be written before it
+        // and a full buffer is detected before any byte is written.
+        let mut body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + varint::len_u64(key_len);
+        body += key.map_or(0, <[u8]>::len);
+        body += varint::len_u64(value.len() as u64) + value.len();
+        let mut header_count = 0u64;
+        for (name, v) in headers.clone() {
+            header_count += 1;
+            body += varint::len_u64(name.len() as u64) + name.len() + varint::len_u64(v.len() as u64) + v.len();
+        }
+        body += varint::len_u64(header_count);
+        let total = varint::len_u64(body as u64) + body;
+        if self.encoded_len() + total > LENGTH_FIELD_END + u32::MAX as usize {
+            return Err(EncodeError::TooLarge);
+        }
+        // Fixed buffers must refuse the whole record, not half of it.
+        let needed = self.buf.len() + total;
+        if let Some(capacity) = self.buf.capacity() {
+            if needed > capacity {
+                return Err(EncodeError::BufferFull { needed, capacity });
+            }
+        }
+
+        let mut tmp = [0u8; varint::MAX_LEN];
+        let mut put_varint = |buf: &mut B, v: u64| {
+            let n = varint::encode_u64(v, &mut tmp);
+            buf.put(&tmp[..n])
+        };
+        put_varint(&mut self.buf, body as u64)?;
+        self.buf.put(&[0])?;
+        put_varint(&mut self.buf, ts_delta)?;
+        put_varint(&mut self.buf, offset_delta)?;
+        put_varint(&mut self.buf, key_len)?;
+        if let Some(k) = key {
+            self.buf.put(k)?;
+        }
+        put_varint(&mut self.buf, value.len() as u64)?;
+        self.buf.put(value)?;
+        put_varint(&mut self.buf, header_count)?;
+        for (name, v) in headers {
+            put_varint(&mut self.buf, name.len() as u64)?;
+            self.buf.put(name.as_bytes())?;
+            put_varint(&mut self.buf, v.len() as u64)?;
+            self.buf.put(v)?;
+        }
+        self.count += 1;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        Ok(())
+    }
+
+    /// Writes the header (base offset 0: the hub assigns the real one) and
+    /// the CRC, and hands the buffer back.
+    pub fn finish(mut self) -> Result<B, EncodeError> {
+        if self.count == 0 {
+            return Err(EncodeError::Empty);
+        }
+        let start = self.start;
+        let bytes = &mut self.buf.written_mut()[start..];
+        let batch_length = (bytes.len() - LENGTH_FIELD_END) as u32;
+        bytes[0..8].copy_from_slice(&0u64.to_be_bytes());
+        bytes[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        bytes[12] = MAGIC;
+        bytes[17..19].copy_from_slice(&0u16.to_be_bytes());
+        bytes[19..23].copy_from_slice(&(self.count - 1).to_be_bytes());
+        bytes[23..31].copy_from_slice(&self.first_timestamp.to_be_bytes());
+        bytes[31..39].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        bytes[39..47].copy_from_slice(&self.producer_id.to_be_bytes());
+        bytes[47..51].copy_from_slice(&self.base_sequence.to_be_bytes());
+        bytes[51..55].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32fast::hash(&bytes[CRC_START..]);
+        bytes[13..17].copy_from_slice(&crc.to_be_bytes());
+        Ok(self.buf)
+    }
+}

@@ -1,0 +1,33 @@
+//! Cairn's wire format, shared by the hub, its clients and the firmware SDK.
+//!
+//! This crate is `no_std` and allocation-free by default-off features, so a
+//! microcontroller encodes exactly the bytes the hub stores:
+//!
+//! * [`record`]: what one event is (key, value, timestamp, headers).
+//! * [`batch`]: how records travel and rest: a record batch with a fixed header
+//!   (base offset, counts, timestamps, producer id + sequence, codec, CRC-32) and
+//!   compactly encoded records. The hub stores a producer's batch bytes as sent,
+//!   only writing the base offset, which is outside the CRC.
+//! * [`partition`]: the stable key → partition hash (Kafka-compatible murmur2),
+//!   so a device or client can tell which partition a key lands in.
+//! * [`varint`]: the LEB128 / zig-zag integers used inside records.
+//!
+//! Features: `alloc` adds owned records and `Vec`-backed batch building; `std`
+//! (default) adds `std::error::Error` impls through `thiserror`.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod batch;
+pub mod partition;
+pub mod record;
+pub mod varint;
+
+pub use batch::{BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, SliceBuffer};
+pub use partition::{murmur2, partition_for_key};
+pub use record::{Header, Record, RecordView};
+
+#[cfg(feature = "alloc")]
+pub use record::OwnedRecord;
