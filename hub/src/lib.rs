@@ -1,1 +1,8 @@
+//! Cairn's hub: the durable partitioned log and (soon) the broker, listeners
+//! and plugin runtime around it. The `cairn` binary is in `main.rs`.
+//!
+//! Data flows one way: `net` (listeners, later) → [`broker`] (topics,
+//! partitioning) → [`log`] (redb storage, retention).
 
+pub mod broker;
+pub mod log;

@@ -54,11 +54,20 @@ const CRC_START: usize = 17;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(thiserror::Error))]
 pub enum DecodeError {
-    #[cfg_attr(feature = "std", error("batch truncated: needed {needed} bytes, only {available} available"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch truncated: needed {needed} bytes, only {available} available")
+    )]
     Truncated { needed: usize, available: usize },
-    #[cfg_attr(feature = "std", error("batch length field says {declared} bytes but {actual} follow it"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch length field says {declared} bytes but {actual} follow it")
+    )]
     LengthMismatch { declared: usize, actual: usize },
-    #[cfg_attr(feature = "std", error("unknown batch format version (magic byte {0}, expected 1)"))]
+    #[cfg_attr(
+        feature = "std",
+        error("unknown batch format version (magic byte {0}, expected 1)")
+    )]
     BadMagic(u8),
     #[cfg_attr(feature = "std", error("batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x} (corrupted in transit or on disk)"))]
     CrcMismatch { expected: u32, actual: u32 },
@@ -68,13 +77,25 @@ pub enum DecodeError {
     BadVarint,
     #[cfg_attr(feature = "std", error("a length in the batch does not fit in memory"))]
     LengthOverflow,
-    #[cfg_attr(feature = "std", error("batch header says {declared} records but {actual} are encoded"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch header says {declared} records but {actual} are encoded")
+    )]
     CountMismatch { declared: u32, actual: u32 },
-    #[cfg_attr(feature = "std", error("record offset deltas must increase and stay within last_offset_delta"))]
+    #[cfg_attr(
+        feature = "std",
+        error("record offset deltas must increase and stay within last_offset_delta")
+    )]
     BadOffsetDelta,
-    #[cfg_attr(feature = "std", error("batch timestamps disagree with its records (first/max timestamp in the header)"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch timestamps disagree with its records (first/max timestamp in the header)")
+    )]
     TimestampMismatch,
-    #[cfg_attr(feature = "std", error("record length field disagrees with the record's contents"))]
+    #[cfg_attr(
+        feature = "std",
+        error("record length field disagrees with the record's contents")
+    )]
     RecordLengthMismatch,
     #[cfg_attr(feature = "std", error("record attributes must be 0, found {0}"))]
     BadRecordAttributes(u8),
@@ -87,7 +108,10 @@ pub enum DecodeError {
 impl From<VarintError> for DecodeError {
     fn from(err: VarintError) -> Self {
         match err {
-            VarintError::Truncated => DecodeError::Truncated { needed: 1, available: 0 },
+            VarintError::Truncated => DecodeError::Truncated {
+                needed: 1,
+                available: 0,
+            },
             VarintError::Overflow => DecodeError::BadVarint,
         }
     }
@@ -97,12 +121,23 @@ impl From<VarintError> for DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(thiserror::Error))]
 pub enum EncodeError {
-    #[cfg_attr(feature = "std", error("batch buffer full: {needed} bytes needed, capacity {capacity}"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch buffer full: {needed} bytes needed, capacity {capacity}")
+    )]
     BufferFull { needed: usize, capacity: usize },
-    #[cfg_attr(feature = "std", error("batch larger than the format allows (4 GiB or 2^32 records)"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch larger than the format allows (4 GiB or 2^32 records)")
+    )]
     TooLarge,
     #[cfg_attr(feature = "std", error("an empty batch carries no records"))]
     Empty,
+    #[cfg_attr(
+        feature = "std",
+        error("records must be pushed in increasing offset order, within 2^32 of the base offset")
+    )]
+    OffsetOrder,
 }
 
 /// Where a [`BatchWriter`] puts bytes: a fixed slice (firmware) or a `Vec`.
@@ -153,7 +188,10 @@ impl Buffer for SliceBuffer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let end = self.len + bytes.len();
         if end > self.buf.len() {
-            return Err(EncodeError::BufferFull { needed: end, capacity: self.buf.len() });
+            return Err(EncodeError::BufferFull {
+                needed: end,
+                capacity: self.buf.len(),
+            });
         }
         self.buf[self.len..end].copy_from_slice(bytes);
         self.len = end;
@@ -209,8 +247,10 @@ impl BatchHeader {
 
     /// Sequence number of the last record, when the producer is idempotent.
     pub fn last_sequence(&self) -> Option<i32> {
-        (self.producer_id != NO_PRODUCER && self.base_sequence >= 0)
-            .then(|| self.base_sequence.wrapping_add(self.last_offset_delta as i32))
+        (self.producer_id != NO_PRODUCER && self.base_sequence >= 0).then(|| {
+            self.base_sequence
+                .wrapping_add(self.last_offset_delta as i32)
+        })
     }
 
     /// Total encoded size of the batch.
@@ -222,7 +262,10 @@ impl BatchHeader {
     /// [`BatchView::parse`] for untrusted bytes.
     pub fn read(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         if bytes.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated { needed: HEADER_LEN, available: bytes.len() });
+            return Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                available: bytes.len(),
+            });
         }
         let magic = bytes[12];
         if magic != MAGIC {
@@ -247,7 +290,10 @@ impl BatchHeader {
 /// nothing else changes. Fails if `batch` is shorter than a header.
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) -> Result<(), DecodeError> {
     if batch.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated { needed: HEADER_LEN, available: batch.len() });
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN,
+            available: batch.len(),
+        });
     }
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
     Ok(())
@@ -298,11 +344,17 @@ impl<'a> BatchView<'a> {
             });
         }
         if total > bytes.len() {
-            return Err(DecodeError::Truncated { needed: total, available: bytes.len() });
+            return Err(DecodeError::Truncated {
+                needed: total,
+                available: bytes.len(),
+            });
         }
         let actual = crc32fast::hash(&bytes[CRC_START..total]);
         if actual != header.crc {
-            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+            return Err(DecodeError::CrcMismatch {
+                expected: header.crc,
+                actual,
+            });
         }
         if header.attributes != 0 {
             return Err(DecodeError::UnsupportedAttributes(header.attributes));
@@ -310,7 +362,10 @@ impl<'a> BatchView<'a> {
         if header.record_count == 0 {
             return Err(DecodeError::Empty);
         }
-        let view = BatchView { header, records: &bytes[HEADER_LEN..total] };
+        let view = BatchView {
+            header,
+            records: &bytes[HEADER_LEN..total],
+        };
         view.validate_records()?;
         Ok((view, total))
     }
@@ -324,7 +379,9 @@ impl<'a> BatchView<'a> {
         while !rest.is_empty() {
             let (record, tail) = parse_record(rest, &self.header)?;
             let delta = record.offset - self.header.base_offset;
-            if previous_delta.is_some_and(|p| delta <= p) || delta > u64::from(self.header.last_offset_delta) {
+            if previous_delta.is_some_and(|p| delta <= p)
+                || delta > u64::from(self.header.last_offset_delta)
+            {
                 return Err(DecodeError::BadOffsetDelta);
             }
             if count == 0 && record.timestamp != self.header.first_timestamp {
@@ -342,7 +399,10 @@ impl<'a> BatchView<'a> {
             rest = tail;
         }
         if count != self.header.record_count {
-            return Err(DecodeError::CountMismatch { declared: self.header.record_count, actual: count });
+            return Err(DecodeError::CountMismatch {
+                declared: self.header.record_count,
+                actual: count,
+            });
         }
         if max_ts != self.header.max_timestamp {
             return Err(DecodeError::TimestampMismatch);
@@ -357,7 +417,10 @@ impl<'a> BatchView<'a> {
 
     /// The records, in offset order.
     pub fn records(&self) -> RecordIter<'a> {
-        RecordIter { header: self.header, rest: self.records }
+        RecordIter {
+            header: self.header,
+            rest: self.records,
+        }
     }
 }
 
@@ -383,9 +446,14 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
-fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
+fn parse_record<'a>(
+    bytes: &'a [u8],
+    header: &BatchHeader,
+) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
     let (body, rest) = take_len_prefixed(bytes)?;
-    let (&attributes, mut b) = body.split_first().ok_or(DecodeError::RecordLengthMismatch)?;
+    let (&attributes, mut b) = body
+        .split_first()
+        .ok_or(DecodeError::RecordLengthMismatch)?;
     if attributes != 0 {
         return Err(DecodeError::BadRecordAttributes(attributes));
     }
@@ -400,7 +468,10 @@ fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView
     } else {
         let n = usize::try_from(key_len - 1).map_err(|_| DecodeError::LengthOverflow)?;
         if n > b.len() {
-            return Err(DecodeError::Truncated { needed: n, available: b.len() });
+            return Err(DecodeError::Truncated {
+                needed: n,
+                available: b.len(),
+            });
         }
         let (k, more) = b.split_at(n);
         b = more;
@@ -409,7 +480,10 @@ fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView
     let (value, more) = take_len_prefixed(b)?;
     b = more;
     let (header_count, used) = varint::decode_u64(b)?;
-    let headers = HeaderIter { bytes: &b[used..], remaining: header_count };
+    let headers = HeaderIter {
+        bytes: &b[used..],
+        remaining: header_count,
+    };
     // The headers must be exactly what is left of the record body.
     let mut hb = headers.bytes;
     for _ in 0..header_count {
@@ -419,9 +493,23 @@ fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView
     if !hb.is_empty() {
         return Err(DecodeError::RecordLengthMismatch);
     }
-    let timestamp = header.first_timestamp.wrapping_add(varint::unzigzag(ts_delta));
-    let offset = header.base_offset.checked_add(offset_delta).ok_or(DecodeError::BadOffsetDelta)?;
-    Ok((RecordView { offset, timestamp, key, value, headers }, rest))
+    let timestamp = header
+        .first_timestamp
+        .wrapping_add(varint::unzigzag(ts_delta));
+    let offset = header
+        .base_offset
+        .checked_add(offset_delta)
+        .ok_or(DecodeError::BadOffsetDelta)?;
+    Ok((
+        RecordView {
+            offset,
+            timestamp,
+            key,
+            value,
+            headers,
+        },
+        rest,
+    ))
 }
 
 /// Builds one batch into a [`Buffer`]. Records get offset deltas 0, 1, 2...;
@@ -442,6 +530,10 @@ pub struct BatchWriter<B: Buffer> {
     buf: B,
     start: usize,
     count: u32,
+    /// Offset delta the next `push` gets.
+    next_delta: u32,
+    /// Offset delta written as `last_offset_delta`.
+    last_delta: u32,
     first_timestamp: i64,
     max_timestamp: i64,
     producer_id: i64,
@@ -458,6 +550,8 @@ impl<B: Buffer> BatchWriter<B> {
             buf,
             start,
             count: 0,
+            next_delta: 0,
+            last_delta: 0,
             first_timestamp: 0,
             max_timestamp: i64::MIN,
             producer_id: NO_PRODUCER,
@@ -490,15 +584,58 @@ impl<B: Buffer> BatchWriter<B> {
 
     /// Appends a record. On error nothing is appended.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), EncodeError> {
-        let headers = record.headers.iter().map(|h: &Header<'_>| (h.name, h.value));
+        let headers = record
+            .headers
+            .iter()
+            .map(|h: &Header<'_>| (h.name, h.value));
         self.push_parts(record.key, record.value, record.timestamp, headers)
+    }
+
+    /// Appends a record read from another batch at its original offset, so
+    /// offsets survive a rewrite (compaction). `base_offset` is the offset of
+    /// the batch being written; offsets must increase from push to push.
+    pub fn push_view(
+        &mut self,
+        record: &RecordView<'_>,
+        base_offset: u64,
+    ) -> Result<(), EncodeError> {
+        let delta = record
+            .offset
+            .checked_sub(base_offset)
+            .ok_or(EncodeError::OffsetOrder)?;
+        let delta = u32::try_from(delta).map_err(|_| EncodeError::OffsetOrder)?;
+        if delta < self.next_delta {
+            return Err(EncodeError::OffsetOrder);
+        }
+        let saved = self.next_delta;
+        self.next_delta = delta;
+        let headers = record.headers.clone().map(|h| (h.name, h.value));
+        let result = self.push_parts(record.key, record.value, record.timestamp, headers);
+        if result.is_err() {
+            self.next_delta = saved;
+        }
+        result
+    }
+
+    /// Keeps `last_offset_delta` at least `delta`, so a rewritten batch still
+    /// accounts for the offsets of records removed from its end.
+    pub fn reserve_offsets_through(&mut self, delta: u32) {
+        self.last_delta = self.last_delta.max(delta);
     }
 
     /// Appends an owned record. On error nothing is appended.
     #[cfg(feature = "alloc")]
     pub fn push_owned(&mut self, record: &crate::record::OwnedRecord) -> Result<(), EncodeError> {
-        let headers = record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-        self.push_parts(record.key.as_deref(), &record.value, record.timestamp, headers)
+        let headers = record
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()));
+        self.push_parts(
+            record.key.as_deref(),
+            &record.value,
+            record.timestamp,
+            headers,
+        )
     }
 
     /// Appends a record given as parts.
@@ -516,18 +653,24 @@ impl<B: Buffer> BatchWriter<B> {
             self.first_timestamp = timestamp;
         }
         let ts_delta = varint::zigzag(timestamp.wrapping_sub(self.first_timestamp));
-        let offset_delta = u64::from(self.count);
+        let offset_delta = u64::from(self.next_delta);
         let key_len = key.map_or(0, |k| k.len() as u64 + 1);
 
         // Size the record first so the length prefix can be written before it
         // and a full buffer is detected before any byte is written.
-        let mut body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + varint::len_u64(key_len);
+        let mut body = 1
+            + varint::len_u64(ts_delta)
+            + varint::len_u64(offset_delta)
+            + varint::len_u64(key_len);
         body += key.map_or(0, <[u8]>::len);
         body += varint::len_u64(value.len() as u64) + value.len();
         let mut header_count = 0u64;
         for (name, v) in headers.clone() {
             header_count += 1;
-            body += varint::len_u64(name.len() as u64) + name.len() + varint::len_u64(v.len() as u64) + v.len();
+            body += varint::len_u64(name.len() as u64)
+                + name.len()
+                + varint::len_u64(v.len() as u64)
+                + v.len();
         }
         body += varint::len_u64(header_count);
         let total = varint::len_u64(body as u64) + body;
@@ -565,6 +708,8 @@ impl<B: Buffer> BatchWriter<B> {
             self.buf.put(v)?;
         }
         self.count += 1;
+        self.last_delta = self.last_delta.max(self.next_delta);
+        self.next_delta = self.next_delta.saturating_add(1);
         self.max_timestamp = self.max_timestamp.max(timestamp);
         Ok(())
     }
@@ -582,7 +727,7 @@ impl<B: Buffer> BatchWriter<B> {
         bytes[8..12].copy_from_slice(&batch_length.to_be_bytes());
         bytes[12] = MAGIC;
         bytes[17..19].copy_from_slice(&0u16.to_be_bytes());
-        bytes[19..23].copy_from_slice(&(self.count - 1).to_be_bytes());
+        bytes[19..23].copy_from_slice(&self.last_delta.to_be_bytes());
         bytes[23..31].copy_from_slice(&self.first_timestamp.to_be_bytes());
         bytes[31..39].copy_from_slice(&self.max_timestamp.to_be_bytes());
         bytes[39..47].copy_from_slice(&self.producer_id.to_be_bytes());

@@ -1,0 +1,41 @@
+//! Every redb table Cairn uses, defined once and typed: a read with the wrong
+//! key or value type does not compile.
+//!
+//! Ids instead of names in the hot tables keep keys short and fixed-width; the
+//! name → id mapping lives in [`TOPICS`].
+
+use redb::TableDefinition;
+
+/// Topic id (u32) and partition number (u32).
+pub type PartitionKey = (u32, u32);
+
+/// Topic name → topic metadata (CBOR of `topic::TopicMeta`: id, config).
+pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+
+/// Counters that must survive restarts ("next_topic_id", "next_producer_id").
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// (topic id, partition, base offset) → one record batch, in `proto`'s batch
+/// encoding, stored as the producer sent it with only its base offset written.
+pub const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("batches");
+
+/// (topic id, partition) → (log start offset, next offset, bytes stored,
+/// running max timestamp). Updated in the same transaction as the batches, so
+/// reopening reads this table instead of scanning the log.
+pub const PARTITIONS: TableDefinition<PartitionKey, (u64, u64, u64, i64)> =
+    TableDefinition::new("partitions");
+
+/// (topic id, partition, running max timestamp) → base offset of the first
+/// batch at which the partition's max timestamp reached that value. Keys are
+/// written only when the running max grows, so both columns increase together
+/// and "first batch that may hold a timestamp ≥ T" is one range lookup.
+pub const TIME_INDEX: TableDefinition<(u32, u32, i64), u64> = TableDefinition::new("time_index");
+
+/// (producer id, topic id, partition) → the producer's recent batches on that
+/// partition (see `producer_state`), for idempotent retries.
+pub const PRODUCERS: TableDefinition<(i64, u32, u32), &[u8]> = TableDefinition::new("producers");
+
+/// (group, topic id, partition) → committed offset (the next offset the group
+/// will read).
+pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> =
+    TableDefinition::new("group_offsets");

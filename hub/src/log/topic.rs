@@ -1,0 +1,199 @@
+//! Topics: names, their persisted configuration, and what describing one shows.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{LogError, Result};
+
+/// Longest topic name accepted (Kafka's limit, so names forward unchanged).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// What happens to old records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupPolicy {
+    /// Delete whole batches older than `retention_ms` or beyond `retention_bytes`.
+    #[default]
+    Delete,
+    /// Keep only the last record of each key.
+    Compact,
+}
+
+/// When an append is acknowledged relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// Acknowledge only after the commit holding the records is fsynced.
+    /// An acknowledged record survives power loss.
+    #[default]
+    Always,
+    /// Acknowledge after the commit is applied in memory; fsync at most every
+    /// `flush_interval` (log option). Fewer writes wear an SD card less, but a
+    /// crash or power loss may drop up to one interval of acknowledged records.
+    Interval,
+}
+
+/// A topic's configuration, persisted with the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    /// Delete batches whose newest record is older than this (ms). None = forever.
+    pub retention_ms: Option<i64>,
+    /// Delete oldest batches while a partition holds more than this. None = unbounded.
+    pub retention_bytes: Option<u64>,
+    pub cleanup_policy: CleanupPolicy,
+    pub flush: FlushPolicy,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            cleanup_policy: CleanupPolicy::Delete,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+impl TopicConfig {
+    /// A default config with `partitions` partitions.
+    pub fn with_partitions(partitions: u32) -> Self {
+        TopicConfig {
+            partitions,
+            ..TopicConfig::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(LogError::InvalidConfig(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.partitions
+            )));
+        }
+        if let Some(ms) = self.retention_ms {
+            if ms <= 0 {
+                return Err(LogError::InvalidConfig(format!(
+                    "retention.ms must be positive, got {ms}"
+                )));
+            }
+        }
+        if self.retention_bytes == Some(0) {
+            return Err(LogError::InvalidConfig(
+                "retention.bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// What is stored per topic in the `topics` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TopicMeta {
+    pub id: u32,
+    pub config: TopicConfig,
+}
+
+impl TopicMeta {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_cbor::to_vec(self).expect("topic metadata always serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        serde_cbor::from_slice(bytes)
+            .map_err(|e| LogError::CorruptMetadata(format!("topic metadata: {e}")))
+    }
+}
+
+/// Checks a topic name: 1 to 249 characters of ASCII letters, digits, `.`,
+/// `_` and `-`, and not `.` or `..` (the same rule as Kafka).
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(LogError::InvalidTopicName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return invalid("it is longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// One partition's offsets and size, as `describe` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// First offset still stored (moves forward with retention).
+    pub start_offset: u64,
+    /// Next offset to be written (the high-water mark).
+    pub end_offset: u64,
+    pub bytes: u64,
+}
+
+/// A topic as `list` and `describe` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["sensors", "a.b_c-d", "X9", &"a".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "temp room", "é", &"a".repeat(250)] {
+            let err = validate_topic_name(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid topic name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_validation_names_the_value() {
+        let err = TopicConfig::with_partitions(0)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("got 0"), "{err}");
+        let cfg = TopicConfig {
+            retention_ms: Some(-5),
+            ..TopicConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("-5"));
+    }
+
+    #[test]
+    fn meta_round_trips_and_garbage_is_an_error() {
+        let meta = TopicMeta {
+            id: 3,
+            config: TopicConfig::with_partitions(4),
+        };
+        assert_eq!(TopicMeta::from_bytes(&meta.to_bytes()).unwrap(), meta);
+        assert!(matches!(
+            TopicMeta::from_bytes(b"\xff\x00"),
+            Err(LogError::CorruptMetadata(_))
+        ));
+    }
+}

@@ -1,0 +1,772 @@
+//! The writer thread: sole owner of redb's write transaction, and the place
+//! where group commit happens.
+//!
+//! Each turn of the loop takes every command waiting in the queue (up to
+//! [`MAX_GROUP`]), applies all appends and offset commits in one transaction,
+//! commits once, and then answers each caller. Topic administration and
+//! retention run in transactions of their own between those groups. State the
+//! writer keeps in memory (each partition's next offset, start, size) is
+//! changed only after a commit succeeds, so a failed commit leaves memory and
+//! disk in agreement.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_proto::batch::set_base_offset;
+use cairn_proto::BatchHeader;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::error::{LogError, Result};
+use super::producer_state::{ProducerWindow, RecentBatch, SequenceCheck};
+use super::retention::{self, RetentionReport};
+use super::tables::{self, PartitionKey};
+use super::topic::{TopicConfig, TopicMeta};
+use super::{AppendOutcome, Catalog, FlushPolicy, LogOptions, PartitionOffsets, TopicEntry};
+
+/// Most commands folded into one transaction. Bounds commit latency and the
+/// memory of one group; at 1,000-record batches this is far above what the
+/// disk can take per fsync anyway.
+const MAX_GROUP: usize = 1024;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// What callers ask of the writer.
+pub(crate) enum Command {
+    Append(AppendRequest),
+    CommitOffsets {
+        group: String,
+        topic_id: u32,
+        offsets: Vec<(u32, u64)>,
+        reply: Reply<()>,
+    },
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
+    DeleteTopic {
+        name: String,
+        reply: Reply<()>,
+    },
+    AlterTopic {
+        name: String,
+        config: TopicConfig,
+        reply: Reply<()>,
+    },
+    AllocateProducerId {
+        reply: Reply<i64>,
+    },
+    Retention {
+        reply: Option<Reply<RetentionReport>>,
+    },
+    /// Make earlier `flush = interval` commits durable (sent by the ticker).
+    Flush,
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub(crate) struct AppendRequest {
+    pub topic_id: u32,
+    pub topic: String,
+    pub partition: u32,
+    pub header: BatchHeader,
+    pub batch: Vec<u8>,
+    pub reply: Reply<AppendOutcome>,
+}
+
+/// A partition as the writer tracks it; mirrors a row of `PARTITIONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartState {
+    pub start: u64,
+    pub next: u64,
+    pub bytes: u64,
+    /// Largest timestamp ever appended (drives the time index).
+    pub max_ts: i64,
+}
+
+impl PartState {
+    pub const EMPTY: PartState = PartState {
+        start: 0,
+        next: 0,
+        bytes: 0,
+        max_ts: i64::MIN,
+    };
+
+    pub fn row(&self) -> (u64, u64, u64, i64) {
+        (self.start, self.next, self.bytes, self.max_ts)
+    }
+
+    fn offsets(&self) -> PartitionOffsets {
+        PartitionOffsets {
+            start: self.start,
+            end: self.next,
+            bytes: self.bytes,
+        }
+    }
+}
+
+pub(crate) struct WriterTopic {
+    pub meta: TopicMeta,
+    pub parts: Vec<PartState>,
+    /// The same entry readers find in the catalog; its watch senders wake
+    /// long-polling readers.
+    pub entry: Arc<TopicEntry>,
+}
+
+pub(crate) struct Writer {
+    db: Arc<Database>,
+    catalog: Arc<Catalog>,
+    options: LogOptions,
+    topics: HashMap<u32, WriterTopic>,
+    ids: HashMap<String, u32>,
+    /// A `flush = interval` commit has not been fsynced yet.
+    unflushed: bool,
+    /// Partition end offset at the last compaction, to skip unchanged ones.
+    compacted_at: HashMap<PartitionKey, u64>,
+}
+
+/// The tables an append group writes.
+struct DataTables<'txn> {
+    batches: Table<'txn, (u32, u32, u64), &'static [u8]>,
+    partitions: Table<'txn, PartitionKey, (u64, u64, u64, i64)>,
+    time_index: Table<'txn, (u32, u32, i64), u64>,
+    producers: Table<'txn, (i64, u32, u32), &'static [u8]>,
+    group_offsets: Table<'txn, (&'static str, u32, u32), u64>,
+}
+
+impl<'txn> DataTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        Ok(DataTables {
+            batches: txn.open_table(tables::BATCHES).map_err(LogError::storage)?,
+            partitions: txn
+                .open_table(tables::PARTITIONS)
+                .map_err(LogError::storage)?,
+            time_index: txn
+                .open_table(tables::TIME_INDEX)
+                .map_err(LogError::storage)?,
+            producers: txn
+                .open_table(tables::PRODUCERS)
+                .map_err(LogError::storage)?,
+            group_offsets: txn
+                .open_table(tables::GROUP_OFFSETS)
+                .map_err(LogError::storage)?,
+        })
+    }
+}
+
+impl Writer {
+    /// Reads topics and partition states (not the log itself) and fills the
+    /// catalog. This is all a reopen costs.
+    pub fn load(db: Arc<Database>, catalog: Arc<Catalog>, options: LogOptions) -> Result<Writer> {
+        // Create every table up front so readers never meet a missing one.
+        let txn = db.begin_write().map_err(LogError::storage)?;
+        {
+            DataTables::open(&txn)?;
+            txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
+            txn.open_table(tables::COUNTERS)
+                .map_err(LogError::storage)?;
+        }
+        txn.commit().map_err(LogError::storage)?;
+
+        let mut writer = Writer {
+            db,
+            catalog,
+            options,
+            topics: HashMap::new(),
+            ids: HashMap::new(),
+            unflushed: false,
+            compacted_at: HashMap::new(),
+        };
+        let txn = writer.db.begin_read().map_err(LogError::storage)?;
+        let topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
+        let partitions = txn
+            .open_table(tables::PARTITIONS)
+            .map_err(LogError::storage)?;
+        for row in topics.iter().map_err(LogError::storage)? {
+            let (name, meta) = row.map_err(LogError::storage)?;
+            let name = name.value().to_string();
+            let meta = TopicMeta::from_bytes(meta.value())?;
+            let mut parts = Vec::with_capacity(meta.config.partitions as usize);
+            for p in 0..meta.config.partitions {
+                let row = partitions.get((meta.id, p)).map_err(LogError::storage)?;
+                let state = match row {
+                    Some(r) => {
+                        let (start, next, bytes, max_ts) = r.value();
+                        PartState {
+                            start,
+                            next,
+                            bytes,
+                            max_ts,
+                        }
+                    }
+                    None => {
+                        return Err(LogError::CorruptMetadata(format!(
+                            "partition {p} of topic '{name}' has no state row"
+                        )))
+                    }
+                };
+                parts.push(state);
+            }
+            writer.install_topic(name, meta, parts, None);
+        }
+        tracing::debug!(topics = writer.topics.len(), "log state loaded");
+        Ok(writer)
+    }
+
+    /// Puts a topic into the writer's state and the readers' catalog,
+    /// reusing existing watch senders so waiters stay subscribed.
+    fn install_topic(
+        &mut self,
+        name: String,
+        meta: TopicMeta,
+        parts: Vec<PartState>,
+        old: Option<&TopicEntry>,
+    ) {
+        let partitions = parts
+            .iter()
+            .enumerate()
+            .map(|(i, st)| match old.and_then(|o| o.partitions.get(i)) {
+                Some(tx) => {
+                    tx.send_replace(st.offsets());
+                    tx.clone()
+                }
+                None => watch::channel(st.offsets()).0,
+            })
+            .collect();
+        let entry = TopicEntry {
+            id: meta.id,
+            name: name.clone(),
+            config: meta.config.clone(),
+            partitions,
+        };
+        self.catalog.insert(entry);
+        let entry = self.catalog.get(&name).expect("just inserted");
+        self.ids.insert(name, meta.id);
+        self.topics
+            .insert(meta.id, WriterTopic { meta, parts, entry });
+    }
+
+    /// The writer loop. Returns when the log is closed or every handle dropped.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut shutdown = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(cmd) => group.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.process(group, &mut shutdown);
+            if !shutdown.is_empty() {
+                // Finish whatever was already queued, refuse the rest.
+                rx.close();
+                let rest: Vec<Command> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+                self.process(rest, &mut shutdown);
+                break;
+            }
+        }
+        self.flush();
+        tracing::info!("log writer stopped");
+        for reply in shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn process(&mut self, group: Vec<Command>, shutdown: &mut Vec<oneshot::Sender<()>>) {
+        let mut data = Vec::new();
+        for cmd in group {
+            match cmd {
+                Command::Append(_) | Command::CommitOffsets { .. } => data.push(cmd),
+                Command::Shutdown { reply } => shutdown.push(reply),
+                other => {
+                    // Keep order: what was queued before goes in first.
+                    self.commit_data(std::mem::take(&mut data));
+                    self.admin(other);
+                }
+            }
+        }
+        self.commit_data(data);
+    }
+
+    /// Writes a group of appends and offset commits in one transaction, then
+    /// answers each. A storage failure fails the whole group (nothing of it
+    /// is stored) and every caller is told so.
+    fn commit_data(&mut self, mut data: Vec<Command>) {
+        if data.is_empty() {
+            return;
+        }
+        let durable = data.iter().any(|cmd| match cmd {
+            Command::Append(a) => self
+                .topics
+                .get(&a.topic_id)
+                .is_none_or(|t| t.meta.config.flush == FlushPolicy::Always),
+            _ => true,
+        });
+        let mut overlay: HashMap<PartitionKey, PartState> = HashMap::new();
+        match self.write_data(&mut data, &mut overlay, durable) {
+            Ok(outcomes) => {
+                for (key, state) in overlay {
+                    self.set_part_state(key, state);
+                }
+                // An fsynced commit also persists every earlier non-durable one.
+                self.unflushed = !durable;
+                for (cmd, outcome) in data.into_iter().zip(outcomes) {
+                    match cmd {
+                        Command::Append(a) => {
+                            if matches!(outcome, Ok(o) if !o.duplicate) {
+                                self.catalog
+                                    .stats
+                                    .batches_appended
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            let _ = a.reply.send(outcome);
+                        }
+                        Command::CommitOffsets { reply, .. } => {
+                            let _ = reply.send(outcome.map(|_| ()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, commands = data.len(), "commit failed; nothing from this group was stored");
+                let message = err.to_string();
+                for cmd in data {
+                    let fail = || LogError::CommitFailed(message.clone());
+                    match cmd {
+                        Command::Append(a) => {
+                            let _ = a.reply.send(Err(fail()));
+                        }
+                        Command::CommitOffsets { reply, .. } => {
+                            let _ = reply.send(Err(fail()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin(&self, durable: bool) -> Result<WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(LogError::storage)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability).map_err(LogError::storage)?;
+        txn.set_quick_repair(self.options.quick_repair);
+        Ok(txn)
+    }
+
+    /// Commits, counting it in the stats.
+    fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        txn.commit().map_err(LogError::storage)?;
+        self.catalog.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns one outcome per command (for offset commits, a dummy outcome),
+    /// or the storage error that aborted the transaction.
+    fn write_data(
+        &self,
+        data: &mut [Command],
+        overlay: &mut HashMap<PartitionKey, PartState>,
+        durable: bool,
+    ) -> Result<Vec<Result<AppendOutcome>>> {
+        let txn = self.begin(durable)?;
+        let mut outcomes = Vec::with_capacity(data.len());
+        {
+            let mut t = DataTables::open(&txn)?;
+            for cmd in data.iter_mut() {
+                let outcome = match cmd {
+                    Command::Append(a) => self.apply_append(&mut t, overlay, a),
+                    Command::CommitOffsets {
+                        group,
+                        topic_id,
+                        offsets,
+                        ..
+                    } => {
+                        for &(p, offset) in offsets.iter() {
+                            t.group_offsets
+                                .insert((group.as_str(), *topic_id, p), offset)
+                                .map_err(LogError::storage)?;
+                        }
+                        Ok(AppendOutcome {
+                            base_offset: 0,
+                            last_offset: 0,
+                            duplicate: false,
+                        })
+                    }
+                    _ => unreachable!("only data commands are grouped"),
+                };
+                if let Err(LogError::Storage(e)) = outcome {
+                    return Err(LogError::Storage(e));
+                }
+                outcomes.push(outcome);
+            }
+            for (key, state) in overlay.iter() {
+                t.partitions
+                    .insert(*key, state.row())
+                    .map_err(LogError::storage)?;
+            }
+        }
+        self.commit(txn)?;
+        Ok(outcomes)
+    }
+
+    /// Checks sequence numbers, assigns offsets and stores one batch.
+    fn apply_append(
+        &self,
+        t: &mut DataTables<'_>,
+        overlay: &mut HashMap<PartitionKey, PartState>,
+        a: &mut AppendRequest,
+    ) -> Result<AppendOutcome> {
+        let topic = self
+            .topics
+            .get(&a.topic_id)
+            .ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
+        let current =
+            topic
+                .parts
+                .get(a.partition as usize)
+                .ok_or_else(|| LogError::UnknownPartition {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                    partitions: topic.parts.len() as u32,
+                })?;
+        let key = (a.topic_id, a.partition);
+        let state = overlay.entry(key).or_insert(*current);
+        let h = a.header;
+
+        // Idempotence: decide before writing anything.
+        let mut window = None;
+        if let Some(last_seq) = h.last_sequence() {
+            let pkey = (h.producer_id, a.topic_id, a.partition);
+            let w = t
+                .producers
+                .get(pkey)
+                .map_err(LogError::storage)?
+                .map(|g| ProducerWindow::from_bytes(g.value()))
+                .unwrap_or_default();
+            match w.check(h.base_sequence, last_seq) {
+                SequenceCheck::Append => window = Some((pkey, w, last_seq)),
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    return Ok(AppendOutcome {
+                        base_offset,
+                        last_offset,
+                        duplicate: true,
+                    })
+                }
+                SequenceCheck::Gap { expected } => {
+                    return Err(LogError::SequenceGap {
+                        producer_id: h.producer_id,
+                        topic: a.topic.clone(),
+                        partition: a.partition,
+                        expected,
+                        got: h.base_sequence,
+                    })
+                }
+                SequenceCheck::OutOfOrder { last } => {
+                    return Err(LogError::OutOfOrderSequence {
+                        producer_id: h.producer_id,
+                        topic: a.topic.clone(),
+                        partition: a.partition,
+                        got: h.base_sequence,
+                        last,
+                    })
+                }
+            }
+        }
+
+        let base = state.next;
+        set_base_offset(&mut a.batch, base)?;
+        t.batches
+            .insert((a.topic_id, a.partition, base), a.batch.as_slice())
+            .map_err(LogError::storage)?;
+        if h.max_timestamp > state.max_ts {
+            t.time_index
+                .insert((a.topic_id, a.partition, h.max_timestamp), base)
+                .map_err(LogError::storage)?;
+            state.max_ts = h.max_timestamp;
+        }
+        state.next = base + u64::from(h.last_offset_delta) + 1;
+        state.bytes += a.batch.len() as u64;
+        if let Some((pkey, mut w, last_seq)) = window {
+            w.record(RecentBatch {
+                first_seq: h.base_sequence,
+                last_seq,
+                base_offset: base,
+            });
+            t.producers
+                .insert(pkey, w.to_bytes().as_slice())
+                .map_err(LogError::storage)?;
+        }
+        Ok(AppendOutcome {
+            base_offset: base,
+            last_offset: state.next - 1,
+            duplicate: false,
+        })
+    }
+
+    /// Makes a committed partition state visible: memory, then readers.
+    fn set_part_state(&mut self, (topic_id, partition): PartitionKey, state: PartState) {
+        if let Some(topic) = self.topics.get_mut(&topic_id) {
+            if let Some(slot) = topic.parts.get_mut(partition as usize) {
+                *slot = state;
+            }
+            if let Some(tx) = topic.entry.partitions.get(partition as usize) {
+                tx.send_replace(state.offsets());
+            }
+        }
+    }
+
+    /// An empty durable commit: makes every earlier non-durable one durable.
+    fn flush(&mut self) {
+        if !self.unflushed {
+            return;
+        }
+        let result = self.begin(true).and_then(|txn| self.commit(txn));
+        match result {
+            Ok(()) => self.unflushed = false,
+            Err(err) => {
+                tracing::error!(error = %err, "flush failed; will retry at the next interval")
+            }
+        }
+    }
+
+    fn admin(&mut self, cmd: Command) {
+        match cmd {
+            Command::CreateTopic {
+                name,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.create_topic(name, config));
+            }
+            Command::DeleteTopic { name, reply } => {
+                let _ = reply.send(self.delete_topic(&name));
+            }
+            Command::AlterTopic {
+                name,
+                config,
+                reply,
+            } => {
+                let _ = reply.send(self.alter_topic(name, config));
+            }
+            Command::AllocateProducerId { reply } => {
+                let _ = reply.send(self.next_counter("next_producer_id").map(|id| id as i64));
+            }
+            Command::Retention { reply } => {
+                let result = self.retention();
+                if let Err(err) = &result {
+                    tracing::error!(error = %err, "retention failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Flush => self.flush(),
+            Command::Append(_) | Command::CommitOffsets { .. } | Command::Shutdown { .. } => {
+                unreachable!("handled in process")
+            }
+        }
+    }
+
+    /// Reads and increments a persistent counter in a durable transaction.
+    fn next_counter(&mut self, name: &str) -> Result<u64> {
+        let txn = self.begin(true)?;
+        let value = {
+            let mut counters = txn
+                .open_table(tables::COUNTERS)
+                .map_err(LogError::storage)?;
+            let value = counters
+                .get(name)
+                .map_err(LogError::storage)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            counters
+                .insert(name, value + 1)
+                .map_err(LogError::storage)?;
+            value
+        };
+        self.commit(txn)?;
+        self.unflushed = false;
+        Ok(value)
+    }
+
+    fn create_topic(&mut self, name: String, config: TopicConfig) -> Result<()> {
+        if self.ids.contains_key(&name) {
+            return Err(LogError::TopicExists(name));
+        }
+        let txn = self.begin(true)?;
+        let meta = {
+            let mut counters = txn
+                .open_table(tables::COUNTERS)
+                .map_err(LogError::storage)?;
+            let id = counters
+                .get("next_topic_id")
+                .map_err(LogError::storage)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            counters
+                .insert("next_topic_id", id + 1)
+                .map_err(LogError::storage)?;
+            let id = u32::try_from(id)
+                .map_err(|_| LogError::InvalidConfig("topic ids exhausted".into()))?;
+            let meta = TopicMeta { id, config };
+            let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
+            topics
+                .insert(name.as_str(), meta.to_bytes().as_slice())
+                .map_err(LogError::storage)?;
+            let mut partitions = txn
+                .open_table(tables::PARTITIONS)
+                .map_err(LogError::storage)?;
+            for p in 0..meta.config.partitions {
+                partitions
+                    .insert((id, p), PartState::EMPTY.row())
+                    .map_err(LogError::storage)?;
+            }
+            meta
+        };
+        self.commit(txn)?;
+        self.unflushed = false;
+        tracing::info!(topic = %name, partitions = meta.config.partitions, "topic created");
+        let parts = vec![PartState::EMPTY; meta.config.partitions as usize];
+        self.install_topic(name, meta, parts, None);
+        Ok(())
+    }
+
+    fn delete_topic(&mut self, name: &str) -> Result<()> {
+        let id = *self
+            .ids
+            .get(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let txn = self.begin(true)?;
+        {
+            let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
+            topics.remove(name).map_err(LogError::storage)?;
+            let mut t = DataTables::open(&txn)?;
+            t.batches
+                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, _| false)
+                .map_err(LogError::storage)?;
+            t.partitions
+                .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+                .map_err(LogError::storage)?;
+            t.time_index
+                .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)
+                .map_err(LogError::storage)?;
+            t.producers
+                .retain(|k, _| k.1 != id)
+                .map_err(LogError::storage)?;
+            t.group_offsets
+                .retain(|k, _| k.1 != id)
+                .map_err(LogError::storage)?;
+        }
+        self.commit(txn)?;
+        self.unflushed = false;
+        self.topics.remove(&id);
+        self.ids.remove(name);
+        self.catalog.remove(name);
+        self.compacted_at.retain(|k, _| k.0 != id);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    fn alter_topic(&mut self, name: String, config: TopicConfig) -> Result<()> {
+        let id = *self
+            .ids
+            .get(&name)
+            .ok_or_else(|| LogError::UnknownTopic(name.clone()))?;
+        let topic = &self.topics[&id];
+        let current = topic.meta.config.partitions;
+        if config.partitions < current {
+            return Err(LogError::PartitionsCannotShrink {
+                topic: name,
+                current,
+                requested: config.partitions,
+            });
+        }
+        let meta = TopicMeta { id, config };
+        let txn = self.begin(true)?;
+        {
+            let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
+            topics
+                .insert(name.as_str(), meta.to_bytes().as_slice())
+                .map_err(LogError::storage)?;
+            let mut partitions = txn
+                .open_table(tables::PARTITIONS)
+                .map_err(LogError::storage)?;
+            for p in current..meta.config.partitions {
+                partitions
+                    .insert((id, p), PartState::EMPTY.row())
+                    .map_err(LogError::storage)?;
+            }
+        }
+        self.commit(txn)?;
+        self.unflushed = false;
+        let old = self.topics.remove(&id).expect("topic present");
+        let mut parts = old.parts;
+        parts.resize(meta.config.partitions as usize, PartState::EMPTY);
+        tracing::info!(topic = %name, partitions = meta.config.partitions, "topic altered");
+        self.install_topic(name, meta, parts, Some(&old.entry));
+        Ok(())
+    }
+
+    fn retention(&mut self) -> Result<RetentionReport> {
+        let now = self.options.clock.now_ms();
+        let txn = self.begin(true)?;
+        let (report, changes, compacted) =
+            retention::enforce(&txn, &self.topics, &self.compacted_at, now)?;
+        self.commit(txn)?;
+        self.unflushed = false;
+        for (key, state) in changes {
+            self.set_part_state(key, state);
+        }
+        self.compacted_at.extend(compacted);
+        if report.batches_deleted > 0 || report.records_compacted > 0 {
+            tracing::info!(?report, "retention");
+        }
+        Ok(report)
+    }
+}
+
+/// Starts the thread that asks the writer to flush `interval` topics and to
+/// run retention on schedule. It holds only a weak sender, so it never keeps
+/// the log alive, and stops when `stop` is dropped.
+pub(crate) fn spawn_ticker(
+    commands: mpsc::WeakSender<Command>,
+    stop: std::sync::mpsc::Receiver<()>,
+    options: &LogOptions,
+) -> std::io::Result<()> {
+    let flush_every = options.flush_interval.max(Duration::from_millis(10));
+    let retention_every = options.retention_check_interval;
+    let tick = retention_every.map_or(flush_every, |r| r.min(flush_every));
+    std::thread::Builder::new()
+        .name("cairn-log-ticker".into())
+        .spawn(move || {
+            let mut last_retention = Instant::now();
+            loop {
+                match stop.recv_timeout(tick) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(tx) = commands.upgrade() else { return };
+                // A full queue means the writer is busy committing anyway.
+                let _ = tx.try_send(Command::Flush);
+                if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
+                    last_retention = Instant::now();
+                    let _ = tx.try_send(Command::Retention { reply: None });
+                }
+            }
+        })?;
+    Ok(())
+}
