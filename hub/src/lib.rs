@@ -4,5 +4,6 @@
 //! Data flows one way: `net` (listeners, later) → [`broker`] (topics,
 //! partitioning) → [`log`] (redb storage, retention).
 
+pub mod bench;
 pub mod broker;
 pub mod log;

@@ -1,1 +1,276 @@
-fn main() {}
+//! The `cairn` command: `cairn serve` runs the hub, the other subcommands
+//! are tools around it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
+use cairn_hub::log::{Log, LogOptions};
+
+/// Cairn: an event hub for the edge. Keeps every sensor event in a durable,
+/// partitioned log.
+#[derive(Parser)]
+#[command(name = "cairn", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: open the log in the data directory and keep it
+    /// (retention, compaction, flushing) until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Measure Cairn on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory holding the log database (created if missing).
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
+    data_dir: PathBuf,
+    /// How often retention and compaction run, in seconds.
+    #[arg(long, default_value_t = 30)]
+    retention_check_secs: u64,
+    /// fsync interval for topics with `flush = interval`, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    flush_interval_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Append and read directly against the log (no network): batched and
+    /// single-record durable appends, catch-up reads, disk usage, reopen time.
+    Storage(StorageArgs),
+}
+
+#[derive(Args)]
+struct StorageArgs {
+    /// Directory for the benchmark database (default: a fresh temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Records written in the batched phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Key size in bytes (0 = unkeyed).
+    #[arg(long, default_value_t = 0)]
+    key_bytes: usize,
+    /// Target batch size in bytes in the batched phase (records per batch are
+    /// derived from it). The default fills a 128 KiB redb page; see
+    /// docs/BENCHMARKS.md on why batch sizes just under a power of two store best.
+    #[arg(long, default_value_t = 124 * 1024)]
+    batch_bytes: usize,
+    /// Records per batch; overrides --batch-bytes.
+    #[arg(long)]
+    batch_records: Option<usize>,
+    /// Concurrent producers in the batched phase.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Batches each producer keeps in flight.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Concurrent single-record appenders (each waits for its ack).
+    #[arg(long, default_value_t = 100)]
+    appenders: usize,
+    /// Seconds the single-record phase runs.
+    #[arg(long, default_value_t = 5)]
+    single_secs: u64,
+    /// redb quick-repair (fast reopen after a crash, a second fsync per commit).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    quick_repair: bool,
+    /// Repeat the whole benchmark this many times and report medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
+    let path = args.data_dir.join("cairn.redb");
+    let options = LogOptions {
+        retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
+        flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
+        ..LogOptions::default()
+    };
+    let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
+    let topics = log.list_topics();
+    tracing::info!(
+        data = %path.display(),
+        topics = topics.len(),
+        "cairn is running: the log is open and retention runs in the background. \
+         Network listeners (native protocol, MQTT on 1883) are not built yet; stop with Ctrl-C"
+    );
+    for t in &topics {
+        let records: u64 = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+        tracing::info!(topic = %t.name, partitions = t.partitions.len(), records, "topic");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing queued commits");
+    log.close().await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let config = StorageBenchConfig {
+        dir,
+        records: args.records,
+        value_bytes: args.value_bytes,
+        key_bytes: args.key_bytes,
+        // ~8 bytes of per-record framing (lengths, deltas) on top of key + value.
+        batch_records: args
+            .batch_records
+            .unwrap_or(args.batch_bytes / (args.value_bytes + args.key_bytes + 8))
+            .max(1),
+        producers: args.producers.max(1),
+        in_flight: args.in_flight.max(1),
+        partitions: args.partitions.max(1),
+        appenders: args.appenders.max(1),
+        single_duration: Duration::from_secs(args.single_secs.max(1)),
+        quick_repair: args.quick_repair,
+    };
+    println!(
+        "bench storage: {} records of {} B value + {} B key in batches of {}, {} producers x {} in flight, \
+         {} partitions; {} single-record appenders for {:?}; quick_repair={}",
+        config.records,
+        config.value_bytes,
+        config.key_bytes,
+        config.batch_records,
+        config.producers,
+        config.in_flight,
+        config.partitions,
+        config.appenders,
+        config.single_duration,
+        config.quick_repair,
+    );
+    let mut reports = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let report = run_storage(&config).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_report(&format!("run {run}"), &report);
+        }
+        reports.push(report);
+    }
+    if !args.json && reports.len() > 1 {
+        print_report("median", &median(&reports));
+    }
+    Ok(())
+}
+
+fn print_report(label: &str, r: &StorageBenchReport) {
+    println!(
+        "{label}: batched {:.0} rec/s ({:.1} MB/s, {} commits) | single-record {:.0} rec/s ({} commits) | \
+         catch-up {:.0} rec/s | disk {:.3}x payload ({} B on disk, {} B file length, {} B batches) | reopen {:.1} ms",
+        r.batched_records_per_sec,
+        r.batched_mb_per_sec,
+        r.batched_commits,
+        r.single_records_per_sec,
+        r.single_commits,
+        r.catchup_records_per_sec,
+        r.disk_ratio,
+        r.disk_bytes,
+        r.file_bytes,
+        r.stored_batch_bytes,
+        r.reopen_ms,
+    );
+}
+
+/// Median of each figure independently.
+fn median(reports: &[StorageBenchReport]) -> StorageBenchReport {
+    let m = |f: fn(&StorageBenchReport) -> f64| {
+        let mut v: Vec<f64> = reports.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut out = reports[0].clone();
+    out.batched_records_per_sec = m(|r| r.batched_records_per_sec);
+    out.batched_mb_per_sec = m(|r| r.batched_mb_per_sec);
+    out.batched_commits = m(|r| r.batched_commits as f64) as u64;
+    out.single_records_per_sec = m(|r| r.single_records_per_sec);
+    out.single_commits = m(|r| r.single_commits as f64) as u64;
+    out.catchup_records_per_sec = m(|r| r.catchup_records_per_sec);
+    out.disk_ratio = m(|r| r.disk_ratio);
+    out.file_bytes = m(|r| r.file_bytes as f64) as u64;
+    out.disk_bytes = m(|r| r.disk_bytes as f64) as u64;
+    out.stored_batch_bytes = m(|r| r.stored_batch_bytes as f64) as u64;
+    out.reopen_ms = m(|r| r.reopen_ms);
+    out
+}

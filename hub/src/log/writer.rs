@@ -253,14 +253,10 @@ impl Writer {
     /// The writer loop. Returns when the log is closed or every handle dropped.
     pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut shutdown = Vec::new();
+        let mut last_group = 0;
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(cmd) => group.push(cmd),
-                    Err(_) => break,
-                }
-            }
+            let group = gather(&mut rx, first, last_group);
+            last_group = group.len();
             self.process(group, &mut shutdown);
             if !shutdown.is_empty() {
                 // Finish whatever was already queued, refuse the rest.
@@ -738,6 +734,37 @@ impl Writer {
         Ok(report)
     }
 }
+
+/// Collects the commands that make up one group commit, starting with `first`.
+///
+/// Everything already queued is taken. Then, if the previous group had more
+/// than one command, the writer waits up to [`GATHER_WAIT`] for about as many
+/// to arrive again: callers answered by the last commit are typically sending
+/// their next request right now, and one commit for all of them costs little
+/// more than a commit for the first few (the fsync dominates). An idle log
+/// (previous group of one) never waits, so a lone producer sees one commit of
+/// latency.
+fn gather(rx: &mut mpsc::Receiver<Command>, first: Command, last_group: usize) -> Vec<Command> {
+    let mut group = vec![first];
+    let want = last_group.clamp(1, MAX_GROUP);
+    let deadline = Instant::now() + GATHER_WAIT;
+    loop {
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => group.push(cmd),
+                Err(_) => break,
+            }
+        }
+        if group.len() >= want || group.len() >= MAX_GROUP || Instant::now() >= deadline {
+            return group;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// Longest a group waits for stragglers (see [`gather`]); small next to the
+/// cost of the commit itself (~0.6 ms here).
+const GATHER_WAIT: Duration = Duration::from_micros(200);
 
 /// Starts the thread that asks the writer to flush `interval` topics and to
 /// run retention on schedule. It holds only a weak sender, so it never keeps
