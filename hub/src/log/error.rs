@@ -63,6 +63,8 @@ pub enum LogError {
     CommitFailed(String),
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
+    #[error("the log at {0} is already open in another process (is another `cairn serve` using this data directory?)")]
+    AlreadyOpen(String),
     #[error("the log is shut down")]
     Closed,
 }

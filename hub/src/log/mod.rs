@@ -204,7 +204,10 @@ impl Log {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(path)
-            .map_err(LogError::storage)?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
+                other => LogError::storage(other),
+            })?;
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let writer = Writer::load(db.clone(), catalog.clone(), options.clone())?;

@@ -1,0 +1,115 @@
+//! Durability under a real `kill -9`: a child process appends under load and
+//! prints each acknowledged batch; we SIGKILL it at a random moment, reopen
+//! the database, and check that every acknowledged record is there, at its
+//! offset, with no gaps. Ten kills in a row on the same database, so recovery
+//! also has to survive being interrupted again.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_hub::log::{Log, LogOptions};
+
+const TOPIC: &str = "crash";
+const PARTITIONS: u32 = 3;
+
+struct Ack {
+    base: u64,
+    last: u64,
+    task: u32,
+    first: u64,
+    count: u64,
+}
+
+fn parse(line: &str) -> Option<(u32, Ack)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() != 7 || f[0] != "ACK" {
+        return None;
+    }
+    let n = |i: usize| f[i].parse::<u64>().ok();
+    Some((
+        n(1)? as u32,
+        Ack { base: n(2)?, last: n(3)?, task: n(4)? as u32, first: n(5)?, count: n(6)? },
+    ))
+}
+
+#[test]
+fn acknowledged_records_survive_kill_9_ten_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.redb");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut total_acked = 0u64;
+    // Everything acknowledged in any run, by partition: (base, run, ack).
+    let mut acked: BTreeMap<u32, Vec<(String, Ack)>> = BTreeMap::new();
+
+    for run in 0..10 {
+        let run_id = format!("r{run}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_appender"))
+            .arg(&db)
+            .arg(&run_id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start crash_appender");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+        // Kill after a random number of acks (and at least some), or after
+        // 20 s if the child is too slow to get there.
+        let kill_after = fastrand::u64(5..400);
+        let started = Instant::now();
+        let mut seen = 0;
+        while seen < kill_after && started.elapsed() < Duration::from_secs(20) {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((p, ack)) = parse(&line) {
+                        acked.entry(p).or_default().push((run_id.clone(), ack));
+                        seen += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        // A random extra moment, so the kill does not always land right
+        // after a print.
+        std::thread::sleep(Duration::from_micros(fastrand::u64(0..3000)));
+        child.kill().expect("SIGKILL the appender"); // Child::kill sends SIGKILL on Unix
+        // Whatever it printed before dying counts as acknowledged too.
+        for line in lines.map_while(Result::ok) {
+            if let Some((p, ack)) = parse(&line) {
+                acked.entry(p).or_default().push((run_id.clone(), ack));
+                seen += 1;
+            }
+        }
+        child.wait().unwrap();
+        assert!(seen > 0, "run {run}: the child acknowledged nothing");
+        total_acked += seen;
+
+        // Reopen (redb recovers from the crash) and check everything.
+        runtime.block_on(async {
+            let log = Log::open(&db, LogOptions { retention_check_interval: None, ..LogOptions::default() })
+                .unwrap_or_else(|e| panic!("run {run}: reopen after kill -9 failed: {e}"));
+            for p in 0..PARTITIONS {
+                let stored = log.read_records(TOPIC, p, 0, usize::MAX).unwrap();
+                let end = log.offsets(TOPIC, p).unwrap().end;
+                // Dense: offsets 0..end, no gaps, nothing past the end.
+                assert_eq!(stored.len() as u64, end, "run {run} partition {p}: gap in offsets");
+                for (i, r) in stored.iter().enumerate() {
+                    assert_eq!(r.offset, i as u64, "run {run} partition {p}");
+                }
+                // Every acknowledged record is stored where its ack said.
+                for (run_id, ack) in acked.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
+                    assert_eq!(ack.last - ack.base + 1, ack.count);
+                    assert!(ack.last < end, "run {run}: acked offset {} lost (end {end})", ack.last);
+                    for i in 0..ack.count {
+                        let value = String::from_utf8_lossy(&stored[(ack.base + i) as usize].record.value).into_owned();
+                        let expected = format!("{run_id}-t{}-n{}", ack.task, ack.first + i);
+                        assert_eq!(value, expected, "run {run} partition {p} offset {}", ack.base + i);
+                    }
+                }
+            }
+            log.close().await.unwrap();
+        });
+    }
+    assert!(total_acked >= 10);
+}
