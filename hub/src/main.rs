@@ -100,11 +100,16 @@ struct StorageArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -129,15 +134,20 @@ fn main() -> ExitCode {
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            args.data_dir.display()
+        )
+    })?;
     let path = args.data_dir.join("cairn.redb");
     let options = LogOptions {
         retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
         flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
         ..LogOptions::default()
     };
-    let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
+    let log = Log::open(&path, options)
+        .map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
     let topics = log.list_topics();
     tracing::info!(
         data = %path.display(),
@@ -146,7 +156,11 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
          Network listeners (native protocol, MQTT on 1883) are not built yet; stop with Ctrl-C"
     );
     for t in &topics {
-        let records: u64 = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+        let records: u64 = t
+            .partitions
+            .iter()
+            .map(|p| p.end_offset - p.start_offset)
+            .sum();
         tracing::info!(topic = %t.name, partitions = t.partitions.len(), records, "topic");
     }
     shutdown_signal().await;
@@ -160,13 +174,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

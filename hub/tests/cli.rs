@@ -10,7 +10,12 @@ const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["serve", "--help"], &["bench", "--help"], &["bench", "storage", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["bench", "--help"],
+        &["bench", "storage", "--help"],
+    ] {
         let out = Command::new(CAIRN).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -22,7 +27,7 @@ fn every_command_has_help() {
 }
 
 /// Starts `cairn serve`, waits for it to say it is running, and returns it
-/// with the lines it printed.
+/// with the lines it printed. Callers kill or stop and then wait for it.
 fn start_serve(data: &std::path::Path) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(CAIRN)
         .args(["serve", "--data-dir"])
@@ -45,6 +50,7 @@ fn start_serve(data: &std::path::Path) -> (std::process::Child, Vec<String>) {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("cairn serve did not start: {seen:#?}");
 }
 
@@ -53,16 +59,26 @@ fn serve_opens_the_log_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, _) = start_serve(&data);
-    assert!(data.join("cairn.redb").exists(), "the log is created in the data directory");
+    assert!(
+        data.join("cairn.redb").exists(),
+        "the log is created in the data directory"
+    );
 
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "cairn did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "cairn did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
@@ -78,7 +94,11 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = Command::new(CAIRN).args(["serve", "--data-dir"]).arg(&file).output().unwrap();
+    let out = Command::new(CAIRN)
+        .args(["serve", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot create data directory"), "{err}");
@@ -88,7 +108,11 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
 fn a_second_hub_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _) = start_serve(dir.path());
-    let out = Command::new(CAIRN).args(["serve", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(CAIRN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(!out.status.success());

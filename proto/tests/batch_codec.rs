@@ -227,7 +227,7 @@ fn idempotent_header_fields() {
         w.push_owned(&OwnedRecord::new(vec![i], 0)).unwrap();
     }
     let bytes = w.finish().unwrap();
-    let h = BatchView::parse(&bytes).unwrap().header().clone();
+    let h = *BatchView::parse(&bytes).unwrap().header();
     assert_eq!(
         (h.producer_id, h.base_sequence, h.last_sequence()),
         (7, 100, Some(104))

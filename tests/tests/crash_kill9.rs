@@ -30,7 +30,13 @@ fn parse(line: &str) -> Option<(u32, Ack)> {
     let n = |i: usize| f[i].parse::<u64>().ok();
     Some((
         n(1)? as u32,
-        Ack { base: n(2)?, last: n(3)?, task: n(4)? as u32, first: n(5)?, count: n(6)? },
+        Ack {
+            base: n(2)?,
+            last: n(3)?,
+            task: n(4)? as u32,
+            first: n(5)?,
+            count: n(6)?,
+        },
     ))
 }
 
@@ -74,7 +80,7 @@ fn acknowledged_records_survive_kill_9_ten_times() {
         // after a print.
         std::thread::sleep(Duration::from_micros(fastrand::u64(0..3000)));
         child.kill().expect("SIGKILL the appender"); // Child::kill sends SIGKILL on Unix
-        // Whatever it printed before dying counts as acknowledged too.
+                                                     // Whatever it printed before dying counts as acknowledged too.
         for line in lines.map_while(Result::ok) {
             if let Some((p, ack)) = parse(&line) {
                 acked.entry(p).or_default().push((run_id.clone(), ack));
@@ -87,24 +93,45 @@ fn acknowledged_records_survive_kill_9_ten_times() {
 
         // Reopen (redb recovers from the crash) and check everything.
         runtime.block_on(async {
-            let log = Log::open(&db, LogOptions { retention_check_interval: None, ..LogOptions::default() })
-                .unwrap_or_else(|e| panic!("run {run}: reopen after kill -9 failed: {e}"));
+            let log = Log::open(
+                &db,
+                LogOptions {
+                    retention_check_interval: None,
+                    ..LogOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("run {run}: reopen after kill -9 failed: {e}"));
             for p in 0..PARTITIONS {
                 let stored = log.read_records(TOPIC, p, 0, usize::MAX).unwrap();
                 let end = log.offsets(TOPIC, p).unwrap().end;
                 // Dense: offsets 0..end, no gaps, nothing past the end.
-                assert_eq!(stored.len() as u64, end, "run {run} partition {p}: gap in offsets");
+                assert_eq!(
+                    stored.len() as u64,
+                    end,
+                    "run {run} partition {p}: gap in offsets"
+                );
                 for (i, r) in stored.iter().enumerate() {
                     assert_eq!(r.offset, i as u64, "run {run} partition {p}");
                 }
                 // Every acknowledged record is stored where its ack said.
                 for (run_id, ack) in acked.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
                     assert_eq!(ack.last - ack.base + 1, ack.count);
-                    assert!(ack.last < end, "run {run}: acked offset {} lost (end {end})", ack.last);
+                    assert!(
+                        ack.last < end,
+                        "run {run}: acked offset {} lost (end {end})",
+                        ack.last
+                    );
                     for i in 0..ack.count {
-                        let value = String::from_utf8_lossy(&stored[(ack.base + i) as usize].record.value).into_owned();
+                        let value =
+                            String::from_utf8_lossy(&stored[(ack.base + i) as usize].record.value)
+                                .into_owned();
                         let expected = format!("{run_id}-t{}-n{}", ack.task, ack.first + i);
-                        assert_eq!(value, expected, "run {run} partition {p} offset {}", ack.base + i);
+                        assert_eq!(
+                            value,
+                            expected,
+                            "run {run} partition {p} offset {}",
+                            ack.base + i
+                        );
                     }
                 }
             }

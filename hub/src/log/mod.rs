@@ -205,7 +205,9 @@ impl Log {
             .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    LogError::AlreadyOpen(path.display().to_string())
+                }
                 other => LogError::storage(other),
             })?;
         let db = Arc::new(db);

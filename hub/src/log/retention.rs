@@ -32,19 +32,21 @@ pub struct RetentionReport {
 type BatchTable<'t> = Table<'t, (u32, u32, u64), &'static [u8]>;
 type TimeIndex<'t> = Table<'t, (u32, u32, i64), u64>;
 
-/// Applies retention and compaction to every topic inside `txn`. Returns the
-/// report, the partition states to publish after commit, and the end offsets
-/// at which partitions were compacted.
+/// What [`enforce`] did: the report, the partition states to publish after
+/// commit, and the end offsets at which partitions were compacted.
+pub(crate) type Enforced = (
+    RetentionReport,
+    Vec<(PartitionKey, PartState)>,
+    Vec<(PartitionKey, u64)>,
+);
+
+/// Applies retention and compaction to every topic inside `txn`.
 pub(crate) fn enforce(
     txn: &WriteTransaction,
     topics: &HashMap<u32, WriterTopic>,
     compacted_at: &HashMap<PartitionKey, u64>,
     now_ms: i64,
-) -> Result<(
-    RetentionReport,
-    Vec<(PartitionKey, PartState)>,
-    Vec<(PartitionKey, u64)>,
-)> {
+) -> Result<Enforced> {
     let mut report = RetentionReport::default();
     let mut changes = Vec::new();
     let mut compacted = Vec::new();
