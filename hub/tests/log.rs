@@ -701,6 +701,7 @@ async fn produce_splits_by_key_and_sticks_unkeyed_records() {
     let produced = broker.produce("t", &records).await.unwrap();
     let mut seen = HashSet::new();
     for p in &produced {
+        assert!(p.outcome.is_ok(), "{:?}", p.outcome);
         for &i in &p.records {
             assert_eq!(
                 cairn_proto::partition_for_key(records[i].key.as_ref().unwrap(), 4),
@@ -726,4 +727,73 @@ async fn produce_splits_by_key_and_sticks_unkeyed_records() {
         a[0].partition, b[0].partition,
         "the sticky partition moves on after a call"
     );
+}
+
+#[tokio::test]
+async fn batches_that_would_break_offsets_or_sequences_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.create_topic("t", TopicConfig::default()).await.unwrap();
+
+    // One record claiming five offsets would leave holes at the partition end.
+    let mut w = BatchWriter::new(Vec::new()).unwrap();
+    w.push_owned(&OwnedRecord::new(b"x".to_vec(), 1)).unwrap();
+    w.reserve_offsets_through(4);
+    let err = log.append("t", 0, w.finish().unwrap()).await.unwrap_err();
+    assert!(matches!(err, LogError::InvalidProducerBatch(_)), "{err}");
+
+    // Sequences past i32::MAX cannot be checked for duplicates.
+    let mut w = BatchWriter::new(Vec::new())
+        .unwrap()
+        .idempotent(3, i32::MAX - 1);
+    for _ in 0..3 {
+        w.push_owned(&OwnedRecord::new(b"x".to_vec(), 1)).unwrap();
+    }
+    let err = log.append("t", 0, w.finish().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("start a new producer id"), "{err}");
+
+    // A producer id with a negative sequence is neither idempotent nor plain.
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(3, -5);
+    w.push_owned(&OwnedRecord::new(b"x".to_vec(), 1)).unwrap();
+    let err = log.append("t", 0, w.finish().unwrap()).await.unwrap_err();
+    assert!(matches!(err, LogError::InvalidProducerBatch(_)), "{err}");
+
+    assert_eq!(log.offsets("t", 0).unwrap().end, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn time_index_restarts_after_retention_empties_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(100_000));
+    let log = Log::open(
+        dir.path().join("cairn.redb"),
+        LogOptions {
+            clock: clock.clone(),
+            ..options()
+        },
+    )
+    .unwrap();
+    log.create_topic(
+        "t",
+        TopicConfig {
+            retention_ms: Some(1_000),
+            ..TopicConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    log.append("t", 0, batch(&["far future"], 90_000))
+        .await
+        .unwrap();
+    log.enforce_retention().await.unwrap();
+    let offsets = log.offsets("t", 0).unwrap();
+    assert_eq!(
+        (offsets.start, offsets.end),
+        (1, 1),
+        "retention emptied the partition"
+    );
+    // A device without a clock sends small timestamps afterwards.
+    log.append("t", 0, batch(&["early"], 5)).await.unwrap();
+    assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp("t", 0, 5).unwrap(), Some(1));
 }

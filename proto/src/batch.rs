@@ -245,17 +245,43 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
-    /// Sequence number of the last record, when the producer is idempotent.
+    /// Sequence number of the last record, when the producer is idempotent
+    /// (a producer id and a non-negative base sequence). `None` also when the
+    /// sequence would pass `i32::MAX`: such a batch cannot be idempotent, and
+    /// the hub refuses it.
     pub fn last_sequence(&self) -> Option<i32> {
-        (self.producer_id != NO_PRODUCER && self.base_sequence >= 0).then(|| {
-            self.base_sequence
-                .wrapping_add(self.last_offset_delta as i32)
-        })
+        if self.producer_id == NO_PRODUCER || self.base_sequence < 0 {
+            return None;
+        }
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        i32::try_from(last).ok()
     }
 
     /// Total encoded size of the batch.
     pub fn total_len(&self) -> usize {
         LENGTH_FIELD_END + self.batch_length as usize
+    }
+
+    /// Reads the header and checks the length and CRC, without walking the
+    /// records: enough to trust bytes this code wrote earlier (a stored
+    /// batch) while still catching corruption at rest.
+    pub fn read_checked(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+        let header = BatchHeader::read(bytes)?;
+        let total = header.total_len();
+        if total < HEADER_LEN || total != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                declared: header.batch_length as usize,
+                actual: bytes.len().saturating_sub(LENGTH_FIELD_END),
+            });
+        }
+        let actual = crc32fast::hash(&bytes[CRC_START..]);
+        if actual != header.crc {
+            return Err(DecodeError::CrcMismatch {
+                expected: header.crc,
+                actual,
+            });
+        }
+        Ok(header)
     }
 
     /// Reads the fixed header only: no CRC or record checks. Use

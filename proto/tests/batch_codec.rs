@@ -233,3 +233,40 @@ fn idempotent_header_fields() {
         (7, 100, Some(104))
     );
 }
+
+#[test]
+fn read_checked_catches_corruption_without_walking_records() {
+    let good = encode(&[OwnedRecord::new(b"hello".to_vec(), 1)]);
+    assert_eq!(BatchHeader::read_checked(&good).unwrap().record_count, 1);
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        BatchHeader::read_checked(&bad),
+        Err(DecodeError::CrcMismatch { .. })
+    ));
+    assert!(matches!(
+        BatchHeader::read_checked(&good[..good.len() - 1]),
+        Err(DecodeError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn last_sequence_never_wraps() {
+    let mut w = BatchWriter::new(Vec::new())
+        .unwrap()
+        .idempotent(1, i32::MAX);
+    w.push_owned(&OwnedRecord::new(b"a".to_vec(), 0)).unwrap();
+    let one = w.finish().unwrap();
+    assert_eq!(
+        BatchHeader::read(&one).unwrap().last_sequence(),
+        Some(i32::MAX)
+    );
+    let mut w = BatchWriter::new(Vec::new())
+        .unwrap()
+        .idempotent(1, i32::MAX);
+    w.push_owned(&OwnedRecord::new(b"a".to_vec(), 0)).unwrap();
+    w.push_owned(&OwnedRecord::new(b"b".to_vec(), 0)).unwrap();
+    let two = w.finish().unwrap();
+    assert_eq!(BatchHeader::read(&two).unwrap().last_sequence(), None);
+}

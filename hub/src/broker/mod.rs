@@ -13,13 +13,15 @@ use cairn_proto::{BatchWriter, OwnedRecord};
 
 use crate::log::{AppendOutcome, Log, LogError, Result};
 
-/// Where one produce call's records went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where one produce call's records went, per partition.
+#[derive(Debug)]
 pub struct Produced {
     pub partition: u32,
-    pub outcome: AppendOutcome,
-    /// Index in the input of each record written to this partition, in order.
+    /// Index in the input of each record sent to this partition, in order.
     pub records: Vec<usize>,
+    /// This partition's own result: appends to different partitions succeed
+    /// or fail independently, so a caller retries only what failed.
+    pub outcome: Result<AppendOutcome>,
 }
 
 /// Produces records to topics of a [`Log`].
@@ -43,29 +45,30 @@ impl Broker {
 
     /// Writes `records` to `topic`, choosing partitions, one batch per
     /// partition appended concurrently (so they share a group commit). Order
-    /// is kept within each partition.
+    /// is kept within each partition. Fails as a whole only when nothing was
+    /// sent (unknown topic, unencodable records).
     pub async fn produce(&self, topic: &str, records: &[OwnedRecord]) -> Result<Vec<Produced>> {
         let partitions = self.log.partition_count(topic)?;
         let split =
             self.partitioner
                 .split(topic, partitions, records.iter().map(|r| r.key.as_deref()));
-        let appends = split.into_iter().map(|(partition, indexes)| {
+        let mut batches = Vec::with_capacity(split.len());
+        for (partition, indexes) in split {
+            let batch = encode(indexes.iter().map(|&i| &records[i]))?;
+            batches.push((partition, indexes, batch));
+        }
+        let appends = batches.into_iter().map(|(partition, records, batch)| {
             let log = self.log.clone();
-            let batch = encode(indexes.iter().map(|&i| &records[i]));
             async move {
-                let outcome = log.append(topic, partition, batch?).await?;
-                Ok::<_, LogError>(Produced {
+                let outcome = log.append(topic, partition, batch).await;
+                Produced {
                     partition,
+                    records,
                     outcome,
-                    records: indexes,
-                })
+                }
             }
         });
-        let mut out = Vec::new();
-        for result in futures::future::join_all(appends).await {
-            out.push(result?);
-        }
-        Ok(out)
+        Ok(futures::future::join_all(appends).await)
     }
 }
 

@@ -35,6 +35,8 @@ pub enum LogError {
     },
     #[error("record batch of {size} bytes exceeds the limit of {limit} bytes (max_batch_bytes); send smaller batches")]
     BatchTooLarge { size: usize, limit: usize },
+    #[error("record batch refused: {0}")]
+    InvalidProducerBatch(String),
     #[error("malformed record batch: {0}")]
     InvalidBatch(#[from] DecodeError),
     #[error("producer {producer_id} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}; records may have been lost, restart the producer with a new id")]
@@ -55,11 +57,18 @@ pub enum LogError {
     },
     #[error("topic '{0}' uses cleanup.policy=compact, which needs every record to have a key")]
     MissingKeyOnCompactedTopic(String),
+    #[error("stored batch at {topic}/{partition} offset {base_offset} is corrupt ({reason}); the disk or file was damaged")]
+    CorruptBatch {
+        topic: String,
+        partition: u32,
+        base_offset: u64,
+        reason: DecodeError,
+    },
     #[error(
         "stored metadata is unreadable ({0}); the database may be from a newer Cairn or damaged"
     )]
     CorruptMetadata(String),
-    #[error("commit failed, nothing of this request was stored (safe to retry): {0}")]
+    #[error("commit failed ({0}); the records are most likely not stored: retry (an idempotent producer's retry is never stored twice)")]
     CommitFailed(String),
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),

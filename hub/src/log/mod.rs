@@ -380,6 +380,28 @@ impl Log {
             return Err(LogError::MissingKeyOnCompactedTopic(topic.to_string()));
         }
         let header: BatchHeader = *view.header();
+        // A producer's batch numbers its records 0..n: anything else would
+        // move the partition's end past offsets that hold nothing.
+        if u64::from(header.last_offset_delta) + 1 != u64::from(header.record_count) {
+            return Err(LogError::InvalidProducerBatch(format!(
+                "last_offset_delta is {} for {} records; a produced batch must number its records 0..n",
+                header.last_offset_delta, header.record_count
+            )));
+        }
+        if header.producer_id != cairn_proto::batch::NO_PRODUCER {
+            if header.producer_id < 0 || header.base_sequence < 0 {
+                return Err(LogError::InvalidProducerBatch(format!(
+                    "producer id {} with base sequence {}: an idempotent batch needs both non-negative (or producer id -1)",
+                    header.producer_id, header.base_sequence
+                )));
+            }
+            if header.last_sequence().is_none() {
+                return Err(LogError::InvalidProducerBatch(format!(
+                    "sequence numbers {}..+{} pass 2^31-1; start a new producer id",
+                    header.base_sequence, header.record_count
+                )));
+            }
+        }
         let topic_id = entry.id;
         self.call(|reply| {
             Command::Append(writer::AppendRequest {

@@ -81,7 +81,7 @@ impl ProducerWindow {
             .iter()
             .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
         {
-            let span = (b.last_seq - b.first_seq) as u64;
+            let span = (i64::from(b.last_seq) - i64::from(b.first_seq)).max(0) as u64;
             return SequenceCheck::Duplicate {
                 base_offset: b.base_offset,
                 last_offset: b.base_offset + span,

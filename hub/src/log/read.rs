@@ -102,10 +102,18 @@ impl Log {
             .range((id, partition, from)..=(id, partition, u64::MAX))
             .map_err(LogError::storage)?
         {
-            let (_, value) = row.map_err(LogError::storage)?;
+            let (key, value) = row.map_err(LogError::storage)?;
             let bytes = value.value();
+            // Corruption at rest is an error, never a silent skip.
+            let header =
+                BatchHeader::read_checked(bytes).map_err(|reason| LogError::CorruptBatch {
+                    topic: topic.to_string(),
+                    partition,
+                    base_offset: key.value().2,
+                    reason,
+                })?;
             // Skip a batch that ends before `offset` (compaction leaves gaps).
-            if BatchHeader::read(bytes).is_ok_and(|h| h.next_offset() <= offset) {
+            if header.next_offset() <= offset {
                 continue;
             }
             if !fetch.batches.is_empty() && total + bytes.len() > max_bytes {

@@ -166,12 +166,14 @@ fn delete_old(
     for ts in &stale {
         time_index.remove((id, p, *ts)).map_err(LogError::storage)?;
     }
-    if let Some(&newest) = stale.last() {
-        if new.start < new.next {
-            time_index
-                .insert((id, p, newest), new.start)
-                .map_err(LogError::storage)?;
-        }
+    if new.start == new.next {
+        // Empty now: the next batch starts the index afresh, whatever its
+        // timestamps (devices without a clock may send small ones).
+        new.max_ts = i64::MIN;
+    } else if let Some(&newest) = stale.last() {
+        time_index
+            .insert((id, p, newest), new.start)
+            .map_err(LogError::storage)?;
     }
     Ok(Some(new))
 }

@@ -124,7 +124,8 @@ pub(crate) struct Writer {
     topics: HashMap<u32, WriterTopic>,
     ids: HashMap<String, u32>,
     /// A `flush = interval` commit has not been fsynced yet.
-    unflushed: bool,
+    /// When the oldest not-yet-fsynced (`flush = interval`) commit happened.
+    unflushed_since: Option<Instant>,
     /// Partition end offset at the last compaction, to skip unchanged ones.
     compacted_at: HashMap<PartitionKey, u64>,
 }
@@ -178,7 +179,7 @@ impl Writer {
             options,
             topics: HashMap::new(),
             ids: HashMap::new(),
-            unflushed: false,
+            unflushed_since: None,
             compacted_at: HashMap::new(),
         };
         let txn = writer.db.begin_read().map_err(LogError::storage)?;
@@ -303,6 +304,12 @@ impl Writer {
                 .is_none_or(|t| t.meta.config.flush == FlushPolicy::Always),
             _ => true,
         });
+        // Interval topics are fsynced at least every flush_interval even when
+        // the ticker's flush cannot get through a full queue.
+        let overdue = self
+            .unflushed_since
+            .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
+        let durable = durable || overdue;
         let mut overlay: HashMap<PartitionKey, PartState> = HashMap::new();
         match self.write_data(&mut data, &mut overlay, durable) {
             Ok(outcomes) => {
@@ -310,7 +317,11 @@ impl Writer {
                     self.set_part_state(key, state);
                 }
                 // An fsynced commit also persists every earlier non-durable one.
-                self.unflushed = !durable;
+                if durable {
+                    self.unflushed_since = None;
+                } else {
+                    self.unflushed_since.get_or_insert_with(Instant::now);
+                }
                 for (cmd, outcome) in data.into_iter().zip(outcomes) {
                     match cmd {
                         Command::Append(a) => {
@@ -527,12 +538,12 @@ impl Writer {
 
     /// An empty durable commit: makes every earlier non-durable one durable.
     fn flush(&mut self) {
-        if !self.unflushed {
+        if self.unflushed_since.is_none() {
             return;
         }
         let result = self.begin(true).and_then(|txn| self.commit(txn));
         match result {
-            Ok(()) => self.unflushed = false,
+            Ok(()) => self.unflushed_since = None,
             Err(err) => {
                 tracing::error!(error = %err, "flush failed; will retry at the next interval")
             }
@@ -595,7 +606,7 @@ impl Writer {
             value
         };
         self.commit(txn)?;
-        self.unflushed = false;
+        self.unflushed_since = None;
         Ok(value)
     }
 
@@ -634,7 +645,7 @@ impl Writer {
             meta
         };
         self.commit(txn)?;
-        self.unflushed = false;
+        self.unflushed_since = None;
         tracing::info!(topic = %name, partitions = meta.config.partitions, "topic created");
         let parts = vec![PartState::EMPTY; meta.config.partitions as usize];
         self.install_topic(name, meta, parts, None);
@@ -668,7 +679,7 @@ impl Writer {
                 .map_err(LogError::storage)?;
         }
         self.commit(txn)?;
-        self.unflushed = false;
+        self.unflushed_since = None;
         self.topics.remove(&id);
         self.ids.remove(name);
         self.catalog.remove(name);
@@ -708,7 +719,7 @@ impl Writer {
             }
         }
         self.commit(txn)?;
-        self.unflushed = false;
+        self.unflushed_since = None;
         let old = self.topics.remove(&id).expect("topic present");
         let mut parts = old.parts;
         parts.resize(meta.config.partitions as usize, PartState::EMPTY);
@@ -723,7 +734,7 @@ impl Writer {
         let (report, changes, compacted) =
             retention::enforce(&txn, &self.topics, &self.compacted_at, now)?;
         self.commit(txn)?;
-        self.unflushed = false;
+        self.unflushed_since = None;
         for (key, state) in changes {
             self.set_part_state(key, state);
         }
