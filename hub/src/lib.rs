@@ -6,4 +6,6 @@
 
 pub mod bench;
 pub mod broker;
+pub mod client;
 pub mod log;
+pub mod net;

@@ -1,6 +1,9 @@
 //! The `cairn` command: `cairn serve` runs the hub, the other subcommands
 //! are tools around it.
 
+mod cmd;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
+use cairn_hub::broker::Broker;
 use cairn_hub::log::{Log, LogOptions};
+use cairn_hub::net::{self, native::NativeLimits};
+use cmd::HubArgs;
 
 /// Cairn: an event hub for the edge. Keeps every sensor event in a durable,
 /// partitioned log.
@@ -22,9 +28,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the hub: open the log in the data directory and keep it
-    /// (retention, compaction, flushing) until Ctrl-C or SIGTERM.
+    /// Run the hub: open the log in the data directory and serve the native
+    /// protocol until Ctrl-C or SIGTERM (retention runs in the background).
     Serve(ServeArgs),
+    /// Manage topics on a running hub.
+    Topic {
+        #[command(subcommand)]
+        command: cmd::topic::TopicCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Write records to a topic, one per line of standard input.
+    Produce {
+        #[command(flatten)]
+        args: cmd::produce::ProduceArgs,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        args: cmd::consume::ConsumeArgs,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Measure Cairn on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -35,6 +62,18 @@ struct ServeArgs {
     /// Directory holding the log database (created if missing).
     #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
     data_dir: PathBuf,
+    /// Address of the native protocol listener (port 0 picks a free port).
+    #[arg(long, env = "CAIRN_NATIVE_ADDR", default_value = "0.0.0.0:7878")]
+    native_addr: SocketAddr,
+    /// Most native-protocol connections open at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Largest native-protocol frame accepted, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Largest record batch accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_batch_bytes: usize,
     /// How often retention and compaction run, in seconds.
     #[arg(long, default_value_t = 30)]
     retention_check_secs: u64,
@@ -119,6 +158,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Topic { command, hub } => cmd::topic::run(command, hub).await,
+            Command::Produce { args, hub } => cmd::produce::run(args, hub).await,
+            Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
             Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
         }
     });
@@ -144,28 +186,40 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let options = LogOptions {
         retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
         flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
+        max_batch_bytes: args.max_batch_bytes,
         ..LogOptions::default()
     };
     let log = Log::open(&path, options)
         .map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
+    let broker = Broker::new(log.clone());
+    let listener = net::native::bind(args.native_addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {} (native protocol): {e}",
+            args.native_addr
+        )
+    })?;
+    let limits = NativeLimits {
+        max_connections: args.max_connections.max(1),
+        max_frame_bytes: args.max_frame_bytes.max(1024),
+        ..NativeLimits::default()
+    };
+    let (trigger, shutdown) = net::shutdown_channel();
+    let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(
         data = %path.display(),
         topics = topics.len(),
-        "cairn is running: the log is open and retention runs in the background. \
-         Network listeners (native protocol, MQTT on 1883) are not built yet; stop with Ctrl-C"
+        "cairn is running (MQTT is not built yet); stop with Ctrl-C"
     );
-    for t in &topics {
-        let records: u64 = t
-            .partitions
-            .iter()
-            .map(|p| p.end_offset - p.start_offset)
-            .sum();
-        tracing::info!(topic = %t.name, partitions = t.partitions.len(), records, "topic");
-    }
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing queued commits");
+    tracing::info!("shutting down: closing connections, finishing queued commits");
+    trigger.trigger();
+    let _ = native.await;
+    // Connections answer their in-flight requests and close; give them a
+    // moment, then finish the log's queued commits and close the database.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     log.close().await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

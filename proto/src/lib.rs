@@ -10,6 +10,8 @@
 //!   only writing the base offset, which is outside the CRC.
 //! * [`partition`]: the stable key → partition hash (Kafka-compatible murmur2),
 //!   so a device or client can tell which partition a key lands in.
+//! * [`frame`]: the native protocol's requests and responses, and their
+//!   length-prefixed CBOR framing.
 //! * [`varint`]: the LEB128 / zig-zag integers used inside records.
 //!
 //! Features: `alloc` adds owned records and `Vec`-backed batch building; `std`
@@ -21,6 +23,7 @@
 extern crate alloc;
 
 pub mod batch;
+pub mod frame;
 pub mod partition;
 pub mod record;
 pub mod varint;

@@ -9,9 +9,11 @@ mod partitioner;
 
 pub use partitioner::Partitioner;
 
-use cairn_proto::{BatchWriter, OwnedRecord};
+use std::time::Duration;
 
-use crate::log::{AppendOutcome, Log, LogError, Result};
+use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
+
+use crate::log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
 
 /// Where one produce call's records went, per partition.
 #[derive(Debug)]
@@ -69,6 +71,75 @@ impl Broker {
             }
         });
         Ok(futures::future::join_all(appends).await)
+    }
+}
+
+impl Broker {
+    /// Queues one producer-built batch. Without `partition`, keyed records
+    /// choose it by the key hash (every key in the batch must land in the
+    /// same partition), unkeyed ones take the topic's sticky partition.
+    /// Returns the partition and the pending append, in submission order.
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Vec<u8>,
+    ) -> Result<(u32, PendingAppend)> {
+        let partition = match partition {
+            Some(p) => p,
+            None => self.choose_partition(topic, &batch)?,
+        };
+        let pending = self.log.submit(topic, partition, batch).await?;
+        Ok((partition, pending))
+    }
+
+    fn choose_partition(&self, topic: &str, batch: &[u8]) -> Result<u32> {
+        let partitions = self.log.partition_count(topic)?;
+        let view = BatchView::parse(batch)?;
+        let mut chosen = None;
+        for record in view.records() {
+            let Some(key) = record.key else { continue };
+            let p = partition_for_key(key, partitions);
+            match chosen {
+                None => chosen = Some(p),
+                Some(c) if c != p => {
+                    return Err(LogError::InvalidProducerBatch(format!(
+                        "the batch's keys map to partitions {c} and {p} of '{topic}'; \
+                         send one batch per partition or name the partition"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(match chosen {
+            Some(p) => p,
+            None => self
+                .partitioner
+                .split(topic, partitions, std::iter::once(None))
+                .into_keys()
+                .next()
+                .unwrap_or(0),
+        })
+    }
+
+    /// Reads from `offset`; when the consumer is caught up, waits up to
+    /// `max_wait` for new records (long poll, woken by the writer's commit).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetch> {
+        let fetch = self.log.fetch(topic, partition, offset, max_bytes)?;
+        if !fetch.batches.is_empty() || max_wait.is_zero() || offset != fetch.end_offset {
+            return Ok(fetch);
+        }
+        self.log
+            .wait_for(topic, partition, offset, max_wait)
+            .await?;
+        self.log.fetch(topic, partition, offset, max_bytes)
     }
 }
 

@@ -123,6 +123,21 @@ pub struct LogStats {
     pub batches_appended: AtomicU64,
 }
 
+/// An append queued for the writer; [`PendingAppend::outcome`] waits for its
+/// commit.
+#[derive(Debug)]
+pub struct PendingAppend {
+    rx: oneshot::Receiver<Result<AppendOutcome>>,
+}
+
+impl PendingAppend {
+    /// Resolves once the commit holding the batch is done (durable, for
+    /// `flush = always` topics).
+    pub async fn outcome(self) -> Result<AppendOutcome> {
+        self.rx.await.map_err(|_| LogError::Closed)?
+    }
+}
+
 /// The topics as readers see them: config and each partition's offsets.
 /// Only the writer changes it, after each commit.
 #[derive(Default)]
@@ -335,6 +350,11 @@ impl Log {
         Ok(topic_info(&*self.shared.catalog.get(name)?))
     }
 
+    /// Largest record batch accepted, in bytes.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.shared.options.max_batch_bytes
+    }
+
     /// What the writer has done since the log was opened.
     pub fn stats(&self) -> &LogStats {
         &self.shared.catalog.stats
@@ -364,6 +384,19 @@ impl Log {
         partition: u32,
         batch: Vec<u8>,
     ) -> Result<AppendOutcome> {
+        self.submit(topic, partition, batch).await?.outcome().await
+    }
+
+    /// Validates a batch and queues it for the writer, returning once it is
+    /// queued; the returned [`PendingAppend`] resolves when it is committed.
+    /// Batches submitted one after another from one task are written in that
+    /// order, so a connection can pipeline produce requests and keep order.
+    pub async fn submit(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Vec<u8>,
+    ) -> Result<PendingAppend> {
         let limit = self.shared.options.max_batch_bytes;
         if batch.len() > limit {
             return Err(LogError::BatchTooLarge {
@@ -402,18 +435,21 @@ impl Log {
                 )));
             }
         }
-        let topic_id = entry.id;
-        self.call(|reply| {
-            Command::Append(writer::AppendRequest {
-                topic_id,
-                topic: topic.to_string(),
-                partition,
-                header,
-                batch,
-                reply,
-            })
-        })
-        .await
+        let (reply, rx) = oneshot::channel();
+        let request = writer::AppendRequest {
+            topic_id: entry.id,
+            topic: topic.to_string(),
+            partition,
+            header,
+            batch,
+            reply,
+        };
+        self.shared
+            .commands
+            .send(Command::Append(request))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        Ok(PendingAppend { rx })
     }
 
     /// Waits until `partition` holds an offset greater than `offset` (that

@@ -1,0 +1,377 @@
+//! The Rust client of the native protocol, used by the CLI, the benchmarks
+//! and the tests (and by any Rust program talking to a hub).
+//!
+//! One [`Client`] is one TCP connection. Requests are pipelined: each call
+//! writes its frame and waits for the response with its id, so many calls
+//! may be in flight at once from clones of the client. A reader task routes
+//! responses to their callers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::frame::{
+    self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicDescription,
+    TopicSettings,
+};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log::{CleanupPolicy, Fetch, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
+
+/// What can go wrong talking to a hub.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the hub at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to the hub lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection to the hub is closed")]
+    Closed,
+    #[error("{message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("unexpected answer from the hub: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The hub's error code, if the hub answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Where one produced batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub duplicate: bool,
+}
+
+type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
+
+/// A connection to a hub. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    frames: mpsc::Sender<Vec<u8>>,
+    waiters: Waiters,
+    next_id: Arc<AtomicU32>,
+    max_frame_bytes: usize,
+}
+
+impl Client {
+    /// Connects to the hub at `addr`.
+    pub async fn connect(addr: &str) -> Result<Client> {
+        let socket = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let _ = socket.set_nodelay(true);
+        let (read_half, write_half) = socket.into_split();
+        let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
+        let waiters: Waiters = Arc::default();
+        tokio::spawn(write_loop(write_half, queue));
+        tokio::spawn(read_loop(read_half, waiters.clone()));
+        Ok(Client {
+            frames,
+            waiters,
+            next_id: Arc::new(AtomicU32::new(1)),
+            max_frame_bytes: 64 * 1024 * 1024,
+        })
+    }
+
+    /// Connects to a socket address (tests, benchmarks).
+    pub async fn connect_addr(addr: SocketAddr) -> Result<Client> {
+        Client::connect(&addr.to_string()).await
+    }
+
+    /// Sends a request and returns the raw response payload.
+    async fn call(&self, body: RequestBody<'_>) -> Result<Vec<u8>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        frame::encode(&Request { id, body }, &mut out);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters lock").insert(id, tx);
+        if self.frames.send(out).await.is_err() {
+            self.waiters.lock().expect("waiters lock").remove(&id);
+            return Err(ClientError::Closed);
+        }
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a request without waiting for any answer (acks = none).
+    async fn cast(&self, body: RequestBody<'_>) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        frame::encode(&Request { id, body }, &mut out);
+        self.frames.send(out).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Calls and decodes the response, turning hub errors into `Err`.
+    async fn request<T>(
+        &self,
+        body: RequestBody<'_>,
+        f: impl FnOnce(ResponseBody<'_>) -> Option<T>,
+    ) -> Result<T> {
+        let payload = self.call(body).await?;
+        let response: Response<'_> = frame::decode(&payload)
+            .map_err(|e| ClientError::Protocol(format!("undecodable response: {e:?}")))?;
+        match response.body {
+            ResponseBody::Error { code, message } => Err(ClientError::Server {
+                code,
+                message: message.to_string(),
+            }),
+            other => {
+                let name = format!("{other:?}");
+                f(other)
+                    .ok_or_else(|| ClientError::Protocol(format!("unexpected response {name:.80}")))
+            }
+        }
+    }
+
+    /// Appends one encoded batch. With `Acks::None` nothing comes back
+    /// (`Ok(None)`); with `Acks::Durable` the offsets once durable.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: &[u8],
+        acks: Acks,
+    ) -> Result<Option<Produced>> {
+        let body = RequestBody::Produce {
+            topic,
+            partition,
+            acks,
+            batch,
+        };
+        if acks == Acks::None {
+            self.cast(body).await?;
+            return Ok(None);
+        }
+        self.request(body, |r| match r {
+            ResponseBody::Produced {
+                partition,
+                base_offset,
+                last_offset,
+                duplicate,
+            } => Some(Some(Produced {
+                partition,
+                base_offset,
+                last_offset,
+                duplicate,
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Reads batches from `offset`, waiting up to `max_wait` when caught up.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<Fetch> {
+        let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.request(
+            RequestBody::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+            },
+            |r| match r {
+                ResponseBody::Fetched {
+                    start_offset,
+                    end_offset,
+                    batches,
+                    ..
+                } => Some(Fetch {
+                    batches: batches.into_iter().map(|b| b.to_vec()).collect(),
+                    offset,
+                    start_offset,
+                    end_offset,
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        settings: TopicSettings<'_>,
+    ) -> Result<TopicInfo> {
+        self.request(RequestBody::CreateTopic { topic, settings }, topic_of)
+            .await
+    }
+
+    pub async fn alter_topic(&self, topic: &str, settings: TopicSettings<'_>) -> Result<TopicInfo> {
+        self.request(RequestBody::AlterTopic { topic, settings }, topic_of)
+            .await
+    }
+
+    pub async fn describe_topic(&self, topic: &str) -> Result<TopicInfo> {
+        self.request(RequestBody::DescribeTopic { topic }, topic_of)
+            .await
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.request(RequestBody::DeleteTopic { topic }, |r| {
+            matches!(r, ResponseBody::Done).then_some(())
+        })
+        .await
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.request(RequestBody::ListTopics, |r| match r {
+            ResponseBody::Topics { topics } => Some(topics.iter().map(topic_info).collect()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Per partition, the first offset with a timestamp ≥ `timestamp_ms`.
+    pub async fn offsets_for_time(
+        &self,
+        topic: &str,
+        timestamp_ms: i64,
+    ) -> Result<Vec<(u32, Option<u64>)>> {
+        self.request(
+            RequestBody::OffsetsForTime {
+                topic,
+                timestamp_ms,
+            },
+            |r| match r {
+                ResponseBody::Offsets { offsets } => Some(offsets),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    pub async fn allocate_producer_id(&self) -> Result<i64> {
+        self.request(RequestBody::AllocateProducerId, |r| match r {
+            ResponseBody::ProducerId { producer_id } => Some(producer_id),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Largest frame this client accepts from the hub.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+}
+
+fn topic_of(r: ResponseBody<'_>) -> Option<TopicInfo> {
+    match r {
+        ResponseBody::Topic { topic } => Some(topic_info(&topic)),
+        _ => None,
+    }
+}
+
+fn topic_info(t: &TopicDescription<'_>) -> TopicInfo {
+    let s = &t.settings;
+    TopicInfo {
+        name: t.name.to_string(),
+        config: TopicConfig {
+            partitions: s.partitions.unwrap_or(t.partitions.len() as u32),
+            retention_ms: s.retention_ms.filter(|&ms| ms >= 0),
+            retention_bytes: s.retention_bytes.and_then(|b| u64::try_from(b).ok()),
+            cleanup_policy: if s.cleanup_policy == Some("compact") {
+                CleanupPolicy::Compact
+            } else {
+                CleanupPolicy::Delete
+            },
+            flush: if s.flush == Some("interval") {
+                FlushPolicy::Interval
+            } else {
+                FlushPolicy::Always
+            },
+        },
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                partition: p.partition,
+                start_offset: p.start_offset,
+                end_offset: p.end_offset,
+                bytes: p.bytes,
+            })
+            .collect(),
+    }
+}
+
+async fn write_loop(socket: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut out = BufWriter::new(socket);
+    while let Some(frame) = queue.recv().await {
+        if out.write_all(&frame).await.is_err() {
+            return;
+        }
+        if queue.is_empty() && out.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Routes each response to the caller waiting for its id. When the
+/// connection ends, every waiter is dropped, so their calls fail with
+/// `Closed` instead of hanging.
+async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters) {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: u32,
+    }
+    let mut reader = BufReader::new(socket);
+    loop {
+        let mut prefix = [0u8; frame::LENGTH_PREFIX];
+        if reader.read_exact(&mut prefix).await.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes(prefix) as usize;
+        let mut payload = vec![0u8; len];
+        if reader.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let Ok(IdOnly { id }) = frame::decode::<IdOnly>(&payload) else {
+            break;
+        };
+        let waiter = waiters.lock().expect("waiters lock").remove(&id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(payload);
+            }
+            None if id == 0 => {
+                // A connection-level error (oversized frame, shutdown): hand
+                // it to every waiter, then the connection closes.
+                let all: Vec<_> = waiters.lock().expect("waiters lock").drain().collect();
+                for (_, tx) in all {
+                    let _ = tx.send(payload.clone());
+                }
+            }
+            None => {}
+        }
+    }
+    waiters.lock().expect("waiters lock").clear();
+}

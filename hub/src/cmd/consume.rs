@@ -1,0 +1,166 @@
+//! `cairn consume`: print records of a topic.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use cairn_hub::client::{Client, ClientError};
+
+use super::{show, AnyError, HubArgs, Output};
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Start at the oldest stored record (default: only new records).
+    #[arg(long, conflicts_with_all = ["offset", "since"])]
+    from_beginning: bool,
+    /// Start at this offset (with --partition).
+    #[arg(long, requires = "partition", conflicts_with = "since")]
+    offset: Option<u64>,
+    /// Start at the first record at or after this time: milliseconds since
+    /// the epoch, or an age such as 30s, 10m, 2h, 1d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Keep waiting for new records instead of exiting when caught up.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+}
+
+/// Parses `--since`: epoch milliseconds, or an age relative to now.
+fn since_ms(s: &str) -> Result<i64, AnyError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("--since {s:?}: expected epoch ms or an age like 30s, 10m, 2h, 1d"))?;
+    let ms = match unit {
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("--since {s:?}: unit must be s, m, h or d").into()),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Ok(now - ms)
+}
+
+struct Line {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
+pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
+    let client = Client::connect(&hub.hub).await?;
+    let info = client.describe_topic(&args.topic).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if p as usize >= info.partitions.len() => {
+            return Err(format!(
+                "topic '{}' has no partition {p} (it has {})",
+                args.topic,
+                info.partitions.len()
+            )
+            .into())
+        }
+        Some(p) => vec![p],
+        None => (0..info.partitions.len() as u32).collect(),
+    };
+    let by_time = match &args.since {
+        Some(s) => Some(client.offsets_for_time(&args.topic, since_ms(s)?).await?),
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::channel::<Result<Line, ClientError>>(1024);
+    for &p in &partitions {
+        let part = info.partitions[p as usize];
+        let start = if let Some(o) = args.offset {
+            o
+        } else if let Some(times) = &by_time {
+            times
+                .iter()
+                .find(|(q, _)| *q == p)
+                .and_then(|(_, o)| *o)
+                .unwrap_or(part.end_offset)
+        } else if args.from_beginning {
+            part.start_offset
+        } else {
+            part.end_offset
+        };
+        let (client, tx, topic, follow) =
+            (client.clone(), tx.clone(), args.topic.clone(), args.follow);
+        tokio::spawn(async move {
+            let mut offset = start;
+            loop {
+                let wait = if follow {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::ZERO
+                };
+                let fetch = match client.fetch(&topic, p, offset, 1024 * 1024, wait).await {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for r in fetch.records() {
+                    let line = Line {
+                        partition: p,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key.map(<[u8]>::to_vec),
+                        value: r.value.to_vec(),
+                    };
+                    if tx.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
+                offset = fetch.next_offset();
+                if !follow && offset >= fetch.end_offset {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut printed = 0u64;
+    while let Some(line) = rx.recv().await {
+        if args.max.is_some_and(|m| printed >= m) {
+            break;
+        }
+        let line = line?;
+        match hub.output {
+            Output::Text => println!("{}", show(&line.value)),
+            Output::Json => println!(
+                "{}",
+                json!({
+                    "partition": line.partition,
+                    "offset": line.offset,
+                    "timestamp": line.timestamp,
+                    "key": line.key.as_deref().map(show),
+                    "value": show(&line.value),
+                })
+            ),
+        }
+        printed += 1;
+        if args.max.is_some_and(|m| printed >= m) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The `cairn` subcommands that talk to a running hub over the native
+//! protocol, in the spirit of kcat / kafka-topics / rpk.
+
+pub mod consume;
+pub mod produce;
+pub mod topic;
+
+use clap::{Args, ValueEnum};
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Address of the hub's native protocol listener.
+    #[arg(
+        long,
+        env = "CAIRN_HUB",
+        default_value = "127.0.0.1:7878",
+        global = true
+    )]
+    pub hub: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Human-readable lines.
+    Text,
+    /// One JSON document per line.
+    Json,
+}
+
+pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Bytes as text when they are UTF-8, for printing.
+pub fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

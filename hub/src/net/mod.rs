@@ -1,0 +1,41 @@
+//! Network listeners: each turns a protocol into broker calls. So far the
+//! native protocol; MQTT and serial come next.
+
+pub mod native;
+
+use tokio::sync::watch;
+
+/// Tells every listener and connection that the hub is shutting down.
+/// Cloned into each task; `is_shutdown` / `recv` as in mini-redis.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// The sending side: `trigger` starts the shutdown.
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+/// A new shutdown signal pair.
+pub fn shutdown_channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger { tx }, Shutdown { rx })
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+impl Shutdown {
+    pub fn is_shutdown(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once shutdown has been triggered (or the trigger dropped).
+    pub async fn recv(&mut self) {
+        let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+}

@@ -1,0 +1,390 @@
+//! One request in, one response out: decodes a frame, calls the broker, and
+//! encodes the answer. Translation only; what each request does lives in
+//! `broker` and `log`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::frame::{
+    self, Acks, ErrorCode, PartitionDescription, Request, RequestBody, Response, ResponseBody,
+    TopicDescription, TopicSettings, PROTOCOL_VERSION,
+};
+use serde::Deserialize;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::NativeLimits;
+use crate::broker::Broker;
+use crate::log::{CleanupPolicy, FlushPolicy, LogError, TopicConfig, TopicInfo};
+use crate::net::Shutdown;
+
+/// Whether the connection goes on after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    Continue,
+    Close,
+}
+
+/// Per-connection request handling.
+pub(super) struct Handler {
+    broker: Broker,
+    limits: Arc<NativeLimits>,
+    responses: mpsc::Sender<Vec<u8>>,
+    in_flight: Arc<Semaphore>,
+    shutdown: Shutdown,
+}
+
+impl Handler {
+    pub fn new(
+        broker: Broker,
+        limits: Arc<NativeLimits>,
+        responses: mpsc::Sender<Vec<u8>>,
+        shutdown: Shutdown,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+        Handler {
+            broker,
+            limits,
+            responses,
+            in_flight,
+            shutdown,
+        }
+    }
+
+    /// Handles one frame's payload.
+    pub async fn handle(&self, payload: Vec<u8>) -> Next {
+        let request: Request<'_> = match frame::decode(&payload) {
+            Ok(r) => r,
+            Err(_) => return self.undecodable(&payload).await,
+        };
+        let id = request.id;
+        match request.body {
+            RequestBody::Hello { client, version } => {
+                tracing::debug!(client, version, "hello");
+                let max_batch_bytes = self.broker.log().max_batch_bytes() as u32;
+                let body = ResponseBody::Hello {
+                    server: concat!("cairn ", env!("CARGO_PKG_VERSION")),
+                    version: PROTOCOL_VERSION,
+                    max_frame_bytes: self.limits.max_frame_bytes as u32,
+                    max_batch_bytes,
+                };
+                self.send(id, body).await;
+            }
+            RequestBody::Produce {
+                topic,
+                partition,
+                acks,
+                batch,
+            } => {
+                // Queued in arrival order before the next frame is read, so
+                // pipelined batches of one connection keep their order.
+                let submitted = self
+                    .broker
+                    .produce_batch(topic, partition, batch.to_vec())
+                    .await;
+                let (partition, pending) = match submitted {
+                    Ok(p) => p,
+                    Err(err) => {
+                        if acks == Acks::Durable {
+                            self.send_log_error(id, &err).await;
+                        } else {
+                            tracing::debug!(error = %err, topic, "produce with acks=none failed");
+                        }
+                        return Next::Continue;
+                    }
+                };
+                if acks == Acks::None {
+                    return Next::Continue;
+                }
+                let permit = self.in_flight.clone().acquire_owned().await;
+                let responses = self.responses.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let mut out = Vec::new();
+                    match pending.outcome().await {
+                        Ok(o) => {
+                            let body = ResponseBody::Produced {
+                                partition,
+                                base_offset: o.base_offset,
+                                last_offset: o.last_offset,
+                                duplicate: o.duplicate,
+                            };
+                            frame::encode(&Response { id, body }, &mut out);
+                        }
+                        Err(err) => encode_log_error(id, &err, &mut out),
+                    }
+                    let _ = responses.send(out).await;
+                });
+            }
+            RequestBody::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+            } => {
+                // Long polls run beside the connection so they do not hold up
+                // requests pipelined behind them.
+                let permit = self.in_flight.clone().acquire_owned().await;
+                let (broker, responses, mut shutdown) = (
+                    self.broker.clone(),
+                    self.responses.clone(),
+                    self.shutdown.clone(),
+                );
+                let topic = topic.to_string();
+                let wait = Duration::from_millis(u64::from(
+                    max_wait_ms.min(self.limits.max_fetch_wait_ms),
+                ));
+                let max_bytes = (max_bytes as usize)
+                    .min(self.limits.max_frame_bytes.saturating_sub(1024))
+                    .max(1);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let fetched = tokio::select! {
+                        f = broker.fetch(&topic, partition, offset, max_bytes, wait) => f,
+                        _ = shutdown.recv() => Err(LogError::Closed),
+                    };
+                    let mut out = Vec::new();
+                    match fetched {
+                        Ok(f) => {
+                            let body = ResponseBody::Fetched {
+                                partition,
+                                start_offset: f.start_offset,
+                                end_offset: f.end_offset,
+                                batches: f
+                                    .batches
+                                    .iter()
+                                    .map(|b| serde_bytes::Bytes::new(b))
+                                    .collect(),
+                            };
+                            frame::encode(&Response { id, body }, &mut out);
+                        }
+                        Err(err) => encode_log_error(id, &err, &mut out),
+                    }
+                    let _ = responses.send(out).await;
+                });
+            }
+            RequestBody::ListTopics => {
+                let topics = self.broker.log().list_topics();
+                let topics = topics.iter().map(describe).collect();
+                self.send(id, ResponseBody::Topics { topics }).await;
+            }
+            RequestBody::DescribeTopic { topic } => match self.broker.log().describe_topic(topic) {
+                Ok(info) => {
+                    self.send(
+                        id,
+                        ResponseBody::Topic {
+                            topic: describe(&info),
+                        },
+                    )
+                    .await
+                }
+                Err(err) => self.send_log_error(id, &err).await,
+            },
+            RequestBody::CreateTopic { topic, settings } => {
+                let result = match apply_settings(TopicConfig::default(), &settings) {
+                    Ok(config) => self.broker.log().create_topic(topic, config).await,
+                    Err(err) => Err(err),
+                };
+                self.answer_topic(id, result).await;
+            }
+            RequestBody::AlterTopic { topic, settings } => {
+                let result = match self.broker.log().describe_topic(topic) {
+                    Ok(info) => match apply_settings(info.config, &settings) {
+                        Ok(config) => self.broker.log().alter_topic(topic, config).await,
+                        Err(err) => Err(err),
+                    },
+                    Err(err) => Err(err),
+                };
+                self.answer_topic(id, result).await;
+            }
+            RequestBody::DeleteTopic { topic } => match self.broker.log().delete_topic(topic).await
+            {
+                Ok(()) => self.send(id, ResponseBody::Done).await,
+                Err(err) => self.send_log_error(id, &err).await,
+            },
+            RequestBody::OffsetsForTime {
+                topic,
+                timestamp_ms,
+            } => {
+                let log = self.broker.log();
+                let result = log.partition_count(topic).and_then(|n| {
+                    (0..n)
+                        .map(|p| Ok((p, log.offset_for_timestamp(topic, p, timestamp_ms)?)))
+                        .collect()
+                });
+                match result {
+                    Ok(offsets) => self.send(id, ResponseBody::Offsets { offsets }).await,
+                    Err(err) => self.send_log_error(id, &err).await,
+                }
+            }
+            RequestBody::AllocateProducerId => match self.broker.log().allocate_producer_id().await
+            {
+                Ok(producer_id) => {
+                    self.send(id, ResponseBody::ProducerId { producer_id })
+                        .await
+                }
+                Err(err) => self.send_log_error(id, &err).await,
+            },
+        }
+        Next::Continue
+    }
+
+    /// A frame that is not a request we know. If it is CBOR with an id, the
+    /// client gets an error for that id and the connection stays open (it may
+    /// be a newer client probing); otherwise it is garbage and we close.
+    async fn undecodable(&self, payload: &[u8]) -> Next {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: u32,
+        }
+        let detail = serde_cbor::from_slice::<serde_cbor::Value>(payload)
+            .err()
+            .map(|e| e.to_string());
+        match (frame::decode::<IdOnly>(payload), detail) {
+            (Ok(IdOnly { id }), None) => {
+                let message = "unknown request type or invalid fields for this protocol version (see docs/protocol.md)";
+                self.send_error(id, ErrorCode::UnknownRequest, message)
+                    .await;
+                Next::Continue
+            }
+            (_, detail) => {
+                let detail = detail.unwrap_or_else(|| "not a request".into());
+                let message = format!("malformed frame: {detail}; closing the connection");
+                self.send_error(0, ErrorCode::MalformedRequest, &message)
+                    .await;
+                Next::Close
+            }
+        }
+    }
+
+    async fn answer_topic(&self, id: u32, result: Result<TopicInfo, LogError>) {
+        match result {
+            Ok(info) => {
+                self.send(
+                    id,
+                    ResponseBody::Topic {
+                        topic: describe(&info),
+                    },
+                )
+                .await
+            }
+            Err(err) => self.send_log_error(id, &err).await,
+        }
+    }
+
+    async fn send(&self, id: u32, body: ResponseBody<'_>) {
+        let mut out = Vec::new();
+        frame::encode(&Response { id, body }, &mut out);
+        let _ = self.responses.send(out).await;
+    }
+
+    pub async fn send_error(&self, id: u32, code: ErrorCode, message: &str) {
+        self.send(id, ResponseBody::Error { code, message }).await;
+    }
+
+    async fn send_log_error(&self, id: u32, err: &LogError) {
+        let mut out = Vec::new();
+        encode_log_error(id, err, &mut out);
+        let _ = self.responses.send(out).await;
+    }
+}
+
+fn encode_log_error(id: u32, err: &LogError, out: &mut Vec<u8>) {
+    let message = err.to_string();
+    let body = ResponseBody::Error {
+        code: error_code(err),
+        message: &message,
+    };
+    frame::encode(&Response { id, body }, out);
+}
+
+/// The wire code for a log error.
+pub(super) fn error_code(err: &LogError) -> ErrorCode {
+    match err {
+        LogError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        LogError::TopicExists(_) => ErrorCode::TopicExists,
+        LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+        LogError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        LogError::InvalidConfig(_) | LogError::PartitionsCannotShrink { .. } => {
+            ErrorCode::InvalidConfig
+        }
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        LogError::InvalidBatch(_) | LogError::InvalidProducerBatch(_) => ErrorCode::InvalidBatch,
+        LogError::SequenceGap { .. } => ErrorCode::SequenceGap,
+        LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        LogError::MissingKeyOnCompactedTopic(_) => ErrorCode::MissingKey,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        LogError::CommitFailed(_)
+        | LogError::Storage(_)
+        | LogError::CorruptBatch { .. }
+        | LogError::CorruptMetadata(_)
+        | LogError::AlreadyOpen(_) => ErrorCode::Storage,
+    }
+}
+
+/// Applies wire settings over a config; unknown names are errors.
+fn apply_settings(mut config: TopicConfig, s: &TopicSettings<'_>) -> Result<TopicConfig, LogError> {
+    if let Some(p) = s.partitions {
+        config.partitions = p;
+    }
+    if let Some(ms) = s.retention_ms {
+        config.retention_ms = (ms >= 0).then_some(ms);
+    }
+    if let Some(bytes) = s.retention_bytes {
+        config.retention_bytes = u64::try_from(bytes).ok();
+    }
+    if let Some(policy) = s.cleanup_policy {
+        config.cleanup_policy = match policy {
+            "delete" => CleanupPolicy::Delete,
+            "compact" => CleanupPolicy::Compact,
+            other => {
+                return Err(LogError::InvalidConfig(format!(
+                    "cleanup.policy must be delete or compact, got {other:?}"
+                )))
+            }
+        };
+    }
+    if let Some(flush) = s.flush {
+        config.flush = match flush {
+            "always" => FlushPolicy::Always,
+            "interval" => FlushPolicy::Interval,
+            other => {
+                return Err(LogError::InvalidConfig(format!(
+                    "flush must be always or interval, got {other:?}"
+                )))
+            }
+        };
+    }
+    Ok(config)
+}
+
+fn describe(info: &TopicInfo) -> TopicDescription<'_> {
+    let c = &info.config;
+    TopicDescription {
+        name: &info.name,
+        settings: TopicSettings {
+            partitions: Some(c.partitions),
+            retention_ms: Some(c.retention_ms.unwrap_or(-1)),
+            retention_bytes: Some(c.retention_bytes.map_or(-1, |b| b as i64)),
+            cleanup_policy: Some(match c.cleanup_policy {
+                CleanupPolicy::Delete => "delete",
+                CleanupPolicy::Compact => "compact",
+            }),
+            flush: Some(match c.flush {
+                FlushPolicy::Always => "always",
+                FlushPolicy::Interval => "interval",
+            }),
+        },
+        partitions: info
+            .partitions
+            .iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                start_offset: p.start_offset,
+                end_offset: p.end_offset,
+                bytes: p.bytes,
+            })
+            .collect(),
+    }
+}

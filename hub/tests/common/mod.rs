@@ -1,0 +1,136 @@
+//! Starting the real `cairn` binary for end-to-end tests: on a free
+//! loopback port, with its own data directory, killed when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A running `cairn serve`.
+pub struct Hub {
+    pub child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl Hub {
+    /// Starts `cairn serve` on 127.0.0.1 with a free port and waits until it
+    /// says it is running.
+    pub fn start(data: &Path, extra: &[&str]) -> Hub {
+        let mut child = Command::new(CAIRN)
+            .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cairn serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = Instant::now();
+        let mut addr = None;
+        let mut seen = Vec::new();
+        while started.elapsed() < Duration::from_secs(30) {
+            let Some(Ok(line)) = lines.next() else { break };
+            let line = strip_ansi(&line);
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if line.contains("native protocol listening") {
+                    addr = Some(rest.split_whitespace().next().unwrap().to_string());
+                }
+            }
+            let running = line.contains("cairn is running");
+            seen.push(line);
+            if running {
+                // Keep draining stderr so the hub never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines.by_ref() {});
+                let addr = addr.expect("the hub logged its native address");
+                return Hub {
+                    child,
+                    addr,
+                    data: data.to_path_buf(),
+                };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cairn serve did not start: {seen:#?}");
+    }
+
+    /// SIGKILL, like a power cut for the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                self.kill9();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a `cairn` client command against this hub; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut cmd = Command::new(CAIRN);
+        cmd.args(args)
+            .args(["--hub", &self.addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,384 @@
+//! The native protocol end to end: the real `cairn serve` on a free loopback
+//! port, driven by the CLI and by the Rust client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use cairn_hub::client::{Client, ClientError};
+use cairn_proto::frame::{
+    self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings,
+};
+use cairn_proto::{BatchWriter, OwnedRecord};
+use common::Hub;
+
+fn batch(values: &[&str]) -> Vec<u8> {
+    let mut w = BatchWriter::new(Vec::new()).unwrap();
+    for v in values {
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), 1_000))
+            .unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn settings(partitions: u32) -> TopicSettings<'static> {
+    TopicSettings {
+        partitions: Some(partitions),
+        ..TopicSettings::default()
+    }
+}
+
+async fn all_values(client: &Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    let f = client
+        .fetch(topic, partition, 0, 16 << 20, Duration::ZERO)
+        .await
+        .unwrap();
+    f.records()
+        .map(|r| (r.offset, String::from_utf8_lossy(r.value).into_owned()))
+        .collect()
+}
+
+#[test]
+fn cli_produce_then_consume() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, out, err) = hub.cli(&["topic", "create", "readings", "--partitions", "2"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("created topic readings"), "{out}");
+    let (ok, _, err) = hub.cli(
+        &["produce", "readings", "--key", "room-1"],
+        Some("20.5\n21.0\n21.5\n"),
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = hub.cli(&["consume", "readings", "--from-beginning"], None);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["20.5", "21.0", "21.5"]);
+    let (ok, out, _) = hub.cli(
+        &[
+            "consume",
+            "readings",
+            "--from-beginning",
+            "--output",
+            "json",
+            "--max",
+            "1",
+        ],
+        None,
+    );
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["key"].as_str(), v["value"].as_str(), v["offset"].as_u64()),
+        (Some("room-1"), Some("20.5"), Some(0))
+    );
+    let (ok, out, _) = hub.cli(&["topic", "describe", "readings", "--output", "json"], None);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ends: u64 = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(ends, 3);
+    let (ok, _, err) = hub.cli(&["consume", "nope", "--from-beginning"], None);
+    assert!(!ok && err.contains("unknown topic 'nope'"), "{err}");
+}
+
+#[tokio::test]
+async fn client_produce_fetch_and_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(3)).await.unwrap();
+    let err = client.create_topic("t", settings(3)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TopicExists));
+
+    let a = client
+        .produce("t", Some(1), &batch(&["a", "b"]), Acks::Durable)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = client
+        .produce("t", Some(1), &batch(&["c"]), Acks::Durable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (a.partition, a.base_offset, a.last_offset, b.base_offset),
+        (1, 0, 1, 2)
+    );
+    assert_eq!(
+        all_values(&client, "t", 1).await,
+        vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
+    );
+
+    // Pipelined produces on one connection keep their order.
+    let sends: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            let b = batch(&[&format!("p{i}")]);
+            async move { client.produce("t", Some(2), &b, Acks::Durable).await }
+        })
+        .collect();
+    for (i, r) in futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(r.unwrap().unwrap().base_offset, i as u64);
+    }
+
+    let altered = client.alter_topic("t", settings(4)).await.unwrap();
+    assert_eq!(altered.partitions.len(), 4);
+    let offsets = client.offsets_for_time("t", 0).await.unwrap();
+    assert_eq!(offsets.len(), 4);
+    assert_eq!(offsets[1], (1, Some(0)));
+    assert_eq!(offsets[3], (3, None));
+    assert_ne!(
+        client.allocate_producer_id().await.unwrap(),
+        client.allocate_producer_id().await.unwrap()
+    );
+    client.delete_topic("t").await.unwrap();
+    assert!(client.list_topics().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn long_poll_wakes_within_milliseconds_of_a_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let f = client
+                .fetch("t", 0, 0, 1 << 20, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (f.records().count(), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let producer = Client::connect(&hub.addr).await.unwrap();
+    producer
+        .produce("t", Some(0), &batch(&["wake"]), Acks::Durable)
+        .await
+        .unwrap();
+    let acked = Instant::now();
+    let (count, woke) = waiter.await.unwrap();
+    assert_eq!(count, 1);
+    let delay = woke.saturating_duration_since(acked);
+    assert!(
+        delay < Duration::from_millis(200),
+        "fetch answered {delay:?} after the ack"
+    );
+}
+
+#[tokio::test]
+async fn idempotent_retry_after_a_dropped_connection_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let first = Client::connect(&hub.addr).await.unwrap();
+    first.create_topic("t", settings(1)).await.unwrap();
+    let pid = first.allocate_producer_id().await.unwrap();
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, 0);
+    w.push_owned(&OwnedRecord::new(b"once".to_vec(), 1))
+        .unwrap();
+    let idem = w.finish().unwrap();
+    let original = first
+        .produce("t", None, &idem, Acks::Durable)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(first); // the connection goes away as if the ack had been lost
+
+    let second = Client::connect(&hub.addr).await.unwrap();
+    let retry = second
+        .produce("t", None, &idem, Acks::Durable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, original.base_offset);
+    assert_eq!(all_values(&second, "t", 0).await, vec![(0, "once".into())]);
+}
+
+#[tokio::test]
+async fn durable_acks_survive_kill_9_of_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(2)).await.unwrap();
+    // Producers keep sending while the hub is killed under them.
+    let mut tasks = Vec::new();
+    for p in 0..2u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100_000u32 {
+                let value = format!("p{p}-{i}");
+                match client
+                    .produce("t", Some(p), &batch(&[&value]), Acks::Durable)
+                    .await
+                {
+                    Ok(Some(a)) => acked.push((a.base_offset, value)),
+                    _ => break,
+                }
+            }
+            (p, acked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    hub.kill9();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.push(t.await.unwrap());
+    }
+    assert!(
+        acked.iter().map(|(_, a)| a.len()).sum::<usize>() > 0,
+        "nothing was acknowledged before the kill"
+    );
+
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    for (p, acks) in acked {
+        let stored = all_values(&client, "t", p).await;
+        for (offset, value) in acks {
+            assert_eq!(
+                stored.get(offset as usize),
+                Some(&(offset, value.clone())),
+                "acked {value} lost"
+            );
+        }
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns what the hub answered
+/// before closing (or after `wait`).
+fn raw_exchange(addr: &str, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn first_error(answer: &[u8]) -> (u32, ErrorCode, String) {
+    assert!(answer.len() > 4, "no answer: {answer:?}");
+    let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
+    let resp: Response<'_> = frame::decode(&answer[4..4 + len]).unwrap();
+    match resp.body {
+        ResponseBody::Error { code, message } => (resp.id, code, message.to_string()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--max-frame-bytes", "65536"]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    client
+        .produce("t", Some(0), &batch(&["kept"]), Acks::Durable)
+        .await
+        .unwrap();
+
+    // Random bytes: a malformed frame, answered and closed.
+    let mut garbage = vec![0, 0, 0, 16];
+    garbage.extend_from_slice(&[
+        0xde, 0xad, 0xbe, 0xef, 0xff, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+    ]);
+    let (_, code, message) =
+        first_error(&raw_exchange(&hub.addr, &garbage, Duration::from_secs(5)));
+    assert_eq!(code, ErrorCode::MalformedRequest, "{message}");
+
+    // An oversized frame: refused with the limit named, before its payload.
+    let (_, code, message) = first_error(&raw_exchange(
+        &hub.addr,
+        &[0, 16, 0, 0, 1, 2, 3],
+        Duration::from_secs(5),
+    ));
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    assert!(message.contains("65536"), "{message}");
+
+    // A truncated frame followed by a hang-up: nothing to answer, nothing breaks.
+    let _ = raw_exchange(&hub.addr, &[0, 0, 0, 50, 1, 2], Duration::from_millis(200));
+
+    // An unknown request type with a valid id: an error for that id, and the
+    // connection stays usable.
+    #[derive(serde::Serialize)]
+    struct Unknown {
+        id: u32,
+        body: &'static str,
+    }
+    let mut bytes = Vec::new();
+    frame::encode(
+        &Unknown {
+            id: 42,
+            body: "teleport",
+        },
+        &mut bytes,
+    );
+    frame::encode(
+        &Request {
+            id: 43,
+            body: RequestBody::ListTopics,
+        },
+        &mut bytes,
+    );
+    let answer = raw_exchange(&hub.addr, &bytes, Duration::from_millis(500));
+    let (id, code, _) = first_error(&answer);
+    assert_eq!((id, code), (42, ErrorCode::UnknownRequest));
+    let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
+    let second: Response<'_> = frame::decode(&answer[8 + len..]).unwrap();
+    assert_eq!(second.id, 43);
+    assert!(matches!(second.body, ResponseBody::Topics { .. }));
+
+    // Fetches out of range name the valid range; a bad batch is refused.
+    let err = client
+        .fetch("t", 0, 7, 1024, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
+    assert!(err.to_string().contains("valid offsets are 0..=1"), "{err}");
+    let err = client
+        .produce(
+            "t",
+            Some(0),
+            b"not a batch at all, just text",
+            Acks::Durable,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidBatch), "{err}");
+    let err = client
+        .produce("missing", None, &batch(&["x"]), Acks::Durable)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Server {
+                code: ErrorCode::UnknownTopic,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Through all of it the hub kept serving, and kept what it had acknowledged.
+    let again = Client::connect(&hub.addr).await.unwrap();
+    assert_eq!(all_values(&again, "t", 0).await, vec![(0, "kept".into())]);
+}

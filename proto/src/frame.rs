@@ -1,0 +1,375 @@
+//! The native protocol's messages and their framing (spec: docs/protocol.md).
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of CBOR
+//! holding one [`Request`] (client → hub) or one [`Response`] (hub → client).
+//! Every request carries an id chosen by the client and the response repeats
+//! it, so a client may pipeline many requests on one connection. CBOR goes
+//! through serde in this module only, so the codec can be swapped in one place.
+//!
+//! Messages borrow strings and byte strings from the frame: a microcontroller
+//! encodes a produce request into a fixed buffer and decodes the answer
+//! without an allocator. Responses that carry lists need the `alloc` feature.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Protocol version of this crate, exchanged in `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A request: an id for matching the response, and what is asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request<'a> {
+    pub id: u32,
+    #[serde(borrow)]
+    pub body: RequestBody<'a>,
+}
+
+/// When a produce request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acks {
+    /// Never: fire and forget (errors are logged by the hub, not returned).
+    None,
+    /// After the commit holding the records is durable (for topics with
+    /// `flush = interval`, after it is applied).
+    Durable,
+}
+
+/// Topic settings on the wire. On create, absent fields take the hub's
+/// defaults; on alter, absent fields keep their current value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TopicSettings<'a> {
+    pub partitions: Option<u32>,
+    /// Milliseconds; `-1` keeps records forever.
+    pub retention_ms: Option<i64>,
+    /// Bytes per partition; `-1` means unbounded.
+    pub retention_bytes: Option<i64>,
+    /// `"delete"` or `"compact"`.
+    #[serde(borrow)]
+    pub cleanup_policy: Option<&'a str>,
+    /// `"always"` or `"interval"`.
+    #[serde(borrow)]
+    pub flush: Option<&'a str>,
+}
+
+/// Everything a client can ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestBody<'a> {
+    /// Optional first request: the hub answers with its version and limits.
+    Hello {
+        client: &'a str,
+        version: u16,
+    },
+    /// Append one record batch (`proto` batch encoding). Without
+    /// `partition`, the hub picks one: by key when the records are keyed (all
+    /// keys must then map to one partition), sticky round-robin otherwise.
+    Produce {
+        topic: &'a str,
+        partition: Option<u32>,
+        acks: Acks,
+        #[serde(with = "serde_bytes")]
+        batch: &'a [u8],
+    },
+    /// Read whole batches from `offset`, about `max_bytes` at most (always at
+    /// least one batch if any). If the partition has nothing past `offset`,
+    /// wait up to `max_wait_ms` for a commit (long poll).
+    Fetch {
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    ListTopics,
+    DescribeTopic {
+        topic: &'a str,
+    },
+    CreateTopic {
+        topic: &'a str,
+        #[serde(borrow)]
+        settings: TopicSettings<'a>,
+    },
+    AlterTopic {
+        topic: &'a str,
+        #[serde(borrow)]
+        settings: TopicSettings<'a>,
+    },
+    DeleteTopic {
+        topic: &'a str,
+    },
+    /// Per partition: the first offset whose record timestamp is ≥
+    /// `timestamp_ms`, or none when no record is that recent.
+    OffsetsForTime {
+        topic: &'a str,
+        timestamp_ms: i64,
+    },
+    /// A new idempotent producer id, never handed out before.
+    AllocateProducerId,
+}
+
+/// Error codes: what kind of failure, so a client can decide what to do;
+/// the message says the details for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid CBOR. The hub closes the connection after
+    /// sending this.
+    MalformedRequest,
+    /// Valid CBOR with an id, but not a request this hub knows (or a field
+    /// of the wrong type). The connection stays open.
+    UnknownRequest,
+    /// The frame is larger than the hub's limit (named in the message). The
+    /// hub closes the connection after sending this.
+    FrameTooLarge,
+    UnknownTopic,
+    TopicExists,
+    InvalidTopicName,
+    UnknownPartition,
+    InvalidConfig,
+    /// The offset is outside the partition's range (named in the message).
+    OffsetOutOfRange,
+    BatchTooLarge,
+    /// The record batch failed its checks (CRC, lengths, numbering).
+    InvalidBatch,
+    /// An idempotent producer skipped sequence numbers: records were lost.
+    SequenceGap,
+    /// An idempotent producer sent an old sequence that is not a known retry.
+    OutOfOrderSequence,
+    /// A record without key was sent to a compacted topic.
+    MissingKey,
+    /// Storage failed; the request may be retried.
+    Storage,
+    /// The hub is shutting down; reconnect later.
+    ShuttingDown,
+    /// Too many connections; the message names the limit.
+    TooManyConnections,
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Storage | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
+        )
+    }
+}
+
+/// A response: the request's id and the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response<'a> {
+    pub id: u32,
+    #[serde(borrow)]
+    pub body: ResponseBody<'a>,
+}
+
+/// Everything the hub answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseBody<'a> {
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+    Hello {
+        server: &'a str,
+        version: u16,
+        max_frame_bytes: u32,
+        max_batch_bytes: u32,
+    },
+    Produced {
+        partition: u32,
+        base_offset: u64,
+        last_offset: u64,
+        /// An idempotent retry of a batch already stored (not stored again).
+        duplicate: bool,
+    },
+    /// The request was carried out and has nothing to report.
+    Done,
+    ProducerId {
+        producer_id: i64,
+    },
+    #[cfg(feature = "alloc")]
+    Fetched {
+        partition: u32,
+        start_offset: u64,
+        end_offset: u64,
+        #[serde(borrow)]
+        batches: alloc::vec::Vec<&'a serde_bytes::Bytes>,
+    },
+    #[cfg(feature = "alloc")]
+    Topics {
+        #[serde(borrow)]
+        topics: alloc::vec::Vec<TopicDescription<'a>>,
+    },
+    #[cfg(feature = "alloc")]
+    Topic {
+        #[serde(borrow)]
+        topic: TopicDescription<'a>,
+    },
+    #[cfg(feature = "alloc")]
+    Offsets {
+        /// (partition, offset), offset absent when no record is recent enough.
+        offsets: alloc::vec::Vec<(u32, Option<u64>)>,
+    },
+}
+
+/// A topic's settings and partitions, as `describe` shows them.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDescription<'a> {
+    pub name: &'a str,
+    #[serde(borrow)]
+    pub settings: TopicSettings<'a>,
+    pub partitions: alloc::vec::Vec<PartitionDescription>,
+}
+
+/// One partition's offsets and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub bytes: u64,
+}
+
+/// Why a frame could not be written or read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "std", derive(thiserror::Error))]
+pub enum FrameError {
+    #[cfg_attr(feature = "std", error("frame buffer too small for the message"))]
+    BufferTooSmall,
+    #[cfg_attr(
+        feature = "std",
+        error("frame of {len} bytes exceeds the limit of {limit} bytes")
+    )]
+    TooLarge { len: usize, limit: usize },
+    #[cfg_attr(
+        feature = "std",
+        error("malformed message: not valid CBOR for this message type")
+    )]
+    Malformed,
+}
+
+/// Length of the frame whose 4-byte prefix is `prefix`, checked against
+/// `limit` before any buffer is sized for it.
+pub fn frame_len(prefix: [u8; LENGTH_PREFIX], limit: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    Ok(len)
+}
+
+/// Encodes `message` as one frame (prefix + CBOR) into `buf`, without
+/// allocating. Returns the frame's total length.
+pub fn encode_into<T: Serialize>(message: &T, buf: &mut [u8]) -> Result<usize, FrameError> {
+    if buf.len() < LENGTH_PREFIX {
+        return Err(FrameError::BufferTooSmall);
+    }
+    let (prefix, body) = buf.split_at_mut(LENGTH_PREFIX);
+    let mut writer = serde_cbor::ser::SliceWrite::new(body);
+    let mut ser = serde_cbor::Serializer::new(&mut writer);
+    message
+        .serialize(&mut ser)
+        .map_err(|_| FrameError::BufferTooSmall)?;
+    let len = writer.bytes_written();
+    prefix.copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(LENGTH_PREFIX + len)
+}
+
+/// Appends `message` as one frame (prefix + CBOR) to `out`.
+#[cfg(feature = "alloc")]
+pub fn encode<T: Serialize>(message: &T, out: &mut alloc::vec::Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    let body = serde_cbor::to_vec(message).expect("protocol messages always serialize");
+    out.extend_from_slice(&body);
+    let len = (out.len() - start - LENGTH_PREFIX) as u32;
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Decodes a frame's payload (the bytes after the prefix), borrowing
+/// strings and byte strings from it.
+pub fn decode<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, FrameError> {
+    serde_cbor::de::from_slice_with_scratch(payload, &mut []).map_err(|_| FrameError::Malformed)
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_request_round_trips_without_allocation() {
+        let batch = [1u8, 2, 3];
+        let req = Request {
+            id: 7,
+            body: RequestBody::Produce {
+                topic: "sensors",
+                partition: None,
+                acks: Acks::Durable,
+                batch: &batch,
+            },
+        };
+        let mut buf = [0u8; 128];
+        let n = encode_into(&req, &mut buf).unwrap();
+        let len = frame_len(buf[..4].try_into().unwrap(), 1024).unwrap();
+        assert_eq!(len + 4, n);
+        let back: Request<'_> = decode(&buf[4..n]).unwrap();
+        assert_eq!(back, req);
+        assert_eq!(
+            encode_into(&req, &mut [0u8; 10]),
+            Err(FrameError::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let b1 = [9u8; 4];
+        let messages = [
+            ResponseBody::Error {
+                code: ErrorCode::UnknownTopic,
+                message: "unknown topic 'x'",
+            },
+            ResponseBody::Produced {
+                partition: 1,
+                base_offset: 10,
+                last_offset: 12,
+                duplicate: false,
+            },
+            ResponseBody::Fetched {
+                partition: 0,
+                start_offset: 0,
+                end_offset: 5,
+                batches: vec![serde_bytes::Bytes::new(&b1)],
+            },
+            ResponseBody::Offsets {
+                offsets: vec![(0, Some(3)), (1, None)],
+            },
+        ];
+        for body in messages {
+            let mut out = Vec::new();
+            let resp = Response { id: 3, body };
+            encode(&resp, &mut out);
+            let back: Response<'_> = decode(&out[4..]).unwrap();
+            assert_eq!(back, resp);
+        }
+    }
+
+    #[test]
+    fn limits_and_garbage_are_typed_errors() {
+        assert_eq!(
+            frame_len([0, 1, 0, 0], 1000),
+            Err(FrameError::TooLarge {
+                len: 65536,
+                limit: 1000
+            })
+        );
+        for garbage in [&b""[..], b"\xff\xff", b"\xa1\x63abc\x01", &[0x9f; 64]] {
+            assert_eq!(decode::<Request<'_>>(garbage), Err(FrameError::Malformed));
+        }
+    }
+}
