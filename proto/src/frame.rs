@@ -108,6 +108,52 @@ pub enum RequestBody<'a> {
     },
     /// A new idempotent producer id, never handed out before.
     AllocateProducerId,
+    /// Join (or rejoin) a consumer group for some topics. Without
+    /// `member_id` the hub assigns one. The answer is the member's id,
+    /// the group's generation and the partitions this member now owns.
+    #[cfg(feature = "alloc")]
+    JoinGroup {
+        group: &'a str,
+        member_id: Option<&'a str>,
+        #[serde(borrow)]
+        topics: alloc::vec::Vec<&'a str>,
+        session_timeout_ms: u32,
+    },
+    /// Keep the membership alive (at least every session timeout / 3); the
+    /// answer carries the current generation and assignment, which change
+    /// when members come and go.
+    Heartbeat {
+        group: &'a str,
+        member_id: &'a str,
+    },
+    /// Leave the group now (its partitions go to the others at once).
+    LeaveGroup {
+        group: &'a str,
+        member_id: &'a str,
+    },
+    /// Store committed offsets (next offset to read) for partitions of a
+    /// topic. With `member_id`, the commit is fenced: it must come from a
+    /// current member, in the current generation, for partitions it owns.
+    #[cfg(feature = "alloc")]
+    CommitOffsets {
+        group: &'a str,
+        member_id: Option<&'a str>,
+        generation: Option<u32>,
+        topic: &'a str,
+        offsets: alloc::vec::Vec<(u32, u64)>,
+    },
+    /// A group's committed offsets on a topic.
+    FetchCommitted {
+        group: &'a str,
+        topic: &'a str,
+    },
+    /// Every group known to the hub (active or with committed offsets).
+    ListGroups,
+    /// A group's members, assignment, and per-partition committed offset,
+    /// end offset and lag (also for groups with no live member).
+    DescribeGroup {
+        group: &'a str,
+    },
 }
 
 /// Error codes: what kind of failure, so a client can decide what to do;
@@ -146,6 +192,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Too many connections; the message names the limit.
     TooManyConnections,
+    /// The member is not (or no longer) in the group: rejoin.
+    UnknownMember,
+    /// A commit from an old generation or for partitions the member does
+    /// not own: rejoin / heartbeat to get the current assignment.
+    IllegalGeneration,
+    UnknownGroup,
 }
 
 impl ErrorCode {
@@ -212,9 +264,73 @@ pub enum ResponseBody<'a> {
     },
     #[cfg(feature = "alloc")]
     Offsets {
-        /// (partition, offset), offset absent when no record is recent enough.
+        /// (partition, offset), offset absent when no record is recent enough
+        /// (offsets_for_time) or nothing was committed (fetch_committed).
         offsets: alloc::vec::Vec<(u32, Option<u64>)>,
     },
+    /// Answer to join_group and heartbeat.
+    #[cfg(feature = "alloc")]
+    Membership {
+        member_id: &'a str,
+        generation: u32,
+        /// (topic, partition) pairs this member owns in this generation.
+        #[serde(borrow)]
+        assignment: alloc::vec::Vec<(&'a str, u32)>,
+    },
+    #[cfg(feature = "alloc")]
+    Groups {
+        #[serde(borrow)]
+        groups: alloc::vec::Vec<GroupSummary<'a>>,
+    },
+    #[cfg(feature = "alloc")]
+    Group {
+        #[serde(borrow)]
+        group: GroupDescription<'a>,
+    },
+}
+
+/// One line of `list_groups`.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary<'a> {
+    pub group: &'a str,
+    /// Live members; 0 for a group that only has committed offsets.
+    pub members: u32,
+    pub generation: u32,
+}
+
+/// What `describe_group` shows.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDescription<'a> {
+    pub group: &'a str,
+    pub generation: u32,
+    #[serde(borrow)]
+    pub members: alloc::vec::Vec<GroupMember<'a>>,
+    #[serde(borrow)]
+    pub partitions: alloc::vec::Vec<GroupPartition<'a>>,
+}
+
+/// A live member and what it owns.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember<'a> {
+    pub member_id: &'a str,
+    #[serde(borrow)]
+    pub assignment: alloc::vec::Vec<(&'a str, u32)>,
+}
+
+/// Progress of a group on one partition.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPartition<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub end_offset: u64,
+    /// end − committed (end − start when nothing is committed).
+    pub lag: u64,
+    pub owner: Option<&'a str>,
 }
 
 /// A topic's settings and partitions, as `describe` shows them.

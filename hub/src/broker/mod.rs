@@ -5,8 +5,10 @@
 //! sticky partition) and appended as one batch per partition. Consumer-group
 //! coordination joins it with the native protocol.
 
+pub mod groups;
 mod partitioner;
 
+pub use groups::{Coordinator, GroupError};
 pub use partitioner::Partitioner;
 
 use std::time::Duration;
@@ -26,19 +28,27 @@ pub struct Produced {
     pub outcome: Result<AppendOutcome>,
 }
 
-/// Produces records to topics of a [`Log`].
+/// Produces records to topics of a [`Log`] and coordinates consumer groups.
 #[derive(Clone)]
 pub struct Broker {
     log: Log,
     partitioner: Partitioner,
+    groups: std::sync::Arc<Coordinator>,
 }
 
 impl Broker {
     pub fn new(log: Log) -> Self {
+        let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
         Broker {
             log,
             partitioner: Partitioner::default(),
+            groups,
         }
+    }
+
+    /// The consumer-group coordinator.
+    pub fn groups(&self) -> &Coordinator {
+        &self.groups
     }
 
     pub fn log(&self) -> &Log {
