@@ -52,6 +52,13 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Inspect consumer groups on a running hub.
+    Group {
+        #[command(subcommand)]
+        command: cmd::group::GroupCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Measure Cairn on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -161,6 +168,7 @@ fn main() -> ExitCode {
             Command::Topic { command, hub } => cmd::topic::run(command, hub).await,
             Command::Produce { args, hub } => cmd::produce::run(args, hub).await,
             Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
+            Command::Group { command, hub } => cmd::group::run(command, hub).await,
             Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
         }
     });

@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use cairn_hub::client::{Client, ClientError};
+use cairn_hub::client::{Client, ClientError, GroupConsumer, StartFrom};
 
 use super::{show, AnyError, HubArgs, Output};
 
@@ -33,6 +33,14 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,
+    /// Consume as a member of this group: the hub assigns partitions, and
+    /// progress is committed (after printing) and resumed from.
+    #[arg(long, short = 'g', conflicts_with_all = ["partition", "offset", "since"])]
+    group: Option<String>,
+    /// With --group: how long the hub waits for a silent member before
+    /// giving its partitions to others.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
 }
 
 /// Parses `--since`: epoch milliseconds, or an age relative to now.
@@ -66,8 +74,74 @@ struct Line {
     value: Vec<u8>,
 }
 
+fn print(line: &Line, output: Output) {
+    match output {
+        Output::Text => println!("{}", show(&line.value)),
+        Output::Json => println!(
+            "{}",
+            json!({
+                "partition": line.partition,
+                "offset": line.offset,
+                "timestamp": line.timestamp,
+                "key": line.key.as_deref().map(show),
+                "value": show(&line.value),
+            })
+        ),
+    }
+}
+
+/// Group mode: poll, print, commit, until caught up (or forever with --follow).
+async fn run_group(
+    client: Client,
+    args: &ConsumeArgs,
+    group: &str,
+    output: Output,
+) -> Result<(), AnyError> {
+    let start = if args.from_beginning {
+        StartFrom::Earliest
+    } else {
+        StartFrom::Latest
+    };
+    let session = Duration::from_millis(args.session_timeout_ms);
+    let mut consumer =
+        GroupConsumer::join(client, group, &[args.topic.as_str()], session, start).await?;
+    let mut printed = 0u64;
+    loop {
+        let records = consumer.poll(Duration::from_secs(1)).await?;
+        if records.is_empty() && !args.follow {
+            break;
+        }
+        for r in records {
+            if args.max.is_some_and(|m| printed >= m) {
+                break;
+            }
+            let line = Line {
+                partition: r.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+            };
+            print(&line, output);
+            printed += 1;
+        }
+        // Flush what was printed before committing it: at-least-once.
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        consumer.commit().await?;
+        if args.max.is_some_and(|m| printed >= m) {
+            break;
+        }
+    }
+    consumer.leave().await?;
+    Ok(())
+}
+
 pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
     let client = Client::connect(&hub.hub).await?;
+    if let Some(group) = &args.group {
+        return run_group(client, &args, group, hub.output).await;
+    }
     let info = client.describe_topic(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
         Some(p) if p as usize >= info.partitions.len() => {
@@ -144,19 +218,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
             break;
         }
         let line = line?;
-        match hub.output {
-            Output::Text => println!("{}", show(&line.value)),
-            Output::Json => println!(
-                "{}",
-                json!({
-                    "partition": line.partition,
-                    "offset": line.offset,
-                    "timestamp": line.timestamp,
-                    "key": line.key.as_deref().map(show),
-                    "value": show(&line.value),
-                })
-            ),
-        }
+        print(&line, hub.output);
         printed += 1;
         if args.max.is_some_and(|m| printed >= m) {
             break;

@@ -2,6 +2,7 @@
 //! protocol, in the spirit of kcat / kafka-topics / rpk.
 
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 

@@ -1,0 +1,172 @@
+//! Consumer groups end to end: real `cairn consume --group` processes
+//! against a real hub.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Hub, CAIRN};
+
+struct Member {
+    child: Child,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a group member whose printed values land in `seen`.
+fn member(hub: &Hub, group: &str, seen: Arc<Mutex<Vec<String>>>) -> Member {
+    let mut child = Command::new(CAIRN)
+        .args([
+            "consume",
+            "t",
+            "--group",
+            group,
+            "--follow",
+            "--from-beginning",
+            "--session-timeout-ms",
+            "1500",
+        ])
+        .args(["--hub", &hub.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    Member { child }
+}
+
+fn produce(hub: &Hub, from: usize, to: usize) {
+    let input: String = (from..to).map(|i| format!("k{i}:v{i}\n")).collect();
+    let (ok, _, err) = hub.cli(&["produce", "t", "--key-separator", ":"], Some(&input));
+    assert!(ok, "{err}");
+}
+
+fn describe(hub: &Hub, group: &str) -> serde_json::Value {
+    let (ok, out, err) = hub.cli(&["group", "describe", group, "--output", "json"], None);
+    assert!(ok, "{err}");
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn distinct(seen: &[Arc<Mutex<Vec<String>>>]) -> HashSet<String> {
+    seen.iter()
+        .flat_map(|s| s.lock().unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn three_members_share_six_partitions_and_survive_a_member_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    assert!(
+        hub.cli(&["topic", "create", "t", "--partitions", "6"], None)
+            .0
+    );
+
+    let seen: Vec<Arc<Mutex<Vec<String>>>> = (0..3).map(|_| Arc::default()).collect();
+    let mut members: Vec<Member> = seen.iter().map(|s| member(&hub, "g", s.clone())).collect();
+    wait_until(
+        "3 members with 2 partitions each",
+        Duration::from_secs(15),
+        || {
+            let d = describe(&hub, "g");
+            let members = d["members"].as_array().unwrap();
+            members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["assignment"].as_array().unwrap().len() == 2)
+        },
+    );
+
+    produce(&hub, 0, 600);
+    let all_first: HashSet<String> = (0..600).map(|i| format!("v{i}")).collect();
+    wait_until(
+        "the first 600 records consumed",
+        Duration::from_secs(20),
+        || distinct(&seen).is_superset(&all_first),
+    );
+    for s in &seen {
+        assert!(
+            !s.lock().unwrap().is_empty(),
+            "every member got partitions and records"
+        );
+    }
+
+    // A member dies without leaving: within its session timeout its
+    // partitions go to the other two, which resume from its last commit.
+    let killed = members.remove(0);
+    drop(killed);
+    produce(&hub, 600, 1200);
+    let all: HashSet<String> = (0..1200).map(|i| format!("v{i}")).collect();
+    wait_until(
+        "all 1200 records consumed after the kill",
+        Duration::from_secs(30),
+        || distinct(&seen).is_superset(&all),
+    );
+    wait_until(
+        "2 members with 3 partitions each, lag 0",
+        Duration::from_secs(15),
+        || {
+            let d = describe(&hub, "g");
+            let members = d["members"].as_array().unwrap();
+            let lag: u64 = d["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["lag"].as_u64().unwrap())
+                .sum();
+            members.len() == 2
+                && members
+                    .iter()
+                    .all(|m| m["assignment"].as_array().unwrap().len() == 3)
+                && lag == 0
+        },
+    );
+    drop(members);
+
+    // Committed offsets survive a hub restart; lag is reported for the idle group.
+    assert!(hub.terminate());
+    let hub = Hub::start(dir.path(), &[]);
+    let d = describe(&hub, "g");
+    assert_eq!(d["members"].as_array().unwrap().len(), 0);
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["committed"].as_u64(), p["end_offset"].as_u64(), "{p}");
+    }
+    let (ok, out, _) = hub.cli(&["group", "list"], None);
+    assert!(ok && out.contains("g\tmembers=0"), "{out}");
+
+    // A second group reads everything independently.
+    let (ok, out, err) = hub.cli(&["consume", "t", "--group", "g2", "--from-beginning"], None);
+    assert!(ok, "{err}");
+    let second: HashSet<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(second, all);
+    let d = describe(&hub, "g2");
+    let lag: u64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lag, 0, "g2 committed what it printed");
+}
