@@ -11,10 +11,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
+use cairn_proto::frame::Acks;
 use cmd::HubArgs;
 
 /// Cairn: an event hub for the edge. Keeps every sensor event in a durable,
@@ -81,6 +83,10 @@ struct ServeArgs {
     /// Largest record batch accepted, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_batch_bytes: usize,
+    /// redb quick-repair: reopen in milliseconds after a crash or power loss,
+    /// at the cost of a second fsync per commit (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    quick_repair: bool,
     /// How often retention and compaction run, in seconds.
     #[arg(long, default_value_t = 30)]
     retention_check_secs: u64,
@@ -94,6 +100,73 @@ enum BenchCommand {
     /// Append and read directly against the log (no network): batched and
     /// single-record durable appends, catch-up reads, disk usage, reopen time.
     Storage(StorageArgs),
+    /// Produce to a running hub over the native protocol: records/s, MB/s,
+    /// acknowledgement latency.
+    Produce(BenchProduceArgs),
+    /// Read a topic of a running hub from start to end: records/s, MB/s.
+    Consume(BenchConsumeArgs),
+    /// Produce at a fixed rate while consumers long-poll: end-to-end latency.
+    E2e(BenchE2eArgs),
+}
+
+#[derive(Args)]
+struct BenchProduceArgs {
+    #[arg(long, env = "CAIRN_HUB", default_value = "127.0.0.1:7878")]
+    hub: String,
+    /// Topic (created with --partitions if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Records in total.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: u64,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Records per batch (1 = one record per request).
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// Producers, each on its own connection.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Batches each producer keeps outstanding.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// durable (wait for fsync) or none.
+    #[arg(long, default_value = "durable", value_parser = ["durable", "none"])]
+    acks: String,
+    /// Repeat and report each run (compute medians from them).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+}
+
+#[derive(Args)]
+struct BenchConsumeArgs {
+    #[arg(long, env = "CAIRN_HUB", default_value = "127.0.0.1:7878")]
+    hub: String,
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+}
+
+#[derive(Args)]
+struct BenchE2eArgs {
+    #[arg(long, env = "CAIRN_HUB", default_value = "127.0.0.1:7878")]
+    hub: String,
+    #[arg(long, default_value = "bench-e2e")]
+    topic: String,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Records per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 #[derive(Args)]
@@ -170,6 +243,9 @@ fn main() -> ExitCode {
             Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
             Command::Group { command, hub } => cmd::group::run(command, hub).await,
             Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
+            Command::Bench(BenchCommand::Produce(args)) => bench_produce(args).await,
+            Command::Bench(BenchCommand::Consume(args)) => bench_consume(args).await,
+            Command::Bench(BenchCommand::E2e(args)) => bench_e2e(args).await,
         }
     });
     match result {
@@ -195,6 +271,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
         flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
         max_batch_bytes: args.max_batch_bytes,
+        quick_repair: args.quick_repair,
         ..LogOptions::default()
     };
     let log = Log::open(&path, options)
@@ -308,6 +385,75 @@ async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
     }
     if !args.json && reports.len() > 1 {
         print_report("median", &median(&reports));
+    }
+    Ok(())
+}
+
+async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
+    let config = native_bench::ProduceConfig {
+        hub: args.hub,
+        topic: args.topic,
+        partitions: args.partitions,
+        records: args.records,
+        value_bytes: args.value_bytes,
+        batch_records: args.batch_records.max(1),
+        producers: args.producers.max(1),
+        in_flight: args.in_flight.max(1),
+        acks: if args.acks == "none" {
+            Acks::None
+        } else {
+            Acks::Durable
+        },
+    };
+    println!(
+        "bench produce: {} records of {} B, batches of {}, {} producers x {} in flight, acks={}",
+        config.records,
+        config.value_bytes,
+        config.batch_records,
+        config.producers,
+        config.in_flight,
+        args.acks
+    );
+    for run in 1..=args.runs.max(1) {
+        let r = native_bench::produce(&config).await?;
+        println!(
+            "run {run}: {:.0} rec/s ({:.1} MB/s) in {:.2} s | ack latency {}",
+            r.records_per_sec, r.mb_per_sec, r.seconds, r.ack_latency
+        );
+    }
+    Ok(())
+}
+
+async fn bench_consume(args: BenchConsumeArgs) -> Result<(), AnyError> {
+    for run in 1..=args.runs.max(1) {
+        let r = native_bench::consume(&args.hub, &args.topic).await?;
+        println!(
+            "run {run}: read {} records in {:.2} s: {:.0} rec/s ({:.1} MB/s)",
+            r.records, r.seconds, r.records_per_sec, r.mb_per_sec
+        );
+    }
+    Ok(())
+}
+
+async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
+    println!(
+        "bench e2e: {} records/s of {} B for {} s, acks=durable",
+        args.rate, args.value_bytes, args.seconds
+    );
+    for run in 1..=args.runs.max(1) {
+        let r = native_bench::e2e(
+            &args.hub,
+            &args.topic,
+            args.partitions,
+            args.rate,
+            Duration::from_secs(args.seconds),
+            args.value_bytes,
+        )
+        .await?;
+        println!(
+            "run {run}: sent {} received {} | produce→consume latency {}",
+            r.sent, r.received, r.latency
+        );
     }
     Ok(())
 }

@@ -142,9 +142,9 @@ impl Client {
                 message: message.to_string(),
             }),
             other => {
-                let name = format!("{other:?}");
+                let name = variant_name(&other);
                 f(other)
-                    .ok_or_else(|| ClientError::Protocol(format!("unexpected response {name:.80}")))
+                    .ok_or_else(|| ClientError::Protocol(format!("unexpected response '{name}'")))
             }
         }
     }
@@ -399,6 +399,25 @@ impl Client {
     /// Largest frame this client accepts from the hub.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+}
+
+/// The response's kind, for error messages (never the whole body: a fetch
+/// response can be megabytes).
+fn variant_name(body: &ResponseBody<'_>) -> &'static str {
+    match body {
+        ResponseBody::Error { .. } => "error",
+        ResponseBody::Hello { .. } => "hello",
+        ResponseBody::Produced { .. } => "produced",
+        ResponseBody::Done => "done",
+        ResponseBody::ProducerId { .. } => "producer_id",
+        ResponseBody::Fetched { .. } => "fetched",
+        ResponseBody::Topics { .. } => "topics",
+        ResponseBody::Topic { .. } => "topic",
+        ResponseBody::Offsets { .. } => "offsets",
+        ResponseBody::Membership { .. } => "membership",
+        ResponseBody::Groups { .. } => "groups",
+        ResponseBody::Group { .. } => "group",
     }
 }
 

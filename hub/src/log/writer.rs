@@ -775,7 +775,7 @@ fn gather(rx: &mut mpsc::Receiver<Command>, first: Command, last_group: usize) -
 
 /// Longest a group waits for stragglers (see [`gather`]); small next to the
 /// cost of the commit itself (~0.6 ms here).
-const GATHER_WAIT: Duration = Duration::from_micros(200);
+const GATHER_WAIT: Duration = Duration::from_micros(500);
 
 /// Starts the thread that asks the writer to flush `interval` topics and to
 /// run retention on schedule. It holds only a weak sender, so it never keeps
