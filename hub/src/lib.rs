@@ -7,5 +7,6 @@
 pub mod bench;
 pub mod broker;
 pub mod client;
+pub mod config;
 pub mod log;
 pub mod net;

@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
+use cairn_hub::config::{LogSettings, NativeSettings, ServeConfig, Settings};
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_proto::frame::Acks;
@@ -68,31 +69,55 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Directory holding the log database (created if missing).
-    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
-    data_dir: PathBuf,
-    /// Address of the native protocol listener (port 0 picks a free port).
-    #[arg(long, env = "CAIRN_NATIVE_ADDR", default_value = "0.0.0.0:7878")]
-    native_addr: SocketAddr,
-    /// Most native-protocol connections open at once.
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
-    /// Largest native-protocol frame accepted, in bytes.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
-    max_frame_bytes: usize,
-    /// Largest record batch accepted, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    max_batch_bytes: usize,
+    /// TOML config file (keys as in docs: data_dir, [native], [log]); flags
+    /// and environment variables override it.
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding the log database, created if missing [default: cairn-data].
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the native protocol listener; port 0 picks a free port [default: 0.0.0.0:7878].
+    #[arg(long, env = "CAIRN_NATIVE_ADDR")]
+    native_addr: Option<SocketAddr>,
+    /// Most native-protocol connections open at once [default: 1024].
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Largest native-protocol frame accepted, in bytes [default: 8 MiB].
+    #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Largest record batch accepted, in bytes [default: 1 MiB].
+    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
+    max_batch_bytes: Option<usize>,
     /// redb quick-repair: reopen in milliseconds after a crash or power loss,
-    /// at the cost of a second fsync per commit (docs/BENCHMARKS.md).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    quick_repair: bool,
-    /// How often retention and compaction run, in seconds.
-    #[arg(long, default_value_t = 30)]
-    retention_check_secs: u64,
-    /// fsync interval for topics with `flush = interval`, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    flush_interval_ms: u64,
+    /// at the cost of a second fsync per commit [default: true].
+    #[arg(long, env = "CAIRN_QUICK_REPAIR")]
+    quick_repair: Option<bool>,
+    /// How often retention and compaction run, in seconds [default: 30].
+    #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
+    retention_check_secs: Option<u64>,
+    /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
+    #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The settings given on the command line or in the environment.
+    fn overrides(&self) -> Settings {
+        Settings {
+            data_dir: self.data_dir.clone(),
+            native: NativeSettings {
+                addr: self.native_addr,
+                max_connections: self.max_connections,
+                max_frame_bytes: self.max_frame_bytes,
+            },
+            log: LogSettings {
+                max_batch_bytes: self.max_batch_bytes,
+                flush_interval_ms: self.flush_interval_ms,
+                retention_check_secs: self.retention_check_secs,
+                quick_repair: self.quick_repair,
+            },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -260,6 +285,11 @@ fn main() -> ExitCode {
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let file = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    let args = ServeConfig::resolve(&file, &args.overrides());
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",

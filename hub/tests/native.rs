@@ -382,3 +382,150 @@ async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
     let again = Client::connect(&hub.addr).await.unwrap();
     assert_eq!(all_values(&again, "t", 0).await, vec![(0, "kept".into())]);
 }
+
+#[tokio::test]
+async fn producer_batches_records_and_acks_each_at_its_offset() {
+    use cairn_hub::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let admin = Client::connect(&hub.addr).await.unwrap();
+    admin.create_topic("t", settings(4)).await.unwrap();
+    let producer = Producer::connect(&hub.addr, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    for i in 0..5000 {
+        let record = OwnedRecord::new(format!("v{i}").into_bytes(), 1)
+            .with_key(format!("k{}", i % 50).into_bytes());
+        acks.push((i, producer.send("t", record).await.unwrap()));
+    }
+    producer.flush().await.unwrap();
+    let mut by_partition: std::collections::HashMap<u32, Vec<(u64, String)>> = Default::default();
+    for (i, ack) in acks {
+        let ack = ack.await.unwrap();
+        by_partition
+            .entry(ack.partition)
+            .or_default()
+            .push((ack.offset, format!("v{i}")));
+    }
+    let mut batches = 0;
+    for (p, mut expected) in by_partition {
+        expected.sort();
+        assert_eq!(all_values(&admin, "t", p).await, expected, "partition {p}");
+        batches += admin
+            .fetch("t", p, 0, 16 << 20, Duration::ZERO)
+            .await
+            .unwrap()
+            .batches
+            .len();
+    }
+    assert!(
+        batches < 100,
+        "5000 records went out in {batches} batches: no batching"
+    );
+}
+
+#[tokio::test]
+async fn producer_retries_through_a_hub_kill_without_storing_twice() {
+    use cairn_hub::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed port so the restarted hub is found at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    Client::connect(&addr)
+        .await
+        .unwrap()
+        .create_topic("t", settings(2))
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger: Duration::from_millis(2),
+        retry_backoff: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let producer = Producer::connect(&addr, config).await.unwrap();
+
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..3000 {
+                let record = OwnedRecord::new(format!("v{i}").into_bytes(), 1)
+                    .with_key(format!("k{}", i % 7).into_bytes());
+                acks.push(producer.send("t", record).await.unwrap());
+                if i % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mut acked = 0;
+            for a in acks {
+                if a.await.is_ok() {
+                    acked += 1;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !sending.is_finished(),
+        "the hub must die while records are still being sent"
+    );
+    hub.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    let acked = tokio::time::timeout(Duration::from_secs(60), sending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(acked, 3000, "every record was eventually acknowledged");
+
+    let client = Client::connect(&addr).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for p in 0..2 {
+        for (_, v) in all_values(&client, "t", p).await {
+            assert!(seen.insert(v.clone()), "{v} stored twice");
+        }
+    }
+    assert_eq!(seen.len(), 3000);
+}
+
+#[tokio::test]
+async fn serve_reads_a_toml_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[native]\nmax_frame_bytes = 4096\n").unwrap();
+    let hub = Hub::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let (_, code, message) = first_error(&raw_exchange(
+        &hub.addr,
+        &[0, 0, 0x20, 0],
+        Duration::from_secs(5),
+    ));
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    assert!(message.contains("4096"), "{message}");
+
+    std::fs::write(&config, "[native]\nmax_frame_byte = 4096\n").unwrap();
+    let out = std::process::Command::new(common::CAIRN)
+        .args([
+            "serve",
+            "--native-addr",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_frame_byte"),
+        "a typo is named"
+    );
+}

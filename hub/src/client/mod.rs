@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,9 @@ pub use crate::broker::groups::{GroupState, Membership, PartitionLag};
 use crate::log::{CleanupPolicy, Fetch, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
 mod consumer;
+mod producer;
 pub use consumer::{ConsumedRecord, GroupConsumer, StartFrom};
+pub use producer::{Producer, ProducerConfig, RecordAck};
 
 /// What can go wrong talking to a hub.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,7 @@ pub struct Client {
     waiters: Waiters,
     next_id: Arc<AtomicU32>,
     max_frame_bytes: usize,
+    closed: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -90,13 +93,15 @@ impl Client {
         let (read_half, write_half) = socket.into_split();
         let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(write_half, queue));
-        tokio::spawn(read_loop(read_half, waiters.clone()));
+        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone()));
         Ok(Client {
             frames,
             waiters,
             next_id: Arc::new(AtomicU32::new(1)),
             max_frame_bytes: 64 * 1024 * 1024,
+            closed,
         })
     }
 
@@ -112,6 +117,13 @@ impl Client {
         frame::encode(&Request { id, body }, &mut out);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(id, tx);
+        // The reader marks the connection closed before it drops all
+        // waiters; checking after inserting ours means ours cannot be left
+        // behind, waiting forever, on a dead connection.
+        if self.closed.load(Ordering::SeqCst) {
+            self.waiters.lock().expect("waiters lock").remove(&id);
+            return Err(ClientError::Closed);
+        }
         if self.frames.send(out).await.is_err() {
             self.waiters.lock().expect("waiters lock").remove(&id);
             return Err(ClientError::Closed);
@@ -493,7 +505,11 @@ async fn write_loop(socket: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Re
 /// Routes each response to the caller waiting for its id. When the
 /// connection ends, every waiter is dropped, so their calls fail with
 /// `Closed` instead of hanging.
-async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters) {
+async fn read_loop(
+    socket: tokio::net::tcp::OwnedReadHalf,
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
+) {
     #[derive(Deserialize)]
     struct IdOnly {
         id: u32,
@@ -528,5 +544,6 @@ async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters) {
             None => {}
         }
     }
+    closed.store(true, Ordering::SeqCst);
     waiters.lock().expect("waiters lock").clear();
 }

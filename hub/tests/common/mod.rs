@@ -21,8 +21,13 @@ impl Hub {
     /// Starts `cairn serve` on 127.0.0.1 with a free port and waits until it
     /// says it is running.
     pub fn start(data: &Path, extra: &[&str]) -> Hub {
-        let mut child = Command::new(CAIRN)
-            .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(CAIRN);
+        cmd.arg("serve");
+        if !extra.contains(&"--native-addr") {
+            cmd.args(["--native-addr", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .arg("--data-dir")
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")

@@ -1,0 +1,335 @@
+//! A batching, idempotent producer.
+//!
+//! [`Producer::send`] puts a record in its partition's buffer and returns a
+//! future for its offset. A buffer is sent as one batch when it reaches
+//! `batch_bytes` or when its oldest record has waited `linger`. Each
+//! partition has one sender task that sends its batches in order, one at a
+//! time, numbered with the producer id and per-partition sequence numbers; a
+//! batch that fails on a broken connection is sent again, unchanged, on a new
+//! connection, and the hub recognises it if it had already stored it. So
+//! retries never store a record twice, and order within a partition holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_proto::frame::Acks;
+use cairn_proto::{partition_for_key, BatchWriter, OwnedRecord};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{Client, ClientError, Result};
+
+/// Tuning of a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Longest a record waits for more to share its batch.
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes. The default fills a
+    /// 128 KiB storage page (docs/BENCHMARKS.md).
+    pub batch_bytes: usize,
+    /// Attempts per batch before its records fail.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            batch_bytes: 124 * 1024,
+            retries: 10,
+            retry_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAck {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+type Waiter = oneshot::Sender<Result<RecordAck, String>>;
+
+/// Records and their waiters on their way to a partition's sender task.
+type Shipment = (Vec<OwnedRecord>, Vec<Waiter>);
+
+struct Buffer {
+    records: Vec<OwnedRecord>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+    since: Instant,
+}
+
+struct Shared {
+    addr: String,
+    client: Mutex<Client>,
+    producer_id: i64,
+    config: ProducerConfig,
+}
+
+struct State {
+    buffers: HashMap<(String, u32), Buffer>,
+    senders: HashMap<(String, u32), mpsc::UnboundedSender<Shipment>>,
+    partitions: HashMap<String, u32>,
+    sticky: u32,
+}
+
+/// A batching, idempotent producer on one hub connection (replaced when it
+/// breaks). Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Producer {
+    /// Connects and obtains a producer id.
+    pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
+        let client = Client::connect(addr).await?;
+        let producer_id = client.allocate_producer_id().await?;
+        let shared = Arc::new(Shared {
+            addr: addr.to_string(),
+            client: Mutex::new(client),
+            producer_id,
+            config,
+        });
+        let state = Arc::new(Mutex::new(State {
+            buffers: HashMap::new(),
+            senders: HashMap::new(),
+            partitions: HashMap::new(),
+            sticky: 0,
+        }));
+        let producer = Producer { shared, state };
+        producer.spawn_linger_timer();
+        Ok(producer)
+    }
+
+    /// This producer's id (stored with every batch it writes).
+    pub fn producer_id(&self) -> i64 {
+        self.shared.producer_id
+    }
+
+    /// Queues a record; the returned future resolves once it is durably
+    /// stored (or has failed after all retries).
+    pub async fn send(
+        &self,
+        topic: &str,
+        record: OwnedRecord,
+    ) -> Result<impl std::future::Future<Output = Result<RecordAck>>> {
+        let partitions = self.partitions(topic).await?;
+        let (tx, rx) = oneshot::channel();
+        let mut state = self.state.lock().await;
+        let partition = match &record.key {
+            Some(k) => partition_for_key(k, partitions),
+            None => state.sticky % partitions,
+        };
+        let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len) + 16;
+        let key = (topic.to_string(), partition);
+        let buffer = state.buffers.entry(key.clone()).or_insert_with(|| Buffer {
+            records: Vec::new(),
+            waiters: Vec::new(),
+            bytes: 0,
+            since: Instant::now(),
+        });
+        buffer.records.push(record);
+        buffer.waiters.push(tx);
+        buffer.bytes += size;
+        if buffer.bytes >= self.shared.config.batch_bytes {
+            self.ship(&mut state, key);
+        }
+        drop(state);
+        Ok(async move {
+            match rx.await {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(message)) => Err(ClientError::Protocol(message)),
+                Err(_) => Err(ClientError::Closed),
+            }
+        })
+    }
+
+    /// Sends every buffered record now and waits until all are acknowledged.
+    pub async fn flush(&self) -> Result<()> {
+        let mut waits = Vec::new();
+        {
+            let mut state = self.state.lock().await;
+            let keys: Vec<_> = state.buffers.keys().cloned().collect();
+            for key in keys {
+                self.ship(&mut state, key);
+            }
+            // A marker per partition queue: answered after everything before it.
+            for sender in state.senders.values() {
+                let (tx, rx) = oneshot::channel();
+                let _ = sender.send((Vec::new(), vec![tx]));
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(&n) = self.state.lock().await.partitions.get(topic) {
+            return Ok(n);
+        }
+        let n = self
+            .shared
+            .client
+            .lock()
+            .await
+            .describe_topic(topic)
+            .await?
+            .partitions
+            .len() as u32;
+        self.state
+            .lock()
+            .await
+            .partitions
+            .insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    /// Moves a buffer to its partition's sender task (started on first use).
+    fn ship(&self, state: &mut State, key: (String, u32)) {
+        let Some(buffer) = state.buffers.remove(&key) else {
+            return;
+        };
+        if key.1 == state.sticky % state.partitions.get(&key.0).copied().unwrap_or(1).max(1) {
+            state.sticky = state.sticky.wrapping_add(1);
+        }
+        let sender = state.senders.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_loop(self.shared.clone(), key.0.clone(), key.1, rx));
+            tx
+        });
+        let _ = sender.send((buffer.records, buffer.waiters));
+    }
+
+    /// Ships buffers whose oldest record has lingered long enough.
+    fn spawn_linger_timer(&self) {
+        let weak_state = Arc::downgrade(&self.state);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let linger = shared.config.linger.max(Duration::from_millis(1));
+            loop {
+                tokio::time::sleep(linger / 2).await;
+                let Some(state) = weak_state.upgrade() else {
+                    return;
+                };
+                let producer = Producer {
+                    shared: shared.clone(),
+                    state: state.clone(),
+                };
+                let mut guard = state.lock().await;
+                let due: Vec<_> = guard
+                    .buffers
+                    .iter()
+                    .filter(|(_, b)| b.since.elapsed() >= linger)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in due {
+                    producer.ship(&mut guard, key);
+                }
+            }
+        });
+    }
+}
+
+/// Sends one partition's batches in order, each until it is acknowledged
+/// or out of retries, numbering them with consecutive sequence numbers.
+async fn send_loop(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: u32,
+    mut queue: mpsc::UnboundedReceiver<Shipment>,
+) {
+    let mut sequence: i32 = 0;
+    while let Some((records, waiters)) = queue.recv().await {
+        if records.is_empty() {
+            // A flush marker.
+            for w in waiters {
+                let _ = w.send(Ok(RecordAck {
+                    partition,
+                    offset: 0,
+                }));
+            }
+            continue;
+        }
+        let batch = encode(&records, shared.producer_id, sequence);
+        let result = match batch {
+            Ok(batch) => send_with_retries(&shared, &topic, partition, &batch).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(base) => {
+                sequence = sequence.wrapping_add(records.len() as i32);
+                for (i, w) in waiters.into_iter().enumerate() {
+                    let _ = w.send(Ok(RecordAck {
+                        partition,
+                        offset: base + i as u64,
+                    }));
+                }
+            }
+            Err(message) => {
+                // The sequence stays: the hub never stored this batch.
+                for w in waiters {
+                    let _ = w.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Vec<u8>, String> {
+    let mut w = BatchWriter::new(Vec::new())
+        .map_err(|e| e.to_string())?
+        .idempotent(producer_id, sequence);
+    for r in records {
+        w.push_owned(r).map_err(|e| e.to_string())?;
+    }
+    w.finish().map_err(|e| e.to_string())
+}
+
+/// Sends one batch; on a broken connection reconnects and sends the same
+/// bytes again. Returns the base offset.
+async fn send_with_retries(
+    shared: &Shared,
+    topic: &str,
+    partition: u32,
+    batch: &[u8],
+) -> Result<u64, String> {
+    let mut attempt = 0;
+    loop {
+        let client = shared.client.lock().await.clone();
+        match client
+            .produce(topic, Some(partition), batch, Acks::Durable)
+            .await
+        {
+            Ok(Some(ack)) => return Ok(ack.base_offset),
+            Ok(None) => return Err("the hub sent no acknowledgement".into()),
+            Err(ClientError::Server { code, message }) if !code.is_retriable() => {
+                return Err(message)
+            }
+            Err(err) => {
+                attempt += 1;
+                if attempt > shared.config.retries {
+                    return Err(format!("giving up after {attempt} attempts: {err}"));
+                }
+                tracing::debug!(error = %err, attempt, "produce failed; retrying");
+                tokio::time::sleep(shared.config.retry_backoff).await;
+                if matches!(
+                    err,
+                    ClientError::Closed | ClientError::Io(_) | ClientError::Connect { .. }
+                ) {
+                    if let Ok(fresh) = Client::connect(&shared.addr).await {
+                        *shared.client.lock().await = fresh;
+                    }
+                }
+            }
+        }
+    }
+}

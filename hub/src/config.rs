@@ -1,0 +1,170 @@
+//! `cairn serve` settings: embedded defaults, overridden by a TOML file
+//! (`--config`), overridden by environment variables and flags.
+//!
+//! ```toml
+//! data_dir = "/var/lib/cairn"
+//!
+//! [native]
+//! addr = "0.0.0.0:7878"
+//! max_connections = 1024
+//! max_frame_bytes = 8388608
+//!
+//! [log]
+//! max_batch_bytes = 1048576
+//! flush_interval_ms = 1000
+//! retention_check_secs = 30
+//! quick_repair = true
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// What a config file (or the flags) may set; everything optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub data_dir: Option<PathBuf>,
+    pub native: NativeSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeSettings {
+    pub addr: Option<SocketAddr>,
+    pub max_connections: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub max_batch_bytes: Option<usize>,
+    pub flush_interval_ms: Option<u64>,
+    pub retention_check_secs: Option<u64>,
+    pub quick_repair: Option<bool>,
+}
+
+/// The settings `serve` runs with, every value decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub native_addr: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub retention_check_secs: u64,
+    pub quick_repair: bool,
+}
+
+impl Default for ServeConfig {
+    /// The embedded defaults.
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: PathBuf::from("cairn-data"),
+            native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
+            max_connections: 1024,
+            max_frame_bytes: 8 * 1024 * 1024,
+            max_batch_bytes: 1024 * 1024,
+            flush_interval_ms: 1000,
+            retention_check_secs: 30,
+            quick_repair: true,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a TOML config file. Unknown keys are errors (typos must not
+    /// silently fall back to defaults).
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl ServeConfig {
+    /// Defaults, then `file`, then `overrides` (flags and environment).
+    pub fn resolve(file: &Settings, overrides: &Settings) -> ServeConfig {
+        let d = ServeConfig::default();
+        macro_rules! pick {
+            ($($field:ident).+, $default:expr) => {
+                overrides.$($field).+.clone().or_else(|| file.$($field).+.clone()).unwrap_or($default)
+            };
+        }
+        ServeConfig {
+            data_dir: pick!(data_dir, d.data_dir),
+            native_addr: pick!(native.addr, d.native_addr),
+            max_connections: pick!(native.max_connections, d.max_connections),
+            max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
+            max_batch_bytes: pick!(log.max_batch_bytes, d.max_batch_bytes),
+            flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
+            retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),
+            quick_repair: pick!(log.quick_repair, d.quick_repair),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = false\n")
+            .unwrap();
+        let file = Settings::load(&path).unwrap();
+        let flags = Settings {
+            native: NativeSettings {
+                addr: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&file, &flags);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
+        assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
+        assert!(!c.quick_repair);
+        assert_eq!(c.max_connections, 1024);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[native]\nadress = \"x\"\n").unwrap();
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("adress") && err.contains("bad.toml"), "{err}");
+        std::fs::write(&path, "[log]\nquick_repair = \"yes\"\n").unwrap();
+        assert!(Settings::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("quick_repair"));
+        let err = Settings::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read config file"), "{err}");
+    }
+}
