@@ -529,3 +529,69 @@ async fn serve_reads_a_toml_config_file() {
         "a typo is named"
     );
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_told_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--max-connections", "2"]);
+    let a = Client::connect(&hub.addr).await.unwrap();
+    let b = Client::connect(&hub.addr).await.unwrap();
+    a.list_topics().await.unwrap();
+    b.list_topics().await.unwrap();
+    let (_, code, message) = first_error(&raw_exchange(&hub.addr, &[], Duration::from_secs(5)));
+    assert_eq!(code, ErrorCode::TooManyConnections);
+    assert!(message.contains("max_connections = 2"), "{message}");
+    // A slot frees up when a client leaves.
+    drop(a);
+    let started = Instant::now();
+    loop {
+        let c = Client::connect(&hub.addr).await.unwrap();
+        if c.list_topics().await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the freed slot was never reused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn hello_reports_version_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(
+        dir.path(),
+        &["--max-frame-bytes", "100000", "--max-batch-bytes", "50000"],
+    );
+    let mut bytes = Vec::new();
+    frame::encode(
+        &Request {
+            id: 9,
+            body: RequestBody::Hello {
+                client: "test",
+                version: 1,
+            },
+        },
+        &mut bytes,
+    );
+    let answer = raw_exchange(&hub.addr, &bytes, Duration::from_millis(500));
+    let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
+    let resp: Response<'_> = frame::decode(&answer[4..4 + len]).unwrap();
+    assert_eq!(resp.id, 9);
+    match resp.body {
+        ResponseBody::Hello {
+            version,
+            max_frame_bytes,
+            max_batch_bytes,
+            server,
+        } => {
+            assert_eq!(
+                (version, max_frame_bytes, max_batch_bytes),
+                (1, 100_000, 50_000)
+            );
+            assert!(server.starts_with("cairn "), "{server}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
