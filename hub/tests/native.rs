@@ -14,10 +14,18 @@ use cairn_proto::frame::{
 use cairn_proto::{BatchWriter, OwnedRecord};
 use common::Hub;
 
+/// Real timestamps: old ones would be deleted by the topics' default retention.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn batch(values: &[&str]) -> Vec<u8> {
     let mut w = BatchWriter::new(Vec::new()).unwrap();
     for v in values {
-        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), 1_000))
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), now_ms()))
             .unwrap();
     }
     w.finish().unwrap()
@@ -185,7 +193,7 @@ async fn idempotent_retry_after_a_dropped_connection_is_stored_once() {
     first.create_topic("t", settings(1)).await.unwrap();
     let pid = first.allocate_producer_id().await.unwrap();
     let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, 0);
-    w.push_owned(&OwnedRecord::new(b"once".to_vec(), 1))
+    w.push_owned(&OwnedRecord::new(b"once".to_vec(), now_ms()))
         .unwrap();
     let idem = w.finish().unwrap();
     let original = first
@@ -395,7 +403,7 @@ async fn producer_batches_records_and_acks_each_at_its_offset() {
         .unwrap();
     let mut acks = Vec::new();
     for i in 0..5000 {
-        let record = OwnedRecord::new(format!("v{i}").into_bytes(), 1)
+        let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
             .with_key(format!("k{}", i % 50).into_bytes());
         acks.push((i, producer.send("t", record).await.unwrap()));
     }
@@ -455,7 +463,7 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
         tokio::spawn(async move {
             let mut acks = Vec::new();
             for i in 0..3000 {
-                let record = OwnedRecord::new(format!("v{i}").into_bytes(), 1)
+                let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
                     .with_key(format!("k{}", i % 7).into_bytes());
                 acks.push(producer.send("t", record).await.unwrap());
                 if i % 20 == 0 {
@@ -594,4 +602,70 @@ fn hello_reports_version_and_limits() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn group_consumer_auto_commit_and_retention_range_errors() {
+    use cairn_hub::client::{GroupConsumer, StartFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--retention-check-secs", "1"]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    for i in 0..3 {
+        client
+            .produce("t", Some(0), &batch(&[&format!("r{i}")]), Acks::Durable)
+            .await
+            .unwrap();
+    }
+    let mut consumer = GroupConsumer::join(
+        client.clone(),
+        "auto",
+        &["t"],
+        Duration::from_secs(5),
+        StartFrom::Earliest,
+    )
+    .await
+    .unwrap()
+    .with_auto_commit(true);
+    let mut got = 0;
+    while got < 3 {
+        got += consumer.poll(Duration::from_secs(2)).await.unwrap().len();
+    }
+    assert!(
+        client.fetch_committed("auto", "t").await.unwrap()[0]
+            .1
+            .is_none(),
+        "nothing committed before the next poll"
+    );
+    let _ = consumer.poll(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(
+        client.fetch_committed("auto", "t").await.unwrap()[0],
+        (0, Some(3))
+    );
+    consumer.leave().await.unwrap();
+
+    // Retention by size removes the oldest batches; fetching below the new
+    // start is an error naming the valid range.
+    let one = batch(&["r0"]).len() as i64;
+    let settings = TopicSettings {
+        retention_bytes: Some(one),
+        retention_ms: Some(-1),
+        ..TopicSettings::default()
+    };
+    client.alter_topic("t", settings).await.unwrap();
+    let started = Instant::now();
+    let err = loop {
+        match client.fetch("t", 0, 0, 1024, Duration::ZERO).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "retention never ran"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
+    assert!(err.to_string().contains("valid offsets are 2..=3"), "{err}");
 }

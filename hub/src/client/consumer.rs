@@ -48,6 +48,7 @@ pub struct GroupConsumer {
     uncommitted: HashMap<(String, u32), u64>,
     last_heartbeat: Instant,
     next_partition: usize,
+    auto_commit: bool,
 }
 
 impl GroupConsumer {
@@ -71,7 +72,17 @@ impl GroupConsumer {
             uncommitted: HashMap::new(),
             last_heartbeat: Instant::now(),
             next_partition: 0,
+            auto_commit: false,
         })
+    }
+
+    /// With auto-commit, each `poll` first commits what the previous `poll`
+    /// returned (as Kafka's `enable.auto.commit`): records count as processed
+    /// once the application asks for more. Off by default: call
+    /// [`GroupConsumer::commit`] after processing.
+    pub fn with_auto_commit(mut self, on: bool) -> Self {
+        self.auto_commit = on;
+        self
     }
 
     /// This member's id, generation and partitions.
@@ -147,6 +158,9 @@ impl GroupConsumer {
     /// Returns the next records of the partitions this member owns, waiting
     /// up to `max_wait` when there are none.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedRecord>> {
+        if self.auto_commit && !self.uncommitted.is_empty() {
+            self.commit().await?;
+        }
         self.heartbeat_if_due().await?;
         let owned = self.membership.assignment.clone();
         if owned.is_empty() {
