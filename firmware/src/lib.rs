@@ -30,22 +30,13 @@ mod tests {
         let bytes = encode_reading(&mut buf, b"t1", b"21.5", 42).unwrap();
         let batch = cairn_proto::BatchView::parse(bytes).unwrap();
         let rec = batch.records().next().unwrap();
-        assert_eq!(
-            (rec.key, rec.value, rec.timestamp),
-            (Some(&b"t1"[..]), &b"21.5"[..], 42)
-        );
+        assert_eq!((rec.key, rec.value, rec.timestamp), (Some(&b"t1"[..]), &b"21.5"[..], 42));
     }
 
     #[test]
     fn too_small_buffer_is_an_error_not_a_panic() {
         let mut buf = [0u8; 60];
         let err = encode_reading(&mut buf, b"t1", &[7u8; 32], 42).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                cairn_proto::EncodeError::BufferFull { capacity: 60, .. }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, cairn_proto::EncodeError::BufferFull { capacity: 60, .. }), "{err:?}");
     }
 }

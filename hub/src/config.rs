@@ -25,10 +25,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path} is invalid: {message}")]
     Invalid { path: String, message: String },
 }
@@ -92,14 +89,10 @@ impl Settings {
     /// Reads a TOML config file. Unknown keys are errors (typos must not
     /// silently fall back to defaults).
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), message: e.to_string() })
     }
 }
 
@@ -133,14 +126,14 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cairn.toml");
-        std::fs::write(&path, "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = false\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = false\n",
+        )
+        .unwrap();
         let file = Settings::load(&path).unwrap();
         let flags = Settings {
-            native: NativeSettings {
-                addr: Some("127.0.0.1:9100".parse().unwrap()),
-                ..Default::default()
-            },
+            native: NativeSettings { addr: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() },
             ..Default::default()
         };
         let c = ServeConfig::resolve(&file, &flags);
@@ -158,13 +151,8 @@ mod tests {
         let err = Settings::load(&path).unwrap_err().to_string();
         assert!(err.contains("adress") && err.contains("bad.toml"), "{err}");
         std::fs::write(&path, "[log]\nquick_repair = \"yes\"\n").unwrap();
-        assert!(Settings::load(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("quick_repair"));
-        let err = Settings::load(&dir.path().join("missing.toml"))
-            .unwrap_err()
-            .to_string();
+        assert!(Settings::load(&path).unwrap_err().to_string().contains("quick_repair"));
+        let err = Settings::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
         assert!(err.contains("cannot read config file"), "{err}");
     }
 }

@@ -244,16 +244,11 @@ struct StorageArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -290,12 +285,8 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         None => Settings::default(),
     };
     let args = ServeConfig::resolve(&file, &args.overrides());
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            args.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
     let path = args.data_dir.join("cairn.redb");
     let options = LogOptions {
         retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
@@ -304,15 +295,11 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         quick_repair: args.quick_repair,
         ..LogOptions::default()
     };
-    let log = Log::open(&path, options)
-        .map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
+    let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
     let broker = Broker::new(log.clone());
-    let listener = net::native::bind(args.native_addr).await.map_err(|e| {
-        format!(
-            "cannot listen on {} (native protocol): {e}",
-            args.native_addr
-        )
-    })?;
+    let listener = net::native::bind(args.native_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (native protocol): {e}", args.native_addr))?;
     let limits = NativeLimits {
         max_connections: args.max_connections.max(1),
         max_frame_bytes: args.max_frame_bytes.max(1024),
@@ -343,14 +330,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -378,10 +364,7 @@ async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
         value_bytes: args.value_bytes,
         key_bytes: args.key_bytes,
         // ~8 bytes of per-record framing (lengths, deltas) on top of key + value.
-        batch_records: args
-            .batch_records
-            .unwrap_or(args.batch_bytes / (args.value_bytes + args.key_bytes + 8))
-            .max(1),
+        batch_records: args.batch_records.unwrap_or(args.batch_bytes / (args.value_bytes + args.key_bytes + 8)).max(1),
         producers: args.producers.max(1),
         in_flight: args.in_flight.max(1),
         partitions: args.partitions.max(1),
@@ -429,20 +412,11 @@ async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
         batch_records: args.batch_records.max(1),
         producers: args.producers.max(1),
         in_flight: args.in_flight.max(1),
-        acks: if args.acks == "none" {
-            Acks::None
-        } else {
-            Acks::Durable
-        },
+        acks: if args.acks == "none" { Acks::None } else { Acks::Durable },
     };
     println!(
         "bench produce: {} records of {} B, batches of {}, {} producers x {} in flight, acks={}",
-        config.records,
-        config.value_bytes,
-        config.batch_records,
-        config.producers,
-        config.in_flight,
-        args.acks
+        config.records, config.value_bytes, config.batch_records, config.producers, config.in_flight, args.acks
     );
     for run in 1..=args.runs.max(1) {
         let r = native_bench::produce(&config).await?;
@@ -466,10 +440,7 @@ async fn bench_consume(args: BenchConsumeArgs) -> Result<(), AnyError> {
 }
 
 async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
-    println!(
-        "bench e2e: {} records/s of {} B for {} s, acks=durable",
-        args.rate, args.value_bytes, args.seconds
-    );
+    println!("bench e2e: {} records/s of {} B for {} s, acks=durable", args.rate, args.value_bytes, args.seconds);
     for run in 1..=args.runs.max(1) {
         let r = native_bench::e2e(
             &args.hub,
@@ -480,10 +451,7 @@ async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
             args.value_bytes,
         )
         .await?;
-        println!(
-            "run {run}: sent {} received {} | produce→consume latency {}",
-            r.sent, r.received, r.latency
-        );
+        println!("run {run}: sent {} received {} | produce→consume latency {}", r.sent, r.received, r.latency);
     }
     Ok(())
 }

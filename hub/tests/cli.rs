@@ -10,12 +10,7 @@ const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
 #[test]
 fn every_command_has_help() {
-    for args in [
-        &["--help"][..],
-        &["serve", "--help"],
-        &["bench", "--help"],
-        &["bench", "storage", "--help"],
-    ] {
+    for args in [&["--help"][..], &["serve", "--help"], &["bench", "--help"], &["bench", "storage", "--help"]] {
         let out = Command::new(CAIRN).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -59,26 +54,16 @@ fn serve_opens_the_log_and_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, _) = start_serve(&data);
-    assert!(
-        data.join("cairn.redb").exists(),
-        "the log is created in the data directory"
-    );
+    assert!(data.join("cairn.redb").exists(), "the log is created in the data directory");
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
     let started = Instant::now();
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "cairn did not stop on SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "cairn did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
@@ -94,11 +79,8 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out = Command::new(CAIRN)
-        .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(CAIRN).args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"]).arg(&file).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot create data directory"), "{err}");

@@ -25,16 +25,7 @@ impl Drop for Member {
 /// Starts a group member whose printed values land in `seen`.
 fn member(hub: &Hub, group: &str, seen: Arc<Mutex<Vec<String>>>) -> Member {
     let mut child = Command::new(CAIRN)
-        .args([
-            "consume",
-            "t",
-            "--group",
-            group,
-            "--follow",
-            "--from-beginning",
-            "--session-timeout-ms",
-            "1500",
-        ])
+        .args(["consume", "t", "--group", group, "--follow", "--from-beginning", "--session-timeout-ms", "1500"])
         .args(["--hub", &hub.addr])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -70,47 +61,28 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 }
 
 fn distinct(seen: &[Arc<Mutex<Vec<String>>>]) -> HashSet<String> {
-    seen.iter()
-        .flat_map(|s| s.lock().unwrap().clone())
-        .collect()
+    seen.iter().flat_map(|s| s.lock().unwrap().clone()).collect()
 }
 
 #[test]
 fn three_members_share_six_partitions_and_survive_a_member_kill() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(dir.path(), &[]);
-    assert!(
-        hub.cli(&["topic", "create", "t", "--partitions", "6"], None)
-            .0
-    );
+    assert!(hub.cli(&["topic", "create", "t", "--partitions", "6"], None).0);
 
     let seen: Vec<Arc<Mutex<Vec<String>>>> = (0..3).map(|_| Arc::default()).collect();
     let mut members: Vec<Member> = seen.iter().map(|s| member(&hub, "g", s.clone())).collect();
-    wait_until(
-        "3 members with 2 partitions each",
-        Duration::from_secs(15),
-        || {
-            let d = describe(&hub, "g");
-            let members = d["members"].as_array().unwrap();
-            members.len() == 3
-                && members
-                    .iter()
-                    .all(|m| m["assignment"].as_array().unwrap().len() == 2)
-        },
-    );
+    wait_until("3 members with 2 partitions each", Duration::from_secs(15), || {
+        let d = describe(&hub, "g");
+        let members = d["members"].as_array().unwrap();
+        members.len() == 3 && members.iter().all(|m| m["assignment"].as_array().unwrap().len() == 2)
+    });
 
     produce(&hub, 0, 600);
     let all_first: HashSet<String> = (0..600).map(|i| format!("v{i}")).collect();
-    wait_until(
-        "the first 600 records consumed",
-        Duration::from_secs(20),
-        || distinct(&seen).is_superset(&all_first),
-    );
+    wait_until("the first 600 records consumed", Duration::from_secs(20), || distinct(&seen).is_superset(&all_first));
     for s in &seen {
-        assert!(
-            !s.lock().unwrap().is_empty(),
-            "every member got partitions and records"
-        );
+        assert!(!s.lock().unwrap().is_empty(), "every member got partitions and records");
     }
 
     // A member dies without leaving: within its session timeout its
@@ -119,30 +91,15 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
     drop(killed);
     produce(&hub, 600, 1200);
     let all: HashSet<String> = (0..1200).map(|i| format!("v{i}")).collect();
-    wait_until(
-        "all 1200 records consumed after the kill",
-        Duration::from_secs(30),
-        || distinct(&seen).is_superset(&all),
-    );
-    wait_until(
-        "2 members with 3 partitions each, lag 0",
-        Duration::from_secs(15),
-        || {
-            let d = describe(&hub, "g");
-            let members = d["members"].as_array().unwrap();
-            let lag: u64 = d["partitions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["lag"].as_u64().unwrap())
-                .sum();
-            members.len() == 2
-                && members
-                    .iter()
-                    .all(|m| m["assignment"].as_array().unwrap().len() == 3)
-                && lag == 0
-        },
-    );
+    wait_until("all 1200 records consumed after the kill", Duration::from_secs(30), || {
+        distinct(&seen).is_superset(&all)
+    });
+    wait_until("2 members with 3 partitions each, lag 0", Duration::from_secs(15), || {
+        let d = describe(&hub, "g");
+        let members = d["members"].as_array().unwrap();
+        let lag: u64 = d["partitions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
+        members.len() == 2 && members.iter().all(|m| m["assignment"].as_array().unwrap().len() == 3) && lag == 0
+    });
     drop(members);
 
     // Committed offsets survive a hub restart; lag is reported for the idle group.
@@ -162,11 +119,6 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
     let second: HashSet<String> = out.lines().map(str::to_string).collect();
     assert_eq!(second, all);
     let d = describe(&hub, "g2");
-    let lag: u64 = d["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["lag"].as_u64().unwrap())
-        .sum();
+    let lag: u64 = d["partitions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
     assert_eq!(lag, 0, "g2 committed what it printed");
 }

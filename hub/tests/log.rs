@@ -6,16 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_hub::log::{
-    CleanupPolicy, FlushPolicy, Log, LogError, LogOptions, ManualClock, TopicConfig,
-};
+use cairn_hub::log::{CleanupPolicy, FlushPolicy, Log, LogError, LogOptions, ManualClock, TopicConfig};
 use cairn_proto::{BatchWriter, OwnedRecord};
 
 fn options() -> LogOptions {
-    LogOptions {
-        retention_check_interval: None,
-        ..LogOptions::default()
-    }
+    LogOptions { retention_check_interval: None, ..LogOptions::default() }
 }
 
 fn open(dir: &tempfile::TempDir) -> Log {
@@ -25,8 +20,7 @@ fn open(dir: &tempfile::TempDir) -> Log {
 fn batch(values: &[&str], ts: i64) -> Vec<u8> {
     let mut w = BatchWriter::new(Vec::new()).unwrap();
     for v in values {
-        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts))
-            .unwrap();
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts)).unwrap();
     }
     w.finish().unwrap()
 }
@@ -34,8 +28,7 @@ fn batch(values: &[&str], ts: i64) -> Vec<u8> {
 fn keyed_batch(records: &[(&str, &str)], ts: i64) -> Vec<u8> {
     let mut w = BatchWriter::new(Vec::new()).unwrap();
     for (k, v) in records {
-        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts).with_key(k.as_bytes().to_vec()))
-            .unwrap();
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts).with_key(k.as_bytes().to_vec())).unwrap();
     }
     w.finish().unwrap()
 }
@@ -52,56 +45,30 @@ fn values(log: &Log, topic: &str, partition: u32, from: u64) -> Vec<(u64, String
 async fn topic_lifecycle() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    let info = log
-        .create_topic("sensors", TopicConfig::with_partitions(3))
-        .await
-        .unwrap();
+    let info = log.create_topic("sensors", TopicConfig::with_partitions(3)).await.unwrap();
     assert_eq!(info.partitions.len(), 3);
-    assert!(matches!(
-        log.create_topic("sensors", TopicConfig::default()).await,
-        Err(LogError::TopicExists(_))
-    ));
+    assert!(matches!(log.create_topic("sensors", TopicConfig::default()).await, Err(LogError::TopicExists(_))));
     assert!(matches!(
         log.create_topic("bad/name", TopicConfig::default()).await,
         Err(LogError::InvalidTopicName { .. })
     ));
-    log.create_topic("alerts", TopicConfig::default())
-        .await
-        .unwrap();
+    log.create_topic("alerts", TopicConfig::default()).await.unwrap();
     let names: Vec<String> = log.list_topics().into_iter().map(|t| t.name).collect();
     assert_eq!(names, ["alerts", "sensors"]);
 
     let grown = log.add_partitions("sensors", 5).await.unwrap();
     assert_eq!(grown.partitions.len(), 5);
     let err = log.add_partitions("sensors", 2).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::PartitionsCannotShrink {
-                current: 5,
-                requested: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, LogError::PartitionsCannotShrink { current: 5, requested: 2, .. }), "{err}");
 
     log.append("sensors", 4, batch(&["x"], 1)).await.unwrap();
     log.delete_topic("sensors").await.unwrap();
-    assert!(matches!(
-        log.describe_topic("sensors"),
-        Err(LogError::UnknownTopic(_))
-    ));
-    let err = log
-        .append("sensors", 0, batch(&["x"], 1))
-        .await
-        .unwrap_err();
+    assert!(matches!(log.describe_topic("sensors"), Err(LogError::UnknownTopic(_))));
+    let err = log.append("sensors", 0, batch(&["x"], 1)).await.unwrap_err();
     assert!(err.to_string().contains("unknown topic 'sensors'"), "{err}");
 
     // A new topic of the same name starts empty.
-    log.create_topic("sensors", TopicConfig::default())
-        .await
-        .unwrap();
+    log.create_topic("sensors", TopicConfig::default()).await.unwrap();
     assert_eq!(log.offsets("sensors", 0).unwrap().end, 0);
 }
 
@@ -109,50 +76,21 @@ async fn topic_lifecycle() {
 async fn appends_get_dense_offsets_and_read_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    log.create_topic("t", TopicConfig::with_partitions(2))
-        .await
-        .unwrap();
-    let a = log
-        .append("t", 0, batch(&["a", "b", "c"], 10))
-        .await
-        .unwrap();
+    log.create_topic("t", TopicConfig::with_partitions(2)).await.unwrap();
+    let a = log.append("t", 0, batch(&["a", "b", "c"], 10)).await.unwrap();
     let b = log.append("t", 0, batch(&["d"], 11)).await.unwrap();
     let c = log.append("t", 1, batch(&["z"], 12)).await.unwrap();
-    assert_eq!(
-        (a.base_offset, a.last_offset, b.base_offset, b.last_offset),
-        (0, 2, 3, 3)
-    );
+    assert_eq!((a.base_offset, a.last_offset, b.base_offset, b.last_offset), (0, 2, 3, 3));
     assert_eq!((c.base_offset, c.last_offset), (0, 0));
-    assert_eq!(
-        values(&log, "t", 0, 0),
-        vec![
-            (0, "a".into()),
-            (1, "b".into()),
-            (2, "c".into()),
-            (3, "d".into())
-        ]
-    );
+    assert_eq!(values(&log, "t", 0, 0), vec![(0, "a".into()), (1, "b".into()), (2, "c".into()), (3, "d".into())]);
     // From the middle of a batch.
-    assert_eq!(
-        values(&log, "t", 0, 1),
-        vec![(1, "b".into()), (2, "c".into()), (3, "d".into())]
-    );
+    assert_eq!(values(&log, "t", 0, 1), vec![(1, "b".into()), (2, "c".into()), (3, "d".into())]);
     // At the end: nothing, no error. Past it: a range error.
     assert!(values(&log, "t", 0, 4).is_empty());
     let err = log.fetch("t", 0, 9, 1 << 20).unwrap_err();
     assert!(err.to_string().contains("valid offsets are 0..=4"), "{err}");
     let err = log.fetch("t", 7, 0, 1 << 20).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::UnknownPartition {
-                partition: 7,
-                partitions: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, LogError::UnknownPartition { partition: 7, partitions: 2, .. }), "{err}");
 }
 
 #[tokio::test]
@@ -161,46 +99,27 @@ async fn fetch_respects_max_bytes_but_always_returns_one_batch() {
     let log = open(&dir);
     log.create_topic("t", TopicConfig::default()).await.unwrap();
     for i in 0..10 {
-        log.append("t", 0, batch(&[&*"v".repeat(100); 10], i))
-            .await
-            .unwrap();
+        log.append("t", 0, batch(&[&*"v".repeat(100); 10], i)).await.unwrap();
     }
     let one = log.fetch("t", 0, 0, 1).unwrap();
     assert_eq!(one.batches.len(), 1);
     assert_eq!(one.next_offset(), 10);
     let some = log.fetch("t", 0, 15, 3000).unwrap();
-    assert!(
-        some.batches.len() >= 2 && some.batches.len() < 10,
-        "{}",
-        some.batches.len()
-    );
+    assert!(some.batches.len() >= 2 && some.batches.len() < 10, "{}", some.batches.len());
     assert_eq!(some.records().next().unwrap().offset, 15);
 }
 
 #[tokio::test]
 async fn bad_batches_are_refused_with_typed_errors_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        dir.path().join("cairn.redb"),
-        LogOptions {
-            max_batch_bytes: 4096,
-            ..options()
-        },
-    )
-    .unwrap();
+    let log = Log::open(dir.path().join("cairn.redb"), LogOptions { max_batch_bytes: 4096, ..options() }).unwrap();
     log.create_topic("t", TopicConfig::default()).await.unwrap();
 
     let mut corrupt = batch(&["hello"], 1);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x55;
-    assert!(matches!(
-        log.append("t", 0, corrupt).await,
-        Err(LogError::InvalidBatch(_))
-    ));
-    assert!(matches!(
-        log.append("t", 0, vec![1, 2, 3]).await,
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append("t", 0, corrupt).await, Err(LogError::InvalidBatch(_))));
+    assert!(matches!(log.append("t", 0, vec![1, 2, 3]).await, Err(LogError::InvalidBatch(_))));
 
     let big = batch(&[&"x".repeat(5000)], 1);
     let err = log.append("t", 0, big).await.unwrap_err();
@@ -217,12 +136,8 @@ async fn bad_batches_are_refused_with_typed_errors_and_nothing_is_stored() {
 async fn concurrent_appends_are_dense_and_coalesce_into_few_commits() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    log.create_topic("one", TopicConfig::with_partitions(1))
-        .await
-        .unwrap();
-    log.create_topic("many", TopicConfig::with_partitions(4))
-        .await
-        .unwrap();
+    log.create_topic("one", TopicConfig::with_partitions(1)).await.unwrap();
+    log.create_topic("many", TopicConfig::with_partitions(4)).await.unwrap();
     let commits_before = log.stats().commits.load(Ordering::Relaxed);
 
     let mut tasks = Vec::new();
@@ -248,11 +163,7 @@ async fn concurrent_appends_are_dense_and_coalesce_into_few_commits() {
         acked.extend(t.await.unwrap());
     }
     let commits = log.stats().commits.load(Ordering::Relaxed) - commits_before;
-    assert!(
-        commits < acked.len() as u64,
-        "{} appends took {commits} commits: no group commit",
-        acked.len()
-    );
+    assert!(commits < acked.len() as u64, "{} appends took {commits} commits: no group commit", acked.len());
 
     for (topic, partitions) in [("one", 1), ("many", 4)] {
         for p in 0..partitions {
@@ -266,11 +177,7 @@ async fn concurrent_appends_are_dense_and_coalesce_into_few_commits() {
             let mut expected: Vec<(u64, String)> = acked
                 .iter()
                 .filter(|(t, q, _, _)| *t == topic && *q == p)
-                .flat_map(|(_, _, base, vals)| {
-                    vals.iter()
-                        .enumerate()
-                        .map(move |(j, v)| (base + j as u64, v.clone()))
-                })
+                .flat_map(|(_, _, base, vals)| vals.iter().enumerate().map(move |(j, v)| (base + j as u64, v.clone())))
                 .collect();
             expected.sort();
             assert_eq!(stored, expected, "{topic}/{p}");
@@ -284,47 +191,25 @@ async fn idempotent_retry_is_stored_once() {
     let log = open(&dir);
     log.create_topic("t", TopicConfig::default()).await.unwrap();
     let pid = log.allocate_producer_id().await.unwrap();
-    assert_ne!(
-        pid,
-        log.allocate_producer_id().await.unwrap(),
-        "producer ids are unique"
-    );
+    assert_ne!(pid, log.allocate_producer_id().await.unwrap(), "producer ids are unique");
 
     let idem = |seq: i32, vals: &[&str]| {
         let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, seq);
         for v in vals {
-            w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), 1))
-                .unwrap();
+            w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), 1)).unwrap();
         }
         w.finish().unwrap()
     };
     let first = log.append("t", 0, idem(0, &["a", "b"])).await.unwrap();
     let retry = log.append("t", 0, idem(0, &["a", "b"])).await.unwrap();
     assert!(!first.duplicate && retry.duplicate);
-    assert_eq!(
-        (retry.base_offset, retry.last_offset),
-        (first.base_offset, first.last_offset)
-    );
+    assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
     let next = log.append("t", 0, idem(2, &["c"])).await.unwrap();
     assert_eq!(next.base_offset, 2);
-    assert_eq!(
-        values(&log, "t", 0, 0).len(),
-        3,
-        "the retry was not stored again"
-    );
+    assert_eq!(values(&log, "t", 0, 0).len(), 3, "the retry was not stored again");
 
     let err = log.append("t", 0, idem(7, &["lost?"])).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::SequenceGap {
-                expected: 3,
-                got: 7,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, LogError::SequenceGap { expected: 3, got: 7, .. }), "{err}");
     let err = log.append("t", 0, idem(1, &["b"])).await.unwrap_err();
     assert!(matches!(err, LogError::OutOfOrderSequence { .. }), "{err}");
 
@@ -340,28 +225,12 @@ async fn idempotent_retry_is_stored_once() {
 async fn retention_by_age_deletes_whole_batches_and_moves_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let log = Log::open(
-        dir.path().join("cairn.redb"),
-        LogOptions {
-            clock: clock.clone(),
-            ..options()
-        },
-    )
-    .unwrap();
-    let config = TopicConfig {
-        retention_ms: Some(60_000),
-        ..TopicConfig::default()
-    };
+    let log = Log::open(dir.path().join("cairn.redb"), LogOptions { clock: clock.clone(), ..options() }).unwrap();
+    let config = TopicConfig { retention_ms: Some(60_000), ..TopicConfig::default() };
     log.create_topic("t", config).await.unwrap();
-    log.append("t", 0, batch(&["old1", "old2"], 1_000_000))
-        .await
-        .unwrap();
-    log.append("t", 0, batch(&["mid"], 1_030_000))
-        .await
-        .unwrap();
-    log.append("t", 0, batch(&["new"], 1_090_000))
-        .await
-        .unwrap();
+    log.append("t", 0, batch(&["old1", "old2"], 1_000_000)).await.unwrap();
+    log.append("t", 0, batch(&["mid"], 1_030_000)).await.unwrap();
+    log.append("t", 0, batch(&["new"], 1_090_000)).await.unwrap();
     let size_before = log.offsets("t", 0).unwrap().bytes;
 
     // Nothing is old enough yet.
@@ -377,18 +246,7 @@ async fn retention_by_age_deletes_whole_batches_and_moves_the_start() {
     assert_eq!(values(&log, "t", 0, 3), vec![(3, "new".into())]);
 
     let err = log.fetch("t", 0, 0, 1 << 20).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LogError::OffsetOutOfRange {
-                offset: 0,
-                start: 3,
-                end: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, LogError::OffsetOutOfRange { offset: 0, start: 3, end: 4, .. }), "{err}");
     assert!(err.to_string().contains("valid offsets are 3..=4"), "{err}");
 
     // Survives reopening: the start offset is persisted.
@@ -403,24 +261,15 @@ async fn retention_by_bytes_keeps_the_partition_under_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
     let one = batch(&[&"x".repeat(200)], 5).len() as u64;
-    let config = TopicConfig {
-        retention_ms: None,
-        retention_bytes: Some(one * 3),
-        ..TopicConfig::default()
-    };
+    let config = TopicConfig { retention_ms: None, retention_bytes: Some(one * 3), ..TopicConfig::default() };
     log.create_topic("t", config).await.unwrap();
     for i in 0..10 {
-        log.append("t", 0, batch(&[&"x".repeat(200)], i))
-            .await
-            .unwrap();
+        log.append("t", 0, batch(&[&"x".repeat(200)], i)).await.unwrap();
     }
     let report = log.enforce_retention().await.unwrap();
     assert_eq!(report.batches_deleted, 7);
     let offsets = log.offsets("t", 0).unwrap();
-    assert_eq!(
-        (offsets.start, offsets.end, offsets.bytes),
-        (7, 10, one * 3)
-    );
+    assert_eq!((offsets.start, offsets.end, offsets.bytes), (7, 10, one * 3));
     assert_eq!(values(&log, "t", 0, 7).len(), 3);
 }
 
@@ -428,55 +277,26 @@ async fn retention_by_bytes_keeps_the_partition_under_the_limit() {
 async fn compaction_keeps_the_last_record_per_key_at_its_offset() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    let config = TopicConfig {
-        cleanup_policy: CleanupPolicy::Compact,
-        retention_ms: None,
-        ..TopicConfig::default()
-    };
+    let config = TopicConfig { cleanup_policy: CleanupPolicy::Compact, retention_ms: None, ..TopicConfig::default() };
     log.create_topic("state", config).await.unwrap();
-    log.append(
-        "state",
-        0,
-        keyed_batch(&[("a", "a1"), ("b", "b1"), ("a", "a2")], 1),
-    )
-    .await
-    .unwrap();
-    log.append("state", 0, keyed_batch(&[("b", "b2"), ("c", "c1")], 2))
-        .await
-        .unwrap();
-    log.append("state", 0, keyed_batch(&[("c", "c2")], 3))
-        .await
-        .unwrap();
-    let err = log
-        .append("state", 0, batch(&["no key"], 4))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, LogError::MissingKeyOnCompactedTopic(_)),
-        "{err}"
-    );
+    log.append("state", 0, keyed_batch(&[("a", "a1"), ("b", "b1"), ("a", "a2")], 1)).await.unwrap();
+    log.append("state", 0, keyed_batch(&[("b", "b2"), ("c", "c1")], 2)).await.unwrap();
+    log.append("state", 0, keyed_batch(&[("c", "c2")], 3)).await.unwrap();
+    let err = log.append("state", 0, batch(&["no key"], 4)).await.unwrap_err();
+    assert!(matches!(err, LogError::MissingKeyOnCompactedTopic(_)), "{err}");
     let bytes_before = log.offsets("state", 0).unwrap().bytes;
 
     let report = log.enforce_retention().await.unwrap();
     assert_eq!(report.records_compacted, 3);
     assert!(log.offsets("state", 0).unwrap().bytes < bytes_before);
-    assert_eq!(
-        values(&log, "state", 0, 0),
-        vec![(2, "a2".into()), (3, "b2".into()), (5, "c2".into())]
-    );
+    assert_eq!(values(&log, "state", 0, 0), vec![(2, "a2".into()), (3, "b2".into()), (5, "c2".into())]);
     // New records still get the next offset; nothing to do on an unchanged log.
     assert_eq!(log.offsets("state", 0).unwrap().end, 6);
     assert_eq!(log.enforce_retention().await.unwrap().records_compacted, 0);
-    let next = log
-        .append("state", 0, keyed_batch(&[("a", "a3")], 5))
-        .await
-        .unwrap();
+    let next = log.append("state", 0, keyed_batch(&[("a", "a3")], 5)).await.unwrap();
     assert_eq!(next.base_offset, 6);
     log.enforce_retention().await.unwrap();
-    assert_eq!(
-        values(&log, "state", 0, 0),
-        vec![(3, "b2".into()), (5, "c2".into()), (6, "a3".into())]
-    );
+    assert_eq!(values(&log, "state", 0, 0), vec![(3, "b2".into()), (5, "c2".into()), (6, "a3".into())]);
     // Reading from inside a gap starts at the next surviving record.
     assert_eq!(values(&log, "state", 0, 4)[0], (5, "c2".into()));
 }
@@ -485,19 +305,10 @@ async fn compaction_keeps_the_last_record_per_key_at_its_offset() {
 async fn seek_by_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    log.create_topic(
-        "t",
-        TopicConfig {
-            retention_ms: None,
-            ..TopicConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    log.create_topic("t", TopicConfig { retention_ms: None, ..TopicConfig::default() }).await.unwrap();
     let mut w = BatchWriter::new(Vec::new()).unwrap();
     for (v, ts) in [("a", 100), ("b", 300), ("c", 200)] {
-        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts))
-            .unwrap();
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts)).unwrap();
     }
     log.append("t", 0, w.finish().unwrap()).await.unwrap(); // offsets 0..=2
     log.append("t", 0, batch(&["d"], 250)).await.unwrap(); // 3: older than the max so far
@@ -516,23 +327,8 @@ async fn seek_by_timestamp() {
 async fn seek_by_timestamp_after_retention() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(10_000));
-    let log = Log::open(
-        dir.path().join("cairn.redb"),
-        LogOptions {
-            clock: clock.clone(),
-            ..options()
-        },
-    )
-    .unwrap();
-    log.create_topic(
-        "t",
-        TopicConfig {
-            retention_ms: Some(5_000),
-            ..TopicConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let log = Log::open(dir.path().join("cairn.redb"), LogOptions { clock: clock.clone(), ..options() }).unwrap();
+    log.create_topic("t", TopicConfig { retention_ms: Some(5_000), ..TopicConfig::default() }).await.unwrap();
     log.append("t", 0, batch(&["a"], 9_000)).await.unwrap();
     log.append("t", 0, batch(&["b"], 1_000)).await.unwrap(); // late record, running max stays 9000
     log.append("t", 0, batch(&["c"], 16_000)).await.unwrap();
@@ -550,10 +346,7 @@ async fn wait_for_is_woken_by_an_append_and_times_out_otherwise() {
     let log = open(&dir);
     log.create_topic("t", TopicConfig::default()).await.unwrap();
     let started = Instant::now();
-    let idle = log
-        .wait_for("t", 0, 0, Duration::from_millis(100))
-        .await
-        .unwrap();
+    let idle = log.wait_for("t", 0, 0, Duration::from_millis(100)).await.unwrap();
     assert_eq!(idle.end, 0);
     assert!(started.elapsed() >= Duration::from_millis(100));
 
@@ -561,12 +354,7 @@ async fn wait_for_is_woken_by_an_append_and_times_out_otherwise() {
         let log = log.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            (
-                log.wait_for("t", 0, 0, Duration::from_secs(30))
-                    .await
-                    .unwrap(),
-                t.elapsed(),
-            )
+            (log.wait_for("t", 0, 0, Duration::from_secs(30)).await.unwrap(), t.elapsed())
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -580,33 +368,17 @@ async fn wait_for_is_woken_by_an_append_and_times_out_otherwise() {
 async fn group_offsets_are_stored_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    log.create_topic("t", TopicConfig::with_partitions(3))
-        .await
-        .unwrap();
-    log.commit_offsets("g1", "t", &[(0, 5), (2, 7)])
-        .await
-        .unwrap();
+    log.create_topic("t", TopicConfig::with_partitions(3)).await.unwrap();
+    log.commit_offsets("g1", "t", &[(0, 5), (2, 7)]).await.unwrap();
     log.commit_offsets("g2", "t", &[(1, 1)]).await.unwrap();
     log.commit_offsets("g1", "t", &[(0, 6)]).await.unwrap();
-    assert!(matches!(
-        log.commit_offsets("g1", "t", &[(9, 1)]).await,
-        Err(LogError::UnknownPartition { .. })
-    ));
+    assert!(matches!(log.commit_offsets("g1", "t", &[(9, 1)]).await, Err(LogError::UnknownPartition { .. })));
     drop(log);
     let log = open(&dir);
-    assert_eq!(
-        log.committed_offsets("g1", "t").unwrap(),
-        vec![(0, 6), (2, 7)]
-    );
+    assert_eq!(log.committed_offsets("g1", "t").unwrap(), vec![(0, 6), (2, 7)]);
     assert_eq!(log.committed_offsets("g2", "t").unwrap(), vec![(1, 1)]);
     let groups = log.list_groups().unwrap();
-    assert_eq!(
-        groups,
-        vec![
-            ("g1".to_string(), vec!["t".to_string()]),
-            ("g2".to_string(), vec!["t".to_string()])
-        ]
-    );
+    assert_eq!(groups, vec![("g1".to_string(), vec!["t".to_string()]), ("g2".to_string(), vec!["t".to_string()])]);
     log.delete_topic("t").await.unwrap();
     assert!(log.list_groups().unwrap().is_empty());
 }
@@ -616,55 +388,31 @@ async fn reopen_recovers_topics_offsets_and_records() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open(&dir);
-        log.create_topic("t", TopicConfig::with_partitions(2))
-            .await
-            .unwrap();
+        log.create_topic("t", TopicConfig::with_partitions(2)).await.unwrap();
         log.append("t", 1, batch(&["a", "b"], 1)).await.unwrap();
         log.close().await.unwrap();
     }
     let log = open(&dir);
     let info = log.describe_topic("t").unwrap();
     assert_eq!(info.partitions[1].end_offset, 2);
-    assert_eq!(
-        log.append("t", 1, batch(&["c"], 2))
-            .await
-            .unwrap()
-            .base_offset,
-        2
-    );
+    assert_eq!(log.append("t", 1, batch(&["c"], 2)).await.unwrap().base_offset, 2);
     assert_eq!(values(&log, "t", 1, 0).len(), 3);
 }
 
 #[tokio::test]
 async fn flush_interval_topics_are_acknowledged_and_made_durable_later() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(
-        dir.path().join("cairn.redb"),
-        LogOptions {
-            flush_interval: Duration::from_millis(50),
-            ..options()
-        },
-    )
-    .unwrap();
-    log.create_topic(
-        "wear",
-        TopicConfig {
-            flush: FlushPolicy::Interval,
-            ..TopicConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let log =
+        Log::open(dir.path().join("cairn.redb"), LogOptions { flush_interval: Duration::from_millis(50), ..options() })
+            .unwrap();
+    log.create_topic("wear", TopicConfig { flush: FlushPolicy::Interval, ..TopicConfig::default() }).await.unwrap();
     for i in 0..5 {
         log.append("wear", 0, batch(&["r"], i)).await.unwrap();
     }
     assert_eq!(log.offsets("wear", 0).unwrap().end, 5);
     let commits = log.stats().commits.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        log.stats().commits.load(Ordering::Relaxed) > commits,
-        "the ticker flushed"
-    );
+    assert!(log.stats().commits.load(Ordering::Relaxed) > commits, "the ticker flushed");
     drop(log);
     let log = open(&dir);
     assert_eq!(values(&log, "wear", 0, 0).len(), 5);
@@ -677,45 +425,29 @@ async fn closed_log_refuses_work_with_a_clear_error() {
     log.create_topic("t", TopicConfig::default()).await.unwrap();
     let other = log.clone();
     log.close().await.unwrap();
-    assert!(matches!(
-        other.append("t", 0, batch(&["x"], 1)).await,
-        Err(LogError::Closed)
-    ));
+    assert!(matches!(other.append("t", 0, batch(&["x"], 1)).await, Err(LogError::Closed)));
 }
 
 #[tokio::test]
 async fn produce_splits_by_key_and_sticks_unkeyed_records() {
     let dir = tempfile::tempdir().unwrap();
     let broker = cairn_hub::broker::Broker::new(open(&dir));
-    broker
-        .log()
-        .create_topic("t", TopicConfig::with_partitions(4))
-        .await
-        .unwrap();
+    broker.log().create_topic("t", TopicConfig::with_partitions(4)).await.unwrap();
     let records: Vec<OwnedRecord> = (0..40)
-        .map(|i| {
-            OwnedRecord::new(format!("v{i}").into_bytes(), 1)
-                .with_key(format!("k{}", i % 8).into_bytes())
-        })
+        .map(|i| OwnedRecord::new(format!("v{i}").into_bytes(), 1).with_key(format!("k{}", i % 8).into_bytes()))
         .collect();
     let produced = broker.produce("t", &records).await.unwrap();
     let mut seen = HashSet::new();
     for p in &produced {
         assert!(p.outcome.is_ok(), "{:?}", p.outcome);
         for &i in &p.records {
-            assert_eq!(
-                cairn_proto::partition_for_key(records[i].key.as_ref().unwrap(), 4),
-                p.partition
-            );
+            assert_eq!(cairn_proto::partition_for_key(records[i].key.as_ref().unwrap(), 4), p.partition);
             assert!(seen.insert(i));
         }
         // Stored in input order within the partition.
         let stored = values(broker.log(), "t", p.partition, 0);
         let expected: Vec<String> = p.records.iter().map(|&i| format!("v{i}")).collect();
-        assert_eq!(
-            stored.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-            expected
-        );
+        assert_eq!(stored.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), expected);
     }
     assert_eq!(seen.len(), 40);
 
@@ -723,10 +455,7 @@ async fn produce_splits_by_key_and_sticks_unkeyed_records() {
     let a = broker.produce("t", &unkeyed).await.unwrap();
     let b = broker.produce("t", &unkeyed).await.unwrap();
     assert_eq!((a.len(), b.len()), (1, 1));
-    assert_ne!(
-        a[0].partition, b[0].partition,
-        "the sticky partition moves on after a call"
-    );
+    assert_ne!(a[0].partition, b[0].partition, "the sticky partition moves on after a call");
 }
 
 #[tokio::test]
@@ -743,9 +472,7 @@ async fn batches_that_would_break_offsets_or_sequences_are_refused() {
     assert!(matches!(err, LogError::InvalidProducerBatch(_)), "{err}");
 
     // Sequences past i32::MAX cannot be checked for duplicates.
-    let mut w = BatchWriter::new(Vec::new())
-        .unwrap()
-        .idempotent(3, i32::MAX - 1);
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(3, i32::MAX - 1);
     for _ in 0..3 {
         w.push_owned(&OwnedRecord::new(b"x".to_vec(), 1)).unwrap();
     }
@@ -765,33 +492,12 @@ async fn batches_that_would_break_offsets_or_sequences_are_refused() {
 async fn time_index_restarts_after_retention_empties_a_partition() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(100_000));
-    let log = Log::open(
-        dir.path().join("cairn.redb"),
-        LogOptions {
-            clock: clock.clone(),
-            ..options()
-        },
-    )
-    .unwrap();
-    log.create_topic(
-        "t",
-        TopicConfig {
-            retention_ms: Some(1_000),
-            ..TopicConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    log.append("t", 0, batch(&["far future"], 90_000))
-        .await
-        .unwrap();
+    let log = Log::open(dir.path().join("cairn.redb"), LogOptions { clock: clock.clone(), ..options() }).unwrap();
+    log.create_topic("t", TopicConfig { retention_ms: Some(1_000), ..TopicConfig::default() }).await.unwrap();
+    log.append("t", 0, batch(&["far future"], 90_000)).await.unwrap();
     log.enforce_retention().await.unwrap();
     let offsets = log.offsets("t", 0).unwrap();
-    assert_eq!(
-        (offsets.start, offsets.end),
-        (1, 1),
-        "retention emptied the partition"
-    );
+    assert_eq!((offsets.start, offsets.end), (1, 1), "retention emptied the partition");
     // A device without a clock sends small timestamps afterwards.
     log.append("t", 0, batch(&["early"], 5)).await.unwrap();
     assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(1));

@@ -8,44 +8,30 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cairn_hub::client::{Client, ClientError};
-use cairn_proto::frame::{
-    self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings,
-};
+use cairn_proto::frame::{self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings};
 use cairn_proto::{BatchWriter, OwnedRecord};
 use common::Hub;
 
 /// Real timestamps: old ones would be deleted by the topics' default retention.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 fn batch(values: &[&str]) -> Vec<u8> {
     let mut w = BatchWriter::new(Vec::new()).unwrap();
     for v in values {
-        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), now_ms()))
-            .unwrap();
+        w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), now_ms())).unwrap();
     }
     w.finish().unwrap()
 }
 
 fn settings(partitions: u32) -> TopicSettings<'static> {
-    TopicSettings {
-        partitions: Some(partitions),
-        ..TopicSettings::default()
-    }
+    TopicSettings { partitions: Some(partitions), ..TopicSettings::default() }
 }
 
 async fn all_values(client: &Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
-    let f = client
-        .fetch(topic, partition, 0, 16 << 20, Duration::ZERO)
-        .await
-        .unwrap();
-    f.records()
-        .map(|r| (r.offset, String::from_utf8_lossy(r.value).into_owned()))
-        .collect()
+    let f = client.fetch(topic, partition, 0, 16 << 20, Duration::ZERO).await.unwrap();
+    f.records().map(|r| (r.offset, String::from_utf8_lossy(r.value).into_owned())).collect()
 }
 
 #[test]
@@ -55,41 +41,19 @@ fn cli_produce_then_consume() {
     let (ok, out, err) = hub.cli(&["topic", "create", "readings", "--partitions", "2"], None);
     assert!(ok, "{err}");
     assert!(out.contains("created topic readings"), "{out}");
-    let (ok, _, err) = hub.cli(
-        &["produce", "readings", "--key", "room-1"],
-        Some("20.5\n21.0\n21.5\n"),
-    );
+    let (ok, _, err) = hub.cli(&["produce", "readings", "--key", "room-1"], Some("20.5\n21.0\n21.5\n"));
     assert!(ok, "{err}");
     let (ok, out, err) = hub.cli(&["consume", "readings", "--from-beginning"], None);
     assert!(ok, "{err}");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["20.5", "21.0", "21.5"]);
-    let (ok, out, _) = hub.cli(
-        &[
-            "consume",
-            "readings",
-            "--from-beginning",
-            "--output",
-            "json",
-            "--max",
-            "1",
-        ],
-        None,
-    );
+    let (ok, out, _) = hub.cli(&["consume", "readings", "--from-beginning", "--output", "json", "--max", "1"], None);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(
-        (v["key"].as_str(), v["value"].as_str(), v["offset"].as_u64()),
-        (Some("room-1"), Some("20.5"), Some(0))
-    );
+    assert_eq!((v["key"].as_str(), v["value"].as_str(), v["offset"].as_u64()), (Some("room-1"), Some("20.5"), Some(0)));
     let (ok, out, _) = hub.cli(&["topic", "describe", "readings", "--output", "json"], None);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let ends: u64 = v["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["end_offset"].as_u64().unwrap())
-        .sum();
+    let ends: u64 = v["partitions"].as_array().unwrap().iter().map(|p| p["end_offset"].as_u64().unwrap()).sum();
     assert_eq!(ends, 3);
     let (ok, _, err) = hub.cli(&["consume", "nope", "--from-beginning"], None);
     assert!(!ok && err.contains("unknown topic 'nope'"), "{err}");
@@ -104,24 +68,10 @@ async fn client_produce_fetch_and_admin() {
     let err = client.create_topic("t", settings(3)).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TopicExists));
 
-    let a = client
-        .produce("t", Some(1), &batch(&["a", "b"]), Acks::Durable)
-        .await
-        .unwrap()
-        .unwrap();
-    let b = client
-        .produce("t", Some(1), &batch(&["c"]), Acks::Durable)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (a.partition, a.base_offset, a.last_offset, b.base_offset),
-        (1, 0, 1, 2)
-    );
-    assert_eq!(
-        all_values(&client, "t", 1).await,
-        vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
-    );
+    let a = client.produce("t", Some(1), &batch(&["a", "b"]), Acks::Durable).await.unwrap().unwrap();
+    let b = client.produce("t", Some(1), &batch(&["c"]), Acks::Durable).await.unwrap().unwrap();
+    assert_eq!((a.partition, a.base_offset, a.last_offset, b.base_offset), (1, 0, 1, 2));
+    assert_eq!(all_values(&client, "t", 1).await, vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]);
 
     // Pipelined produces on one connection keep their order.
     let sends: Vec<_> = (0..50)
@@ -131,11 +81,7 @@ async fn client_produce_fetch_and_admin() {
             async move { client.produce("t", Some(2), &b, Acks::Durable).await }
         })
         .collect();
-    for (i, r) in futures::future::join_all(sends)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for (i, r) in futures::future::join_all(sends).await.into_iter().enumerate() {
         assert_eq!(r.unwrap().unwrap().base_offset, i as u64);
     }
 
@@ -145,10 +91,7 @@ async fn client_produce_fetch_and_admin() {
     assert_eq!(offsets.len(), 4);
     assert_eq!(offsets[1], (1, Some(0)));
     assert_eq!(offsets[3], (3, None));
-    assert_ne!(
-        client.allocate_producer_id().await.unwrap(),
-        client.allocate_producer_id().await.unwrap()
-    );
+    assert_ne!(client.allocate_producer_id().await.unwrap(), client.allocate_producer_id().await.unwrap());
     client.delete_topic("t").await.unwrap();
     assert!(client.list_topics().await.unwrap().is_empty());
 }
@@ -162,27 +105,18 @@ async fn long_poll_wakes_within_milliseconds_of_a_produce() {
     let waiter = {
         let client = client.clone();
         tokio::spawn(async move {
-            let f = client
-                .fetch("t", 0, 0, 1 << 20, Duration::from_secs(20))
-                .await
-                .unwrap();
+            let f = client.fetch("t", 0, 0, 1 << 20, Duration::from_secs(20)).await.unwrap();
             (f.records().count(), Instant::now())
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let producer = Client::connect(&hub.addr).await.unwrap();
-    producer
-        .produce("t", Some(0), &batch(&["wake"]), Acks::Durable)
-        .await
-        .unwrap();
+    producer.produce("t", Some(0), &batch(&["wake"]), Acks::Durable).await.unwrap();
     let acked = Instant::now();
     let (count, woke) = waiter.await.unwrap();
     assert_eq!(count, 1);
     let delay = woke.saturating_duration_since(acked);
-    assert!(
-        delay < Duration::from_millis(200),
-        "fetch answered {delay:?} after the ack"
-    );
+    assert!(delay < Duration::from_millis(200), "fetch answered {delay:?} after the ack");
 }
 
 #[tokio::test]
@@ -193,22 +127,13 @@ async fn idempotent_retry_after_a_dropped_connection_is_stored_once() {
     first.create_topic("t", settings(1)).await.unwrap();
     let pid = first.allocate_producer_id().await.unwrap();
     let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, 0);
-    w.push_owned(&OwnedRecord::new(b"once".to_vec(), now_ms()))
-        .unwrap();
+    w.push_owned(&OwnedRecord::new(b"once".to_vec(), now_ms())).unwrap();
     let idem = w.finish().unwrap();
-    let original = first
-        .produce("t", None, &idem, Acks::Durable)
-        .await
-        .unwrap()
-        .unwrap();
+    let original = first.produce("t", None, &idem, Acks::Durable).await.unwrap().unwrap();
     drop(first); // the connection goes away as if the ack had been lost
 
     let second = Client::connect(&hub.addr).await.unwrap();
-    let retry = second
-        .produce("t", None, &idem, Acks::Durable)
-        .await
-        .unwrap()
-        .unwrap();
+    let retry = second.produce("t", None, &idem, Acks::Durable).await.unwrap().unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.base_offset, original.base_offset);
     assert_eq!(all_values(&second, "t", 0).await, vec![(0, "once".into())]);
@@ -228,10 +153,7 @@ async fn durable_acks_survive_kill_9_of_the_hub() {
             let mut acked = Vec::new();
             for i in 0..100_000u32 {
                 let value = format!("p{p}-{i}");
-                match client
-                    .produce("t", Some(p), &batch(&[&value]), Acks::Durable)
-                    .await
-                {
+                match client.produce("t", Some(p), &batch(&[&value]), Acks::Durable).await {
                     Ok(Some(a)) => acked.push((a.base_offset, value)),
                     _ => break,
                 }
@@ -245,21 +167,14 @@ async fn durable_acks_survive_kill_9_of_the_hub() {
     for t in tasks {
         acked.push(t.await.unwrap());
     }
-    assert!(
-        acked.iter().map(|(_, a)| a.len()).sum::<usize>() > 0,
-        "nothing was acknowledged before the kill"
-    );
+    assert!(acked.iter().map(|(_, a)| a.len()).sum::<usize>() > 0, "nothing was acknowledged before the kill");
 
     let hub = Hub::start(dir.path(), &[]);
     let client = Client::connect(&hub.addr).await.unwrap();
     for (p, acks) in acked {
         let stored = all_values(&client, "t", p).await;
         for (offset, value) in acks {
-            assert_eq!(
-                stored.get(offset as usize),
-                Some(&(offset, value.clone())),
-                "acked {value} lost"
-            );
+            assert_eq!(stored.get(offset as usize), Some(&(offset, value.clone())), "acked {value} lost");
         }
     }
 }
@@ -298,26 +213,16 @@ async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
     let hub = Hub::start(dir.path(), &["--max-frame-bytes", "65536"]);
     let client = Client::connect(&hub.addr).await.unwrap();
     client.create_topic("t", settings(1)).await.unwrap();
-    client
-        .produce("t", Some(0), &batch(&["kept"]), Acks::Durable)
-        .await
-        .unwrap();
+    client.produce("t", Some(0), &batch(&["kept"]), Acks::Durable).await.unwrap();
 
     // Random bytes: a malformed frame, answered and closed.
     let mut garbage = vec![0, 0, 0, 16];
-    garbage.extend_from_slice(&[
-        0xde, 0xad, 0xbe, 0xef, 0xff, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-    ]);
-    let (_, code, message) =
-        first_error(&raw_exchange(&hub.addr, &garbage, Duration::from_secs(5)));
+    garbage.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let (_, code, message) = first_error(&raw_exchange(&hub.addr, &garbage, Duration::from_secs(5)));
     assert_eq!(code, ErrorCode::MalformedRequest, "{message}");
 
     // An oversized frame: refused with the limit named, before its payload.
-    let (_, code, message) = first_error(&raw_exchange(
-        &hub.addr,
-        &[0, 16, 0, 0, 1, 2, 3],
-        Duration::from_secs(5),
-    ));
+    let (_, code, message) = first_error(&raw_exchange(&hub.addr, &[0, 16, 0, 0, 1, 2, 3], Duration::from_secs(5)));
     assert_eq!(code, ErrorCode::FrameTooLarge);
     assert!(message.contains("65536"), "{message}");
 
@@ -332,20 +237,8 @@ async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
         body: &'static str,
     }
     let mut bytes = Vec::new();
-    frame::encode(
-        &Unknown {
-            id: 42,
-            body: "teleport",
-        },
-        &mut bytes,
-    );
-    frame::encode(
-        &Request {
-            id: 43,
-            body: RequestBody::ListTopics,
-        },
-        &mut bytes,
-    );
+    frame::encode(&Unknown { id: 42, body: "teleport" }, &mut bytes);
+    frame::encode(&Request { id: 43, body: RequestBody::ListTopics }, &mut bytes);
     let answer = raw_exchange(&hub.addr, &bytes, Duration::from_millis(500));
     let (id, code, _) = first_error(&answer);
     assert_eq!((id, code), (42, ErrorCode::UnknownRequest));
@@ -355,36 +248,13 @@ async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
     assert!(matches!(second.body, ResponseBody::Topics { .. }));
 
     // Fetches out of range name the valid range; a bad batch is refused.
-    let err = client
-        .fetch("t", 0, 7, 1024, Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = client.fetch("t", 0, 7, 1024, Duration::ZERO).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
     assert!(err.to_string().contains("valid offsets are 0..=1"), "{err}");
-    let err = client
-        .produce(
-            "t",
-            Some(0),
-            b"not a batch at all, just text",
-            Acks::Durable,
-        )
-        .await
-        .unwrap_err();
+    let err = client.produce("t", Some(0), b"not a batch at all, just text", Acks::Durable).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidBatch), "{err}");
-    let err = client
-        .produce("missing", None, &batch(&["x"]), Acks::Durable)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Server {
-                code: ErrorCode::UnknownTopic,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = client.produce("missing", None, &batch(&["x"]), Acks::Durable).await.unwrap_err();
+    assert!(matches!(err, ClientError::Server { code: ErrorCode::UnknownTopic, .. }), "{err}");
 
     // Through all of it the hub kept serving, and kept what it had acknowledged.
     let again = Client::connect(&hub.addr).await.unwrap();
@@ -398,39 +268,26 @@ async fn producer_batches_records_and_acks_each_at_its_offset() {
     let hub = Hub::start(dir.path(), &[]);
     let admin = Client::connect(&hub.addr).await.unwrap();
     admin.create_topic("t", settings(4)).await.unwrap();
-    let producer = Producer::connect(&hub.addr, ProducerConfig::default())
-        .await
-        .unwrap();
+    let producer = Producer::connect(&hub.addr, ProducerConfig::default()).await.unwrap();
     let mut acks = Vec::new();
     for i in 0..5000 {
-        let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
-            .with_key(format!("k{}", i % 50).into_bytes());
+        let record =
+            OwnedRecord::new(format!("v{i}").into_bytes(), now_ms()).with_key(format!("k{}", i % 50).into_bytes());
         acks.push((i, producer.send("t", record).await.unwrap()));
     }
     producer.flush().await.unwrap();
     let mut by_partition: std::collections::HashMap<u32, Vec<(u64, String)>> = Default::default();
     for (i, ack) in acks {
         let ack = ack.await.unwrap();
-        by_partition
-            .entry(ack.partition)
-            .or_default()
-            .push((ack.offset, format!("v{i}")));
+        by_partition.entry(ack.partition).or_default().push((ack.offset, format!("v{i}")));
     }
     let mut batches = 0;
     for (p, mut expected) in by_partition {
         expected.sort();
         assert_eq!(all_values(&admin, "t", p).await, expected, "partition {p}");
-        batches += admin
-            .fetch("t", p, 0, 16 << 20, Duration::ZERO)
-            .await
-            .unwrap()
-            .batches
-            .len();
+        batches += admin.fetch("t", p, 0, 16 << 20, Duration::ZERO).await.unwrap().batches.len();
     }
-    assert!(
-        batches < 100,
-        "5000 records went out in {batches} batches: no batching"
-    );
+    assert!(batches < 100, "5000 records went out in {batches} batches: no batching");
 }
 
 #[tokio::test]
@@ -438,19 +295,10 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
     use cairn_hub::client::{Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     // A fixed port so the restarted hub is found at the same address.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let mut hub = Hub::start(dir.path(), &["--native-addr", &addr]);
-    Client::connect(&addr)
-        .await
-        .unwrap()
-        .create_topic("t", settings(2))
-        .await
-        .unwrap();
+    Client::connect(&addr).await.unwrap().create_topic("t", settings(2)).await.unwrap();
     let config = ProducerConfig {
         linger: Duration::from_millis(2),
         retry_backoff: Duration::from_millis(100),
@@ -480,17 +328,11 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !sending.is_finished(),
-        "the hub must die while records are still being sent"
-    );
+    assert!(!sending.is_finished(), "the hub must die while records are still being sent");
     hub.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _hub = Hub::start(dir.path(), &["--native-addr", &addr]);
-    let acked = tokio::time::timeout(Duration::from_secs(60), sending)
-        .await
-        .unwrap()
-        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(60), sending).await.unwrap().unwrap();
     assert_eq!(acked, 3000, "every record was eventually acknowledged");
 
     let client = Client::connect(&addr).await.unwrap();
@@ -508,34 +350,18 @@ async fn serve_reads_a_toml_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cairn.toml");
     std::fs::write(&config, "[native]\nmax_frame_bytes = 4096\n").unwrap();
-    let hub = Hub::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
-    let (_, code, message) = first_error(&raw_exchange(
-        &hub.addr,
-        &[0, 0, 0x20, 0],
-        Duration::from_secs(5),
-    ));
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let (_, code, message) = first_error(&raw_exchange(&hub.addr, &[0, 0, 0x20, 0], Duration::from_secs(5)));
     assert_eq!(code, ErrorCode::FrameTooLarge);
     assert!(message.contains("4096"), "{message}");
 
     std::fs::write(&config, "[native]\nmax_frame_byte = 4096\n").unwrap();
     let out = std::process::Command::new(common::CAIRN)
-        .args([
-            "serve",
-            "--native-addr",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ])
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("max_frame_byte"),
-        "a typo is named"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_frame_byte"), "a typo is named");
 }
 
 #[tokio::test]
@@ -557,10 +383,7 @@ async fn connections_over_the_limit_are_told_the_limit() {
         if c.list_topics().await.is_ok() {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the freed slot was never reused"
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "the freed slot was never reused");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -568,36 +391,16 @@ async fn connections_over_the_limit_are_told_the_limit() {
 #[test]
 fn hello_reports_version_and_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(
-        dir.path(),
-        &["--max-frame-bytes", "100000", "--max-batch-bytes", "50000"],
-    );
+    let hub = Hub::start(dir.path(), &["--max-frame-bytes", "100000", "--max-batch-bytes", "50000"]);
     let mut bytes = Vec::new();
-    frame::encode(
-        &Request {
-            id: 9,
-            body: RequestBody::Hello {
-                client: "test",
-                version: 1,
-            },
-        },
-        &mut bytes,
-    );
+    frame::encode(&Request { id: 9, body: RequestBody::Hello { client: "test", version: 1 } }, &mut bytes);
     let answer = raw_exchange(&hub.addr, &bytes, Duration::from_millis(500));
     let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
     let resp: Response<'_> = frame::decode(&answer[4..4 + len]).unwrap();
     assert_eq!(resp.id, 9);
     match resp.body {
-        ResponseBody::Hello {
-            version,
-            max_frame_bytes,
-            max_batch_bytes,
-            server,
-        } => {
-            assert_eq!(
-                (version, max_frame_bytes, max_batch_bytes),
-                (1, 100_000, 50_000)
-            );
+        ResponseBody::Hello { version, max_frame_bytes, max_batch_bytes, server } => {
+            assert_eq!((version, max_frame_bytes, max_batch_bytes), (1, 100_000, 50_000));
             assert!(server.starts_with("cairn "), "{server}");
         }
         other => panic!("{other:?}"),
@@ -612,56 +415,35 @@ async fn group_consumer_auto_commit_and_retention_range_errors() {
     let client = Client::connect(&hub.addr).await.unwrap();
     client.create_topic("t", settings(1)).await.unwrap();
     for i in 0..3 {
-        client
-            .produce("t", Some(0), &batch(&[&format!("r{i}")]), Acks::Durable)
-            .await
-            .unwrap();
+        client.produce("t", Some(0), &batch(&[&format!("r{i}")]), Acks::Durable).await.unwrap();
     }
-    let mut consumer = GroupConsumer::join(
-        client.clone(),
-        "auto",
-        &["t"],
-        Duration::from_secs(5),
-        StartFrom::Earliest,
-    )
-    .await
-    .unwrap()
-    .with_auto_commit(true);
+    let mut consumer = GroupConsumer::join(client.clone(), "auto", &["t"], Duration::from_secs(5), StartFrom::Earliest)
+        .await
+        .unwrap()
+        .with_auto_commit(true);
     let mut got = 0;
     while got < 3 {
         got += consumer.poll(Duration::from_secs(2)).await.unwrap().len();
     }
     assert!(
-        client.fetch_committed("auto", "t").await.unwrap()[0]
-            .1
-            .is_none(),
+        client.fetch_committed("auto", "t").await.unwrap()[0].1.is_none(),
         "nothing committed before the next poll"
     );
     let _ = consumer.poll(Duration::from_millis(100)).await.unwrap();
-    assert_eq!(
-        client.fetch_committed("auto", "t").await.unwrap()[0],
-        (0, Some(3))
-    );
+    assert_eq!(client.fetch_committed("auto", "t").await.unwrap()[0], (0, Some(3)));
     consumer.leave().await.unwrap();
 
     // Retention by size removes the oldest batches; fetching below the new
     // start is an error naming the valid range.
     let one = batch(&["r0"]).len() as i64;
-    let settings = TopicSettings {
-        retention_bytes: Some(one),
-        retention_ms: Some(-1),
-        ..TopicSettings::default()
-    };
+    let settings = TopicSettings { retention_bytes: Some(one), retention_ms: Some(-1), ..TopicSettings::default() };
     client.alter_topic("t", settings).await.unwrap();
     let started = Instant::now();
     let err = loop {
         match client.fetch("t", 0, 0, 1024, Duration::ZERO).await {
             Err(e) => break e,
             Ok(_) => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "retention never ran"
-                );
+                assert!(started.elapsed() < Duration::from_secs(10), "retention never ran");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -54,48 +54,33 @@ const CRC_START: usize = 17;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(thiserror::Error))]
 pub enum DecodeError {
-    #[cfg_attr(
-        feature = "std",
-        error("batch truncated: needed {needed} bytes, only {available} available")
-    )]
+    #[cfg_attr(feature = "std", error("batch truncated: needed {needed} bytes, only {available} available"))]
     Truncated { needed: usize, available: usize },
-    #[cfg_attr(
-        feature = "std",
-        error("batch length field says {declared} bytes but {actual} follow it")
-    )]
+    #[cfg_attr(feature = "std", error("batch length field says {declared} bytes but {actual} follow it"))]
     LengthMismatch { declared: usize, actual: usize },
-    #[cfg_attr(
-        feature = "std",
-        error("unknown batch format version (magic byte {0}, expected 1)")
-    )]
+    #[cfg_attr(feature = "std", error("unknown batch format version (magic byte {0}, expected 1)"))]
     BadMagic(u8),
     #[cfg_attr(feature = "std", error("batch CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x} (corrupted in transit or on disk)"))]
     CrcMismatch { expected: u32, actual: u32 },
-    #[cfg_attr(feature = "std", error("batch uses unsupported codec or attribute bits {0:#06x} (only uncompressed is supported)"))]
+    #[cfg_attr(
+        feature = "std",
+        error("batch uses unsupported codec or attribute bits {0:#06x} (only uncompressed is supported)")
+    )]
     UnsupportedAttributes(u16),
     #[cfg_attr(feature = "std", error("malformed varint in a record"))]
     BadVarint,
     #[cfg_attr(feature = "std", error("a length in the batch does not fit in memory"))]
     LengthOverflow,
-    #[cfg_attr(
-        feature = "std",
-        error("batch header says {declared} records but {actual} are encoded")
-    )]
+    #[cfg_attr(feature = "std", error("batch header says {declared} records but {actual} are encoded"))]
     CountMismatch { declared: u32, actual: u32 },
-    #[cfg_attr(
-        feature = "std",
-        error("record offset deltas must increase and stay within last_offset_delta")
-    )]
+    #[cfg_attr(feature = "std", error("record offset deltas must increase and stay within last_offset_delta"))]
     BadOffsetDelta,
     #[cfg_attr(
         feature = "std",
         error("batch timestamps disagree with its records (first/max timestamp in the header)")
     )]
     TimestampMismatch,
-    #[cfg_attr(
-        feature = "std",
-        error("record length field disagrees with the record's contents")
-    )]
+    #[cfg_attr(feature = "std", error("record length field disagrees with the record's contents"))]
     RecordLengthMismatch,
     #[cfg_attr(feature = "std", error("record attributes must be 0, found {0}"))]
     BadRecordAttributes(u8),
@@ -108,10 +93,7 @@ pub enum DecodeError {
 impl From<VarintError> for DecodeError {
     fn from(err: VarintError) -> Self {
         match err {
-            VarintError::Truncated => DecodeError::Truncated {
-                needed: 1,
-                available: 0,
-            },
+            VarintError::Truncated => DecodeError::Truncated { needed: 1, available: 0 },
             VarintError::Overflow => DecodeError::BadVarint,
         }
     }
@@ -121,15 +103,9 @@ impl From<VarintError> for DecodeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "std", derive(thiserror::Error))]
 pub enum EncodeError {
-    #[cfg_attr(
-        feature = "std",
-        error("batch buffer full: {needed} bytes needed, capacity {capacity}")
-    )]
+    #[cfg_attr(feature = "std", error("batch buffer full: {needed} bytes needed, capacity {capacity}"))]
     BufferFull { needed: usize, capacity: usize },
-    #[cfg_attr(
-        feature = "std",
-        error("batch larger than the format allows (4 GiB or 2^32 records)")
-    )]
+    #[cfg_attr(feature = "std", error("batch larger than the format allows (4 GiB or 2^32 records)"))]
     TooLarge,
     #[cfg_attr(feature = "std", error("an empty batch carries no records"))]
     Empty,
@@ -188,10 +164,7 @@ impl Buffer for SliceBuffer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let end = self.len + bytes.len();
         if end > self.buf.len() {
-            return Err(EncodeError::BufferFull {
-                needed: end,
-                capacity: self.buf.len(),
-            });
+            return Err(EncodeError::BufferFull { needed: end, capacity: self.buf.len() });
         }
         self.buf[self.len..end].copy_from_slice(bytes);
         self.len = end;
@@ -276,10 +249,7 @@ impl BatchHeader {
         }
         let actual = crc32fast::hash(&bytes[CRC_START..]);
         if actual != header.crc {
-            return Err(DecodeError::CrcMismatch {
-                expected: header.crc,
-                actual,
-            });
+            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
         }
         Ok(header)
     }
@@ -288,10 +258,7 @@ impl BatchHeader {
     /// [`BatchView::parse`] for untrusted bytes.
     pub fn read(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         if bytes.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated {
-                needed: HEADER_LEN,
-                available: bytes.len(),
-            });
+            return Err(DecodeError::Truncated { needed: HEADER_LEN, available: bytes.len() });
         }
         let magic = bytes[12];
         if magic != MAGIC {
@@ -316,10 +283,7 @@ impl BatchHeader {
 /// nothing else changes. Fails if `batch` is shorter than a header.
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) -> Result<(), DecodeError> {
     if batch.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated {
-            needed: HEADER_LEN,
-            available: batch.len(),
-        });
+        return Err(DecodeError::Truncated { needed: HEADER_LEN, available: batch.len() });
     }
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
     Ok(())
@@ -360,9 +324,7 @@ impl<'a> BatchView<'a> {
     /// returns it with the number of bytes it takes.
     pub fn parse_prefix(bytes: &'a [u8]) -> Result<(BatchView<'a>, usize), DecodeError> {
         let header = BatchHeader::read(bytes)?;
-        let total = LENGTH_FIELD_END
-            .checked_add(header.batch_length as usize)
-            .ok_or(DecodeError::LengthOverflow)?;
+        let total = LENGTH_FIELD_END.checked_add(header.batch_length as usize).ok_or(DecodeError::LengthOverflow)?;
         if total < HEADER_LEN {
             return Err(DecodeError::LengthMismatch {
                 declared: header.batch_length as usize,
@@ -370,17 +332,11 @@ impl<'a> BatchView<'a> {
             });
         }
         if total > bytes.len() {
-            return Err(DecodeError::Truncated {
-                needed: total,
-                available: bytes.len(),
-            });
+            return Err(DecodeError::Truncated { needed: total, available: bytes.len() });
         }
         let actual = crc32fast::hash(&bytes[CRC_START..total]);
         if actual != header.crc {
-            return Err(DecodeError::CrcMismatch {
-                expected: header.crc,
-                actual,
-            });
+            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
         }
         if header.attributes != 0 {
             return Err(DecodeError::UnsupportedAttributes(header.attributes));
@@ -388,10 +344,7 @@ impl<'a> BatchView<'a> {
         if header.record_count == 0 {
             return Err(DecodeError::Empty);
         }
-        let view = BatchView {
-            header,
-            records: &bytes[HEADER_LEN..total],
-        };
+        let view = BatchView { header, records: &bytes[HEADER_LEN..total] };
         view.validate_records()?;
         Ok((view, total))
     }
@@ -405,9 +358,7 @@ impl<'a> BatchView<'a> {
         while !rest.is_empty() {
             let (record, tail) = parse_record(rest, &self.header)?;
             let delta = record.offset - self.header.base_offset;
-            if previous_delta.is_some_and(|p| delta <= p)
-                || delta > u64::from(self.header.last_offset_delta)
-            {
+            if previous_delta.is_some_and(|p| delta <= p) || delta > u64::from(self.header.last_offset_delta) {
                 return Err(DecodeError::BadOffsetDelta);
             }
             if count == 0 && record.timestamp != self.header.first_timestamp {
@@ -425,10 +376,7 @@ impl<'a> BatchView<'a> {
             rest = tail;
         }
         if count != self.header.record_count {
-            return Err(DecodeError::CountMismatch {
-                declared: self.header.record_count,
-                actual: count,
-            });
+            return Err(DecodeError::CountMismatch { declared: self.header.record_count, actual: count });
         }
         if max_ts != self.header.max_timestamp {
             return Err(DecodeError::TimestampMismatch);
@@ -443,10 +391,7 @@ impl<'a> BatchView<'a> {
 
     /// The records, in offset order.
     pub fn records(&self) -> RecordIter<'a> {
-        RecordIter {
-            header: self.header,
-            rest: self.records,
-        }
+        RecordIter { header: self.header, rest: self.records }
     }
 }
 
@@ -472,14 +417,9 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
-fn parse_record<'a>(
-    bytes: &'a [u8],
-    header: &BatchHeader,
-) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
+fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
     let (body, rest) = take_len_prefixed(bytes)?;
-    let (&attributes, mut b) = body
-        .split_first()
-        .ok_or(DecodeError::RecordLengthMismatch)?;
+    let (&attributes, mut b) = body.split_first().ok_or(DecodeError::RecordLengthMismatch)?;
     if attributes != 0 {
         return Err(DecodeError::BadRecordAttributes(attributes));
     }
@@ -494,10 +434,7 @@ fn parse_record<'a>(
     } else {
         let n = usize::try_from(key_len - 1).map_err(|_| DecodeError::LengthOverflow)?;
         if n > b.len() {
-            return Err(DecodeError::Truncated {
-                needed: n,
-                available: b.len(),
-            });
+            return Err(DecodeError::Truncated { needed: n, available: b.len() });
         }
         let (k, more) = b.split_at(n);
         b = more;
@@ -506,10 +443,7 @@ fn parse_record<'a>(
     let (value, more) = take_len_prefixed(b)?;
     b = more;
     let (header_count, used) = varint::decode_u64(b)?;
-    let headers = HeaderIter {
-        bytes: &b[used..],
-        remaining: header_count,
-    };
+    let headers = HeaderIter { bytes: &b[used..], remaining: header_count };
     // The headers must be exactly what is left of the record body.
     let mut hb = headers.bytes;
     for _ in 0..header_count {
@@ -519,23 +453,9 @@ fn parse_record<'a>(
     if !hb.is_empty() {
         return Err(DecodeError::RecordLengthMismatch);
     }
-    let timestamp = header
-        .first_timestamp
-        .wrapping_add(varint::unzigzag(ts_delta));
-    let offset = header
-        .base_offset
-        .checked_add(offset_delta)
-        .ok_or(DecodeError::BadOffsetDelta)?;
-    Ok((
-        RecordView {
-            offset,
-            timestamp,
-            key,
-            value,
-            headers,
-        },
-        rest,
-    ))
+    let timestamp = header.first_timestamp.wrapping_add(varint::unzigzag(ts_delta));
+    let offset = header.base_offset.checked_add(offset_delta).ok_or(DecodeError::BadOffsetDelta)?;
+    Ok((RecordView { offset, timestamp, key, value, headers }, rest))
 }
 
 /// Builds one batch into a [`Buffer`]. Records get offset deltas 0, 1, 2...;
@@ -610,25 +530,15 @@ impl<B: Buffer> BatchWriter<B> {
 
     /// Appends a record. On error nothing is appended.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), EncodeError> {
-        let headers = record
-            .headers
-            .iter()
-            .map(|h: &Header<'_>| (h.name, h.value));
+        let headers = record.headers.iter().map(|h: &Header<'_>| (h.name, h.value));
         self.push_parts(record.key, record.value, record.timestamp, headers)
     }
 
     /// Appends a record read from another batch at its original offset, so
     /// offsets survive a rewrite (compaction). `base_offset` is the offset of
     /// the batch being written; offsets must increase from push to push.
-    pub fn push_view(
-        &mut self,
-        record: &RecordView<'_>,
-        base_offset: u64,
-    ) -> Result<(), EncodeError> {
-        let delta = record
-            .offset
-            .checked_sub(base_offset)
-            .ok_or(EncodeError::OffsetOrder)?;
+    pub fn push_view(&mut self, record: &RecordView<'_>, base_offset: u64) -> Result<(), EncodeError> {
+        let delta = record.offset.checked_sub(base_offset).ok_or(EncodeError::OffsetOrder)?;
         let delta = u32::try_from(delta).map_err(|_| EncodeError::OffsetOrder)?;
         if delta < self.next_delta {
             return Err(EncodeError::OffsetOrder);
@@ -652,16 +562,8 @@ impl<B: Buffer> BatchWriter<B> {
     /// Appends an owned record. On error nothing is appended.
     #[cfg(feature = "alloc")]
     pub fn push_owned(&mut self, record: &crate::record::OwnedRecord) -> Result<(), EncodeError> {
-        let headers = record
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()));
-        self.push_parts(
-            record.key.as_deref(),
-            &record.value,
-            record.timestamp,
-            headers,
-        )
+        let headers = record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        self.push_parts(record.key.as_deref(), &record.value, record.timestamp, headers)
     }
 
     /// Appends a record given as parts.
@@ -684,19 +586,13 @@ impl<B: Buffer> BatchWriter<B> {
 
         // Size the record first so the length prefix can be written before it
         // and a full buffer is detected before any byte is written.
-        let mut body = 1
-            + varint::len_u64(ts_delta)
-            + varint::len_u64(offset_delta)
-            + varint::len_u64(key_len);
+        let mut body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + varint::len_u64(key_len);
         body += key.map_or(0, <[u8]>::len);
         body += varint::len_u64(value.len() as u64) + value.len();
         let mut header_count = 0u64;
         for (name, v) in headers.clone() {
             header_count += 1;
-            body += varint::len_u64(name.len() as u64)
-                + name.len()
-                + varint::len_u64(v.len() as u64)
-                + v.len();
+            body += varint::len_u64(name.len() as u64) + name.len() + varint::len_u64(v.len() as u64) + v.len();
         }
         body += varint::len_u64(header_count);
         let total = varint::len_u64(body as u64) + body;

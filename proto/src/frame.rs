@@ -203,10 +203,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retriable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Storage | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
-        )
+        matches!(self, ErrorCode::Storage | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections)
     }
 }
 
@@ -358,15 +355,9 @@ pub struct PartitionDescription {
 pub enum FrameError {
     #[cfg_attr(feature = "std", error("frame buffer too small for the message"))]
     BufferTooSmall,
-    #[cfg_attr(
-        feature = "std",
-        error("frame of {len} bytes exceeds the limit of {limit} bytes")
-    )]
+    #[cfg_attr(feature = "std", error("frame of {len} bytes exceeds the limit of {limit} bytes"))]
     TooLarge { len: usize, limit: usize },
-    #[cfg_attr(
-        feature = "std",
-        error("malformed message: not valid CBOR for this message type")
-    )]
+    #[cfg_attr(feature = "std", error("malformed message: not valid CBOR for this message type"))]
     Malformed,
 }
 
@@ -389,9 +380,7 @@ pub fn encode_into<T: Serialize>(message: &T, buf: &mut [u8]) -> Result<usize, F
     let (prefix, body) = buf.split_at_mut(LENGTH_PREFIX);
     let mut writer = serde_cbor::ser::SliceWrite::new(body);
     let mut ser = serde_cbor::Serializer::new(&mut writer);
-    message
-        .serialize(&mut ser)
-        .map_err(|_| FrameError::BufferTooSmall)?;
+    message.serialize(&mut ser).map_err(|_| FrameError::BufferTooSmall)?;
     let len = writer.bytes_written();
     prefix.copy_from_slice(&(len as u32).to_be_bytes());
     Ok(LENGTH_PREFIX + len)
@@ -423,12 +412,7 @@ mod tests {
         let batch = [1u8, 2, 3];
         let req = Request {
             id: 7,
-            body: RequestBody::Produce {
-                topic: "sensors",
-                partition: None,
-                acks: Acks::Durable,
-                batch: &batch,
-            },
+            body: RequestBody::Produce { topic: "sensors", partition: None, acks: Acks::Durable, batch: &batch },
         };
         let mut buf = [0u8; 128];
         let n = encode_into(&req, &mut buf).unwrap();
@@ -436,35 +420,22 @@ mod tests {
         assert_eq!(len + 4, n);
         let back: Request<'_> = decode(&buf[4..n]).unwrap();
         assert_eq!(back, req);
-        assert_eq!(
-            encode_into(&req, &mut [0u8; 10]),
-            Err(FrameError::BufferTooSmall)
-        );
+        assert_eq!(encode_into(&req, &mut [0u8; 10]), Err(FrameError::BufferTooSmall));
     }
 
     #[test]
     fn responses_round_trip() {
         let b1 = [9u8; 4];
         let messages = [
-            ResponseBody::Error {
-                code: ErrorCode::UnknownTopic,
-                message: "unknown topic 'x'",
-            },
-            ResponseBody::Produced {
-                partition: 1,
-                base_offset: 10,
-                last_offset: 12,
-                duplicate: false,
-            },
+            ResponseBody::Error { code: ErrorCode::UnknownTopic, message: "unknown topic 'x'" },
+            ResponseBody::Produced { partition: 1, base_offset: 10, last_offset: 12, duplicate: false },
             ResponseBody::Fetched {
                 partition: 0,
                 start_offset: 0,
                 end_offset: 5,
                 batches: vec![serde_bytes::Bytes::new(&b1)],
             },
-            ResponseBody::Offsets {
-                offsets: vec![(0, Some(3)), (1, None)],
-            },
+            ResponseBody::Offsets { offsets: vec![(0, Some(3)), (1, None)] },
         ];
         for body in messages {
             let mut out = Vec::new();
@@ -477,13 +448,7 @@ mod tests {
 
     #[test]
     fn limits_and_garbage_are_typed_errors() {
-        assert_eq!(
-            frame_len([0, 1, 0, 0], 1000),
-            Err(FrameError::TooLarge {
-                len: 65536,
-                limit: 1000
-            })
-        );
+        assert_eq!(frame_len([0, 1, 0, 0], 1000), Err(FrameError::TooLarge { len: 65536, limit: 1000 }));
         for garbage in [&b""[..], b"\xff\xff", b"\xa1\x63abc\x01", &[0x9f; 64]] {
             assert_eq!(decode::<Request<'_>>(garbage), Err(FrameError::Malformed));
         }

@@ -28,9 +28,7 @@ pub mod partition;
 pub mod record;
 pub mod varint;
 
-pub use batch::{
-    BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, SliceBuffer,
-};
+pub use batch::{BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, SliceBuffer};
 pub use partition::{murmur2, partition_for_key};
 pub use record::{Header, Record, RecordView};
 

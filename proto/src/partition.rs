@@ -66,10 +66,7 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             ("abc", 479_470_107),
         ];
         for (input, expected) in cases {
@@ -80,14 +77,8 @@ mod tests {
     #[test]
     fn partition_is_stable_and_in_range() {
         // Pinned values: a change here breaks every device already deployed.
-        assert_eq!(
-            partition_for_key(b"sensor-1", 8),
-            partition_for_key(b"sensor-1", 8)
-        );
-        assert_eq!(
-            partition_for_key(b"foobar", 16),
-            ((-790_332_482i32 as u32) & 0x7fff_ffff) % 16
-        );
+        assert_eq!(partition_for_key(b"sensor-1", 8), partition_for_key(b"sensor-1", 8));
+        assert_eq!(partition_for_key(b"foobar", 16), ((-790_332_482i32 as u32) & 0x7fff_ffff) % 16);
         for n in 1..64u32 {
             for key in [&b""[..], b"a", b"sensor/room-2/temp", &[0xff; 33]] {
                 assert!(partition_for_key(key, n) < n);

@@ -25,12 +25,7 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// A record with a value and timestamp only.
     pub fn new(value: &'a [u8], timestamp: i64) -> Self {
-        Record {
-            key: None,
-            value,
-            timestamp,
-            headers: &[],
-        }
+        Record { key: None, value, timestamp, headers: &[] }
     }
 
     /// The same record with a key.
@@ -101,10 +96,7 @@ pub(crate) fn take_len_prefixed(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeEr
     let rest = &bytes[used..];
     let len = usize::try_from(len).map_err(|_| DecodeError::LengthOverflow)?;
     if len > rest.len() {
-        return Err(DecodeError::Truncated {
-            needed: len,
-            available: rest.len(),
-        });
+        return Err(DecodeError::Truncated { needed: len, available: rest.len() });
     }
     Ok(rest.split_at(len))
 }
@@ -129,12 +121,7 @@ mod owned {
     impl OwnedRecord {
         /// A record with a value and timestamp only.
         pub fn new(value: impl Into<Vec<u8>>, timestamp: i64) -> Self {
-            OwnedRecord {
-                key: None,
-                value: value.into(),
-                timestamp,
-                headers: Vec::new(),
-            }
+            OwnedRecord { key: None, value: value.into(), timestamp, headers: Vec::new() }
         }
 
         /// The same record with a key.
@@ -156,11 +143,7 @@ mod owned {
                 key: view.key.map(|k| k.to_vec()),
                 value: view.value.to_vec(),
                 timestamp: view.timestamp,
-                headers: view
-                    .headers
-                    .clone()
-                    .map(|h| (String::from(h.name), h.value.to_vec()))
-                    .collect(),
+                headers: view.headers.clone().map(|h| (String::from(h.name), h.value.to_vec())).collect(),
             }
         }
     }

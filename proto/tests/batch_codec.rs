@@ -1,9 +1,7 @@
 //! Batch codec: round trips, and typed errors (never panics) on bad bytes.
 
 use cairn_proto::batch::{set_base_offset, HEADER_LEN};
-use cairn_proto::{
-    BatchHeader, BatchView, BatchWriter, DecodeError, EncodeError, OwnedRecord, SliceBuffer,
-};
+use cairn_proto::{BatchHeader, BatchView, BatchWriter, DecodeError, EncodeError, OwnedRecord, SliceBuffer};
 use proptest::prelude::*;
 
 fn encode(records: &[OwnedRecord]) -> Vec<u8> {
@@ -16,10 +14,7 @@ fn encode(records: &[OwnedRecord]) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Result<Vec<(u64, OwnedRecord)>, DecodeError> {
     let view = BatchView::parse(bytes)?;
-    Ok(view
-        .records()
-        .map(|r| (r.offset, OwnedRecord::from(&r)))
-        .collect())
+    Ok(view.records().map(|r| (r.offset, OwnedRecord::from(&r))).collect())
 }
 
 fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
@@ -27,20 +22,9 @@ fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
         proptest::collection::vec(any::<u8>(), 0..300),
         any::<i64>(),
-        proptest::collection::vec(
-            (
-                "[a-z-]{0,12}",
-                proptest::collection::vec(any::<u8>(), 0..20),
-            ),
-            0..4,
-        ),
+        proptest::collection::vec(("[a-z-]{0,12}", proptest::collection::vec(any::<u8>(), 0..20)), 0..4),
     )
-        .prop_map(|(key, value, timestamp, headers)| OwnedRecord {
-            key,
-            value,
-            timestamp,
-            headers,
-        })
+        .prop_map(|(key, value, timestamp, headers)| OwnedRecord { key, value, timestamp, headers })
 }
 
 proptest! {
@@ -111,11 +95,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -134,39 +114,20 @@ fn specific_errors_are_typed() {
 
     let mut bad_crc = good.clone();
     bad_crc[13] ^= 0xff;
-    assert!(matches!(
-        decode(&bad_crc),
-        Err(DecodeError::CrcMismatch { .. })
-    ));
+    assert!(matches!(decode(&bad_crc), Err(DecodeError::CrcMismatch { .. })));
 
     let mut bad_magic = good.clone();
     bad_magic[12] = 9;
     assert_eq!(decode(&bad_magic).unwrap_err(), DecodeError::BadMagic(9));
 
-    assert!(matches!(
-        decode(&good[..20]),
-        Err(DecodeError::Truncated {
-            needed: HEADER_LEN,
-            available: 20
-        })
-    ));
-    assert!(matches!(
-        decode(&good[..good.len() - 1]),
-        Err(DecodeError::Truncated { .. })
-    ));
+    assert!(matches!(decode(&good[..20]), Err(DecodeError::Truncated { needed: HEADER_LEN, available: 20 })));
+    assert!(matches!(decode(&good[..good.len() - 1]), Err(DecodeError::Truncated { .. })));
 
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(matches!(
-        decode(&trailing),
-        Err(DecodeError::LengthMismatch { .. })
-    ));
+    assert!(matches!(decode(&trailing), Err(DecodeError::LengthMismatch { .. })));
 
-    let msg = DecodeError::CrcMismatch {
-        expected: 1,
-        actual: 2,
-    }
-    .to_string();
+    let msg = DecodeError::CrcMismatch { expected: 1, actual: 2 }.to_string();
     assert!(msg.contains("CRC mismatch"), "{msg}");
 }
 
@@ -182,23 +143,10 @@ fn fixed_buffer_refuses_whole_records() {
     let mut w = BatchWriter::new(SliceBuffer::new(&mut storage)).unwrap();
     w.push(&cairn_proto::Record::new(&[1u8; 10], 0)).unwrap();
     let before = w.encoded_len();
-    assert!(matches!(
-        w.push(&cairn_proto::Record::new(&[1u8; 40], 0)),
-        Err(EncodeError::BufferFull { .. })
-    ));
-    assert_eq!(
-        w.encoded_len(),
-        before,
-        "a refused record must not leave partial bytes"
-    );
+    assert!(matches!(w.push(&cairn_proto::Record::new(&[1u8; 40], 0)), Err(EncodeError::BufferFull { .. })));
+    assert_eq!(w.encoded_len(), before, "a refused record must not leave partial bytes");
     let buf = w.finish().unwrap();
-    assert_eq!(
-        BatchView::parse(buf.into_written())
-            .unwrap()
-            .records()
-            .count(),
-        1
-    );
+    assert_eq!(BatchView::parse(buf.into_written()).unwrap().records().count(), 1);
 }
 
 #[test]
@@ -206,8 +154,7 @@ fn several_batches_back_to_back_parse_with_prefix() {
     let mut buf = Vec::new();
     for i in 0..3 {
         let mut w = BatchWriter::new(buf).unwrap();
-        w.push_owned(&OwnedRecord::new(vec![i; 3], i64::from(i)))
-            .unwrap();
+        w.push_owned(&OwnedRecord::new(vec![i; 3], i64::from(i))).unwrap();
         buf = w.finish().unwrap();
     }
     let mut rest = &buf[..];
@@ -228,10 +175,7 @@ fn idempotent_header_fields() {
     }
     let bytes = w.finish().unwrap();
     let h = *BatchView::parse(&bytes).unwrap().header();
-    assert_eq!(
-        (h.producer_id, h.base_sequence, h.last_sequence()),
-        (7, 100, Some(104))
-    );
+    assert_eq!((h.producer_id, h.base_sequence, h.last_sequence()), (7, 100, Some(104)));
 }
 
 #[test]
@@ -241,30 +185,17 @@ fn read_checked_catches_corruption_without_walking_records() {
     let mut bad = good.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert!(matches!(
-        BatchHeader::read_checked(&bad),
-        Err(DecodeError::CrcMismatch { .. })
-    ));
-    assert!(matches!(
-        BatchHeader::read_checked(&good[..good.len() - 1]),
-        Err(DecodeError::LengthMismatch { .. })
-    ));
+    assert!(matches!(BatchHeader::read_checked(&bad), Err(DecodeError::CrcMismatch { .. })));
+    assert!(matches!(BatchHeader::read_checked(&good[..good.len() - 1]), Err(DecodeError::LengthMismatch { .. })));
 }
 
 #[test]
 fn last_sequence_never_wraps() {
-    let mut w = BatchWriter::new(Vec::new())
-        .unwrap()
-        .idempotent(1, i32::MAX);
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(1, i32::MAX);
     w.push_owned(&OwnedRecord::new(b"a".to_vec(), 0)).unwrap();
     let one = w.finish().unwrap();
-    assert_eq!(
-        BatchHeader::read(&one).unwrap().last_sequence(),
-        Some(i32::MAX)
-    );
-    let mut w = BatchWriter::new(Vec::new())
-        .unwrap()
-        .idempotent(1, i32::MAX);
+    assert_eq!(BatchHeader::read(&one).unwrap().last_sequence(), Some(i32::MAX));
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(1, i32::MAX);
     w.push_owned(&OwnedRecord::new(b"a".to_vec(), 0)).unwrap();
     w.push_owned(&OwnedRecord::new(b"b".to_vec(), 0)).unwrap();
     let two = w.finish().unwrap();

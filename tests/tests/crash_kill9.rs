@@ -28,16 +28,7 @@ fn parse(line: &str) -> Option<(u32, Ack)> {
         return None;
     }
     let n = |i: usize| f[i].parse::<u64>().ok();
-    Some((
-        n(1)? as u32,
-        Ack {
-            base: n(2)?,
-            last: n(3)?,
-            task: n(4)? as u32,
-            first: n(5)?,
-            count: n(6)?,
-        },
-    ))
+    Some((n(1)? as u32, Ack { base: n(2)?, last: n(3)?, task: n(4)? as u32, first: n(5)?, count: n(6)? }))
 }
 
 #[test]
@@ -93,45 +84,24 @@ fn acknowledged_records_survive_kill_9_ten_times() {
 
         // Reopen (redb recovers from the crash) and check everything.
         runtime.block_on(async {
-            let log = Log::open(
-                &db,
-                LogOptions {
-                    retention_check_interval: None,
-                    ..LogOptions::default()
-                },
-            )
-            .unwrap_or_else(|e| panic!("run {run}: reopen after kill -9 failed: {e}"));
+            let log = Log::open(&db, LogOptions { retention_check_interval: None, ..LogOptions::default() })
+                .unwrap_or_else(|e| panic!("run {run}: reopen after kill -9 failed: {e}"));
             for p in 0..PARTITIONS {
                 let stored = log.read_records(TOPIC, p, 0, usize::MAX).unwrap();
                 let end = log.offsets(TOPIC, p).unwrap().end;
                 // Dense: offsets 0..end, no gaps, nothing past the end.
-                assert_eq!(
-                    stored.len() as u64,
-                    end,
-                    "run {run} partition {p}: gap in offsets"
-                );
+                assert_eq!(stored.len() as u64, end, "run {run} partition {p}: gap in offsets");
                 for (i, r) in stored.iter().enumerate() {
                     assert_eq!(r.offset, i as u64, "run {run} partition {p}");
                 }
                 // Every acknowledged record is stored where its ack said.
                 for (run_id, ack) in acked.get(&p).map(|v| v.as_slice()).unwrap_or(&[]) {
                     assert_eq!(ack.last - ack.base + 1, ack.count);
-                    assert!(
-                        ack.last < end,
-                        "run {run}: acked offset {} lost (end {end})",
-                        ack.last
-                    );
+                    assert!(ack.last < end, "run {run}: acked offset {} lost (end {end})", ack.last);
                     for i in 0..ack.count {
-                        let value =
-                            String::from_utf8_lossy(&stored[(ack.base + i) as usize].record.value)
-                                .into_owned();
+                        let value = String::from_utf8_lossy(&stored[(ack.base + i) as usize].record.value).into_owned();
                         let expected = format!("{run_id}-t{}-n{}", ack.task, ack.first + i);
-                        assert_eq!(
-                            value,
-                            expected,
-                            "run {run} partition {p} offset {}",
-                            ack.base + i
-                        );
+                        assert_eq!(value, expected, "run {run} partition {p} offset {}", ack.base + i);
                     }
                 }
             }

@@ -12,22 +12,13 @@ use super::Percentiles;
 use crate::client::{Client, ClientError};
 
 /// Creates the benchmark topic if it is missing.
-pub async fn ensure_topic(
-    client: &Client,
-    topic: &str,
-    partitions: u32,
-) -> Result<u32, ClientError> {
-    let settings = TopicSettings {
-        partitions: Some(partitions),
-        retention_ms: Some(-1),
-        ..TopicSettings::default()
-    };
+pub async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Result<u32, ClientError> {
+    let settings = TopicSettings { partitions: Some(partitions), retention_ms: Some(-1), ..TopicSettings::default() };
     match client.create_topic(topic, settings).await {
         Ok(info) => Ok(info.partitions.len() as u32),
-        Err(ClientError::Server {
-            code: ErrorCode::TopicExists,
-            ..
-        }) => Ok(client.describe_topic(topic).await?.partitions.len() as u32),
+        Err(ClientError::Server { code: ErrorCode::TopicExists, .. }) => {
+            Ok(client.describe_topic(topic).await?.partitions.len() as u32)
+        }
         Err(e) => Err(e),
     }
 }
@@ -41,10 +32,7 @@ fn encode(n: usize, value: &[u8]) -> Vec<u8> {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -83,12 +71,8 @@ pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientErro
     let mut tasks = Vec::new();
     for i in 0..config.producers {
         let client = Client::connect(&config.hub).await?;
-        let (batch, topic, acks, in_flight) = (
-            batch.clone(),
-            config.topic.clone(),
-            config.acks,
-            config.in_flight.max(1),
-        );
+        let (batch, topic, acks, in_flight) =
+            (batch.clone(), config.topic.clone(), config.acks, config.in_flight.max(1));
         let partition = i as u32 % partitions;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_producer as usize);
@@ -99,10 +83,7 @@ pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientErro
                     let (client, batch, topic) = (client.clone(), batch.clone(), topic.clone());
                     pending.push(async move {
                         let t = Instant::now();
-                        client
-                            .produce(&topic, Some(partition), &batch, acks)
-                            .await
-                            .map(|_| t.elapsed())
+                        client.produce(&topic, Some(partition), &batch, acks).await.map(|_| t.elapsed())
                     });
                     sent += 1;
                 }
@@ -128,11 +109,7 @@ pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientErro
         seconds,
         records_per_sec,
         mb_per_sec: records_per_sec * config.value_bytes as f64 / 1e6,
-        ack_latency: if config.acks == Acks::Durable {
-            Percentiles::of(latencies)
-        } else {
-            Percentiles::default()
-        },
+        ack_latency: if config.acks == Acks::Durable { Percentiles::of(latencies) } else { Percentiles::default() },
     })
 }
 
@@ -157,9 +134,7 @@ pub async fn consume(hub: &str, topic: &str) -> Result<ConsumeReport, ClientErro
         tasks.push(tokio::spawn(async move {
             let (mut offset, mut records, mut bytes) = (p.start_offset, 0u64, 0u64);
             while offset < p.end_offset {
-                let fetch = client
-                    .fetch(&topic, p.partition, offset, 4 * 1024 * 1024, Duration::ZERO)
-                    .await?;
+                let fetch = client.fetch(&topic, p.partition, offset, 4 * 1024 * 1024, Duration::ZERO).await?;
                 for r in fetch.records() {
                     records += 1;
                     bytes += r.value.len() as u64;
@@ -217,15 +192,7 @@ pub async fn e2e(
             let mut offset = p.end_offset;
             let mut latencies = Vec::new();
             while Instant::now() < stop_at {
-                let fetch = client
-                    .fetch(
-                        &topic,
-                        p.partition,
-                        offset,
-                        1024 * 1024,
-                        Duration::from_millis(500),
-                    )
-                    .await?;
+                let fetch = client.fetch(&topic, p.partition, offset, 1024 * 1024, Duration::from_millis(500)).await?;
                 let now = now_us();
                 for r in fetch.records() {
                     if r.value.len() >= 8 {
@@ -260,11 +227,7 @@ pub async fn e2e(
             let client = producers[sent as usize % producers.len()].clone();
             let partition = (sent % u64::from(partitions)) as u32;
             let topic = topic.to_string();
-            inflight.push(async move {
-                client
-                    .produce(&topic, Some(partition), &batch, Acks::Durable)
-                    .await
-            });
+            inflight.push(async move { client.produce(&topic, Some(partition), &batch, Acks::Durable).await });
             sent += 1;
         }
         while let Some(Some(result)) = futures::FutureExt::now_or_never(inflight.next()) {
@@ -278,10 +241,5 @@ pub async fn e2e(
     for c in consumers {
         latencies.extend(c.await.expect("consumer task")?);
     }
-    Ok(E2eReport {
-        rate,
-        sent,
-        received: latencies.len() as u64,
-        latency: Percentiles::of(latencies),
-    })
+    Ok(E2eReport { rate, sent, received: latencies.len() as u64, latency: Percentiles::of(latencies) })
 }

@@ -62,18 +62,13 @@ pub struct StorageBenchReport {
 }
 
 fn payload(config: &StorageBenchConfig) -> (Vec<u8>, Vec<u8>) {
-    let value: Vec<u8> = (0..config.value_bytes)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
-    let key: Vec<u8> = (0..config.key_bytes)
-        .map(|i| b'0' + (i % 10) as u8)
-        .collect();
+    let value: Vec<u8> = (0..config.value_bytes).map(|i| b'a' + (i % 26) as u8).collect();
+    let key: Vec<u8> = (0..config.key_bytes).map(|i| b'0' + (i % 10) as u8).collect();
     (key, value)
 }
 
 fn encode_batch(key: &[u8], value: &[u8], n: usize, ts: i64) -> Vec<u8> {
-    let mut w = BatchWriter::new(Vec::with_capacity(n * (value.len() + key.len() + 8) + 64))
-        .expect("vec grows");
+    let mut w = BatchWriter::new(Vec::with_capacity(n * (value.len() + key.len() + 8) + 64)).expect("vec grows");
     for _ in 0..n {
         let mut r = Record::new(value, ts);
         if !key.is_empty() {
@@ -85,10 +80,7 @@ fn encode_batch(key: &[u8], value: &[u8], n: usize, ts: i64) -> Vec<u8> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Runs all phases and returns the figures.
@@ -102,29 +94,16 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
         ..LogOptions::default()
     };
     let log = Log::open(&path, options.clone())?;
-    let topic_config = TopicConfig {
-        retention_ms: None,
-        ..TopicConfig::with_partitions(config.partitions)
-    };
+    let topic_config = TopicConfig { retention_ms: None, ..TopicConfig::with_partitions(config.partitions) };
     log.create_topic("bench", topic_config.clone()).await?;
-    log.create_topic(
-        "single",
-        TopicConfig {
-            retention_ms: None,
-            ..TopicConfig::with_partitions(1)
-        },
-    )
-    .await?;
+    log.create_topic("single", TopicConfig { retention_ms: None, ..TopicConfig::with_partitions(1) }).await?;
     let (key, value) = payload(config);
 
     // Phase 1: batched appends.
     let batch = encode_batch(&key, &value, config.batch_records, now_ms());
     let batches_total = config.records.div_ceil(config.batch_records as u64);
     let per_producer = batches_total.div_ceil(config.producers as u64);
-    let commits_before = log
-        .stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let commits_before = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for producer in 0..config.producers {
@@ -156,11 +135,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
         batches_written += t.await.expect("producer task panicked")?;
     }
     let batched_secs = started.elapsed().as_secs_f64();
-    let batched_commits = log
-        .stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - commits_before;
+    let batched_commits = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
     let records_written = batches_written * config.batch_records as u64;
     let batched_records_per_sec = records_written as f64 / batched_secs;
     let record_payload = (value.len() + key.len()) as u64;
@@ -168,10 +143,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
 
     // Phase 2: single-record appends, each appender waiting for its ack.
     let single = encode_batch(&key, &value, 1, now_ms());
-    let commits_before = log
-        .stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let commits_before = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + config.single_duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -192,11 +164,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
         single_records += t.await.expect("appender task panicked")?;
     }
     let single_secs = started.elapsed().as_secs_f64();
-    let single_commits = log
-        .stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - commits_before;
+    let single_commits = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed) - commits_before;
     let single_records_per_sec = single_records as f64 / single_secs;
 
     // Phase 3: catch-up read of the batched topic, decoding every record.
@@ -229,12 +197,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
     let started = Instant::now();
     let reopened = Log::open(&path, options)?;
     let reopen_ms = started.elapsed().as_secs_f64() * 1e3;
-    let end: u64 = reopened
-        .describe_topic("bench")?
-        .partitions
-        .iter()
-        .map(|p| p.end_offset)
-        .sum();
+    let end: u64 = reopened.describe_topic("bench")?.partitions.iter().map(|p| p.end_offset).sum();
     assert_eq!(end, records_written, "reopened log has every record");
     reopened.close().await?;
 
@@ -258,7 +221,5 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
 /// (file length, bytes of disk blocks allocated to it).
 fn file_size(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| (m.len(), m.blocks() * 512))
-        .unwrap_or((0, 0))
+    std::fs::metadata(path).map(|m| (m.len(), m.blocks() * 512)).unwrap_or((0, 0))
 }

@@ -29,23 +29,12 @@ pub const MAX_SESSION: Duration = Duration::from_secs(300);
 /// Why a group request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
-    #[error(
-        "member '{member}' is not in group '{group}' (its session expired or it left); join again"
-    )]
+    #[error("member '{member}' is not in group '{group}' (its session expired or it left); join again")]
     UnknownMember { group: String, member: String },
     #[error("commit from generation {got} of group '{group}' refused: the current generation is {current}; heartbeat to get the new assignment")]
-    IllegalGeneration {
-        group: String,
-        got: u32,
-        current: u32,
-    },
+    IllegalGeneration { group: String, got: u32, current: u32 },
     #[error("member '{member}' does not own {topic}/{partition} in group '{group}'; heartbeat to get its assignment")]
-    NotOwner {
-        group: String,
-        member: String,
-        topic: String,
-        partition: u32,
-    },
+    NotOwner { group: String, member: String, topic: String, partition: u32 },
     #[error("session timeout {0:?} is outside 500 ms..300 s")]
     InvalidSessionTimeout(Duration),
     #[error("a group needs at least one topic")]
@@ -104,11 +93,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(log: Log) -> Self {
-        Coordinator {
-            log,
-            groups: Mutex::default(),
-            next_member: AtomicU64::new(1),
-        }
+        Coordinator { log, groups: Mutex::default(), next_member: AtomicU64::new(1) }
     }
 
     /// Adds (or updates) a member and rebalances.
@@ -130,23 +115,17 @@ impl Coordinator {
         }
         let member_id = match member_id {
             Some(id) => id.to_string(),
-            None => format!(
-                "{group}-{}",
-                self.next_member.fetch_add(1, Ordering::Relaxed)
-            ),
+            None => format!("{group}-{}", self.next_member.fetch_add(1, Ordering::Relaxed)),
         };
         let mut groups = self.groups.lock().expect("groups lock");
         let g = groups.entry(group.to_string()).or_default();
         expire(g, group, &self.log);
-        let member = g
-            .members
-            .entry(member_id.clone())
-            .or_insert_with(|| Member {
-                topics: BTreeSet::new(),
-                session,
-                last_seen: Instant::now(),
-                assignment: BTreeSet::new(),
-            });
+        let member = g.members.entry(member_id.clone()).or_insert_with(|| Member {
+            topics: BTreeSet::new(),
+            session,
+            last_seen: Instant::now(),
+            assignment: BTreeSet::new(),
+        });
         member.topics = topics.iter().map(|t| t.to_string()).collect();
         member.session = session;
         member.last_seen = Instant::now();
@@ -158,14 +137,9 @@ impl Coordinator {
     /// Keeps a member alive and returns its current assignment.
     pub fn heartbeat(&self, group: &str, member_id: &str) -> Result<Membership, GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| unknown(group, member_id))?;
+        let g = groups.get_mut(group).ok_or_else(|| unknown(group, member_id))?;
         expire(g, group, &self.log);
-        let member = g
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| unknown(group, member_id))?;
+        let member = g.members.get_mut(member_id).ok_or_else(|| unknown(group, member_id))?;
         member.last_seen = Instant::now();
         // Partitions may have been added since the last look.
         rebalance(g, group, &self.log);
@@ -175,9 +149,7 @@ impl Coordinator {
     /// Removes a member at once.
     pub fn leave(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| unknown(group, member_id))?;
+        let g = groups.get_mut(group).ok_or_else(|| unknown(group, member_id))?;
         if g.members.remove(member_id).is_none() {
             return Err(unknown(group, member_id));
         }
@@ -198,14 +170,9 @@ impl Coordinator {
     ) -> Result<(), GroupError> {
         if let Some((member_id, generation)) = fence {
             let mut groups = self.groups.lock().expect("groups lock");
-            let g = groups
-                .get_mut(group)
-                .ok_or_else(|| unknown(group, member_id))?;
+            let g = groups.get_mut(group).ok_or_else(|| unknown(group, member_id))?;
             expire(g, group, &self.log);
-            let member = g
-                .members
-                .get(member_id)
-                .ok_or_else(|| unknown(group, member_id))?;
+            let member = g.members.get(member_id).ok_or_else(|| unknown(group, member_id))?;
             if generation != g.generation {
                 return Err(GroupError::IllegalGeneration {
                     group: group.to_string(),
@@ -229,17 +196,9 @@ impl Coordinator {
     }
 
     /// Committed offset of every partition of `topic` (None: nothing committed).
-    pub fn committed(
-        &self,
-        group: &str,
-        topic: &str,
-    ) -> Result<Vec<(u32, Option<u64>)>, GroupError> {
+    pub fn committed(&self, group: &str, topic: &str) -> Result<Vec<(u32, Option<u64>)>, GroupError> {
         let n = self.log.partition_count(topic)?;
-        let stored: HashMap<u32, u64> = self
-            .log
-            .committed_offsets(group, topic)?
-            .into_iter()
-            .collect();
+        let stored: HashMap<u32, u64> = self.log.committed_offsets(group, topic)?.into_iter().collect();
         Ok((0..n).map(|p| (p, stored.get(&p).copied())).collect())
     }
 
@@ -267,43 +226,25 @@ impl Coordinator {
             match groups.get_mut(group) {
                 Some(g) => {
                     expire(g, group, &self.log);
-                    let members: Vec<(String, Vec<(String, u32)>)> = g
-                        .members
-                        .iter()
-                        .map(|(id, m)| (id.clone(), m.assignment.iter().cloned().collect()))
-                        .collect();
-                    let topics: BTreeSet<String> = g
-                        .members
-                        .values()
-                        .flat_map(|m| m.topics.iter().cloned())
-                        .collect();
+                    let members: Vec<(String, Vec<(String, u32)>)> =
+                        g.members.iter().map(|(id, m)| (id.clone(), m.assignment.iter().cloned().collect())).collect();
+                    let topics: BTreeSet<String> = g.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
                     (g.generation, members, topics)
                 }
                 None => (0, Vec::new(), BTreeSet::new()),
             }
         };
-        if let Some((_, committed_topics)) = self
-            .log
-            .list_groups()?
-            .into_iter()
-            .find(|(g, _)| g == group)
-        {
+        if let Some((_, committed_topics)) = self.log.list_groups()?.into_iter().find(|(g, _)| g == group) {
             topics.extend(committed_topics);
         }
-        let owners: HashMap<(String, u32), String> = members
-            .iter()
-            .flat_map(|(id, a)| a.iter().map(move |tp| (tp.clone(), id.clone())))
-            .collect();
+        let owners: HashMap<(String, u32), String> =
+            members.iter().flat_map(|(id, a)| a.iter().map(move |tp| (tp.clone(), id.clone()))).collect();
         let mut partitions = Vec::new();
         for topic in &topics {
             let Ok(info) = self.log.describe_topic(topic) else {
                 continue;
             };
-            let committed: HashMap<u32, u64> = self
-                .log
-                .committed_offsets(group, topic)?
-                .into_iter()
-                .collect();
+            let committed: HashMap<u32, u64> = self.log.committed_offsets(group, topic)?.into_iter().collect();
             for p in &info.partitions {
                 let committed = committed.get(&p.partition).copied();
                 let from = committed.unwrap_or(p.start_offset).max(p.start_offset);
@@ -317,33 +258,17 @@ impl Coordinator {
                 });
             }
         }
-        Ok(GroupState {
-            group: group.to_string(),
-            generation,
-            members,
-            partitions,
-        })
+        Ok(GroupState { group: group.to_string(), generation, members, partitions })
     }
 }
 
 fn unknown(group: &str, member: &str) -> GroupError {
-    GroupError::UnknownMember {
-        group: group.to_string(),
-        member: member.to_string(),
-    }
+    GroupError::UnknownMember { group: group.to_string(), member: member.to_string() }
 }
 
 fn membership(g: &Group, member_id: &str) -> Membership {
-    let assignment = g
-        .members
-        .get(member_id)
-        .map(|m| m.assignment.iter().cloned().collect())
-        .unwrap_or_default();
-    Membership {
-        member_id: member_id.to_string(),
-        generation: g.generation,
-        assignment,
-    }
+    let assignment = g.members.get(member_id).map(|m| m.assignment.iter().cloned().collect()).unwrap_or_default();
+    Membership { member_id: member_id.to_string(), generation: g.generation, assignment }
 }
 
 /// Drops members whose session ran out, and rebalances if any did.
@@ -372,24 +297,15 @@ fn rebalance(g: &mut Group, group: &str, log: &Log) {
             subscribers.entry(t.clone()).or_default().push(id.clone());
         }
     }
-    let mut next: BTreeMap<String, BTreeSet<(String, u32)>> = g
-        .members
-        .keys()
-        .map(|id| (id.clone(), BTreeSet::new()))
-        .collect();
+    let mut next: BTreeMap<String, BTreeSet<(String, u32)>> =
+        g.members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
     for (topic, members) in &subscribers {
         let n = log.partition_count(topic).unwrap_or(0);
         let current = |id: &String| -> Vec<u32> {
-            g.members[id]
-                .assignment
-                .iter()
-                .filter(|(t, p)| t == topic && *p < n)
-                .map(|(_, p)| *p)
-                .collect()
+            g.members[id].assignment.iter().filter(|(t, p)| t == topic && *p < n).map(|(_, p)| *p).collect()
         };
         // Members holding the most get the larger quotas: fewer moves.
-        let mut order: Vec<(usize, &String)> =
-            members.iter().map(|id| (current(id).len(), id)).collect();
+        let mut order: Vec<(usize, &String)> = members.iter().map(|id| (current(id).len(), id)).collect();
         order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         let m = order.len() as u32;
         let quota = |i: usize| (n / m + u32::from((i as u32) < n % m)) as usize;
@@ -397,9 +313,7 @@ fn rebalance(g: &mut Group, group: &str, log: &Log) {
         for (i, (_, id)) in order.iter().enumerate() {
             for p in current(id).into_iter().take(quota(i)) {
                 taken.insert(p);
-                next.get_mut(*id)
-                    .expect("member")
-                    .insert((topic.clone(), p));
+                next.get_mut(*id).expect("member").insert((topic.clone(), p));
             }
         }
         let mut free = (0..n).filter(|p| !taken.contains(p));
@@ -421,12 +335,7 @@ fn rebalance(g: &mut Group, group: &str, log: &Log) {
             m.assignment = next.remove(id).unwrap_or_default();
         }
         g.generation = g.generation.wrapping_add(1);
-        tracing::info!(
-            group,
-            generation = g.generation,
-            members = g.members.len(),
-            "rebalanced"
-        );
+        tracing::info!(group, generation = g.generation, members = g.members.len(), "rebalanced");
     }
 }
 
@@ -439,15 +348,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(
             dir.path().join("c.redb"),
-            LogOptions {
-                retention_check_interval: None,
-                ..LogOptions::default()
-            },
+            LogOptions { retention_check_interval: None, ..LogOptions::default() },
         )
         .unwrap();
-        log.create_topic("t", TopicConfig::with_partitions(partitions))
-            .await
-            .unwrap();
+        log.create_topic("t", TopicConfig::with_partitions(partitions)).await.unwrap();
         (dir, Coordinator::new(log))
     }
 
@@ -464,10 +368,7 @@ mod tests {
         assert_eq!(parts(&a), vec![0, 1, 2, 3, 4, 5]);
         c.join("g", Some("b"), &["t"], S).unwrap();
         c.join("g", Some("c"), &["t"], S).unwrap();
-        let views: Vec<Membership> = ["a", "b", "c"]
-            .iter()
-            .map(|m| c.heartbeat("g", m).unwrap())
-            .collect();
+        let views: Vec<Membership> = ["a", "b", "c"].iter().map(|m| c.heartbeat("g", m).unwrap()).collect();
         let mut all: Vec<u32> = views.iter().flat_map(parts).collect();
         all.sort();
         assert_eq!(all, vec![0, 1, 2, 3, 4, 5], "every partition owned once");
@@ -491,35 +392,23 @@ mod tests {
     async fn commits_are_fenced_by_generation_and_ownership() {
         let (_d, c) = coordinator(2).await;
         let a = c.join("g", Some("a"), &["t"], S).unwrap();
-        c.commit("g", Some(("a", a.generation)), "t", &[(0, 5)])
-            .await
-            .unwrap();
+        c.commit("g", Some(("a", a.generation)), "t", &[(0, 5)]).await.unwrap();
         let b = c.join("g", Some("b"), &["t"], S).unwrap();
         assert!(b.generation > a.generation);
-        let err = c
-            .commit("g", Some(("a", a.generation)), "t", &[(0, 6)])
-            .await
-            .unwrap_err();
+        let err = c.commit("g", Some(("a", a.generation)), "t", &[(0, 6)]).await.unwrap_err();
         assert!(matches!(err, GroupError::IllegalGeneration { .. }), "{err}");
         let b_part = b.assignment[0].1;
         let a_now = c.heartbeat("g", "a").unwrap();
-        let err = c
-            .commit("g", Some(("a", a_now.generation)), "t", &[(b_part, 1)])
-            .await
-            .unwrap_err();
+        let err = c.commit("g", Some(("a", a_now.generation)), "t", &[(b_part, 1)]).await.unwrap_err();
         assert!(matches!(err, GroupError::NotOwner { .. }), "{err}");
-        assert!(matches!(
-            c.heartbeat("g", "zed"),
-            Err(GroupError::UnknownMember { .. })
-        ));
+        assert!(matches!(c.heartbeat("g", "zed"), Err(GroupError::UnknownMember { .. })));
         assert_eq!(c.committed("g", "t").unwrap()[0], (0, Some(5)));
     }
 
     #[tokio::test]
     async fn expired_members_lose_their_partitions() {
         let (_d, c) = coordinator(4).await;
-        c.join("g", Some("a"), &["t"], Duration::from_millis(500))
-            .unwrap();
+        c.join("g", Some("a"), &["t"], Duration::from_millis(500)).unwrap();
         c.join("g", Some("b"), &["t"], S).unwrap();
         std::thread::sleep(Duration::from_millis(700));
         let b = c.heartbeat("g", "b").unwrap();
@@ -527,9 +416,6 @@ mod tests {
         let state = c.describe("g").unwrap();
         assert_eq!(state.members.len(), 1);
         assert_eq!(state.partitions.len(), 4);
-        assert!(state
-            .partitions
-            .iter()
-            .all(|p| p.owner.as_deref() == Some("b")));
+        assert!(state.partitions.iter().all(|p| p.owner.as_deref() == Some("b")));
     }
 }

@@ -39,11 +39,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(log: Log) -> Self {
         let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
-        Broker {
-            log,
-            partitioner: Partitioner::default(),
-            groups,
-        }
+        Broker { log, partitioner: Partitioner::default(), groups }
     }
 
     /// The consumer-group coordinator.
@@ -61,9 +57,7 @@ impl Broker {
     /// sent (unknown topic, unencodable records).
     pub async fn produce(&self, topic: &str, records: &[OwnedRecord]) -> Result<Vec<Produced>> {
         let partitions = self.log.partition_count(topic)?;
-        let split =
-            self.partitioner
-                .split(topic, partitions, records.iter().map(|r| r.key.as_deref()));
+        let split = self.partitioner.split(topic, partitions, records.iter().map(|r| r.key.as_deref()));
         let mut batches = Vec::with_capacity(split.len());
         for (partition, indexes) in split {
             let batch = encode(indexes.iter().map(|&i| &records[i]))?;
@@ -73,11 +67,7 @@ impl Broker {
             let log = self.log.clone();
             async move {
                 let outcome = log.append(topic, partition, batch).await;
-                Produced {
-                    partition,
-                    records,
-                    outcome,
-                }
+                Produced { partition, records, outcome }
             }
         });
         Ok(futures::future::join_all(appends).await)
@@ -123,12 +113,7 @@ impl Broker {
         }
         Ok(match chosen {
             Some(p) => p,
-            None => self
-                .partitioner
-                .split(topic, partitions, std::iter::once(None))
-                .into_keys()
-                .next()
-                .unwrap_or(0),
+            None => self.partitioner.split(topic, partitions, std::iter::once(None)).into_keys().next().unwrap_or(0),
         })
     }
 
@@ -146,22 +131,15 @@ impl Broker {
         if !fetch.batches.is_empty() || max_wait.is_zero() || offset != fetch.end_offset {
             return Ok(fetch);
         }
-        self.log
-            .wait_for(topic, partition, offset, max_wait)
-            .await?;
+        self.log.wait_for(topic, partition, offset, max_wait).await?;
         self.log.fetch(topic, partition, offset, max_bytes)
     }
 }
 
 fn encode<'a>(records: impl Iterator<Item = &'a OwnedRecord>) -> Result<Vec<u8>> {
-    let mut writer =
-        BatchWriter::new(Vec::new()).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+    let mut writer = BatchWriter::new(Vec::new()).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
     for r in records {
-        writer
-            .push_owned(r)
-            .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+        writer.push_owned(r).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
     }
-    writer
-        .finish()
-        .map_err(|e| LogError::InvalidConfig(e.to_string()))
+    writer.finish().map_err(|e| LogError::InvalidConfig(e.to_string()))
 }

@@ -55,18 +55,10 @@ mod tests {
     #[test]
     fn keyed_records_follow_the_hash_and_keep_order() {
         let p = Partitioner::default();
-        let keys: Vec<Option<&[u8]>> =
-            vec![Some(b"a"), Some(b"b"), Some(b"a"), Some(b"c"), Some(b"a")];
+        let keys: Vec<Option<&[u8]>> = vec![Some(b"a"), Some(b"b"), Some(b"a"), Some(b"c"), Some(b"a")];
         let split = p.split("t", 4, keys.iter().copied());
         let a = partition_for_key(b"a", 4);
-        assert_eq!(
-            split[&a]
-                .iter()
-                .filter(|&&i| keys[i] == Some(b"a"))
-                .copied()
-                .collect::<Vec<_>>(),
-            vec![0, 2, 4]
-        );
+        assert_eq!(split[&a].iter().filter(|&&i| keys[i] == Some(b"a")).copied().collect::<Vec<_>>(), vec![0, 2, 4]);
         for (part, idx) in &split {
             for &i in idx {
                 assert_eq!(partition_for_key(keys[i].unwrap(), 4), *part);

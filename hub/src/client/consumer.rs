@@ -95,26 +95,13 @@ impl GroupConsumer {
         if self.last_heartbeat.elapsed() < self.session / 3 {
             return Ok(());
         }
-        let beat = self
-            .client
-            .heartbeat(&self.group, &self.membership.member_id)
-            .await;
+        let beat = self.client.heartbeat(&self.group, &self.membership.member_id).await;
         let membership = match beat {
             Ok(m) => m,
             // Presumed dead (e.g. a long pause): join again under the same id.
-            Err(ClientError::Server {
-                code: ErrorCode::UnknownMember,
-                ..
-            }) => {
+            Err(ClientError::Server { code: ErrorCode::UnknownMember, .. }) => {
                 let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-                self.client
-                    .join_group(
-                        &self.group,
-                        Some(&self.membership.member_id),
-                        &topics,
-                        self.session,
-                    )
-                    .await?
+                self.client.join_group(&self.group, Some(&self.membership.member_id), &topics, self.session).await?
             }
             Err(e) => return Err(e),
         };
@@ -123,10 +110,8 @@ impl GroupConsumer {
             tracing::debug!(generation = membership.generation, assignment = ?membership.assignment, "new assignment");
             // Forget partitions we no longer own; new ones start from the
             // group's committed offsets.
-            self.positions
-                .retain(|tp, _| membership.assignment.contains(tp));
-            self.uncommitted
-                .retain(|tp, _| membership.assignment.contains(tp));
+            self.positions.retain(|tp, _| membership.assignment.contains(tp));
+            self.uncommitted.retain(|tp, _| membership.assignment.contains(tp));
         }
         self.membership = membership;
         Ok(())
@@ -138,10 +123,7 @@ impl GroupConsumer {
             return Ok(p);
         }
         let committed = self.client.fetch_committed(&self.group, topic).await?;
-        let committed = committed
-            .iter()
-            .find(|(p, _)| *p == partition)
-            .and_then(|(_, o)| *o);
+        let committed = committed.iter().find(|(p, _)| *p == partition).and_then(|(_, o)| *o);
         let info = self.client.describe_topic(topic).await?;
         let part = info.partitions.get(partition as usize).copied();
         let (start, end) = part.map_or((0, 0), |p| (p.start_offset, p.end_offset));
@@ -150,8 +132,7 @@ impl GroupConsumer {
             (None, StartFrom::Earliest) => start,
             (None, StartFrom::Latest) => end,
         };
-        self.positions
-            .insert((topic.to_string(), partition), offset);
+        self.positions.insert((topic.to_string(), partition), offset);
         Ok(offset)
     }
 
@@ -174,23 +155,14 @@ impl GroupConsumer {
             let (topic, partition) = &owned[(self.next_partition + i) % owned.len()];
             let last = i + 1 == owned.len();
             let wait = if last {
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(self.session / 3)
+                deadline.saturating_duration_since(Instant::now()).min(self.session / 3)
             } else {
                 Duration::ZERO
             };
             let offset = self.position(topic, *partition).await?;
-            let fetch = match self
-                .client
-                .fetch(topic, *partition, offset, 1024 * 1024, wait)
-                .await
-            {
+            let fetch = match self.client.fetch(topic, *partition, offset, 1024 * 1024, wait).await {
                 Ok(f) => f,
-                Err(ClientError::Server {
-                    code: ErrorCode::OffsetOutOfRange,
-                    ..
-                }) => {
+                Err(ClientError::Server { code: ErrorCode::OffsetOutOfRange, .. }) => {
                     // Retention moved the start past us: resume at the start.
                     self.positions.remove(&(topic.clone(), *partition));
                     continue;
@@ -227,21 +199,11 @@ impl GroupConsumer {
         for ((topic, partition), offset) in self.uncommitted.drain() {
             by_topic.entry(topic).or_default().push((partition, offset));
         }
-        let fence = (
-            self.membership.member_id.as_str(),
-            self.membership.generation,
-        );
+        let fence = (self.membership.member_id.as_str(), self.membership.generation);
         for (topic, offsets) in by_topic {
-            match self
-                .client
-                .commit_offsets(&self.group, Some(fence), &topic, &offsets)
-                .await
-            {
+            match self.client.commit_offsets(&self.group, Some(fence), &topic, &offsets).await {
                 Ok(()) => {}
-                Err(ClientError::Server {
-                    code: ErrorCode::IllegalGeneration | ErrorCode::UnknownMember,
-                    message,
-                }) => {
+                Err(ClientError::Server { code: ErrorCode::IllegalGeneration | ErrorCode::UnknownMember, message }) => {
                     tracing::debug!(%message, "commit fenced; the partitions moved");
                     self.last_heartbeat = Instant::now() - self.session;
                 }
@@ -253,8 +215,6 @@ impl GroupConsumer {
 
     /// Leaves the group so its partitions move to others at once.
     pub async fn leave(self) -> Result<()> {
-        self.client
-            .leave_group(&self.group, &self.membership.member_id)
-            .await
+        self.client.leave_group(&self.group, &self.membership.member_id).await
     }
 }

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::frame::{
-    self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicDescription,
-    TopicSettings,
+    self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicDescription, TopicSettings,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -33,10 +32,7 @@ pub use producer::{Producer, ProducerConfig, RecordAck};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the hub at {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("connection to the hub lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("the connection to the hub is closed")]
@@ -83,12 +79,8 @@ pub struct Client {
 impl Client {
     /// Connects to the hub at `addr`.
     pub async fn connect(addr: &str) -> Result<Client> {
-        let socket = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let socket =
+            TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         let _ = socket.set_nodelay(true);
         let (read_half, write_half) = socket.into_split();
         let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
@@ -96,13 +88,7 @@ impl Client {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(write_half, queue));
         tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone()));
-        Ok(Client {
-            frames,
-            waiters,
-            next_id: Arc::new(AtomicU32::new(1)),
-            max_frame_bytes: 64 * 1024 * 1024,
-            closed,
-        })
+        Ok(Client { frames, waiters, next_id: Arc::new(AtomicU32::new(1)), max_frame_bytes: 64 * 1024 * 1024, closed })
     }
 
     /// Connects to a socket address (tests, benchmarks).
@@ -140,23 +126,15 @@ impl Client {
     }
 
     /// Calls and decodes the response, turning hub errors into `Err`.
-    async fn request<T>(
-        &self,
-        body: RequestBody<'_>,
-        f: impl FnOnce(ResponseBody<'_>) -> Option<T>,
-    ) -> Result<T> {
+    async fn request<T>(&self, body: RequestBody<'_>, f: impl FnOnce(ResponseBody<'_>) -> Option<T>) -> Result<T> {
         let payload = self.call(body).await?;
-        let response: Response<'_> = frame::decode(&payload)
-            .map_err(|e| ClientError::Protocol(format!("undecodable response: {e:?}")))?;
+        let response: Response<'_> =
+            frame::decode(&payload).map_err(|e| ClientError::Protocol(format!("undecodable response: {e:?}")))?;
         match response.body {
-            ResponseBody::Error { code, message } => Err(ClientError::Server {
-                code,
-                message: message.to_string(),
-            }),
+            ResponseBody::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
             other => {
                 let name = variant_name(&other);
-                f(other)
-                    .ok_or_else(|| ClientError::Protocol(format!("unexpected response '{name}'")))
+                f(other).ok_or_else(|| ClientError::Protocol(format!("unexpected response '{name}'")))
             }
         }
     }
@@ -170,28 +148,15 @@ impl Client {
         batch: &[u8],
         acks: Acks,
     ) -> Result<Option<Produced>> {
-        let body = RequestBody::Produce {
-            topic,
-            partition,
-            acks,
-            batch,
-        };
+        let body = RequestBody::Produce { topic, partition, acks, batch };
         if acks == Acks::None {
             self.cast(body).await?;
             return Ok(None);
         }
         self.request(body, |r| match r {
-            ResponseBody::Produced {
-                partition,
-                base_offset,
-                last_offset,
-                duplicate,
-            } => Some(Some(Produced {
-                partition,
-                base_offset,
-                last_offset,
-                duplicate,
-            })),
+            ResponseBody::Produced { partition, base_offset, last_offset, duplicate } => {
+                Some(Some(Produced { partition, base_offset, last_offset, duplicate }))
+            }
             _ => None,
         })
         .await
@@ -207,56 +172,32 @@ impl Client {
         max_wait: Duration,
     ) -> Result<Fetch> {
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
-        self.request(
-            RequestBody::Fetch {
-                topic,
-                partition,
+        self.request(RequestBody::Fetch { topic, partition, offset, max_bytes, max_wait_ms }, |r| match r {
+            ResponseBody::Fetched { start_offset, end_offset, batches, .. } => Some(Fetch {
+                batches: batches.into_iter().map(|b| b.to_vec()).collect(),
                 offset,
-                max_bytes,
-                max_wait_ms,
-            },
-            |r| match r {
-                ResponseBody::Fetched {
-                    start_offset,
-                    end_offset,
-                    batches,
-                    ..
-                } => Some(Fetch {
-                    batches: batches.into_iter().map(|b| b.to_vec()).collect(),
-                    offset,
-                    start_offset,
-                    end_offset,
-                }),
-                _ => None,
-            },
-        )
+                start_offset,
+                end_offset,
+            }),
+            _ => None,
+        })
         .await
     }
 
-    pub async fn create_topic(
-        &self,
-        topic: &str,
-        settings: TopicSettings<'_>,
-    ) -> Result<TopicInfo> {
-        self.request(RequestBody::CreateTopic { topic, settings }, topic_of)
-            .await
+    pub async fn create_topic(&self, topic: &str, settings: TopicSettings<'_>) -> Result<TopicInfo> {
+        self.request(RequestBody::CreateTopic { topic, settings }, topic_of).await
     }
 
     pub async fn alter_topic(&self, topic: &str, settings: TopicSettings<'_>) -> Result<TopicInfo> {
-        self.request(RequestBody::AlterTopic { topic, settings }, topic_of)
-            .await
+        self.request(RequestBody::AlterTopic { topic, settings }, topic_of).await
     }
 
     pub async fn describe_topic(&self, topic: &str) -> Result<TopicInfo> {
-        self.request(RequestBody::DescribeTopic { topic }, topic_of)
-            .await
+        self.request(RequestBody::DescribeTopic { topic }, topic_of).await
     }
 
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.request(RequestBody::DeleteTopic { topic }, |r| {
-            matches!(r, ResponseBody::Done).then_some(())
-        })
-        .await
+        self.request(RequestBody::DeleteTopic { topic }, |r| matches!(r, ResponseBody::Done).then_some(())).await
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
@@ -268,21 +209,11 @@ impl Client {
     }
 
     /// Per partition, the first offset with a timestamp ≥ `timestamp_ms`.
-    pub async fn offsets_for_time(
-        &self,
-        topic: &str,
-        timestamp_ms: i64,
-    ) -> Result<Vec<(u32, Option<u64>)>> {
-        self.request(
-            RequestBody::OffsetsForTime {
-                topic,
-                timestamp_ms,
-            },
-            |r| match r {
-                ResponseBody::Offsets { offsets } => Some(offsets),
-                _ => None,
-            },
-        )
+    pub async fn offsets_for_time(&self, topic: &str, timestamp_ms: i64) -> Result<Vec<(u32, Option<u64>)>> {
+        self.request(RequestBody::OffsetsForTime { topic, timestamp_ms }, |r| match r {
+            ResponseBody::Offsets { offsets } => Some(offsets),
+            _ => None,
+        })
         .await
     }
 
@@ -313,15 +244,12 @@ impl Client {
 
     /// Keeps a membership alive; returns the current assignment.
     pub async fn heartbeat(&self, group: &str, member_id: &str) -> Result<Membership> {
-        self.request(RequestBody::Heartbeat { group, member_id }, membership_of)
-            .await
+        self.request(RequestBody::Heartbeat { group, member_id }, membership_of).await
     }
 
     pub async fn leave_group(&self, group: &str, member_id: &str) -> Result<()> {
-        self.request(RequestBody::LeaveGroup { group, member_id }, |r| {
-            matches!(r, ResponseBody::Done).then_some(())
-        })
-        .await
+        self.request(RequestBody::LeaveGroup { group, member_id }, |r| matches!(r, ResponseBody::Done).then_some(()))
+            .await
     }
 
     /// Commits offsets (next offset to read) for partitions of `topic`;
@@ -340,16 +268,11 @@ impl Client {
             topic,
             offsets: offsets.to_vec(),
         };
-        self.request(body, |r| matches!(r, ResponseBody::Done).then_some(()))
-            .await
+        self.request(body, |r| matches!(r, ResponseBody::Done).then_some(())).await
     }
 
     /// A group's committed offset per partition of `topic`.
-    pub async fn fetch_committed(
-        &self,
-        group: &str,
-        topic: &str,
-    ) -> Result<Vec<(u32, Option<u64>)>> {
+    pub async fn fetch_committed(&self, group: &str, topic: &str) -> Result<Vec<(u32, Option<u64>)>> {
         self.request(RequestBody::FetchCommitted { group, topic }, |r| match r {
             ResponseBody::Offsets { offsets } => Some(offsets),
             _ => None,
@@ -360,12 +283,9 @@ impl Client {
     /// (group, live members, generation) for every group.
     pub async fn list_groups(&self) -> Result<Vec<(String, u32, u32)>> {
         self.request(RequestBody::ListGroups, |r| match r {
-            ResponseBody::Groups { groups } => Some(
-                groups
-                    .iter()
-                    .map(|g| (g.group.to_string(), g.members, g.generation))
-                    .collect(),
-            ),
+            ResponseBody::Groups { groups } => {
+                Some(groups.iter().map(|g| (g.group.to_string(), g.members, g.generation)).collect())
+            }
             _ => None,
         })
         .await
@@ -380,15 +300,7 @@ impl Client {
                 members: g
                     .members
                     .iter()
-                    .map(|m| {
-                        (
-                            m.member_id.to_string(),
-                            m.assignment
-                                .iter()
-                                .map(|(t, p)| (t.to_string(), *p))
-                                .collect(),
-                        )
-                    })
+                    .map(|m| (m.member_id.to_string(), m.assignment.iter().map(|(t, p)| (t.to_string(), *p)).collect()))
                     .collect(),
                 partitions: g
                     .partitions
@@ -435,17 +347,10 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
 
 fn membership_of(r: ResponseBody<'_>) -> Option<Membership> {
     match r {
-        ResponseBody::Membership {
-            member_id,
-            generation,
-            assignment,
-        } => Some(Membership {
+        ResponseBody::Membership { member_id, generation, assignment } => Some(Membership {
             member_id: member_id.to_string(),
             generation,
-            assignment: assignment
-                .into_iter()
-                .map(|(t, p)| (t.to_string(), p))
-                .collect(),
+            assignment: assignment.into_iter().map(|(t, p)| (t.to_string(), p)).collect(),
         }),
         _ => None,
     }
@@ -471,11 +376,7 @@ fn topic_info(t: &TopicDescription<'_>) -> TopicInfo {
             } else {
                 CleanupPolicy::Delete
             },
-            flush: if s.flush == Some("interval") {
-                FlushPolicy::Interval
-            } else {
-                FlushPolicy::Always
-            },
+            flush: if s.flush == Some("interval") { FlushPolicy::Interval } else { FlushPolicy::Always },
         },
         partitions: t
             .partitions
@@ -505,11 +406,7 @@ async fn write_loop(socket: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Re
 /// Routes each response to the caller waiting for its id. When the
 /// connection ends, every waiter is dropped, so their calls fail with
 /// `Closed` instead of hanging.
-async fn read_loop(
-    socket: tokio::net::tcp::OwnedReadHalf,
-    waiters: Waiters,
-    closed: Arc<AtomicBool>,
-) {
+async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
     #[derive(Deserialize)]
     struct IdOnly {
         id: u32,

@@ -90,12 +90,7 @@ impl Producer {
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
         let client = Client::connect(addr).await?;
         let producer_id = client.allocate_producer_id().await?;
-        let shared = Arc::new(Shared {
-            addr: addr.to_string(),
-            client: Mutex::new(client),
-            producer_id,
-            config,
-        });
+        let shared = Arc::new(Shared { addr: addr.to_string(), client: Mutex::new(client), producer_id, config });
         let state = Arc::new(Mutex::new(State {
             buffers: HashMap::new(),
             senders: HashMap::new(),
@@ -176,20 +171,8 @@ impl Producer {
         if let Some(&n) = self.state.lock().await.partitions.get(topic) {
             return Ok(n);
         }
-        let n = self
-            .shared
-            .client
-            .lock()
-            .await
-            .describe_topic(topic)
-            .await?
-            .partitions
-            .len() as u32;
-        self.state
-            .lock()
-            .await
-            .partitions
-            .insert(topic.to_string(), n);
+        let n = self.shared.client.lock().await.describe_topic(topic).await?.partitions.len() as u32;
+        self.state.lock().await.partitions.insert(topic.to_string(), n);
         Ok(n)
     }
 
@@ -220,17 +203,10 @@ impl Producer {
                 let Some(state) = weak_state.upgrade() else {
                     return;
                 };
-                let producer = Producer {
-                    shared: shared.clone(),
-                    state: state.clone(),
-                };
+                let producer = Producer { shared: shared.clone(), state: state.clone() };
                 let mut guard = state.lock().await;
-                let due: Vec<_> = guard
-                    .buffers
-                    .iter()
-                    .filter(|(_, b)| b.since.elapsed() >= linger)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let due: Vec<_> =
+                    guard.buffers.iter().filter(|(_, b)| b.since.elapsed() >= linger).map(|(k, _)| k.clone()).collect();
                 for key in due {
                     producer.ship(&mut guard, key);
                 }
@@ -241,21 +217,13 @@ impl Producer {
 
 /// Sends one partition's batches in order, each until it is acknowledged
 /// or out of retries, numbering them with consecutive sequence numbers.
-async fn send_loop(
-    shared: Arc<Shared>,
-    topic: String,
-    partition: u32,
-    mut queue: mpsc::UnboundedReceiver<Shipment>,
-) {
+async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue: mpsc::UnboundedReceiver<Shipment>) {
     let mut sequence: i32 = 0;
     while let Some((records, waiters)) = queue.recv().await {
         if records.is_empty() {
             // A flush marker.
             for w in waiters {
-                let _ = w.send(Ok(RecordAck {
-                    partition,
-                    offset: 0,
-                }));
+                let _ = w.send(Ok(RecordAck { partition, offset: 0 }));
             }
             continue;
         }
@@ -268,10 +236,7 @@ async fn send_loop(
             Ok(base) => {
                 sequence = sequence.wrapping_add(records.len() as i32);
                 for (i, w) in waiters.into_iter().enumerate() {
-                    let _ = w.send(Ok(RecordAck {
-                        partition,
-                        offset: base + i as u64,
-                    }));
+                    let _ = w.send(Ok(RecordAck { partition, offset: base + i as u64 }));
                 }
             }
             Err(message) => {
@@ -285,9 +250,7 @@ async fn send_loop(
 }
 
 fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Vec<u8>, String> {
-    let mut w = BatchWriter::new(Vec::new())
-        .map_err(|e| e.to_string())?
-        .idempotent(producer_id, sequence);
+    let mut w = BatchWriter::new(Vec::new()).map_err(|e| e.to_string())?.idempotent(producer_id, sequence);
     for r in records {
         w.push_owned(r).map_err(|e| e.to_string())?;
     }
@@ -296,24 +259,14 @@ fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Ve
 
 /// Sends one batch; on a broken connection reconnects and sends the same
 /// bytes again. Returns the base offset.
-async fn send_with_retries(
-    shared: &Shared,
-    topic: &str,
-    partition: u32,
-    batch: &[u8],
-) -> Result<u64, String> {
+async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: &[u8]) -> Result<u64, String> {
     let mut attempt = 0;
     loop {
         let client = shared.client.lock().await.clone();
-        match client
-            .produce(topic, Some(partition), batch, Acks::Durable)
-            .await
-        {
+        match client.produce(topic, Some(partition), batch, Acks::Durable).await {
             Ok(Some(ack)) => return Ok(ack.base_offset),
             Ok(None) => return Err("the hub sent no acknowledgement".into()),
-            Err(ClientError::Server { code, message }) if !code.is_retriable() => {
-                return Err(message)
-            }
+            Err(ClientError::Server { code, message }) if !code.is_retriable() => return Err(message),
             Err(err) => {
                 attempt += 1;
                 if attempt > shared.config.retries {
@@ -321,10 +274,7 @@ async fn send_with_retries(
                 }
                 tracing::debug!(error = %err, attempt, "produce failed; retrying");
                 tokio::time::sleep(shared.config.retry_backoff).await;
-                if matches!(
-                    err,
-                    ClientError::Closed | ClientError::Io(_) | ClientError::Connect { .. }
-                ) {
+                if matches!(err, ClientError::Closed | ClientError::Io(_) | ClientError::Connect { .. }) {
                     if let Ok(fresh) = Client::connect(&shared.addr).await {
                         *shared.client.lock().await = fresh;
                     }

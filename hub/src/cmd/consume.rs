@@ -49,9 +49,8 @@ fn since_ms(s: &str) -> Result<i64, AnyError> {
         return Ok(ms);
     }
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("--since {s:?}: expected epoch ms or an age like 30s, 10m, 2h, 1d"))?;
+    let n: i64 =
+        num.parse().map_err(|_| format!("--since {s:?}: expected epoch ms or an age like 30s, 10m, 2h, 1d"))?;
     let ms = match unit {
         "s" => n * 1000,
         "m" => n * 60_000,
@@ -59,10 +58,7 @@ fn since_ms(s: &str) -> Result<i64, AnyError> {
         "d" => n * 86_400_000,
         _ => return Err(format!("--since {s:?}: unit must be s, m, h or d").into()),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     Ok(now - ms)
 }
 
@@ -91,20 +87,10 @@ fn print(line: &Line, output: Output) {
 }
 
 /// Group mode: poll, print, commit, until caught up (or forever with --follow).
-async fn run_group(
-    client: Client,
-    args: &ConsumeArgs,
-    group: &str,
-    output: Output,
-) -> Result<(), AnyError> {
-    let start = if args.from_beginning {
-        StartFrom::Earliest
-    } else {
-        StartFrom::Latest
-    };
+async fn run_group(client: Client, args: &ConsumeArgs, group: &str, output: Output) -> Result<(), AnyError> {
+    let start = if args.from_beginning { StartFrom::Earliest } else { StartFrom::Latest };
     let session = Duration::from_millis(args.session_timeout_ms);
-    let mut consumer =
-        GroupConsumer::join(client, group, &[args.topic.as_str()], session, start).await?;
+    let mut consumer = GroupConsumer::join(client, group, &[args.topic.as_str()], session, start).await?;
     let mut printed = 0u64;
     loop {
         let records = consumer.poll(Duration::from_secs(1)).await?;
@@ -115,13 +101,8 @@ async fn run_group(
             if args.max.is_some_and(|m| printed >= m) {
                 break;
             }
-            let line = Line {
-                partition: r.partition,
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-            };
+            let line =
+                Line { partition: r.partition, offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value };
             print(&line, output);
             printed += 1;
         }
@@ -145,12 +126,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
     let info = client.describe_topic(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
         Some(p) if p as usize >= info.partitions.len() => {
-            return Err(format!(
-                "topic '{}' has no partition {p} (it has {})",
-                args.topic,
-                info.partitions.len()
-            )
-            .into())
+            return Err(format!("topic '{}' has no partition {p} (it has {})", args.topic, info.partitions.len()).into())
         }
         Some(p) => vec![p],
         None => (0..info.partitions.len() as u32).collect(),
@@ -165,26 +141,17 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
         let start = if let Some(o) = args.offset {
             o
         } else if let Some(times) = &by_time {
-            times
-                .iter()
-                .find(|(q, _)| *q == p)
-                .and_then(|(_, o)| *o)
-                .unwrap_or(part.end_offset)
+            times.iter().find(|(q, _)| *q == p).and_then(|(_, o)| *o).unwrap_or(part.end_offset)
         } else if args.from_beginning {
             part.start_offset
         } else {
             part.end_offset
         };
-        let (client, tx, topic, follow) =
-            (client.clone(), tx.clone(), args.topic.clone(), args.follow);
+        let (client, tx, topic, follow) = (client.clone(), tx.clone(), args.topic.clone(), args.follow);
         tokio::spawn(async move {
             let mut offset = start;
             loop {
-                let wait = if follow {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
-                };
+                let wait = if follow { Duration::from_secs(5) } else { Duration::ZERO };
                 let fetch = match client.fetch(&topic, p, offset, 1024 * 1024, wait).await {
                     Ok(f) => f,
                     Err(e) => {

@@ -22,10 +22,9 @@ pub async fn run(command: GroupCommand, hub: HubArgs) -> Result<(), AnyError> {
             for (group, members, generation) in client.list_groups().await? {
                 match hub.output {
                     Output::Text => println!("{group}\tmembers={members}\tgeneration={generation}"),
-                    Output::Json => println!(
-                        "{}",
-                        json!({"group": group, "members": members, "generation": generation})
-                    ),
+                    Output::Json => {
+                        println!("{}", json!({"group": group, "members": members, "generation": generation}))
+                    }
                 }
             }
         }
@@ -45,12 +44,7 @@ pub async fn run(command: GroupCommand, hub: HubArgs) -> Result<(), AnyError> {
                     })
                 ),
                 Output::Text => {
-                    println!(
-                        "group {} generation {} members {}",
-                        state.group,
-                        state.generation,
-                        state.members.len()
-                    );
+                    println!("group {} generation {} members {}", state.group, state.generation, state.members.len());
                     println!("TOPIC\tPARTITION\tCOMMITTED\tEND\tLAG\tOWNER");
                     for p in &state.partitions {
                         println!(

@@ -12,12 +12,7 @@ use clap::{Args, ValueEnum};
 #[derive(Args, Debug, Clone)]
 pub struct HubArgs {
     /// Address of the hub's native protocol listener.
-    #[arg(
-        long,
-        env = "CAIRN_HUB",
-        default_value = "127.0.0.1:7878",
-        global = true
-    )]
+    #[arg(long, env = "CAIRN_HUB", default_value = "127.0.0.1:7878", global = true)]
     pub hub: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]

@@ -37,30 +37,18 @@ pub struct ProduceArgs {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn parse_line(args: &ProduceArgs, line: &str) -> Result<OwnedRecord, AnyError> {
     if args.json {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("line is not JSON ({e}): {line}"))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line is not JSON ({e}): {line}"))?;
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         };
-        let value = v
-            .get("value")
-            .map(text)
-            .ok_or_else(|| format!("JSON line has no \"value\": {line}"))?;
-        let mut record = OwnedRecord::new(
-            value,
-            v.get("timestamp")
-                .and_then(|t| t.as_i64())
-                .unwrap_or_else(now_ms),
-        );
+        let value = v.get("value").map(text).ok_or_else(|| format!("JSON line has no \"value\": {line}"))?;
+        let mut record = OwnedRecord::new(value, v.get("timestamp").and_then(|t| t.as_i64()).unwrap_or_else(now_ms));
         if let Some(k) = v.get("key").filter(|k| !k.is_null()) {
             record = record.with_key(text(k));
         }
@@ -69,8 +57,7 @@ fn parse_line(args: &ProduceArgs, line: &str) -> Result<OwnedRecord, AnyError> {
     let mut record = OwnedRecord::new(line.as_bytes().to_vec(), now_ms());
     if let Some(sep) = &args.key_separator {
         if let Some((k, v)) = line.split_once(sep.as_str()) {
-            record = OwnedRecord::new(v.as_bytes().to_vec(), record.timestamp)
-                .with_key(k.as_bytes().to_vec());
+            record = OwnedRecord::new(v.as_bytes().to_vec(), record.timestamp).with_key(k.as_bytes().to_vec());
         }
     } else if let Some(k) = &args.key {
         record = record.with_key(k.as_bytes().to_vec());
@@ -81,11 +68,7 @@ fn parse_line(args: &ProduceArgs, line: &str) -> Result<OwnedRecord, AnyError> {
 pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     let client = Client::connect(&hub.hub).await?;
     let partitions = client.describe_topic(&args.topic).await?.partitions.len() as u32;
-    let acks = if args.acks == "none" {
-        Acks::None
-    } else {
-        Acks::Durable
-    };
+    let acks = if args.acks == "none" { Acks::None } else { Acks::Durable };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: Vec<OwnedRecord> = Vec::new();
     let mut total = 0u64;
@@ -97,15 +80,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
             }
         }
         if pending.len() >= args.batch.max(1) || (line.is_none() && !pending.is_empty()) {
-            total += send(
-                &client,
-                &args,
-                partitions,
-                acks,
-                std::mem::take(&mut pending),
-                hub.output,
-            )
-            .await?;
+            total += send(&client, &args, partitions, acks, std::mem::take(&mut pending), hub.output).await?;
         }
         if line.is_none() {
             break;
@@ -128,9 +103,7 @@ async fn send(
 ) -> Result<u64, AnyError> {
     let mut groups: Vec<(Option<u32>, Vec<OwnedRecord>)> = Vec::new();
     for r in records {
-        let p = args
-            .partition
-            .or_else(|| r.key.as_ref().map(|k| partition_for_key(k, partitions)));
+        let p = args.partition.or_else(|| r.key.as_ref().map(|k| partition_for_key(k, partitions)));
         match groups.iter_mut().find(|(q, _)| *q == p) {
             Some((_, g)) => g.push(r),
             None => groups.push((p, vec![r])),

@@ -88,17 +88,8 @@ pub async fn run(command: TopicCommand, hub: HubArgs) -> Result<(), AnyError> {
             for info in client.list_topics().await? {
                 match hub.output {
                     Output::Text => {
-                        let records: u64 = info
-                            .partitions
-                            .iter()
-                            .map(|p| p.end_offset - p.start_offset)
-                            .sum();
-                        println!(
-                            "{}\tpartitions={}\trecords={}",
-                            info.name,
-                            info.partitions.len(),
-                            records
-                        );
+                        let records: u64 = info.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+                        println!("{}\tpartitions={}\trecords={}", info.name, info.partitions.len(), records);
                     }
                     Output::Json => println!("{}", topic_json(&info)),
                 }

@@ -39,9 +39,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, Result};
 pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
-pub use topic::{
-    validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo,
-};
+pub use topic::{validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
 use writer::{Command, Writer};
 
@@ -164,29 +162,21 @@ impl Catalog {
     }
 
     pub(crate) fn insert(&self, entry: TopicEntry) {
-        self.topics
-            .write()
-            .expect("catalog lock poisoned")
-            .insert(entry.name.clone(), Arc::new(entry));
+        self.topics.write().expect("catalog lock poisoned").insert(entry.name.clone(), Arc::new(entry));
     }
 
     pub(crate) fn remove(&self, topic: &str) {
-        self.topics
-            .write()
-            .expect("catalog lock poisoned")
-            .remove(topic);
+        self.topics.write().expect("catalog lock poisoned").remove(topic);
     }
 }
 
 impl TopicEntry {
     fn partition(&self, partition: u32) -> Result<&watch::Sender<PartitionOffsets>> {
-        self.partitions
-            .get(partition as usize)
-            .ok_or_else(|| LogError::UnknownPartition {
-                topic: self.name.clone(),
-                partition,
-                partitions: self.partitions.len() as u32,
-            })
+        self.partitions.get(partition as usize).ok_or_else(|| LogError::UnknownPartition {
+            topic: self.name.clone(),
+            partition,
+            partitions: self.partitions.len() as u32,
+        })
     }
 }
 
@@ -216,15 +206,10 @@ impl Log {
     pub fn open(path: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let path = path.as_ref();
         let started = std::time::Instant::now();
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    LogError::AlreadyOpen(path.display().to_string())
-                }
-                other => LogError::storage(other),
-            })?;
+        let db = Database::builder().set_cache_size(options.cache_bytes).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
+            other => LogError::storage(other),
+        })?;
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let writer = Writer::load(db.clone(), catalog.clone(), options.clone())?;
@@ -254,36 +239,19 @@ impl Log {
     /// Other clones of this handle get [`LogError::Closed`] afterwards.
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        if self
-            .shared
-            .commands
-            .send(Command::Shutdown { reply })
-            .await
-            .is_ok()
-        {
+        if self.shared.commands.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
-        let handle = self
-            .shared
-            .writer_thread
-            .lock()
-            .expect("lock poisoned")
-            .take();
+        let handle = self.shared.writer_thread.lock().expect("lock poisoned").take();
         if let Some(handle) = handle {
-            tokio::task::spawn_blocking(move || handle.join())
-                .await
-                .ok();
+            tokio::task::spawn_blocking(move || handle.join()).await.ok();
         }
         Ok(())
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.shared
-            .commands
-            .send(make(reply))
-            .await
-            .map_err(|_| LogError::Closed)?;
+        self.shared.commands.send(make(reply)).await.map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
@@ -291,54 +259,32 @@ impl Log {
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         validate_topic_name(name)?;
         config.validate()?;
-        self.call(|reply| Command::CreateTopic {
-            name: name.to_string(),
-            config,
-            reply,
-        })
-        .await?;
+        self.call(|reply| Command::CreateTopic { name: name.to_string(), config, reply }).await?;
         self.describe_topic(name)
     }
 
     /// Deletes a topic, its records and the group offsets committed for it.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.shared.catalog.get(name)?;
-        self.call(|reply| Command::DeleteTopic {
-            name: name.to_string(),
-            reply,
-        })
-        .await
+        self.call(|reply| Command::DeleteTopic { name: name.to_string(), reply }).await
     }
 
     /// Changes a topic's config. Partitions may grow, never shrink.
     pub async fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         config.validate()?;
-        self.call(|reply| Command::AlterTopic {
-            name: name.to_string(),
-            config,
-            reply,
-        })
-        .await?;
+        self.call(|reply| Command::AlterTopic { name: name.to_string(), config, reply }).await?;
         self.describe_topic(name)
     }
 
     /// Grows a topic to `partitions` partitions.
     pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<TopicInfo> {
-        let config = TopicConfig {
-            partitions,
-            ..self.shared.catalog.get(name)?.config.clone()
-        };
+        let config = TopicConfig { partitions, ..self.shared.catalog.get(name)?.config.clone() };
         self.alter_topic(name, config).await
     }
 
     /// All topics, sorted by name.
     pub fn list_topics(&self) -> Vec<TopicInfo> {
-        let topics = self
-            .shared
-            .catalog
-            .topics
-            .read()
-            .expect("catalog lock poisoned");
+        let topics = self.shared.catalog.topics.read().expect("catalog lock poisoned");
         let mut list: Vec<TopicInfo> = topics.values().map(|t| topic_info(t)).collect();
         drop(topics);
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -367,23 +313,13 @@ impl Log {
 
     /// Last committed offsets of one partition.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets> {
-        Ok(*self
-            .shared
-            .catalog
-            .get(topic)?
-            .partition(partition)?
-            .borrow())
+        Ok(*self.shared.catalog.get(topic)?.partition(partition)?.borrow())
     }
 
     /// Appends one encoded record batch (as built by
     /// [`cairn_proto::BatchWriter`]) to a partition. Returns once the batch is
     /// committed — durably, unless the topic uses `flush = interval`.
-    pub async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        batch: Vec<u8>,
-    ) -> Result<AppendOutcome> {
+    pub async fn append(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<AppendOutcome> {
         self.submit(topic, partition, batch).await?.outcome().await
     }
 
@@ -391,25 +327,15 @@ impl Log {
     /// queued; the returned [`PendingAppend`] resolves when it is committed.
     /// Batches submitted one after another from one task are written in that
     /// order, so a connection can pipeline produce requests and keep order.
-    pub async fn submit(
-        &self,
-        topic: &str,
-        partition: u32,
-        batch: Vec<u8>,
-    ) -> Result<PendingAppend> {
+    pub async fn submit(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<PendingAppend> {
         let limit = self.shared.options.max_batch_bytes;
         if batch.len() > limit {
-            return Err(LogError::BatchTooLarge {
-                size: batch.len(),
-                limit,
-            });
+            return Err(LogError::BatchTooLarge { size: batch.len(), limit });
         }
         let entry = self.shared.catalog.get(topic)?;
         entry.partition(partition)?;
         let view = BatchView::parse(&batch)?;
-        if entry.config.cleanup_policy == CleanupPolicy::Compact
-            && view.records().any(|r| r.key.is_none())
-        {
+        if entry.config.cleanup_policy == CleanupPolicy::Compact && view.records().any(|r| r.key.is_none()) {
             return Err(LogError::MissingKeyOnCompactedTopic(topic.to_string()));
         }
         let header: BatchHeader = *view.header();
@@ -436,19 +362,9 @@ impl Log {
             }
         }
         let (reply, rx) = oneshot::channel();
-        let request = writer::AppendRequest {
-            topic_id: entry.id,
-            topic: topic.to_string(),
-            partition,
-            header,
-            batch,
-            reply,
-        };
-        self.shared
-            .commands
-            .send(Command::Append(request))
-            .await
-            .map_err(|_| LogError::Closed)?;
+        let request =
+            writer::AppendRequest { topic_id: entry.id, topic: topic.to_string(), partition, header, batch, reply };
+        self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
         Ok(PendingAppend { rx })
     }
 
@@ -477,37 +393,24 @@ impl Log {
 
     /// Allocates a new idempotent producer id, unique for this log forever.
     pub async fn allocate_producer_id(&self) -> Result<i64> {
-        self.call(|reply| Command::AllocateProducerId { reply })
-            .await
+        self.call(|reply| Command::AllocateProducerId { reply }).await
     }
 
     /// Stores a consumer group's committed offsets for some partitions of a
     /// topic, durably, in one transaction.
-    pub async fn commit_offsets(
-        &self,
-        group: &str,
-        topic: &str,
-        offsets: &[(u32, u64)],
-    ) -> Result<()> {
+    pub async fn commit_offsets(&self, group: &str, topic: &str, offsets: &[(u32, u64)]) -> Result<()> {
         let entry = self.shared.catalog.get(topic)?;
         for &(p, _) in offsets {
             entry.partition(p)?;
         }
         let (topic_id, offsets) = (entry.id, offsets.to_vec());
-        self.call(|reply| Command::CommitOffsets {
-            group: group.to_string(),
-            topic_id,
-            offsets,
-            reply,
-        })
-        .await
+        self.call(|reply| Command::CommitOffsets { group: group.to_string(), topic_id, offsets, reply }).await
     }
 
     /// Runs retention (delete policy) and compaction (compact policy) on
     /// every topic now. The background ticker calls the same thing.
     pub async fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.call(|reply| Command::Retention { reply: Some(reply) })
-            .await
+        self.call(|reply| Command::Retention { reply: Some(reply) }).await
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -522,9 +425,7 @@ impl Log {
     /// larger by redb's pages and free space; see docs/BENCHMARKS.md).
     pub fn stored_bytes(&self) -> Result<u64> {
         let txn = self.db().begin_read().map_err(LogError::storage)?;
-        let table = txn
-            .open_table(tables::PARTITIONS)
-            .map_err(LogError::storage)?;
+        let table = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
         let mut total = 0;
         for row in table.iter().map_err(LogError::storage)? {
             let (_, v) = row.map_err(LogError::storage)?;
@@ -541,12 +442,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.commands, closed));
-        if let Some(handle) = self
-            .writer_thread
-            .lock()
-            .map(|mut h| h.take())
-            .unwrap_or(None)
-        {
+        if let Some(handle) = self.writer_thread.lock().map(|mut h| h.take()).unwrap_or(None) {
             let _ = handle.join();
         }
     }
@@ -562,12 +458,7 @@ fn topic_info(entry: &TopicEntry) -> TopicInfo {
             .enumerate()
             .map(|(i, tx)| {
                 let o = *tx.borrow();
-                PartitionInfo {
-                    partition: i as u32,
-                    start_offset: o.start,
-                    end_offset: o.end,
-                    bytes: o.bytes,
-                }
+                PartitionInfo { partition: i as u32, start_offset: o.start, end_offset: o.end, bytes: o.bytes }
             })
             .collect(),
     }

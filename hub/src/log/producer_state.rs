@@ -49,9 +49,7 @@ impl ProducerWindow {
             .map(|c| RecentBatch {
                 first_seq: i32::from_be_bytes([c[0], c[1], c[2], c[3]]),
                 last_seq: i32::from_be_bytes([c[4], c[5], c[6], c[7]]),
-                base_offset: u64::from_be_bytes([
-                    c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15],
-                ]),
+                base_offset: u64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
             })
             .collect();
         ProducerWindow { batches }
@@ -76,23 +74,14 @@ impl ProducerWindow {
         if i64::from(first_seq) == expected {
             return SequenceCheck::Append;
         }
-        if let Some(b) = self
-            .batches
-            .iter()
-            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
-        {
+        if let Some(b) = self.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
             let span = (i64::from(b.last_seq) - i64::from(b.first_seq)).max(0) as u64;
-            return SequenceCheck::Duplicate {
-                base_offset: b.base_offset,
-                last_offset: b.base_offset + span,
-            };
+            return SequenceCheck::Duplicate { base_offset: b.base_offset, last_offset: b.base_offset + span };
         }
         if i64::from(first_seq) > expected {
             SequenceCheck::Gap { expected }
         } else {
-            SequenceCheck::OutOfOrder {
-                last: newest.last_seq,
-            }
+            SequenceCheck::OutOfOrder { last: newest.last_seq }
         }
     }
 
@@ -112,37 +101,18 @@ mod tests {
     fn window(entries: &[(i32, i32, u64)]) -> ProducerWindow {
         let mut w = ProducerWindow::default();
         for &(f, l, o) in entries {
-            w.record(RecentBatch {
-                first_seq: f,
-                last_seq: l,
-                base_offset: o,
-            });
+            w.record(RecentBatch { first_seq: f, last_seq: l, base_offset: o });
         }
         w
     }
 
     #[test]
     fn sequence_rules() {
-        assert_eq!(
-            ProducerWindow::default().check(17, 20),
-            SequenceCheck::Append
-        );
+        assert_eq!(ProducerWindow::default().check(17, 20), SequenceCheck::Append);
         let w = window(&[(0, 9, 100), (10, 19, 110)]);
         assert_eq!(w.check(20, 25), SequenceCheck::Append);
-        assert_eq!(
-            w.check(10, 19),
-            SequenceCheck::Duplicate {
-                base_offset: 110,
-                last_offset: 119
-            }
-        );
-        assert_eq!(
-            w.check(0, 9),
-            SequenceCheck::Duplicate {
-                base_offset: 100,
-                last_offset: 109
-            }
-        );
+        assert_eq!(w.check(10, 19), SequenceCheck::Duplicate { base_offset: 110, last_offset: 119 });
+        assert_eq!(w.check(0, 9), SequenceCheck::Duplicate { base_offset: 100, last_offset: 109 });
         assert_eq!(w.check(22, 30), SequenceCheck::Gap { expected: 20 });
         assert_eq!(w.check(5, 9), SequenceCheck::OutOfOrder { last: 19 });
     }
@@ -151,11 +121,7 @@ mod tests {
     fn window_is_bounded_and_round_trips() {
         let mut w = ProducerWindow::default();
         for i in 0..8 {
-            w.record(RecentBatch {
-                first_seq: i,
-                last_seq: i,
-                base_offset: i as u64,
-            });
+            w.record(RecentBatch { first_seq: i, last_seq: i, base_offset: i as u64 });
         }
         assert_eq!(w.batches.len(), WINDOW);
         assert_eq!(w.batches[0].first_seq, 3);

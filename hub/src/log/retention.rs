@@ -34,11 +34,7 @@ type TimeIndex<'t> = Table<'t, (u32, u32, i64), u64>;
 
 /// What [`enforce`] did: the report, the partition states to publish after
 /// commit, and the end offsets at which partitions were compacted.
-pub(crate) type Enforced = (
-    RetentionReport,
-    Vec<(PartitionKey, PartState)>,
-    Vec<(PartitionKey, u64)>,
-);
+pub(crate) type Enforced = (RetentionReport, Vec<(PartitionKey, PartState)>, Vec<(PartitionKey, u64)>);
 
 /// Applies retention and compaction to every topic inside `txn`.
 pub(crate) fn enforce(
@@ -51,33 +47,17 @@ pub(crate) fn enforce(
     let mut changes = Vec::new();
     let mut compacted = Vec::new();
     let mut batches = txn.open_table(tables::BATCHES).map_err(LogError::storage)?;
-    let mut time_index = txn
-        .open_table(tables::TIME_INDEX)
-        .map_err(LogError::storage)?;
-    let mut partitions = txn
-        .open_table(tables::PARTITIONS)
-        .map_err(LogError::storage)?;
+    let mut time_index = txn.open_table(tables::TIME_INDEX).map_err(LogError::storage)?;
+    let mut partitions = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
     for (&id, topic) in topics {
         let config = &topic.meta.config;
         for (p, state) in topic.parts.iter().enumerate() {
             let key = (id, p as u32);
             let new_state = match config.cleanup_policy {
-                CleanupPolicy::Delete
-                    if config.retention_ms.is_some() || config.retention_bytes.is_some() =>
-                {
-                    let limits = Limits {
-                        now_ms,
-                        retention_ms: config.retention_ms,
-                        retention_bytes: config.retention_bytes,
-                    };
-                    delete_old(
-                        &mut batches,
-                        &mut time_index,
-                        key,
-                        *state,
-                        limits,
-                        &mut report,
-                    )?
+                CleanupPolicy::Delete if config.retention_ms.is_some() || config.retention_bytes.is_some() => {
+                    let limits =
+                        Limits { now_ms, retention_ms: config.retention_ms, retention_bytes: config.retention_bytes };
+                    delete_old(&mut batches, &mut time_index, key, *state, limits, &mut report)?
                 }
                 CleanupPolicy::Compact if compacted_at.get(&key) != Some(&state.next) => {
                     compacted.push((key, state.next));
@@ -86,9 +66,7 @@ pub(crate) fn enforce(
                 _ => None,
             };
             if let Some(new_state) = new_state {
-                partitions
-                    .insert(key, new_state.row())
-                    .map_err(LogError::storage)?;
+                partitions.insert(key, new_state.row()).map_err(LogError::storage)?;
                 changes.push((key, new_state));
             }
         }
@@ -116,10 +94,7 @@ fn delete_old(
 ) -> Result<Option<PartState>> {
     let mut new = state;
     let mut doomed = Vec::new();
-    for row in batches
-        .range((id, p, 0)..=(id, p, u64::MAX))
-        .map_err(LogError::storage)?
-    {
+    for row in batches.range((id, p, 0)..=(id, p, u64::MAX)).map_err(LogError::storage)? {
         let (key, value) = row.map_err(LogError::storage)?;
         let bytes = value.value();
         let header = match BatchHeader::read(bytes) {
@@ -129,9 +104,7 @@ fn delete_old(
                 break;
             }
         };
-        let too_old = limits
-            .retention_ms
-            .is_some_and(|ms| limits.now_ms.saturating_sub(header.max_timestamp) > ms);
+        let too_old = limits.retention_ms.is_some_and(|ms| limits.now_ms.saturating_sub(header.max_timestamp) > ms);
         let too_big = limits.retention_bytes.is_some_and(|max| new.bytes > max);
         if !(too_old || too_big) {
             break;
@@ -153,10 +126,7 @@ fn delete_old(
     // pointing at the new start, because batches from there on may still
     // hold records up to its timestamp.
     let mut stale = Vec::new();
-    for row in time_index
-        .range((id, p, i64::MIN)..=(id, p, i64::MAX))
-        .map_err(LogError::storage)?
-    {
+    for row in time_index.range((id, p, i64::MIN)..=(id, p, i64::MAX)).map_err(LogError::storage)? {
         let (key, base) = row.map_err(LogError::storage)?;
         if base.value() >= new.start {
             break;
@@ -171,9 +141,7 @@ fn delete_old(
         // timestamps (devices without a clock may send small ones).
         new.max_ts = i64::MIN;
     } else if let Some(&newest) = stale.last() {
-        time_index
-            .insert((id, p, newest), new.start)
-            .map_err(LogError::storage)?;
+        time_index.insert((id, p, newest), new.start).map_err(LogError::storage)?;
     }
     Ok(Some(new))
 }
@@ -187,10 +155,7 @@ fn compact(
 ) -> Result<Option<PartState>> {
     // Pass 1: the offset of the last record of each key.
     let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
-    for row in batches
-        .range((id, p, 0)..=(id, p, u64::MAX))
-        .map_err(LogError::storage)?
-    {
+    for row in batches.range((id, p, 0)..=(id, p, u64::MAX)).map_err(LogError::storage)? {
         let (_, value) = row.map_err(LogError::storage)?;
         let Ok(view) = BatchView::parse(value.value()) else {
             continue;
@@ -203,17 +168,13 @@ fn compact(
     }
     // Pass 2: rewrite batches holding superseded records.
     let mut rewrites: Vec<(u64, Option<Vec<u8>>, usize)> = Vec::new();
-    for row in batches
-        .range((id, p, 0)..=(id, p, u64::MAX))
-        .map_err(LogError::storage)?
-    {
+    for row in batches.range((id, p, 0)..=(id, p, u64::MAX)).map_err(LogError::storage)? {
         let (key, value) = row.map_err(LogError::storage)?;
         let bytes = value.value();
         let Ok(view) = BatchView::parse(bytes) else {
             continue;
         };
-        let is_latest =
-            |r: &cairn_proto::RecordView<'_>| r.key.is_none_or(|k| last.get(k) == Some(&r.offset));
+        let is_latest = |r: &cairn_proto::RecordView<'_>| r.key.is_none_or(|k| last.get(k) == Some(&r.offset));
         let kept = view.records().filter(is_latest).count();
         let total = view.header().record_count as usize;
         if kept == total {
@@ -226,20 +187,16 @@ fn compact(
             continue;
         }
         let h = view.header();
-        let mut writer = BatchWriter::new(Vec::with_capacity(bytes.len()))
-            .map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
+        let mut writer =
+            BatchWriter::new(Vec::with_capacity(bytes.len())).map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
         if h.producer_id >= 0 {
             writer = writer.idempotent(h.producer_id, h.base_sequence);
         }
         for r in view.records().filter(is_latest) {
-            writer
-                .push_view(&r, h.base_offset)
-                .map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
+            writer.push_view(&r, h.base_offset).map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
         }
         writer.reserve_offsets_through(h.last_offset_delta);
-        let mut rewritten = writer
-            .finish()
-            .map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
+        let mut rewritten = writer.finish().map_err(|e| LogError::CorruptMetadata(e.to_string()))?;
         set_base_offset(&mut rewritten, base)?;
         rewrites.push((base, Some(rewritten), bytes.len()));
     }
@@ -254,9 +211,7 @@ fn compact(
             Some(bytes) => {
                 new.bytes += bytes.len() as u64;
                 report.bytes_deleted -= bytes.len() as u64;
-                batches
-                    .insert((id, p, base), bytes.as_slice())
-                    .map_err(LogError::storage)?;
+                batches.insert((id, p, base), bytes.as_slice()).map_err(LogError::storage)?;
             }
             None => {
                 batches.remove((id, p, base)).map_err(LogError::storage)?;

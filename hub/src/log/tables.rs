@@ -22,8 +22,7 @@ pub const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::ne
 /// (topic id, partition) → (log start offset, next offset, bytes stored,
 /// running max timestamp). Updated in the same transaction as the batches, so
 /// reopening reads this table instead of scanning the log.
-pub const PARTITIONS: TableDefinition<PartitionKey, (u64, u64, u64, i64)> =
-    TableDefinition::new("partitions");
+pub const PARTITIONS: TableDefinition<PartitionKey, (u64, u64, u64, i64)> = TableDefinition::new("partitions");
 
 /// (topic id, partition, running max timestamp) → base offset of the first
 /// batch at which the partition's max timestamp reached that value. Keys are
@@ -37,5 +36,4 @@ pub const PRODUCERS: TableDefinition<(i64, u32, u32), &[u8]> = TableDefinition::
 
 /// (group, topic id, partition) → committed offset (the next offset the group
 /// will read).
-pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> =
-    TableDefinition::new("group_offsets");
+pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> = TableDefinition::new("group_offsets");

@@ -59,10 +59,7 @@ impl Default for TopicConfig {
 impl TopicConfig {
     /// A default config with `partitions` partitions.
     pub fn with_partitions(partitions: u32) -> Self {
-        TopicConfig {
-            partitions,
-            ..TopicConfig::default()
-        }
+        TopicConfig { partitions, ..TopicConfig::default() }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -74,15 +71,11 @@ impl TopicConfig {
         }
         if let Some(ms) = self.retention_ms {
             if ms <= 0 {
-                return Err(LogError::InvalidConfig(format!(
-                    "retention.ms must be positive, got {ms}"
-                )));
+                return Err(LogError::InvalidConfig(format!("retention.ms must be positive, got {ms}")));
             }
         }
         if self.retention_bytes == Some(0) {
-            return Err(LogError::InvalidConfig(
-                "retention.bytes must be positive".into(),
-            ));
+            return Err(LogError::InvalidConfig("retention.bytes must be positive".into()));
         }
         Ok(())
     }
@@ -104,20 +97,14 @@ impl TopicMeta {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        serde_cbor::from_slice(bytes)
-            .map_err(|e| LogError::CorruptMetadata(format!("topic metadata: {e}")))
+        serde_cbor::from_slice(bytes).map_err(|e| LogError::CorruptMetadata(format!("topic metadata: {e}")))
     }
 }
 
 /// Checks a topic name: 1 to 249 characters of ASCII letters, digits, `.`,
 /// `_` and `-`, and not `.` or `..` (the same rule as Kafka).
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let invalid = |reason| {
-        Err(LogError::InvalidTopicName {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let invalid = |reason| Err(LogError::InvalidTopicName { name: name.to_string(), reason });
     if name.is_empty() {
         return invalid("it is empty");
     }
@@ -127,10 +114,7 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if name == "." || name == ".." {
         return invalid("'.' and '..' are reserved");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -172,28 +156,16 @@ mod tests {
 
     #[test]
     fn config_validation_names_the_value() {
-        let err = TopicConfig::with_partitions(0)
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let err = TopicConfig::with_partitions(0).validate().unwrap_err().to_string();
         assert!(err.contains("got 0"), "{err}");
-        let cfg = TopicConfig {
-            retention_ms: Some(-5),
-            ..TopicConfig::default()
-        };
+        let cfg = TopicConfig { retention_ms: Some(-5), ..TopicConfig::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("-5"));
     }
 
     #[test]
     fn meta_round_trips_and_garbage_is_an_error() {
-        let meta = TopicMeta {
-            id: 3,
-            config: TopicConfig::with_partitions(4),
-        };
+        let meta = TopicMeta { id: 3, config: TopicConfig::with_partitions(4) };
         assert_eq!(TopicMeta::from_bytes(&meta.to_bytes()).unwrap(), meta);
-        assert!(matches!(
-            TopicMeta::from_bytes(b"\xff\x00"),
-            Err(LogError::CorruptMetadata(_))
-        ));
+        assert!(matches!(TopicMeta::from_bytes(b"\xff\x00"), Err(LogError::CorruptMetadata(_))));
     }
 }

@@ -89,23 +89,14 @@ pub(crate) struct PartState {
 }
 
 impl PartState {
-    pub const EMPTY: PartState = PartState {
-        start: 0,
-        next: 0,
-        bytes: 0,
-        max_ts: i64::MIN,
-    };
+    pub const EMPTY: PartState = PartState { start: 0, next: 0, bytes: 0, max_ts: i64::MIN };
 
     pub fn row(&self) -> (u64, u64, u64, i64) {
         (self.start, self.next, self.bytes, self.max_ts)
     }
 
     fn offsets(&self) -> PartitionOffsets {
-        PartitionOffsets {
-            start: self.start,
-            end: self.next,
-            bytes: self.bytes,
-        }
+        PartitionOffsets { start: self.start, end: self.next, bytes: self.bytes }
     }
 }
 
@@ -143,18 +134,10 @@ impl<'txn> DataTables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self> {
         Ok(DataTables {
             batches: txn.open_table(tables::BATCHES).map_err(LogError::storage)?,
-            partitions: txn
-                .open_table(tables::PARTITIONS)
-                .map_err(LogError::storage)?,
-            time_index: txn
-                .open_table(tables::TIME_INDEX)
-                .map_err(LogError::storage)?,
-            producers: txn
-                .open_table(tables::PRODUCERS)
-                .map_err(LogError::storage)?,
-            group_offsets: txn
-                .open_table(tables::GROUP_OFFSETS)
-                .map_err(LogError::storage)?,
+            partitions: txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?,
+            time_index: txn.open_table(tables::TIME_INDEX).map_err(LogError::storage)?,
+            producers: txn.open_table(tables::PRODUCERS).map_err(LogError::storage)?,
+            group_offsets: txn.open_table(tables::GROUP_OFFSETS).map_err(LogError::storage)?,
         })
     }
 }
@@ -168,8 +151,7 @@ impl Writer {
         {
             DataTables::open(&txn)?;
             txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
-            txn.open_table(tables::COUNTERS)
-                .map_err(LogError::storage)?;
+            txn.open_table(tables::COUNTERS).map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
 
@@ -184,9 +166,7 @@ impl Writer {
         };
         let txn = writer.db.begin_read().map_err(LogError::storage)?;
         let topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
-        let partitions = txn
-            .open_table(tables::PARTITIONS)
-            .map_err(LogError::storage)?;
+        let partitions = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
         for row in topics.iter().map_err(LogError::storage)? {
             let (name, meta) = row.map_err(LogError::storage)?;
             let name = name.value().to_string();
@@ -197,12 +177,7 @@ impl Writer {
                 let state = match row {
                     Some(r) => {
                         let (start, next, bytes, max_ts) = r.value();
-                        PartState {
-                            start,
-                            next,
-                            bytes,
-                            max_ts,
-                        }
+                        PartState { start, next, bytes, max_ts }
                     }
                     None => {
                         return Err(LogError::CorruptMetadata(format!(
@@ -220,13 +195,7 @@ impl Writer {
 
     /// Puts a topic into the writer's state and the readers' catalog,
     /// reusing existing watch senders so waiters stay subscribed.
-    fn install_topic(
-        &mut self,
-        name: String,
-        meta: TopicMeta,
-        parts: Vec<PartState>,
-        old: Option<&TopicEntry>,
-    ) {
+    fn install_topic(&mut self, name: String, meta: TopicMeta, parts: Vec<PartState>, old: Option<&TopicEntry>) {
         let partitions = parts
             .iter()
             .enumerate()
@@ -238,17 +207,11 @@ impl Writer {
                 None => watch::channel(st.offsets()).0,
             })
             .collect();
-        let entry = TopicEntry {
-            id: meta.id,
-            name: name.clone(),
-            config: meta.config.clone(),
-            partitions,
-        };
+        let entry = TopicEntry { id: meta.id, name: name.clone(), config: meta.config.clone(), partitions };
         self.catalog.insert(entry);
         let entry = self.catalog.get(&name).expect("just inserted");
         self.ids.insert(name, meta.id);
-        self.topics
-            .insert(meta.id, WriterTopic { meta, parts, entry });
+        self.topics.insert(meta.id, WriterTopic { meta, parts, entry });
     }
 
     /// The writer loop. Returns when the log is closed or every handle dropped.
@@ -298,17 +261,14 @@ impl Writer {
             return;
         }
         let durable = data.iter().any(|cmd| match cmd {
-            Command::Append(a) => self
-                .topics
-                .get(&a.topic_id)
-                .is_none_or(|t| t.meta.config.flush == FlushPolicy::Always),
+            Command::Append(a) => {
+                self.topics.get(&a.topic_id).is_none_or(|t| t.meta.config.flush == FlushPolicy::Always)
+            }
             _ => true,
         });
         // Interval topics are fsynced at least every flush_interval even when
         // the ticker's flush cannot get through a full queue.
-        let overdue = self
-            .unflushed_since
-            .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
+        let overdue = self.unflushed_since.is_some_and(|since| since.elapsed() >= self.options.flush_interval);
         let durable = durable || overdue;
         let mut overlay: HashMap<PartitionKey, PartState> = HashMap::new();
         match self.write_data(&mut data, &mut overlay, durable) {
@@ -326,10 +286,7 @@ impl Writer {
                     match cmd {
                         Command::Append(a) => {
                             if matches!(outcome, Ok(o) if !o.duplicate) {
-                                self.catalog
-                                    .stats
-                                    .batches_appended
-                                    .fetch_add(1, Ordering::Relaxed);
+                                self.catalog.stats.batches_appended.fetch_add(1, Ordering::Relaxed);
                             }
                             let _ = a.reply.send(outcome);
                         }
@@ -361,11 +318,7 @@ impl Writer {
 
     fn begin(&self, durable: bool) -> Result<WriteTransaction> {
         let mut txn = self.db.begin_write().map_err(LogError::storage)?;
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
+        let durability = if durable { Durability::Immediate } else { Durability::None };
         txn.set_durability(durability).map_err(LogError::storage)?;
         txn.set_quick_repair(self.options.quick_repair);
         Ok(txn)
@@ -393,22 +346,13 @@ impl Writer {
             for cmd in data.iter_mut() {
                 let outcome = match cmd {
                     Command::Append(a) => self.apply_append(&mut t, overlay, a),
-                    Command::CommitOffsets {
-                        group,
-                        topic_id,
-                        offsets,
-                        ..
-                    } => {
+                    Command::CommitOffsets { group, topic_id, offsets, .. } => {
                         for &(p, offset) in offsets.iter() {
                             t.group_offsets
                                 .insert((group.as_str(), *topic_id, p), offset)
                                 .map_err(LogError::storage)?;
                         }
-                        Ok(AppendOutcome {
-                            base_offset: 0,
-                            last_offset: 0,
-                            duplicate: false,
-                        })
+                        Ok(AppendOutcome { base_offset: 0, last_offset: 0, duplicate: false })
                     }
                     _ => unreachable!("only data commands are grouped"),
                 };
@@ -418,9 +362,7 @@ impl Writer {
                 outcomes.push(outcome);
             }
             for (key, state) in overlay.iter() {
-                t.partitions
-                    .insert(*key, state.row())
-                    .map_err(LogError::storage)?;
+                t.partitions.insert(*key, state.row()).map_err(LogError::storage)?;
             }
         }
         self.commit(txn)?;
@@ -434,19 +376,12 @@ impl Writer {
         overlay: &mut HashMap<PartitionKey, PartState>,
         a: &mut AppendRequest,
     ) -> Result<AppendOutcome> {
-        let topic = self
-            .topics
-            .get(&a.topic_id)
-            .ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
-        let current =
-            topic
-                .parts
-                .get(a.partition as usize)
-                .ok_or_else(|| LogError::UnknownPartition {
-                    topic: a.topic.clone(),
-                    partition: a.partition,
-                    partitions: topic.parts.len() as u32,
-                })?;
+        let topic = self.topics.get(&a.topic_id).ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
+        let current = topic.parts.get(a.partition as usize).ok_or_else(|| LogError::UnknownPartition {
+            topic: a.topic.clone(),
+            partition: a.partition,
+            partitions: topic.parts.len() as u32,
+        })?;
         let key = (a.topic_id, a.partition);
         let state = overlay.entry(key).or_insert(*current);
         let h = a.header;
@@ -463,15 +398,8 @@ impl Writer {
                 .unwrap_or_default();
             match w.check(h.base_sequence, last_seq) {
                 SequenceCheck::Append => window = Some((pkey, w, last_seq)),
-                SequenceCheck::Duplicate {
-                    base_offset,
-                    last_offset,
-                } => {
-                    return Ok(AppendOutcome {
-                        base_offset,
-                        last_offset,
-                        duplicate: true,
-                    })
+                SequenceCheck::Duplicate { base_offset, last_offset } => {
+                    return Ok(AppendOutcome { base_offset, last_offset, duplicate: true })
                 }
                 SequenceCheck::Gap { expected } => {
                     return Err(LogError::SequenceGap {
@@ -496,32 +424,18 @@ impl Writer {
 
         let base = state.next;
         set_base_offset(&mut a.batch, base)?;
-        t.batches
-            .insert((a.topic_id, a.partition, base), a.batch.as_slice())
-            .map_err(LogError::storage)?;
+        t.batches.insert((a.topic_id, a.partition, base), a.batch.as_slice()).map_err(LogError::storage)?;
         if h.max_timestamp > state.max_ts {
-            t.time_index
-                .insert((a.topic_id, a.partition, h.max_timestamp), base)
-                .map_err(LogError::storage)?;
+            t.time_index.insert((a.topic_id, a.partition, h.max_timestamp), base).map_err(LogError::storage)?;
             state.max_ts = h.max_timestamp;
         }
         state.next = base + u64::from(h.last_offset_delta) + 1;
         state.bytes += a.batch.len() as u64;
         if let Some((pkey, mut w, last_seq)) = window {
-            w.record(RecentBatch {
-                first_seq: h.base_sequence,
-                last_seq,
-                base_offset: base,
-            });
-            t.producers
-                .insert(pkey, w.to_bytes().as_slice())
-                .map_err(LogError::storage)?;
+            w.record(RecentBatch { first_seq: h.base_sequence, last_seq, base_offset: base });
+            t.producers.insert(pkey, w.to_bytes().as_slice()).map_err(LogError::storage)?;
         }
-        Ok(AppendOutcome {
-            base_offset: base,
-            last_offset: state.next - 1,
-            duplicate: false,
-        })
+        Ok(AppendOutcome { base_offset: base, last_offset: state.next - 1, duplicate: false })
     }
 
     /// Makes a committed partition state visible: memory, then readers.
@@ -552,21 +466,13 @@ impl Writer {
 
     fn admin(&mut self, cmd: Command) {
         match cmd {
-            Command::CreateTopic {
-                name,
-                config,
-                reply,
-            } => {
+            Command::CreateTopic { name, config, reply } => {
                 let _ = reply.send(self.create_topic(name, config));
             }
             Command::DeleteTopic { name, reply } => {
                 let _ = reply.send(self.delete_topic(&name));
             }
-            Command::AlterTopic {
-                name,
-                config,
-                reply,
-            } => {
+            Command::AlterTopic { name, config, reply } => {
                 let _ = reply.send(self.alter_topic(name, config));
             }
             Command::AllocateProducerId { reply } => {
@@ -592,17 +498,9 @@ impl Writer {
     fn next_counter(&mut self, name: &str) -> Result<u64> {
         let txn = self.begin(true)?;
         let value = {
-            let mut counters = txn
-                .open_table(tables::COUNTERS)
-                .map_err(LogError::storage)?;
-            let value = counters
-                .get(name)
-                .map_err(LogError::storage)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            counters
-                .insert(name, value + 1)
-                .map_err(LogError::storage)?;
+            let mut counters = txn.open_table(tables::COUNTERS).map_err(LogError::storage)?;
+            let value = counters.get(name).map_err(LogError::storage)?.map(|g| g.value()).unwrap_or(0);
+            counters.insert(name, value + 1).map_err(LogError::storage)?;
             value
         };
         self.commit(txn)?;
@@ -616,31 +514,16 @@ impl Writer {
         }
         let txn = self.begin(true)?;
         let meta = {
-            let mut counters = txn
-                .open_table(tables::COUNTERS)
-                .map_err(LogError::storage)?;
-            let id = counters
-                .get("next_topic_id")
-                .map_err(LogError::storage)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            counters
-                .insert("next_topic_id", id + 1)
-                .map_err(LogError::storage)?;
-            let id = u32::try_from(id)
-                .map_err(|_| LogError::InvalidConfig("topic ids exhausted".into()))?;
+            let mut counters = txn.open_table(tables::COUNTERS).map_err(LogError::storage)?;
+            let id = counters.get("next_topic_id").map_err(LogError::storage)?.map(|g| g.value()).unwrap_or(0);
+            counters.insert("next_topic_id", id + 1).map_err(LogError::storage)?;
+            let id = u32::try_from(id).map_err(|_| LogError::InvalidConfig("topic ids exhausted".into()))?;
             let meta = TopicMeta { id, config };
             let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
-            topics
-                .insert(name.as_str(), meta.to_bytes().as_slice())
-                .map_err(LogError::storage)?;
-            let mut partitions = txn
-                .open_table(tables::PARTITIONS)
-                .map_err(LogError::storage)?;
+            topics.insert(name.as_str(), meta.to_bytes().as_slice()).map_err(LogError::storage)?;
+            let mut partitions = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
             for p in 0..meta.config.partitions {
-                partitions
-                    .insert((id, p), PartState::EMPTY.row())
-                    .map_err(LogError::storage)?;
+                partitions.insert((id, p), PartState::EMPTY.row()).map_err(LogError::storage)?;
             }
             meta
         };
@@ -653,30 +536,19 @@ impl Writer {
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<()> {
-        let id = *self
-            .ids
-            .get(name)
-            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let id = *self.ids.get(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         let txn = self.begin(true)?;
         {
             let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
             topics.remove(name).map_err(LogError::storage)?;
             let mut t = DataTables::open(&txn)?;
-            t.batches
-                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, _| false)
-                .map_err(LogError::storage)?;
-            t.partitions
-                .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
-                .map_err(LogError::storage)?;
+            t.batches.retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, _| false).map_err(LogError::storage)?;
+            t.partitions.retain_in((id, 0)..=(id, u32::MAX), |_, _| false).map_err(LogError::storage)?;
             t.time_index
                 .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)
                 .map_err(LogError::storage)?;
-            t.producers
-                .retain(|k, _| k.1 != id)
-                .map_err(LogError::storage)?;
-            t.group_offsets
-                .retain(|k, _| k.1 != id)
-                .map_err(LogError::storage)?;
+            t.producers.retain(|k, _| k.1 != id).map_err(LogError::storage)?;
+            t.group_offsets.retain(|k, _| k.1 != id).map_err(LogError::storage)?;
         }
         self.commit(txn)?;
         self.unflushed_since = None;
@@ -689,33 +561,20 @@ impl Writer {
     }
 
     fn alter_topic(&mut self, name: String, config: TopicConfig) -> Result<()> {
-        let id = *self
-            .ids
-            .get(&name)
-            .ok_or_else(|| LogError::UnknownTopic(name.clone()))?;
+        let id = *self.ids.get(&name).ok_or_else(|| LogError::UnknownTopic(name.clone()))?;
         let topic = &self.topics[&id];
         let current = topic.meta.config.partitions;
         if config.partitions < current {
-            return Err(LogError::PartitionsCannotShrink {
-                topic: name,
-                current,
-                requested: config.partitions,
-            });
+            return Err(LogError::PartitionsCannotShrink { topic: name, current, requested: config.partitions });
         }
         let meta = TopicMeta { id, config };
         let txn = self.begin(true)?;
         {
             let mut topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
-            topics
-                .insert(name.as_str(), meta.to_bytes().as_slice())
-                .map_err(LogError::storage)?;
-            let mut partitions = txn
-                .open_table(tables::PARTITIONS)
-                .map_err(LogError::storage)?;
+            topics.insert(name.as_str(), meta.to_bytes().as_slice()).map_err(LogError::storage)?;
+            let mut partitions = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
             for p in current..meta.config.partitions {
-                partitions
-                    .insert((id, p), PartState::EMPTY.row())
-                    .map_err(LogError::storage)?;
+                partitions.insert((id, p), PartState::EMPTY.row()).map_err(LogError::storage)?;
             }
         }
         self.commit(txn)?;
@@ -731,8 +590,7 @@ impl Writer {
     fn retention(&mut self) -> Result<RetentionReport> {
         let now = self.options.clock.now_ms();
         let txn = self.begin(true)?;
-        let (report, changes, compacted) =
-            retention::enforce(&txn, &self.topics, &self.compacted_at, now)?;
+        let (report, changes, compacted) = retention::enforce(&txn, &self.topics, &self.compacted_at, now)?;
         self.commit(txn)?;
         self.unflushed_since = None;
         for (key, state) in changes {
@@ -788,23 +646,21 @@ pub(crate) fn spawn_ticker(
     let flush_every = options.flush_interval.max(Duration::from_millis(10));
     let retention_every = options.retention_check_interval;
     let tick = retention_every.map_or(flush_every, |r| r.min(flush_every));
-    std::thread::Builder::new()
-        .name("cairn-log-ticker".into())
-        .spawn(move || {
-            let mut last_retention = Instant::now();
-            loop {
-                match stop.recv_timeout(tick) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                let Some(tx) = commands.upgrade() else { return };
-                // A full queue means the writer is busy committing anyway.
-                let _ = tx.try_send(Command::Flush);
-                if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
-                    last_retention = Instant::now();
-                    let _ = tx.try_send(Command::Retention { reply: None });
-                }
+    std::thread::Builder::new().name("cairn-log-ticker".into()).spawn(move || {
+        let mut last_retention = Instant::now();
+        loop {
+            match stop.recv_timeout(tick) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
             }
-        })?;
+            let Some(tx) = commands.upgrade() else { return };
+            // A full queue means the writer is busy committing anyway.
+            let _ = tx.try_send(Command::Flush);
+            if retention_every.is_some_and(|every| last_retention.elapsed() >= every) {
+                last_retention = Instant::now();
+                let _ = tx.try_send(Command::Retention { reply: None });
+            }
+        }
+    })?;
     Ok(())
 }

@@ -53,11 +53,7 @@ impl Hub {
                 // Keep draining stderr so the hub never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 let addr = addr.expect("the hub logged its native address");
-                return Hub {
-                    child,
-                    addr,
-                    data: data.to_path_buf(),
-                };
+                return Hub { child, addr, data: data.to_path_buf() };
             }
         }
         let _ = child.kill();
@@ -73,11 +69,7 @@ impl Hub {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -94,11 +86,7 @@ impl Hub {
     /// Runs a `cairn` client command against this hub; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         let mut cmd = Command::new(CAIRN);
-        cmd.args(args)
-            .args(["--hub", &self.addr])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).args(["--hub", &self.addr]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         {
             use std::io::Write;

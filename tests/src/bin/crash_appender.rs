@@ -24,18 +24,9 @@ async fn main() {
         eprintln!("usage: crash_appender <db path> <run id>");
         std::process::exit(2);
     };
-    let log = Log::open(
-        &path,
-        LogOptions {
-            retention_check_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log");
-    match log
-        .create_topic(TOPIC, TopicConfig::with_partitions(PARTITIONS))
-        .await
-    {
+    let log =
+        Log::open(&path, LogOptions { retention_check_interval: None, ..LogOptions::default() }).expect("open log");
+    match log.create_topic(TOPIC, TopicConfig::with_partitions(PARTITIONS)).await {
         Ok(_) | Err(LogError::TopicExists(_)) => {}
         Err(e) => panic!("create topic: {e}"),
     }
@@ -51,17 +42,11 @@ async fn main() {
                 let mut w = BatchWriter::new(Vec::new()).unwrap();
                 for c in counter..counter + count as u64 {
                     let value = format!("{run}-t{task}-n{c}");
-                    w.push_owned(&OwnedRecord::new(value.into_bytes(), 1_700_000_000_000))
-                        .unwrap();
+                    w.push_owned(&OwnedRecord::new(value.into_bytes(), 1_700_000_000_000)).unwrap();
                 }
-                let ack = log
-                    .append(TOPIC, partition, w.finish().unwrap())
-                    .await
-                    .expect("append");
-                let line = format!(
-                    "ACK {partition} {} {} {task} {counter} {count}\n",
-                    ack.base_offset, ack.last_offset
-                );
+                let ack = log.append(TOPIC, partition, w.finish().unwrap()).await.expect("append");
+                let line =
+                    format!("ACK {partition} {} {} {task} {counter} {count}\n", ack.base_offset, ack.last_offset);
                 if lines.send(line).is_err() {
                     return;
                 }

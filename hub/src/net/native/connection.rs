@@ -58,11 +58,10 @@ pub(super) async fn run(
             }
             Ok(None) => break,
             Err(ReadError::TooLarge { len, limit }) => {
-                let message = format!("frame of {len} bytes exceeds the limit of {limit} bytes (max_frame_bytes); closing");
+                let message =
+                    format!("frame of {len} bytes exceeds the limit of {limit} bytes (max_frame_bytes); closing");
                 tracing::info!(%peer, len, limit, "oversized frame refused");
-                handler
-                    .send_error(0, ErrorCode::FrameTooLarge, &message)
-                    .await;
+                handler.send_error(0, ErrorCode::FrameTooLarge, &message).await;
                 break;
             }
             Err(ReadError::Io(err)) => {
@@ -80,10 +79,7 @@ pub(super) async fn run(
 
 /// Reads one frame's payload. `Ok(None)` is a clean end of stream between
 /// frames.
-async fn read_frame(
-    reader: &mut BufReader<OwnedReadHalf>,
-    limit: usize,
-) -> Result<Option<Vec<u8>>, ReadError> {
+async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -94,15 +90,10 @@ async fn read_frame(
         }
         Err(err) => return Err(ReadError::Io(err)),
     }
-    let len = frame::frame_len(prefix, limit).map_err(|_| ReadError::TooLarge {
-        len: u32::from_be_bytes(prefix) as usize,
-        limit,
-    })?;
+    let len = frame::frame_len(prefix, limit)
+        .map_err(|_| ReadError::TooLarge { len: u32::from_be_bytes(prefix) as usize, limit })?;
     let mut payload = vec![0u8; len];
-    reader
-        .read_exact(&mut payload)
-        .await
-        .map_err(ReadError::Io)?;
+    reader.read_exact(&mut payload).await.map_err(ReadError::Io)?;
     Ok(Some(payload))
 }
 
@@ -128,13 +119,7 @@ pub(super) async fn refuse_too_many(mut socket: TcpStream, peer: SocketAddr, lim
     let message = format!("too many connections (max_connections = {limit}); try again later");
     let mut out = Vec::new();
     frame::encode(
-        &Response {
-            id: 0,
-            body: ResponseBody::Error {
-                code: ErrorCode::TooManyConnections,
-                message: &message,
-            },
-        },
+        &Response { id: 0, body: ResponseBody::Error { code: ErrorCode::TooManyConnections, message: &message } },
         &mut out,
     );
     let _ = socket.write_all(&out).await;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::frame::{
-    self, Acks, ErrorCode, GroupDescription, GroupMember, GroupPartition, GroupSummary,
-    PartitionDescription, Request, RequestBody, Response, ResponseBody, TopicDescription,
-    TopicSettings, PROTOCOL_VERSION,
+    self, Acks, ErrorCode, GroupDescription, GroupMember, GroupPartition, GroupSummary, PartitionDescription, Request,
+    RequestBody, Response, ResponseBody, TopicDescription, TopicSettings, PROTOCOL_VERSION,
 };
 use serde::Deserialize;
 use tokio::sync::{mpsc, Semaphore};
@@ -43,13 +42,7 @@ impl Handler {
         shutdown: Shutdown,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-        Handler {
-            broker,
-            limits,
-            responses,
-            in_flight,
-            shutdown,
-        }
+        Handler { broker, limits, responses, in_flight, shutdown }
     }
 
     /// Handles one frame's payload.
@@ -71,18 +64,10 @@ impl Handler {
                 };
                 self.send(id, body).await;
             }
-            RequestBody::Produce {
-                topic,
-                partition,
-                acks,
-                batch,
-            } => {
+            RequestBody::Produce { topic, partition, acks, batch } => {
                 // Queued in arrival order before the next frame is read, so
                 // pipelined batches of one connection keep their order.
-                let submitted = self
-                    .broker
-                    .produce_batch(topic, partition, batch.to_vec())
-                    .await;
+                let submitted = self.broker.produce_batch(topic, partition, batch.to_vec()).await;
                 let (partition, pending) = match submitted {
                     Ok(p) => p,
                     Err(err) => {
@@ -117,28 +102,15 @@ impl Handler {
                     let _ = responses.send(out).await;
                 });
             }
-            RequestBody::Fetch {
-                topic,
-                partition,
-                offset,
-                max_bytes,
-                max_wait_ms,
-            } => {
+            RequestBody::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 // Long polls run beside the connection so they do not hold up
                 // requests pipelined behind them.
                 let permit = self.in_flight.clone().acquire_owned().await;
-                let (broker, responses, mut shutdown) = (
-                    self.broker.clone(),
-                    self.responses.clone(),
-                    self.shutdown.clone(),
-                );
+                let (broker, responses, mut shutdown) =
+                    (self.broker.clone(), self.responses.clone(), self.shutdown.clone());
                 let topic = topic.to_string();
-                let wait = Duration::from_millis(u64::from(
-                    max_wait_ms.min(self.limits.max_fetch_wait_ms),
-                ));
-                let max_bytes = (max_bytes as usize)
-                    .min(self.limits.max_frame_bytes.saturating_sub(1024))
-                    .max(1);
+                let wait = Duration::from_millis(u64::from(max_wait_ms.min(self.limits.max_fetch_wait_ms)));
+                let max_bytes = (max_bytes as usize).min(self.limits.max_frame_bytes.saturating_sub(1024)).max(1);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let fetched = tokio::select! {
@@ -152,11 +124,7 @@ impl Handler {
                                 partition,
                                 start_offset: f.start_offset,
                                 end_offset: f.end_offset,
-                                batches: f
-                                    .batches
-                                    .iter()
-                                    .map(|b| serde_bytes::Bytes::new(b))
-                                    .collect(),
+                                batches: f.batches.iter().map(|b| serde_bytes::Bytes::new(b)).collect(),
                             };
                             frame::encode(&Response { id, body }, &mut out);
                         }
@@ -171,15 +139,7 @@ impl Handler {
                 self.send(id, ResponseBody::Topics { topics }).await;
             }
             RequestBody::DescribeTopic { topic } => match self.broker.log().describe_topic(topic) {
-                Ok(info) => {
-                    self.send(
-                        id,
-                        ResponseBody::Topic {
-                            topic: describe(&info),
-                        },
-                    )
-                    .await
-                }
+                Ok(info) => self.send(id, ResponseBody::Topic { topic: describe(&info) }).await,
                 Err(err) => self.send_log_error(id, &err).await,
             },
             RequestBody::CreateTopic { topic, settings } => {
@@ -199,81 +159,48 @@ impl Handler {
                 };
                 self.answer_topic(id, result).await;
             }
-            RequestBody::DeleteTopic { topic } => match self.broker.log().delete_topic(topic).await
-            {
+            RequestBody::DeleteTopic { topic } => match self.broker.log().delete_topic(topic).await {
                 Ok(()) => self.send(id, ResponseBody::Done).await,
                 Err(err) => self.send_log_error(id, &err).await,
             },
-            RequestBody::OffsetsForTime {
-                topic,
-                timestamp_ms,
-            } => {
+            RequestBody::OffsetsForTime { topic, timestamp_ms } => {
                 let log = self.broker.log();
-                let result = log.partition_count(topic).and_then(|n| {
-                    (0..n)
-                        .map(|p| Ok((p, log.offset_for_timestamp(topic, p, timestamp_ms)?)))
-                        .collect()
-                });
+                let result = log
+                    .partition_count(topic)
+                    .and_then(|n| (0..n).map(|p| Ok((p, log.offset_for_timestamp(topic, p, timestamp_ms)?))).collect());
                 match result {
                     Ok(offsets) => self.send(id, ResponseBody::Offsets { offsets }).await,
                     Err(err) => self.send_log_error(id, &err).await,
                 }
             }
-            RequestBody::AllocateProducerId => match self.broker.log().allocate_producer_id().await
-            {
-                Ok(producer_id) => {
-                    self.send(id, ResponseBody::ProducerId { producer_id })
-                        .await
-                }
+            RequestBody::AllocateProducerId => match self.broker.log().allocate_producer_id().await {
+                Ok(producer_id) => self.send(id, ResponseBody::ProducerId { producer_id }).await,
                 Err(err) => self.send_log_error(id, &err).await,
             },
-            RequestBody::JoinGroup {
-                group,
-                member_id,
-                topics,
-                session_timeout_ms,
-            } => {
+            RequestBody::JoinGroup { group, member_id, topics, session_timeout_ms } => {
                 let session = Duration::from_millis(u64::from(session_timeout_ms));
-                let joined = self
-                    .broker
-                    .groups()
-                    .join(group, member_id, &topics, session);
+                let joined = self.broker.groups().join(group, member_id, &topics, session);
                 self.answer_membership(id, joined).await;
             }
             RequestBody::Heartbeat { group, member_id } => {
                 let beat = self.broker.groups().heartbeat(group, member_id);
                 self.answer_membership(id, beat).await;
             }
-            RequestBody::LeaveGroup { group, member_id } => {
-                match self.broker.groups().leave(group, member_id) {
-                    Ok(()) => self.send(id, ResponseBody::Done).await,
-                    Err(err) => self.send_group_error(id, &err).await,
-                }
-            }
-            RequestBody::CommitOffsets {
-                group,
-                member_id,
-                generation,
-                topic,
-                offsets,
-            } => {
+            RequestBody::LeaveGroup { group, member_id } => match self.broker.groups().leave(group, member_id) {
+                Ok(()) => self.send(id, ResponseBody::Done).await,
+                Err(err) => self.send_group_error(id, &err).await,
+            },
+            RequestBody::CommitOffsets { group, member_id, generation, topic, offsets } => {
                 let fence = member_id.map(|m| (m, generation.unwrap_or(u32::MAX)));
-                match self
-                    .broker
-                    .groups()
-                    .commit(group, fence, topic, &offsets)
-                    .await
-                {
+                match self.broker.groups().commit(group, fence, topic, &offsets).await {
                     Ok(()) => self.send(id, ResponseBody::Done).await,
                     Err(err) => self.send_group_error(id, &err).await,
                 }
             }
-            RequestBody::FetchCommitted { group, topic } => {
-                match self.broker.groups().committed(group, topic) {
-                    Ok(offsets) => self.send(id, ResponseBody::Offsets { offsets }).await,
-                    Err(err) => self.send_group_error(id, &err).await,
-                }
-            }
+            RequestBody::FetchCommitted { group, topic } => match self.broker.groups().committed(group, topic) {
+                Ok(offsets) => self.send(id, ResponseBody::Offsets { offsets }).await,
+                Err(err) => self.send_group_error(id, &err).await,
+            },
             RequestBody::ListGroups => match self.broker.groups().list() {
                 Ok(list) => {
                     let groups = list
@@ -330,21 +257,17 @@ impl Handler {
         struct IdOnly {
             id: u32,
         }
-        let detail = serde_cbor::from_slice::<serde_cbor::Value>(payload)
-            .err()
-            .map(|e| e.to_string());
+        let detail = serde_cbor::from_slice::<serde_cbor::Value>(payload).err().map(|e| e.to_string());
         match (frame::decode::<IdOnly>(payload), detail) {
             (Ok(IdOnly { id }), None) => {
                 let message = "unknown request type or invalid fields for this protocol version (see docs/protocol.md)";
-                self.send_error(id, ErrorCode::UnknownRequest, message)
-                    .await;
+                self.send_error(id, ErrorCode::UnknownRequest, message).await;
                 Next::Continue
             }
             (_, detail) => {
                 let detail = detail.unwrap_or_else(|| "not a request".into());
                 let message = format!("malformed frame: {detail}; closing the connection");
-                self.send_error(0, ErrorCode::MalformedRequest, &message)
-                    .await;
+                self.send_error(0, ErrorCode::MalformedRequest, &message).await;
                 Next::Close
             }
         }
@@ -367,9 +290,7 @@ impl Handler {
     async fn send_group_error(&self, id: u32, err: &GroupError) {
         let code = match err {
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
-            GroupError::IllegalGeneration { .. } | GroupError::NotOwner { .. } => {
-                ErrorCode::IllegalGeneration
-            }
+            GroupError::IllegalGeneration { .. } | GroupError::NotOwner { .. } => ErrorCode::IllegalGeneration,
             GroupError::InvalidSessionTimeout(_) | GroupError::NoTopics => ErrorCode::InvalidConfig,
             GroupError::Log(e) => error_code(e),
         };
@@ -378,15 +299,7 @@ impl Handler {
 
     async fn answer_topic(&self, id: u32, result: Result<TopicInfo, LogError>) {
         match result {
-            Ok(info) => {
-                self.send(
-                    id,
-                    ResponseBody::Topic {
-                        topic: describe(&info),
-                    },
-                )
-                .await
-            }
+            Ok(info) => self.send(id, ResponseBody::Topic { topic: describe(&info) }).await,
             Err(err) => self.send_log_error(id, &err).await,
         }
     }
@@ -410,10 +323,7 @@ impl Handler {
 
 fn encode_log_error(id: u32, err: &LogError, out: &mut Vec<u8>) {
     let message = err.to_string();
-    let body = ResponseBody::Error {
-        code: error_code(err),
-        message: &message,
-    };
+    let body = ResponseBody::Error { code: error_code(err), message: &message };
     frame::encode(&Response { id, body }, out);
 }
 
@@ -424,9 +334,7 @@ pub(super) fn error_code(err: &LogError) -> ErrorCode {
         LogError::TopicExists(_) => ErrorCode::TopicExists,
         LogError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
         LogError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        LogError::InvalidConfig(_) | LogError::PartitionsCannotShrink { .. } => {
-            ErrorCode::InvalidConfig
-        }
+        LogError::InvalidConfig(_) | LogError::PartitionsCannotShrink { .. } => ErrorCode::InvalidConfig,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
         LogError::InvalidBatch(_) | LogError::InvalidProducerBatch(_) => ErrorCode::InvalidBatch,
@@ -458,9 +366,7 @@ fn apply_settings(mut config: TopicConfig, s: &TopicSettings<'_>) -> Result<Topi
             "delete" => CleanupPolicy::Delete,
             "compact" => CleanupPolicy::Compact,
             other => {
-                return Err(LogError::InvalidConfig(format!(
-                    "cleanup.policy must be delete or compact, got {other:?}"
-                )))
+                return Err(LogError::InvalidConfig(format!("cleanup.policy must be delete or compact, got {other:?}")))
             }
         };
     }
@@ -468,11 +374,7 @@ fn apply_settings(mut config: TopicConfig, s: &TopicSettings<'_>) -> Result<Topi
         config.flush = match flush {
             "always" => FlushPolicy::Always,
             "interval" => FlushPolicy::Interval,
-            other => {
-                return Err(LogError::InvalidConfig(format!(
-                    "flush must be always or interval, got {other:?}"
-                )))
-            }
+            other => return Err(LogError::InvalidConfig(format!("flush must be always or interval, got {other:?}"))),
         };
     }
     Ok(config)

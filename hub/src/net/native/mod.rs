@@ -44,12 +44,7 @@ impl Default for NativeLimits {
 /// Serves the native protocol on `listener` until `shutdown` fires; then
 /// stops accepting and returns (open connections finish on their own, also
 /// watching `shutdown`).
-pub async fn serve(
-    listener: TcpListener,
-    broker: Broker,
-    limits: NativeLimits,
-    mut shutdown: Shutdown,
-) {
+pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let limits = Arc::new(limits);
     loop {
