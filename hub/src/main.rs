@@ -305,6 +305,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         max_frame_bytes: args.max_frame_bytes.max(1024),
         ..NativeLimits::default()
     };
+    let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
     let topics = log.list_topics();
@@ -313,37 +314,30 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         topics = topics.len(),
         "cairn is running (MQTT is not built yet); stop with Ctrl-C"
     );
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: closing connections, finishing queued commits");
     trigger.trigger();
     let _ = native.await;
-    // Connections answer their in-flight requests and close; give them a
-    // moment, then finish the log's queued commits and close the database.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The listener returned once its connections had answered what was in
+    // flight; now finish the log's queued commits and close the database.
     log.close().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// Registers for SIGINT and SIGTERM now (so a signal arriving right after
+/// startup is not lost to the default action) and returns a future that
+/// resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
 
 async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {

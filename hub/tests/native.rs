@@ -425,10 +425,10 @@ async fn group_consumer_auto_commit_and_retention_range_errors() {
     while got < 3 {
         got += consumer.poll(Duration::from_secs(2)).await.unwrap().len();
     }
-    assert!(
-        client.fetch_committed("auto", "t").await.unwrap()[0].1.is_none(),
-        "nothing committed before the next poll"
-    );
+    // Before the next poll only the starting point is committed (so a
+    // partition moving now would not skip anything); the next poll commits
+    // what the previous one returned.
+    assert_eq!(client.fetch_committed("auto", "t").await.unwrap()[0], (0, Some(0)));
     let _ = consumer.poll(Duration::from_millis(100)).await.unwrap();
     assert_eq!(client.fetch_committed("auto", "t").await.unwrap()[0], (0, Some(3)));
     consumer.leave().await.unwrap();

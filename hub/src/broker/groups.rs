@@ -37,6 +37,8 @@ pub enum GroupError {
     NotOwner { group: String, member: String, topic: String, partition: u32 },
     #[error("session timeout {0:?} is outside 500 ms..300 s")]
     InvalidSessionTimeout(Duration),
+    #[error("group '{group}' has {members} live member(s); commit as a member (with member id and generation)")]
+    GroupActive { group: String, members: usize },
     #[error("a group needs at least one topic")]
     NoTopics,
     #[error(transparent)]
@@ -89,11 +91,19 @@ pub struct Coordinator {
     log: Log,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
+    /// Held from a commit's fencing check to its write, so a commit checked
+    /// under an old generation cannot land after a newer owner's commit.
+    commits: tokio::sync::Mutex<()>,
 }
 
 impl Coordinator {
     pub fn new(log: Log) -> Self {
-        Coordinator { log, groups: Mutex::default(), next_member: AtomicU64::new(1) }
+        Coordinator {
+            log,
+            groups: Mutex::default(),
+            next_member: AtomicU64::new(1),
+            commits: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Adds (or updates) a member and rebalances.
@@ -155,6 +165,9 @@ impl Coordinator {
         }
         tracing::info!(group, member = member_id, "member left");
         rebalance(g, group, &self.log);
+        if g.members.is_empty() {
+            groups.remove(group);
+        }
         Ok(())
     }
 
@@ -168,6 +181,7 @@ impl Coordinator {
         topic: &str,
         offsets: &[(u32, u64)],
     ) -> Result<(), GroupError> {
+        let _serial = self.commits.lock().await;
         if let Some((member_id, generation)) = fence {
             let mut groups = self.groups.lock().expect("groups lock");
             let g = groups.get_mut(group).ok_or_else(|| unknown(group, member_id))?;
@@ -188,6 +202,16 @@ impl Coordinator {
                         topic: topic.to_string(),
                         partition: p,
                     });
+                }
+            }
+        } else {
+            // A plain commit (manually assigned consumer) must not overwrite
+            // the progress of live members.
+            let mut groups = self.groups.lock().expect("groups lock");
+            if let Some(g) = groups.get_mut(group) {
+                expire(g, group, &self.log);
+                if !g.members.is_empty() {
+                    return Err(GroupError::GroupActive { group: group.to_string(), members: g.members.len() });
                 }
             }
         }
@@ -216,6 +240,9 @@ impl Coordinator {
                 out.insert(name.clone(), (g.members.len() as u32, g.generation));
             }
         }
+        // Groups whose members are all gone are forgotten (their committed
+        // offsets stay in the log).
+        groups.retain(|_, g| !g.members.is_empty());
         Ok(out.into_iter().map(|(n, (m, gen))| (n, m, gen)).collect())
     }
 
@@ -403,6 +430,13 @@ mod tests {
         assert!(matches!(err, GroupError::NotOwner { .. }), "{err}");
         assert!(matches!(c.heartbeat("g", "zed"), Err(GroupError::UnknownMember { .. })));
         assert_eq!(c.committed("g", "t").unwrap()[0], (0, Some(5)));
+        // Plain (unfenced) commits only once nobody is consuming.
+        let err = c.commit("g", None, "t", &[(0, 1)]).await.unwrap_err();
+        assert!(matches!(err, GroupError::GroupActive { members: 2, .. }), "{err}");
+        c.leave("g", "a").unwrap();
+        c.leave("g", "b").unwrap();
+        c.commit("g", None, "t", &[(0, 1)]).await.unwrap();
+        assert_eq!(c.committed("g", "t").unwrap()[0], (0, Some(1)));
     }
 
     #[tokio::test]

@@ -132,6 +132,13 @@ impl GroupConsumer {
             (None, StartFrom::Earliest) => start,
             (None, StartFrom::Latest) => end,
         };
+        if committed.is_none() {
+            // Commit the starting point at once: should the partition move
+            // before our first commit, its next owner starts here too
+            // instead of at a later "latest" (which would skip records).
+            let fence = (self.membership.member_id.as_str(), self.membership.generation);
+            let _ = self.client.commit_offsets(&self.group, Some(fence), topic, &[(partition, offset)]).await;
+        }
         self.positions.insert((topic.to_string(), partition), offset);
         Ok(offset)
     }

@@ -35,7 +35,7 @@ pub enum ClientError {
     Connect { addr: String, source: std::io::Error },
     #[error("connection to the hub lost: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the connection to the hub is closed")]
+    #[error("the connection to the hub closed; the outcome of requests in flight is unknown")]
     Closed,
     #[error("{message}")]
     Server { code: ErrorCode, message: String },
@@ -64,6 +64,9 @@ pub struct Produced {
     pub duplicate: bool,
 }
 
+/// Largest response frame the client accepts.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
 
 /// A connection to a hub. Cheap to clone; clones share the connection.
@@ -87,8 +90,14 @@ impl Client {
         let waiters: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(write_half, queue));
-        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone()));
-        Ok(Client { frames, waiters, next_id: Arc::new(AtomicU32::new(1)), max_frame_bytes: 64 * 1024 * 1024, closed })
+        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), MAX_RESPONSE_BYTES));
+        Ok(Client {
+            frames,
+            waiters,
+            next_id: Arc::new(AtomicU32::new(1)),
+            max_frame_bytes: MAX_RESPONSE_BYTES,
+            closed,
+        })
     }
 
     /// Connects to a socket address (tests, benchmarks).
@@ -406,7 +415,12 @@ async fn write_loop(socket: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Re
 /// Routes each response to the caller waiting for its id. When the
 /// connection ends, every waiter is dropped, so their calls fail with
 /// `Closed` instead of hanging.
-async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters, closed: Arc<AtomicBool>) {
+async fn read_loop(
+    socket: tokio::net::tcp::OwnedReadHalf,
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
+    max_frame_bytes: usize,
+) {
     #[derive(Deserialize)]
     struct IdOnly {
         id: u32,
@@ -417,10 +431,14 @@ async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters, clo
         if reader.read_exact(&mut prefix).await.is_err() {
             break;
         }
-        let len = u32::from_be_bytes(prefix) as usize;
-        let mut payload = vec![0u8; len];
-        if reader.read_exact(&mut payload).await.is_err() {
+        let Ok(len) = frame::frame_len(prefix, max_frame_bytes) else {
+            tracing::warn!(len = u32::from_be_bytes(prefix), max_frame_bytes, "oversized frame from the hub; closing");
             break;
+        };
+        let mut payload = Vec::with_capacity(len.min(64 * 1024));
+        match (&mut reader).take(len as u64).read_to_end(&mut payload).await {
+            Ok(n) if n == len => {}
+            _ => break,
         }
         let Ok(IdOnly { id }) = frame::decode::<IdOnly>(&payload) else {
             break;
@@ -431,12 +449,14 @@ async fn read_loop(socket: tokio::net::tcp::OwnedReadHalf, waiters: Waiters, clo
                 let _ = tx.send(payload);
             }
             None if id == 0 => {
-                // A connection-level error (oversized frame, shutdown): hand
-                // it to every waiter, then the connection closes.
-                let all: Vec<_> = waiters.lock().expect("waiters lock").drain().collect();
-                for (_, tx) in all {
-                    let _ = tx.send(payload.clone());
+                // A connection-level notice (shutdown, oversized frame): the
+                // hub closes the connection after it. Requests still waiting
+                // end as `Closed` — their outcome is unknown, and only an
+                // idempotent retry is safe.
+                if let Ok(Response { body: ResponseBody::Error { code, message }, .. }) = frame::decode(&payload) {
+                    tracing::warn!(?code, message, "the hub is closing the connection");
                 }
+                break;
             }
             None => {}
         }

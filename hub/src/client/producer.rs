@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_proto::frame::Acks;
+use cairn_proto::frame::{Acks, ErrorCode};
 use cairn_proto::{partition_for_key, BatchWriter, OwnedRecord};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -145,7 +145,8 @@ impl Producer {
         })
     }
 
-    /// Sends every buffered record now and waits until all are acknowledged.
+    /// Sends every buffered record now and waits until all are answered;
+    /// fails if any record failed since the previous flush.
     pub async fn flush(&self) -> Result<()> {
         let mut waits = Vec::new();
         {
@@ -161,10 +162,16 @@ impl Producer {
                 waits.push(rx);
             }
         }
+        let mut failed = None;
         for w in waits {
-            let _ = w.await;
+            if let Ok(Err(message)) = w.await {
+                failed = Some(message);
+            }
         }
-        Ok(())
+        match failed {
+            Some(message) => Err(ClientError::Protocol(format!("records failed since the last flush: {message}"))),
+            None => Ok(()),
+        }
     }
 
     async fn partitions(&self, topic: &str) -> Result<u32> {
@@ -217,20 +224,38 @@ impl Producer {
 
 /// Sends one partition's batches in order, each until it is acknowledged
 /// or out of retries, numbering them with consecutive sequence numbers.
+///
+/// When a batch fails without a definite answer (connection lost, retries
+/// exhausted) the hub may or may not have stored it, so its sequence numbers
+/// can be neither reused nor skipped: the loop continues under a new producer
+/// id, starting again at sequence 0.
 async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue: mpsc::UnboundedReceiver<Shipment>) {
+    let mut producer_id = Some(shared.producer_id);
     let mut sequence: i32 = 0;
+    let mut failure: Option<String> = None;
     while let Some((records, waiters)) = queue.recv().await {
         if records.is_empty() {
-            // A flush marker.
+            // A flush marker: report (and forget) failures since the last one.
+            let result = match failure.take() {
+                Some(message) => Err(message),
+                None => Ok(RecordAck { partition, offset: 0 }),
+            };
             for w in waiters {
-                let _ = w.send(Ok(RecordAck { partition, offset: 0 }));
+                let _ = w.send(result.clone());
             }
             continue;
         }
-        let batch = encode(&records, shared.producer_id, sequence);
-        let result = match batch {
-            Ok(batch) => send_with_retries(&shared, &topic, partition, &batch).await,
-            Err(e) => Err(e),
+        if producer_id.is_none() {
+            let client = shared.client.lock().await.clone();
+            producer_id = client.allocate_producer_id().await.ok();
+            sequence = 0;
+        }
+        let result = match producer_id {
+            None => Err(SendError { message: "cannot reach the hub for a new producer id".into(), definite: true }),
+            Some(pid) => match encode(&records, pid, sequence) {
+                Ok(batch) => send_with_retries(&shared, &topic, partition, &batch).await,
+                Err(message) => Err(SendError { message, definite: true }),
+            },
         };
         match result {
             Ok(base) => {
@@ -239,14 +264,24 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
                     let _ = w.send(Ok(RecordAck { partition, offset: base + i as u64 }));
                 }
             }
-            Err(message) => {
-                // The sequence stays: the hub never stored this batch.
+            Err(SendError { message, definite }) => {
+                if !definite {
+                    producer_id = None;
+                }
+                failure = Some(message.clone());
                 for w in waiters {
                     let _ = w.send(Err(message.clone()));
                 }
             }
         }
     }
+}
+
+/// Why a batch was not acknowledged. `definite`: the hub said no (nothing
+/// stored); otherwise the outcome is unknown.
+struct SendError {
+    message: String,
+    definite: bool,
 }
 
 fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Vec<u8>, String> {
@@ -258,27 +293,39 @@ fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Ve
 }
 
 /// Sends one batch; on a broken connection reconnects and sends the same
-/// bytes again. Returns the base offset.
-async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: &[u8]) -> Result<u64, String> {
+/// bytes again (the hub recognises a batch it already stored). Returns the
+/// base offset.
+async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: &[u8]) -> Result<u64, SendError> {
     let mut attempt = 0;
     loop {
         let client = shared.client.lock().await.clone();
-        match client.produce(topic, Some(partition), batch, Acks::Durable).await {
+        let err = match client.produce(topic, Some(partition), batch, Acks::Durable).await {
             Ok(Some(ack)) => return Ok(ack.base_offset),
-            Ok(None) => return Err("the hub sent no acknowledgement".into()),
-            Err(ClientError::Server { code, message }) if !code.is_retriable() => return Err(message),
-            Err(err) => {
-                attempt += 1;
-                if attempt > shared.config.retries {
-                    return Err(format!("giving up after {attempt} attempts: {err}"));
-                }
-                tracing::debug!(error = %err, attempt, "produce failed; retrying");
-                tokio::time::sleep(shared.config.retry_backoff).await;
-                if matches!(err, ClientError::Closed | ClientError::Io(_) | ClientError::Connect { .. }) {
-                    if let Ok(fresh) = Client::connect(&shared.addr).await {
-                        *shared.client.lock().await = fresh;
-                    }
-                }
+            Ok(None) => return Err(SendError { message: "the hub sent no acknowledgement".into(), definite: false }),
+            Err(ClientError::Server { code, message }) if !code.is_retriable() => {
+                // Refused before anything was written, except sequence
+                // errors, after which this producer id cannot go on.
+                let definite = !matches!(code, ErrorCode::SequenceGap | ErrorCode::OutOfOrderSequence);
+                return Err(SendError { message, definite });
+            }
+            Err(err) => err,
+        };
+        attempt += 1;
+        if attempt > shared.config.retries {
+            return Err(SendError { message: format!("giving up after {attempt} attempts: {err}"), definite: false });
+        }
+        tracing::debug!(error = %err, attempt, "produce failed; retrying");
+        tokio::time::sleep(shared.config.retry_backoff).await;
+        let broken = matches!(
+            err,
+            ClientError::Closed
+                | ClientError::Io(_)
+                | ClientError::Connect { .. }
+                | ClientError::Server { code: ErrorCode::ShuttingDown, .. }
+        );
+        if broken {
+            if let Ok(fresh) = Client::connect(&shared.addr).await {
+                *shared.client.lock().await = fresh;
             }
         }
     }

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_proto::frame::{self, ErrorCode, Response, ResponseBody, LENGTH_PREFIX};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -19,6 +20,13 @@ use super::handler::{Handler, Next};
 use super::NativeLimits;
 use crate::broker::Broker;
 use crate::net::Shutdown;
+
+/// Longest a response may take to write before the client is considered
+/// gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest the hub waits for in-flight requests before closing a connection.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why reading a frame stopped.
 enum ReadError {
@@ -46,32 +54,41 @@ pub(super) async fn run(
         let frame = tokio::select! {
             frame = read_frame(&mut reader, limits.max_frame_bytes) => frame,
             _ = shutdown.recv() => {
+                // Answer what is in flight first (commits still complete
+                // during shutdown), then say why the connection ends.
+                handler.drain(DRAIN_TIMEOUT).await;
                 handler.send_error(0, ErrorCode::ShuttingDown, "the hub is shutting down; reconnect later").await;
                 break;
             }
         };
-        match frame {
-            Ok(Some(payload)) => {
-                if handler.handle(payload).await == Next::Close {
-                    break;
-                }
-            }
-            Ok(None) => break,
+        let next = match frame {
+            Ok(Some(payload)) => tokio::select! {
+                next = handler.handle(payload) => next,
+                // A client that stops reading can block us here; shutdown
+                // still ends the connection.
+                _ = shutdown.recv() => Next::Close,
+            },
+            Ok(None) => Next::Close,
             Err(ReadError::TooLarge { len, limit }) => {
                 let message =
                     format!("frame of {len} bytes exceeds the limit of {limit} bytes (max_frame_bytes); closing");
                 tracing::info!(%peer, len, limit, "oversized frame refused");
+                handler.drain(DRAIN_TIMEOUT).await;
                 handler.send_error(0, ErrorCode::FrameTooLarge, &message).await;
-                break;
+                Next::Close
             }
             Err(ReadError::Io(err)) => {
                 tracing::debug!(%peer, error = %err, "connection read failed");
-                break;
+                Next::Close
             }
+        };
+        if next == Next::Close {
+            break;
         }
     }
     // Requests still being worked on hold their own response senders; the
-    // writer ends once the last of them has answered.
+    // writer ends once the last of them has answered (or the client has not
+    // read for WRITE_TIMEOUT).
     drop(handler);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
@@ -92,8 +109,13 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Resu
     }
     let len = frame::frame_len(prefix, limit)
         .map_err(|_| ReadError::TooLarge { len: u32::from_be_bytes(prefix) as usize, limit })?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await.map_err(ReadError::Io)?;
+    // Grow the buffer as bytes arrive: a peer announcing a large frame and
+    // sending nothing must not make us allocate it up front.
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    let read = (&mut *reader).take(len as u64).read_to_end(&mut payload).await.map_err(ReadError::Io)?;
+    if read < len {
+        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Some(payload))
 }
 
@@ -102,10 +124,17 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Resu
 async fn write_frames(socket: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
     let mut out = BufWriter::new(socket);
     while let Some(frame) = queue.recv().await {
-        if out.write_all(&frame).await.is_err() {
-            return;
-        }
-        if queue.is_empty() && out.flush().await.is_err() {
+        // A client that stops reading gets its connection closed rather than
+        // holding the hub's buffers (and a connection slot) forever.
+        let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
+            out.write_all(&frame).await?;
+            if queue.is_empty() {
+                out.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        if !matches!(wrote, Ok(Ok(()))) {
             return;
         }
     }

@@ -292,6 +292,7 @@ impl Handler {
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
             GroupError::IllegalGeneration { .. } | GroupError::NotOwner { .. } => ErrorCode::IllegalGeneration,
             GroupError::InvalidSessionTimeout(_) | GroupError::NoTopics => ErrorCode::InvalidConfig,
+            GroupError::GroupActive { .. } => ErrorCode::IllegalGeneration,
             GroupError::Log(e) => error_code(e),
         };
         self.send_error(id, code, &err.to_string()).await;
@@ -308,6 +309,13 @@ impl Handler {
         let mut out = Vec::new();
         frame::encode(&Response { id, body }, &mut out);
         let _ = self.responses.send(out).await;
+    }
+
+    /// Waits (up to `timeout`) until every request in flight has queued
+    /// its response.
+    pub async fn drain(&self, timeout: Duration) {
+        let all = self.limits.max_in_flight as u32;
+        let _ = tokio::time::timeout(timeout, self.in_flight.acquire_many(all)).await;
     }
 
     pub async fn send_error(&self, id: u32, code: ErrorCode, message: &str) {

@@ -71,6 +71,13 @@ pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, 
             }
         });
     }
+    // Connections see the same shutdown signal: they answer what is in
+    // flight and close. Wait for them (bounded), so their acknowledgements
+    // go out before the log closes.
+    let all = limits.max_connections as u32;
+    if tokio::time::timeout(std::time::Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
+        tracing::warn!("some connections did not close within 10 s");
+    }
     tracing::info!("native listener stopped");
 }
 
