@@ -61,6 +61,10 @@ pub struct StorageBenchReport {
     pub records_stored: u64,
 }
 
+/// A failed benchmark: a log error, or the log disagreeing with what the
+/// benchmark wrote.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
 fn payload(config: &StorageBenchConfig) -> (Vec<u8>, Vec<u8>) {
     let value: Vec<u8> = (0..config.value_bytes).map(|i| b'a' + (i % 26) as u8).collect();
     let key: Vec<u8> = (0..config.key_bytes).map(|i| b'0' + (i % 10) as u8).collect();
@@ -84,7 +88,7 @@ fn now_ms() -> i64 {
 }
 
 /// Runs all phases and returns the figures.
-pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchReport, LogError> {
+pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchReport, BenchError> {
     let path = config.dir.join("bench.redb");
     let _ = std::fs::remove_file(&path);
     let options = LogOptions {
@@ -186,7 +190,9 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
     }
     let catchup_records_per_sec = read as f64 / started.elapsed().as_secs_f64();
     let records_stored = records_written + single_records;
-    assert_eq!(read, records_written, "catch-up read every record written");
+    if read != records_written {
+        return Err(format!("catch-up read {read} records, but {records_written} were written").into());
+    }
 
     // Phase 4: size on disk and reopen time.
     let stored_batch_bytes = log.stored_bytes()?;
@@ -198,7 +204,9 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
     let reopened = Log::open(&path, options)?;
     let reopen_ms = started.elapsed().as_secs_f64() * 1e3;
     let end: u64 = reopened.describe_topic("bench")?.partitions.iter().map(|p| p.end_offset).sum();
-    assert_eq!(end, records_written, "reopened log has every record");
+    if end != records_written {
+        return Err(format!("the reopened log ends at {end}, but {records_written} records were written").into());
+    }
     reopened.close().await?;
 
     Ok(StorageBenchReport {
