@@ -391,8 +391,15 @@ pub fn encode_into<T: Serialize>(message: &T, buf: &mut [u8]) -> Result<usize, F
 pub fn encode<T: Serialize>(message: &T, out: &mut alloc::vec::Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
-    let body = serde_cbor::to_vec(message).expect("protocol messages always serialize");
-    out.extend_from_slice(&body);
+    // With std, serialize straight into `out` (no second copy of a
+    // megabytes-large fetch response); without, through a temporary Vec.
+    #[cfg(feature = "std")]
+    serde_cbor::to_writer(&mut *out, message).expect("protocol messages always serialize");
+    #[cfg(not(feature = "std"))]
+    {
+        let body = serde_cbor::to_vec(message).expect("protocol messages always serialize");
+        out.extend_from_slice(&body);
+    }
     let len = (out.len() - start - LENGTH_PREFIX) as u32;
     out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
 }

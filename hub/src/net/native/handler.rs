@@ -120,6 +120,8 @@ impl Handler {
                     let mut out = Vec::new();
                     match fetched {
                         Ok(f) => {
+                            // Sized once: the response is the batches plus a little CBOR.
+                            out.reserve(f.batches.iter().map(|b| b.len() + 8).sum::<usize>() + 128);
                             let body = ResponseBody::Fetched {
                                 partition,
                                 start_offset: f.start_offset,
