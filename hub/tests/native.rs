@@ -451,3 +451,39 @@ async fn group_consumer_auto_commit_and_retention_range_errors() {
     assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
     assert!(err.to_string().contains("valid offsets are 2..=3"), "{err}");
 }
+
+#[tokio::test]
+async fn sigterm_answers_in_flight_produces_before_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let client = client.clone();
+            let b = batch(&[&format!("s{i}")]);
+            tokio::spawn(async move { (i, client.produce("t", Some(0), &b, Acks::Durable).await) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(hub.terminate(), "graceful shutdown exits 0");
+    let mut acked = Vec::new();
+    for s in sends {
+        let (i, result) = s.await.unwrap();
+        match result {
+            Ok(Some(a)) => acked.push((a.base_offset, format!("s{i}"))),
+            Ok(None) => unreachable!("durable acks always answer"),
+            Err(e) => assert!(
+                matches!(e, ClientError::Closed | ClientError::Server { code: ErrorCode::ShuttingDown, .. }),
+                "{e}"
+            ),
+        }
+    }
+    assert!(!acked.is_empty(), "requests sent before SIGTERM were answered");
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    let stored = all_values(&client, "t", 0).await;
+    for (offset, value) in acked {
+        assert_eq!(stored.get(offset as usize), Some(&(offset, value.clone())), "acked {value} lost");
+    }
+}
