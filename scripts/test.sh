@@ -11,4 +11,7 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# The end-to-end tests in tests/ start the `cairn` binary: build it (and the
+# crash-test helper) first, so they never run a stale one.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Hub, CAIRN};
+use common::{cairn, Hub};
 
 struct Member {
     child: Child,
@@ -24,7 +24,7 @@ impl Drop for Member {
 
 /// Starts a group member whose printed values land in `seen`.
 fn member(hub: &Hub, group: &str, seen: Arc<Mutex<Vec<String>>>) -> Member {
-    let mut child = Command::new(CAIRN)
+    let mut child = Command::new(cairn())
         .args(["consume", "t", "--group", group, "--follow", "--from-beginning", "--session-timeout-ms", "1500"])
         .args(["--hub", &hub.addr])
         .stdout(Stdio::piped())

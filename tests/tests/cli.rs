@@ -6,17 +6,19 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+mod common;
+
+use common::cairn;
 
 #[test]
 fn every_command_has_help() {
     for args in [&["--help"][..], &["serve", "--help"], &["bench", "--help"], &["bench", "storage", "--help"]] {
-        let out = Command::new(CAIRN).args(args).output().unwrap();
+        let out = Command::new(cairn()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: cairn"), "{args:?}: {text}");
     }
-    let out = Command::new(CAIRN).arg("no-such-command").output().unwrap();
+    let out = Command::new(cairn()).arg("no-such-command").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
 }
@@ -24,7 +26,7 @@ fn every_command_has_help() {
 /// Starts `cairn serve`, waits for it to say it is running, and returns it
 /// with the lines it printed. Callers kill or stop and then wait for it.
 fn start_serve(data: &std::path::Path) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(CAIRN)
+    let mut child = Command::new(cairn())
         .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "info")
@@ -79,8 +81,11 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let out =
-        Command::new(CAIRN).args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"]).arg(&file).output().unwrap();
+    let out = Command::new(cairn())
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot create data directory"), "{err}");
@@ -90,7 +95,7 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
 fn a_second_hub_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _) = start_serve(dir.path());
-    let out = Command::new(CAIRN)
+    let out = Command::new(cairn())
         .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .output()

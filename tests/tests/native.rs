@@ -356,7 +356,7 @@ async fn serve_reads_a_toml_config_file() {
     assert!(message.contains("4096"), "{message}");
 
     std::fs::write(&config, "[native]\nmax_frame_byte = 4096\n").unwrap();
-    let out = std::process::Command::new(common::CAIRN)
+    let out = std::process::Command::new(common::cairn())
         .args(["serve", "--native-addr", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();

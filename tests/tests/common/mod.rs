@@ -8,7 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+/// The `cairn` binary built by `cargo test --workspace` (the hub crate's
+/// integration tests make cargo build it before any test runs), next to
+/// this test's own executable in `target/<profile>/`.
+pub fn cairn() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("cairn");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p cairn-hub`) or run `./scripts/test.sh`",
+        bin.display()
+    );
+    bin
+}
 
 /// A running `cairn serve`.
 pub struct Hub {
@@ -21,7 +34,7 @@ impl Hub {
     /// Starts `cairn serve` on 127.0.0.1 with a free port and waits until it
     /// says it is running.
     pub fn start(data: &Path, extra: &[&str]) -> Hub {
-        let mut cmd = Command::new(CAIRN);
+        let mut cmd = Command::new(cairn());
         cmd.arg("serve");
         if !extra.contains(&"--native-addr") {
             cmd.args(["--native-addr", "127.0.0.1:0"]);
@@ -85,7 +98,7 @@ impl Hub {
 
     /// Runs a `cairn` client command against this hub; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut cmd = Command::new(CAIRN);
+        let mut cmd = Command::new(cairn());
         cmd.args(args).args(["--hub", &self.addr]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         {
