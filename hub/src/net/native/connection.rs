@@ -16,9 +16,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::handler::{Handler, Next};
+use super::handler::{encode_log_error, Handler, Next};
 use super::NativeLimits;
 use crate::broker::Broker;
+use crate::log::PendingAppend;
 use crate::net::Shutdown;
 
 /// Longest a response may take to write before the client is considered
@@ -27,6 +28,14 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest the hub waits for in-flight requests before closing a connection.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the writer task sends, in queue order: a ready frame, or a produce
+/// whose answer is due once its commit is done (commits complete in
+/// submission order, so waiting in order delays nothing).
+pub(super) enum Outgoing {
+    Frame(Vec<u8>),
+    Ack { id: u32, partition: u32, pending: PendingAppend },
+}
 
 /// Why reading a frame stopped.
 enum ReadError {
@@ -46,7 +55,7 @@ pub(super) async fn run(
     tracing::debug!(%peer, "connection opened");
     let (read_half, write_half) = socket.into_split();
     // Responses go through a bounded queue to one writer task.
-    let (responses, queue) = mpsc::channel::<Vec<u8>>(limits.max_in_flight);
+    let (responses, queue) = mpsc::channel::<Outgoing>(limits.max_in_flight);
     let writer = tokio::spawn(write_frames(write_half, queue));
     let handler = Handler::new(broker, limits.clone(), responses, shutdown.clone());
     let mut reader = BufReader::new(read_half);
@@ -121,9 +130,13 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Resu
 
 /// Writes queued frames, flushing whenever the queue runs dry (so
 /// pipelined responses share syscalls, and a lone one goes out at once).
-async fn write_frames(socket: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+async fn write_frames(socket: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
     let mut out = BufWriter::new(socket);
-    while let Some(frame) = queue.recv().await {
+    while let Some(item) = queue.recv().await {
+        let frame = match item {
+            Outgoing::Frame(frame) => frame,
+            Outgoing::Ack { id, partition, pending } => ack_frame(id, partition, pending).await,
+        };
         // A client that stops reading gets its connection closed rather than
         // holding the hub's buffers (and a connection slot) forever.
         let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -140,6 +153,24 @@ async fn write_frames(socket: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>
     }
     let _ = out.flush().await;
     let _ = out.shutdown().await;
+}
+
+/// Waits for a produce's commit and encodes its answer.
+async fn ack_frame(id: u32, partition: u32, pending: PendingAppend) -> Vec<u8> {
+    let mut out = Vec::new();
+    match pending.outcome().await {
+        Ok(o) => {
+            let body = ResponseBody::Produced {
+                partition,
+                base_offset: o.base_offset,
+                last_offset: o.last_offset,
+                duplicate: o.duplicate,
+            };
+            frame::encode(&Response { id, body }, &mut out);
+        }
+        Err(err) => encode_log_error(id, &err, &mut out),
+    }
+    out
 }
 
 /// Tells a client over the connection limit why it is closed.

@@ -12,6 +12,7 @@ use cairn_proto::frame::{
 use serde::Deserialize;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::connection::Outgoing;
 use super::NativeLimits;
 use crate::broker::groups::Membership;
 use crate::broker::{Broker, GroupError};
@@ -29,7 +30,7 @@ pub(super) enum Next {
 pub(super) struct Handler {
     broker: Broker,
     limits: Arc<NativeLimits>,
-    responses: mpsc::Sender<Vec<u8>>,
+    responses: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     shutdown: Shutdown,
 }
@@ -38,7 +39,7 @@ impl Handler {
     pub fn new(
         broker: Broker,
         limits: Arc<NativeLimits>,
-        responses: mpsc::Sender<Vec<u8>>,
+        responses: mpsc::Sender<Outgoing>,
         shutdown: Shutdown,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
@@ -82,25 +83,9 @@ impl Handler {
                 if acks == Acks::None {
                     return Next::Continue;
                 }
-                let permit = self.in_flight.clone().acquire_owned().await;
-                let responses = self.responses.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let mut out = Vec::new();
-                    match pending.outcome().await {
-                        Ok(o) => {
-                            let body = ResponseBody::Produced {
-                                partition,
-                                base_offset: o.base_offset,
-                                last_offset: o.last_offset,
-                                duplicate: o.duplicate,
-                            };
-                            frame::encode(&Response { id, body }, &mut out);
-                        }
-                        Err(err) => encode_log_error(id, &err, &mut out),
-                    }
-                    let _ = responses.send(out).await;
-                });
+                // The writer awaits the commit and answers, in order: no task
+                // per produce, and the bounded queue is the backpressure.
+                let _ = self.responses.send(Outgoing::Ack { id, partition, pending }).await;
             }
             RequestBody::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 // Long polls run beside the connection so they do not hold up
@@ -132,7 +117,7 @@ impl Handler {
                         }
                         Err(err) => encode_log_error(id, &err, &mut out),
                     }
-                    let _ = responses.send(out).await;
+                    let _ = responses.send(Outgoing::Frame(out)).await;
                 });
             }
             RequestBody::ListTopics => {
@@ -310,7 +295,7 @@ impl Handler {
     async fn send(&self, id: u32, body: ResponseBody<'_>) {
         let mut out = Vec::new();
         frame::encode(&Response { id, body }, &mut out);
-        let _ = self.responses.send(out).await;
+        let _ = self.responses.send(Outgoing::Frame(out)).await;
     }
 
     /// Waits (up to `timeout`) until every request in flight has queued
@@ -327,11 +312,11 @@ impl Handler {
     async fn send_log_error(&self, id: u32, err: &LogError) {
         let mut out = Vec::new();
         encode_log_error(id, err, &mut out);
-        let _ = self.responses.send(out).await;
+        let _ = self.responses.send(Outgoing::Frame(out)).await;
     }
 }
 
-fn encode_log_error(id: u32, err: &LogError, out: &mut Vec<u8>) {
+pub(super) fn encode_log_error(id: u32, err: &LogError, out: &mut Vec<u8>) {
     let message = err.to_string();
     let body = ResponseBody::Error { code: error_code(err), message: &message };
     frame::encode(&Response { id, body }, out);
