@@ -48,18 +48,35 @@ fn since_ms(s: &str) -> Result<i64, AnyError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    // Split off the last character (not byte: the input may be any text).
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = s.split_at(unit_at);
     let n: i64 =
         num.parse().map_err(|_| format!("--since {s:?}: expected epoch ms or an age like 30s, 10m, 2h, 1d"))?;
-    let ms = match unit {
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+    let per_unit: i64 = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(format!("--since {s:?}: unit must be s, m, h or d").into()),
     };
+    let ms = n.checked_mul(per_unit).ok_or_else(|| format!("--since {s:?}: too far back"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Ok(now - ms)
+    Ok(now.saturating_sub(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::since_ms;
+
+    #[test]
+    fn since_accepts_ages_and_refuses_garbage_without_panicking() {
+        assert_eq!(since_ms("1700000000000").unwrap(), 1_700_000_000_000);
+        assert!(since_ms("10m").unwrap() > 0);
+        for bad in ["", "é", "10é", "m", "10x", "99999999999999999d"] {
+            assert!(since_ms(bad).is_err(), "{bad:?}");
+        }
+    }
 }
 
 struct Line {
