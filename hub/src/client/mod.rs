@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::broker::groups::{GroupState, Membership, PartitionLag};
-use crate::log::{CleanupPolicy, Fetch, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
+use crate::log::{Fetch, PartitionInfo, TopicConfig, TopicInfo};
 
 mod consumer;
 mod producer;
@@ -376,17 +376,12 @@ fn topic_info(t: &TopicDescription<'_>) -> TopicInfo {
     let s = &t.settings;
     TopicInfo {
         name: t.name.to_string(),
-        config: TopicConfig {
-            partitions: s.partitions.unwrap_or(t.partitions.len() as u32),
-            retention_ms: s.retention_ms.filter(|&ms| ms >= 0),
-            retention_bytes: s.retention_bytes.and_then(|b| u64::try_from(b).ok()),
-            cleanup_policy: if s.cleanup_policy == Some("compact") {
-                CleanupPolicy::Compact
-            } else {
-                CleanupPolicy::Delete
-            },
-            flush: if s.flush == Some("interval") { FlushPolicy::Interval } else { FlushPolicy::Always },
-        },
+        // Settings from the hub are complete; a name this client does not
+        // know keeps the default rather than failing the whole listing.
+        config: TopicConfig::with_partitions(t.partitions.len() as u32).apply(s).unwrap_or_else(|err| {
+            tracing::warn!(topic = t.name, error = %err, "unknown topic setting from the hub");
+            TopicConfig::with_partitions(t.partitions.len() as u32)
+        }),
         partitions: t
             .partitions
             .iter()

@@ -65,19 +65,6 @@ fn since_ms(s: &str) -> Result<i64, AnyError> {
     Ok(now.saturating_sub(ms))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::since_ms;
-
-    #[test]
-    fn since_accepts_ages_and_refuses_garbage_without_panicking() {
-        assert_eq!(since_ms("1700000000000").unwrap(), 1_700_000_000_000);
-        assert!(since_ms("10m").unwrap() > 0);
-        for bad in ["", "é", "10é", "m", "10x", "99999999999999999d"] {
-            assert!(since_ms(bad).is_err(), "{bad:?}");
-        }
-    }
-}
 
 struct Line {
     partition: u32,
@@ -209,4 +196,18 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::since_ms;
+
+    #[test]
+    fn since_accepts_ages_and_refuses_garbage_without_panicking() {
+        assert_eq!(since_ms("1700000000000").unwrap(), 1_700_000_000_000);
+        assert!(since_ms("10m").unwrap() > 0);
+        for bad in ["", "é", "10é", "m", "10x", "99999999999999999d"] {
+            assert!(since_ms(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use cairn_hub::client::Client;
-use cairn_hub::log::{CleanupPolicy, FlushPolicy, TopicInfo};
+use cairn_hub::log::TopicInfo;
 use cairn_proto::frame::TopicSettings;
 
 use super::{AnyError, HubArgs, Output};
@@ -111,8 +111,8 @@ fn topic_json(info: &TopicInfo) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "retention_ms": c.retention_ms,
         "retention_bytes": c.retention_bytes,
-        "cleanup_policy": match c.cleanup_policy { CleanupPolicy::Delete => "delete", CleanupPolicy::Compact => "compact" },
-        "flush": match c.flush { FlushPolicy::Always => "always", FlushPolicy::Interval => "interval" },
+        "cleanup_policy": c.cleanup_policy.as_str(),
+        "flush": c.flush.as_str(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Topics: names, their persisted configuration, and what describing one shows.
 
+use cairn_proto::frame::TopicSettings;
 use serde::{Deserialize, Serialize};
 
 use super::error::{LogError, Result};
@@ -44,6 +45,42 @@ pub struct TopicConfig {
     pub flush: FlushPolicy,
 }
 
+impl CleanupPolicy {
+    /// The name used on the wire, in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "delete" => Ok(CleanupPolicy::Delete),
+            "compact" => Ok(CleanupPolicy::Compact),
+            other => Err(LogError::InvalidConfig(format!("cleanup.policy must be delete or compact, got {other:?}"))),
+        }
+    }
+}
+
+impl FlushPolicy {
+    /// The name used on the wire, in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushPolicy::Always => "always",
+            FlushPolicy::Interval => "interval",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "always" => Ok(FlushPolicy::Always),
+            "interval" => Ok(FlushPolicy::Interval),
+            other => Err(LogError::InvalidConfig(format!("flush must be always or interval, got {other:?}"))),
+        }
+    }
+}
+
 impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
@@ -60,6 +97,38 @@ impl TopicConfig {
     /// A default config with `partitions` partitions.
     pub fn with_partitions(partitions: u32) -> Self {
         TopicConfig { partitions, ..TopicConfig::default() }
+    }
+
+    /// Applies wire settings (absent fields keep their value; -1 retention
+    /// means unlimited). Unknown policy names are errors.
+    pub fn apply(mut self, s: &TopicSettings<'_>) -> Result<Self> {
+        if let Some(p) = s.partitions {
+            self.partitions = p;
+        }
+        if let Some(ms) = s.retention_ms {
+            self.retention_ms = (ms >= 0).then_some(ms);
+        }
+        if let Some(bytes) = s.retention_bytes {
+            self.retention_bytes = u64::try_from(bytes).ok();
+        }
+        if let Some(policy) = s.cleanup_policy {
+            self.cleanup_policy = CleanupPolicy::parse(policy)?;
+        }
+        if let Some(flush) = s.flush {
+            self.flush = FlushPolicy::parse(flush)?;
+        }
+        Ok(self)
+    }
+
+    /// This config as wire settings, every field present.
+    pub fn to_settings(&self) -> TopicSettings<'static> {
+        TopicSettings {
+            partitions: Some(self.partitions),
+            retention_ms: Some(self.retention_ms.unwrap_or(-1)),
+            retention_bytes: Some(self.retention_bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX))),
+            cleanup_policy: Some(self.cleanup_policy.as_str()),
+            flush: Some(self.flush.as_str()),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -160,6 +229,20 @@ mod tests {
         assert!(err.contains("got 0"), "{err}");
         let cfg = TopicConfig { retention_ms: Some(-5), ..TopicConfig::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("-5"));
+    }
+
+    #[test]
+    fn settings_round_trip_and_bad_names_are_errors() {
+        let config = TopicConfig {
+            partitions: 3,
+            retention_ms: None,
+            retention_bytes: Some(10),
+            cleanup_policy: CleanupPolicy::Compact,
+            flush: FlushPolicy::Interval,
+        };
+        assert_eq!(TopicConfig::default().apply(&config.to_settings()).unwrap(), config);
+        let bad = TopicSettings { cleanup_policy: Some("shred"), ..TopicSettings::default() };
+        assert!(TopicConfig::default().apply(&bad).unwrap_err().to_string().contains("\"shred\""));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cairn_proto::frame::{
     self, Acks, ErrorCode, GroupDescription, GroupMember, GroupPartition, GroupSummary, PartitionDescription, Request,
-    RequestBody, Response, ResponseBody, TopicDescription, TopicSettings, PROTOCOL_VERSION,
+    RequestBody, Response, ResponseBody, TopicDescription, PROTOCOL_VERSION,
 };
 use serde::Deserialize;
 use tokio::sync::{mpsc, Semaphore};
@@ -16,7 +16,7 @@ use super::connection::Outgoing;
 use super::NativeLimits;
 use crate::broker::groups::Membership;
 use crate::broker::{Broker, GroupError};
-use crate::log::{CleanupPolicy, FlushPolicy, LogError, TopicConfig, TopicInfo};
+use crate::log::{LogError, TopicConfig, TopicInfo};
 use crate::net::Shutdown;
 
 /// Whether the connection goes on after a request.
@@ -130,7 +130,7 @@ impl Handler {
                 Err(err) => self.send_log_error(id, &err).await,
             },
             RequestBody::CreateTopic { topic, settings } => {
-                let result = match apply_settings(TopicConfig::default(), &settings) {
+                let result = match TopicConfig::default().apply(&settings) {
                     Ok(config) => self.broker.log().create_topic(topic, config).await,
                     Err(err) => Err(err),
                 };
@@ -138,7 +138,7 @@ impl Handler {
             }
             RequestBody::AlterTopic { topic, settings } => {
                 let result = match self.broker.log().describe_topic(topic) {
-                    Ok(info) => match apply_settings(info.config, &settings) {
+                    Ok(info) => match info.config.apply(&settings) {
                         Ok(config) => self.broker.log().alter_topic(topic, config).await,
                         Err(err) => Err(err),
                     },
@@ -345,53 +345,11 @@ pub(super) fn error_code(err: &LogError) -> ErrorCode {
     }
 }
 
-/// Applies wire settings over a config; unknown names are errors.
-fn apply_settings(mut config: TopicConfig, s: &TopicSettings<'_>) -> Result<TopicConfig, LogError> {
-    if let Some(p) = s.partitions {
-        config.partitions = p;
-    }
-    if let Some(ms) = s.retention_ms {
-        config.retention_ms = (ms >= 0).then_some(ms);
-    }
-    if let Some(bytes) = s.retention_bytes {
-        config.retention_bytes = u64::try_from(bytes).ok();
-    }
-    if let Some(policy) = s.cleanup_policy {
-        config.cleanup_policy = match policy {
-            "delete" => CleanupPolicy::Delete,
-            "compact" => CleanupPolicy::Compact,
-            other => {
-                return Err(LogError::InvalidConfig(format!("cleanup.policy must be delete or compact, got {other:?}")))
-            }
-        };
-    }
-    if let Some(flush) = s.flush {
-        config.flush = match flush {
-            "always" => FlushPolicy::Always,
-            "interval" => FlushPolicy::Interval,
-            other => return Err(LogError::InvalidConfig(format!("flush must be always or interval, got {other:?}"))),
-        };
-    }
-    Ok(config)
-}
-
 fn describe(info: &TopicInfo) -> TopicDescription<'_> {
     let c = &info.config;
     TopicDescription {
         name: &info.name,
-        settings: TopicSettings {
-            partitions: Some(c.partitions),
-            retention_ms: Some(c.retention_ms.unwrap_or(-1)),
-            retention_bytes: Some(c.retention_bytes.map_or(-1, |b| b as i64)),
-            cleanup_policy: Some(match c.cleanup_policy {
-                CleanupPolicy::Delete => "delete",
-                CleanupPolicy::Compact => "compact",
-            }),
-            flush: Some(match c.flush {
-                FlushPolicy::Always => "always",
-                FlushPolicy::Interval => "interval",
-            }),
-        },
+        settings: c.to_settings(),
         partitions: info
             .partitions
             .iter()
