@@ -487,3 +487,32 @@ async fn sigterm_answers_in_flight_produces_before_closing() {
         assert_eq!(stored.get(offset as usize), Some(&(offset, value.clone())), "acked {value} lost");
     }
 }
+
+#[tokio::test]
+async fn the_hub_partitions_batches_by_key_when_no_partition_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(8)).await.unwrap();
+    let keyed = |keys: &[&str]| {
+        let mut w = BatchWriter::new(Vec::new()).unwrap();
+        for k in keys {
+            w.push_owned(&OwnedRecord::new(b"v".to_vec(), now_ms()).with_key(k.as_bytes().to_vec())).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    let ack = client.produce("t", None, &keyed(&["room-1", "room-1"]), Acks::Durable).await.unwrap().unwrap();
+    assert_eq!(ack.partition, cairn_proto::partition_for_key(b"room-1", 8));
+    // Keys that land in different partitions cannot share a batch.
+    let (a, b) = (0..100)
+        .map(|i| format!("k{i}"))
+        .find_map(|k| {
+            let p = cairn_proto::partition_for_key(k.as_bytes(), 8);
+            (p != ack.partition).then_some(k)
+        })
+        .map(|k| ("room-1".to_string(), k))
+        .unwrap();
+    let err = client.produce("t", None, &keyed(&[&a, &b]), Acks::Durable).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidBatch), "{err}");
+    assert!(err.to_string().contains("name the partition"), "{err}");
+}

@@ -85,17 +85,15 @@ impl Broker {
         partition: Option<u32>,
         batch: Vec<u8>,
     ) -> Result<(u32, PendingAppend)> {
-        let partition = match partition {
-            Some(p) => p,
-            None => self.choose_partition(topic, &batch)?,
-        };
-        let pending = self.log.submit(topic, partition, batch).await?;
-        Ok((partition, pending))
+        self.log
+            .submit_to(topic, batch, |view, partitions| match partition {
+                Some(p) => Ok(p),
+                None => self.choose_partition(topic, view, partitions),
+            })
+            .await
     }
 
-    fn choose_partition(&self, topic: &str, batch: &[u8]) -> Result<u32> {
-        let partitions = self.log.partition_count(topic)?;
-        let view = BatchView::parse(batch)?;
+    fn choose_partition(&self, topic: &str, view: &BatchView<'_>, partitions: u32) -> Result<u32> {
         let mut chosen = None;
         for record in view.records() {
             let Some(key) = record.key else { continue };
@@ -111,10 +109,7 @@ impl Broker {
                 Some(_) => {}
             }
         }
-        Ok(match chosen {
-            Some(p) => p,
-            None => self.partitioner.split(topic, partitions, std::iter::once(None)).into_keys().next().unwrap_or(0),
-        })
+        Ok(chosen.unwrap_or_else(|| self.partitioner.sticky(topic, partitions)))
     }
 
     /// Reads from `offset`; when the consumer is caught up, waits up to

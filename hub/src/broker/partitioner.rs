@@ -31,15 +31,16 @@ impl Partitioner {
         for (i, key) in keys.enumerate() {
             let partition = match key {
                 Some(k) => partition_for_key(k, partitions),
-                None => *sticky.get_or_insert_with(|| self.next_sticky(topic, partitions)),
+                None => *sticky.get_or_insert_with(|| self.sticky(topic, partitions)),
             };
             out.entry(partition).or_default().push(i);
         }
         out
     }
 
-    /// The topic's sticky partition for this call; advances it for the next.
-    fn next_sticky(&self, topic: &str, partitions: u32) -> u32 {
+    /// The topic's sticky partition for one batch of unkeyed records;
+    /// advances it for the next batch.
+    pub fn sticky(&self, topic: &str, partitions: u32) -> u32 {
         let mut sticky = self.sticky.lock().expect("partitioner lock poisoned");
         let slot = sticky.entry(topic.to_string()).or_insert(0);
         let chosen = *slot % partitions.max(1);

@@ -65,7 +65,6 @@ fn since_ms(s: &str) -> Result<i64, AnyError> {
     Ok(now.saturating_sub(ms))
 }
 
-
 struct Line {
     partition: u32,
     offset: u64,

@@ -328,13 +328,27 @@ impl Log {
     /// Batches submitted one after another from one task are written in that
     /// order, so a connection can pipeline produce requests and keep order.
     pub async fn submit(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<PendingAppend> {
+        let (_, pending) = self.submit_to(topic, batch, |_, _| Ok(partition)).await?;
+        Ok(pending)
+    }
+
+    /// Like [`Log::submit`], with the partition chosen by `choose` from the
+    /// validated batch and the topic's partition count (the broker's
+    /// key-based and sticky partitioning), so the batch is parsed only once.
+    pub async fn submit_to(
+        &self,
+        topic: &str,
+        batch: Vec<u8>,
+        choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
+    ) -> Result<(u32, PendingAppend)> {
         let limit = self.shared.options.max_batch_bytes;
         if batch.len() > limit {
             return Err(LogError::BatchTooLarge { size: batch.len(), limit });
         }
         let entry = self.shared.catalog.get(topic)?;
-        entry.partition(partition)?;
         let view = BatchView::parse(&batch)?;
+        let partition = choose(&view, entry.partitions.len() as u32)?;
+        entry.partition(partition)?;
         if entry.config.cleanup_policy == CleanupPolicy::Compact && view.records().any(|r| r.key.is_none()) {
             return Err(LogError::MissingKeyOnCompactedTopic(topic.to_string()));
         }
@@ -365,7 +379,7 @@ impl Log {
         let request =
             writer::AppendRequest { topic_id: entry.id, topic: topic.to_string(), partition, header, batch, reply };
         self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
-        Ok(PendingAppend { rx })
+        Ok((partition, PendingAppend { rx }))
     }
 
     /// Waits until `partition` holds an offset greater than `offset` (that
