@@ -75,7 +75,6 @@ pub struct Client {
     frames: mpsc::Sender<Vec<u8>>,
     waiters: Waiters,
     next_id: Arc<AtomicU32>,
-    max_frame_bytes: usize,
     closed: Arc<AtomicBool>,
 }
 
@@ -91,13 +90,7 @@ impl Client {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(write_half, queue));
         tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), MAX_RESPONSE_BYTES));
-        Ok(Client {
-            frames,
-            waiters,
-            next_id: Arc::new(AtomicU32::new(1)),
-            max_frame_bytes: MAX_RESPONSE_BYTES,
-            closed,
-        })
+        Ok(Client { frames, waiters, next_id: Arc::new(AtomicU32::new(1)), closed })
     }
 
     /// Connects to a socket address (tests, benchmarks).
@@ -331,7 +324,7 @@ impl Client {
 
     /// Largest frame this client accepts from the hub.
     pub fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
+        MAX_RESPONSE_BYTES
     }
 }
 
