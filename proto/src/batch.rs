@@ -247,7 +247,7 @@ impl BatchHeader {
                 actual: bytes.len().saturating_sub(LENGTH_FIELD_END),
             });
         }
-        let actual = crc32fast::hash(&bytes[CRC_START..]);
+        let actual = crate::checksum::crc32(&bytes[CRC_START..]);
         if actual != header.crc {
             return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
         }
@@ -334,7 +334,7 @@ impl<'a> BatchView<'a> {
         if total > bytes.len() {
             return Err(DecodeError::Truncated { needed: total, available: bytes.len() });
         }
-        let actual = crc32fast::hash(&bytes[CRC_START..total]);
+        let actual = crate::checksum::crc32(&bytes[CRC_START..total]);
         if actual != header.crc {
             return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
         }
@@ -596,7 +596,8 @@ impl<B: Buffer> BatchWriter<B> {
         }
         body += varint::len_u64(header_count);
         let total = varint::len_u64(body as u64) + body;
-        if self.encoded_len() + total > LENGTH_FIELD_END + u32::MAX as usize {
+        // In u64: on 32-bit targets the limit itself does not fit a usize.
+        if (self.encoded_len() + total) as u64 > LENGTH_FIELD_END as u64 + u64::from(u32::MAX) {
             return Err(EncodeError::TooLarge);
         }
         // Fixed buffers must refuse the whole record, not half of it.
@@ -655,7 +656,7 @@ impl<B: Buffer> BatchWriter<B> {
         bytes[39..47].copy_from_slice(&self.producer_id.to_be_bytes());
         bytes[47..51].copy_from_slice(&self.base_sequence.to_be_bytes());
         bytes[51..55].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32fast::hash(&bytes[CRC_START..]);
+        let crc = crate::checksum::crc32(&bytes[CRC_START..]);
         bytes[13..17].copy_from_slice(&crc.to_be_bytes());
         Ok(self.buf)
     }

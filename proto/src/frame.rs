@@ -386,6 +386,14 @@ pub fn encode_into<T: Serialize>(message: &T, buf: &mut [u8]) -> Result<usize, F
     Ok(LENGTH_PREFIX + len)
 }
 
+/// Writes `message` as CBOR (no length prefix) into any `serde_cbor`
+/// writer, e.g. a streaming [`FrameEncoder`](crate::serial::FrameEncoder)
+/// or a byte counter.
+pub fn serialize_into<T: Serialize, W: serde_cbor::ser::Write>(message: &T, writer: W) -> Result<(), FrameError> {
+    let mut ser = serde_cbor::Serializer::new(writer);
+    message.serialize(&mut ser).map_err(|_| FrameError::BufferTooSmall)
+}
+
 /// Appends `message` as one frame (prefix + CBOR) to `out`.
 #[cfg(feature = "alloc")]
 pub fn encode<T: Serialize>(message: &T, out: &mut alloc::vec::Vec<u8>) {

@@ -12,6 +12,8 @@
 //!   so a device or client can tell which partition a key lands in.
 //! * [`frame`]: the native protocol's requests and responses, and their
 //!   length-prefixed CBOR framing.
+//! * [`serial`]: the same messages on serial lines (COBS + CRC-32 frames).
+//! * [`checksum`]: the CRC-32 of batches and serial frames.
 //! * [`varint`]: the LEB128 / zig-zag integers used inside records.
 //!
 //! Features: `alloc` adds owned records and `Vec`-backed batch building; `std`
@@ -23,9 +25,11 @@
 extern crate alloc;
 
 pub mod batch;
+pub mod checksum;
 pub mod frame;
 pub mod partition;
 pub mod record;
+pub mod serial;
 pub mod varint;
 
 pub use batch::{BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, SliceBuffer};
