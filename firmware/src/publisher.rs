@@ -1,0 +1,415 @@
+//! The publisher: readings in, acknowledged records in the hub out, across
+//! link drops, without duplicates.
+//!
+//! How it keeps that promise:
+//! - The hub hands out a producer id (handshake: `hello`, then
+//!   `allocate_producer_id`). Every reading gets the next sequence number the
+//!   first time it is sent, and keeps it.
+//! - Readings stay in the [`Outbox`] until the hub acknowledges the batch
+//!   holding them. After a reconnect, unacknowledged batches are sent again
+//!   in order with the same numbers and boundaries; the hub recognises the
+//!   ones it already stored (it remembers a producer's last five batches
+//!   per partition, so at most [`MAX_IN_FLIGHT`] batches are in flight).
+//! - Nothing blocks: [`Publisher::poll`] sends what it may and reads only
+//!   the bytes the link has ready, so a device calls it from its main loop.
+
+use cairn_proto::frame::{Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, PROTOCOL_VERSION};
+use cairn_proto::{BatchWriter, EncodeError, Record, SliceBuffer};
+use embedded_io::{Read, ReadReady, Write};
+use heapless::Vec;
+
+use crate::link::{self, Framing, LinkError, Received, Receiver};
+use crate::outbox::{FullPolicy, Outbox, Reading};
+
+/// Batches sent and not yet answered, at most. The hub remembers a
+/// producer's last 5 batches, so every retry stays recognisable.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Size of the buffer one batch is encoded in; a batch holds as many
+/// readings as fit.
+pub const BATCH_BYTES: usize = 1024;
+
+/// Longest record key (bytes).
+pub const MAX_KEY: usize = 64;
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The key is longer than [`MAX_KEY`].
+    KeyTooLong,
+}
+
+/// Where and how readings are published.
+#[derive(Debug, Clone, Copy)]
+pub struct Config<'a> {
+    pub topic: &'a str,
+    /// Sequence numbers are per partition, so a publisher writes to one.
+    pub partition: u32,
+    /// Key of every record (e.g. the device's name), for compacted topics
+    /// and for consumers that tell devices apart.
+    pub key: Option<&'a [u8]>,
+    pub framing: Framing,
+    pub policy: FullPolicy,
+}
+
+/// What happened so far (read them to report health or tune the outbox).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Readings accepted into the outbox.
+    pub published: u32,
+    /// Readings the hub acknowledged as stored.
+    pub acked: u32,
+    /// Of `acked`: retries the hub recognised as already stored.
+    pub duplicates: u32,
+    /// Readings discarded by `DropOldest`.
+    pub dropped: u32,
+    /// Readings refused by `publish` (outbox full, or value too long).
+    pub refused: u32,
+    /// Readings the hub refused for good (unknown topic, …); see `last_error`.
+    pub rejected: u32,
+    /// Batches sent again after a reconnect or a retriable error.
+    pub resent: u32,
+    /// Received frames skipped (damaged, too long, not a response).
+    pub skipped_frames: u32,
+    pub reconnects: u32,
+    /// The last error the hub answered with.
+    pub last_error: Option<ErrorCode>,
+}
+
+/// Why `publish` did not take a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// The value is longer than `outbox::MAX_VALUE`.
+    TooLong,
+    /// The outbox is full and the policy (or an all-sent outbox) refuses.
+    Full,
+}
+
+/// A sent batch: the readings at the outbox's front, in order.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Request id of its latest send.
+    request: u32,
+    count: u16,
+    /// Sent on the current link (false: to send again).
+    sent: bool,
+    acked: bool,
+}
+
+/// Publishes readings over one link `L` with an outbox of `N` readings.
+pub struct Publisher<'c, L, const N: usize> {
+    link: L,
+    config: Config<'c>,
+    receiver: Receiver,
+    outbox: Outbox<N>,
+    producer_id: Option<i64>,
+    /// An `allocate_producer_id` waiting for its answer.
+    id_request: Option<u32>,
+    hello_due: bool,
+    /// Sequence number of the outbox's front reading (valid once sent).
+    front_seq: i32,
+    in_flight: Vec<InFlight, MAX_IN_FLIGHT>,
+    next_request: u32,
+    batch: [u8; BATCH_BYTES],
+    counters: Counters,
+}
+
+impl<'c, L, const N: usize> Publisher<'c, L, N>
+where
+    L: Read + Write + ReadReady,
+{
+    /// A publisher on `link`. Fails when the key is longer than
+    /// [`MAX_KEY`].
+    pub fn new(link: L, config: Config<'c>) -> Result<Self, ConfigError> {
+        if config.key.is_some_and(|k| k.len() > MAX_KEY) {
+            return Err(ConfigError::KeyTooLong);
+        }
+        Ok(Publisher {
+            link,
+            config,
+            receiver: Receiver::new(config.framing),
+            outbox: Outbox::new(config.policy),
+            producer_id: None,
+            id_request: None,
+            hello_due: true,
+            front_seq: 0,
+            in_flight: Vec::new(),
+            next_request: 1,
+            batch: [0; BATCH_BYTES],
+            counters: Counters::default(),
+        })
+    }
+
+    /// Queues a reading. It is sent by the next [`poll`](Self::poll)s and
+    /// kept until acknowledged.
+    pub fn publish(&mut self, value: &[u8], timestamp_ms: i64) -> Result<(), PublishError> {
+        let Some(reading) = Reading::new(value, timestamp_ms) else {
+            self.counters.refused += 1;
+            return Err(PublishError::TooLong);
+        };
+        match self.outbox.push(reading) {
+            Ok(dropped) => {
+                self.counters.published += 1;
+                if dropped {
+                    self.counters.dropped += 1;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.counters.refused += 1;
+                Err(PublishError::Full)
+            }
+        }
+    }
+
+    /// Does what can be done without blocking: handles the answers the link
+    /// has ready, then sends the handshake, unsent batches and new batches
+    /// as the in-flight limit allows. On an error, call
+    /// [`reconnect`](Self::reconnect) with a new link.
+    pub fn poll(&mut self) -> Result<(), LinkError<L::Error>> {
+        self.receive()?;
+        if self.hello_due {
+            let id = self.request_id();
+            let hello = RequestBody::Hello { client: "cairn-firmware", version: PROTOCOL_VERSION };
+            link::send(&mut self.link, self.config.framing, &Request { id, body: hello })?;
+            self.hello_due = false;
+        }
+        let Some(producer_id) = self.producer_id else {
+            if self.id_request.is_none() {
+                let id = self.request_id();
+                link::send(
+                    &mut self.link,
+                    self.config.framing,
+                    &Request { id, body: RequestBody::AllocateProducerId },
+                )?;
+                self.id_request = Some(id);
+            }
+            return Ok(());
+        };
+        // Batches to send again come first, in order, as they were; then
+        // new batches of unsent readings.
+        let mut start = 0;
+        for index in 0..self.in_flight.len() {
+            if !self.in_flight[index].sent {
+                self.transmit(index, start, producer_id)?;
+                self.counters.resent += 1;
+            }
+            start += usize::from(self.in_flight[index].count);
+        }
+        while !self.in_flight.is_full() && !self.outbox.unsent().is_empty() {
+            let _ = self.in_flight.push(InFlight { request: 0, count: 0, sent: false, acked: false });
+            self.transmit(self.in_flight.len() - 1, start, producer_id)?;
+            start += usize::from(self.in_flight[self.in_flight.len() - 1].count);
+        }
+        Ok(())
+    }
+
+    /// Polls until every reading is acknowledged (or refused for good).
+    /// Blocks as long as that takes; returns at the first link error.
+    pub fn flush(&mut self) -> Result<(), LinkError<L::Error>> {
+        while !self.outbox.is_empty() {
+            self.poll()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a failed link with a new one (and gives the old one back).
+    /// Batches in flight are sent again by the next `poll`.
+    pub fn reconnect(&mut self, link: L) -> L {
+        for batch in self.in_flight.iter_mut() {
+            batch.sent = false;
+        }
+        self.receiver.reset();
+        self.hello_due = true;
+        self.id_request = None;
+        self.counters.reconnects += 1;
+        core::mem::replace(&mut self.link, link)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Readings not yet acknowledged.
+    pub fn pending(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The producer id the hub gave this publisher, once it has one.
+    pub fn producer_id(&self) -> Option<i64> {
+        self.producer_id
+    }
+
+    /// Gives back the link.
+    pub fn destroy(self) -> L {
+        self.link
+    }
+
+    fn request_id(&mut self) -> u32 {
+        let id = self.next_request;
+        // 0 is the hub's "about the connection" id; never use it.
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Encodes batch `index` (whose readings start at outbox position
+    /// `start`) and sends it. A new batch (count 0) takes as many unsent
+    /// readings as fit; its boundaries are fixed before the first byte goes
+    /// out, so whatever happens to the link, a retry is the same batch.
+    fn transmit(&mut self, index: usize, start: usize, producer_id: i64) -> Result<(), LinkError<L::Error>> {
+        let id = self.request_id();
+        let seq = self.front_seq.wrapping_add(start as i32);
+        let entry = &mut self.in_flight[index];
+        let max_count = if entry.count == 0 { usize::MAX } else { usize::from(entry.count) };
+        let readings = self.outbox.range(start, max_count);
+        // Cannot fail: the key and every value are bounded far below
+        // BATCH_BYTES, and the range is never empty.
+        let Ok((bytes, count)) = encode_batch(&mut self.batch, readings, self.config.key, producer_id, seq) else {
+            return Ok(());
+        };
+        if entry.count == 0 {
+            entry.count = count as u16;
+            self.outbox.mark_sent(count);
+        }
+        entry.request = id;
+        let body = RequestBody::Produce {
+            topic: self.config.topic,
+            partition: Some(self.config.partition),
+            acks: Acks::Durable,
+            batch: bytes,
+        };
+        link::send(&mut self.link, self.config.framing, &Request { id, body })?;
+        self.in_flight[index].sent = true;
+        Ok(())
+    }
+
+    /// Handles every answer the link has ready.
+    fn receive(&mut self) -> Result<(), LinkError<L::Error>> {
+        loop {
+            let (id, answer) = match self.receiver.poll(&mut self.link)? {
+                Received::Nothing => return Ok(()),
+                Received::Skipped => {
+                    self.counters.skipped_frames += 1;
+                    continue;
+                }
+                Received::Response(Response { id, body }) => (id, Answer::from(body)),
+            };
+            self.handle(id, answer);
+        }
+    }
+
+    fn handle(&mut self, id: u32, answer: Answer) {
+        if let Answer::ProducerId(pid) = answer {
+            if self.id_request == Some(id) {
+                self.producer_id = Some(pid);
+                self.id_request = None;
+                self.front_seq = 0;
+            }
+            return;
+        }
+        if let Answer::Error(code) = answer {
+            self.counters.last_error = Some(code);
+        }
+        let Some(index) = self.in_flight.iter().position(|b| b.sent && b.request == id) else {
+            // Hello, a connection-level error (id 0), or a batch sent before
+            // a rewind: nothing to do.
+            return;
+        };
+        match answer {
+            Answer::Stored { duplicate } => self.acknowledge(index, duplicate),
+            // An old sequence number the hub no longer lists: it was stored.
+            Answer::Error(ErrorCode::OutOfOrderSequence) => self.acknowledge(index, true),
+            // The hub does not know this producer's numbers (its state was
+            // reset): nothing from this batch on is stored. Number the rest
+            // anew under a new producer id.
+            Answer::Error(ErrorCode::SequenceGap) => self.renumber(),
+            Answer::Error(code) if code.is_retriable() => self.rewind(),
+            Answer::Error(_) if index == 0 => {
+                // Refused for good (unknown topic, invalid batch, …): these
+                // readings can never be stored. The numbers after them now
+                // have a hole, so the rest is numbered anew.
+                let count = usize::from(self.in_flight[0].count);
+                self.counters.rejected += count as u32;
+                self.outbox.remove_front(count);
+                self.renumber();
+            }
+            _ => self.rewind(),
+        }
+    }
+
+    /// Marks batch `index` stored and drops acknowledged batches from the
+    /// front.
+    fn acknowledge(&mut self, index: usize, duplicate: bool) {
+        self.in_flight[index].acked = true;
+        if duplicate {
+            self.counters.duplicates += u32::from(self.in_flight[index].count);
+        }
+        while self.in_flight.first().is_some_and(|b| b.acked) {
+            let batch = self.in_flight.remove(0);
+            let count = usize::from(batch.count);
+            self.outbox.remove_front(count);
+            self.front_seq = self.front_seq.wrapping_add(count as i32);
+            self.counters.acked += count as u32;
+        }
+    }
+
+    /// Sends every unanswered batch again (same numbers, same boundaries).
+    fn rewind(&mut self) {
+        for batch in self.in_flight.iter_mut().filter(|b| !b.acked) {
+            batch.sent = false;
+        }
+    }
+
+    /// Starts numbering again under a new producer id.
+    fn renumber(&mut self) {
+        self.in_flight.clear();
+        self.outbox.unmark_all();
+        self.producer_id = None;
+        self.id_request = None;
+    }
+}
+
+/// The part of a response the publisher acts on (owned, so the receive
+/// buffer is free again).
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    ProducerId(i64),
+    Stored { duplicate: bool },
+    Error(ErrorCode),
+    Other,
+}
+
+impl From<ResponseBody<'_>> for Answer {
+    fn from(body: ResponseBody<'_>) -> Self {
+        match body {
+            ResponseBody::ProducerId { producer_id } => Answer::ProducerId(producer_id),
+            ResponseBody::Produced { duplicate, .. } => Answer::Stored { duplicate },
+            ResponseBody::Error { code, .. } => Answer::Error(code),
+            _ => Answer::Other,
+        }
+    }
+}
+
+/// Encodes as many of `readings` as fit into `buf` as one idempotent batch.
+fn encode_batch<'b>(
+    buf: &'b mut [u8],
+    readings: &[Reading],
+    key: Option<&[u8]>,
+    producer_id: i64,
+    seq: i32,
+) -> Result<(&'b [u8], usize), EncodeError> {
+    let mut writer = BatchWriter::new(SliceBuffer::new(buf))?.idempotent(producer_id, seq);
+    for reading in readings {
+        let mut record = Record::new(reading.value(), reading.timestamp_ms);
+        if let Some(key) = key {
+            record = record.with_key(key);
+        }
+        match writer.push(&record) {
+            Ok(()) => {}
+            Err(EncodeError::BufferFull { .. }) if !writer.is_empty() => break,
+            Err(err) => return Err(err),
+        }
+    }
+    let count = writer.len() as usize;
+    Ok((writer.finish()?.into_written(), count))
+}
