@@ -98,7 +98,7 @@ impl<const N: usize> Outbox<N> {
 
     /// The readings `start..start + count` (positions from the front).
     pub fn range(&self, start: usize, count: usize) -> &[Reading] {
-        let end = (start + count).min(self.readings.len());
+        let end = start.saturating_add(count).min(self.readings.len());
         &self.readings[start.min(end)..end]
     }
 

@@ -9,6 +9,11 @@
 //! max_connections = 1024
 //! max_frame_bytes = 8388608
 //!
+//! [serial]
+//! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
+//! device = "/dev/ttyUSB0"        # a UART of the gateway; off unless set
+//! baud = 115200
+//!
 //! [log]
 //! max_batch_bytes = 1048576
 //! flush_interval_ms = 1000
@@ -36,7 +41,16 @@ pub enum ConfigError {
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub native: NativeSettings,
+    pub serial: SerialSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialSettings {
+    pub tcp_addr: Option<SocketAddr>,
+    pub device: Option<PathBuf>,
+    pub baud: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -63,6 +77,11 @@ pub struct ServeConfig {
     pub native_addr: SocketAddr,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
+    /// Serial-over-TCP listener (off when `None`).
+    pub serial_tcp_addr: Option<SocketAddr>,
+    /// Serial device (off when `None`) and its baud rate.
+    pub serial_device: Option<PathBuf>,
+    pub serial_baud: u32,
     pub max_batch_bytes: usize,
     pub flush_interval_ms: u64,
     pub retention_check_secs: u64,
@@ -77,6 +96,9 @@ impl Default for ServeConfig {
             native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
             max_connections: 1024,
             max_frame_bytes: 8 * 1024 * 1024,
+            serial_tcp_addr: None,
+            serial_device: None,
+            serial_baud: 115_200,
             max_batch_bytes: 1024 * 1024,
             flush_interval_ms: 1000,
             retention_check_secs: 30,
@@ -110,6 +132,9 @@ impl ServeConfig {
             native_addr: pick!(native.addr, d.native_addr),
             max_connections: pick!(native.max_connections, d.max_connections),
             max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
+            serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
+            serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
+            serial_baud: pick!(serial.baud, d.serial_baud),
             max_batch_bytes: pick!(log.max_batch_bytes, d.max_batch_bytes),
             flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
             retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),

@@ -9,4 +9,5 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod log;
+pub mod metrics;
 pub mod net;

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
-use cairn_hub::config::{LogSettings, NativeSettings, ServeConfig, Settings};
+use cairn_hub::config::{LogSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_proto::frame::Acks;
@@ -55,6 +55,11 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Show a running hub's traffic counters (serial frames in and skipped, …).
+    Metrics {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Inspect consumer groups on a running hub.
     Group {
         #[command(subcommand)]
@@ -85,6 +90,16 @@ struct ServeArgs {
     /// Largest native-protocol frame accepted, in bytes [default: 8 MiB].
     #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
+    /// Serial-over-TCP listener: each connection is one serial line speaking
+    /// COBS-framed native protocol (QEMU `-serial tcp:`, ser2net) [default: off].
+    #[arg(long, env = "CAIRN_SERIAL_TCP_ADDR")]
+    serial_tcp_addr: Option<SocketAddr>,
+    /// Serial device of the gateway to read devices from, e.g. /dev/ttyUSB0 [default: off].
+    #[arg(long, env = "CAIRN_SERIAL_DEVICE")]
+    serial_device: Option<PathBuf>,
+    /// Baud rate of --serial-device [default: 115200].
+    #[arg(long, env = "CAIRN_SERIAL_BAUD")]
+    serial_baud: Option<u32>,
     /// Largest record batch accepted, in bytes [default: 1 MiB].
     #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
     max_batch_bytes: Option<usize>,
@@ -109,6 +124,11 @@ impl ServeArgs {
                 addr: self.native_addr,
                 max_connections: self.max_connections,
                 max_frame_bytes: self.max_frame_bytes,
+            },
+            serial: SerialSettings {
+                tcp_addr: self.serial_tcp_addr,
+                device: self.serial_device.clone(),
+                baud: self.serial_baud,
             },
             log: LogSettings {
                 max_batch_bytes: self.max_batch_bytes,
@@ -262,6 +282,7 @@ fn main() -> ExitCode {
             Command::Produce { args, hub } => cmd::produce::run(args, hub).await,
             Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
             Command::Group { command, hub } => cmd::group::run(command, hub).await,
+            Command::Metrics { hub } => cmd::metrics::run(hub).await,
             Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
             Command::Bench(BenchCommand::Produce(args)) => bench_produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => bench_consume(args).await,
@@ -307,6 +328,16 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     };
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
+    let mut serial = Vec::new();
+    if let Some(addr) = args.serial_tcp_addr {
+        let listener =
+            net::serial::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (serial over TCP): {e}"))?;
+        serial.push(tokio::spawn(net::serial::serve_tcp(listener, broker.clone(), limits.clone(), shutdown.clone())));
+    }
+    if let Some(path) = args.serial_device.clone() {
+        let device = net::serial::SerialDevice { path, baud: args.serial_baud };
+        serial.push(tokio::spawn(net::serial::serve_device(device, broker.clone(), limits.clone(), shutdown.clone())));
+    }
     let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(
@@ -318,6 +349,9 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     tracing::info!("shutting down: closing connections, finishing queued commits");
     trigger.trigger();
     let _ = native.await;
+    for listener in serial {
+        let _ = listener.await;
+    }
     // The listener returned once its connections had answered what was in
     // flight; now finish the log's queued commits and close the database.
     log.close().await?;

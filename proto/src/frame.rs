@@ -154,6 +154,8 @@ pub enum RequestBody<'a> {
     DescribeGroup {
         group: &'a str,
     },
+    /// The hub's traffic counters (serial frames skipped, …).
+    Metrics,
 }
 
 /// Error codes: what kind of failure, so a client can decide what to do;
@@ -283,6 +285,12 @@ pub enum ResponseBody<'a> {
     Group {
         #[serde(borrow)]
         group: GroupDescription<'a>,
+    },
+    /// Counter name → value.
+    #[cfg(feature = "alloc")]
+    Metrics {
+        #[serde(borrow)]
+        counters: alloc::vec::Vec<(&'a str, u64)>,
     },
 }
 

@@ -178,6 +178,8 @@ pub enum Decoded<'a> {
 pub struct FrameDecoder<B> {
     buf: B,
     len: usize,
+    /// Message length of the last good frame, for [`FrameDecoder::last_frame`].
+    last: usize,
     state: cobs::DecoderState,
     /// The current frame is being dropped (too long or malformed); wait for
     /// the next delimiter.
@@ -186,7 +188,7 @@ pub struct FrameDecoder<B> {
 
 impl<B: AsMut<[u8]> + AsRef<[u8]>> FrameDecoder<B> {
     pub fn new(buf: B) -> Self {
-        FrameDecoder { buf, len: 0, state: cobs::DecoderState::Idle, discarding: None }
+        FrameDecoder { buf, len: 0, last: 0, state: cobs::DecoderState::Idle, discarding: None }
     }
 
     /// Feeds one byte from the line.
@@ -223,7 +225,8 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> FrameDecoder<B> {
         }
     }
 
-    fn check(&self, len: usize) -> Decoded<'_> {
+    fn check(&mut self, len: usize) -> Decoded<'_> {
+        self.last = 0;
         if len < CRC_LEN {
             return Decoded::Skipped(SkipReason::BadCrc);
         }
@@ -232,7 +235,14 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> FrameDecoder<B> {
         if crate::checksum::crc32(message) != expected {
             return Decoded::Skipped(SkipReason::BadCrc);
         }
-        Decoded::Frame(message)
+        self.last = message.len();
+        Decoded::Frame(&self.buf.as_ref()[..len - CRC_LEN])
+    }
+
+    /// The message of the last good frame (empty if the last frame was
+    /// skipped); for callers that need it after `feed`'s borrow has ended.
+    pub fn last_frame(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.last]
     }
 
     /// Forgets any partial frame.

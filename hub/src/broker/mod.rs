@@ -16,6 +16,7 @@ use std::time::Duration;
 use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
 
 use crate::log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
+use crate::metrics::Metrics;
 
 /// Where one produce call's records went, per partition.
 #[derive(Debug)]
@@ -34,12 +35,18 @@ pub struct Broker {
     log: Log,
     partitioner: Partitioner,
     groups: std::sync::Arc<Coordinator>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl Broker {
     pub fn new(log: Log) -> Self {
         let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
-        Broker { log, partitioner: Partitioner::default(), groups }
+        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default() }
+    }
+
+    /// The hub's traffic counters.
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
     }
 
     /// The consumer-group coordinator.

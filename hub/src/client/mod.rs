@@ -322,6 +322,17 @@ impl Client {
         .await
     }
 
+    /// The hub's traffic counters, by name.
+    pub async fn metrics(&self) -> Result<Vec<(String, u64)>> {
+        self.request(RequestBody::Metrics, |r| match r {
+            ResponseBody::Metrics { counters } => {
+                Some(counters.iter().map(|(name, value)| (name.to_string(), *value)).collect())
+            }
+            _ => None,
+        })
+        .await
+    }
+
     /// Largest frame this client accepts from the hub.
     pub fn max_frame_bytes(&self) -> usize {
         MAX_RESPONSE_BYTES
@@ -344,6 +355,7 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
         ResponseBody::Membership { .. } => "membership",
         ResponseBody::Groups { .. } => "groups",
         ResponseBody::Group { .. } => "group",
+        ResponseBody::Metrics { .. } => "metrics",
     }
 }
 

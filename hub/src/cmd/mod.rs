@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod group;
+pub mod metrics;
 pub mod produce;
 pub mod topic;
 

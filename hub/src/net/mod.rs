@@ -1,7 +1,8 @@
-//! Network listeners: each turns a protocol into broker calls. So far the
-//! native protocol; MQTT and serial come next.
+//! Network listeners: each turns a protocol into broker calls: the native
+//! protocol over TCP, and the same protocol over serial lines.
 
 pub mod native;
+pub mod serial;
 
 use tokio::sync::watch;
 

@@ -27,6 +27,8 @@ pub fn cairn() -> PathBuf {
 pub struct Hub {
     pub child: Child,
     pub addr: String,
+    /// The serial-over-TCP listener's address, when started with one.
+    pub serial_addr: Option<String>,
     pub data: PathBuf,
 }
 
@@ -51,13 +53,17 @@ impl Hub {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let started = Instant::now();
         let mut addr = None;
+        let mut serial_addr = None;
         let mut seen = Vec::new();
         while started.elapsed() < Duration::from_secs(30) {
             let Some(Ok(line)) = lines.next() else { break };
             let line = strip_ansi(&line);
             if let Some(rest) = line.split("addr=").nth(1) {
+                let value = Some(rest.split_whitespace().next().unwrap().to_string());
                 if line.contains("native protocol listening") {
-                    addr = Some(rest.split_whitespace().next().unwrap().to_string());
+                    addr = value;
+                } else if line.contains("serial-over-TCP listening") {
+                    serial_addr = value;
                 }
             }
             let running = line.contains("cairn is running");
@@ -66,7 +72,7 @@ impl Hub {
                 // Keep draining stderr so the hub never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 let addr = addr.expect("the hub logged its native address");
-                return Hub { child, addr, data: data.to_path_buf() };
+                return Hub { child, addr, serial_addr, data: data.to_path_buf() };
             }
         }
         let _ = child.kill();

@@ -5,14 +5,19 @@
 //! A partial frame is not an error (we wait for the rest); a frame over the
 //! size limit is refused with an error naming the limit, and the connection
 //! closes before a byte of its payload is buffered.
+//!
+//! The same code serves serial lines (`net::serial`), where frames are COBS +
+//! CRC instead of length-prefixed ([`Framing`]): a damaged frame there is
+//! counted and skipped, since a serial line cannot be "closed" on its peer.
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::frame::{self, ErrorCode, Response, ResponseBody, LENGTH_PREFIX};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use cairn_proto::serial::{self, Decoded, FrameDecoder, SkipReason};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -20,7 +25,18 @@ use super::handler::{encode_log_error, Handler, Next};
 use super::NativeLimits;
 use crate::broker::Broker;
 use crate::log::PendingAppend;
+use crate::metrics::Metrics;
 use crate::net::Shutdown;
+
+/// How frames are delimited on a connection.
+#[derive(Clone)]
+pub(crate) enum Framing {
+    /// 4-byte length, then the message (TCP clients).
+    LengthPrefixed,
+    /// COBS + CRC-32 frames ending in 0x00 (serial lines), at most
+    /// `max_frame` bytes decoded; skipped frames are counted in `metrics`.
+    Serial { max_frame: usize, metrics: Arc<Metrics> },
+}
 
 /// Longest a response may take to write before the client is considered
 /// gone.
@@ -45,23 +61,28 @@ enum ReadError {
 
 /// Serves one connection until the client closes it, sends something that
 /// makes us close it, or the hub shuts down.
-pub(super) async fn run(
-    socket: TcpStream,
-    peer: SocketAddr,
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: impl Display,
+    framing: Framing,
     broker: Broker,
     limits: Arc<NativeLimits>,
     mut shutdown: Shutdown,
-) {
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     tracing::debug!(%peer, "connection opened");
-    let (read_half, write_half) = socket.into_split();
     // Responses go through a bounded queue to one writer task.
     let (responses, queue) = mpsc::channel::<Outgoing>(limits.max_in_flight);
-    let writer = tokio::spawn(write_frames(write_half, queue));
+    let writer = tokio::spawn(write_frames(write_half, queue, framing.clone()));
     let handler = Handler::new(broker, limits.clone(), responses, shutdown.clone());
-    let mut reader = BufReader::new(read_half);
+    let mut reader = FrameReader::new(read_half, framing);
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, limits.max_frame_bytes) => frame,
+            frame = reader.next(limits.max_frame_bytes) => frame,
             _ = shutdown.recv() => {
                 // Answer what is in flight first (commits still complete
                 // during shutdown), then say why the connection ends.
@@ -92,6 +113,12 @@ pub(super) async fn run(
             }
         };
         if next == Next::Close {
+            // On a serial line, a frame with a good CRC that is not a request
+            // is skipped like any other bad frame: the line stays open.
+            if let Framing::Serial { metrics, .. } = &reader.framing {
+                metrics.serial_skipped_not_a_request.inc();
+                continue;
+            }
             break;
         }
     }
@@ -103,9 +130,79 @@ pub(super) async fn run(
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Reads one frame's payload. `Ok(None)` is a clean end of stream between
-/// frames.
-async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+/// Reads frames off a connection, as its [`Framing`] says.
+struct FrameReader<R> {
+    reader: BufReader<R>,
+    framing: Framing,
+    /// Serial lines: the frame being reassembled.
+    decoder: Option<FrameDecoder<Vec<u8>>>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(read_half: R, framing: Framing) -> Self {
+        let decoder = match &framing {
+            Framing::LengthPrefixed => None,
+            Framing::Serial { max_frame, .. } => Some(FrameDecoder::new(vec![0u8; *max_frame])),
+        };
+        FrameReader { reader: BufReader::new(read_half), framing, decoder }
+    }
+
+    /// The next frame's payload. `Ok(None)` is a clean end of stream
+    /// between frames.
+    async fn next(&mut self, limit: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        match (&self.framing, &mut self.decoder) {
+            (Framing::Serial { metrics, .. }, Some(decoder)) => next_serial(&mut self.reader, decoder, metrics).await,
+            _ => read_frame(&mut self.reader, limit).await,
+        }
+    }
+}
+
+/// Reads bytes until a whole serial frame with a good CRC has arrived;
+/// bad frames are counted and skipped.
+async fn next_serial<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    decoder: &mut FrameDecoder<Vec<u8>>,
+    metrics: &Metrics,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    loop {
+        let available = reader.fill_buf().await.map_err(ReadError::Io)?;
+        if available.is_empty() {
+            return Ok(None);
+        }
+        let mut used = 0;
+        let mut frame = None;
+        for &byte in available {
+            used += 1;
+            match decoder.feed(byte) {
+                Decoded::Pending => {}
+                Decoded::Skipped(reason) => {
+                    tracing::debug!(%reason, "serial frame skipped");
+                    match reason {
+                        SkipReason::Malformed => metrics.serial_skipped_malformed.inc(),
+                        SkipReason::BadCrc => metrics.serial_skipped_bad_crc.inc(),
+                        SkipReason::TooLarge => metrics.serial_skipped_too_large.inc(),
+                    }
+                }
+                Decoded::Frame(message) => {
+                    frame = Some(message.to_vec());
+                    break;
+                }
+            }
+        }
+        reader.consume(used);
+        if let Some(frame) = frame {
+            metrics.serial_frames_in.inc();
+            return Ok(Some(frame));
+        }
+    }
+}
+
+/// Reads one length-prefixed frame's payload. `Ok(None)` is a clean end of
+/// stream between frames.
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -130,13 +227,18 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, limit: usize) -> Resu
 
 /// Writes queued frames, flushing whenever the queue runs dry (so
 /// pipelined responses share syscalls, and a lone one goes out at once).
-async fn write_frames(socket: OwnedWriteHalf, mut queue: mpsc::Receiver<Outgoing>) {
+async fn write_frames<W: AsyncWrite + Unpin>(socket: W, mut queue: mpsc::Receiver<Outgoing>, framing: Framing) {
     let mut out = BufWriter::new(socket);
     while let Some(item) = queue.recv().await {
-        let frame = match item {
+        let mut frame = match item {
             Outgoing::Frame(frame) => frame,
             Outgoing::Ack { id, partition, pending } => ack_frame(id, partition, pending).await,
         };
+        // Responses are encoded length-prefixed; a serial line gets the
+        // same message as a COBS + CRC frame.
+        if let Framing::Serial { .. } = framing {
+            frame = serial::encode_frame(&frame[LENGTH_PREFIX..]);
+        }
         // A client that stops reading gets its connection closed rather than
         // holding the hub's buffers (and a connection slot) forever.
         let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {

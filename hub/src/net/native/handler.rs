@@ -232,6 +232,10 @@ impl Handler {
                 }
                 Err(err) => self.send_group_error(id, &err).await,
             },
+            RequestBody::Metrics => {
+                let counters = self.broker.metrics().snapshot();
+                self.send(id, ResponseBody::Metrics { counters }).await;
+            }
         }
         Next::Continue
     }

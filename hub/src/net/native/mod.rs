@@ -4,7 +4,7 @@
 //! listener (this file) → connection (frames in, frames out) → handler (one
 //! request → broker → one response). Wire types come from `cairn_proto::frame`.
 
-mod connection;
+pub(crate) mod connection;
 mod handler;
 
 use std::net::SocketAddr;
@@ -66,7 +66,11 @@ pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, 
         let (broker, limits, shutdown) = (broker.clone(), limits.clone(), shutdown.clone());
         tokio::spawn(async move {
             match permit {
-                Some(_permit) => connection::run(socket, peer, broker, limits, shutdown).await,
+                Some(_permit) => {
+                    let (read_half, write_half) = socket.into_split();
+                    let framing = connection::Framing::LengthPrefixed;
+                    connection::run(read_half, write_half, peer, framing, broker, limits, shutdown).await
+                }
                 None => connection::refuse_too_many(socket, peer, limits.max_connections).await,
             }
         });

@@ -1,0 +1,51 @@
+//! Counters a running hub keeps about its traffic, readable over the native
+//! protocol (`metrics` request, `cairn metrics`). Plain atomics: counting
+//! costs one relaxed add on the path it counts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every counter of the hub. Shared (behind an `Arc`) by the listeners.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Serial lines (devices and serial-over-TCP) opened.
+    pub serial_links: Counter,
+    /// Good frames read from serial lines.
+    pub serial_frames_in: Counter,
+    /// Serial frames dropped because they were not valid COBS (line noise,
+    /// a frame cut short).
+    pub serial_skipped_malformed: Counter,
+    /// Serial frames dropped for a CRC mismatch.
+    pub serial_skipped_bad_crc: Counter,
+    /// Serial frames dropped for being longer than the serial frame limit.
+    pub serial_skipped_too_large: Counter,
+    /// Serial frames with a good CRC that were not a request.
+    pub serial_skipped_not_a_request: Counter,
+}
+
+/// One monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Metrics {
+    /// Every counter with its name, in a stable order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("serial_links", self.serial_links.get()),
+            ("serial_frames_in", self.serial_frames_in.get()),
+            ("serial_skipped_malformed", self.serial_skipped_malformed.get()),
+            ("serial_skipped_bad_crc", self.serial_skipped_bad_crc.get()),
+            ("serial_skipped_too_large", self.serial_skipped_too_large.get()),
+            ("serial_skipped_not_a_request", self.serial_skipped_not_a_request.get()),
+        ]
+    }
+}

@@ -1,0 +1,118 @@
+//! Serial ingest: devices that speak the native protocol over a UART.
+//!
+//! Two ways in, one protocol (COBS + CRC frames, `cairn_proto::serial`):
+//! - a serial device of the gateway (`/dev/ttyUSB0` at a baud rate), opened
+//!   again whenever it goes away (a USB adapter unplugged);
+//! - a TCP port where each connection is one serial line: what QEMU's
+//!   `-serial tcp:` and ser2net connect to.
+//!
+//! Each line is served by the native protocol's connection code with serial
+//! framing; acknowledgements go back on the same line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_serial::SerialPortBuilderExt;
+
+use super::native::connection::{self, Framing};
+use super::native::NativeLimits;
+use super::Shutdown;
+use crate::broker::Broker;
+
+/// Largest decoded serial frame; longer ones are skipped and counted. A
+/// device's frames are a few KiB at most.
+pub const MAX_SERIAL_FRAME: usize = 64 * 1024;
+
+/// Where a serial device is and how fast it talks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialDevice {
+    pub path: PathBuf,
+    pub baud: u32,
+}
+
+fn framing(broker: &Broker) -> Framing {
+    Framing::Serial { max_frame: MAX_SERIAL_FRAME, metrics: broker.metrics().clone() }
+}
+
+/// Binds the serial-over-TCP port and logs the address it got.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serial-over-TCP listening");
+    Ok(listener)
+}
+
+/// Serves each TCP connection as one serial line until shutdown.
+pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
+    let limits = Arc::new(limits);
+    let mut lines = tokio::task::JoinSet::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, "serial-over-TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        broker.metrics().serial_links.inc();
+        tracing::info!(%peer, "serial line connected over TCP");
+        let (read_half, write_half) = socket.into_split();
+        let run = connection::run(
+            read_half,
+            write_half,
+            format!("serial-tcp {peer}"),
+            framing(&broker),
+            broker.clone(),
+            limits.clone(),
+            shutdown.clone(),
+        );
+        lines.spawn(run);
+    }
+    // Lines answer what is in flight before the log closes.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while lines.join_next().await.is_some() {} }).await;
+    tracing::info!("serial-over-TCP listener stopped");
+}
+
+/// Serves a serial device until shutdown, reopening it (every second) when
+/// it cannot be opened or goes away.
+pub async fn serve_device(device: SerialDevice, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
+    let limits = Arc::new(limits);
+    let mut warned = false;
+    while !shutdown.is_shutdown() {
+        match tokio_serial::new(device.path.to_string_lossy(), device.baud).open_native_async() {
+            Ok(port) => {
+                warned = false;
+                broker.metrics().serial_links.inc();
+                tracing::info!(path = %device.path.display(), baud = device.baud, "serial device open");
+                let (read_half, write_half) = tokio::io::split(port);
+                let peer = format!("serial {}", device.path.display());
+                connection::run(
+                    read_half,
+                    write_half,
+                    peer,
+                    framing(&broker),
+                    broker.clone(),
+                    limits.clone(),
+                    shutdown.clone(),
+                )
+                .await;
+                tracing::info!(path = %device.path.display(), "serial device closed");
+            }
+            Err(err) if !warned => {
+                tracing::warn!(path = %device.path.display(), error = %err, "cannot open serial device; retrying every second");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => {}
+        }
+    }
+}
