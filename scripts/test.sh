@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace on a fresh machine: installs what the tests
-# need first (so far only the Rust toolchain the machine already has), then
-# `cargo test`. Later parts add their prerequisites here (rustup targets for
-# plugins and firmware, mosquitto-clients, qemu-system-arm).
+# Runs every test of the workspace on a fresh machine. Installs what the
+# tests need first, then `cargo test`:
+# - rustup targets for the device SDK (thumbv6m, thumbv7m, thumbv7em);
+# - qemu-system-arm (boots the example firmware) and binutils-arm-none-eabi
+#   (footprint), from Debian's packages, when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,23 @@ if ! command -v cargo >/dev/null; then
     echo "error: cargo not found; install Rust from https://rustup.rs first" >&2
     exit 1
 fi
+
+rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null
+
+if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/dev/null; then
+    echo "installing qemu-system-arm and binutils-arm-none-eabi (Debian packages)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        qemu-system-arm binutils-arm-none-eabi >/dev/null
+fi
+
+# The device SDK builds for the smallest and the FPU Cortex-M targets.
+cargo build --locked -p cairn-firmware --target thumbv6m-none-eabi
+cargo build --locked -p cairn-firmware --target thumbv7em-none-eabihf
+# The example firmware the QEMU test boots (its own workspace, thumbv7m).
+(cd firmware/qemu-lm3s6965 && cargo build --locked --release)
 
 # The end-to-end tests in tests/ start the `cairn` binary: build it (and the
 # crash-test helper) first, so they never run a stale one.

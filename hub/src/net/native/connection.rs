@@ -93,7 +93,16 @@ pub(crate) async fn run<R, W>(
         };
         let next = match frame {
             Ok(Some(payload)) => tokio::select! {
-                next = handler.handle(payload) => next,
+                next = handler.handle(payload) => match (&reader.framing, next) {
+                    // On a serial line, a frame with a good CRC that is not a
+                    // request is skipped like any other bad frame: the line
+                    // stays open.
+                    (Framing::Serial { metrics, .. }, Next::Close) => {
+                        metrics.serial_skipped_not_a_request.inc();
+                        Next::Continue
+                    }
+                    (_, next) => next,
+                },
                 // A client that stops reading can block us here; shutdown
                 // still ends the connection.
                 _ = shutdown.recv() => Next::Close,
@@ -113,12 +122,6 @@ pub(crate) async fn run<R, W>(
             }
         };
         if next == Next::Close {
-            // On a serial line, a frame with a good CRC that is not a request
-            // is skipped like any other bad frame: the line stays open.
-            if let Framing::Serial { metrics, .. } = &reader.framing {
-                metrics.serial_skipped_not_a_request.inc();
-                continue;
-            }
             break;
         }
     }
