@@ -25,8 +25,10 @@ use crate::outbox::{FullPolicy, Outbox, Reading};
 /// producer's last 5 batches, so every retry stays recognisable.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// Size of the buffer one batch is encoded in; a batch holds as many
-/// readings as fit.
+/// Default size of the buffer one batch is encoded in (the `B` parameter of
+/// [`Publisher`]); a batch holds as many readings as fit. Larger batches
+/// spend less of a serial line on framing (see docs/BENCHMARKS.md) and more
+/// RAM.
 pub const BATCH_BYTES: usize = 1024;
 
 /// Longest record key (bytes).
@@ -96,8 +98,9 @@ struct InFlight {
     acked: bool,
 }
 
-/// Publishes readings over one link `L` with an outbox of `N` readings.
-pub struct Publisher<'c, L, const N: usize> {
+/// Publishes readings over one link `L` with an outbox of `N` readings,
+/// in batches of at most `B` bytes.
+pub struct Publisher<'c, L, const N: usize, const B: usize = BATCH_BYTES> {
     link: L,
     config: Config<'c>,
     receiver: Receiver,
@@ -110,11 +113,11 @@ pub struct Publisher<'c, L, const N: usize> {
     front_seq: i32,
     in_flight: Vec<InFlight, MAX_IN_FLIGHT>,
     next_request: u32,
-    batch: [u8; BATCH_BYTES],
+    batch: [u8; B],
     counters: Counters,
 }
 
-impl<'c, L, const N: usize> Publisher<'c, L, N>
+impl<'c, L, const N: usize, const B: usize> Publisher<'c, L, N, B>
 where
     L: Read + Write + ReadReady,
 {
@@ -135,7 +138,7 @@ where
             front_seq: 0,
             in_flight: Vec::new(),
             next_request: 1,
-            batch: [0; BATCH_BYTES],
+            batch: [0; B],
             counters: Counters::default(),
         })
     }
@@ -263,7 +266,7 @@ where
         let max_count = if entry.count == 0 { usize::MAX } else { usize::from(entry.count) };
         let readings = self.outbox.range(start, max_count);
         // Cannot fail: the key and every value are bounded far below
-        // BATCH_BYTES, and the range is never empty.
+        // the batch buffer, and the range is never empty.
         let Ok((bytes, count)) = encode_batch(&mut self.batch, readings, self.config.key, producer_id, seq) else {
             return Ok(());
         };

@@ -51,7 +51,11 @@ fn main() -> ! {
     // SAFETY: memory-mapped UART flag register.
     let framing = if unsafe { read_volatile(FLAGS) } & 1 == 0 { Framing::Serial } else { Framing::LengthPrefixed };
     let config = Config { topic: "t", partition: 0, key: Some(b"k"), framing, policy: FullPolicy::DropOldest };
-    let Ok(mut publisher) = Publisher::<_, 32>::new(Link, config) else { loop { cortex_m::asm::wfi() } };
+    let Ok(publisher) = Publisher::<_, 32>::new(Link, config) else { loop { cortex_m::asm::wfi() } };
+    // In a static, so its RAM shows in .bss (outbox of 32 readings included).
+    let Some(publisher) = cortex_m::singleton!(: Publisher<'static, Link, 32> = publisher) else {
+        loop { cortex_m::asm::wfi() }
+    };
     let mut n = 0i64;
     loop {
         let _ = publisher.publish(&n.to_le_bytes(), n);
