@@ -582,20 +582,7 @@ impl<B: Buffer> BatchWriter<B> {
         }
         let ts_delta = varint::zigzag(timestamp.wrapping_sub(self.first_timestamp));
         let offset_delta = u64::from(self.next_delta);
-        let key_len = key.map_or(0, |k| k.len() as u64 + 1);
-
-        // Size the record first so the length prefix can be written before it
-        // and a full buffer is detected before any byte is written.
-        let mut body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + varint::len_u64(key_len);
-        body += key.map_or(0, <[u8]>::len);
-        body += varint::len_u64(value.len() as u64) + value.len();
-        let mut header_count = 0u64;
-        for (name, v) in headers.clone() {
-            header_count += 1;
-            body += varint::len_u64(name.len() as u64) + name.len() + varint::len_u64(v.len() as u64) + v.len();
-        }
-        body += varint::len_u64(header_count);
-        let total = varint::len_u64(body as u64) + body;
+        let (body, total) = record_size(key, value, ts_delta, offset_delta, headers.clone());
         // In u64: on 32-bit targets the limit itself does not fit a usize.
         if (self.encoded_len() + total) as u64 > LENGTH_FIELD_END as u64 + u64::from(u32::MAX) {
             return Err(EncodeError::TooLarge);
@@ -607,29 +594,7 @@ impl<B: Buffer> BatchWriter<B> {
                 return Err(EncodeError::BufferFull { needed, capacity });
             }
         }
-
-        let mut tmp = [0u8; varint::MAX_LEN];
-        let mut put_varint = |buf: &mut B, v: u64| {
-            let n = varint::encode_u64(v, &mut tmp);
-            buf.put(&tmp[..n])
-        };
-        put_varint(&mut self.buf, body as u64)?;
-        self.buf.put(&[0])?;
-        put_varint(&mut self.buf, ts_delta)?;
-        put_varint(&mut self.buf, offset_delta)?;
-        put_varint(&mut self.buf, key_len)?;
-        if let Some(k) = key {
-            self.buf.put(k)?;
-        }
-        put_varint(&mut self.buf, value.len() as u64)?;
-        self.buf.put(value)?;
-        put_varint(&mut self.buf, header_count)?;
-        for (name, v) in headers {
-            put_varint(&mut self.buf, name.len() as u64)?;
-            self.buf.put(name.as_bytes())?;
-            put_varint(&mut self.buf, v.len() as u64)?;
-            self.buf.put(v)?;
-        }
+        write_record(&mut self.buf, body, key, value, ts_delta, offset_delta, headers)?;
         self.count += 1;
         self.last_delta = self.last_delta.max(self.next_delta);
         self.next_delta = self.next_delta.saturating_add(1);
@@ -659,5 +624,221 @@ impl<B: Buffer> BatchWriter<B> {
         let crc = crate::checksum::crc32(&bytes[CRC_START..]);
         bytes[13..17].copy_from_slice(&crc.to_be_bytes());
         Ok(self.buf)
+    }
+}
+
+/// Sizes one record: (bytes after its length prefix, bytes in all).
+fn record_size<'h>(
+    key: Option<&[u8]>,
+    value: &[u8],
+    ts_delta: u64,
+    offset_delta: u64,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> (usize, usize) {
+    let key_len = key.map_or(0, |k| k.len() as u64 + 1);
+    let mut body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + varint::len_u64(key_len);
+    body += key.map_or(0, <[u8]>::len);
+    body += varint::len_u64(value.len() as u64) + value.len();
+    let mut header_count = 0u64;
+    for (name, v) in headers {
+        header_count += 1;
+        body += varint::len_u64(name.len() as u64) + name.len() + varint::len_u64(v.len() as u64) + v.len();
+    }
+    body += varint::len_u64(header_count);
+    (body, varint::len_u64(body as u64) + body)
+}
+
+/// Writes one record (`body` from [`record_size`]).
+fn write_record<'h, B: Buffer>(
+    buf: &mut B,
+    body: usize,
+    key: Option<&[u8]>,
+    value: &[u8],
+    ts_delta: u64,
+    offset_delta: u64,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+) -> Result<(), EncodeError> {
+    let mut tmp = [0u8; varint::MAX_LEN];
+    let mut put_varint = |buf: &mut B, v: u64| {
+        let n = varint::encode_u64(v, &mut tmp);
+        buf.put(&tmp[..n])
+    };
+    put_varint(buf, body as u64)?;
+    buf.put(&[0])?;
+    put_varint(buf, ts_delta)?;
+    put_varint(buf, offset_delta)?;
+    put_varint(buf, key.map_or(0, |k| k.len() as u64 + 1))?;
+    if let Some(k) = key {
+        buf.put(k)?;
+    }
+    put_varint(buf, value.len() as u64)?;
+    buf.put(value)?;
+    put_varint(buf, headers.clone().count() as u64)?;
+    for (name, v) in headers {
+        put_varint(buf, name.len() as u64)?;
+        buf.put(name.as_bytes())?;
+        put_varint(buf, v.len() as u64)?;
+        buf.put(v)?;
+    }
+    Ok(())
+}
+
+/// A batch written straight to a link, never held whole in memory: for
+/// devices that send records from their outbox. The same bytes as a
+/// [`BatchWriter`] would produce (tests check).
+///
+/// The header's length, counts, timestamps and CRC depend on every record,
+/// so the records are walked three times: `new` sizes them, then CRCs them,
+/// and [`BatchStream::write`] encodes them once more on the way out. Each
+/// walk must yield the same records (a device reads them from its outbox).
+#[derive(Debug, Clone)]
+pub struct BatchStream {
+    header: [u8; HEADER_LEN],
+}
+
+/// Feeds written bytes to a CRC and counts them; keeps nothing.
+struct CrcBuffer {
+    crc: crate::checksum::Crc32,
+    len: usize,
+}
+
+impl Buffer for CrcBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.crc.update(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+    fn written_mut(&mut self) -> &mut [u8] {
+        &mut []
+    }
+}
+
+/// Hands written bytes to a sink, keeping its first error.
+struct SinkBuffer<'s, F, E> {
+    sink: &'s mut F,
+    len: usize,
+    error: Option<E>,
+}
+
+impl<F: FnMut(&[u8]) -> Result<(), E>, E> Buffer for SinkBuffer<'_, F, E> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        if self.error.is_none() {
+            if let Err(e) = (self.sink)(bytes) {
+                self.error = Some(e);
+            }
+        }
+        self.len += bytes.len();
+        Ok(())
+    }
+    fn written_mut(&mut self) -> &mut [u8] {
+        &mut []
+    }
+}
+
+fn header_parts<'a>(record: &Record<'a>) -> impl Iterator<Item = (&'a str, &'a [u8])> + Clone + 'a {
+    record.headers.iter().map(|h: &Header<'a>| (h.name, h.value))
+}
+
+impl BatchStream {
+    /// Plans the batch of `records()` (offsets 0, 1, …), optionally from an
+    /// idempotent producer (`producer_id`, `base_sequence`, or
+    /// [`NO_PRODUCER`] / [`NO_SEQUENCE`]).
+    pub fn new<'r, I>(records: impl Fn() -> I, producer_id: i64, base_sequence: i32) -> Result<BatchStream, EncodeError>
+    where
+        I: Iterator<Item = Record<'r>>,
+    {
+        let (mut count, mut first_ts, mut max_ts, mut len) = (0u32, 0i64, i64::MIN, HEADER_LEN);
+        for record in records() {
+            if count == u32::MAX {
+                return Err(EncodeError::TooLarge);
+            }
+            if count == 0 {
+                first_ts = record.timestamp;
+            }
+            let ts_delta = varint::zigzag(record.timestamp.wrapping_sub(first_ts));
+            let (_, total) = record_size(record.key, record.value, ts_delta, u64::from(count), header_parts(&record));
+            len += total;
+            max_ts = max_ts.max(record.timestamp);
+            count += 1;
+        }
+        if count == 0 {
+            return Err(EncodeError::Empty);
+        }
+        if len as u64 > LENGTH_FIELD_END as u64 + u64::from(u32::MAX) {
+            return Err(EncodeError::TooLarge);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[8..12].copy_from_slice(&((len - LENGTH_FIELD_END) as u32).to_be_bytes());
+        header[12] = MAGIC;
+        header[19..23].copy_from_slice(&(count - 1).to_be_bytes());
+        header[23..31].copy_from_slice(&first_ts.to_be_bytes());
+        header[31..39].copy_from_slice(&max_ts.to_be_bytes());
+        header[39..47].copy_from_slice(&producer_id.to_be_bytes());
+        header[47..51].copy_from_slice(&base_sequence.to_be_bytes());
+        header[51..55].copy_from_slice(&count.to_be_bytes());
+        let mut crc = CrcBuffer { crc: crate::checksum::Crc32::new(), len: 0 };
+        crc.crc.update(&header[CRC_START..]);
+        let stream = BatchStream { header };
+        stream.walk(records, &mut crc)?;
+        let crc = crc.crc.finish();
+        let mut stream = stream;
+        stream.header[13..17].copy_from_slice(&crc.to_be_bytes());
+        Ok(stream)
+    }
+
+    /// Bytes of the whole batch.
+    pub fn len(&self) -> usize {
+        u32::from_be_bytes([self.header[8], self.header[9], self.header[10], self.header[11]]) as usize
+            + LENGTH_FIELD_END
+    }
+
+    /// Never true: a batch holds at least one record.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Records in the batch.
+    pub fn count(&self) -> u32 {
+        u32::from_be_bytes([self.header[51], self.header[52], self.header[53], self.header[54]])
+    }
+
+    /// Writes the batch (the same `records()` as given to `new`) to `sink`,
+    /// returning the sink's first error.
+    pub fn write<'r, I, E>(
+        &self,
+        records: impl Fn() -> I,
+        sink: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        I: Iterator<Item = Record<'r>>,
+    {
+        sink(&self.header)?;
+        let mut out = SinkBuffer { sink, len: 0, error: None };
+        // SinkBuffer never fails a put; errors are kept in `out.error`.
+        let _ = self.walk(records, &mut out);
+        match out.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes every record into `buf`.
+    fn walk<'r, I, B: Buffer>(&self, records: impl Fn() -> I, buf: &mut B) -> Result<(), EncodeError>
+    where
+        I: Iterator<Item = Record<'r>>,
+    {
+        let first_ts = i64::from_be_bytes(self.header[23..31].try_into().unwrap_or([0; 8]));
+        for (delta, record) in records().enumerate() {
+            let ts_delta = varint::zigzag(record.timestamp.wrapping_sub(first_ts));
+            let (body, _) = record_size(record.key, record.value, ts_delta, delta as u64, header_parts(&record));
+            write_record(buf, body, record.key, record.value, ts_delta, delta as u64, header_parts(&record))?;
+        }
+        Ok(())
     }
 }

@@ -203,6 +203,61 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for lookups by name.
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::MalformedRequest,
+        ErrorCode::UnknownRequest,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnknownTopic,
+        ErrorCode::TopicExists,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::UnknownPartition,
+        ErrorCode::InvalidConfig,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::InvalidBatch,
+        ErrorCode::SequenceGap,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::MissingKey,
+        ErrorCode::Storage,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooManyConnections,
+        ErrorCode::UnknownMember,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::UnknownGroup,
+    ];
+
+    /// The code's name on the wire (as serde writes it; a test checks).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnknownTopic => "unknown_topic",
+            ErrorCode::TopicExists => "topic_exists",
+            ErrorCode::InvalidTopicName => "invalid_topic_name",
+            ErrorCode::UnknownPartition => "unknown_partition",
+            ErrorCode::InvalidConfig => "invalid_config",
+            ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::InvalidBatch => "invalid_batch",
+            ErrorCode::SequenceGap => "sequence_gap",
+            ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
+            ErrorCode::MissingKey => "missing_key",
+            ErrorCode::Storage => "storage",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::UnknownMember => "unknown_member",
+            ErrorCode::IllegalGeneration => "illegal_generation",
+            ErrorCode::UnknownGroup => "unknown_group",
+        }
+    }
+
+    /// The code named `name`, if any.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// Whether the same request may succeed if sent again later.
     pub fn is_retriable(self) -> bool {
         matches!(self, ErrorCode::Storage | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections)
@@ -467,6 +522,18 @@ mod tests {
             let back: Response<'_> = decode(&out[4..]).unwrap();
             assert_eq!(back, resp);
         }
+    }
+
+    #[test]
+    fn error_code_names_are_the_serde_names() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            let cbor = serde_cbor::to_vec(&code).unwrap();
+            let serde_name: String = serde_cbor::from_slice(&cbor).unwrap();
+            assert_eq!(serde_name, code.name());
+            assert_eq!(ErrorCode::from_name(code.name()), Some(code));
+            assert!(!ErrorCode::ALL[..i].contains(&code), "{code:?} listed twice");
+        }
+        assert_eq!(ErrorCode::from_name("nope"), None);
     }
 
     #[test]
