@@ -1,15 +1,20 @@
-//! Messages over a byte link: the native protocol's requests out, its
-//! responses in, framed for TCP (length prefix) or for a serial line
-//! (COBS + CRC, see `cairn_proto::serial`).
+//! Messages over a byte link: the device's requests out, the hub's responses
+//! in, framed for TCP (length prefix) or for a serial line (COBS + CRC, see
+//! `cairn_proto::serial`). The messages are `cairn_proto::device`'s.
 //!
-//! Sending streams the CBOR straight to the link (no frame buffer); receiving
-//! collects one response at a time in a fixed buffer and never blocks: it
-//! reads only what the link says is ready.
+//! Sending streams: the CBOR, and a produce request's batch, go to the link
+//! as they are encoded, with no frame or batch buffer. Receiving collects one
+//! response at a time in a fixed buffer and never blocks: it reads only what
+//! the link says is ready.
 
-use cairn_proto::frame::{self, Response, LENGTH_PREFIX};
+use core::convert::Infallible;
+
+use cairn_proto::batch::BatchStream;
+use cairn_proto::device::{self, DeviceResponse};
+use cairn_proto::frame::{Acks, LENGTH_PREFIX};
 use cairn_proto::serial::{Decoded, FrameDecoder, FrameEncoder, Sink};
+use cairn_proto::Record;
 use embedded_io::{Read, ReadReady, Write};
-use serde::Serialize;
 
 /// How messages are delimited on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,37 +30,6 @@ pub enum Framing {
 /// answers to a device are well under this).
 pub const RX_BUFFER: usize = 192;
 
-/// Adapts an `embedded_io` writer to the encoders' sinks.
-struct IoSink<'a, W>(&'a mut W);
-
-impl<W: Write> Sink for IoSink<'_, W> {
-    type Error = W::Error;
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), W::Error> {
-        self.0.write_all(bytes)
-    }
-}
-
-impl<W: Write> serde_cbor::ser::Write for IoSink<'_, W> {
-    type Error = serde_cbor::Error;
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), serde_cbor::Error> {
-        // Errors are found again by the flush that ends every frame; a link
-        // that failed keeps failing.
-        let _ = self.0.write_all(bytes);
-        Ok(())
-    }
-}
-
-/// Counts serialised bytes (for the length prefix) without storing them.
-struct Counter(usize);
-
-impl serde_cbor::ser::Write for Counter {
-    type Error = serde_cbor::Error;
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), serde_cbor::Error> {
-        self.0 += bytes.len();
-        Ok(())
-    }
-}
-
 /// Why a message could not be sent or received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkError<E> {
@@ -65,23 +39,126 @@ pub enum LinkError<E> {
     Closed,
 }
 
-/// Writes one message, framed, and flushes.
-pub fn send<W: Write, T: Serialize>(link: &mut W, framing: Framing, message: &T) -> Result<(), LinkError<W::Error>> {
-    match framing {
-        Framing::LengthPrefixed => {
-            // Two passes over a small message cost less than a frame buffer.
-            let mut counter = Counter(0);
-            let _ = frame::serialize_into(message, &mut counter);
-            link.write_all(&(counter.0 as u32).to_be_bytes()).map_err(LinkError::Io)?;
-            let _ = frame::serialize_into(message, IoSink(link));
-        }
-        Framing::Serial => {
-            let mut encoder = FrameEncoder::new(IoSink(link));
-            let _ = frame::serialize_into(message, &mut encoder);
-            encoder.finish().map_err(LinkError::Io)?;
+/// A request, up to its batch bytes for a produce.
+#[derive(Debug, Clone, Copy)]
+pub enum Head<'a> {
+    Hello { id: u32 },
+    AllocateProducerId { id: u32 },
+    Produce { id: u32, topic: &'a str, partition: u32, batch_len: usize },
+}
+
+impl Head<'_> {
+    fn write<W: cairn_proto::device::minicbor::encode::Write>(&self, writer: W) {
+        // The writers used here never fail (errors are kept by the sink).
+        let _ = match *self {
+            Head::Hello { id } => device::encode_hello(writer, id, "cairn-firmware"),
+            Head::AllocateProducerId { id } => device::encode_allocate_producer_id(writer, id),
+            Head::Produce { id, topic, partition, batch_len } => {
+                device::encode_produce_head(writer, id, topic, Some(partition), Acks::Durable, batch_len)
+            }
+        };
+    }
+}
+
+/// The link as a byte sink that keeps its first error (so encoders need not
+/// handle one mid-message).
+struct LinkSink<'l, L: Write> {
+    link: &'l mut L,
+    error: Option<L::Error>,
+}
+
+impl<L: Write> LinkSink<'_, L> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.link.write_all(bytes) {
+                self.error = Some(e);
+            }
         }
     }
-    link.flush().map_err(LinkError::Io)
+}
+
+impl<L: Write> cairn_proto::device::minicbor::encode::Write for LinkSink<'_, L> {
+    type Error = Infallible;
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.put(bytes);
+        Ok(())
+    }
+}
+
+impl<L: Write> Sink for &mut LinkSink<'_, L> {
+    type Error = Infallible;
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.put(bytes);
+        Ok(())
+    }
+}
+
+/// Counts bytes without keeping them (for the length prefix).
+struct Counter(usize);
+
+impl cairn_proto::device::minicbor::encode::Write for Counter {
+    type Error = Infallible;
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.0 += bytes.len();
+        Ok(())
+    }
+}
+
+/// Sends a request without a batch, framed, and flushes.
+pub fn send<L: Write>(link: &mut L, framing: Framing, head: Head<'_>) -> Result<(), LinkError<L::Error>> {
+    transmit(link, framing, head, 0, |_| {})
+}
+
+/// Sends a produce request whose batch is `stream` over `records()`.
+pub fn send_produce<'r, L: Write, I>(
+    link: &mut L,
+    framing: Framing,
+    id: u32,
+    topic: &str,
+    partition: u32,
+    stream: &BatchStream,
+    records: impl Fn() -> I,
+) -> Result<(), LinkError<L::Error>>
+where
+    I: Iterator<Item = Record<'r>>,
+{
+    let head = Head::Produce { id, topic, partition, batch_len: stream.len() };
+    transmit(link, framing, head, stream.len(), |out| {
+        let _ = stream.write(&records, &mut |bytes: &[u8]| {
+            out(bytes);
+            Ok::<(), Infallible>(())
+        });
+    })
+}
+
+/// Writes `head`, then the `tail_len` bytes `tail` produces, as one frame.
+fn transmit<L: Write>(
+    link: &mut L,
+    framing: Framing,
+    head: Head<'_>,
+    tail_len: usize,
+    tail: impl FnOnce(&mut dyn FnMut(&[u8])),
+) -> Result<(), LinkError<L::Error>> {
+    let mut sink = LinkSink { link, error: None };
+    match framing {
+        Framing::LengthPrefixed => {
+            let mut counter = Counter(0);
+            head.write(&mut counter);
+            sink.put(&((counter.0 + tail_len) as u32).to_be_bytes());
+            head.write(&mut sink);
+            tail(&mut |bytes| sink.put(bytes));
+        }
+        Framing::Serial => {
+            let mut encoder = FrameEncoder::new(&mut sink);
+            head.write(&mut encoder);
+            tail(&mut |bytes| encoder.push(bytes));
+            let _ = encoder.finish();
+        }
+    }
+    if let Some(err) = sink.error {
+        return Err(LinkError::Io(err));
+    }
+    sink.link.flush().map_err(LinkError::Io)
 }
 
 /// What one call to [`Receiver::poll`] found.
@@ -89,7 +166,8 @@ pub fn send<W: Write, T: Serialize>(link: &mut W, framing: Framing, message: &T)
 pub enum Received<'a> {
     /// Nothing complete yet.
     Nothing,
-    Response(Response<'a>),
+    /// A response: its request id and content.
+    Response(u32, DeviceResponse<'a>),
     /// A frame that was damaged, too long or not a response; skipped.
     Skipped,
 }
@@ -101,7 +179,6 @@ pub struct Receiver {
     /// Length-prefixed state: prefix bytes seen, and the body.
     prefix: [u8; LENGTH_PREFIX],
     prefix_len: usize,
-    body: [u8; RX_BUFFER],
     body_len: usize,
 }
 
@@ -112,7 +189,6 @@ impl Receiver {
             serial: FrameDecoder::new([0; RX_BUFFER]),
             prefix: [0; LENGTH_PREFIX],
             prefix_len: 0,
-            body: [0; RX_BUFFER],
             body_len: 0,
         }
     }
@@ -134,31 +210,30 @@ impl Receiver {
             if link.read(&mut byte).map_err(LinkError::Io)? == 0 {
                 return Err(LinkError::Closed);
             }
-            match self.framing {
+            let complete = match self.framing {
                 Framing::Serial => match self.serial.feed(byte[0]) {
-                    Decoded::Pending => continue,
+                    Decoded::Pending => false,
                     Decoded::Skipped(_) => return Ok(Received::Skipped),
-                    Decoded::Frame(_) => {}
+                    Decoded::Frame(_) => true,
                 },
-                Framing::LengthPrefixed => {
-                    if !self.push_prefixed(byte[0]) {
-                        continue;
-                    }
-                }
+                Framing::LengthPrefixed => self.push_prefixed(byte[0]),
+            };
+            if complete {
+                return Ok(self.decode());
             }
-            return Ok(self.decode());
         }
     }
 
-    /// Adds a byte of a length-prefixed message; true when one is complete
-    /// (a too-long one is read to its end and then skipped by `decode`).
+    /// Adds a byte of a length-prefixed message (kept in the serial
+    /// decoder's buffer, unused in this framing); true when one is complete.
+    /// A too-long one is read to its end and then skipped by `decode`.
     fn push_prefixed(&mut self, byte: u8) -> bool {
         if self.prefix_len < LENGTH_PREFIX {
             self.prefix[self.prefix_len] = byte;
             self.prefix_len += 1;
             return self.prefix_len == LENGTH_PREFIX && self.expected() == 0;
         }
-        if let Some(slot) = self.body.get_mut(self.body_len) {
+        if let Some(slot) = self.serial.buffer_mut().get_mut(self.body_len) {
             *slot = byte;
         }
         self.body_len += 1;
@@ -179,11 +254,11 @@ impl Receiver {
                 if len > RX_BUFFER {
                     return Received::Skipped;
                 }
-                &self.body[..len]
+                &self.serial.buffer()[..len]
             }
         };
-        match frame::decode::<Response<'_>>(message) {
-            Ok(response) => Received::Response(response),
+        match device::decode_response(message) {
+            Ok((id, response)) => Received::Response(id, response),
             Err(_) => Received::Skipped,
         }
     }

@@ -13,23 +13,19 @@
 //! - Nothing blocks: [`Publisher::poll`] sends what it may and reads only
 //!   the bytes the link has ready, so a device calls it from its main loop.
 
-use cairn_proto::frame::{Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, PROTOCOL_VERSION};
-use cairn_proto::{BatchWriter, EncodeError, Record, SliceBuffer};
+use cairn_proto::batch::BatchStream;
+use cairn_proto::device::DeviceResponse;
+use cairn_proto::frame::ErrorCode;
+use cairn_proto::Record;
 use embedded_io::{Read, ReadReady, Write};
 use heapless::Vec;
 
-use crate::link::{self, Framing, LinkError, Received, Receiver};
+use crate::link::{self, Framing, Head, LinkError, Received, Receiver};
 use crate::outbox::{FullPolicy, Outbox, Reading};
 
 /// Batches sent and not yet answered, at most. The hub remembers a
 /// producer's last 5 batches, so every retry stays recognisable.
 pub const MAX_IN_FLIGHT: usize = 4;
-
-/// Default size of the buffer one batch is encoded in (the `B` parameter of
-/// [`Publisher`]); a batch holds as many readings as fit. Larger batches
-/// spend less of a serial line on framing (see docs/BENCHMARKS.md) and more
-/// RAM.
-pub const BATCH_BYTES: usize = 1024;
 
 /// Longest record key (bytes).
 pub const MAX_KEY: usize = 64;
@@ -39,6 +35,8 @@ pub const MAX_KEY: usize = 64;
 pub enum ConfigError {
     /// The key is longer than [`MAX_KEY`].
     KeyTooLong,
+    /// `max_batch_readings` is 0.
+    EmptyBatch,
 }
 
 /// Where and how readings are published.
@@ -52,6 +50,12 @@ pub struct Config<'a> {
     pub key: Option<&'a [u8]>,
     pub framing: Framing,
     pub policy: FullPolicy,
+    /// Most readings in one batch. Batches are streamed from the outbox (no
+    /// RAM of their own); bigger ones spend less of a slow line on framing
+    /// (docs/BENCHMARKS.md), but keep readings waiting longer for an ack.
+    /// Keep it at most a quarter of the outbox, so that several batches can
+    /// be in flight.
+    pub max_batch_readings: u16,
 }
 
 /// What happened so far (read them to report health or tune the outbox).
@@ -98,9 +102,8 @@ struct InFlight {
     acked: bool,
 }
 
-/// Publishes readings over one link `L` with an outbox of `N` readings,
-/// in batches of at most `B` bytes.
-pub struct Publisher<'c, L, const N: usize, const B: usize = BATCH_BYTES> {
+/// Publishes readings over one link `L` with an outbox of `N` readings.
+pub struct Publisher<'c, L, const N: usize> {
     link: L,
     config: Config<'c>,
     receiver: Receiver,
@@ -113,19 +116,21 @@ pub struct Publisher<'c, L, const N: usize, const B: usize = BATCH_BYTES> {
     front_seq: i32,
     in_flight: Vec<InFlight, MAX_IN_FLIGHT>,
     next_request: u32,
-    batch: [u8; B],
     counters: Counters,
 }
 
-impl<'c, L, const N: usize, const B: usize> Publisher<'c, L, N, B>
+impl<'c, L, const N: usize> Publisher<'c, L, N>
 where
     L: Read + Write + ReadReady,
 {
     /// A publisher on `link`. Fails when the key is longer than
-    /// [`MAX_KEY`].
+    /// [`MAX_KEY`] or `max_batch_readings` is 0.
     pub fn new(link: L, config: Config<'c>) -> Result<Self, ConfigError> {
         if config.key.is_some_and(|k| k.len() > MAX_KEY) {
             return Err(ConfigError::KeyTooLong);
+        }
+        if config.max_batch_readings == 0 {
+            return Err(ConfigError::EmptyBatch);
         }
         Ok(Publisher {
             link,
@@ -138,7 +143,6 @@ where
             front_seq: 0,
             in_flight: Vec::new(),
             next_request: 1,
-            batch: [0; B],
             counters: Counters::default(),
         })
     }
@@ -173,18 +177,13 @@ where
         self.receive()?;
         if self.hello_due {
             let id = self.request_id();
-            let hello = RequestBody::Hello { client: "cairn-firmware", version: PROTOCOL_VERSION };
-            link::send(&mut self.link, self.config.framing, &Request { id, body: hello })?;
+            link::send(&mut self.link, self.config.framing, Head::Hello { id })?;
             self.hello_due = false;
         }
         let Some(producer_id) = self.producer_id else {
             if self.id_request.is_none() {
                 let id = self.request_id();
-                link::send(
-                    &mut self.link,
-                    self.config.framing,
-                    &Request { id, body: RequestBody::AllocateProducerId },
-                )?;
+                link::send(&mut self.link, self.config.framing, Head::AllocateProducerId { id })?;
                 self.id_request = Some(id);
             }
             return Ok(());
@@ -255,33 +254,38 @@ where
         id
     }
 
-    /// Encodes batch `index` (whose readings start at outbox position
-    /// `start`) and sends it. A new batch (count 0) takes as many unsent
-    /// readings as fit; its boundaries are fixed before the first byte goes
+    /// Sends batch `index` (whose readings start at outbox position
+    /// `start`). A new batch (count 0) takes up to `max_batch_readings`
+    /// unsent readings; its boundaries are fixed before the first byte goes
     /// out, so whatever happens to the link, a retry is the same batch.
     fn transmit(&mut self, index: usize, start: usize, producer_id: i64) -> Result<(), LinkError<L::Error>> {
         let id = self.request_id();
         let seq = self.front_seq.wrapping_add(start as i32);
         let entry = &mut self.in_flight[index];
-        let max_count = if entry.count == 0 { usize::MAX } else { usize::from(entry.count) };
-        let readings = self.outbox.range(start, max_count);
-        // Cannot fail: the key and every value are bounded far below
-        // the batch buffer, and the range is never empty.
-        let Ok((bytes, count)) = encode_batch(&mut self.batch, readings, self.config.key, producer_id, seq) else {
-            return Ok(());
-        };
         if entry.count == 0 {
+            let count = self.outbox.unsent().len().min(usize::from(self.config.max_batch_readings));
             entry.count = count as u16;
             self.outbox.mark_sent(count);
         }
         entry.request = id;
-        let body = RequestBody::Produce {
-            topic: self.config.topic,
-            partition: Some(self.config.partition),
-            acks: Acks::Durable,
-            batch: bytes,
+        let readings = self.outbox.range(start, usize::from(entry.count));
+        let key = self.config.key;
+        let records = || {
+            readings.iter().map(move |r| {
+                let record = Record::new(r.value(), r.timestamp_ms);
+                match key {
+                    Some(k) => record.with_key(k),
+                    None => record,
+                }
+            })
         };
-        link::send(&mut self.link, self.config.framing, &Request { id, body })?;
+        // Cannot fail: the batch has at least one reading (callers send only
+        // non-empty ones) and is far below the format's 4 GiB.
+        let Ok(stream) = BatchStream::new(records, producer_id, seq) else {
+            return Ok(());
+        };
+        let (topic, partition) = (self.config.topic, self.config.partition);
+        link::send_produce(&mut self.link, self.config.framing, id, topic, partition, &stream, records)?;
         self.in_flight[index].sent = true;
         Ok(())
     }
@@ -295,7 +299,7 @@ where
                     self.counters.skipped_frames += 1;
                     continue;
                 }
-                Received::Response(Response { id, body }) => (id, Answer::from(body)),
+                Received::Response(id, response) => (id, Answer::from(response)),
             };
             self.handle(id, answer);
         }
@@ -382,37 +386,13 @@ enum Answer {
     Other,
 }
 
-impl From<ResponseBody<'_>> for Answer {
-    fn from(body: ResponseBody<'_>) -> Self {
-        match body {
-            ResponseBody::ProducerId { producer_id } => Answer::ProducerId(producer_id),
-            ResponseBody::Produced { duplicate, .. } => Answer::Stored { duplicate },
-            ResponseBody::Error { code, .. } => Answer::Error(code),
+impl From<DeviceResponse<'_>> for Answer {
+    fn from(response: DeviceResponse<'_>) -> Self {
+        match response {
+            DeviceResponse::ProducerId(producer_id) => Answer::ProducerId(producer_id),
+            DeviceResponse::Produced { duplicate, .. } => Answer::Stored { duplicate },
+            DeviceResponse::Error { code, .. } => Answer::Error(code),
             _ => Answer::Other,
         }
     }
-}
-
-/// Encodes as many of `readings` as fit into `buf` as one idempotent batch.
-fn encode_batch<'b>(
-    buf: &'b mut [u8],
-    readings: &[Reading],
-    key: Option<&[u8]>,
-    producer_id: i64,
-    seq: i32,
-) -> Result<(&'b [u8], usize), EncodeError> {
-    let mut writer = BatchWriter::new(SliceBuffer::new(buf))?.idempotent(producer_id, seq);
-    for reading in readings {
-        let mut record = Record::new(reading.value(), reading.timestamp_ms);
-        if let Some(key) = key {
-            record = record.with_key(key);
-        }
-        match writer.push(&record) {
-            Ok(()) => {}
-            Err(EncodeError::BufferFull { .. }) if !writer.is_empty() => break,
-            Err(err) => return Err(err),
-        }
-    }
-    let count = writer.len() as usize;
-    Ok((writer.finish()?.into_written(), count))
 }

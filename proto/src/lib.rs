@@ -13,6 +13,8 @@
 //! * [`frame`]: the native protocol's requests and responses, and their
 //!   length-prefixed CBOR framing.
 //! * [`serial`]: the same messages on serial lines (COBS + CRC-32 frames).
+//! * [`device`]: the requests and responses a device needs, encoded without
+//!   serde (small flash), byte-identical to [`frame`]'s.
 //! * [`checksum`]: the CRC-32 of batches and serial frames.
 //! * [`varint`]: the LEB128 / zig-zag integers used inside records.
 //!
@@ -26,6 +28,7 @@ extern crate alloc;
 
 pub mod batch;
 pub mod checksum;
+pub mod device;
 pub mod frame;
 pub mod partition;
 pub mod record;

@@ -134,6 +134,16 @@ impl<S: Sink> serde_cbor::ser::Write for FrameEncoder<S> {
     }
 }
 
+impl<S: Sink> minicbor::encode::Write for FrameEncoder<S> {
+    // As above: sink errors are kept for `finish`.
+    type Error = core::convert::Infallible;
+
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
+        self.push(buf);
+        Ok(())
+    }
+}
+
 /// Encodes `message` as one serial frame (the hub's side: it has a `Vec`).
 #[cfg(feature = "alloc")]
 pub fn encode_frame(message: &[u8]) -> alloc::vec::Vec<u8> {
@@ -243,6 +253,17 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> FrameDecoder<B> {
     /// skipped); for callers that need it after `feed`'s borrow has ended.
     pub fn last_frame(&self) -> &[u8] {
         &self.buf.as_ref()[..self.last]
+    }
+
+    /// The whole buffer (a length-prefixed receiver on the same device may
+    /// share it: one link speaks one framing).
+    pub fn buffer(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+
+    /// The whole buffer, to write into (see [`FrameDecoder::buffer`]).
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        self.buf.as_mut()
     }
 
     /// Forgets any partial frame.

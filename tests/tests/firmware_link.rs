@@ -61,7 +61,14 @@ fn metric(hub: &Hub, name: &str) -> u64 {
 /// bytes, again and again; reconnects each time. Returns the publisher's
 /// counters.
 fn publish_through_cuts(addr: &str, framing: Framing, topic: &str) -> cairn_firmware::Counters {
-    let config = Config { topic, partition: 0, key: Some(b"dev-1"), framing, policy: FullPolicy::RefuseNew };
+    let config = Config {
+        topic,
+        partition: 0,
+        key: Some(b"dev-1"),
+        framing,
+        policy: FullPolicy::RefuseNew,
+        max_batch_readings: 16,
+    };
     let cut = || fastrand::usize(1..3000);
     let link = StdLink::connect(addr).unwrap().cut_after(cut());
     let mut publisher: Publisher<'_, StdLink, 64> = Publisher::new(link, config).unwrap();
@@ -124,7 +131,7 @@ fn full_outbox_follows_its_policy_and_counts() {
     let serial = hub.serial_addr.clone().unwrap();
     for (policy, topic) in [(FullPolicy::DropOldest, "newest"), (FullPolicy::RefuseNew, "oldest")] {
         create_topic(&hub, topic);
-        let config = Config { topic, partition: 0, key: None, framing: Framing::Serial, policy };
+        let config = Config { topic, partition: 0, key: None, framing: Framing::Serial, policy, max_batch_readings: 4 };
         let link = StdLink::connect(&serial).unwrap();
         let mut publisher: Publisher<'_, StdLink, 8> = Publisher::new(link, config).unwrap();
         // The device is offline (not polling) while 20 readings come in.
@@ -157,6 +164,7 @@ fn unknown_topic_is_rejected_and_counted_not_retried_forever() {
         key: None,
         framing: Framing::LengthPrefixed,
         policy: FullPolicy::RefuseNew,
+        max_batch_readings: 4,
     };
     let mut publisher: Publisher<'_, StdLink, 8> =
         Publisher::new(StdLink::connect(&hub.addr).unwrap(), config).unwrap();

@@ -39,6 +39,7 @@ fn main() -> ! {
         key: Some(b"lm3s6965-1"),
         framing: Framing::Serial,
         policy: FullPolicy::RefuseNew,
+        max_batch_readings: 8,
     };
     let Ok(mut publisher) = Publisher::<_, OUTBOX>::new(uart, config) else { fail("bad publisher config") };
 

@@ -38,21 +38,29 @@ fn main() {
     let baud: u32 = args.get(3).map_or(115_200, |s| s.parse().expect("baud"));
     let readings: u32 = args.get(4).map_or(5000, |s| s.parse().expect("readings"));
     let runs: u32 = args.get(5).map_or(3, |s| s.parse().expect("runs"));
-    // The SDK's default batch buffer, and a larger one (more RAM, less framing).
-    bench::<1024>(addr, topic, baud, readings, runs);
-    bench::<2048>(addr, topic, baud, readings, runs);
+    // Batches are streamed from the outbox: their size costs no RAM, only
+    // latency. Smaller batches spend more of the line on framing.
+    for batch in [16, 32, 64] {
+        bench(addr, topic, baud, readings, runs, batch);
+    }
 }
 
-/// Runs with a publisher whose batch buffer is `BATCH` bytes.
-fn bench<const BATCH: usize>(addr: &str, topic: &str, baud: u32, readings: u32, runs: u32) {
-    println!("batch buffer {BATCH} bytes:");
+/// Runs with batches of up to `batch` readings (outbox of 256).
+fn bench(addr: &str, topic: &str, baud: u32, readings: u32, runs: u32, batch: u16) {
+    println!("batches of up to {batch} readings:");
     let capacity = f64::from(baud) / 10.0;
     let mut shares = Vec::new();
     for run in 1..=runs {
-        let config =
-            Config { topic, partition: 0, key: Some(KEY), framing: Framing::Serial, policy: FullPolicy::RefuseNew };
+        let config = Config {
+            topic,
+            partition: 0,
+            key: Some(KEY),
+            framing: Framing::Serial,
+            policy: FullPolicy::RefuseNew,
+            max_batch_readings: batch,
+        };
         let link = StdLink::connect(addr).expect("connect to the serial listener").paced(baud);
-        let mut publisher: Publisher<'_, StdLink, 128, BATCH> = Publisher::new(link, config).unwrap();
+        let mut publisher: Publisher<'_, StdLink, 256> = Publisher::new(link, config).unwrap();
         let start = Instant::now();
         let mut next = 0u32;
         let mut record_bytes = 0usize;

@@ -50,7 +50,14 @@ fn main() -> ! {
     // The framing is read from the hardware so both stay linked in.
     // SAFETY: memory-mapped UART flag register.
     let framing = if unsafe { read_volatile(FLAGS) } & 1 == 0 { Framing::Serial } else { Framing::LengthPrefixed };
-    let config = Config { topic: "t", partition: 0, key: Some(b"k"), framing, policy: FullPolicy::DropOldest };
+    let config = Config {
+        topic: "t",
+        partition: 0,
+        key: Some(b"k"),
+        framing,
+        policy: FullPolicy::DropOldest,
+        max_batch_readings: 8,
+    };
     let Ok(publisher) = Publisher::<_, 32>::new(Link, config) else { loop { cortex_m::asm::wfi() } };
     // In a static, so its RAM shows in .bss (outbox of 32 readings included).
     let Some(publisher) = cortex_m::singleton!(: Publisher<'static, Link, 32> = publisher) else {
