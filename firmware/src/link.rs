@@ -47,8 +47,12 @@ pub enum Head<'a> {
     Produce { id: u32, topic: &'a str, partition: u32, batch_len: usize },
 }
 
+/// The writers a request goes to (a counter, the link, a serial frame),
+/// behind one type so the encoder is compiled once.
+type AnyWriter<'w> = &'w mut dyn Sink<Error = Infallible>;
+
 impl Head<'_> {
-    fn write<W: cairn_proto::device::minicbor::encode::Write>(&self, writer: W) {
+    fn write(&self, writer: AnyWriter<'_>) {
         // The writers used here never fail (errors are kept by the sink).
         let _ = match *self {
             Head::Hello { id } => device::encode_hello(writer, id, "cairn-firmware"),
@@ -77,15 +81,7 @@ impl<L: Write> LinkSink<'_, L> {
     }
 }
 
-impl<L: Write> cairn_proto::device::minicbor::encode::Write for LinkSink<'_, L> {
-    type Error = Infallible;
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
-        self.put(bytes);
-        Ok(())
-    }
-}
-
-impl<L: Write> Sink for &mut LinkSink<'_, L> {
+impl<L: Write> Sink for LinkSink<'_, L> {
     type Error = Infallible;
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
         self.put(bytes);
@@ -96,7 +92,7 @@ impl<L: Write> Sink for &mut LinkSink<'_, L> {
 /// Counts bytes without keeping them (for the length prefix).
 struct Counter(usize);
 
-impl cairn_proto::device::minicbor::encode::Write for Counter {
+impl Sink for Counter {
     type Error = Infallible;
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
         self.0 += bytes.len();

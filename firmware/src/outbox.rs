@@ -8,7 +8,7 @@
 //! refuse the new one. Sent readings are never dropped for room: whether
 //! they are stored is for the hub's answer to say.
 
-use heapless::Vec;
+use heapless::Deque;
 
 /// Longest reading value (bytes). A reading is a sensor sample, not a blob.
 pub const MAX_VALUE: usize = 24;
@@ -45,6 +45,17 @@ impl Reading {
     pub fn value(&self) -> &[u8] {
         &self.value[..usize::from(self.len)]
     }
+
+    /// Becomes a copy of `other`, field by field: a plain `*self = *other`
+    /// inside one buffer compiles to a call of the 1.5 KB `memmove` on
+    /// Cortex-M, the largest function in the SDK otherwise.
+    fn set(&mut self, other: &Reading) {
+        self.timestamp_ms = other.timestamp_ms;
+        self.len = other.len;
+        for (to, from) in self.value.iter_mut().zip(other.value) {
+            *to = from;
+        }
+    }
 }
 
 /// Why `push` did not keep the new reading.
@@ -54,9 +65,10 @@ pub enum Full {
     Refused,
 }
 
-/// Readings in order, at most `N`.
+/// Readings in order, at most `N`, in a ring (acknowledging readings at
+/// the front moves no memory).
 pub struct Outbox<const N: usize> {
-    readings: Vec<Reading, N>,
+    readings: Deque<Reading, N>,
     /// How many readings at the front are in sent batches.
     sent: usize,
     policy: FullPolicy,
@@ -64,7 +76,7 @@ pub struct Outbox<const N: usize> {
 
 impl<const N: usize> Outbox<N> {
     pub const fn new(policy: FullPolicy) -> Self {
-        Outbox { readings: Vec::new(), sent: 0, policy }
+        Outbox { readings: Deque::new(), sent: 0, policy }
     }
 
     /// Adds a reading. `Ok(true)` means an older unsent reading was dropped
@@ -75,10 +87,19 @@ impl<const N: usize> Outbox<N> {
             if self.policy == FullPolicy::RefuseNew || self.sent == self.readings.len() {
                 return Err(Full::Refused);
             }
-            self.readings.remove(self.sent);
+            // Move the oldest unsent reading to the back, keeping the order
+            // of the others, and drop it.
+            for i in self.sent..self.readings.len() - 1 {
+                if let Some(next) = self.readings.get(i + 1).copied() {
+                    if let Some(slot) = self.readings.get_mut(i) {
+                        slot.set(&next);
+                    }
+                }
+            }
+            self.readings.pop_back();
             dropped = true;
         }
-        self.readings.push(reading).map_err(|_| Full::Refused)?;
+        self.readings.push_back(reading).map_err(|_| Full::Refused)?;
         Ok(dropped)
     }
 
@@ -92,14 +113,14 @@ impl<const N: usize> Outbox<N> {
     }
 
     /// Readings not yet in any batch.
-    pub fn unsent(&self) -> &[Reading] {
-        &self.readings[self.sent..]
+    pub fn unsent(&self) -> usize {
+        self.readings.len() - self.sent
     }
 
     /// The readings `start..start + count` (positions from the front).
-    pub fn range(&self, start: usize, count: usize) -> &[Reading] {
-        let end = start.saturating_add(count).min(self.readings.len());
-        &self.readings[start.min(end)..end]
+    pub fn range(&self, start: usize, count: usize) -> impl Iterator<Item = &Reading> + Clone {
+        let (front, back) = self.readings.as_slices();
+        front.iter().chain(back).skip(start).take(count)
     }
 
     /// Marks the next `count` unsent readings as sent.
@@ -110,9 +131,9 @@ impl<const N: usize> Outbox<N> {
     /// Removes `count` readings from the front (acknowledged, or refused by
     /// the hub for good).
     pub fn remove_front(&mut self, count: usize) {
-        let count = count.min(self.readings.len());
-        self.readings.rotate_left(count);
-        self.readings.truncate(self.readings.len() - count);
+        for _ in 0..count {
+            self.readings.pop_front();
+        }
         self.sent = self.sent.saturating_sub(count);
     }
 
@@ -132,7 +153,7 @@ mod tests {
 
     fn values<const N: usize>(o: &Outbox<N>) -> [u8; N] {
         let mut out = [0u8; N];
-        for (i, reading) in o.range(0, N).iter().enumerate() {
+        for (i, reading) in o.range(0, N).enumerate() {
             out[i] = reading.value()[0];
         }
         out
@@ -152,9 +173,10 @@ mod tests {
         assert_eq!(o.push(r(6)), Err(Full::Refused));
         o.remove_front(3);
         assert_eq!(o.len(), 1);
-        assert_eq!(o.unsent().len(), 0);
+        assert_eq!(o.unsent(), 0);
         assert_eq!(o.push(r(7)), Ok(false));
-        assert_eq!(o.unsent()[0].value(), [7]);
+        assert_eq!(o.unsent(), 1);
+        assert_eq!(o.range(1, 1).next().unwrap().value(), [7]);
     }
 
     #[test]

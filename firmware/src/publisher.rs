@@ -18,7 +18,7 @@ use cairn_proto::device::DeviceResponse;
 use cairn_proto::frame::ErrorCode;
 use cairn_proto::Record;
 use embedded_io::{Read, ReadReady, Write};
-use heapless::Vec;
+use heapless::Deque;
 
 use crate::link::{self, Framing, Head, LinkError, Received, Receiver};
 use crate::outbox::{FullPolicy, Outbox, Reading};
@@ -114,7 +114,7 @@ pub struct Publisher<'c, L, const N: usize> {
     hello_due: bool,
     /// Sequence number of the outbox's front reading (valid once sent).
     front_seq: i32,
-    in_flight: Vec<InFlight, MAX_IN_FLIGHT>,
+    in_flight: Deque<InFlight, MAX_IN_FLIGHT>,
     next_request: u32,
     counters: Counters,
 }
@@ -141,7 +141,7 @@ where
             id_request: None,
             hello_due: true,
             front_seq: 0,
-            in_flight: Vec::new(),
+            in_flight: Deque::new(),
             next_request: 1,
             counters: Counters::default(),
         })
@@ -192,16 +192,19 @@ where
         // new batches of unsent readings.
         let mut start = 0;
         for index in 0..self.in_flight.len() {
-            if !self.in_flight[index].sent {
+            let Some(batch) = self.in_flight.get(index).copied() else { break };
+            if !batch.sent {
                 self.transmit(index, start, producer_id)?;
                 self.counters.resent += 1;
             }
-            start += usize::from(self.in_flight[index].count);
+            start += usize::from(batch.count);
         }
-        while !self.in_flight.is_full() && !self.outbox.unsent().is_empty() {
-            let _ = self.in_flight.push(InFlight { request: 0, count: 0, sent: false, acked: false });
+        while !self.in_flight.is_full() && self.outbox.unsent() > 0 {
+            let count = self.outbox.unsent().min(usize::from(self.config.max_batch_readings));
+            self.outbox.mark_sent(count);
+            let _ = self.in_flight.push_back(InFlight { request: 0, count: count as u16, sent: false, acked: false });
             self.transmit(self.in_flight.len() - 1, start, producer_id)?;
-            start += usize::from(self.in_flight[self.in_flight.len() - 1].count);
+            start += count;
         }
         Ok(())
     }
@@ -255,23 +258,18 @@ where
     }
 
     /// Sends batch `index` (whose readings start at outbox position
-    /// `start`). A new batch (count 0) takes up to `max_batch_readings`
-    /// unsent readings; its boundaries are fixed before the first byte goes
-    /// out, so whatever happens to the link, a retry is the same batch.
+    /// `start`). Its boundaries were fixed when it was made (before its
+    /// first byte went out), so whatever happens to the link, a retry is the
+    /// same batch.
     fn transmit(&mut self, index: usize, start: usize, producer_id: i64) -> Result<(), LinkError<L::Error>> {
         let id = self.request_id();
         let seq = self.front_seq.wrapping_add(start as i32);
-        let entry = &mut self.in_flight[index];
-        if entry.count == 0 {
-            let count = self.outbox.unsent().len().min(usize::from(self.config.max_batch_readings));
-            entry.count = count as u16;
-            self.outbox.mark_sent(count);
-        }
+        let Some(entry) = self.in_flight.get_mut(index) else { return Ok(()) };
         entry.request = id;
         let readings = self.outbox.range(start, usize::from(entry.count));
         let key = self.config.key;
         let records = || {
-            readings.iter().map(move |r| {
+            readings.clone().map(move |r| {
                 let record = Record::new(r.value(), r.timestamp_ms);
                 match key {
                     Some(k) => record.with_key(k),
@@ -279,14 +277,16 @@ where
                 }
             })
         };
-        // Cannot fail: the batch has at least one reading (callers send only
-        // non-empty ones) and is far below the format's 4 GiB.
+        // Cannot fail: a batch has at least one reading and is far below
+        // the format's 4 GiB.
         let Ok(stream) = BatchStream::new(records, producer_id, seq) else {
             return Ok(());
         };
         let (topic, partition) = (self.config.topic, self.config.partition);
         link::send_produce(&mut self.link, self.config.framing, id, topic, partition, &stream, records)?;
-        self.in_flight[index].sent = true;
+        if let Some(entry) = self.in_flight.get_mut(index) {
+            entry.sent = true;
+        }
         Ok(())
     }
 
@@ -335,7 +335,7 @@ where
                 // Refused for good (unknown topic, invalid batch, …): these
                 // readings can never be stored. The numbers after them now
                 // have a hole, so the rest is numbered anew.
-                let count = usize::from(self.in_flight[0].count);
+                let count = self.in_flight.front().map_or(0, |b| usize::from(b.count));
                 self.counters.rejected += count as u32;
                 self.outbox.remove_front(count);
                 self.renumber();
@@ -347,12 +347,13 @@ where
     /// Marks batch `index` stored and drops acknowledged batches from the
     /// front.
     fn acknowledge(&mut self, index: usize, duplicate: bool) {
-        self.in_flight[index].acked = true;
-        if duplicate {
-            self.counters.duplicates += u32::from(self.in_flight[index].count);
+        if let Some(batch) = self.in_flight.get_mut(index) {
+            batch.acked = true;
+            if duplicate {
+                self.counters.duplicates += u32::from(batch.count);
+            }
         }
-        while self.in_flight.first().is_some_and(|b| b.acked) {
-            let batch = self.in_flight.remove(0);
+        while let Some(batch) = self.in_flight.pop_front_if(|b| b.acked) {
             let count = usize::from(batch.count);
             self.outbox.remove_front(count);
             self.front_seq = self.front_seq.wrapping_add(count as i32);

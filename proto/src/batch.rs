@@ -649,7 +649,7 @@ fn record_size<'h>(
 }
 
 /// Writes one record (`body` from [`record_size`]).
-fn write_record<'h, B: Buffer>(
+fn write_record<'h, B: Buffer + ?Sized>(
     buf: &mut B,
     body: usize,
     key: Option<&[u8]>,
@@ -828,8 +828,10 @@ impl BatchStream {
         }
     }
 
-    /// Encodes every record into `buf`.
-    fn walk<'r, I, B: Buffer>(&self, records: impl Fn() -> I, buf: &mut B) -> Result<(), EncodeError>
+    /// Encodes every record into `buf` (behind `dyn`: one copy of the
+    /// encoder for the CRC pass and the writing pass, which counts on a
+    /// device's flash).
+    fn walk<'r, I>(&self, records: impl Fn() -> I, buf: &mut dyn Buffer) -> Result<(), EncodeError>
     where
         I: Iterator<Item = Record<'r>>,
     {

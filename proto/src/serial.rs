@@ -35,6 +35,13 @@ pub trait Sink {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
 }
 
+impl<S: Sink + ?Sized> Sink for &mut S {
+    type Error = S::Error;
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
+        (**self).write_all(bytes)
+    }
+}
+
 #[cfg(feature = "alloc")]
 impl Sink for alloc::vec::Vec<u8> {
     type Error = core::convert::Infallible;
@@ -134,12 +141,12 @@ impl<S: Sink> serde_cbor::ser::Write for FrameEncoder<S> {
     }
 }
 
-impl<S: Sink> minicbor::encode::Write for FrameEncoder<S> {
+impl<S: Sink> Sink for FrameEncoder<S> {
     // As above: sink errors are kept for `finish`.
     type Error = core::convert::Infallible;
 
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
-        self.push(buf);
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.push(bytes);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 #[test]
 fn streamed_batch_errors_are_values() {
-    assert_eq!(BatchStream::new(|| std::iter::empty::<Record<'_>>(), -1, -1).unwrap_err(), EncodeError::Empty);
+    assert_eq!(BatchStream::new(std::iter::empty::<Record<'_>>, -1, -1).unwrap_err(), EncodeError::Empty);
     let stream = BatchStream::new(|| std::iter::once(Record::new(b"v", 1)), -1, -1).unwrap();
     let failing = stream.write(|| std::iter::once(Record::new(b"v", 1)), &mut |_: &[u8]| Err("link down"));
     assert_eq!(failing, Err("link down"));

@@ -58,10 +58,16 @@ fn main() -> ! {
         policy: FullPolicy::DropOldest,
         max_batch_readings: 8,
     };
-    let Ok(publisher) = Publisher::<_, 32>::new(Link, config) else { loop { cortex_m::asm::wfi() } };
+    let Ok(publisher) = Publisher::<_, 32>::new(Link, config) else {
+        loop {
+            cortex_m::asm::wfi()
+        }
+    };
     // In a static, so its RAM shows in .bss (outbox of 32 readings included).
     let Some(publisher) = cortex_m::singleton!(: Publisher<'static, Link, 32> = publisher) else {
-        loop { cortex_m::asm::wfi() }
+        loop {
+            cortex_m::asm::wfi()
+        }
     };
     let mut n = 0i64;
     loop {
