@@ -244,3 +244,53 @@ fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_acc
     assert_eq!(metric(&hub, "serial_skipped_too_large"), 1);
     assert_eq!(metric(&hub, "serial_frames_in"), 2, "the garbage frame and the good one had good CRCs");
 }
+
+/// The serial *device* path: the hub opens a pseudo-terminal's device file
+/// (as it would `/dev/ttyUSB0`), sets its baud rate, and serves it; the test
+/// plays the device on the other end of the pty.
+#[test]
+fn hub_serves_a_serial_device() {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let path = nix::unistd::ttyname(&pty.slave).expect("ttyname");
+    let dir = tempfile::tempdir().unwrap();
+    let path_arg = path.to_string_lossy().into_owned();
+    let hub = Hub::start(dir.path(), &["--serial-device", &path_arg, "--serial-baud", "115200"]);
+    create_topic(&hub, "t");
+    let started = Instant::now();
+    while metric(&hub, "serial_links") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the hub did not open {path_arg}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut device = std::fs::File::from(pty.master);
+    // Noise first, as on a line that was just plugged in; then a request.
+    let mut wire = vec![0x55u8; 40];
+    wire.push(0);
+    wire.extend(serial_produce(21, "t", "from a uart"));
+    device.write_all(&wire).unwrap();
+
+    // Read the answer in a thread, so a silent hub fails the test instead
+    // of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut decoder = FrameDecoder::new(vec![0u8; 4096]);
+        let mut byte = [0u8; 1];
+        while device.read(&mut byte).unwrap_or(0) == 1 {
+            if let Decoded::Frame(message) = decoder.feed(byte[0]) {
+                let response: Response<'_> = frame::decode(message).unwrap();
+                let stored = matches!(response.body, ResponseBody::Produced { base_offset: 0, .. });
+                let _ = tx.send((response.id, stored));
+                return;
+            }
+        }
+    });
+    let (id, stored) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer on the serial device");
+    assert_eq!((id, stored), (21, true));
+    let values: Vec<Vec<u8>> = stored_records(&hub, "t");
+    assert_eq!(values, vec![b"from a uart".to_vec()]);
+    assert_eq!(metric(&hub, "serial_skipped_malformed"), 1);
+}
+
+fn stored_records(hub: &Hub, topic: &str) -> Vec<Vec<u8>> {
+    stored(hub, topic).into_iter().map(|(_, _, v)| v).collect()
+}
