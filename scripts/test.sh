@@ -28,6 +28,8 @@ cargo build --locked -p cairn-firmware --target thumbv6m-none-eabi
 cargo build --locked -p cairn-firmware --target thumbv7em-none-eabihf
 # The example firmware the QEMU test boots (its own workspace, thumbv7m).
 (cd firmware/qemu-lm3s6965 && cargo build --locked --release)
+# The SDK's flash/RAM budget and its freedom from panics, checked.
+./scripts/firmware-footprint.sh
 
 # The end-to-end tests in tests/ start the `cairn` binary: build it (and the
 # crash-test helper) first, so they never run a stale one.

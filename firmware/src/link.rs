@@ -247,10 +247,10 @@ impl Receiver {
             Framing::LengthPrefixed => {
                 let len = core::mem::take(&mut self.body_len);
                 self.prefix_len = 0;
-                if len > RX_BUFFER {
-                    return Received::Skipped;
+                match self.serial.buffer().get(..len) {
+                    Some(message) => message,
+                    None => return Received::Skipped,
                 }
-                &self.serial.buffer()[..len]
             }
         };
         match device::decode_response(message) {

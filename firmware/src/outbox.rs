@@ -38,12 +38,14 @@ impl Reading {
             return None;
         }
         let mut bytes = [0u8; MAX_VALUE];
-        bytes[..value.len()].copy_from_slice(value);
+        for (to, from) in bytes.iter_mut().zip(value) {
+            *to = *from;
+        }
         Some(Reading { timestamp_ms, len: value.len() as u8, value: bytes })
     }
 
     pub fn value(&self) -> &[u8] {
-        &self.value[..usize::from(self.len)]
+        self.value.get(..usize::from(self.len)).unwrap_or(&[])
     }
 
     /// Becomes a copy of `other`, field by field: a plain `*self = *other`

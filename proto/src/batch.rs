@@ -661,7 +661,7 @@ fn write_record<'h, B: Buffer + ?Sized>(
     let mut tmp = [0u8; varint::MAX_LEN];
     let mut put_varint = |buf: &mut B, v: u64| {
         let n = varint::encode_u64(v, &mut tmp);
-        buf.put(&tmp[..n])
+        buf.put(tmp.get(..n).unwrap_or(&[]))
     };
     put_varint(buf, body as u64)?;
     buf.put(&[0])?;

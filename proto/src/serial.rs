@@ -97,8 +97,11 @@ impl<S: Sink> FrameEncoder<S> {
             if byte == 0 {
                 self.emit_run();
             } else {
-                self.run[self.run_len] = byte;
-                self.run_len += 1;
+                // `get_mut` rather than indexing: no panic path on a device.
+                if let Some(slot) = self.run.get_mut(self.run_len) {
+                    *slot = byte;
+                    self.run_len += 1;
+                }
                 if self.run_len == MAX_RUN {
                     // A full run has no zero after it (code 0xFF).
                     self.emit_run();
@@ -115,7 +118,7 @@ impl<S: Sink> FrameEncoder<S> {
         self.put(&code);
         // Copy out of `self.run` is not needed: split the borrows.
         if self.error.is_none() {
-            if let Err(err) = self.sink.write_all(&self.run[..len]) {
+            if let Err(err) = self.sink.write_all(self.run.get(..len).unwrap_or(&[])) {
                 self.error = Some(err);
             }
         }
@@ -247,19 +250,21 @@ impl<B: AsMut<[u8]> + AsRef<[u8]>> FrameDecoder<B> {
         if len < CRC_LEN {
             return Decoded::Skipped(SkipReason::BadCrc);
         }
-        let (message, crc) = self.buf.as_ref()[..len].split_at(len - CRC_LEN);
-        let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if crate::checksum::crc32(message) != expected {
+        let Some((message, crc)) = self.buf.as_ref().get(..len).and_then(|f| f.split_at_checked(len - CRC_LEN)) else {
+            return Decoded::Skipped(SkipReason::TooLarge);
+        };
+        let crc: [u8; CRC_LEN] = crc.try_into().unwrap_or([0; CRC_LEN]);
+        if crate::checksum::crc32(message) != u32::from_le_bytes(crc) {
             return Decoded::Skipped(SkipReason::BadCrc);
         }
         self.last = message.len();
-        Decoded::Frame(&self.buf.as_ref()[..len - CRC_LEN])
+        Decoded::Frame(self.buf.as_ref().get(..self.last).unwrap_or(&[]))
     }
 
     /// The message of the last good frame (empty if the last frame was
     /// skipped); for callers that need it after `feed`'s borrow has ended.
     pub fn last_frame(&self) -> &[u8] {
-        &self.buf.as_ref()[..self.last]
+        self.buf.as_ref().get(..self.last).unwrap_or(&[])
     }
 
     /// The whole buffer (a length-prefixed receiver on the same device may

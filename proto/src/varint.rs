@@ -16,17 +16,18 @@ pub const MAX_LEN: usize = 10;
 
 /// Encodes `value` into `out`, returning how many bytes were used.
 pub fn encode_u64(mut value: u64, out: &mut [u8; MAX_LEN]) -> usize {
-    let mut i = 0;
-    loop {
+    // Written without indexing, so no bounds check (and no panic path) is
+    // compiled in: a u64 takes at most MAX_LEN bytes.
+    for (i, slot) in out.iter_mut().enumerate() {
         let byte = (value & 0x7f) as u8;
         value >>= 7;
         if value == 0 {
-            out[i] = byte;
+            *slot = byte;
             return i + 1;
         }
-        out[i] = byte | 0x80;
-        i += 1;
+        *slot = byte | 0x80;
     }
+    MAX_LEN
 }
 
 /// Number of bytes `encode_u64` uses for `value`.
