@@ -28,7 +28,7 @@ wait "$PID" 2>/dev/null || true
 mv "$WORK/bench/bench.redb" "$WORK/data/cairn.redb"
 sync
 
-RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" 2>"$WORK/serve.log" &
+RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --mqtt false 2>"$WORK/serve.log" &
 SERVE=$!
 for _ in $(seq 1 120); do
     sleep 0.5

@@ -10,7 +10,7 @@ CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 2>"$WORK/hub.log" &
+NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 --mqtt false 2>"$WORK/hub.log" &
 HUB=$!
 for _ in $(seq 1 100); do
     grep -q "cairn is running" "$WORK/hub.log" 2>/dev/null && break

@@ -9,7 +9,7 @@ data=$(mktemp -d)
 log=$(mktemp)
 trap 'kill $hub 2>/dev/null || true; wait $hub 2>/dev/null || true; rm -rf "$data" "$log"' EXIT
 RUST_LOG=info NO_COLOR=1 target/release/cairn serve --data-dir "$data" \
-    --native-addr 127.0.0.1:0 --serial-tcp-addr 127.0.0.1:0 2>"$log" &
+    --native-addr 127.0.0.1:0 --mqtt false --serial-tcp-addr 127.0.0.1:0 2>"$log" &
 hub=$!
 for _ in $(seq 100); do grep -q "cairn is running" "$log" && break; sleep 0.1; done
 native=$(grep -o 'native protocol listening addr=[0-9.:]*' "$log" | sed 's/.*addr=//')

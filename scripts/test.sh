@@ -2,8 +2,9 @@
 # Runs every test of the workspace on a fresh machine. Installs what the
 # tests need first, then `cargo test`:
 # - rustup targets for the device SDK (thumbv6m, thumbv7m, thumbv7em);
-# - qemu-system-arm (boots the example firmware) and binutils-arm-none-eabi
-#   (footprint), from Debian's packages, when missing.
+# - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
+#   (footprint) and mosquitto-clients (MQTT end-to-end tests), from Debian's
+#   packages, when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,13 +15,14 @@ fi
 
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null
 
-if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/dev/null; then
-    echo "installing qemu-system-arm and binutils-arm-none-eabi (Debian packages)"
+if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/dev/null \
+    || ! command -v mosquitto_pub >/dev/null; then
+    echo "installing qemu-system-arm, binutils-arm-none-eabi and mosquitto-clients (Debian packages)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        qemu-system-arm binutils-arm-none-eabi >/dev/null
+        qemu-system-arm binutils-arm-none-eabi mosquitto-clients >/dev/null
 fi
 
 # The device SDK builds for the smallest and the FPU Cortex-M targets.

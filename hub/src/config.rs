@@ -9,6 +9,14 @@
 //! max_connections = 1024
 //! max_frame_bytes = 8388608
 //!
+//! [mqtt]
+//! addr = "0.0.0.0:1883"
+//! enabled = true
+//! max_packet_bytes = 1048576
+//! max_inflight = 64
+//! allow_anonymous = true
+//! users = { sensor1 = "secret" }   # the authentication hook (username = password)
+//!
 //! [serial]
 //! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
 //! device = "/dev/ttyUSB0"        # a UART of the gateway; off unless set
@@ -41,8 +49,20 @@ pub enum ConfigError {
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub native: NativeSettings,
+    pub mqtt: MqttSettings,
     pub serial: SerialSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    pub addr: Option<SocketAddr>,
+    pub enabled: Option<bool>,
+    pub max_packet_bytes: Option<usize>,
+    pub max_inflight: Option<u16>,
+    pub allow_anonymous: Option<bool>,
+    pub users: Option<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -77,6 +97,12 @@ pub struct ServeConfig {
     pub native_addr: SocketAddr,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
+    /// MQTT listener (off when `None`).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtt_max_packet_bytes: usize,
+    pub mqtt_max_inflight: u16,
+    pub mqtt_allow_anonymous: bool,
+    pub mqtt_users: std::collections::HashMap<String, String>,
     /// Serial-over-TCP listener (off when `None`).
     pub serial_tcp_addr: Option<SocketAddr>,
     /// Serial device (off when `None`) and its baud rate.
@@ -96,6 +122,11 @@ impl Default for ServeConfig {
             native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
             max_connections: 1024,
             max_frame_bytes: 8 * 1024 * 1024,
+            mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            mqtt_max_packet_bytes: 1024 * 1024,
+            mqtt_max_inflight: 64,
+            mqtt_allow_anonymous: true,
+            mqtt_users: Default::default(),
             serial_tcp_addr: None,
             serial_device: None,
             serial_baud: 115_200,
@@ -132,6 +163,15 @@ impl ServeConfig {
             native_addr: pick!(native.addr, d.native_addr),
             max_connections: pick!(native.max_connections, d.max_connections),
             max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
+            mqtt_addr: if pick!(mqtt.enabled, true) {
+                Some(pick!(mqtt.addr, SocketAddr::from(([0, 0, 0, 0], 1883))))
+            } else {
+                None
+            },
+            mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
+            mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
+            mqtt_allow_anonymous: pick!(mqtt.allow_anonymous, d.mqtt_allow_anonymous),
+            mqtt_users: pick!(mqtt.users, d.mqtt_users),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
             serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
             serial_baud: pick!(serial.baud, d.serial_baud),

@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
-use cairn_hub::config::{LogSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
+use cairn_hub::config::{LogSettings, MqttSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_proto::frame::Acks;
@@ -90,6 +90,15 @@ struct ServeArgs {
     /// Largest native-protocol frame accepted, in bytes [default: 8 MiB].
     #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
+    /// Address of the MQTT listener (3.1.1 and 5); port 0 picks a free port [default: 0.0.0.0:1883].
+    #[arg(long, env = "CAIRN_MQTT_ADDR")]
+    mqtt_addr: Option<SocketAddr>,
+    /// Serve MQTT at all [default: true].
+    #[arg(long, env = "CAIRN_MQTT")]
+    mqtt: Option<bool>,
+    /// Accept MQTT clients without username/password [default: true].
+    #[arg(long, env = "CAIRN_MQTT_ALLOW_ANONYMOUS")]
+    mqtt_allow_anonymous: Option<bool>,
     /// Serial-over-TCP listener: each connection is one serial line speaking
     /// COBS-framed native protocol (QEMU `-serial tcp:`, ser2net) [default: off].
     #[arg(long, env = "CAIRN_SERIAL_TCP_ADDR")]
@@ -124,6 +133,12 @@ impl ServeArgs {
                 addr: self.native_addr,
                 max_connections: self.max_connections,
                 max_frame_bytes: self.max_frame_bytes,
+            },
+            mqtt: MqttSettings {
+                addr: self.mqtt_addr,
+                enabled: self.mqtt,
+                allow_anonymous: self.mqtt_allow_anonymous,
+                ..MqttSettings::default()
             },
             serial: SerialSettings {
                 tcp_addr: self.serial_tcp_addr,
@@ -328,6 +343,18 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     };
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
+    let mut listeners = Vec::new();
+    if let Some(addr) = args.mqtt_addr {
+        let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
+        let config = net::mqtt::MqttConfig {
+            max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
+            max_inflight: args.mqtt_max_inflight.max(1),
+            allow_anonymous: args.mqtt_allow_anonymous,
+            users: args.mqtt_users.clone(),
+            ..net::mqtt::MqttConfig::default()
+        };
+        listeners.push(tokio::spawn(net::mqtt::serve(listener, broker.clone(), config, shutdown.clone())));
+    }
     let mut serial = Vec::new();
     if let Some(addr) = args.serial_tcp_addr {
         let listener =
@@ -343,13 +370,13 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     tracing::info!(
         data = %path.display(),
         topics = topics.len(),
-        "cairn is running (MQTT is not built yet); stop with Ctrl-C"
+        "cairn is running; stop with Ctrl-C"
     );
     stop.await;
     tracing::info!("shutting down: closing connections, finishing queued commits");
     trigger.trigger();
     let _ = native.await;
-    for listener in serial {
+    for listener in serial.into_iter().chain(listeners) {
         let _ = listener.await;
     }
     // The listener returned once its connections had answered what was in

@@ -20,6 +20,14 @@ pub struct Metrics {
     pub serial_skipped_too_large: Counter,
     /// Serial frames with a good CRC that were not a request.
     pub serial_skipped_not_a_request: Counter,
+    /// MQTT connections accepted (CONNACK success).
+    pub mqtt_connections: Counter,
+    /// MQTT PUBLISH packets received from clients.
+    pub mqtt_messages_in: Counter,
+    /// MQTT PUBLISH packets sent to subscribers.
+    pub mqtt_messages_out: Counter,
+    /// MQTT PUBACK/PUBREC sent after the durable commit.
+    pub mqtt_acks_out: Counter,
 }
 
 /// One monotonically increasing count.
@@ -46,6 +54,10 @@ impl Metrics {
             ("serial_skipped_bad_crc", self.serial_skipped_bad_crc.get()),
             ("serial_skipped_too_large", self.serial_skipped_too_large.get()),
             ("serial_skipped_not_a_request", self.serial_skipped_not_a_request.get()),
+            ("mqtt_connections", self.mqtt_connections.get()),
+            ("mqtt_messages_in", self.mqtt_messages_in.get()),
+            ("mqtt_messages_out", self.mqtt_messages_out.get()),
+            ("mqtt_acks_out", self.mqtt_acks_out.get()),
         ]
     }
 }

@@ -27,7 +27,7 @@ fn every_command_has_help() {
 /// with the lines it printed. Callers kill or stop and then wait for it.
 fn start_serve(data: &std::path::Path) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(cairn())
-        .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -82,7 +82,7 @@ fn serve_refuses_an_unusable_data_dir_with_a_clear_error() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let out = Command::new(cairn())
-        .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir"])
         .arg(&file)
         .output()
         .unwrap();
@@ -96,7 +96,7 @@ fn a_second_hub_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _) = start_serve(dir.path());
     let out = Command::new(cairn())
-        .args(["serve", "--native-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -357,7 +357,15 @@ async fn serve_reads_a_toml_config_file() {
 
     std::fs::write(&config, "[native]\nmax_frame_byte = 4096\n").unwrap();
     let out = std::process::Command::new(common::cairn())
-        .args(["serve", "--native-addr", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .args([
+            "serve",
+            "--native-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -1,6 +1,7 @@
 //! Network listeners: each turns a protocol into broker calls: the native
-//! protocol over TCP, and the same protocol over serial lines.
+//! protocol over TCP, the same protocol over serial lines, and MQTT.
 
+pub mod mqtt;
 pub mod native;
 pub mod serial;
 

@@ -29,6 +29,8 @@ pub struct Hub {
     pub addr: String,
     /// The serial-over-TCP listener's address, when started with one.
     pub serial_addr: Option<String>,
+    /// The MQTT listener's address.
+    pub mqtt_addr: Option<String>,
     pub data: PathBuf,
 }
 
@@ -40,6 +42,10 @@ impl Hub {
         cmd.arg("serve");
         if !extra.contains(&"--native-addr") {
             cmd.args(["--native-addr", "127.0.0.1:0"]);
+        }
+        // Never the default 0.0.0.0:1883: tests run side by side.
+        if !extra.contains(&"--mqtt-addr") {
+            cmd.args(["--mqtt-addr", "127.0.0.1:0"]);
         }
         let mut child = cmd
             .arg("--data-dir")
@@ -54,6 +60,7 @@ impl Hub {
         let started = Instant::now();
         let mut addr = None;
         let mut serial_addr = None;
+        let mut mqtt_addr = None;
         let mut seen = Vec::new();
         while started.elapsed() < Duration::from_secs(30) {
             let Some(Ok(line)) = lines.next() else { break };
@@ -64,6 +71,8 @@ impl Hub {
                     addr = value;
                 } else if line.contains("serial-over-TCP listening") {
                     serial_addr = value;
+                } else if line.contains("MQTT listening") {
+                    mqtt_addr = value;
                 }
             }
             let running = line.contains("cairn is running");
@@ -72,7 +81,7 @@ impl Hub {
                 // Keep draining stderr so the hub never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 let addr = addr.expect("the hub logged its native address");
-                return Hub { child, addr, serial_addr, data: data.to_path_buf() };
+                return Hub { child, addr, serial_addr, mqtt_addr, data: data.to_path_buf() };
             }
         }
         let _ = child.kill();

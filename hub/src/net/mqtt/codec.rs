@@ -1,0 +1,401 @@
+//! MQTT packets in and out, for both protocol versions, through rumqttc's
+//! `mqttbytes` codecs (v4 = MQTT 3.1.1, v5 = MQTT 5).
+//!
+//! The rest of the MQTT code sees one set of types, [`Incoming`] and
+//! [`Outgoing`], holding what Cairn acts on; this module converts them from
+//! and to the version a client connected with. The version is read from the
+//! CONNECT packet's protocol level byte before either codec parses it.
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::{v4, QoS};
+use rumqttc::v5::mqttbytes::v5;
+
+/// Which MQTT a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V311,
+    V5,
+}
+
+/// A will message, published if the client goes away without DISCONNECT.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+/// A CONNECT, version-independent.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub client_id: String,
+    /// 3.1.1 clean session / 5 clean start.
+    pub clean: bool,
+    /// MQTT 5 session expiry (seconds); 3.1.1 persistent sessions never expire.
+    pub session_expiry: Option<u32>,
+    pub keep_alive_secs: u16,
+    pub will: Option<Will>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// MQTT 5 receive maximum: QoS 1/2 messages in flight to this client.
+    pub receive_maximum: Option<u16>,
+}
+
+/// What a client sends, version-independent.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Connect(Connect),
+    Publish { topic: String, payload: Bytes, qos: QoS, retain: bool, pkid: u16 },
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp,
+    Subscribe { pkid: u16, filters: Vec<(String, QoS)> },
+    Unsubscribe { pkid: u16, filters: Vec<String> },
+    PingReq,
+    Disconnect,
+}
+
+/// Why a CONNECT is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BadUserNamePassword,
+    ClientIdNotValid,
+}
+
+/// What the hub sends, version-independent.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    ConnAck {
+        session_present: bool,
+        refused: Option<Refusal>,
+        receive_maximum: u16,
+    },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+    },
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    /// Granted QoS per filter; `None` refuses that filter.
+    SubAck {
+        pkid: u16,
+        granted: Vec<Option<QoS>>,
+    },
+    UnsubAck {
+        pkid: u16,
+        count: usize,
+    },
+    PingResp,
+    /// MQTT 5 only (3.1.1 just closes): tell the client why it is closed.
+    Disconnect(DisconnectReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    ProtocolError,
+    TopicNameInvalid,
+    PacketTooLarge,
+    SessionTakenOver,
+    KeepAliveTimeout,
+    ServerShuttingDown,
+}
+
+/// Why bytes are not a packet we can use. Every one closes the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("packet of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("unsupported protocol level {0} (Cairn speaks MQTT 3.1.1 and 5)")]
+    UnsupportedVersion(u8),
+    #[error("the first packet must be CONNECT")]
+    NotConnect,
+}
+
+/// Peeks at a CONNECT's protocol level: byte 9 after a 2-byte fixed header
+/// (remaining length < 128) or later with a longer length encoding.
+pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
+    let Some(&first) = buf.first() else { return Ok(None) };
+    if first >> 4 != 1 {
+        return Err(CodecError::NotConnect);
+    }
+    // Skip the remaining-length varint (1..=4 bytes).
+    let mut i = 1;
+    loop {
+        let Some(&b) = buf.get(i) else { return Ok(None) };
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Err(CodecError::Malformed("bad remaining length".into()));
+        }
+    }
+    // Protocol name: 2-byte length then "MQTT" (or "MQIsdp" for 3.1).
+    let Some(name_len) = buf.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return Ok(None);
+    };
+    let Some(&level) = buf.get(i + 2 + name_len) else { return Ok(None) };
+    match level {
+        4 => Ok(Some(Version::V311)),
+        5 => Ok(Some(Version::V5)),
+        other => Err(CodecError::UnsupportedVersion(other)),
+    }
+}
+
+/// Reads one packet from `buf` if a whole one is there (`Ok(None)`: read
+/// more bytes first).
+pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
+    match version {
+        Version::V311 => match v4::Packet::read(buf, limit) {
+            Ok(p) => from_v4(p).map(Some),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => Err(CodecError::TooLarge { size, limit }),
+            Err(e) => Err(CodecError::Malformed(e.to_string())),
+        },
+        Version::V5 => {
+            // A v5 DISCONNECT may have no body at all; mqttbytes wants one.
+            if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
+                let _ = buf.split_to(2);
+                return Ok(Some(Incoming::Disconnect));
+            }
+            match v5::Packet::read(buf, Some(limit as u32)) {
+                Ok(p) => from_v5(p).map(Some),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+                Err(rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. }) => {
+                    Err(CodecError::TooLarge { size: pkt_size, limit })
+                }
+                Err(e) => Err(CodecError::Malformed(e.to_string())),
+            }
+        }
+    }
+}
+
+fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
+    Ok(match packet {
+        v4::Packet::Connect(c) => Incoming::Connect(Connect {
+            client_id: c.client_id,
+            clean: c.clean_session,
+            session_expiry: None,
+            keep_alive_secs: c.keep_alive,
+            will: c.last_will.map(|w| Will { topic: w.topic, payload: w.message, retain: w.retain }),
+            username: c.login.as_ref().map(|l| l.username.clone()),
+            password: c.login.map(|l| l.password),
+            receive_maximum: None,
+        }),
+        v4::Packet::Publish(p) => {
+            Incoming::Publish { topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, pkid: p.pkid }
+        }
+        v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
+        v4::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
+        v4::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
+        v4::Packet::PubComp(_) => Incoming::PubComp,
+        v4::Packet::Subscribe(s) => {
+            Incoming::Subscribe { pkid: s.pkid, filters: s.filters.into_iter().map(|f| (f.path, f.qos)).collect() }
+        }
+        v4::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.topics },
+        v4::Packet::PingReq => Incoming::PingReq,
+        v4::Packet::Disconnect => Incoming::Disconnect,
+        other => return Err(CodecError::Malformed(format!("a client may not send {:?}", packet_name_v4(&other)))),
+    })
+}
+
+fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
+    Ok(match packet {
+        v5::Packet::Connect(c, will, login) => {
+            let props = c.properties.unwrap_or_default();
+            let will = match will {
+                Some(w) => Some(Will {
+                    topic: String::from_utf8(w.topic.to_vec())
+                        .map_err(|_| CodecError::Malformed("will topic is not UTF-8".into()))?,
+                    payload: w.message,
+                    retain: w.retain,
+                }),
+                None => None,
+            };
+            Incoming::Connect(Connect {
+                client_id: c.client_id,
+                clean: c.clean_start,
+                session_expiry: props.session_expiry_interval,
+                keep_alive_secs: c.keep_alive,
+                will,
+                username: login.as_ref().map(|l| l.username.clone()),
+                password: login.map(|l| l.password),
+                receive_maximum: props.receive_maximum,
+            })
+        }
+        v5::Packet::Publish(p) => {
+            let topic = String::from_utf8(p.topic.to_vec())
+                .map_err(|_| CodecError::Malformed("topic name is not UTF-8".into()))?;
+            Incoming::Publish { topic, payload: p.payload, qos: from_q5(p.qos), retain: p.retain, pkid: p.pkid }
+        }
+        v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
+        v5::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
+        v5::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
+        v5::Packet::PubComp(_) => Incoming::PubComp,
+        v5::Packet::Subscribe(s) => Incoming::Subscribe {
+            pkid: s.pkid,
+            filters: s.filters.into_iter().map(|f| (f.path, from_q5(f.qos))).collect(),
+        },
+        v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.filters },
+        v5::Packet::PingReq(_) => Incoming::PingReq,
+        v5::Packet::Disconnect(_) => Incoming::Disconnect,
+        _ => return Err(CodecError::Malformed("a client may not send this packet type".into())),
+    })
+}
+
+/// The v5 codec has its own QoS type with the same three levels.
+fn from_q5(q: rumqttc::v5::mqttbytes::QoS) -> QoS {
+    match q {
+        rumqttc::v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        rumqttc::v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn to_q5(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+fn packet_name_v4(p: &v4::Packet) -> &'static str {
+    match p {
+        v4::Packet::ConnAck(_) => "CONNACK",
+        v4::Packet::SubAck(_) => "SUBACK",
+        v4::Packet::UnsubAck(_) => "UNSUBACK",
+        v4::Packet::PingResp => "PINGRESP",
+        _ => "this packet",
+    }
+}
+
+/// Appends `packet` to `out` in the connection's version.
+pub fn write(version: Version, packet: Outgoing, out: &mut BytesMut) {
+    // Our own packets are within any size limit a client could set that we
+    // honour (we never send more than we accepted); errors cannot occur.
+    match version {
+        Version::V311 => {
+            let _ = to_v4(packet).map(|p| p.write(out, usize::MAX));
+        }
+        Version::V5 => {
+            let _ = to_v5(packet).map(|p| p.write(out, None));
+        }
+    }
+}
+
+fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
+    Some(match packet {
+        Outgoing::ConnAck { session_present, refused, .. } => {
+            let code = match refused {
+                None => v4::ConnectReturnCode::Success,
+                Some(Refusal::BadUserNamePassword) => v4::ConnectReturnCode::BadUserNamePassword,
+                Some(Refusal::ClientIdNotValid) => v4::ConnectReturnCode::BadClientId,
+            };
+            v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
+        }
+        Outgoing::Publish { topic, payload, qos, retain, pkid } => {
+            let mut p = v4::Publish::from_bytes(topic, qos, payload);
+            p.retain = retain;
+            p.pkid = pkid;
+            v4::Packet::Publish(p)
+        }
+        Outgoing::PubAck(pkid) => v4::Packet::PubAck(v4::PubAck::new(pkid)),
+        Outgoing::PubRec(pkid) => v4::Packet::PubRec(v4::PubRec::new(pkid)),
+        Outgoing::PubRel(pkid) => v4::Packet::PubRel(v4::PubRel::new(pkid)),
+        Outgoing::PubComp(pkid) => v4::Packet::PubComp(v4::PubComp::new(pkid)),
+        Outgoing::SubAck { pkid, granted } => v4::Packet::SubAck(v4::SubAck::new(
+            pkid,
+            granted
+                .into_iter()
+                .map(|g| g.map_or(v4::SubscribeReasonCode::Failure, v4::SubscribeReasonCode::Success))
+                .collect(),
+        )),
+        Outgoing::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)),
+        Outgoing::PingResp => v4::Packet::PingResp,
+        // 3.1.1 has no server DISCONNECT: the connection just closes.
+        Outgoing::Disconnect(_) => return None,
+    })
+}
+
+fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
+    Some(match packet {
+        Outgoing::ConnAck { session_present, refused, receive_maximum } => {
+            let code = match refused {
+                None => v5::ConnectReturnCode::Success,
+                Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
+                Some(Refusal::ClientIdNotValid) => v5::ConnectReturnCode::ClientIdentifierNotValid,
+            };
+            let properties = v5::ConnAckProperties {
+                session_expiry_interval: None,
+                receive_max: Some(receive_maximum),
+                // Absent: clients may publish at QoS 2 (subscriptions are
+                // granted QoS 1 at most, in SUBACK).
+                max_qos: None,
+                retain_available: None,
+                max_packet_size: None,
+                assigned_client_identifier: None,
+                topic_alias_max: None,
+                reason_string: None,
+                user_properties: Vec::new(),
+                wildcard_subscription_available: None,
+                // `$share/...` is not built yet.
+                subscription_identifiers_available: Some(0),
+                shared_subscription_available: Some(0),
+                server_keep_alive: None,
+                response_information: None,
+                server_reference: None,
+                authentication_method: None,
+                authentication_data: None,
+            };
+            v5::Packet::ConnAck(v5::ConnAck { session_present, code, properties: Some(properties) })
+        }
+        Outgoing::Publish { topic, payload, qos, retain, pkid } => {
+            let mut p = v5::Publish::new(topic, to_q5(qos), payload, None);
+            p.retain = retain;
+            p.pkid = pkid;
+            v5::Packet::Publish(p)
+        }
+        Outgoing::PubAck(pkid) => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
+        Outgoing::PubRec(pkid) => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
+        Outgoing::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
+        Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+        Outgoing::SubAck { pkid, granted } => v5::Packet::SubAck(v5::SubAck {
+            pkid,
+            return_codes: granted
+                .into_iter()
+                .map(|g| {
+                    g.map_or(v5::SubscribeReasonCode::TopicFilterInvalid, |q| {
+                        v5::SubscribeReasonCode::Success(to_q5(q))
+                    })
+                })
+                .collect(),
+            properties: None,
+        }),
+        Outgoing::UnsubAck { pkid, count } => v5::Packet::UnsubAck(v5::UnsubAck {
+            pkid,
+            reasons: vec![v5::UnsubAckReason::Success; count],
+            properties: None,
+        }),
+        Outgoing::PingResp => v5::Packet::PingResp(v5::PingResp),
+        Outgoing::Disconnect(reason) => {
+            let reason_code = match reason {
+                DisconnectReason::ProtocolError => v5::DisconnectReasonCode::ProtocolError,
+                DisconnectReason::TopicNameInvalid => v5::DisconnectReasonCode::TopicNameInvalid,
+                DisconnectReason::PacketTooLarge => v5::DisconnectReasonCode::PacketTooLarge,
+                DisconnectReason::SessionTakenOver => v5::DisconnectReasonCode::SessionTakenOver,
+                DisconnectReason::KeepAliveTimeout => v5::DisconnectReasonCode::KeepAliveTimeout,
+                DisconnectReason::ServerShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
+            };
+            v5::Packet::Disconnect(v5::Disconnect { reason_code, properties: None })
+        }
+    })
+}

@@ -1,0 +1,131 @@
+//! The MQTT listener: Cairn as an MQTT 3.1.1 and 5 broker whose messages
+//! live in the log.
+//!
+//! listener (this file) → connection (`connection.rs`: one client's
+//! packets, its session, its subscriptions) → broker / log. Packets are
+//! read and written by rumqttc's codecs behind `codec.rs`; how MQTT topics
+//! map to Cairn topics and keys is in `topics.rs`.
+//!
+//! What differs from an ordinary broker: a QoS 1/2 PUBLISH is acknowledged
+//! only once its record is durably committed, and subscribers are fed from
+//! the log, so a persistent session resumes where it left off, even after a
+//! hub restart, and records produced over the native protocol reach MQTT
+//! subscribers too.
+
+mod codec;
+mod connection;
+pub mod topics;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::Shutdown;
+use crate::broker::Broker;
+
+/// MQTT settings (`[mqtt]` in the config file).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Largest packet accepted; a larger one closes the connection.
+    pub max_packet_bytes: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// QoS 1 messages in flight to one subscriber (MQTT 5 clients may ask
+    /// for fewer with receive maximum).
+    pub max_inflight: u16,
+    /// Accept clients without username/password.
+    pub allow_anonymous: bool,
+    /// username → password. The authentication hook for now; a real
+    /// identity store comes later.
+    pub users: HashMap<String, String>,
+    /// Partitions of Cairn topics created by an MQTT publish or subscribe.
+    pub topic_partitions: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_bytes: 1024 * 1024,
+            max_connections: 10_000,
+            max_inflight: 64,
+            allow_anonymous: true,
+            users: HashMap::new(),
+            topic_partitions: 1,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The authentication hook: may this client connect?
+    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> bool {
+        match username {
+            None => self.allow_anonymous,
+            Some(user) => self.users.get(user).is_some_and(|p| Some(p.as_str()) == password),
+        }
+    }
+}
+
+/// What outlives one connection of a client id.
+#[derive(Default)]
+struct Slot {
+    /// Closes the connection currently using this client id (takeover).
+    kick: Option<(u64, oneshot::Sender<()>)>,
+    /// QoS 2 packet ids stored and not yet released by PUBREL: a
+    /// retransmitted PUBLISH with one of these is not stored again.
+    awaiting_release: HashSet<u16>,
+}
+
+/// State shared by all MQTT connections.
+pub(crate) struct Server {
+    broker: Broker,
+    config: MqttConfig,
+    slots: Mutex<HashMap<String, Slot>>,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+/// Binds the MQTT address and logs the address it got.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "MQTT listening");
+    Ok(listener)
+}
+
+/// Serves MQTT on `listener` until shutdown.
+pub async fn serve(listener: TcpListener, broker: Broker, config: MqttConfig, mut shutdown: Shutdown) {
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let max_connections = config.max_connections;
+    let server =
+        Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::warn!(error = %err, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "MQTT connection refused: too many connections");
+            continue;
+        };
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection::run(server, socket, peer, shutdown).await;
+        });
+    }
+    let all = max_connections as u32;
+    if tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
+        tracing::warn!("some MQTT connections did not close within 10 s");
+    }
+    tracing::info!("MQTT listener stopped");
+}

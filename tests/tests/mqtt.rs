@@ -1,0 +1,411 @@
+//! Cairn as an MQTT broker, end to end: the real `cairn serve`, real clients
+//! (rumqttc 3.1.1 and 5, mosquitto_pub / mosquitto_sub), the log behind it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Hub;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+fn host_port(addr: &str) -> (String, u16) {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    (host.to_string(), port.parse().unwrap())
+}
+
+fn mqtt_addr(hub: &Hub) -> String {
+    hub.mqtt_addr.clone().expect("the hub logged its MQTT address")
+}
+
+/// A 3.1.1 client whose incoming packets arrive on a channel; returns once
+/// CONNACK is in.
+async fn client(
+    addr: &str,
+    id: &str,
+    clean: bool,
+    will: Option<LastWill>,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let (host, port) = host_port(addr);
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_clean_session(clean).set_keep_alive(Duration::from_secs(30));
+    if let Some(will) = will {
+        options.set_last_will(will);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(packet) = event {
+                if tx.send(packet).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(Packet::ConnAck(_))) => {}
+        other => panic!("no CONNACK: {other:?}"),
+    }
+    (client, rx)
+}
+
+/// Waits for the next packet matching `f`.
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<Packet>, mut f: impl FnMut(Packet) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(p)) => {
+                if let Some(t) = f(p) {
+                    return t;
+                }
+            }
+            other => panic!("expected packet did not arrive: {other:?}"),
+        }
+    }
+}
+
+async fn subscribe(client: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Packet>, filter: &str, qos: QoS) {
+    client.subscribe(filter, qos).await.unwrap();
+    next(rx, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+}
+
+async fn publishes(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<(String, String, bool)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let p = next(rx, |p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .await;
+        got.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned(), p.retain));
+    }
+    got
+}
+
+fn consume_json(hub: &Hub, topic: &str) -> Vec<serde_json::Value> {
+    let (ok, out, err) = hub.cli(&["consume", topic, "--from-beginning", "--output", "json"], None);
+    assert!(ok, "{err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v311_publish_qos_0_1_2_is_stored_and_reaches_wildcard_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (sub, mut sub_rx) = client(&addr, "sub-1", true, None).await;
+    subscribe(&sub, &mut sub_rx, "sensors/+/temp", QoS::AtLeastOnce).await;
+    let (publisher, mut pub_rx) = client(&addr, "pub-1", true, None).await;
+    publisher.publish("sensors/room1/temp", QoS::AtMostOnce, false, "20.5").await.unwrap();
+    publisher.publish("sensors/room1/humidity", QoS::AtLeastOnce, false, "40").await.unwrap();
+    publisher.publish("sensors/room2/temp", QoS::AtLeastOnce, false, "21.0").await.unwrap();
+    publisher.publish("sensors/room3/temp", QoS::ExactlyOnce, false, "22.5").await.unwrap();
+    // QoS 1 is PUBACKed, QoS 2 completes (PUBREC, PUBREL, PUBCOMP).
+    next(&mut pub_rx, |p| matches!(p, Packet::PubComp(_)).then_some(())).await;
+
+    let mut got = publishes(&mut sub_rx, 3).await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("sensors/room1/temp".into(), "20.5".into(), false),
+            ("sensors/room2/temp".into(), "21.0".into(), false),
+            ("sensors/room3/temp".into(), "22.5".into(), false),
+        ]
+    );
+    // Every message is a record of Cairn topic `sensors`, keyed by MQTT topic.
+    let records = consume_json(&hub, "sensors");
+    let mut stored: Vec<(String, String)> =
+        records.iter().map(|r| (r["key"].as_str().unwrap().into(), r["value"].as_str().unwrap().into())).collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        vec![
+            ("sensors/room1/humidity".into(), "40".into()),
+            ("sensors/room1/temp".into(), "20.5".into()),
+            ("sensors/room2/temp".into(), "21.0".into()),
+            ("sensors/room3/temp".into(), "22.5".into()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v5_client_publishes_and_subscribes() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (host, port) = host_port(&mqtt_addr(&hub));
+    let (client, mut eventloop) = Client5::new(Options5::new("v5-client", host, port), 100);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event5::Incoming(p) = event {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    assert!(matches!(wait5(&mut rx).await, Some(P5::ConnAck(_))));
+    client.subscribe("plant/#", Q5::AtLeastOnce).await.unwrap();
+    assert!(matches!(wait5(&mut rx).await, Some(P5::SubAck(_))));
+    client.publish("plant/line1/speed", Q5::AtLeastOnce, false, "42").await.unwrap();
+    let mut got = None;
+    for _ in 0..5 {
+        if let Some(P5::Publish(p)) = wait5(&mut rx).await {
+            got = Some((
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            ));
+            break;
+        }
+    }
+    assert_eq!(got, Some(("plant/line1/speed".to_string(), "42".to_string())));
+    let records = consume_json(&hub, "plant");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["key"], "plant/line1/speed");
+}
+
+async fn wait5(
+    rx: &mut mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+) -> Option<rumqttc::v5::mqttbytes::v5::Packet> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.ok().flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_produced_natively_reach_mqtt_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, _, err) = hub.cli(&["topic", "create", "readings"], None);
+    assert!(ok, "{err}");
+    let (sub, mut rx) = client(&mqtt_addr(&hub), "sub-native", true, None).await;
+    subscribe(&sub, &mut rx, "readings/#", QoS::AtLeastOnce).await;
+    let (ok, _, err) = hub.cli(&["produce", "readings", "--key", "room-1"], Some("19.5\n"));
+    assert!(ok, "{err}");
+    assert_eq!(publishes(&mut rx, 1).await, vec![("readings/room-1".into(), "19.5".into(), false)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_reach_late_subscribers_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let (publisher, mut pub_rx) = client(&mqtt_addr(&hub), "retainer", true, None).await;
+    publisher.publish("status/door", QoS::AtLeastOnce, true, "open").await.unwrap();
+    publisher.publish("status/door", QoS::AtLeastOnce, true, "closed").await.unwrap();
+    publisher.publish("status/window", QoS::AtLeastOnce, false, "not retained").await.unwrap();
+    for _ in 0..3 {
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+    assert!(hub.terminate(), "clean shutdown");
+    let hub = Hub::start(dir.path(), &[]);
+    let (late, mut rx) = client(&mqtt_addr(&hub), "late", true, None).await;
+    subscribe(&late, &mut rx, "status/#", QoS::AtLeastOnce).await;
+    assert_eq!(publishes(&mut rx, 1).await, vec![("status/door".into(), "closed".into(), true)]);
+    // Nothing else is retained.
+    assert!(tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_is_published_when_a_client_vanishes_but_not_on_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (watcher, mut rx) = client(&addr, "watcher", true, None).await;
+    subscribe(&watcher, &mut rx, "alive/#", QoS::AtLeastOnce).await;
+
+    // A clean DISCONNECT: no will.
+    let will = LastWill::new("alive/polite", "gone", QoS::AtLeastOnce, false);
+    let (polite, _polite_rx) = client(&addr, "polite", true, Some(will)).await;
+    polite.disconnect().await.unwrap();
+
+    // A raw client that sends CONNECT with a will, then drops the socket.
+    let mut raw = TcpStream::connect(&addr).unwrap();
+    let mut packet = bytes::BytesMut::new();
+    let mut connect = rumqttc::Connect::new("rude");
+    connect.last_will = Some(LastWill::new("alive/rude", "vanished", QoS::AtLeastOnce, false));
+    connect.write(&mut packet).unwrap();
+    raw.write_all(&packet).unwrap();
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    drop(raw);
+
+    assert_eq!(publishes(&mut rx, 1).await, vec![("alive/rude".into(), "vanished".into(), false)]);
+    assert!(tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(), "no will for a DISCONNECT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_gets_what_was_published_while_it_was_away_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    {
+        let (device, mut rx) = client(&mqtt_addr(&hub), "device-7", false, None).await;
+        subscribe(&device, &mut rx, "commands/device-7/#", QoS::AtLeastOnce).await;
+        device.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (publisher, mut pub_rx) = client(&mqtt_addr(&hub), "controller", true, None).await;
+    for i in 0..5 {
+        publisher.publish("commands/device-7/set", QoS::AtLeastOnce, false, format!("cmd-{i}")).await.unwrap();
+    }
+    for _ in 0..5 {
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+    assert!(hub.terminate(), "clean shutdown");
+    let hub = Hub::start(dir.path(), &[]);
+    // Reconnect without subscribing again: the session remembers.
+    let (_device, mut rx) = client(&mqtt_addr(&hub), "device-7", false, None).await;
+    let got: Vec<String> = publishes(&mut rx, 5).await.into_iter().map(|(_, v, _)| v).collect();
+    assert_eq!(got, (0..5).map(|i| format!("cmd-{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubacked_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let (publisher, mut rx) = client(&mqtt_addr(&hub), "durable", true, None).await;
+    let sender = tokio::spawn(async move {
+        for i in 0..2000 {
+            if publisher.publish("meter/power", QoS::AtLeastOnce, false, format!("{i}")).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Count PUBACKs for a while, then kill the hub mid-stream.
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_millis(700);
+    while Instant::now() < deadline {
+        if let Ok(Some(Packet::PubAck(_))) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+            acked += 1;
+        }
+    }
+    hub.kill9();
+    sender.abort();
+    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        if matches!(p, Packet::PubAck(_)) {
+            acked += 1;
+        }
+    }
+    assert!(acked > 0, "nothing was acknowledged before the kill");
+    let hub = Hub::start(dir.path(), &[]);
+    let stored = consume_json(&hub, "meter").len();
+    assert!(stored >= acked, "{acked} PUBACKed, {stored} stored after kill -9");
+}
+
+fn mosquitto(bin: &str) -> Command {
+    let cmd = Command::new(bin);
+    assert!(
+        Command::new("which").arg(bin).output().map(|o| o.status.success()).unwrap_or(false),
+        "{bin} is missing: ./scripts/test.sh installs mosquitto-clients"
+    );
+    cmd
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe_in_3_1_1_and_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (host, port) = host_port(&mqtt_addr(&hub));
+    let port = port.to_string();
+    for (version, qos) in [("mqttv311", "1"), ("mqttv5", "2"), ("mqttv311", "0")] {
+        let topic = format!("yard/{version}/q{qos}");
+        let mut sub = mosquitto("mosquitto_sub")
+            .args(["-h", &host, "-p", &port, "-V", version, "-q", "1", "-t", "yard/#", "-C", "1", "-v", "-W", "20"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The subscriber may not be subscribed yet when the first message
+        // goes out: publish until it has received one (bounded).
+        for _ in 0..60 {
+            let status = mosquitto("mosquitto_pub")
+                .args(["-h", &host, "-p", &port, "-V", version, "-q", qos, "-t", &topic, "-m", "hello"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "mosquitto_pub -V {version} -q {qos}");
+            std::thread::sleep(Duration::from_millis(250));
+            if sub.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        let out = sub.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{topic} hello"));
+    }
+    let (ok, out, _) = hub.cli(&["consume", "yard", "--from-beginning"], None);
+    assert!(ok);
+    assert!(out.lines().count() >= 3, "every version and QoS stored: {out}");
+}
+
+#[test]
+fn mosquitto_sub_gets_retained_and_resumes_a_persistent_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (host, port) = host_port(&mqtt_addr(&hub));
+    let port = port.to_string();
+    let pubr = |args: &[&str]| {
+        let status = mosquitto("mosquitto_pub").args(["-h", &host, "-p", &port]).args(args).status().unwrap();
+        assert!(status.success());
+    };
+    pubr(&["-t", "lamp/state", "-m", "on", "-r", "-q", "1"]);
+    let out = mosquitto("mosquitto_sub")
+        .args(["-h", &host, "-p", &port, "-t", "lamp/#", "-C", "1", "-v", "-W", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "lamp/state on");
+
+    // A persistent session (-c, fixed id) that is away while messages come.
+    let session = ["-h", &host, "-p", &port, "-i", "lamp-ui", "-c", "-q", "1", "-t", "lamp/cmd"];
+    let first = mosquitto("mosquitto_sub").args(session).args(["-C", "1", "-W", "2"]).output().unwrap();
+    assert!(first.stdout.is_empty(), "nothing published yet");
+    pubr(&["-t", "lamp/cmd", "-m", "dim", "-q", "1"]);
+    let resumed = mosquitto("mosquitto_sub").args(session).args(["-C", "1", "-W", "10"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&resumed.stdout).trim(), "dim");
+}
+
+#[test]
+fn protocol_errors_close_that_connection_and_the_hub_serves_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let closed = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut answer = Vec::new();
+        // Read to EOF: the hub must close the connection.
+        let _ = s.read_to_end(&mut answer);
+        answer
+    };
+    // Not MQTT at all.
+    assert!(closed(b"GET / HTTP/1.1\r\n\r\n").is_empty());
+    // MQTT 3.1 (protocol level 3): CONNACK "unacceptable protocol version".
+    let mqtt31 = [0x10, 0x12, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 4, b't', b'e', b's', b't'];
+    assert_eq!(closed(&mqtt31), vec![0x20, 0x02, 0x00, 0x01]);
+    // A packet over the size limit (1 MiB) after a good CONNECT.
+    let mut connect = bytes::BytesMut::new();
+    rumqttc::Connect::new("big").write(&mut connect).unwrap();
+    let mut big = connect.to_vec();
+    let mut publish = bytes::BytesMut::new();
+    rumqttc::Publish::new("big/x", QoS::AtMostOnce, vec![7u8; 2 << 20]).write(&mut publish).unwrap();
+    big.extend_from_slice(&publish);
+    assert_eq!(closed(&big), vec![0x20, 0x02, 0x00, 0x00], "CONNACK, then closed");
+    // Publishing to a topic with a wildcard.
+    let mut bad = connect.to_vec();
+    let mut publish = bytes::BytesMut::new();
+    rumqttc::Publish::new("a/+/b", QoS::AtMostOnce, "x").write(&mut publish).unwrap();
+    bad.extend_from_slice(&publish);
+    assert_eq!(closed(&bad), vec![0x20, 0x02, 0x00, 0x00], "CONNACK, then closed");
+    // A good client still works.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (c, mut rx) = client(&addr, "still-fine", true, None).await;
+        subscribe(&c, &mut rx, "ok/#", QoS::AtLeastOnce).await;
+        c.publish("ok/1", QoS::AtLeastOnce, false, "yes").await.unwrap();
+        assert_eq!(publishes(&mut rx, 1).await, vec![("ok/1".into(), "yes".into(), false)]);
+    });
+}
