@@ -167,6 +167,34 @@ enum BenchCommand {
     Consume(BenchConsumeArgs),
     /// Produce at a fixed rate while consumers long-poll: end-to-end latency.
     E2e(BenchE2eArgs),
+    /// MQTT publishers against any MQTT broker (Cairn, Mosquitto, ...):
+    /// messages/s until the broker has accepted (PUBACKed) everything.
+    Mqtt(BenchMqttArgs),
+}
+
+#[derive(Args)]
+struct BenchMqttArgs {
+    /// host:port of the MQTT broker.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Publishers, each on its own connection.
+    #[arg(long, default_value_t = 10)]
+    publishers: usize,
+    /// Messages each publisher sends.
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Instead of publishing: hold this many idle connections for --hold-secs.
+    #[arg(long)]
+    connections: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    hold_secs: u64,
 }
 
 #[derive(Args)]
@@ -302,6 +330,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Produce(args)) => bench_produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => bench_consume(args).await,
             Command::Bench(BenchCommand::E2e(args)) => bench_e2e(args).await,
+            Command::Bench(BenchCommand::Mqtt(args)) => bench_mqtt(args).await,
         }
     });
     match result {
@@ -508,6 +537,39 @@ async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
         .await?;
         println!("run {run}: sent {} received {} | produce→consume latency {}", r.sent, r.received, r.latency);
     }
+    Ok(())
+}
+
+async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
+    use cairn_hub::bench::mqtt;
+    if let Some(count) = args.connections {
+        let held = mqtt::hold_connections(&args.broker, count, Duration::from_secs(args.hold_secs)).await?;
+        println!("held {held} idle MQTT connections to {} for {} s", args.broker, args.hold_secs);
+        return Ok(());
+    }
+    let qos = if args.qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce };
+    let config = mqtt::MqttBenchConfig {
+        broker: args.broker.clone(),
+        publishers: args.publishers.max(1),
+        messages_per_publisher: args.messages.max(1),
+        payload_bytes: args.payload_bytes,
+        qos,
+    };
+    println!(
+        "bench mqtt: {} publishers x {} messages of {} B at QoS {} to {}",
+        config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.broker
+    );
+    let mut rates = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let r = mqtt::run(&config).await?;
+        println!(
+            "run {run}: {} messages in {:.2} s = {:.0} msg/s ({:.1} MB/s)",
+            r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
+        );
+        rates.push(r.messages_per_sec);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("median: {:.0} msg/s", rates[rates.len() / 2]);
     Ok(())
 }
 

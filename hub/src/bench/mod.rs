@@ -1,6 +1,7 @@
 //! `cairn bench …`: load generators that measure Cairn on this machine.
 //! Method and figures: docs/BENCHMARKS.md.
 
+pub mod mqtt;
 pub mod native;
 pub mod storage;
 

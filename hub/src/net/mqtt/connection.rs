@@ -46,7 +46,7 @@ enum Out {
     /// `release` marks a QoS 2 packet id as stored.
     AfterCommit {
         appends: Vec<PendingAppend>,
-        packet: Outgoing,
+        packets: Vec<Outgoing>,
         release: Option<u16>,
     },
 }
@@ -312,8 +312,37 @@ impl Session {
 
     /// Handles every whole packet in `buf`; `Some` ends the connection.
     async fn handle_buffered(&mut self, buf: &mut BytesMut, limit: usize) -> Option<End> {
+        // Consecutive PUBLISHes (QoS 0/1, not retained) to one topic that
+        // arrived together become one record batch: one append, one commit
+        // slot, and their acknowledgements go out together after it.
+        let mut run: Vec<(Bytes, QoS, u16)> = Vec::new();
+        let mut run_topic = String::new();
         loop {
-            match codec::read(self.version, buf, limit) {
+            let packet = codec::read(self.version, buf, limit);
+            if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid })) = &packet {
+                if *qos != QoS::ExactlyOnce && (run.is_empty() || *topic == run_topic) && run.len() < 1000 {
+                    if run.is_empty() {
+                        run_topic = topic.clone();
+                    }
+                    run.push((payload.clone(), *qos, *pkid));
+                    continue;
+                }
+            }
+            if !run.is_empty() {
+                if let Some(end) = self.publish_run(&run_topic, std::mem::take(&mut run)).await {
+                    return Some(end);
+                }
+                // The packet that ended the run is handled below; a
+                // PUBLISH may start the next run.
+                if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid })) = &packet {
+                    if *qos != QoS::ExactlyOnce {
+                        run_topic = topic.clone();
+                        run.push((payload.clone(), *qos, *pkid));
+                        continue;
+                    }
+                }
+            }
+            match packet {
                 Ok(None) => return None,
                 Ok(Some(packet)) => {
                     if let Some(end) = self.handle(packet).await {
@@ -331,6 +360,37 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Stores a run of QoS 0/1 messages to one topic as one batch; PUBACKs
+    /// for the QoS 1 ones after its commit.
+    async fn publish_run(&mut self, topic: &str, run: Vec<(Bytes, QoS, u16)>) -> Option<End> {
+        let metrics = self.server.broker.metrics();
+        for _ in &run {
+            metrics.mqtt_messages_in.inc();
+        }
+        let payloads: Vec<&[u8]> = run.iter().map(|(p, _, _)| p.as_ref()).collect();
+        let appends = match publish_many(&self.server, topic, &payloads).await {
+            Ok(appends) => appends,
+            Err(PublishError::Topic(err)) => {
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
+                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
+                return Some(End::Abnormal);
+            }
+            Err(PublishError::Log(err)) => {
+                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
+                return Some(End::Abnormal);
+            }
+        };
+        let acks: Vec<Outgoing> = run
+            .iter()
+            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
+            .map(|(_, _, pkid)| Outgoing::PubAck(*pkid))
+            .collect();
+        if !acks.is_empty() {
+            self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
+        }
+        None
     }
 
     async fn handle(&mut self, packet: Incoming) -> Option<End> {
@@ -362,11 +422,16 @@ impl Session {
                 match qos {
                     QoS::AtMostOnce => {}
                     QoS::AtLeastOnce => {
-                        self.send(Out::AfterCommit { appends, packet: Outgoing::PubAck(pkid), release: None }).await
+                        self.send(Out::AfterCommit { appends, packets: vec![Outgoing::PubAck(pkid)], release: None })
+                            .await
                     }
                     QoS::ExactlyOnce => {
-                        self.send(Out::AfterCommit { appends, packet: Outgoing::PubRec(pkid), release: Some(pkid) })
-                            .await
+                        self.send(Out::AfterCommit {
+                            appends,
+                            packets: vec![Outgoing::PubRec(pkid)],
+                            release: Some(pkid),
+                        })
+                        .await
                     }
                 }
             }
@@ -658,6 +723,30 @@ async fn publish(
     Ok(appends)
 }
 
+/// Submits several messages to one MQTT topic as one batch.
+async fn publish_many(
+    server: &Server,
+    mqtt_topic: &str,
+    payloads: &[&[u8]],
+) -> Result<Vec<PendingAppend>, PublishError> {
+    let topic = topics::cairn_topic(mqtt_topic).map_err(PublishError::Topic)?;
+    let now = now_ms();
+    let size: usize = payloads.iter().map(|p| p.len() + mqtt_topic.len() + 16).sum();
+    let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
+    for payload in payloads {
+        let _ = writer.push_parts(Some(mqtt_topic.as_bytes()), payload, now, std::iter::empty());
+    }
+    let batch = writer.finish().unwrap_or_default();
+    let submitted = match server.broker.produce_batch(topic, None, batch.clone()).await {
+        Err(LogError::UnknownTopic(_)) => {
+            ensure_topic(server, topic).await.map_err(PublishError::Log)?;
+            server.broker.produce_batch(topic, None, batch).await
+        }
+        other => other,
+    };
+    Ok(vec![submitted.map_err(PublishError::Log)?.1])
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -805,9 +894,9 @@ async fn write_packets(
 ) {
     let mut buf = BytesMut::with_capacity(4096);
     while let Some(item) = queue.recv().await {
-        let packet = match item {
-            Out::Packet(p) => p,
-            Out::AfterCommit { appends, packet, release } => {
+        let packets = match item {
+            Out::Packet(p) => vec![p],
+            Out::AfterCommit { appends, packets, release } => {
                 let mut stored = true;
                 for append in appends {
                     stored &= append.outcome().await.is_ok();
@@ -821,12 +910,17 @@ async fn write_packets(
                     let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
                     slots.entry(client_id.clone()).or_default().awaiting_release.insert(pkid);
                 }
-                server.broker.metrics().mqtt_acks_out.inc();
-                packet
+                for _ in &packets {
+                    server.broker.metrics().mqtt_acks_out.inc();
+                }
+                packets
             }
         };
-        let closing = matches!(packet, Outgoing::Disconnect(_));
-        codec::write(version, packet, &mut buf);
+        let mut closing = false;
+        for packet in packets {
+            closing |= matches!(packet, Outgoing::Disconnect(_));
+            codec::write(version, packet, &mut buf);
+        }
         if queue.is_empty() || buf.len() > 64 * 1024 || closing {
             if socket.write_all(&buf).await.is_err() {
                 return;

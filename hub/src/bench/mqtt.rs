@@ -1,0 +1,148 @@
+//! `cairn bench mqtt`: N publishers against any MQTT broker (Cairn or
+//! Mosquitto alike), so both are measured by the same client code.
+//!
+//! Each publisher is a rumqttc 3.1.1 client on its own connection, with up
+//! to 100 QoS 1 messages in flight. The clock stops when the broker has
+//! accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
+//! QoS 1 message follows each publisher's stream, and its PUBACK (brokers
+//! handle one connection's packets in order) marks the end.
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MqttBenchConfig {
+    /// host:port of the broker.
+    pub broker: String,
+    pub publishers: usize,
+    pub messages_per_publisher: usize,
+    pub payload_bytes: usize,
+    pub qos: QoS,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct MqttBenchReport {
+    pub messages: usize,
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    pub mb_per_sec: f64,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttBenchError {
+    #[error("bad broker address '{0}': expected host:port")]
+    Address(String),
+    #[error("publisher {0}: {1}")]
+    Client(usize, String),
+    #[error("publisher {0} did not finish within {1} s")]
+    Timeout(usize, u64),
+}
+
+const INFLIGHT: u16 = 100;
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs the publishers once.
+pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchError> {
+    let (host, port) = config
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| MqttBenchError::Address(config.broker.clone()))?;
+    let payload = vec![b'x'; config.payload_bytes];
+    // Connect everyone first, then start together.
+    let mut clients = Vec::with_capacity(config.publishers);
+    for i in 0..config.publishers {
+        let mut options = MqttOptions::new(format!("bench-{}-{i}", std::process::id()), host.clone(), port);
+        options.set_keep_alive(Duration::from_secs(60)).set_inflight(INFLIGHT).set_clean_session(true);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err(MqttBenchError::Client(i, e.to_string())),
+            }
+        }
+        clients.push((client, eventloop));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (i, (client, mut eventloop)) in clients.into_iter().enumerate() {
+        let (payload, qos, n) = (payload.clone(), config.qos, config.messages_per_publisher);
+        let topic = format!("bench/p{i}");
+        tokio::spawn(async move {
+            for _ in 0..n {
+                if client.publish(topic.as_str(), qos, false, payload.clone()).await.is_err() {
+                    return;
+                }
+            }
+            if qos == QoS::AtMostOnce {
+                let _ = client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload).await;
+            }
+        });
+        // PUBACKs awaited: all of them at QoS 1, the barrier at QoS 0.
+        let expected = if config.qos == QoS::AtMostOnce { 1 } else { config.messages_per_publisher };
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < expected {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(MqttBenchError::Client(i, e.to_string())),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout(DEADLINE, task).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(MqttBenchError::Client(i, e.to_string())),
+            Err(_) => return Err(MqttBenchError::Timeout(i, DEADLINE.as_secs())),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let messages = config.publishers * config.messages_per_publisher;
+    Ok(MqttBenchReport {
+        messages,
+        seconds,
+        messages_per_sec: messages as f64 / seconds,
+        mb_per_sec: (messages * config.payload_bytes) as f64 / seconds / 1e6,
+    })
+}
+
+/// Holds `count` idle connections open until `hold` has passed.
+pub async fn hold_connections(broker: &str, count: usize, hold: Duration) -> Result<usize, MqttBenchError> {
+    let (host, port) = broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| MqttBenchError::Address(broker.to_string()))?;
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut options = MqttOptions::new(format!("idle-{}-{i}", std::process::id()), host.clone(), port);
+        options.set_keep_alive(Duration::from_secs(120));
+        let (client, mut eventloop) = AsyncClient::new(options, 10);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err(MqttBenchError::Client(i, e.to_string())),
+            }
+        }
+        // Keep the connection serviced (pings) while held.
+        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        held.push((client, task));
+    }
+    tokio::time::sleep(hold).await;
+    let connected = held.len();
+    for (client, task) in held {
+        let _ = client.disconnect().await;
+        task.abort();
+    }
+    Ok(connected)
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# MQTT benchmark (docs/BENCHMARKS.md): Cairn and Mosquitto on loopback, same
+# machine, same load, measured by the same client (`cairn bench mqtt`), runs
+# alternating between the two. Mosquitto runs with its defaults (no
+# persistence: it PUBACKs before anything reaches a disk); Cairn PUBACKs after
+# the fsync. Also: RSS of Cairn holding 1,000 idle connections.
+# Usage: scripts/bench-mqtt.sh [runs=3] [messages_total=100000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+total=${2:-100000}
+if ! command -v mosquitto >/dev/null; then
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+cargo build --release --locked -p cairn-hub --bin cairn
+CAIRN=target/release/cairn
+work=$(mktemp -d)
+trap 'kill $mosq $hub 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+MOSQ_PORT=18830
+CAIRN_PORT=18831
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' $MOSQ_PORT > "$work/mosquitto.conf"
+"$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+mosq=$!
+NO_COLOR=1 RUST_LOG=warn "$CAIRN" serve --data-dir "$work/data" --native-addr 127.0.0.1:0 \
+    --mqtt-addr 127.0.0.1:$CAIRN_PORT 2>"$work/cairn.log" &
+hub=$!
+sleep 1
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for publishers in 10 100; do
+    per=$((total / publishers))
+    for qos in 1 0; do
+        : >"$work/m.txt"; : >"$work/c.txt"
+        for run in $(seq "$runs"); do
+            "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers $publishers --messages $per --qos $qos \
+                | awk '/^median/ {print $2}' >>"$work/m.txt"
+            "$CAIRN" bench mqtt --broker 127.0.0.1:$CAIRN_PORT --publishers $publishers --messages $per --qos $qos \
+                | awk '/^median/ {print $2}' >>"$work/c.txt"
+        done
+        m=$(median <"$work/m.txt"); c=$(median <"$work/c.txt")
+        echo "publishers=$publishers qos=$qos: mosquitto runs [$(paste -sd' ' "$work/m.txt")] median $m msg/s |" \
+             "cairn runs [$(paste -sd' ' "$work/c.txt")] median $c msg/s | ratio cairn/mosquitto $(awk -v c="$c" -v m="$m" 'BEGIN {printf "%.2f", c/m}')"
+    done
+done
+
+"$CAIRN" bench mqtt --broker 127.0.0.1:$CAIRN_PORT --connections 1000 --hold-secs 6 &
+holder=$!
+sleep 5
+echo "cairn RSS with 1,000 idle MQTT connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
+wait $holder
