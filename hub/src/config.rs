@@ -10,7 +10,7 @@
 //! max_frame_bytes = 8388608
 //!
 //! [mqtt]
-//! addr = "0.0.0.0:1883"
+//! addr = "0.0.0.0:1883"                # or a list: ["0.0.0.0:1883", "[::]:8883"]
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
@@ -57,12 +57,30 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
-    pub addr: Option<SocketAddr>,
+    /// One address, or a list (several listeners).
+    pub addr: Option<Addrs>,
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
     pub allow_anonymous: Option<bool>,
     pub users: Option<std::collections::HashMap<String, String>>,
+}
+
+/// `addr = "0.0.0.0:1883"` or `addr = ["0.0.0.0:1883", "[::]:1884"]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Addrs {
+    One(SocketAddr),
+    Many(Vec<SocketAddr>),
+}
+
+impl Addrs {
+    pub fn to_vec(&self) -> Vec<SocketAddr> {
+        match self {
+            Addrs::One(a) => vec![*a],
+            Addrs::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -97,8 +115,8 @@ pub struct ServeConfig {
     pub native_addr: SocketAddr,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
-    /// MQTT listener (off when `None`).
-    pub mqtt_addr: Option<SocketAddr>,
+    /// MQTT listeners (none: MQTT off).
+    pub mqtt_addrs: Vec<SocketAddr>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
     pub mqtt_allow_anonymous: bool,
@@ -122,7 +140,7 @@ impl Default for ServeConfig {
             native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
             max_connections: 1024,
             max_frame_bytes: 8 * 1024 * 1024,
-            mqtt_addr: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            mqtt_addrs: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
             mqtt_allow_anonymous: true,
@@ -163,10 +181,10 @@ impl ServeConfig {
             native_addr: pick!(native.addr, d.native_addr),
             max_connections: pick!(native.max_connections, d.max_connections),
             max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
-            mqtt_addr: if pick!(mqtt.enabled, true) {
-                Some(pick!(mqtt.addr, SocketAddr::from(([0, 0, 0, 0], 1883))))
+            mqtt_addrs: if pick!(mqtt.enabled, true) {
+                overrides.mqtt.addr.as_ref().or(file.mqtt.addr.as_ref()).map_or(d.mqtt_addrs, Addrs::to_vec)
             } else {
-                None
+                Vec::new()
             },
             mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),

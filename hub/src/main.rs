@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
-use cairn_hub::config::{LogSettings, MqttSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
+use cairn_hub::config::{Addrs, LogSettings, MqttSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_proto::frame::Acks;
@@ -90,9 +90,10 @@ struct ServeArgs {
     /// Largest native-protocol frame accepted, in bytes [default: 8 MiB].
     #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
-    /// Address of the MQTT listener (3.1.1 and 5); port 0 picks a free port [default: 0.0.0.0:1883].
-    #[arg(long, env = "CAIRN_MQTT_ADDR")]
-    mqtt_addr: Option<SocketAddr>,
+    /// Address of an MQTT listener (3.1.1 and 5); repeat for several; port 0
+    /// picks a free port [default: 0.0.0.0:1883].
+    #[arg(long, env = "CAIRN_MQTT_ADDR", value_delimiter = ',')]
+    mqtt_addr: Vec<SocketAddr>,
     /// Serve MQTT at all [default: true].
     #[arg(long, env = "CAIRN_MQTT")]
     mqtt: Option<bool>,
@@ -135,7 +136,7 @@ impl ServeArgs {
                 max_frame_bytes: self.max_frame_bytes,
             },
             mqtt: MqttSettings {
-                addr: self.mqtt_addr,
+                addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
                 enabled: self.mqtt,
                 allow_anonymous: self.mqtt_allow_anonymous,
                 ..MqttSettings::default()
@@ -373,8 +374,12 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let mut listeners = Vec::new();
-    if let Some(addr) = args.mqtt_addr {
-        let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
+    if !args.mqtt_addrs.is_empty() {
+        let mut mqtt_listeners = Vec::new();
+        for &addr in &args.mqtt_addrs {
+            let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
+            mqtt_listeners.push(listener);
+        }
         let config = net::mqtt::MqttConfig {
             max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
             max_inflight: args.mqtt_max_inflight.max(1),
@@ -382,7 +387,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             users: args.mqtt_users.clone(),
             ..net::mqtt::MqttConfig::default()
         };
-        listeners.push(tokio::spawn(net::mqtt::serve(listener, broker.clone(), config, shutdown.clone())));
+        listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
     }
     let mut serial = Vec::new();
     if let Some(addr) = args.serial_tcp_addr {

@@ -179,6 +179,18 @@ async fn wait5(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_share_one_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--mqtt-addr", "127.0.0.1:0,127.0.0.1:0"]);
+    assert_eq!(hub.mqtt_addrs.len(), 2, "{:?}", hub.mqtt_addrs);
+    let (sub, mut rx) = client(&hub.mqtt_addrs[0], "on-first", true, None).await;
+    subscribe(&sub, &mut rx, "bus/#", QoS::AtLeastOnce).await;
+    let (publisher, _pub_rx) = client(&hub.mqtt_addrs[1], "on-second", true, None).await;
+    publisher.publish("bus/1", QoS::AtLeastOnce, false, "via the second listener").await.unwrap();
+    assert_eq!(publishes(&mut rx, 1).await, vec![("bus/1".into(), "via the second listener".into(), false)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_produced_natively_reach_mqtt_subscribers() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);

@@ -29,8 +29,10 @@ pub struct Hub {
     pub addr: String,
     /// The serial-over-TCP listener's address, when started with one.
     pub serial_addr: Option<String>,
-    /// The MQTT listener's address.
+    /// The (first) MQTT listener's address.
     pub mqtt_addr: Option<String>,
+    /// Every MQTT listener's address.
+    pub mqtt_addrs: Vec<String>,
     pub data: PathBuf,
 }
 
@@ -60,7 +62,7 @@ impl Hub {
         let started = Instant::now();
         let mut addr = None;
         let mut serial_addr = None;
-        let mut mqtt_addr = None;
+        let mut mqtt_addrs = Vec::new();
         let mut seen = Vec::new();
         while started.elapsed() < Duration::from_secs(30) {
             let Some(Ok(line)) = lines.next() else { break };
@@ -72,7 +74,7 @@ impl Hub {
                 } else if line.contains("serial-over-TCP listening") {
                     serial_addr = value;
                 } else if line.contains("MQTT listening") {
-                    mqtt_addr = value;
+                    mqtt_addrs.extend(value);
                 }
             }
             let running = line.contains("cairn is running");
@@ -81,7 +83,8 @@ impl Hub {
                 // Keep draining stderr so the hub never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 let addr = addr.expect("the hub logged its native address");
-                return Hub { child, addr, serial_addr, mqtt_addr, data: data.to_path_buf() };
+                let mqtt_addr = mqtt_addrs.first().cloned();
+                return Hub { child, addr, serial_addr, mqtt_addr, mqtt_addrs, data: data.to_path_buf() };
             }
         }
         let _ = child.kill();

@@ -94,12 +94,30 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves MQTT on `listener` until shutdown.
-pub async fn serve(listener: TcpListener, broker: Broker, config: MqttConfig, mut shutdown: Shutdown) {
+/// Serves MQTT on `listeners` (sharing sessions and the connection limit)
+/// until shutdown.
+pub async fn serve(listeners: Vec<TcpListener>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let max_connections = config.max_connections;
     let server =
         Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept(l, server.clone(), permits.clone(), shutdown.clone())))
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+    let all = max_connections as u32;
+    if tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
+        tracing::warn!("some MQTT connections did not close within 10 s");
+    }
+    tracing::info!("MQTT listener stopped");
+}
+
+/// Accepts connections on one listener until shutdown.
+async fn accept(listener: TcpListener, server: Arc<Server>, permits: Arc<Semaphore>, mut shutdown: Shutdown) {
+    let max_connections = server.config.max_connections;
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -123,9 +141,4 @@ pub async fn serve(listener: TcpListener, broker: Broker, config: MqttConfig, mu
             connection::run(server, socket, peer, shutdown).await;
         });
     }
-    let all = max_connections as u32;
-    if tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
-        tracing::warn!("some MQTT connections did not close within 10 s");
-    }
-    tracing::info!("MQTT listener stopped");
 }
