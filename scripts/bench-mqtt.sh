@@ -46,8 +46,16 @@ for publishers in 10 100; do
     done
 done
 
+echo "cairn RSS after the runs above: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
+# A fresh hub, as a gateway starts: RSS idle, then holding 1,000 clients.
+kill $hub; wait $hub 2>/dev/null || true
+NO_COLOR=1 RUST_LOG=warn "$CAIRN" serve --data-dir "$work/data2" --native-addr 127.0.0.1:0 \
+    --mqtt-addr 127.0.0.1:$CAIRN_PORT 2>"$work/cairn2.log" &
+hub=$!
+sleep 1
+echo "fresh cairn RSS, idle: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
 "$CAIRN" bench mqtt --broker 127.0.0.1:$CAIRN_PORT --connections 1000 --hold-secs 6 &
 holder=$!
 sleep 5
-echo "cairn RSS with 1,000 idle MQTT connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
+echo "fresh cairn RSS with 1,000 idle MQTT connections: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
 wait $holder
