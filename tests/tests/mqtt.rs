@@ -380,6 +380,30 @@ fn mosquitto_sub_gets_retained_and_resumes_a_persistent_session() {
 }
 
 #[test]
+fn mosquitto_will_is_published_when_the_client_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (host, port) = host_port(&mqtt_addr(&hub));
+    let port = port.to_string();
+    let watcher = mosquitto("mosquitto_sub")
+        .args(["-h", &host, "-p", &port, "-t", "presence/#", "-C", "1", "-v", "-W", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut device = mosquitto("mosquitto_sub")
+        .args(["-h", &host, "-p", &port, "-t", "nothing", "-i", "sensor-9"])
+        // Retained, so the watcher gets it even if it subscribes late.
+        .args(["--will-topic", "presence/sensor-9", "--will-payload", "offline", "--will-qos", "1", "--will-retain"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    device.kill().unwrap(); // SIGKILL: no DISCONNECT reaches the hub
+    let _ = device.wait();
+    let out = watcher.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "presence/sensor-9 offline");
+}
+
+#[test]
 fn protocol_errors_close_that_connection_and_the_hub_serves_others() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
