@@ -1,0 +1,79 @@
+//! One record as a plugin sees it: slices into the batch bytes, nothing copied.
+
+use cairn_proto::record::HeaderIter;
+use cairn_proto::RecordView;
+
+/// A record of the input batch. Borrowed from the batch bytes (zero-copy).
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    view: RecordView<'a>,
+}
+
+impl<'a> Record<'a> {
+    pub(crate) fn new(view: RecordView<'a>) -> Self {
+        Record { view }
+    }
+
+    /// The record's key, if it has one (MQTT: the MQTT topic).
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.view.key
+    }
+
+    /// The key as UTF-8 text, if it has one and it is text.
+    pub fn key_str(&self) -> Option<&'a str> {
+        self.view.key.and_then(|k| core::str::from_utf8(k).ok())
+    }
+
+    /// The payload.
+    pub fn value(&self) -> &'a [u8] {
+        self.view.value
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.view.timestamp
+    }
+
+    /// The record's offset in its partition (the batch's base offset plus the
+    /// record's delta). On ingest, before the write, offsets are not assigned
+    /// yet and count from 0 within the batch.
+    pub fn offset(&self) -> u64 {
+        self.view.offset
+    }
+
+    /// The headers, as (name, value) pairs.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + Clone + 'a {
+        self.header_iter().map(|h| (h.name, h.value))
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.header_iter().find(|h| h.name == name).map(|h| h.value)
+    }
+
+    pub(crate) fn header_iter(&self) -> HeaderIter<'a> {
+        self.view.headers.clone()
+    }
+
+    /// The value as UTF-8 text.
+    pub fn text(&self) -> Result<&'a str, String> {
+        core::str::from_utf8(self.view.value).map_err(|e| format!("value is not UTF-8 text: {e}"))
+    }
+
+    /// The value as a plain-text number (`21.5`, ` -3 `, `1e3`), the way
+    /// sensors and `mosquitto_pub -m 21.5` send readings.
+    pub fn number(&self) -> Result<f64, String> {
+        let text = self.text()?.trim();
+        text.parse::<f64>().map_err(|_| format!("value {text:?} is not a number"))
+    }
+
+    /// The value decoded as JSON into `T` (borrowing strings where `T` does).
+    pub fn json<T: serde::Deserialize<'a>>(&self) -> Result<T, String> {
+        serde_json::from_slice(self.view.value).map_err(|e| format!("value is not the expected JSON: {e}"))
+    }
+
+    /// The value decoded as CBOR into `T`.
+    pub fn cbor<T: serde::Deserialize<'a>>(&self) -> Result<T, String> {
+        serde_cbor::from_slice(self.view.value).map_err(|e| format!("value is not the expected CBOR: {e}"))
+    }
+}
