@@ -50,10 +50,18 @@ impl ArtifactCache {
     /// that fails to load is removed (and compiled again by the caller).
     pub fn get(&self, engine: &Engine, hash: &str) -> Option<Component> {
         let path = self.path_for(hash);
-        if !path.exists() {
-            return None;
-        }
-        // SAFETY: `Component::deserialize_file` maps the file's machine code
+        // Read into memory rather than `deserialize_file`: that one maps the
+        // file, and anything truncating it while mapped would crash the hub
+        // (SIGBUS) when the code runs.
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read a compiled plugin: {e}");
+                return None;
+            }
+        };
+        // SAFETY: `Component::deserialize` loads the bytes as machine code
         // and runs it later, trusting it was produced by wasmtime. That holds
         // here because only `put` below writes into this directory, with the
         // output of `Component::serialize` of this same engine configuration
@@ -63,7 +71,7 @@ impl ArtifactCache {
         // another configuration. What this cannot defend against is someone
         // else writing into the cache directory; it must be writable by the
         // hub only, like the data directory (docs/plugins.md).
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize(engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "dropping an unusable compiled plugin: {e:#}");

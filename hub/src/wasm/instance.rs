@@ -238,8 +238,7 @@ fn validate_outputs(outputs: &[Output], max_bytes: usize) -> Result<(), PluginEr
             crate::log::validate_topic_name(topic)
                 .map_err(|e| PluginError::BadOutput { index, detail: format!("cannot emit to {topic:?}: {e}") })?;
         }
-        BatchView::parse(&output.batch)
-            .map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
+        BatchView::parse(&output.batch).map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
     }
     Ok(())
 }

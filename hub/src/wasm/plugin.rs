@@ -78,9 +78,9 @@ fn to_component(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, PluginError>
         .validate(true)
         .module(bytes)
         .and_then(|mut encoder| encoder.encode());
-    encoded.map(Into::into).map_err(|e| PluginError::NotAPlugin {
-        detail: format!("cannot make a component of this core module: {e:#}"),
-    })
+    encoded
+        .map(Into::into)
+        .map_err(|e| PluginError::NotAPlugin { detail: format!("cannot make a component of this core module: {e:#}") })
 }
 
 /// A plugin compiled and checked, ready to instantiate (many times: one
