@@ -33,9 +33,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: 64 << 20,
-            // The threshold plugin uses about 0.2M units per 1000-record
-            // batch (docs/BENCHMARKS.md): plenty of room for real work, an
-            // endless loop stopped within a fraction of a second.
+            // About one unit per wasm instruction: room for heavy per-record
+            // work on a 1000-record batch, while an endless loop is stopped
+            // within about a second. Not yet tuned against measurements.
             fuel_per_batch: 500_000_000,
             max_output_bytes: 16 << 20,
             max_log_lines: 100,
