@@ -380,11 +380,15 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
             mqtt_listeners.push(listener);
         }
+        let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
+            .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
         let config = net::mqtt::MqttConfig {
             max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
             max_inflight: args.mqtt_max_inflight.max(1),
             allow_anonymous: args.mqtt_allow_anonymous,
             users: args.mqtt_users.clone(),
+            topic_partitions: args.mqtt_topic_partitions.max(1),
+            mapping,
             ..net::mqtt::MqttConfig::default()
         };
         listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
