@@ -655,12 +655,17 @@ impl RawClient {
     }
 
     fn read(&mut self) -> rumqttc::Packet {
+        self.try_read().expect("a packet within the read timeout")
+    }
+
+    /// The next packet, or None when none arrives within the read timeout.
+    fn try_read(&mut self) -> Option<rumqttc::Packet> {
         loop {
             if let Ok(packet) = rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, 1 << 20) {
-                return packet;
+                return Some(packet);
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).unwrap();
+            let n = self.stream.read(&mut chunk).ok()?;
             assert!(n > 0, "connection closed");
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -700,4 +705,49 @@ fn qos2_retransmission_after_a_hub_restart_is_not_stored_twice() {
     }
     let stored = consume_json(&hub, "meter");
     assert!(stored.iter().any(|r| r["value"] == "44 kWh"), "{stored:?}");
+}
+
+#[test]
+fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nmax_inflight = 8\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = mqtt_addr(&hub);
+    let mut slow = RawClient::connect(&addr, "slow-reader");
+    let subscribe = rumqttc::Subscribe::new("flow/#", QoS::AtLeastOnce);
+    slow.send(|b| subscribe.write(b).map(|_| ()));
+    assert!(matches!(slow.read(), rumqttc::Packet::SubAck(_)));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (publisher, mut rx) = client(&addr, "fast-writer", true, None).await;
+        for i in 0..50 {
+            publisher.publish("flow/x", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        }
+        for _ in 0..50 {
+            next(&mut rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+        }
+    });
+    // Unacknowledged, only the in-flight limit arrives...
+    let mut pkids = Vec::new();
+    slow.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+        pkids.push(p.pkid);
+    }
+    assert_eq!(pkids.len(), 8, "in flight without PUBACK: {pkids:?}");
+    // ...and each PUBACK lets the next one through, until all 50 are in.
+    let mut received = pkids.len();
+    slow.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    while received < 50 {
+        for pkid in pkids.drain(..) {
+            slow.send(|b| rumqttc::PubAck::new(pkid).write(b).map(|_| ()));
+        }
+        while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+            pkids.push(p.pkid);
+            received += 1;
+        }
+        assert!(pkids.len() <= 8, "{} in flight", pkids.len());
+        assert!(!pkids.is_empty() || received == 50, "delivery stalled at {received}");
+    }
 }
