@@ -46,6 +46,21 @@ for publishers in 10 100; do
     done
 done
 
+# Fan-out: 10 publishers, 4 subscribers to bench/# that each must receive
+# every message; the figure is the rate at which the subscribers received.
+for qos in 1 0; do
+    : >"$work/m.txt"; : >"$work/c.txt"
+    for run in $(seq "$runs"); do
+        "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 10 --subscribers 4 \
+            --messages $((total / 40)) --qos $qos | awk '/^median delivered/ {print $3}' >>"$work/m.txt"
+        "$CAIRN" bench mqtt --broker 127.0.0.1:$CAIRN_PORT --publishers 10 --subscribers 4 \
+            --messages $((total / 40)) --qos $qos | awk '/^median delivered/ {print $3}' >>"$work/c.txt"
+    done
+    m=$(median <"$work/m.txt"); c=$(median <"$work/c.txt")
+    echo "fan-out publishers=10 subscribers=4 qos=$qos delivered: mosquitto runs [$(paste -sd' ' "$work/m.txt")] median $m msg/s |" \
+         "cairn runs [$(paste -sd' ' "$work/c.txt")] median $c msg/s | ratio cairn/mosquitto $(awk -v c="$c" -v m="$m" 'BEGIN {printf "%.2f", c/m}')"
+done
+
 echo "cairn RSS after the runs above: $(awk '/VmRSS/ {print $2, $3}' /proc/$hub/status)"
 # A fresh hub, as a gateway starts: RSS idle, then holding 1,000 clients.
 kill $hub; wait $hub 2>/dev/null || true

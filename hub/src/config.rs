@@ -16,6 +16,12 @@
 //! max_inflight = 64
 //! allow_anonymous = true
 //! users = { sensor1 = "secret" }   # the authentication hook (username = password)
+//! topic_partitions = 1             # partitions of topics MQTT creates
+//!
+//! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
+//! filter = "factory/+/sensors/#"
+//! topic = "factory-{2}"            # {N}: level N of the MQTT topic
+//! key = "{topic}"                  # {topic}: the whole MQTT topic (the default)
 //!
 //! [serial]
 //! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
@@ -64,6 +70,8 @@ pub struct MqttSettings {
     pub max_inflight: Option<u16>,
     pub allow_anonymous: Option<bool>,
     pub users: Option<std::collections::HashMap<String, String>>,
+    pub topic_partitions: Option<u32>,
+    pub mapping: Option<Vec<crate::net::mqtt::mapping::RuleSettings>>,
 }
 
 /// `addr = "0.0.0.0:1883"` or `addr = ["0.0.0.0:1883", "[::]:1884"]`.
@@ -121,6 +129,8 @@ pub struct ServeConfig {
     pub mqtt_max_inflight: u16,
     pub mqtt_allow_anonymous: bool,
     pub mqtt_users: std::collections::HashMap<String, String>,
+    pub mqtt_topic_partitions: u32,
+    pub mqtt_mapping: Vec<crate::net::mqtt::mapping::RuleSettings>,
     /// Serial-over-TCP listener (off when `None`).
     pub serial_tcp_addr: Option<SocketAddr>,
     /// Serial device (off when `None`) and its baud rate.
@@ -145,6 +155,8 @@ impl Default for ServeConfig {
             mqtt_max_inflight: 64,
             mqtt_allow_anonymous: true,
             mqtt_users: Default::default(),
+            mqtt_topic_partitions: 1,
+            mqtt_mapping: Vec::new(),
             serial_tcp_addr: None,
             serial_device: None,
             serial_baud: 115_200,
@@ -190,6 +202,8 @@ impl ServeConfig {
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
             mqtt_allow_anonymous: pick!(mqtt.allow_anonymous, d.mqtt_allow_anonymous),
             mqtt_users: pick!(mqtt.users, d.mqtt_users),
+            mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
+            mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
             serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
             serial_baud: pick!(serial.baud, d.serial_baud),

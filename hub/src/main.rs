@@ -191,6 +191,9 @@ struct BenchMqttArgs {
     qos: u8,
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Subscribers to `bench/#` that must each receive every message.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
     /// Instead of publishing: hold this many idle connections for --hold-secs.
     #[arg(long)]
     connections: Option<usize>,
@@ -380,11 +383,15 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
             mqtt_listeners.push(listener);
         }
+        let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
+            .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
         let config = net::mqtt::MqttConfig {
             max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
             max_inflight: args.mqtt_max_inflight.max(1),
             allow_anonymous: args.mqtt_allow_anonymous,
             users: args.mqtt_users.clone(),
+            topic_partitions: args.mqtt_topic_partitions.max(1),
+            mapping,
             ..net::mqtt::MqttConfig::default()
         };
         listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
@@ -559,22 +566,34 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
         messages_per_publisher: args.messages.max(1),
         payload_bytes: args.payload_bytes,
         qos,
+        subscribers: args.subscribers,
     };
     println!(
         "bench mqtt: {} publishers x {} messages of {} B at QoS {} to {}",
         config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.broker
     );
-    let mut rates = Vec::new();
+    let (mut rates, mut deliveries) = (Vec::new(), Vec::new());
     for run in 1..=args.runs.max(1) {
         let r = mqtt::run(&config).await?;
         println!(
             "run {run}: {} messages in {:.2} s = {:.0} msg/s ({:.1} MB/s)",
             r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
         );
+        if config.subscribers > 0 {
+            println!(
+                "run {run}: subscribers received {} of {} = {:.0} msg/s delivered",
+                r.delivered, r.expected_deliveries, r.delivered_per_sec
+            );
+            deliveries.push(r.delivered_per_sec);
+        }
         rates.push(r.messages_per_sec);
     }
     rates.sort_by(f64::total_cmp);
     println!("median: {:.0} msg/s", rates[rates.len() / 2]);
+    if !deliveries.is_empty() {
+        deliveries.sort_by(f64::total_cmp);
+        println!("median delivered: {:.0} msg/s", deliveries[deliveries.len() / 2]);
+    }
     Ok(())
 }
 

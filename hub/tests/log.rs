@@ -503,3 +503,58 @@ async fn time_index_restarts_after_retention_empties_a_partition() {
     assert_eq!(log.offset_for_timestamp("t", 0, 0).unwrap(), Some(1));
     assert_eq!(log.offset_for_timestamp("t", 0, 5).unwrap(), Some(1));
 }
+
+#[tokio::test]
+async fn a_transaction_stores_its_batches_and_offsets_together_or_not_at_all() {
+    use cairn_hub::log::OffsetCommit;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.create_topic("readings", TopicConfig::default()).await.unwrap();
+    log.create_topic("celsius", TopicConfig::with_partitions(2)).await.unwrap();
+    log.create_topic("alerts", TopicConfig::default()).await.unwrap();
+    log.append("readings", 0, batch(&["a", "b", "c"], 1)).await.unwrap();
+
+    // Outputs in two topics and the source position, in one go.
+    let out = log
+        .append_transaction(
+            vec![
+                ("celsius".into(), 1, batch(&["21.5", "22.0"], 1)),
+                ("alerts".into(), 0, batch(&["hot"], 1)),
+                ("celsius".into(), 1, batch(&["23.0"], 1)),
+            ],
+            Some(OffsetCommit { group: "derive.celsius", topic: "readings", offsets: &[(0, 3)] }),
+        )
+        .await
+        .unwrap();
+    let offsets: Vec<(u64, u64)> = out.iter().map(|o| (o.base_offset, o.last_offset)).collect();
+    assert_eq!(offsets, vec![(0, 1), (0, 0), (2, 2)]);
+    assert_eq!(values(&log, "celsius", 1, 0), vec![(0, "21.5".into()), (1, "22.0".into()), (2, "23.0".into())]);
+    assert_eq!(values(&log, "alerts", 0, 0), vec![(0, "hot".into())]);
+    assert_eq!(log.committed_offsets("derive.celsius", "readings").unwrap(), vec![(0, 3)]);
+
+    // One batch names a partition that does not exist: nothing is stored,
+    // neither the other batch nor the offset.
+    let err = log
+        .append_transaction(
+            vec![("alerts".into(), 0, batch(&["lost?"], 2)), ("celsius".into(), 7, batch(&["x"], 2))],
+            Some(OffsetCommit { group: "derive.celsius", topic: "readings", offsets: &[(0, 9)] }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::UnknownPartition { partition: 7, .. }), "{err}");
+    assert_eq!(values(&log, "alerts", 0, 0).len(), 1);
+    assert_eq!(log.committed_offsets("derive.celsius", "readings").unwrap(), vec![(0, 3)]);
+
+    // Idempotent batches have no place in a transaction.
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(5, 0);
+    w.push_owned(&OwnedRecord::new(b"x".to_vec(), 1)).unwrap();
+    let err = log.append_transaction(vec![("alerts".into(), 0, w.finish().unwrap())], None).await.unwrap_err();
+    assert!(matches!(err, LogError::InvalidProducerBatch(_)), "{err}");
+
+    // And it all survives a reopen.
+    log.close().await.unwrap();
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(values(&log, "celsius", 1, 0).len(), 3);
+    assert_eq!(log.committed_offsets("derive.celsius", "readings").unwrap(), vec![(0, 3)]);
+}

@@ -110,3 +110,66 @@ fn acknowledged_records_survive_kill_9_ten_times() {
     }
     assert!(total_acked >= 10);
 }
+
+/// A derived topic's outputs and its source position are one transaction:
+/// killed at random moments, the deriver resumes from the committed position
+/// and the output holds every source record's output exactly once, in order.
+#[test]
+fn derived_outputs_are_exactly_once_across_kill_9() {
+    const SOURCE: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("derive.redb");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let check = |label: &str| -> u64 {
+        runtime.block_on(async {
+            let log = Log::open(&db, LogOptions { retention_check_interval: None, ..LogOptions::default() })
+                .unwrap_or_else(|e| panic!("{label}: reopen failed: {e}"));
+            let committed = log.committed_offsets("derive.out", "src").unwrap().first().map_or(0, |(_, o)| *o);
+            let out = log.read_records("out", 0, 0, usize::MAX).unwrap();
+            // One output per source record below the committed position, and
+            // none past it: outputs and position moved together.
+            assert_eq!(out.len() as u64, committed, "{label}: outputs vs committed position");
+            for (i, r) in out.iter().enumerate() {
+                assert_eq!(r.record.value, format!("out-v{i}").into_bytes(), "{label}: output {i}");
+            }
+            log.close().await.unwrap();
+            committed
+        })
+    };
+    for (kills, run) in (0..200).enumerate() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_deriver"))
+            .arg(&db)
+            .arg(SOURCE.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start crash_deriver");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let kill_after = fastrand::u64(1..30);
+        let mut seen = 0;
+        let mut finished = true;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.starts_with("COMMITTED ") {
+                seen += 1;
+                if seen >= kill_after {
+                    finished = false;
+                    break;
+                }
+            }
+        }
+        if finished {
+            // Ran to the end of the source without being killed.
+            child.wait().unwrap();
+            let committed = check(&format!("run {run} (finished)"));
+            assert_eq!(committed, SOURCE);
+            assert!(kills >= 3, "only {kills} kills before the deriver finished");
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(fastrand::u64(0..3000)));
+        child.kill().expect("SIGKILL the deriver");
+        child.wait().unwrap();
+        check(&format!("run {run} (killed)"));
+    }
+    panic!("the deriver did not finish the source in 200 runs");
+}

@@ -445,3 +445,309 @@ fn protocol_errors_close_that_connection_and_the_hub_serves_others() {
         assert_eq!(publishes(&mut rx, 1).await, vec![("ok/1".into(), "yes".into(), false)]);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_rules_choose_topic_and_key_and_subscribers_see_the_published_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        "[[mqtt.mapping]]\nfilter = \"factory/+/sensors/+\"\ntopic = \"factory-{2}\"\nkey = \"{4}\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let hub = Hub::start(&data, &["--config", config.to_str().unwrap()]);
+    let addr = mqtt_addr(&hub);
+    // Subscribed before the topic the rule writes to exists: the subscription
+    // picks it up when it is created.
+    let (sub, mut rx) = client(&addr, "plant-dashboard", true, None).await;
+    subscribe(&sub, &mut rx, "factory/+/sensors/#", QoS::AtLeastOnce).await;
+    let (publisher, mut pub_rx) = client(&addr, "plc-1", true, None).await;
+    publisher.publish("factory/berlin/sensors/t1", QoS::AtLeastOnce, false, "21.5").await.unwrap();
+    publisher.publish("factory/berlin/status", QoS::AtLeastOnce, false, "running").await.unwrap();
+    for _ in 0..2 {
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+    assert_eq!(publishes(&mut rx, 1).await, vec![("factory/berlin/sensors/t1".into(), "21.5".into(), false)]);
+
+    let mapped = consume_json(&hub, "factory-berlin");
+    assert_eq!(mapped.len(), 1, "{mapped:?}");
+    assert_eq!((mapped[0]["key"].as_str(), mapped[0]["value"].as_str()), (Some("t1"), Some("21.5")));
+    // Not matched by the rule: the default mapping.
+    let default = consume_json(&hub, "factory");
+    assert_eq!(default.len(), 1, "{default:?}");
+    assert_eq!(default[0]["key"], "factory/berlin/status");
+}
+
+#[test]
+fn a_bad_mapping_rule_stops_serve_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[[mqtt.mapping]]\nfilter = \"a/+/#\"\ntopic = \"t-{5}\"\n").unwrap();
+    let out = Command::new(common::cairn())
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mqtt.mapping") && err.contains("{5}"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_subscription_receives_topics_created_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (sub, mut rx) = client(&addr, "everything", true, None).await;
+    subscribe(&sub, &mut rx, "#", QoS::AtLeastOnce).await;
+    let (publisher, _pub_rx) = client(&addr, "newcomer", true, None).await;
+    publisher.publish("brand-new/x", QoS::AtLeastOnce, false, "first").await.unwrap();
+    publisher.publish("brand-new/x", QoS::AtLeastOnce, false, "second").await.unwrap();
+    assert_eq!(
+        publishes(&mut rx, 2).await,
+        vec![("brand-new/x".into(), "first".into(), false), ("brand-new/x".into(), "second".into(), false)]
+    );
+}
+
+/// Collects publishes for `quiet` after the last one arrived.
+async fn drain(rx: &mut mpsc::UnboundedReceiver<Packet>, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
+        if let Packet::Publish(p) = p {
+            got.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_split_a_topic_and_a_leaving_member_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, _, err) = hub.cli(&["topic", "create", "jobs", "--partitions", "4"], None);
+    assert!(ok, "{err}");
+    let addr = mqtt_addr(&hub);
+    let (a, mut a_rx) = client(&addr, "worker-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx) = client(&addr, "worker-b", true, None).await;
+    subscribe(&b, &mut b_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    // worker-a learns of the rebalance at its next heartbeat (each second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let (publisher, mut pub_rx) = client(&addr, "dispatcher", true, None).await;
+    let publish_all = |range: std::ops::Range<u32>| {
+        let publisher = publisher.clone();
+        async move {
+            for i in range {
+                publisher.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, format!("job-{i}")).await.unwrap();
+            }
+        }
+    };
+    publish_all(0..40).await;
+    for _ in 0..40 {
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+    let (got_a, got_b) = (drain(&mut a_rx, Duration::from_millis(1500)).await, drain(&mut b_rx, Duration::ZERO).await);
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "both members get a share: a {got_a:?}, b {got_b:?}");
+    let mut all: Vec<String> = got_a.iter().chain(&got_b).cloned().collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
+    expected.sort();
+    assert_eq!(all, expected, "each job goes to exactly one member");
+
+    // worker-b leaves: its partitions move to worker-a, which goes on from
+    // worker-b's acknowledged position (nothing skipped, nothing twice).
+    b.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish_all(40..60).await;
+    for _ in 0..20 {
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+    let mut after = drain(&mut a_rx, Duration::from_millis(1500)).await;
+    after.sort();
+    let mut expected: Vec<String> = (40..60).map(|i| format!("job-{i}")).collect();
+    expected.sort();
+    assert_eq!(after, expected);
+    let (ok, out, err) = hub.cli(&["group", "describe", "workers"], None);
+    assert!(ok && out.contains("jobs"), "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_session_expiry_is_enforced() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (host, port) = host_port(&mqtt_addr(&hub));
+    let connect = |id: &str, expiry: u32, clean: bool| {
+        let mut options = Options5::new(id, host.clone(), port);
+        options.set_clean_start(clean).set_session_expiry_interval(Some(expiry));
+        let (client, mut eventloop) = Client5::new(options, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event5::Incoming(p) = event {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (client, rx)
+    };
+    // Two sessions subscribe and leave: one expires after 1 s, one after an hour.
+    for (id, expiry) in [("short-lived", 1), ("long-lived", 3600)] {
+        let (c, mut rx) = connect(id, expiry, true);
+        assert!(matches!(wait5(&mut rx).await, Some(P5::ConnAck(_))));
+        c.subscribe("expiry/#", Q5::AtLeastOnce).await.unwrap();
+        assert!(matches!(wait5(&mut rx).await, Some(P5::SubAck(_))));
+        c.disconnect().await.unwrap();
+    }
+    let (publisher, mut pub_rx) = client(&mqtt_addr(&hub), "expiry-pub", true, None).await;
+    publisher.publish("expiry/x", QoS::AtLeastOnce, false, "while away").await.unwrap();
+    next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    for (id, present) in [("short-lived", false), ("long-lived", true)] {
+        let (_c, mut rx) = connect(id, 3600, false);
+        match wait5(&mut rx).await {
+            Some(P5::ConnAck(ack)) => assert_eq!(ack.session_present, present, "{id}"),
+            other => panic!("{id}: no CONNACK: {other:?}"),
+        }
+        let mut got = Vec::new();
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(1000), rx.recv()).await {
+            if let P5::Publish(p) = p {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+        }
+        let expected: Vec<String> = if present { vec!["while away".into()] } else { vec![] };
+        assert_eq!(got, expected, "{id}");
+    }
+}
+
+/// Writes packets on a raw socket and reads the answers (3.1.1).
+struct RawClient {
+    stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    fn connect(addr: &str, id: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = RawClient { stream, buf: bytes::BytesMut::new() };
+        let mut connect = rumqttc::Connect::new(id);
+        connect.clean_session = false;
+        raw.send(|b| connect.write(b).map(|_| ()));
+        assert!(matches!(raw.read(), rumqttc::Packet::ConnAck(_)));
+        raw
+    }
+
+    fn send(&mut self, write: impl FnOnce(&mut bytes::BytesMut) -> Result<(), rumqttc::mqttbytes::Error>) {
+        let mut out = bytes::BytesMut::new();
+        write(&mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    fn read(&mut self) -> rumqttc::Packet {
+        self.try_read().expect("a packet within the read timeout")
+    }
+
+    /// The next packet, or None when none arrives within the read timeout.
+    fn try_read(&mut self) -> Option<rumqttc::Packet> {
+        loop {
+            if let Ok(packet) = rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, 1 << 20) {
+                return Some(packet);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).ok()?;
+            assert!(n > 0, "connection closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[test]
+fn qos2_retransmission_after_a_hub_restart_is_not_stored_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let mut raw = RawClient::connect(&mqtt_addr(&hub), "exactly-once");
+    let mut publish = rumqttc::Publish::new("meter/energy", QoS::ExactlyOnce, "42 kWh");
+    publish.pkid = 7;
+    raw.send(|b| publish.write(b).map(|_| ()));
+    assert!(matches!(raw.read(), rumqttc::Packet::PubRec(r) if r.pkid == 7));
+    // The hub dies before the PUBREL: the client must resend the PUBLISH.
+    hub.kill9();
+    let hub = Hub::start(dir.path(), &[]);
+    let mut raw = RawClient::connect(&mqtt_addr(&hub), "exactly-once");
+    publish.dup = true;
+    raw.send(|b| publish.write(b).map(|_| ()));
+    assert!(matches!(raw.read(), rumqttc::Packet::PubRec(r) if r.pkid == 7));
+    raw.send(|b| rumqttc::PubRel::new(7).write(b).map(|_| ()));
+    assert!(matches!(raw.read(), rumqttc::Packet::PubComp(c) if c.pkid == 7));
+    let stored = consume_json(&hub, "meter");
+    assert_eq!(stored.len(), 1, "stored once: {stored:?}");
+    // The id is released: the next message with id 7 is a new one.
+    let mut next_publish = rumqttc::Publish::new("meter/energy", QoS::ExactlyOnce, "44 kWh");
+    next_publish.pkid = 7;
+    raw.send(|b| next_publish.write(b).map(|_| ()));
+    loop {
+        if let rumqttc::Packet::PubRec(r) = raw.read() {
+            if r.pkid == 7 {
+                break;
+            }
+        }
+    }
+    let stored = consume_json(&hub, "meter");
+    assert!(stored.iter().any(|r| r["value"] == "44 kWh"), "{stored:?}");
+}
+
+#[test]
+fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nmax_inflight = 8\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = mqtt_addr(&hub);
+    let mut slow = RawClient::connect(&addr, "slow-reader");
+    let subscribe = rumqttc::Subscribe::new("flow/#", QoS::AtLeastOnce);
+    slow.send(|b| subscribe.write(b).map(|_| ()));
+    assert!(matches!(slow.read(), rumqttc::Packet::SubAck(_)));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (publisher, mut rx) = client(&addr, "fast-writer", true, None).await;
+        for i in 0..50 {
+            publisher.publish("flow/x", QoS::AtLeastOnce, false, format!("{i}")).await.unwrap();
+        }
+        for _ in 0..50 {
+            next(&mut rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+        }
+    });
+    // Unacknowledged, only the in-flight limit arrives...
+    let mut pkids = Vec::new();
+    slow.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+        pkids.push(p.pkid);
+    }
+    assert_eq!(pkids.len(), 8, "in flight without PUBACK: {pkids:?}");
+    // ...and each PUBACK lets the next one through, until all 50 are in.
+    let mut received = pkids.len();
+    slow.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    while received < 50 {
+        for pkid in pkids.drain(..) {
+            slow.send(|b| rumqttc::PubAck::new(pkid).write(b).map(|_| ()));
+        }
+        while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+            pkids.push(p.pkid);
+            received += 1;
+        }
+        assert!(pkids.len() <= 8, "{} in flight", pkids.len());
+        assert!(!pkids.is_empty() || received == 50, "delivery stalled at {received}");
+    }
+}

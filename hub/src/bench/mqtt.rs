@@ -6,6 +6,12 @@
 //! accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
 //! QoS 1 message follows each publisher's stream, and its PUBACK (brokers
 //! handle one connection's packets in order) marks the end.
+//!
+//! With `subscribers`, that many clients subscribe to `bench/#` (at the
+//! run's QoS) before the start, and the run also waits until each has
+//! received every message (or none arrived for 5 s): the delivery rate is
+//! messages received by all subscribers over the time from the start to the
+//! last one.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,8 @@ pub struct MqttBenchConfig {
     pub messages_per_publisher: usize,
     pub payload_bytes: usize,
     pub qos: QoS,
+    /// Subscribers to everything published (0: none).
+    pub subscribers: usize,
 }
 
 /// What one run measured.
@@ -29,6 +37,11 @@ pub struct MqttBenchReport {
     pub seconds: f64,
     pub messages_per_sec: f64,
     pub mb_per_sec: f64,
+    /// With subscribers: messages they received in all, and per second.
+    pub delivered: usize,
+    /// What they should have received (with the QoS 0 barrier messages).
+    pub expected_deliveries: usize,
+    pub delivered_per_sec: f64,
 }
 
 /// Why the benchmark could not run.
@@ -40,6 +53,8 @@ pub enum MqttBenchError {
     Client(usize, String),
     #[error("publisher {0} did not finish within {1} s")]
     Timeout(usize, u64),
+    #[error("subscriber {0}: {1}")]
+    Subscriber(usize, String),
 }
 
 const INFLIGHT: u16 = 100;
@@ -53,6 +68,7 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .ok_or_else(|| MqttBenchError::Address(config.broker.clone()))?;
     let payload = vec![b'x'; config.payload_bytes];
+    let subscribers = connect_subscribers(&host, port, config).await?;
     // Connect everyone first, then start together.
     let mut clients = Vec::with_capacity(config.publishers);
     for i in 0..config.publishers {
@@ -70,6 +86,30 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         clients.push((client, eventloop));
     }
     let start = Instant::now();
+    // Every publisher's messages, plus its QoS 1 barrier at QoS 0.
+    let per_subscriber =
+        config.publishers * (config.messages_per_publisher + usize::from(config.qos == QoS::AtMostOnce));
+    let receiving: Vec<_> = subscribers
+        .into_iter()
+        .map(|(client, mut eventloop)| {
+            tokio::spawn(async move {
+                let mut received = 0;
+                let mut last = start;
+                while received < per_subscriber {
+                    match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+                        Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                            received += 1;
+                            last = Instant::now();
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) | Err(_) => break,
+                    }
+                }
+                let _ = client.disconnect().await;
+                (received, last)
+            })
+        })
+        .collect();
     let mut tasks = Vec::with_capacity(clients.len());
     for (i, (client, mut eventloop)) in clients.into_iter().enumerate() {
         let (payload, qos, n) = (payload.clone(), config.qos, config.messages_per_publisher);
@@ -108,12 +148,49 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     }
     let seconds = start.elapsed().as_secs_f64();
     let messages = config.publishers * config.messages_per_publisher;
+    let (mut delivered, mut last) = (0, start);
+    for task in receiving {
+        if let Ok((received, at)) = task.await {
+            delivered += received;
+            last = last.max(at);
+        }
+    }
+    let delivery_seconds = last.duration_since(start).as_secs_f64().max(f64::EPSILON);
     Ok(MqttBenchReport {
         messages,
         seconds,
         messages_per_sec: messages as f64 / seconds,
         mb_per_sec: (messages * config.payload_bytes) as f64 / seconds / 1e6,
+        delivered,
+        expected_deliveries: per_subscriber * config.subscribers,
+        delivered_per_sec: if delivered == 0 { 0.0 } else { delivered as f64 / delivery_seconds },
     })
+}
+
+/// Connects the subscribers and subscribes each to `bench/#`.
+async fn connect_subscribers(
+    host: &str,
+    port: u16,
+    config: &MqttBenchConfig,
+) -> Result<Vec<(AsyncClient, rumqttc::EventLoop)>, MqttBenchError> {
+    let mut subscribers = Vec::with_capacity(config.subscribers);
+    for i in 0..config.subscribers {
+        let mut options = MqttOptions::new(format!("bench-sub-{}-{i}", std::process::id()), host, port);
+        options.set_keep_alive(Duration::from_secs(60)).set_inflight(INFLIGHT).set_clean_session(true);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
+        client.subscribe("bench/#", config.qos).await.map_err(|e| MqttBenchError::Subscriber(i, e.to_string()))?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(MqttBenchError::Subscriber(i, e.to_string())),
+                Err(_) => return Err(MqttBenchError::Subscriber(i, "no SUBACK within 10 s".into())),
+            }
+        }
+        subscribers.push((client, eventloop));
+    }
+    Ok(subscribers)
 }
 
 /// Holds `count` idle connections open until `hold` has passed.

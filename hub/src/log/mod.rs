@@ -121,6 +121,15 @@ pub struct LogStats {
     pub batches_appended: AtomicU64,
 }
 
+/// A consumer group's offsets to commit with a transaction's batches.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetCommit<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    /// (partition, next offset to read).
+    pub offsets: &'a [(u32, u64)],
+}
+
 /// An append queued for the writer; [`PendingAppend::outcome`] waits for its
 /// commit.
 #[derive(Debug)]
@@ -341,6 +350,54 @@ impl Log {
         batch: Vec<u8>,
         choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
     ) -> Result<(u32, PendingAppend)> {
+        let append = self.validate(topic, batch, choose)?;
+        let partition = append.partition;
+        let (reply, rx) = oneshot::channel();
+        let request = writer::AppendRequest { append, reply };
+        self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
+        Ok((partition, PendingAppend { rx }))
+    }
+
+    /// Appends batches to any partitions and commits a group's offsets in
+    /// one transaction: after a crash, either all of it is there or none.
+    /// Derived topics use it to store a plugin's output together with the
+    /// source position it came from. Batches must not be idempotent
+    /// (producer id -1): the committed offset is what prevents duplicates.
+    pub async fn append_transaction(
+        &self,
+        batches: Vec<(String, u32, Vec<u8>)>,
+        commit: Option<OffsetCommit<'_>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let mut appends = Vec::with_capacity(batches.len());
+        for (topic, partition, batch) in batches {
+            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
+            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
+                return Err(LogError::InvalidProducerBatch(
+                    "a transaction's batches carry no producer id; the committed offset deduplicates them".into(),
+                ));
+            }
+            appends.push(append);
+        }
+        let commit = match commit {
+            Some(c) => {
+                let entry = self.shared.catalog.get(c.topic)?;
+                for &(p, _) in c.offsets {
+                    entry.partition(p)?;
+                }
+                Some((c.group.to_string(), entry.id, c.offsets.to_vec()))
+            }
+            None => None,
+        };
+        self.call(|reply| Command::Transaction { appends, commit, reply }).await
+    }
+
+    /// The checks every batch passes before the writer sees it.
+    fn validate(
+        &self,
+        topic: &str,
+        batch: Vec<u8>,
+        choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
+    ) -> Result<writer::BatchToAppend> {
         let limit = self.shared.options.max_batch_bytes;
         if batch.len() > limit {
             return Err(LogError::BatchTooLarge { size: batch.len(), limit });
@@ -375,11 +432,7 @@ impl Log {
                 )));
             }
         }
-        let (reply, rx) = oneshot::channel();
-        let request =
-            writer::AppendRequest { topic_id: entry.id, topic: topic.to_string(), partition, header, batch, reply };
-        self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
-        Ok((partition, PendingAppend { rx }))
+        Ok(writer::BatchToAppend { topic_id: entry.id, topic: topic.to_string(), partition, header, batch })
     }
 
     /// Waits until `partition` holds an offset greater than `offset` (that

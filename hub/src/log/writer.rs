@@ -33,9 +33,20 @@ const MAX_GROUP: usize = 1024;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// A group's offsets in a transaction: (group, topic id, [(partition, offset)]).
+pub(crate) type GroupCommit = (String, u32, Vec<(u32, u64)>);
+
 /// What callers ask of the writer.
 pub(crate) enum Command {
     Append(AppendRequest),
+    /// Batches to several partitions and a group's offsets, all stored in
+    /// one transaction or none of them (derived topics: outputs and the
+    /// source position together, so processing is exactly-once).
+    Transaction {
+        appends: Vec<BatchToAppend>,
+        commit: Option<GroupCommit>,
+        reply: Reply<Vec<AppendOutcome>>,
+    },
     CommitOffsets {
         group: String,
         topic_id: u32,
@@ -70,12 +81,17 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct AppendRequest {
+    pub append: BatchToAppend,
+    pub reply: Reply<AppendOutcome>,
+}
+
+/// A validated batch on its way into a partition.
+pub(crate) struct BatchToAppend {
     pub topic_id: u32,
     pub topic: String,
     pub partition: u32,
     pub header: BatchHeader,
     pub batch: Vec<u8>,
-    pub reply: Reply<AppendOutcome>,
 }
 
 /// A partition as the writer tracks it; mirrors a row of `PARTITIONS`.
@@ -241,7 +257,7 @@ impl Writer {
         let mut data = Vec::new();
         for cmd in group {
             match cmd {
-                Command::Append(_) | Command::CommitOffsets { .. } => data.push(cmd),
+                Command::Append(_) | Command::CommitOffsets { .. } | Command::Transaction { .. } => data.push(cmd),
                 Command::Shutdown { reply } => shutdown.push(reply),
                 other => {
                     // Keep order: what was queued before goes in first.
@@ -262,7 +278,7 @@ impl Writer {
         }
         let durable = data.iter().any(|cmd| match cmd {
             Command::Append(a) => {
-                self.topics.get(&a.topic_id).is_none_or(|t| t.meta.config.flush == FlushPolicy::Always)
+                self.topics.get(&a.append.topic_id).is_none_or(|t| t.meta.config.flush == FlushPolicy::Always)
             }
             _ => true,
         });
@@ -285,10 +301,16 @@ impl Writer {
                 for (cmd, outcome) in data.into_iter().zip(outcomes) {
                     match cmd {
                         Command::Append(a) => {
-                            if matches!(outcome, Ok(o) if !o.duplicate) {
+                            if matches!(&outcome, Ok(o) if o.first().is_some_and(|o| !o.duplicate)) {
                                 self.catalog.stats.batches_appended.fetch_add(1, Ordering::Relaxed);
                             }
-                            let _ = a.reply.send(outcome);
+                            let _ = a.reply.send(outcome.map(|mut o| o.swap_remove(0)));
+                        }
+                        Command::Transaction { reply, .. } => {
+                            if let Ok(o) = &outcome {
+                                self.catalog.stats.batches_appended.fetch_add(o.len() as u64, Ordering::Relaxed);
+                            }
+                            let _ = reply.send(outcome);
                         }
                         Command::CommitOffsets { reply, .. } => {
                             let _ = reply.send(outcome.map(|_| ()));
@@ -307,6 +329,9 @@ impl Writer {
                             let _ = a.reply.send(Err(fail()));
                         }
                         Command::CommitOffsets { reply, .. } => {
+                            let _ = reply.send(Err(fail()));
+                        }
+                        Command::Transaction { reply, .. } => {
                             let _ = reply.send(Err(fail()));
                         }
                         _ => {}
@@ -331,28 +356,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Returns one outcome per command (for offset commits, a dummy outcome),
-    /// or the storage error that aborted the transaction.
+    /// Returns one outcome per command (one per batch; none for offset
+    /// commits), or the storage error that aborted the transaction.
     fn write_data(
         &self,
         data: &mut [Command],
         overlay: &mut HashMap<PartitionKey, PartState>,
         durable: bool,
-    ) -> Result<Vec<Result<AppendOutcome>>> {
+    ) -> Result<Vec<Result<Vec<AppendOutcome>>>> {
         let txn = self.begin(durable)?;
         let mut outcomes = Vec::with_capacity(data.len());
         {
             let mut t = DataTables::open(&txn)?;
             for cmd in data.iter_mut() {
                 let outcome = match cmd {
-                    Command::Append(a) => self.apply_append(&mut t, overlay, a),
+                    Command::Append(a) => self.apply_append(&mut t, overlay, &mut a.append).map(|o| vec![o]),
                     Command::CommitOffsets { group, topic_id, offsets, .. } => {
-                        for &(p, offset) in offsets.iter() {
-                            t.group_offsets
-                                .insert((group.as_str(), *topic_id, p), offset)
-                                .map_err(LogError::storage)?;
-                        }
-                        Ok(AppendOutcome { base_offset: 0, last_offset: 0, duplicate: false })
+                        Self::apply_commit(&mut t, group, *topic_id, offsets).map(|()| Vec::new())
+                    }
+                    Command::Transaction { appends, commit, .. } => {
+                        self.apply_transaction(&mut t, overlay, appends, commit)
                     }
                     _ => unreachable!("only data commands are grouped"),
                 };
@@ -369,12 +392,55 @@ impl Writer {
         Ok(outcomes)
     }
 
+    fn apply_commit(t: &mut DataTables<'_>, group: &str, topic_id: u32, offsets: &[(u32, u64)]) -> Result<()> {
+        for &(p, offset) in offsets {
+            t.group_offsets.insert((group, topic_id, p), offset).map_err(LogError::storage)?;
+        }
+        Ok(())
+    }
+
+    /// All of a transaction's batches and its offset commit, or (when a
+    /// topic or partition is gone) none: everything that could refuse one
+    /// batch is checked before the first is written.
+    fn apply_transaction(
+        &self,
+        t: &mut DataTables<'_>,
+        overlay: &mut HashMap<PartitionKey, PartState>,
+        appends: &mut [BatchToAppend],
+        commit: &Option<GroupCommit>,
+    ) -> Result<Vec<AppendOutcome>> {
+        for a in appends.iter() {
+            let topic = self.topics.get(&a.topic_id).ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
+            if a.partition as usize >= topic.parts.len() {
+                return Err(LogError::UnknownPartition {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                    partitions: topic.parts.len() as u32,
+                });
+            }
+        }
+        if let Some((group, topic_id, offsets)) = commit {
+            let topic = self.topics.get(topic_id).ok_or_else(|| LogError::UnknownTopic(format!("id {topic_id}")))?;
+            if let Some(&(p, _)) = offsets.iter().find(|(p, _)| *p as usize >= topic.parts.len()) {
+                return Err(LogError::UnknownPartition {
+                    topic: topic.entry.name.clone(),
+                    partition: p,
+                    partitions: topic.parts.len() as u32,
+                });
+            }
+            Self::apply_commit(t, group, *topic_id, offsets)?;
+        }
+        // Batches without a producer id (checked when queued): no sequence
+        // check can refuse them, so none fails after another was written.
+        appends.iter_mut().map(|a| self.apply_append(t, overlay, a)).collect()
+    }
+
     /// Checks sequence numbers, assigns offsets and stores one batch.
     fn apply_append(
         &self,
         t: &mut DataTables<'_>,
         overlay: &mut HashMap<PartitionKey, PartState>,
-        a: &mut AppendRequest,
+        a: &mut BatchToAppend,
     ) -> Result<AppendOutcome> {
         let topic = self.topics.get(&a.topic_id).ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
         let current = topic.parts.get(a.partition as usize).ok_or_else(|| LogError::UnknownPartition {
@@ -488,7 +554,10 @@ impl Writer {
                 }
             }
             Command::Flush => self.flush(),
-            Command::Append(_) | Command::CommitOffsets { .. } | Command::Shutdown { .. } => {
+            Command::Append(_)
+            | Command::CommitOffsets { .. }
+            | Command::Transaction { .. }
+            | Command::Shutdown { .. } => {
                 unreachable!("handled in process")
             }
         }

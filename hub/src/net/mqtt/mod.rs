@@ -14,6 +14,7 @@
 
 mod codec;
 mod connection;
+pub mod mapping;
 pub mod topics;
 
 use std::collections::{HashMap, HashSet};
@@ -44,6 +45,8 @@ pub struct MqttConfig {
     pub users: HashMap<String, String>,
     /// Partitions of Cairn topics created by an MQTT publish or subscribe.
     pub topic_partitions: u32,
+    /// Rules choosing the Cairn topic and key of a published message.
+    pub mapping: mapping::Mapping,
 }
 
 impl Default for MqttConfig {
@@ -55,6 +58,7 @@ impl Default for MqttConfig {
             allow_anonymous: true,
             users: HashMap::new(),
             topic_partitions: 1,
+            mapping: mapping::Mapping::default(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum TopicError {
     FirstLevel(String),
     #[error("topic '{0}' is reserved for the hub")]
     Reserved(String),
+    #[error("topic '{mqtt}': a mapping rule maps it to '{topic}', which is not a valid Cairn topic name")]
+    Mapped { mqtt: String, topic: String },
 }
 
 /// The Cairn topic an MQTT topic is stored in.
@@ -48,6 +50,28 @@ pub fn cairn_topic(mqtt_topic: &str) -> Result<&str, TopicError> {
         return Err(TopicError::Reserved(mqtt_topic.to_string()));
     }
     Ok(first)
+}
+
+/// The record header holding the MQTT topic of a message that a mapping
+/// rule stored under another topic or key (so subscribers get the topic it
+/// was published to).
+pub const TOPIC_HEADER: &str = "mqtt-topic";
+
+/// The MQTT topic a record of `cairn_topic` is delivered under: its
+/// [`TOPIC_HEADER`] when a mapping rule stored it, otherwise from its key.
+pub fn delivered_topic<'h>(
+    cairn_topic: &str,
+    key: Option<&[u8]>,
+    mut headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> String {
+    if let Some((_, value)) = headers.find(|(name, _)| *name == TOPIC_HEADER) {
+        if let Ok(topic) = std::str::from_utf8(value) {
+            if !topic.is_empty() && !topic.contains(['+', '#']) {
+                return topic.to_string();
+            }
+        }
+    }
+    mqtt_topic(cairn_topic, key)
 }
 
 /// The MQTT topic a record of `cairn_topic` is delivered under.
@@ -109,6 +133,28 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 pub fn filter_topic(filter: &str) -> Option<&str> {
     let first = filter.split('/').next().unwrap_or_default();
     (first != "+" && first != "#").then_some(first)
+}
+
+/// Whether some topic matches both filters (so a subscription to one may
+/// receive messages a mapping rule for the other stored).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    let mut i = 0;
+    loop {
+        match (a.get(i), b.get(i)) {
+            (Some(&"#"), _) | (_, Some(&"#")) => return true,
+            (None, None) => return true,
+            // One is longer: only a trailing `#` (which matches its parent) fits.
+            (None, Some(_)) => return b.get(i..) == Some(&["#"][..]),
+            (Some(_), None) => return a.get(i..) == Some(&["#"][..]),
+            (Some(x), Some(y)) => {
+                if *x != "+" && *y != "+" && x != y {
+                    return false;
+                }
+            }
+        }
+        i += 1;
+    }
 }
 
 /// A `$share/<group>/<filter>` subscription: (group, filter).
