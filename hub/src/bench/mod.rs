@@ -3,6 +3,7 @@
 
 pub mod mqtt;
 pub mod native;
+pub mod plugin;
 pub mod storage;
 
 pub use storage::{run_storage, StorageBenchConfig, StorageBenchReport};
