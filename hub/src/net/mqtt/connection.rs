@@ -262,11 +262,12 @@ impl Session {
             }
         }
         let stored = if c.clean { None } else { load_session(&server.broker, &client_id).await };
-        if stored.as_ref().is_some_and(StoredSession::expired) {
+        let expired = stored.as_ref().is_some_and(StoredSession::expired);
+        if expired {
             tracing::debug!(%client_id, "MQTT session expired while the client was away");
         }
-        let stored = stored.filter(|s| !s.expired());
-        if stored.is_none() {
+        let stored = stored.filter(|_| !expired);
+        if c.clean || expired {
             // A clean start (or an expired session) forgets what an earlier
             // session stored.
             let _ = save_session(&server.broker, &client_id, None).await;
