@@ -28,6 +28,12 @@
 //! device = "/dev/ttyUSB0"        # a UART of the gateway; off unless set
 //! baud = 115200
 //!
+//! [plugins]                      # WebAssembly plugins (docs/plugins.md)
+//! enabled = true
+//! fuel_per_batch = 500000000       # CPU budget of one plugin call (about one unit per instruction)
+//! memory_bytes = 67108864          # memory cap of one plugin instance
+//! max_failures = 5                 # failed batches in a row before an attachment pauses
+//!
 //! [log]
 //! max_batch_bytes = 1048576
 //! flush_interval_ms = 1000
@@ -58,6 +64,17 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub serial: SerialSettings,
     pub log: LogSettings,
+    pub plugins: PluginSettings,
+}
+
+/// `[plugins]`: defaults of attachments that do not set their own limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    pub enabled: Option<bool>,
+    pub fuel_per_batch: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub max_failures: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -140,6 +157,9 @@ pub struct ServeConfig {
     pub flush_interval_ms: u64,
     pub retention_check_secs: u64,
     pub quick_repair: bool,
+    /// Run WebAssembly plugins at all.
+    pub plugins_enabled: bool,
+    pub plugin_defaults: crate::plugins::Defaults,
 }
 
 impl Default for ServeConfig {
@@ -164,6 +184,8 @@ impl Default for ServeConfig {
             flush_interval_ms: 1000,
             retention_check_secs: 30,
             quick_repair: true,
+            plugins_enabled: true,
+            plugin_defaults: crate::plugins::Defaults::default(),
         }
     }
 }
@@ -211,6 +233,12 @@ impl ServeConfig {
             flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
             retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),
             quick_repair: pick!(log.quick_repair, d.quick_repair),
+            plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),
+            plugin_defaults: crate::plugins::Defaults {
+                fuel_per_batch: pick!(plugins.fuel_per_batch, d.plugin_defaults.fuel_per_batch),
+                memory_bytes: pick!(plugins.memory_bytes, d.plugin_defaults.memory_bytes),
+                max_failures: pick!(plugins.max_failures, d.plugin_defaults.max_failures),
+            },
         }
     }
 }

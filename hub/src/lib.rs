@@ -11,4 +11,5 @@ pub mod config;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod plugins;
 pub mod wasm;

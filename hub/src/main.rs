@@ -14,9 +14,12 @@ use tracing_subscriber::EnvFilter;
 use cairn_hub::bench::native as native_bench;
 use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
-use cairn_hub::config::{Addrs, LogSettings, MqttSettings, NativeSettings, SerialSettings, ServeConfig, Settings};
+use cairn_hub::config::{
+    Addrs, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig, Settings,
+};
 use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
+use cairn_hub::plugins::Plugins;
 use cairn_proto::frame::Acks;
 use cmd::HubArgs;
 
@@ -123,6 +126,9 @@ struct ServeArgs {
     /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
     #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
     flush_interval_ms: Option<u64>,
+    /// Run WebAssembly plugins (uploads, attachments) [default: true].
+    #[arg(long, env = "CAIRN_PLUGINS")]
+    plugins: Option<bool>,
 }
 
 impl ServeArgs {
@@ -152,6 +158,7 @@ impl ServeArgs {
                 retention_check_secs: self.retention_check_secs,
                 quick_repair: self.quick_repair,
             },
+            plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
         }
     }
 }
@@ -392,7 +399,16 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         ..LogOptions::default()
     };
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
-    let broker = Broker::new(log.clone());
+    let mut broker = Broker::new(log.clone());
+    let mut plugins = None;
+    if args.plugins_enabled {
+        let cache = args.data_dir.join("plugin-cache");
+        let loaded = Plugins::open(log.clone(), &cache, args.plugin_defaults)
+            .await
+            .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+        broker = broker.with_plugins(loaded.clone());
+        plugins = Some(loaded);
+    }
     let listener = net::native::bind(args.native_addr)
         .await
         .map_err(|e| format!("cannot listen on {} (native protocol): {e}", args.native_addr))?;
@@ -447,8 +463,12 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     for listener in serial.into_iter().chain(listeners) {
         let _ = listener.await;
     }
-    // The listener returned once its connections had answered what was in
-    // flight; now finish the log's queued commits and close the database.
+    // The listeners returned once their connections had answered what was
+    // in flight; derived topics finish their batch; then the log finishes
+    // its queued commits and closes the database.
+    if let Some(plugins) = plugins {
+        plugins.shutdown().await;
+    }
     log.close().await?;
     tracing::info!("stopped");
     Ok(())

@@ -347,6 +347,7 @@ mod tests {
                     base_offset: 1 << 40,
                     last_offset: (1 << 40) + 9,
                     duplicate: true,
+                    not_stored: 0,
                 },
                 DeviceResponse::Produced {
                     partition: 2,

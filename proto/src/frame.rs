@@ -156,6 +156,81 @@ pub enum RequestBody<'a> {
     },
     /// The hub's traffic counters (serial frames skipped, …).
     Metrics,
+    /// Store a WebAssembly plugin (a component, or a core module built with
+    /// the plugin SDK) as the next version of `name`. The hub compiles and
+    /// checks it first: a module that is not a Cairn plugin is refused.
+    UploadPlugin {
+        name: &'a str,
+        #[serde(with = "serde_bytes")]
+        wasm: &'a [u8],
+    },
+    /// Every plugin with its versions and attachments.
+    ListPlugins,
+    /// One plugin: versions, attachments and their counters.
+    DescribePlugin {
+        name: &'a str,
+    },
+    /// Attach a plugin version to a topic, on ingest or as a derived topic.
+    /// Attaching under the name of an existing attachment swaps its plugin
+    /// version and parameters without losing or repeating a record.
+    #[cfg(feature = "alloc")]
+    Attach {
+        #[serde(borrow)]
+        attachment: AttachSpec<'a>,
+    },
+    /// Remove an attachment (a derived topic keeps what it wrote).
+    Detach {
+        name: &'a str,
+    },
+    /// Run a plugin over the last `last` records of each partition of
+    /// `topic` without attaching it or writing anything.
+    #[cfg(feature = "alloc")]
+    DryRun {
+        plugin: &'a str,
+        version: Option<u32>,
+        #[serde(borrow)]
+        params: alloc::vec::Vec<(&'a str, &'a str)>,
+        topic: &'a str,
+        last: u32,
+    },
+}
+
+/// Where a derived attachment starts reading its source topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The first stored record (backfill).
+    Earliest,
+    /// Only records produced after the attachment.
+    Latest,
+    /// This offset in every partition (clamped to what is stored).
+    Offset(u64),
+    /// The first record with a timestamp at or after this (ms since epoch).
+    Time(i64),
+}
+
+/// What `attach` asks for.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachSpec<'a> {
+    /// Defaults to `<topic>.<plugin>` (or `<topic>.<plugin>.<derived_to>`).
+    pub name: Option<&'a str>,
+    pub topic: &'a str,
+    pub plugin: &'a str,
+    /// Defaults to the plugin's latest version.
+    pub version: Option<u32>,
+    #[serde(borrow)]
+    pub params: alloc::vec::Vec<(&'a str, &'a str)>,
+    /// `None`: on ingest (before the write). `Some(t)`: a derived topic `t`.
+    pub derived_to: Option<&'a str>,
+    /// For a derived topic: where to start (default: earliest).
+    pub from: Option<StartFrom>,
+    /// CPU budget per batch in wasmtime fuel (about one unit per instruction).
+    pub fuel_per_batch: Option<u64>,
+    /// Linear memory cap of one instance, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Consecutive failed batches after which the attachment pauses.
+    pub max_failures: Option<u32>,
 }
 
 /// Error codes: what kind of failure, so a client can decide what to do;
@@ -200,11 +275,15 @@ pub enum ErrorCode {
     /// not own: rejoin / heartbeat to get the current assignment.
     IllegalGeneration,
     UnknownGroup,
+    UnknownPlugin,
+    /// The upload is not a Cairn plugin, or its parameters were refused.
+    InvalidPlugin,
+    UnknownAttachment,
 }
 
 impl ErrorCode {
     /// Every code, for lookups by name.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedRequest,
         ErrorCode::UnknownRequest,
         ErrorCode::FrameTooLarge,
@@ -225,6 +304,9 @@ impl ErrorCode {
         ErrorCode::UnknownMember,
         ErrorCode::IllegalGeneration,
         ErrorCode::UnknownGroup,
+        ErrorCode::UnknownPlugin,
+        ErrorCode::InvalidPlugin,
+        ErrorCode::UnknownAttachment,
     ];
 
     /// The code's name on the wire (as serde writes it; a test checks).
@@ -250,6 +332,9 @@ impl ErrorCode {
             ErrorCode::UnknownMember => "unknown_member",
             ErrorCode::IllegalGeneration => "illegal_generation",
             ErrorCode::UnknownGroup => "unknown_group",
+            ErrorCode::UnknownPlugin => "unknown_plugin",
+            ErrorCode::InvalidPlugin => "invalid_plugin",
+            ErrorCode::UnknownAttachment => "unknown_attachment",
         }
     }
 
@@ -292,6 +377,12 @@ pub enum ResponseBody<'a> {
         last_offset: u64,
         /// An idempotent retry of a batch already stored (not stored again).
         duplicate: bool,
+        /// Records that ingest plugins dropped (or sent to a dead-letter
+        /// topic) instead of storing. When it is the whole batch, nothing
+        /// was stored in the partition, and `base_offset` and `last_offset`
+        /// both give its end offset. Absent (0) from hubs without plugins.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        not_stored: u32,
     },
     /// The request was carried out and has nothing to report.
     Done,
@@ -347,6 +438,88 @@ pub enum ResponseBody<'a> {
         #[serde(borrow)]
         counters: alloc::vec::Vec<(&'a str, u64)>,
     },
+    /// Answer to upload_plugin.
+    PluginUploaded {
+        name: &'a str,
+        version: u32,
+        /// SHA-256 (hex) of the uploaded bytes.
+        hash: &'a str,
+        /// Time to compile it, in microseconds (0 when the compile cache had it).
+        compile_us: u64,
+        from_cache: bool,
+    },
+    #[cfg(feature = "alloc")]
+    Plugins {
+        plugins: alloc::vec::Vec<PluginInfo>,
+    },
+    #[cfg(feature = "alloc")]
+    Attachment {
+        attachment: AttachmentInfo,
+    },
+    /// Answer to dry_run: what the plugin would write, as record batches.
+    #[cfg(feature = "alloc")]
+    DryRun {
+        records_in: u64,
+        /// (topic, batch): `None` is the attachment's own output.
+        outputs: alloc::vec::Vec<(Option<alloc::string::String>, serde_bytes::ByteBuf)>,
+        /// Why the plugin failed, if it did (nothing is written either way).
+        error: Option<alloc::string::String>,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A plugin, its versions and where it is attached.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: alloc::string::String,
+    pub versions: alloc::vec::Vec<PluginVersionInfo>,
+    pub attachments: alloc::vec::Vec<AttachmentInfo>,
+}
+
+/// One uploaded version of a plugin.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersionInfo {
+    pub version: u32,
+    /// SHA-256 (hex) of the uploaded bytes.
+    pub hash: alloc::string::String,
+    pub bytes: u64,
+    pub uploaded_ms: i64,
+}
+
+/// An attachment, its state and its counters (since the hub started).
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub name: alloc::string::String,
+    pub topic: alloc::string::String,
+    pub plugin: alloc::string::String,
+    pub version: u32,
+    pub params: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
+    /// `None` on ingest; the output topic of a derived attachment.
+    pub derived_to: Option<alloc::string::String>,
+    pub dead_letter_topic: alloc::string::String,
+    /// `running`, `paused` (after `max_failures` failed batches in a row) or
+    /// `stopped` (its topic is gone).
+    pub status: alloc::string::String,
+    pub status_reason: Option<alloc::string::String>,
+    pub fuel_per_batch: u64,
+    pub memory_bytes: u64,
+    pub max_failures: u32,
+    pub batches: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub records_dropped: u64,
+    pub dead_lettered: u64,
+    pub failures: u64,
+    pub fuel_used: u64,
+    pub last_error: Option<alloc::string::String>,
+    /// Derived: (partition, next source offset) committed with the outputs.
+    pub position: alloc::vec::Vec<(u32, u64)>,
 }
 
 /// One line of `list_groups`.
@@ -506,7 +679,8 @@ mod tests {
         let b1 = [9u8; 4];
         let messages = [
             ResponseBody::Error { code: ErrorCode::UnknownTopic, message: "unknown topic 'x'" },
-            ResponseBody::Produced { partition: 1, base_offset: 10, last_offset: 12, duplicate: false },
+            ResponseBody::Produced { partition: 1, base_offset: 10, last_offset: 12, duplicate: false, not_stored: 0 },
+            ResponseBody::Produced { partition: 1, base_offset: 10, last_offset: 9, duplicate: false, not_stored: 4 },
             ResponseBody::Fetched {
                 partition: 0,
                 start_offset: 0,

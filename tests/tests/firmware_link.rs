@@ -229,6 +229,7 @@ fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_acc
                     base_offset: 0,
                     last_offset: 0,
                     duplicate: false,
+                    not_stored: 0,
                 });
             }
         }

@@ -17,6 +17,7 @@ use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
 
 use crate::log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
 use crate::metrics::Metrics;
+use crate::plugins::Plugins;
 
 /// Where one produce call's records went, per partition.
 #[derive(Debug)]
@@ -36,12 +37,26 @@ pub struct Broker {
     partitioner: Partitioner,
     groups: std::sync::Arc<Coordinator>,
     metrics: std::sync::Arc<Metrics>,
+    plugins: Option<std::sync::Arc<Plugins>>,
 }
 
 impl Broker {
     pub fn new(log: Log) -> Self {
         let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
-        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default() }
+        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default(), plugins: None }
+    }
+
+    /// The broker with WebAssembly plugins: ingest attachments then run on
+    /// every produce path (native, MQTT, serial), and management requests
+    /// are served.
+    pub fn with_plugins(mut self, plugins: std::sync::Arc<Plugins>) -> Self {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    /// The plugin registry, when the hub runs plugins.
+    pub fn plugins(&self) -> Option<&std::sync::Arc<Plugins>> {
+        self.plugins.as_ref()
     }
 
     /// The hub's traffic counters.
@@ -92,12 +107,20 @@ impl Broker {
         partition: Option<u32>,
         batch: Vec<u8>,
     ) -> Result<(u32, PendingAppend)> {
-        self.log
-            .submit_to(topic, batch, |view, partitions| match partition {
-                Some(p) => Ok(p),
-                None => self.choose_partition(topic, view, partitions),
-            })
-            .await
+        let choose = |view: &BatchView<'_>, partitions| match partition {
+            Some(p) => Ok(p),
+            None => self.choose_partition(topic, view, partitions),
+        };
+        if let Some(plugins) = self.plugins.as_ref().filter(|p| p.has_ingest(topic)) {
+            // Checked and placed as sent; the plugins then decide what of
+            // it is stored, and the rewrite is stored in one transaction.
+            let (partition, _) = self.log.check_batch(topic, &batch, choose)?;
+            let rewritten = plugins.ingest(topic, partition, batch).await?;
+            let pending =
+                self.log.submit_rewritten(topic, partition, rewritten.sequence, rewritten.batches).await?;
+            return Ok((partition, pending.with_not_stored(rewritten.not_stored)));
+        }
+        self.log.submit_to(topic, batch, choose).await
     }
 
     fn choose_partition(&self, topic: &str, view: &BatchView<'_>, partitions: u32) -> Result<u32> {

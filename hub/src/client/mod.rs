@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom as AttachFrom};
 use cairn_proto::frame::{
     self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicDescription, TopicSettings,
 };
@@ -62,6 +63,30 @@ pub struct Produced {
     pub base_offset: u64,
     pub last_offset: u64,
     pub duplicate: bool,
+    /// Records ingest plugins did not store in the partition (see
+    /// `ResponseBody::Produced`).
+    pub not_stored: u32,
+}
+
+/// The hub's answer to a plugin upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginUploaded {
+    pub name: String,
+    pub version: u32,
+    /// SHA-256 (hex) of the uploaded bytes.
+    pub hash: String,
+    /// Compile time in microseconds (0 when the hub's compile cache had it).
+    pub compile_us: u64,
+    pub from_cache: bool,
+}
+
+/// What a dry run would have written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRunResult {
+    pub records_in: u64,
+    /// (topic, record batch); `None` is the attachment's own output.
+    pub outputs: Vec<(Option<String>, Vec<u8>)>,
+    pub error: Option<String>,
 }
 
 /// Largest response frame the client accepts.
@@ -156,8 +181,8 @@ impl Client {
             return Ok(None);
         }
         self.request(body, |r| match r {
-            ResponseBody::Produced { partition, base_offset, last_offset, duplicate } => {
-                Some(Some(Produced { partition, base_offset, last_offset, duplicate }))
+            ResponseBody::Produced { partition, base_offset, last_offset, duplicate, not_stored } => {
+                Some(Some(Produced { partition, base_offset, last_offset, duplicate, not_stored }))
             }
             _ => None,
         })
@@ -333,6 +358,68 @@ impl Client {
         .await
     }
 
+    /// Uploads a plugin (.wasm) as the next version of `name`.
+    pub async fn upload_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginUploaded> {
+        self.request(RequestBody::UploadPlugin { name, wasm }, |r| match r {
+            ResponseBody::PluginUploaded { name, version, hash, compile_us, from_cache } => Some(PluginUploaded {
+                name: name.to_string(),
+                version,
+                hash: hash.to_string(),
+                compile_us,
+                from_cache,
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Every plugin with its versions and attachments.
+    pub async fn list_plugins(&self) -> Result<Vec<PluginInfo>> {
+        self.request(RequestBody::ListPlugins, plugins_of).await
+    }
+
+    /// One plugin, its versions, attachments and their counters.
+    pub async fn describe_plugin(&self, name: &str) -> Result<PluginInfo> {
+        let mut list = self.request(RequestBody::DescribePlugin { name }, plugins_of).await?;
+        list.pop().ok_or_else(|| ClientError::Protocol("empty plugin description".into()))
+    }
+
+    /// Attaches a plugin (or swaps the version of an existing attachment).
+    pub async fn attach(&self, attachment: AttachSpec<'_>) -> Result<AttachmentInfo> {
+        self.request(RequestBody::Attach { attachment }, |r| match r {
+            ResponseBody::Attachment { attachment } => Some(attachment),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Removes an attachment.
+    pub async fn detach(&self, name: &str) -> Result<()> {
+        self.request(RequestBody::Detach { name }, |r| matches!(r, ResponseBody::Done).then_some(())).await
+    }
+
+    /// What a plugin would do to the last `last` records of each partition
+    /// of `topic`: (records in, output batches, error).
+    pub async fn dry_run(
+        &self,
+        plugin: &str,
+        version: Option<u32>,
+        params: &[(&str, &str)],
+        topic: &str,
+        last: u32,
+    ) -> Result<DryRunResult> {
+        let body = RequestBody::DryRun { plugin, version, params: params.to_vec(), topic, last };
+        self.request(body, |r| match r {
+            ResponseBody::DryRun { records_in, outputs, error } => Some(DryRunResult {
+                records_in,
+                outputs: outputs.into_iter().map(|(t, b)| (t, b.into_vec())).collect(),
+                error,
+            }),
+            _ => None,
+        })
+        .await
+    }
+
     /// Largest frame this client accepts from the hub.
     pub fn max_frame_bytes(&self) -> usize {
         MAX_RESPONSE_BYTES
@@ -356,6 +443,17 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
         ResponseBody::Groups { .. } => "groups",
         ResponseBody::Group { .. } => "group",
         ResponseBody::Metrics { .. } => "metrics",
+        ResponseBody::PluginUploaded { .. } => "plugin_uploaded",
+        ResponseBody::Plugins { .. } => "plugins",
+        ResponseBody::Attachment { .. } => "attachment",
+        ResponseBody::DryRun { .. } => "dry_run",
+    }
+}
+
+fn plugins_of(r: ResponseBody<'_>) -> Option<Vec<PluginInfo>> {
+    match r {
+        ResponseBody::Plugins { plugins } => Some(plugins),
+        _ => None,
     }
 }
 

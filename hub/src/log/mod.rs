@@ -19,6 +19,7 @@ pub mod clock;
 mod error;
 mod producer_state;
 mod read;
+mod registry;
 mod retention;
 mod tables;
 mod topic;
@@ -41,7 +42,7 @@ pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
 pub use topic::{validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
-use writer::{Command, Writer};
+use writer::{Command, ProducerSpan, Writer};
 
 /// Tuning of a [`Log`]. `Default` gives the embedded defaults.
 #[derive(Clone)]
@@ -134,14 +135,41 @@ pub struct OffsetCommit<'a> {
 /// commit.
 #[derive(Debug)]
 pub struct PendingAppend {
-    rx: oneshot::Receiver<Result<AppendOutcome>>,
+    rx: PendingRx,
+    not_stored: u32,
+}
+
+#[derive(Debug)]
+enum PendingRx {
+    /// A batch stored as sent.
+    One(oneshot::Receiver<Result<AppendOutcome>>),
+    /// A rewritten batch's transaction: its last outcome is the answer.
+    Rewritten(oneshot::Receiver<Result<Vec<AppendOutcome>>>),
 }
 
 impl PendingAppend {
+    /// Records of the batch its producer sent that were not stored in the
+    /// partition (dropped by ingest plugins, or dead-lettered).
+    pub fn not_stored(&self) -> u32 {
+        self.not_stored
+    }
+
+    /// Sets what [`PendingAppend::not_stored`] reports.
+    pub fn with_not_stored(mut self, records: u32) -> Self {
+        self.not_stored = records;
+        self
+    }
+
     /// Resolves once the commit holding the batch is done (durable, for
     /// `flush = always` topics).
     pub async fn outcome(self) -> Result<AppendOutcome> {
-        self.rx.await.map_err(|_| LogError::Closed)?
+        match self.rx {
+            PendingRx::One(rx) => rx.await.map_err(|_| LogError::Closed)?,
+            PendingRx::Rewritten(rx) => {
+                let outcomes = rx.await.map_err(|_| LogError::Closed)??;
+                outcomes.last().copied().ok_or(LogError::Closed)
+            }
+        }
     }
 }
 
@@ -355,7 +383,7 @@ impl Log {
         let (reply, rx) = oneshot::channel();
         let request = writer::AppendRequest { append, reply };
         self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
-        Ok((partition, PendingAppend { rx }))
+        Ok((partition, PendingAppend { rx: PendingRx::One(rx), not_stored: 0 }))
     }
 
     /// Appends batches to any partitions and commits a group's offsets in
@@ -388,7 +416,42 @@ impl Log {
             }
             None => None,
         };
-        self.call(|reply| Command::Transaction { appends, commit, reply }).await
+        self.call(|reply| Command::Transaction { appends, commit, producer: None, reply }).await
+    }
+
+    /// Queues the rewritten form of one producer batch — batches for any
+    /// topics, possibly none — as one transaction (ingest plugins). The
+    /// producer sent it to `(topic, partition)`; with `sequence` (its
+    /// idempotent producer id, first and last sequence number) those numbers
+    /// are checked and remembered as if the batch had been stored as sent,
+    /// so a retry is answered as a duplicate and nothing is written twice.
+    /// Returns once queued, like [`Log::submit`]; the pending append resolves
+    /// to the records stored in `(topic, partition)`, or to its end offset
+    /// when there are none.
+    pub async fn submit_rewritten(
+        &self,
+        topic: &str,
+        partition: u32,
+        sequence: Option<(i64, i32, i32)>,
+        batches: Vec<(String, u32, Vec<u8>)>,
+    ) -> Result<PendingAppend> {
+        let mut appends = Vec::with_capacity(batches.len());
+        for (topic, partition, batch) in batches {
+            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
+            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
+                return Err(LogError::InvalidProducerBatch(
+                    "a rewritten batch carries no producer id; the original's sequence numbers deduplicate it".into(),
+                ));
+            }
+            appends.push(append);
+        }
+        let entry = self.shared.catalog.get(topic)?;
+        entry.partition(partition)?;
+        let producer = ProducerSpan { topic_id: entry.id, topic: topic.to_string(), partition, sequence };
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Transaction { appends, commit: None, producer: Some(producer), reply };
+        self.shared.commands.send(command).await.map_err(|_| LogError::Closed)?;
+        Ok(PendingAppend { rx: PendingRx::Rewritten(rx), not_stored: 0 })
     }
 
     /// The checks every batch passes before the writer sees it.
@@ -398,12 +461,36 @@ impl Log {
         batch: Vec<u8>,
         choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
     ) -> Result<writer::BatchToAppend> {
+        let (entry, partition, header) = self.check(topic, &batch, choose)?;
+        Ok(writer::BatchToAppend { topic_id: entry.id, topic: topic.to_string(), partition, header, batch })
+    }
+
+    /// The checks a producer's batch passes before anything is done with it
+    /// (size, CRC and records, numbering, sequence numbers, keys on compacted
+    /// topics), and the partition `choose` picks for it. The broker runs them
+    /// before ingest plugins see the batch.
+    pub fn check_batch(
+        &self,
+        topic: &str,
+        batch: &[u8],
+        choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
+    ) -> Result<(u32, BatchHeader)> {
+        let (_, partition, header) = self.check(topic, batch, choose)?;
+        Ok((partition, header))
+    }
+
+    fn check(
+        &self,
+        topic: &str,
+        batch: &[u8],
+        choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
+    ) -> Result<(Arc<TopicEntry>, u32, BatchHeader)> {
         let limit = self.shared.options.max_batch_bytes;
         if batch.len() > limit {
             return Err(LogError::BatchTooLarge { size: batch.len(), limit });
         }
         let entry = self.shared.catalog.get(topic)?;
-        let view = BatchView::parse(&batch)?;
+        let view = BatchView::parse(batch)?;
         let partition = choose(&view, entry.partitions.len() as u32)?;
         entry.partition(partition)?;
         if entry.config.cleanup_policy == CleanupPolicy::Compact && view.records().any(|r| r.key.is_none()) {
@@ -432,7 +519,7 @@ impl Log {
                 )));
             }
         }
-        Ok(writer::BatchToAppend { topic_id: entry.id, topic: topic.to_string(), partition, header, batch })
+        Ok((entry, partition, header))
     }
 
     /// Waits until `partition` holds an offset greater than `offset` (that

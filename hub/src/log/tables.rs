@@ -37,3 +37,15 @@ pub const PRODUCERS: TableDefinition<(i64, u32, u32), &[u8]> = TableDefinition::
 /// (group, topic id, partition) → committed offset (the next offset the group
 /// will read).
 pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> = TableDefinition::new("group_offsets");
+
+/// SHA-256 (hex) of an uploaded plugin → the plugin's bytes as uploaded.
+/// Versions of any plugin with the same bytes share one row.
+pub const PLUGIN_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_blobs");
+
+/// (plugin name, version from 1) → CBOR of the version's metadata (hash,
+/// size, upload time; see `plugins::registry`). The log does not read it.
+pub const PLUGIN_VERSIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("plugin_versions");
+
+/// Attachment name → CBOR of the attachment (plugin, version, topic, kind,
+/// parameters; see `plugins::registry`). The log does not read it.
+pub const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");

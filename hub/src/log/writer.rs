@@ -42,9 +42,12 @@ pub(crate) enum Command {
     /// Batches to several partitions and a group's offsets, all stored in
     /// one transaction or none of them (derived topics: outputs and the
     /// source position together, so processing is exactly-once).
+    /// With `producer`, the whole transaction is one idempotent producer
+    /// batch (ingest plugins rewrote it): a retry is answered as a duplicate.
     Transaction {
         appends: Vec<BatchToAppend>,
         commit: Option<GroupCommit>,
+        producer: Option<ProducerSpan>,
         reply: Reply<Vec<AppendOutcome>>,
     },
     CommitOffsets {
@@ -70,6 +73,20 @@ pub(crate) enum Command {
     AllocateProducerId {
         reply: Reply<i64>,
     },
+    /// A plugin upload, stored as the next version of `name`.
+    PutPluginVersion {
+        name: String,
+        hash: String,
+        bytes: Vec<u8>,
+        meta: Vec<u8>,
+        reply: Reply<u32>,
+    },
+    /// An attachment stored (`Some`) or removed (`None`).
+    PutAttachment {
+        name: String,
+        spec: Option<Vec<u8>>,
+        reply: Reply<()>,
+    },
     Retention {
         reply: Option<Reply<RetentionReport>>,
     },
@@ -92,6 +109,28 @@ pub(crate) struct BatchToAppend {
     pub partition: u32,
     pub header: BatchHeader,
     pub batch: Vec<u8>,
+}
+
+/// The producer batch a rewritten transaction stands for (ingest plugins
+/// stored fewer records, or other topics): where the producer sent it and,
+/// for an idempotent producer, its sequence numbers, checked and remembered
+/// as if the batch had been stored as sent. The transaction's outcomes end
+/// with one more: this batch's, as its producer is answered.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerSpan {
+    pub topic_id: u32,
+    pub topic: String,
+    pub partition: u32,
+    /// (producer id, first sequence, last sequence).
+    pub sequence: Option<(i64, i32, i32)>,
+}
+
+/// Outcome of a sequence check that lets the caller go on.
+enum Sequenced {
+    /// Already stored: answer with this, write nothing.
+    Duplicate(AppendOutcome),
+    /// New: write, then remember it in this window.
+    New((i64, u32, u32), ProducerWindow),
 }
 
 /// A partition as the writer tracks it; mirrors a row of `PARTITIONS`.
@@ -168,6 +207,9 @@ impl Writer {
             DataTables::open(&txn)?;
             txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
             txn.open_table(tables::COUNTERS).map_err(LogError::storage)?;
+            txn.open_table(tables::PLUGIN_BLOBS).map_err(LogError::storage)?;
+            txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
+            txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
 
@@ -374,8 +416,8 @@ impl Writer {
                     Command::CommitOffsets { group, topic_id, offsets, .. } => {
                         Self::apply_commit(&mut t, group, *topic_id, offsets).map(|()| Vec::new())
                     }
-                    Command::Transaction { appends, commit, .. } => {
-                        self.apply_transaction(&mut t, overlay, appends, commit)
+                    Command::Transaction { appends, commit, producer, .. } => {
+                        self.apply_transaction(&mut t, overlay, appends, commit, producer.as_ref())
                     }
                     _ => unreachable!("only data commands are grouped"),
                 };
@@ -408,6 +450,7 @@ impl Writer {
         overlay: &mut HashMap<PartitionKey, PartState>,
         appends: &mut [BatchToAppend],
         commit: &Option<GroupCommit>,
+        producer: Option<&ProducerSpan>,
     ) -> Result<Vec<AppendOutcome>> {
         for a in appends.iter() {
             let topic = self.topics.get(&a.topic_id).ok_or_else(|| LogError::UnknownTopic(a.topic.clone()))?;
@@ -419,7 +462,7 @@ impl Writer {
                 });
             }
         }
-        if let Some((group, topic_id, offsets)) = commit {
+        if let Some((_, topic_id, offsets)) = commit {
             let topic = self.topics.get(topic_id).ok_or_else(|| LogError::UnknownTopic(format!("id {topic_id}")))?;
             if let Some(&(p, _)) = offsets.iter().find(|(p, _)| *p as usize >= topic.parts.len()) {
                 return Err(LogError::UnknownPartition {
@@ -428,11 +471,84 @@ impl Writer {
                     partitions: topic.parts.len() as u32,
                 });
             }
+        }
+        let mut window = None;
+        if let Some(span) = producer {
+            self.topics
+                .get(&span.topic_id)
+                .and_then(|topic| topic.parts.get(span.partition as usize))
+                .ok_or_else(|| LogError::UnknownTopic(span.topic.clone()))?;
+            match self.check_sequence(t, span)? {
+                Some(Sequenced::Duplicate(outcome)) => return Ok(vec![outcome]),
+                Some(Sequenced::New(pkey, w)) => window = Some((pkey, w)),
+                None => {}
+            }
+        }
+        if let Some((group, topic_id, offsets)) = commit {
             Self::apply_commit(t, group, *topic_id, offsets)?;
         }
         // Batches without a producer id (checked when queued): no sequence
         // check can refuse them, so none fails after another was written.
-        appends.iter_mut().map(|a| self.apply_append(t, overlay, a)).collect()
+        let mut outcomes: Vec<AppendOutcome> =
+            appends.iter_mut().map(|a| self.apply_append(t, overlay, a)).collect::<Result<_>>()?;
+        if let Some(span) = producer {
+            // The producer's answer: the records stored in the partition it
+            // sent to, or (all dropped) that partition's end offset.
+            let stored = appends
+                .iter()
+                .zip(&outcomes)
+                .find(|(a, _)| a.topic_id == span.topic_id && a.partition == span.partition)
+                .map(|(_, o)| *o);
+            let outcome = stored.unwrap_or_else(|| {
+                let end = overlay.get(&(span.topic_id, span.partition)).copied().or_else(|| {
+                    let topic = self.topics.get(&span.topic_id)?;
+                    topic.parts.get(span.partition as usize).copied()
+                });
+                let end = end.map_or(0, |s| s.next);
+                AppendOutcome { base_offset: end, last_offset: end, duplicate: false }
+            });
+            if let (Some((_, first_seq, last_seq)), Some((pkey, mut w))) = (span.sequence, window) {
+                w.record(RecentBatch { first_seq, last_seq, base_offset: outcome.base_offset });
+                t.producers.insert(pkey, w.to_bytes().as_slice()).map_err(LogError::storage)?;
+            }
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Idempotence: decides, before anything is written, whether a batch with
+    /// these sequence numbers is new, a retry (duplicate) or refused.
+    fn check_sequence(&self, t: &DataTables<'_>, span: &ProducerSpan) -> Result<Option<Sequenced>> {
+        let Some((producer_id, first_seq, last_seq)) = span.sequence else {
+            return Ok(None);
+        };
+        let pkey = (producer_id, span.topic_id, span.partition);
+        let w = t
+            .producers
+            .get(pkey)
+            .map_err(LogError::storage)?
+            .map(|g| ProducerWindow::from_bytes(g.value()))
+            .unwrap_or_default();
+        match w.check(first_seq, last_seq) {
+            SequenceCheck::Append => Ok(Some(Sequenced::New(pkey, w))),
+            SequenceCheck::Duplicate { base_offset, last_offset } => {
+                Ok(Some(Sequenced::Duplicate(AppendOutcome { base_offset, last_offset, duplicate: true })))
+            }
+            SequenceCheck::Gap { expected } => Err(LogError::SequenceGap {
+                producer_id,
+                topic: span.topic.clone(),
+                partition: span.partition,
+                expected,
+                got: first_seq,
+            }),
+            SequenceCheck::OutOfOrder { last } => Err(LogError::OutOfOrderSequence {
+                producer_id,
+                topic: span.topic.clone(),
+                partition: span.partition,
+                got: first_seq,
+                last,
+            }),
+        }
     }
 
     /// Checks sequence numbers, assigns offsets and stores one batch.
@@ -455,36 +571,16 @@ impl Writer {
         // Idempotence: decide before writing anything.
         let mut window = None;
         if let Some(last_seq) = h.last_sequence() {
-            let pkey = (h.producer_id, a.topic_id, a.partition);
-            let w = t
-                .producers
-                .get(pkey)
-                .map_err(LogError::storage)?
-                .map(|g| ProducerWindow::from_bytes(g.value()))
-                .unwrap_or_default();
-            match w.check(h.base_sequence, last_seq) {
-                SequenceCheck::Append => window = Some((pkey, w, last_seq)),
-                SequenceCheck::Duplicate { base_offset, last_offset } => {
-                    return Ok(AppendOutcome { base_offset, last_offset, duplicate: true })
-                }
-                SequenceCheck::Gap { expected } => {
-                    return Err(LogError::SequenceGap {
-                        producer_id: h.producer_id,
-                        topic: a.topic.clone(),
-                        partition: a.partition,
-                        expected,
-                        got: h.base_sequence,
-                    })
-                }
-                SequenceCheck::OutOfOrder { last } => {
-                    return Err(LogError::OutOfOrderSequence {
-                        producer_id: h.producer_id,
-                        topic: a.topic.clone(),
-                        partition: a.partition,
-                        got: h.base_sequence,
-                        last,
-                    })
-                }
+            let span = ProducerSpan {
+                topic_id: a.topic_id,
+                topic: a.topic.clone(),
+                partition: a.partition,
+                sequence: Some((h.producer_id, h.base_sequence, last_seq)),
+            };
+            match self.check_sequence(t, &span)? {
+                Some(Sequenced::Duplicate(outcome)) => return Ok(outcome),
+                Some(Sequenced::New(pkey, w)) => window = Some((pkey, w, last_seq)),
+                None => {}
             }
         }
 
@@ -544,6 +640,12 @@ impl Writer {
             Command::AllocateProducerId { reply } => {
                 let _ = reply.send(self.next_counter("next_producer_id").map(|id| id as i64));
             }
+            Command::PutPluginVersion { name, hash, bytes, meta, reply } => {
+                let _ = reply.send(self.put_plugin_version(&name, &hash, &bytes, &meta));
+            }
+            Command::PutAttachment { name, spec, reply } => {
+                let _ = reply.send(self.put_attachment(&name, spec.as_deref()));
+            }
             Command::Retention { reply } => {
                 let result = self.retention();
                 if let Err(err) = &result {
@@ -561,6 +663,45 @@ impl Writer {
                 unreachable!("handled in process")
             }
         }
+    }
+
+    fn put_plugin_version(&mut self, name: &str, hash: &str, bytes: &[u8], meta: &[u8]) -> Result<u32> {
+        let txn = self.begin(true)?;
+        let version = {
+            let mut blobs = txn.open_table(tables::PLUGIN_BLOBS).map_err(LogError::storage)?;
+            if blobs.get(hash).map_err(LogError::storage)?.is_none() {
+                blobs.insert(hash, bytes).map_err(LogError::storage)?;
+            }
+            let mut versions = txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
+            let last = versions
+                .range((name, 0)..=(name, u32::MAX))
+                .map_err(LogError::storage)?
+                .next_back()
+                .transpose()
+                .map_err(LogError::storage)?
+                .map_or(0, |(key, _)| key.value().1);
+            let version = last + 1;
+            versions.insert((name, version), meta).map_err(LogError::storage)?;
+            version
+        };
+        self.commit(txn)?;
+        self.unflushed_since = None;
+        Ok(version)
+    }
+
+    fn put_attachment(&mut self, name: &str, spec: Option<&[u8]>) -> Result<()> {
+        let txn = self.begin(true)?;
+        {
+            let mut table = txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
+            match spec {
+                Some(spec) => table.insert(name, spec).map(drop),
+                None => table.remove(name).map(drop),
+            }
+            .map_err(LogError::storage)?;
+        }
+        self.commit(txn)?;
+        self.unflushed_since = None;
+        Ok(())
     }
 
     /// Reads and increments a persistent counter in a durable transaction.

@@ -263,6 +263,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(socket: W, mut queue: mpsc::Receive
 /// Waits for a produce's commit and encodes its answer.
 async fn ack_frame(id: u32, partition: u32, pending: PendingAppend) -> Vec<u8> {
     let mut out = Vec::new();
+    let not_stored = pending.not_stored();
     match pending.outcome().await {
         Ok(o) => {
             let body = ResponseBody::Produced {
@@ -270,6 +271,7 @@ async fn ack_frame(id: u32, partition: u32, pending: PendingAppend) -> Vec<u8> {
                 base_offset: o.base_offset,
                 last_offset: o.last_offset,
                 duplicate: o.duplicate,
+                not_stored,
             };
             frame::encode(&Response { id, body }, &mut out);
         }

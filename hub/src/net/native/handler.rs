@@ -18,6 +18,7 @@ use crate::broker::groups::Membership;
 use crate::broker::{Broker, GroupError};
 use crate::log::{LogError, TopicConfig, TopicInfo};
 use crate::net::Shutdown;
+use crate::plugins::{AttachRequest, PluginsError};
 
 /// Whether the connection goes on after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -236,8 +237,79 @@ impl Handler {
                 let counters = self.broker.metrics().snapshot();
                 self.send(id, ResponseBody::Metrics { counters }).await;
             }
+            RequestBody::UploadPlugin { .. }
+            | RequestBody::ListPlugins
+            | RequestBody::DescribePlugin { .. }
+            | RequestBody::Attach { .. }
+            | RequestBody::Detach { .. }
+            | RequestBody::DryRun { .. } => self.plugin_request(id, request.body).await,
         }
         Next::Continue
+    }
+
+    /// Plugin management: translation to `plugins::Plugins` calls.
+    async fn plugin_request(&self, id: u32, body: RequestBody<'_>) {
+        let Some(plugins) = self.broker.plugins() else {
+            let message = "this hub runs without WebAssembly plugins";
+            return self.send_error(id, ErrorCode::InvalidConfig, message).await;
+        };
+        let owned = |pairs: Vec<(&str, &str)>| pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let result = match body {
+            RequestBody::UploadPlugin { name, wasm } => plugins.upload(name, wasm.to_vec()).await.map(|u| {
+                let body = ResponseBody::PluginUploaded {
+                    name: &u.name,
+                    version: u.version,
+                    hash: &u.hash,
+                    compile_us: u.compile_us,
+                    from_cache: u.from_cache,
+                };
+                let mut out = Vec::new();
+                frame::encode(&Response { id, body }, &mut out);
+                out
+            }),
+            RequestBody::ListPlugins => plugins.list().map(|plugins| encode(id, ResponseBody::Plugins { plugins })),
+            RequestBody::DescribePlugin { name } => {
+                plugins.describe(name).map(|plugin| encode(id, ResponseBody::Plugins { plugins: vec![plugin] }))
+            }
+            RequestBody::Attach { attachment: a } => {
+                let request = AttachRequest {
+                    name: a.name.map(str::to_string),
+                    topic: a.topic.to_string(),
+                    plugin: a.plugin.to_string(),
+                    version: a.version,
+                    params: owned(a.params),
+                    derived_to: a.derived_to.map(str::to_string),
+                    from: a.from,
+                    fuel_per_batch: a.fuel_per_batch,
+                    memory_bytes: a.memory_bytes,
+                    max_failures: a.max_failures,
+                };
+                plugins.attach(request).await.map(|attachment| encode(id, ResponseBody::Attachment { attachment }))
+            }
+            RequestBody::Detach { name } => plugins.detach(name).await.map(|()| encode(id, ResponseBody::Done)),
+            RequestBody::DryRun { plugin, version, params, topic, last } => {
+                plugins.dry_run(plugin, version, owned(params), topic, last).await.map(|run| {
+                    let outputs = run.outputs.into_iter().map(|(t, b)| (t, serde_bytes::ByteBuf::from(b))).collect();
+                    encode(id, ResponseBody::DryRun { records_in: run.records_in, outputs, error: run.error })
+                })
+            }
+            _ => return,
+        };
+        let out = match result {
+            Ok(out) => out,
+            Err(err) => {
+                let code = match &err {
+                    PluginsError::UnknownPlugin(_) | PluginsError::UnknownVersion { .. } => ErrorCode::UnknownPlugin,
+                    PluginsError::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
+                    PluginsError::InvalidName { .. } | PluginsError::InvalidAttachment(_) => ErrorCode::InvalidConfig,
+                    PluginsError::Plugin(_) => ErrorCode::InvalidPlugin,
+                    PluginsError::Log(e) => error_code(e),
+                    PluginsError::Corrupt(_) => ErrorCode::Storage,
+                };
+                encode(id, ResponseBody::Error { code, message: &err.to_string() })
+            }
+        };
+        let _ = self.responses.send(Outgoing::Frame(out)).await;
     }
 
     /// A frame that is not a request we know. If it is CBOR with an id, the
@@ -318,6 +390,12 @@ impl Handler {
         encode_log_error(id, err, &mut out);
         let _ = self.responses.send(Outgoing::Frame(out)).await;
     }
+}
+
+fn encode(id: u32, body: ResponseBody<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::encode(&Response { id, body }, &mut out);
+    out
 }
 
 pub(super) fn encode_log_error(id: u32, err: &LogError, out: &mut Vec<u8>) {

@@ -1,0 +1,58 @@
+//! Plugin uploads and attachments at rest. The log stores them in redb next
+//! to the records (so a backup of the data directory holds everything) but
+//! treats their metadata as opaque bytes: `plugins::registry` owns the format.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::error::{LogError, Result};
+use super::tables;
+use super::writer::Command;
+use super::Log;
+
+impl Log {
+    /// Stores a plugin upload as the next version of `name` (1 for a new
+    /// name) and returns that version. `bytes` are stored once per `hash`.
+    pub async fn put_plugin_version(&self, name: &str, hash: &str, bytes: Vec<u8>, meta: Vec<u8>) -> Result<u32> {
+        let (name, hash) = (name.to_string(), hash.to_string());
+        self.call(|reply| Command::PutPluginVersion { name, hash, bytes, meta, reply }).await
+    }
+
+    /// Stores (`Some`) or removes (`None`) an attachment.
+    pub async fn put_attachment(&self, name: &str, spec: Option<Vec<u8>>) -> Result<()> {
+        let name = name.to_string();
+        self.call(|reply| Command::PutAttachment { name, spec, reply }).await
+    }
+
+    /// Every stored plugin version: (name, version, metadata), by name then version.
+    pub fn plugin_versions(&self) -> Result<Vec<(String, u32, Vec<u8>)>> {
+        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let table = txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(LogError::storage)? {
+            let (key, meta) = row.map_err(LogError::storage)?;
+            let (name, version) = key.value();
+            out.push((name.to_string(), version, meta.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The bytes uploaded with this SHA-256, if stored.
+    pub fn plugin_bytes(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let table = txn.open_table(tables::PLUGIN_BLOBS).map_err(LogError::storage)?;
+        let row = table.get(hash).map_err(LogError::storage)?;
+        Ok(row.map(|r| r.value().to_vec()))
+    }
+
+    /// Every stored attachment: (name, spec), by name.
+    pub fn attachments(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let table = txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(LogError::storage)? {
+            let (name, spec) = row.map_err(LogError::storage)?;
+            out.push((name.value().to_string(), spec.value().to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,182 @@
+//! Derived topics: one task per source partition reads the log from the
+//! attachment's committed position, runs each batch through the plugin and
+//! stores the outputs *and* the next source position in one transaction
+//! (`Log::append_transaction`). After a crash the outputs and the position
+//! agree, so every source record is processed exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::batch::set_base_offset;
+use cairn_proto::{BatchHeader, BatchView, BatchWriter};
+use tokio::sync::watch;
+
+use super::stage::{dead_letter_batch, StageOutcome};
+use super::stats::Status;
+use super::registry::{AttachmentSpec, Kind};
+use super::{ensure_topic, Attachment};
+use crate::log::{Fetch, Log, LogError, OffsetCommit};
+
+/// Bytes read from the source per fetch.
+const FETCH_BYTES: usize = 512 * 1024;
+/// Small stored batches are merged into plugin calls of up to this many records.
+const MAX_INPUT_RECORDS: usize = 1000;
+/// A stored batch at least this large goes to the plugin as stored (no copy).
+const WHOLE_BATCH_RECORDS: u32 = 256;
+/// How long a paused attachment or a failing write waits before looking again.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Processes `partition` of the attachment's source topic until `stop`.
+pub(super) async fn run_partition(log: Log, attachment: Arc<Attachment>, partition: u32, mut stop: watch::Receiver<bool>) {
+    let spec = attachment.stage().spec.clone();
+    let (source, group, name) = (spec.topic.clone(), spec.group(), spec.name.clone());
+    let mut position = match log.committed_offsets(&group, &source) {
+        Ok(committed) => committed.iter().find(|(p, _)| *p == partition).map(|(_, o)| *o),
+        Err(e) => {
+            tracing::error!(attachment = %name, error = %e, "cannot read the derived position");
+            None
+        }
+    };
+    let mut position = match position.take() {
+        Some(p) => p,
+        // Attach commits a start for every partition it knew; a partition
+        // added to the source later starts at its beginning.
+        None => log.offsets(&source, partition).map_or(0, |o| o.start),
+    };
+    tracing::debug!(attachment = %name, partition, position, "derived worker started");
+    while !*stop.borrow() {
+        let stage = attachment.stage();
+        if matches!(stage.stats.status(), Status::Paused(_) | Status::Stopped(_)) {
+            sleep_or_stop(&mut stop, RETRY).await;
+            continue;
+        }
+        let fetch = match log.fetch(&source, partition, position, FETCH_BYTES) {
+            Ok(f) => f,
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                // Retention removed records not yet processed: go on from the
+                // new start (they are gone for every reader).
+                let start = log.offsets(&source, partition).map_or(position, |o| o.start);
+                tracing::warn!(attachment = %name, partition, from = position, to = start, "source records expired before processing");
+                position = start;
+                continue;
+            }
+            Err(LogError::UnknownTopic(_)) | Err(LogError::UnknownPartition { .. }) => {
+                stage.stats.set_status(Status::Stopped(format!("source topic '{source}' is gone")));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(attachment = %name, error = %e, "derived fetch failed; retrying");
+                sleep_or_stop(&mut stop, RETRY).await;
+                continue;
+            }
+        };
+        if fetch.batches.is_empty() {
+            tokio::select! {
+                _ = log.wait_for(&source, partition, position, Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let Some((input, next)) = input_batch(&fetch, position) else {
+            // Only records before `position` (or a rewritten gap): skip on.
+            position = fetch.next_offset().max(position + 1).min(fetch.end_offset);
+            continue;
+        };
+        let outcome = stage.process(input).await;
+        let writes = outputs(&log, &stage.spec, partition, outcome).await;
+        let offsets = [(partition, next)];
+        let commit = OffsetCommit { group: &group, topic: &source, offsets: &offsets };
+        let stored = match writes {
+            Ok(writes) => log.append_transaction(writes, Some(commit)).await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(_) => position = next,
+            Err(LogError::Closed) => break,
+            Err(e) => {
+                // Not stored (nothing of it): the same batch is tried again.
+                let reason = format!("cannot store the outputs: {e}");
+                if stage.stats.failed(&reason, stage.spec.max_failures) {
+                    tracing::warn!(attachment = %name, %reason, "attachment paused after repeated failures");
+                }
+                sleep_or_stop(&mut stop, RETRY).await;
+            }
+        }
+    }
+    tracing::debug!(attachment = %name, partition, position, "derived worker stopped");
+}
+
+/// What to write for one processed batch: (topic, partition, batch). An
+/// output goes to the partition of the source partition's number (modulo the
+/// output's partitions), so order per partition is kept; a failed batch goes
+/// to the dead-letter topic with its reason.
+async fn outputs(
+    log: &Log,
+    spec: &AttachmentSpec,
+    partition: u32,
+    outcome: StageOutcome,
+) -> Result<Vec<(String, u32, Vec<u8>)>, LogError> {
+    let mut writes = Vec::new();
+    match outcome {
+        StageOutcome::Ran { own, emitted } => {
+            let output = match &spec.kind {
+                Kind::Derived { output, .. } => output.clone(),
+                Kind::Ingest => spec.topic.clone(),
+            };
+            for (topic, batch) in own.map(|b| (output, b)).into_iter().chain(emitted) {
+                let n = ensure_topic(log, &topic, 1).await?;
+                writes.push((topic, partition % n, batch));
+            }
+        }
+        StageOutcome::Failed { input, reason } => {
+            let dlq = spec.dead_letter_topic();
+            ensure_topic(log, &dlq, 1).await?;
+            if let Some(batch) = dead_letter_batch(&input, &spec.name, &reason, Some(partition)) {
+                writes.push((dlq, 0, batch));
+            }
+        }
+    }
+    Ok(writes)
+}
+
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = stop.changed() => {}
+    }
+}
+
+/// The next plugin input from `position` on, and the source offset after
+/// it. A large stored batch that starts at `position` is passed as stored;
+/// otherwise the records from `position` on are copied, at their offsets,
+/// into one batch of up to [`MAX_INPUT_RECORDS`].
+pub(super) fn input_batch(fetch: &Fetch, position: u64) -> Option<(Vec<u8>, u64)> {
+    let first = fetch.batches.first()?;
+    if let Ok(h) = BatchHeader::read(first) {
+        if h.base_offset == position && h.record_count >= WHOLE_BATCH_RECORDS {
+            return Some((first.clone(), h.next_offset()));
+        }
+    }
+    let mut writer = BatchWriter::new(Vec::new()).ok()?;
+    let (mut base, mut last) = (None, None);
+    'batches: for batch in &fetch.batches {
+        let Ok(view) = BatchView::parse(batch) else { break };
+        for r in view.records() {
+            if r.offset < position {
+                continue;
+            }
+            if writer.len() as usize >= MAX_INPUT_RECORDS {
+                break 'batches;
+            }
+            let b = *base.get_or_insert(r.offset);
+            if writer.push_view(&r, b).is_err() {
+                break 'batches;
+            }
+            last = Some(r.offset);
+        }
+    }
+    let (base, last) = (base?, last?);
+    let mut batch = writer.finish().ok()?;
+    set_base_offset(&mut batch, base).ok()?;
+    Some((batch, last + 1))
+}

@@ -1,0 +1,202 @@
+//! One attachment's plugin, ready to run batches: the compiled plugin, a
+//! small pool of instances (ingest calls from many connections run at once),
+//! its limits, and its counters. Failures are counted here; where the failed
+//! batch goes (the dead-letter topic) is the caller's business.
+
+use std::sync::{Arc, Mutex};
+
+use cairn_proto::batch::NO_PRODUCER;
+use cairn_proto::{BatchHeader, BatchView, BatchWriter};
+
+use super::registry::AttachmentSpec;
+use super::stats::{Stats, Status};
+use crate::wasm::{CompiledPlugin, Limits, PluginError, PluginInstance};
+
+/// Idle instances kept per attachment.
+const POOL_SIZE: usize = 4;
+
+/// What became of one batch.
+pub enum StageOutcome {
+    /// The plugin ran. `own`: the records it kept (the attachment's own
+    /// output), as one batch; `emitted`: (topic, batch) it routed elsewhere.
+    Ran { own: Option<Vec<u8>>, emitted: Vec<(String, Vec<u8>)> },
+    /// The batch failed (or the attachment is paused): `input` is the batch
+    /// as given, for the dead-letter topic, with `reason`.
+    Failed { input: Vec<u8>, reason: String },
+}
+
+pub struct Stage {
+    pub spec: AttachmentSpec,
+    plugin: CompiledPlugin,
+    limits: Limits,
+    pool: Mutex<Vec<PluginInstance>>,
+    pub stats: Arc<Stats>,
+    /// Largest batch the log accepts: an output over it fails the batch.
+    max_batch_bytes: usize,
+}
+
+impl Stage {
+    /// Instantiates the plugin once with the attachment's parameters, so a
+    /// plugin that refuses them is refused at attach time.
+    pub fn new(
+        spec: AttachmentSpec,
+        plugin: CompiledPlugin,
+        stats: Arc<Stats>,
+        max_batch_bytes: usize,
+    ) -> Result<Stage, PluginError> {
+        let limits = Limits {
+            memory_bytes: usize::try_from(spec.memory_bytes).unwrap_or(usize::MAX),
+            fuel_per_batch: spec.fuel_per_batch,
+            ..Limits::default()
+        };
+        let first = plugin.instantiate(&spec.params, limits)?;
+        Ok(Stage { spec, plugin, limits, pool: Mutex::new(vec![first]), stats, max_batch_bytes })
+    }
+
+    /// True when the plugin was loaded from the compile cache.
+    pub fn from_cache(&self) -> bool {
+        self.plugin.from_cache()
+    }
+
+    /// Runs one batch through the plugin on a blocking thread (a plugin call
+    /// is CPU work, bounded by its fuel budget), counts what happened, and
+    /// pauses the attachment after `max_failures` failed batches in a row.
+    pub async fn process(self: &Arc<Self>, input: Vec<u8>) -> StageOutcome {
+        if let Status::Paused(why) | Status::Stopped(why) = self.stats.status() {
+            let records = count(&input);
+            Stats::add(&self.stats.dead_lettered, records);
+            return StageOutcome::Failed { input, reason: format!("attachment '{}' is paused: {why}", self.spec.name) };
+        }
+        let stage = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = stage.run(&input);
+            (input, result)
+        })
+        .await;
+        let (input, result) = match joined {
+            Ok(done) => done,
+            // The closure cannot panic on plugin input (every plugin failure
+            // is an error value); a panic here is a hub bug, and the batch
+            // it held is gone with it, so say so loudly.
+            Err(e) => {
+                tracing::error!(attachment = %self.spec.name, error = %e, "plugin task failed");
+                return StageOutcome::Failed { input: Vec::new(), reason: format!("internal error: {e}") };
+            }
+        };
+        let records_in = count(&input);
+        Stats::add(&self.stats.batches, 1);
+        Stats::add(&self.stats.records_in, records_in);
+        match result {
+            Ok((own, emitted, fuel)) => {
+                self.stats.succeeded();
+                Stats::add(&self.stats.fuel_used, fuel);
+                let own_records = own.as_deref().map_or(0, count);
+                let emitted_records: u64 = emitted.iter().map(|(_, b)| count(b)).sum();
+                Stats::add(&self.stats.records_out, own_records + emitted_records);
+                Stats::add(&self.stats.records_dropped, records_in.saturating_sub(own_records));
+                StageOutcome::Ran { own, emitted }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                Stats::add(&self.stats.dead_lettered, records_in);
+                if self.stats.failed(&reason, self.spec.max_failures) {
+                    tracing::warn!(attachment = %self.spec.name, %reason, "attachment paused after repeated failures");
+                } else {
+                    tracing::debug!(attachment = %self.spec.name, %reason, "plugin failed a batch");
+                }
+                StageOutcome::Failed { input, reason }
+            }
+        }
+    }
+
+    /// The plugin call and the checks on its outputs.
+    #[allow(clippy::type_complexity)]
+    fn run(&self, input: &[u8]) -> Result<(Option<Vec<u8>>, Vec<(String, Vec<u8>)>, u64), PluginError> {
+        let mut instance = match self.pool.lock().expect("pool lock").pop() {
+            Some(instance) => instance,
+            None => self.plugin.instantiate(&self.spec.params, self.limits)?,
+        };
+        let result = instance.process(input);
+        // A trapped instance restarts itself on its next call: always reusable.
+        {
+            let mut pool = self.pool.lock().expect("pool lock");
+            if pool.len() < POOL_SIZE {
+                pool.push(instance);
+            }
+        }
+        let processed = result?;
+        let mut own = Vec::new();
+        let mut emitted: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for (index, output) in processed.outputs.into_iter().enumerate() {
+            let header = BatchHeader::read(&output.batch)
+                .map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
+            if header.producer_id != NO_PRODUCER {
+                let detail = "an output batch must not carry a producer id".to_string();
+                return Err(PluginError::BadOutput { index, detail });
+            }
+            if output.batch.len() > self.max_batch_bytes {
+                let detail = format!("{} bytes, over the hub's max_batch_bytes of {}", output.batch.len(), self.max_batch_bytes);
+                return Err(PluginError::BadOutput { index, detail });
+            }
+            match output.topic {
+                None => own.push(output.batch),
+                Some(topic) => match emitted.iter_mut().find(|(t, _)| *t == topic) {
+                    Some((_, batches)) => batches.push(output.batch),
+                    None => emitted.push((topic, vec![output.batch])),
+                },
+            }
+        }
+        let own = merge(own)?;
+        let emitted = emitted
+            .into_iter()
+            .filter_map(|(topic, batches)| merge(batches).transpose().map(|b| b.map(|b| (topic, b))))
+            .collect::<Result<_, _>>()?;
+        Ok((own, emitted, processed.fuel_used))
+    }
+}
+
+/// Records in a (validated) batch.
+pub fn count(batch: &[u8]) -> u64 {
+    BatchHeader::read(batch).map_or(0, |h| u64::from(h.record_count))
+}
+
+/// Several output batches for one destination as one batch (the common
+/// case, one batch, is passed through untouched).
+fn merge(mut batches: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, PluginError> {
+    match batches.len() {
+        0 => return Ok(None),
+        1 => return Ok(batches.pop()),
+        _ => {}
+    }
+    let bad = |detail: String| PluginError::BadOutput { index: 0, detail };
+    let mut writer = BatchWriter::new(Vec::new()).map_err(|e| bad(e.to_string()))?;
+    for batch in &batches {
+        let view = BatchView::parse(batch).map_err(|e| bad(e.to_string()))?;
+        for r in view.records() {
+            let headers = r.headers.clone().map(|h| (h.name, h.value));
+            writer.push_parts(r.key, r.value, r.timestamp, headers).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    writer.finish().map(Some).map_err(|e| bad(e.to_string()))
+}
+
+/// The records of `input` for a dead-letter topic: as they were, plus
+/// headers naming the attachment, the reason and (for a derived topic) the
+/// source partition and offset.
+pub fn dead_letter_batch(input: &[u8], attachment: &str, reason: &str, source_partition: Option<u32>) -> Option<Vec<u8>> {
+    let view = BatchView::parse(input).ok()?;
+    let mut writer = BatchWriter::new(Vec::with_capacity(input.len() + 256)).ok()?;
+    let partition = source_partition.map(|p| p.to_string());
+    for r in view.records() {
+        let offset = r.offset.to_string();
+        let mut extra: Vec<(&str, &[u8])> =
+            vec![("cairn.dlq.attachment", attachment.as_bytes()), ("cairn.dlq.reason", reason.as_bytes())];
+        if let Some(p) = &partition {
+            extra.push(("cairn.dlq.partition", p.as_bytes()));
+            extra.push(("cairn.dlq.offset", offset.as_bytes()));
+        }
+        let headers = r.headers.clone().map(|h| (h.name, h.value)).chain(extra.iter().copied());
+        writer.push_parts(r.key, r.value, r.timestamp, headers).ok()?;
+    }
+    writer.finish().ok()
+}
