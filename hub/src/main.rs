@@ -70,6 +70,14 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Manage WebAssembly plugins on a running hub: upload, attach to topics
+    /// (on ingest or as derived topics), swap versions, dry-run.
+    Plugin {
+        #[command(subcommand)]
+        command: cmd::plugin::PluginCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Measure Cairn on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -363,6 +371,7 @@ fn main() -> ExitCode {
             Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
             Command::Group { command, hub } => cmd::group::run(command, hub).await,
             Command::Metrics { hub } => cmd::metrics::run(hub).await,
+            Command::Plugin { command, hub } => cmd::plugin::run(command, hub).await,
             Command::Bench(BenchCommand::Storage(args)) => bench_storage(args).await,
             Command::Bench(BenchCommand::Produce(args)) => bench_produce(args).await,
             Command::Bench(BenchCommand::Consume(args)) => bench_consume(args).await,

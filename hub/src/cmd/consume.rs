@@ -44,7 +44,7 @@ pub struct ConsumeArgs {
 }
 
 /// Parses `--since`: epoch milliseconds, or an age relative to now.
-fn since_ms(s: &str) -> Result<i64, AnyError> {
+pub(crate) fn since_ms(s: &str) -> Result<i64, AnyError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }

@@ -4,6 +4,7 @@
 pub mod consume;
 pub mod group;
 pub mod metrics;
+pub mod plugin;
 pub mod produce;
 pub mod topic;
 
