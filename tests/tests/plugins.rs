@@ -564,3 +564,49 @@ async fn a_backfill_from_earliest_reproduces_the_live_attachment() {
     assert_eq!(counts.len(), 999);
     assert!(counts.values().all(|&n| n == 3), "each alert once per attachment");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_plugin_builds_uploads_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &[]);
+    let status = std::process::Command::new(common::cairn())
+        .args(["plugin", "new", "my-filter"])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Refuses to overwrite.
+    let again = std::process::Command::new(common::cairn())
+        .args(["plugin", "new", "my-filter"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // Built like scripts/build-plugins.sh builds the examples, into the
+    // workspace's target directory so the SDK's dependencies are reused;
+    // with the workspace's lock file, offline.
+    let crate_dir = dir.path().join("my-filter");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target");
+    let build = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--offline", "--release", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .current_dir(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let wasm = target.join("wasm32-unknown-unknown/release/my_filter.wasm");
+    let (ok, out, err) = hub.cli(&["plugin", "upload", wasm.to_str().unwrap()], None);
+    assert!(ok && out.contains("uploaded my-filter@1"), "{out} {err}");
+    let (ok, _, err) = hub.cli(&["topic", "create", "t"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = hub.cli(&["plugin", "attach", "t", "my-filter", "-p", "min=20"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = hub.cli(&["produce", "t"], Some("10\n20\n30\n"));
+    assert!(ok, "{err}");
+    let client = Client::connect(&hub.addr).await.unwrap();
+    assert_eq!(values(&client, "t").await, ["20", "30"]);
+}

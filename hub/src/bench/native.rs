@@ -63,7 +63,10 @@ pub struct ProduceReport {
 pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientError> {
     let admin = Client::connect(&config.hub).await?;
     let partitions = ensure_topic(&admin, &config.topic, config.partitions).await?;
-    let value = vec![b'x'; config.value_bytes];
+    // A plain-text reading padded to the size asked for, so an ingest
+    // filter (the threshold example) can parse it: `cairn bench produce`
+    // against a topic with a plugin attached measures the plugin's cost.
+    let value = format!("{:<width$}", "21.5", width = config.value_bytes.max(4)).into_bytes();
     let batch = encode(config.batch_records, &value);
     let batches = config.records.div_ceil(config.batch_records as u64);
     let per_producer = batches.div_ceil(config.producers as u64);

@@ -306,10 +306,7 @@ crate-type = ["cdylib", "rlib"]
 [dependencies]
 cairn-plugin-sdk = {{ path = "{sdk}" }}
 
-[profile.release]
-opt-level = "s"
-strip = "debuginfo"
-
+# Its own workspace, not a member of any around it.
 [workspace]
 "#,
             lib = crate_name.replace('-', "_"),

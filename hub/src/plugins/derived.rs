@@ -180,3 +180,49 @@ pub(super) fn input_batch(fetch: &Fetch, position: u64) -> Option<(Vec<u8>, u64)
     set_base_offset(&mut batch, base).ok()?;
     Some((batch, last + 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::batch::set_base_offset;
+    use cairn_proto::{BatchView, BatchWriter};
+
+    use super::{input_batch, WHOLE_BATCH_RECORDS};
+    use crate::log::Fetch;
+
+    fn stored(base: u64, values: std::ops::Range<u64>) -> Vec<u8> {
+        let mut w = BatchWriter::new(Vec::new()).unwrap();
+        for v in values {
+            w.push_parts(None, v.to_string().as_bytes(), 1, std::iter::empty()).unwrap();
+        }
+        let mut b = w.finish().unwrap();
+        set_base_offset(&mut b, base).unwrap();
+        b
+    }
+
+    fn offsets_and_values(batch: &[u8]) -> Vec<(u64, String)> {
+        let view = BatchView::parse(batch).unwrap();
+        view.records().map(|r| (r.offset, String::from_utf8_lossy(r.value).into_owned())).collect()
+    }
+
+    #[test]
+    fn starts_mid_batch_at_the_position_keeping_offsets() {
+        let fetch = Fetch { batches: vec![stored(0, 0..10), stored(10, 10..13)], offset: 5, start_offset: 0, end_offset: 13 };
+        let (batch, next) = input_batch(&fetch, 5).unwrap();
+        let got = offsets_and_values(&batch);
+        assert_eq!(next, 13);
+        assert_eq!(got.first(), Some(&(5, "5".to_string())));
+        assert_eq!(got.len(), 8);
+        assert!(got.iter().all(|(o, v)| o.to_string() == *v));
+    }
+
+    #[test]
+    fn a_large_batch_at_the_position_is_passed_as_stored() {
+        let n = u64::from(WHOLE_BATCH_RECORDS);
+        let big = stored(100, 0..n);
+        let fetch = Fetch { batches: vec![big.clone()], offset: 100, start_offset: 0, end_offset: 100 + n };
+        assert_eq!(input_batch(&fetch, 100), Some((big, 100 + n)));
+        // Nothing at or past the position: no input.
+        let fetch = Fetch { batches: vec![stored(0, 0..3)], offset: 3, start_offset: 0, end_offset: 3 };
+        assert_eq!(input_batch(&fetch, 3), None);
+    }
+}
