@@ -454,7 +454,7 @@ pub enum ResponseBody<'a> {
     },
     #[cfg(feature = "alloc")]
     Attachment {
-        attachment: AttachmentInfo,
+        attachment: alloc::boxed::Box<AttachmentInfo>,
     },
     /// Answer to dry_run: what the plugin would write, as record batches.
     #[cfg(feature = "alloc")]

@@ -137,8 +137,8 @@ async fn example_plugins_filter_convert_route_and_reformat_through_the_cli_and_m
         assert!(out.contains(&format!("uploaded {name}@1")), "{out}");
     }
     // Uploading the same bytes again is version 2, compiled once.
-    let (ok, out, _) =
-        hub.cli(&["plugin", "upload", example("cairn_plugin_threshold").to_str().unwrap(), "--name", "threshold"], None);
+    let (ok, out, _) = hub
+        .cli(&["plugin", "upload", example("cairn_plugin_threshold").to_str().unwrap(), "--name", "threshold"], None);
     assert!(ok && out.contains("threshold@2") && out.contains("already compiled"), "{out}");
 
     for (topic, partitions) in [("temps", "1"), ("celsius", "2"), ("readings", "1"), ("raw", "1")] {
@@ -184,7 +184,10 @@ async fn example_plugins_filter_convert_route_and_reformat_through_the_cli_and_m
 
     assert_eq!(values(&client, "temps").await, ["25", "30.5", "22"]);
     eventually("fahrenheit derived", Duration::from_secs(20), || async {
-        client.describe_topic("fahrenheit").await.is_ok_and(|t| t.partitions.iter().map(|p| p.end_offset).sum::<u64>() == 4)
+        client
+            .describe_topic("fahrenheit")
+            .await
+            .is_ok_and(|t| t.partitions.iter().map(|p| p.end_offset).sum::<u64>() == 4)
     })
     .await;
     let f = read_topic(&client, "fahrenheit").await;
@@ -325,8 +328,7 @@ fn hostile(body: &str, pages: u32) -> Vec<u8> {
     let package =
         resolve.push_file(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/wit/cairn.wit")).unwrap();
     let world = resolve.select_world(&[package], Some("plugin")).unwrap();
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
-        .unwrap();
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
     module
 }
 
@@ -449,7 +451,10 @@ async fn derived_topic_outputs_are_exactly_once_across_kill_9_of_the_hub() {
     {
         let client = Client::connect(&hub.addr).await.unwrap();
         create(&client, "src", 2).await;
-        client.upload_plugin("c2f", &std::fs::read(example("cairn_plugin_celsius_to_fahrenheit")).unwrap()).await.unwrap();
+        client
+            .upload_plugin("c2f", &std::fs::read(example("cairn_plugin_celsius_to_fahrenheit")).unwrap())
+            .await
+            .unwrap();
         let mut s = spec("src", "c2f", vec![]);
         s.derived_to = Some("out");
         client.attach(s).await.unwrap();
@@ -552,7 +557,8 @@ async fn a_backfill_from_earliest_reproduces_the_live_attachment() {
     let backfill = read_topic(&client, "backfill").await;
     assert_eq!(live.iter().map(Vec::len).sum::<usize>(), 6_000);
     assert_eq!(live, backfill);
-    let later: Vec<u64> = read_topic(&client, "later").await.concat().iter().map(|r| r.value.parse().unwrap()).collect();
+    let later: Vec<u64> =
+        read_topic(&client, "later").await.concat().iter().map(|r| r.value.parse().unwrap()).collect();
     assert_eq!(later.len(), 3_000);
     assert!(later.iter().all(|&v| v >= 3_000));
     // The emitted alerts (values over 5000) went to `alerts` from both.

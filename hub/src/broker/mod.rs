@@ -85,12 +85,13 @@ impl Broker {
             let batch = encode(indexes.iter().map(|&i| &records[i]))?;
             batches.push((partition, indexes, batch));
         }
-        let appends = batches.into_iter().map(|(partition, records, batch)| {
-            let log = self.log.clone();
-            async move {
-                let outcome = log.append(topic, partition, batch).await;
-                Produced { partition, records, outcome }
-            }
+        let appends = batches.into_iter().map(|(partition, records, batch)| async move {
+            // Through `produce_batch`, so ingest plugins apply here too.
+            let outcome = match self.produce_batch(topic, Some(partition), batch).await {
+                Ok((_, pending)) => pending.outcome().await,
+                Err(e) => Err(e),
+            };
+            Produced { partition, records, outcome }
         });
         Ok(futures::future::join_all(appends).await)
     }
@@ -116,8 +117,7 @@ impl Broker {
             // it is stored, and the rewrite is stored in one transaction.
             let (partition, _) = self.log.check_batch(topic, &batch, choose)?;
             let rewritten = plugins.ingest(topic, partition, batch).await?;
-            let pending =
-                self.log.submit_rewritten(topic, partition, rewritten.sequence, rewritten.batches).await?;
+            let pending = self.log.submit_rewritten(topic, partition, rewritten.sequence, rewritten.batches).await?;
             return Ok((partition, pending.with_not_stored(rewritten.not_stored)));
         }
         self.log.submit_to(topic, batch, choose).await

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom as AttachFrom};
 use cairn_proto::frame::{
     self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicDescription, TopicSettings,
 };
+pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom as AttachFrom};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -361,13 +361,9 @@ impl Client {
     /// Uploads a plugin (.wasm) as the next version of `name`.
     pub async fn upload_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginUploaded> {
         self.request(RequestBody::UploadPlugin { name, wasm }, |r| match r {
-            ResponseBody::PluginUploaded { name, version, hash, compile_us, from_cache } => Some(PluginUploaded {
-                name: name.to_string(),
-                version,
-                hash: hash.to_string(),
-                compile_us,
-                from_cache,
-            }),
+            ResponseBody::PluginUploaded { name, version, hash, compile_us, from_cache } => {
+                Some(PluginUploaded { name: name.to_string(), version, hash: hash.to_string(), compile_us, from_cache })
+            }
             _ => None,
         })
         .await
@@ -387,7 +383,7 @@ impl Client {
     /// Attaches a plugin (or swaps the version of an existing attachment).
     pub async fn attach(&self, attachment: AttachSpec<'_>) -> Result<AttachmentInfo> {
         self.request(RequestBody::Attach { attachment }, |r| match r {
-            ResponseBody::Attachment { attachment } => Some(attachment),
+            ResponseBody::Attachment { attachment } => Some(*attachment),
             _ => None,
         })
         .await

@@ -126,10 +126,9 @@ pub async fn run(command: PluginCommand, hub: HubArgs) -> Result<(), AnyError> {
             let wasm = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let name = match name {
                 Some(n) => n,
-                None => file
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().replace('_', "-"))
-                    .ok_or("give the plugin a --name")?,
+                None => {
+                    file.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).ok_or("give the plugin a --name")?
+                }
             };
             let up = client.upload_plugin(&name, &wasm).await?;
             match hub.output {
@@ -214,7 +213,9 @@ pub async fn run(command: PluginCommand, hub: HubArgs) -> Result<(), AnyError> {
                 }
             }
             match hub.output {
-                Output::Json => println!("{}", json!({"records_in": run.records_in, "records_out": out_count, "error": run.error})),
+                Output::Json => {
+                    println!("{}", json!({"records_in": run.records_in, "records_out": out_count, "error": run.error}))
+                }
                 Output::Text => {
                     println!("dry run: {} records in, {} out (nothing was written)", run.records_in, out_count);
                     if let Some(e) = &run.error {
@@ -286,9 +287,8 @@ fn scaffold(name: &str, sdk: &std::path::Path) -> Result<(), AnyError> {
         return Err(format!("{} already exists; choose another name", dir.display()).into());
     }
     let crate_name = dir.file_name().map(|n| n.to_string_lossy().to_string()).ok_or("give the plugin a name")?;
-    let sdk = std::fs::canonicalize(sdk).map_err(|e| {
-        format!("the plugin SDK is not at {} ({e}); pass --sdk <path to plugins/sdk>", sdk.display())
-    })?;
+    let sdk = std::fs::canonicalize(sdk)
+        .map_err(|e| format!("the plugin SDK is not at {} ({e}); pass --sdk <path to plugins/sdk>", sdk.display()))?;
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::write(
         dir.join("Cargo.toml"),

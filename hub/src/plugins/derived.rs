@@ -11,9 +11,9 @@ use cairn_proto::batch::set_base_offset;
 use cairn_proto::{BatchHeader, BatchView, BatchWriter};
 use tokio::sync::watch;
 
+use super::registry::{AttachmentSpec, Kind};
 use super::stage::{dead_letter_batch, StageOutcome};
 use super::stats::Status;
-use super::registry::{AttachmentSpec, Kind};
 use super::{ensure_topic, Attachment};
 use crate::log::{Fetch, Log, LogError, OffsetCommit};
 
@@ -27,7 +27,12 @@ const WHOLE_BATCH_RECORDS: u32 = 256;
 const RETRY: Duration = Duration::from_millis(250);
 
 /// Processes `partition` of the attachment's source topic until `stop`.
-pub(super) async fn run_partition(log: Log, attachment: Arc<Attachment>, partition: u32, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run_partition(
+    log: Log,
+    attachment: Arc<Attachment>,
+    partition: u32,
+    mut stop: watch::Receiver<bool>,
+) {
     let spec = attachment.stage().spec.clone();
     let (source, group, name) = (spec.topic.clone(), spec.group(), spec.name.clone());
     let mut position = match log.committed_offsets(&group, &source) {
@@ -206,7 +211,8 @@ mod tests {
 
     #[test]
     fn starts_mid_batch_at_the_position_keeping_offsets() {
-        let fetch = Fetch { batches: vec![stored(0, 0..10), stored(10, 10..13)], offset: 5, start_offset: 0, end_offset: 13 };
+        let fetch =
+            Fetch { batches: vec![stored(0, 0..10), stored(10, 10..13)], offset: 5, start_offset: 0, end_offset: 13 };
         let (batch, next) = input_batch(&fetch, 5).unwrap();
         let got = offsets_and_values(&batch);
         assert_eq!(next, 13);

@@ -155,7 +155,7 @@ impl Plugins {
             };
             match plugins.build_stage(spec.clone(), Arc::default()).await {
                 Ok(stage) => {
-                    let from_cache = stage.from_cache();
+                    let from_cache = stage.loaded_from_cache();
                     plugins.install(stage);
                     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
                     tracing::info!(attachment = %name, plugin = %spec.plugin, version = spec.version, from_cache, elapsed_ms, "attachment restored");

@@ -54,7 +54,7 @@ impl Stage {
     }
 
     /// True when the plugin was loaded from the compile cache.
-    pub fn from_cache(&self) -> bool {
+    pub fn loaded_from_cache(&self) -> bool {
         self.plugin.from_cache()
     }
 
@@ -135,7 +135,8 @@ impl Stage {
                 return Err(PluginError::BadOutput { index, detail });
             }
             if output.batch.len() > self.max_batch_bytes {
-                let detail = format!("{} bytes, over the hub's max_batch_bytes of {}", output.batch.len(), self.max_batch_bytes);
+                let detail =
+                    format!("{} bytes, over the hub's max_batch_bytes of {}", output.batch.len(), self.max_batch_bytes);
                 return Err(PluginError::BadOutput { index, detail });
             }
             match output.topic {
@@ -183,7 +184,12 @@ fn merge(mut batches: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, PluginError> {
 /// The records of `input` for a dead-letter topic: as they were, plus
 /// headers naming the attachment, the reason and (for a derived topic) the
 /// source partition and offset.
-pub fn dead_letter_batch(input: &[u8], attachment: &str, reason: &str, source_partition: Option<u32>) -> Option<Vec<u8>> {
+pub fn dead_letter_batch(
+    input: &[u8],
+    attachment: &str,
+    reason: &str,
+    source_partition: Option<u32>,
+) -> Option<Vec<u8>> {
     let view = BatchView::parse(input).ok()?;
     let mut writer = BatchWriter::new(Vec::with_capacity(input.len() + 256)).ok()?;
     let partition = source_partition.map(|p| p.to_string());

@@ -58,7 +58,8 @@ impl Stats {
         state.consecutive_failures += 1;
         state.last_error = Some(error.to_string());
         if state.status == Status::Running && max_failures > 0 && state.consecutive_failures >= max_failures {
-            state.status = Status::Paused(format!("{} failed batches in a row; last: {error}", state.consecutive_failures));
+            state.status =
+                Status::Paused(format!("{} failed batches in a row; last: {error}", state.consecutive_failures));
             return true;
         }
         false

@@ -284,7 +284,10 @@ impl Handler {
                     memory_bytes: a.memory_bytes,
                     max_failures: a.max_failures,
                 };
-                plugins.attach(request).await.map(|attachment| encode(id, ResponseBody::Attachment { attachment }))
+                plugins
+                    .attach(request)
+                    .await
+                    .map(|attachment| encode(id, ResponseBody::Attachment { attachment: Box::new(attachment) }))
             }
             RequestBody::Detach { name } => plugins.detach(name).await.map(|()| encode(id, ResponseBody::Done)),
             RequestBody::DryRun { plugin, version, params, topic, last } => {
