@@ -128,6 +128,11 @@ pub trait Buffer {
     fn capacity(&self) -> Option<usize> {
         None
     }
+    /// Makes room for `additional` more bytes at once, where the buffer can
+    /// grow (one allocation per record instead of one check per field).
+    fn reserve(&mut self, additional: usize) {
+        let _ = additional;
+    }
     /// Appends bytes, or fails without writing any.
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError>;
     /// The bytes written so far, to patch the header in place.
@@ -180,6 +185,10 @@ impl Buffer for SliceBuffer<'_> {
 impl Buffer for alloc::vec::Vec<u8> {
     fn len(&self) -> usize {
         alloc::vec::Vec::len(self)
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        alloc::vec::Vec::reserve(self, additional);
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
@@ -289,6 +298,17 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) -> Result<(), DecodeE
     Ok(())
 }
 
+/// Computes and writes the CRC of an encoded batch (one written with
+/// [`BatchWriter::finish_unsealed`]). Validate it afterwards as usual.
+pub fn seal(batch: &mut [u8]) -> Result<(), DecodeError> {
+    if batch.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated { needed: HEADER_LEN, available: batch.len() });
+    }
+    let crc = crate::checksum::crc32(&batch[CRC_START..]);
+    batch[13..17].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 fn be_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -318,6 +338,27 @@ impl<'a> BatchView<'a> {
             });
         }
         Ok(view)
+    }
+
+    /// The header and length checked, but neither the CRC nor the records:
+    /// for bytes validated already by someone trusted. A plugin reads the
+    /// batches the hub checked; in wasm a CRC and a second walk over every
+    /// record cost more than most plugins' own work. Iterating a corrupt
+    /// batch still cannot panic: [`RecordIter`] and the header iterator stop
+    /// at the first record they cannot read.
+    pub fn parse_trusted(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
+        let header = BatchHeader::read(bytes)?;
+        let total = LENGTH_FIELD_END.checked_add(header.batch_length as usize).ok_or(DecodeError::LengthOverflow)?;
+        if total < HEADER_LEN || total != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                declared: header.batch_length as usize,
+                actual: bytes.len().saturating_sub(LENGTH_FIELD_END),
+            });
+        }
+        if header.attributes != 0 {
+            return Err(DecodeError::UnsupportedAttributes(header.attributes));
+        }
+        Ok(BatchView { header, records: &bytes[HEADER_LEN..total] })
     }
 
     /// Validates the batch at the start of `bytes` (more may follow), and
@@ -594,6 +635,7 @@ impl<B: Buffer> BatchWriter<B> {
                 return Err(EncodeError::BufferFull { needed, capacity });
             }
         }
+        self.buf.reserve(total);
         write_record(&mut self.buf, body, key, value, ts_delta, offset_delta, headers)?;
         self.count += 1;
         self.last_delta = self.last_delta.max(self.next_delta);
@@ -604,7 +646,18 @@ impl<B: Buffer> BatchWriter<B> {
 
     /// Writes the header (base offset 0: the hub assigns the real one) and
     /// the CRC, and hands the buffer back.
-    pub fn finish(mut self) -> Result<B, EncodeError> {
+    pub fn finish(self) -> Result<B, EncodeError> {
+        self.finish_with(true)
+    }
+
+    /// Like [`BatchWriter::finish`] but leaves the CRC field 0, for a
+    /// receiver that seals the batch itself ([`seal`]): a WebAssembly plugin,
+    /// whose output the hub checks and seals with the CPU's CRC instructions.
+    pub fn finish_unsealed(self) -> Result<B, EncodeError> {
+        self.finish_with(false)
+    }
+
+    fn finish_with(mut self, crc: bool) -> Result<B, EncodeError> {
         if self.count == 0 {
             return Err(EncodeError::Empty);
         }
@@ -621,7 +674,7 @@ impl<B: Buffer> BatchWriter<B> {
         bytes[39..47].copy_from_slice(&self.producer_id.to_be_bytes());
         bytes[47..51].copy_from_slice(&self.base_sequence.to_be_bytes());
         bytes[51..55].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crate::checksum::crc32(&bytes[CRC_START..]);
+        let crc = if crc { crate::checksum::crc32(&bytes[CRC_START..]) } else { 0 };
         bytes[13..17].copy_from_slice(&crc.to_be_bytes());
         Ok(self.buf)
     }

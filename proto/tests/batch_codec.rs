@@ -244,3 +244,28 @@ fn last_sequence_never_wraps() {
     let two = w.finish().unwrap();
     assert_eq!(BatchHeader::read(&two).unwrap().last_sequence(), None);
 }
+
+proptest::proptest! {
+    /// A trusted parse of any bytes never panics, and iterating what it
+    /// accepts never panics either (a plugin gets batches the hub checked,
+    /// but must not crash on a corrupt one).
+    #[test]
+    fn trusted_parse_of_garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+        if let Ok(view) = cairn_proto::BatchView::parse_trusted(&bytes) {
+            for r in view.records() {
+                let _ = r.headers.count();
+            }
+        }
+    }
+}
+
+#[test]
+fn unsealed_batches_are_sealed_by_the_receiver() {
+    let mut w = cairn_proto::BatchWriter::new(Vec::new()).unwrap();
+    w.push_parts(Some(b"k"), b"v", 5, std::iter::empty()).unwrap();
+    let mut batch = w.finish_unsealed().unwrap();
+    assert!(cairn_proto::BatchView::parse(&batch).is_err(), "no CRC yet");
+    assert_eq!(cairn_proto::BatchView::parse_trusted(&batch).unwrap().records().count(), 1);
+    cairn_proto::batch::seal(&mut batch).unwrap();
+    assert_eq!(cairn_proto::BatchView::parse(&batch).unwrap().records().next().unwrap().value, b"v");
+}

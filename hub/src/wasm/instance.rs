@@ -2,6 +2,7 @@
 //! checks on what it returns. Nothing a plugin does can panic the hub: every
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
+use cairn_proto::batch::seal;
 use cairn_proto::BatchView;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
@@ -164,7 +165,8 @@ impl PluginInstance {
             Ok(Ok(outputs)) => outputs,
         };
         self.live = Some(live);
-        validate_outputs(&outputs, self.limits.max_output_bytes)?;
+        let mut outputs = outputs;
+        validate_outputs(&mut outputs, self.limits.max_output_bytes)?;
         Ok(Processed { outputs, fuel_used })
     }
 
@@ -227,18 +229,23 @@ fn call_error(error: wasmtime::Error, store: &Store<HostState>, limits: &Limits)
 }
 
 /// Every output must be one valid record batch (the broker stores it as is),
-/// sent to a valid topic name, all of them within the size cap.
-fn validate_outputs(outputs: &[Output], max_bytes: usize) -> Result<(), PluginError> {
+/// sent to a valid topic name, all of them within the size cap. The hub
+/// computes each batch's CRC itself (`seal`): the SDK leaves it to the hub,
+/// whose CRC instructions are far faster than a table in wasm, and a CRC
+/// the plugin wrote would prove nothing the record checks do not.
+fn validate_outputs(outputs: &mut [Output], max_bytes: usize) -> Result<(), PluginError> {
     let actual: usize = outputs.iter().map(|o| o.batch.len()).sum();
     if actual > max_bytes {
         return Err(PluginError::OutputTooLarge { limit: max_bytes, actual });
     }
-    for (index, output) in outputs.iter().enumerate() {
+    for (index, output) in outputs.iter_mut().enumerate() {
         if let Some(topic) = &output.topic {
             crate::log::validate_topic_name(topic)
                 .map_err(|e| PluginError::BadOutput { index, detail: format!("cannot emit to {topic:?}: {e}") })?;
         }
-        BatchView::parse(&output.batch).map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
+        let bad = |e: cairn_proto::DecodeError| PluginError::BadOutput { index, detail: e.to_string() };
+        seal(&mut output.batch).map_err(bad)?;
+        BatchView::parse(&output.batch).map_err(bad)?;
     }
     Ok(())
 }

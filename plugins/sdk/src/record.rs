@@ -63,6 +63,10 @@ impl<'a> Record<'a> {
     /// The value as a plain-text number (`21.5`, ` -3 `, `1e3`), the way
     /// sensors and `mosquitto_pub -m 21.5` send readings.
     pub fn number(&self) -> Result<f64, String> {
+        if let Some(number) = plain_number(self.view.value) {
+            return Ok(number);
+        }
+        // Unicode spaces, `inf`, `NaN`, or not a number at all.
         let text = self.text()?.trim();
         text.parse::<f64>().map_err(|_| format!("value {text:?} is not a number"))
     }
@@ -75,5 +79,53 @@ impl<'a> Record<'a> {
     /// The value decoded as CBOR into `T`.
     pub fn cbor<T: serde::Deserialize<'a>>(&self) -> Result<T, String> {
         serde_cbor::from_slice(self.view.value).map_err(|e| format!("value is not the expected CBOR: {e}"))
+    }
+}
+
+/// The common case of [`Record::number`] without decoding characters: ASCII
+/// digits (and `+-.eE`) between ASCII whitespace, the trailing run checked
+/// eight bytes at a time. A filter calls this once per record, so it shows.
+fn plain_number(value: &[u8]) -> Option<f64> {
+    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &value[start..];
+    let len = rest.iter().position(|b| !matches!(b, b'0'..=b'9' | b'+' | b'-' | b'.' | b'e' | b'E'));
+    let (digits, tail) = rest.split_at(len.unwrap_or(rest.len()));
+    if !all_ascii_whitespace(tail) {
+        return None;
+    }
+    core::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn all_ascii_whitespace(bytes: &[u8]) -> bool {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let words_ok = chunks.by_ref().all(|c| {
+        let word = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        word == SPACES || c.iter().all(u8::is_ascii_whitespace)
+    });
+    words_ok && chunks.remainder().iter().all(u8::is_ascii_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_number;
+
+    #[test]
+    fn plain_numbers_parse_like_str_parse() {
+        let padded = format!("21.5{}", " ".repeat(96));
+        for (text, expected) in [
+            ("21.5", Some(21.5)),
+            (" -3 ", Some(-3.0)),
+            ("1e3\n", Some(1000.0)),
+            (padded.as_str(), Some(21.5)),
+            ("\t7\r\n", Some(7.0)),
+            ("21.5 x", None),
+            ("", None),
+            ("   ", None),
+            ("1-2", None),
+            ("inf", None),
+        ] {
+            assert_eq!(plain_number(text.as_bytes()), expected, "{text:?}");
+        }
     }
 }
