@@ -21,6 +21,7 @@ HUB=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 start_hub() {
+    rm -f "$WORK/hub.log"
     NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 --mqtt false \
         2>"$WORK/hub.log" &
     HUB=$!
@@ -61,4 +62,4 @@ echo "== restart: attachments restored from the compile cache"
 kill -TERM "$HUB"
 wait "$HUB" || true
 start_hub
-sed 's/\x1b\[[0-9;]*m//g' "$WORK/hub.log" | grep "attachment restored" | head -3
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/hub.log" | grep -E "log opened|attachment restored" | head -4 || true
