@@ -56,7 +56,8 @@ done
 plain=$(median <"$WORK/plain")
 filtered=$(median <"$WORK/filtered")
 echo "median without plugin: $plain rec/s; with the ingest filter: $filtered rec/s; ratio $(awk "BEGIN {printf \"%.2f\", $filtered / $plain}")"
-"$CAIRN" plugin describe threshold --hub "$ADDR" | head -4
+"$CAIRN" plugin describe threshold --hub "$ADDR" >"$WORK/describe.txt"
+head -4 "$WORK/describe.txt"
 
 echo "== restart: attachments restored from the compile cache"
 kill -TERM "$HUB"
