@@ -8,15 +8,11 @@ RUNS="${1:-3}"
 cargo build --release -q -p cairn-hub --bin cairn
 CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
+HUB=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 --mqtt false 2>"$WORK/hub.log" &
-HUB=$!
-for _ in $(seq 1 100); do
-    grep -q "cairn is running" "$WORK/hub.log" 2>/dev/null && break
-    sleep 0.1
-done
-ADDR=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/hub.log" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2)
+source scripts/lib-hub.sh
+start_hub
 sleep 1
 rss() { grep "$1" "/proc/$HUB/status" | awk '{print $2/1024 " MB"}'; }
 echo "hub at $ADDR; idle RSS: $(rss VmRSS)"

@@ -20,17 +20,7 @@ WORK="$(mktemp -d)"
 HUB=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start_hub() {
-    rm -f "$WORK/hub.log"
-    NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 --mqtt false \
-        2>"$WORK/hub.log" &
-    HUB=$!
-    for _ in $(seq 1 300); do
-        grep -q "cairn is running" "$WORK/hub.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    ADDR=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/hub.log" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2)
-}
+source scripts/lib-hub.sh
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== plugin stage alone (threshold, min=20: half kept)"

@@ -396,16 +396,7 @@ impl Log {
         batches: Vec<(String, u32, Vec<u8>)>,
         commit: Option<OffsetCommit<'_>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let mut appends = Vec::with_capacity(batches.len());
-        for (topic, partition, batch) in batches {
-            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
-            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
-                return Err(LogError::InvalidProducerBatch(
-                    "a transaction's batches carry no producer id; the committed offset deduplicates them".into(),
-                ));
-            }
-            appends.push(append);
-        }
+        let appends = self.validate_unsequenced(batches, "the committed offset deduplicates them")?;
         let commit = match commit {
             Some(c) => {
                 let entry = self.shared.catalog.get(c.topic)?;
@@ -435,16 +426,7 @@ impl Log {
         sequence: Option<(i64, i32, i32)>,
         batches: Vec<(String, u32, Vec<u8>)>,
     ) -> Result<PendingAppend> {
-        let mut appends = Vec::with_capacity(batches.len());
-        for (topic, partition, batch) in batches {
-            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
-            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
-                return Err(LogError::InvalidProducerBatch(
-                    "a rewritten batch carries no producer id; the original's sequence numbers deduplicate it".into(),
-                ));
-            }
-            appends.push(append);
-        }
+        let appends = self.validate_unsequenced(batches, "the original's sequence numbers deduplicate them")?;
         let entry = self.shared.catalog.get(topic)?;
         entry.partition(partition)?;
         let producer = ProducerSpan { topic_id: entry.id, topic: topic.to_string(), partition, sequence };
@@ -452,6 +434,27 @@ impl Log {
         let command = Command::Transaction { appends, commit: None, producer: Some(producer), reply };
         self.shared.commands.send(command).await.map_err(|_| LogError::Closed)?;
         Ok(PendingAppend { rx: PendingRx::Rewritten(rx), not_stored: 0 })
+    }
+
+    /// Validates the batches of a transaction, which carry no producer id:
+    /// something else (`dedup`, for the message) keeps them from being
+    /// stored twice.
+    fn validate_unsequenced(
+        &self,
+        batches: Vec<(String, u32, Vec<u8>)>,
+        dedup: &str,
+    ) -> Result<Vec<writer::BatchToAppend>> {
+        let mut appends = Vec::with_capacity(batches.len());
+        for (topic, partition, batch) in batches {
+            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
+            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
+                return Err(LogError::InvalidProducerBatch(format!(
+                    "a transaction's batches carry no producer id; {dedup}"
+                )));
+            }
+            appends.push(append);
+        }
+        Ok(appends)
     }
 
     /// The checks every batch passes before the writer sees it.
