@@ -136,9 +136,11 @@ async fn outputs(
         StageOutcome::Failed { input, reason } => {
             let dlq = spec.dead_letter_topic();
             ensure_topic(log, &dlq, 1).await?;
-            if let Some(batch) = dead_letter_batch(&input, &spec.name, &reason, Some(partition)) {
-                writes.push((dlq, 0, batch));
-            }
+            // Without the records there is nothing to dead-letter: fail, so
+            // the position does not move and the batch is tried again.
+            let batch = dead_letter_batch(&input, &spec.name, &reason, Some(partition))
+                .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
+            writes.push((dlq, 0, batch));
         }
     }
     Ok(writes)

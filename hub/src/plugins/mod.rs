@@ -425,9 +425,11 @@ impl Plugins {
                 StageOutcome::Failed { input, reason } => {
                     let dlq = dead_letter_topic(topic);
                     ensure_topic(&self.log, &dlq, 1).await?;
-                    if let Some(batch) = dead_letter_batch(&input, &stage.spec.name, &reason, None) {
-                        writes.push((dlq, 0, batch));
-                    }
+                    // Without the records there is nothing to dead-letter:
+                    // refuse the produce (retriable) rather than lose them.
+                    let batch = dead_letter_batch(&input, &stage.spec.name, &reason, None)
+                        .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
+                    writes.push((dlq, 0, batch));
                     break;
                 }
             }
