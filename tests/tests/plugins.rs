@@ -616,3 +616,40 @@ async fn a_scaffolded_plugin_builds_uploads_and_filters() {
     let client = Client::connect(&hub.addr).await.unwrap();
     assert_eq!(values(&client, "t").await, ["20", "30"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_log_refuses_and_large_dead_letters_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small batches, so dead letters (which gain headers) must be split.
+    let hub = Hub::start(dir.path(), &["--max-batch-bytes", "4096"]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.upload_plugin("router", &std::fs::read(example("cairn_plugin_alert_router")).unwrap()).await.unwrap();
+    client.upload_plugin("trap", &hostile("unreachable", 2)).await.unwrap();
+    // `alerts` compacted: the router's unkeyed alerts would be refused there.
+    client
+        .create_topic("alerts", TopicSettings { cleanup_policy: Some("compact"), ..Default::default() })
+        .await
+        .unwrap();
+    create(&client, "r", 1).await;
+    client.attach(spec("r", "router", vec![("limit", "10")])).await.unwrap();
+    let r = produce(&client, "r", None, &["5", "50"]).await;
+    assert_eq!(r.not_stored, 2, "the whole batch went to the dead-letter topic");
+    assert!(values(&client, "r").await.is_empty());
+    let dead = read_topic(&client, "r.dlq").await.concat();
+    assert_eq!(dead.iter().map(|r| r.value.as_str()).collect::<Vec<_>>(), ["5", "50"]);
+    let reason = &dead[0].headers.iter().find(|(n, _)| n == "cairn.dlq.reason").unwrap().1;
+    assert!(reason.contains("refuses") && reason.contains("key"), "{reason}");
+    assert_eq!(attachment(&client, "router", "r.router").await.failures, 1);
+
+    // 150 small records fit one 4 KiB batch, but not with the dead-letter headers.
+    create(&client, "t", 1).await;
+    client.attach(spec("t", "trap", vec![])).await.unwrap();
+    let values_sent: Vec<String> = (0..150).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = values_sent.iter().map(String::as_str).collect();
+    assert_eq!(produce(&client, "t", None, &refs).await.not_stored, 150);
+    let dlq = client.describe_topic("t.dlq").await.unwrap();
+    assert_eq!(dlq.partitions[0].end_offset, 150);
+    let fetched = client.fetch("t.dlq", 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+    assert!(fetched.batches.len() > 1, "split into several batches under max_batch_bytes");
+    assert_eq!(values(&client, "t.dlq").await, values_sent);
+}

@@ -17,7 +17,7 @@ use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
 
 use crate::log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
+use crate::plugins::{Ingested, Plugins};
 
 /// Where one produce call's records went, per partition.
 #[derive(Debug)]
@@ -116,9 +116,14 @@ impl Broker {
             // Checked and placed as sent; the plugins then decide what of
             // it is stored, and the rewrite is stored in one transaction.
             let (partition, _) = self.log.check_batch(topic, &batch, choose)?;
-            let rewritten = plugins.ingest(topic, partition, batch).await?;
-            let pending = self.log.submit_rewritten(topic, partition, rewritten.sequence, rewritten.batches).await?;
-            return Ok((partition, pending.with_not_stored(rewritten.not_stored)));
+            return match plugins.ingest(topic, partition, batch).await? {
+                Ingested::Rewritten(r) => {
+                    let pending = self.log.submit_rewritten(topic, partition, r.sequence, r.batches).await?;
+                    Ok((partition, pending.with_not_stored(r.not_stored)))
+                }
+                // Detached meanwhile: stored as sent, in the partition chosen.
+                Ingested::Unchanged(batch) => self.log.submit_to(topic, batch, |_, _| Ok(partition)).await,
+            };
         }
         self.log.submit_to(topic, batch, choose).await
     }

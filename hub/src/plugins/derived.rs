@@ -11,10 +11,10 @@ use cairn_proto::batch::set_base_offset;
 use cairn_proto::{BatchHeader, BatchView, BatchWriter};
 use tokio::sync::watch;
 
-use super::registry::{AttachmentSpec, Kind};
-use super::stage::{dead_letter_batch, StageOutcome};
+use super::registry::Kind;
+use super::stage::{Stage, StageOutcome};
 use super::stats::Status;
-use super::{ensure_topic, Attachment};
+use super::{dead_letters, ensure_topic, Attachment};
 use crate::log::{Fetch, Log, LogError, OffsetCommit};
 
 /// Bytes read from the source per fetch.
@@ -88,7 +88,11 @@ pub(super) async fn run_partition(
             continue;
         };
         let outcome = stage.process(input).await;
-        let writes = outputs(&log, &stage.spec, partition, outcome).await;
+        if let StageOutcome::Paused { .. } = outcome {
+            // Paused by another partition's failures: stay at `position`.
+            continue;
+        }
+        let writes = outputs(&log, &stage, partition, outcome).await;
         let offsets = [(partition, next)];
         let commit = OffsetCommit { group: &group, topic: &source, offsets: &offsets };
         let stored = match writes {
@@ -113,37 +117,38 @@ pub(super) async fn run_partition(
 
 /// What to write for one processed batch: (topic, partition, batch). An
 /// output goes to the partition of the source partition's number (modulo the
-/// output's partitions), so order per partition is kept; a failed batch goes
-/// to the dead-letter topic with its reason.
+/// output's partitions), so order per partition is kept; a failed batch, or
+/// one whose output the log would refuse, goes to the dead-letter topic with
+/// its reason.
 async fn outputs(
     log: &Log,
-    spec: &AttachmentSpec,
+    stage: &Stage,
     partition: u32,
     outcome: StageOutcome,
 ) -> Result<Vec<(String, u32, Vec<u8>)>, LogError> {
-    let mut writes = Vec::new();
-    match outcome {
-        StageOutcome::Ran { own, emitted } => {
-            let output = match &spec.kind {
+    let (input, reason) = match outcome {
+        StageOutcome::Ran { input, own, emitted } => {
+            let output = match &stage.spec.kind {
                 Kind::Derived { output, .. } => output.clone(),
-                Kind::Ingest => spec.topic.clone(),
+                Kind::Ingest => stage.spec.topic.clone(),
             };
+            let mut writes = Vec::new();
             for (topic, batch) in own.map(|b| (output, b)).into_iter().chain(emitted) {
                 let n = ensure_topic(log, &topic, 1).await?;
                 writes.push((topic, partition % n, batch));
             }
+            match writes.iter().find_map(|(t, p, b)| log.check_batch(t, b, |_, _| Ok(*p)).err()) {
+                None => return Ok(writes),
+                Some(e) => {
+                    let reason = format!("the log refuses the plugin's output: {e}");
+                    stage.failed(&reason);
+                    (input, reason)
+                }
+            }
         }
-        StageOutcome::Failed { input, reason } => {
-            let dlq = spec.dead_letter_topic();
-            ensure_topic(log, &dlq, 1).await?;
-            // Without the records there is nothing to dead-letter: fail, so
-            // the position does not move and the batch is tried again.
-            let batch = dead_letter_batch(&input, &spec.name, &reason, Some(partition))
-                .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
-            writes.push((dlq, 0, batch));
-        }
-    }
-    Ok(writes)
+        StageOutcome::Failed { input, reason } | StageOutcome::Paused { input, reason } => (input, reason),
+    };
+    dead_letters(log, stage, &input, &reason, Some(partition)).await
 }
 
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {

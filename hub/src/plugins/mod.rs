@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::{validate_name, PluginsError, Result};
-use registry::{dead_letter_topic, from_cbor, to_cbor, AttachmentSpec, Kind, VersionMeta};
-use stage::{count, dead_letter_batch, Stage, StageOutcome};
+use registry::{from_cbor, to_cbor, AttachmentSpec, Kind, VersionMeta};
+use stage::{count, dead_letter_batches, Stage, StageOutcome};
 use stats::{Stats, Status};
 
 use crate::log::{Log, LogError, TopicConfig};
@@ -98,6 +98,15 @@ pub struct Rewritten {
     pub sequence: Option<(i64, i32, i32)>,
     /// Records sent that the partition does not get.
     pub not_stored: u32,
+}
+
+/// What ingest made of a producer batch.
+#[derive(Debug)]
+pub enum Ingested {
+    /// Through the plugins: store this instead.
+    Rewritten(Rewritten),
+    /// No ingest attachment on the topic (detached meanwhile): store as sent.
+    Unchanged(Vec<u8>),
 }
 
 /// A live attachment: its current stage (swapped on a version change) and,
@@ -290,7 +299,10 @@ impl Plugins {
             order,
         };
         let stage = self.build_stage(spec.clone(), stats).await?;
-        if let (Kind::Derived { output, from }, None) = (&kind, &existing) {
+        // Stored but not live (it could not be restored at start): attaching
+        // again must not move a derived topic's committed position.
+        let stored = existing.is_none() && self.log.attachments()?.iter().any(|(n, _)| *n == name);
+        if let (Kind::Derived { output, from }, None, false) = (&kind, &existing, stored) {
             let partitions = source.partitions.len() as u32;
             ensure_topic(&self.log, output, partitions).await?;
             // The start is fixed now, so "latest" means the end at attach
@@ -402,9 +414,13 @@ impl Plugins {
     /// the source's partition count, same partition number modulo theirs); a
     /// batch that fails, or meets a paused attachment, goes to `<topic>.dlq`
     /// with the reason. Nothing is lost either way.
-    pub async fn ingest(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<Rewritten, LogError> {
-        let header = BatchHeader::read(&batch)?;
+    /// `Unchanged` when the topic has no ingest attachment (any more).
+    pub async fn ingest(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<Ingested, LogError> {
         let chain = self.ingest.read().expect("lock").get(topic).cloned().unwrap_or_default();
+        if chain.is_empty() {
+            return Ok(Ingested::Unchanged(batch));
+        }
+        let header = BatchHeader::read(&batch)?;
         let partitions = self.log.partition_count(topic)?;
         let sequence = (header.producer_id != NO_PRODUCER)
             .then(|| header.last_sequence().map(|last| (header.producer_id, header.base_sequence, last)))
@@ -414,32 +430,45 @@ impl Plugins {
         for attachment in chain {
             let Some(input) = current.take() else { break };
             let stage = attachment.stage();
-            match stage.process(input).await {
-                StageOutcome::Ran { own, emitted } => {
+            let (input, reason) = match stage.process(input).await {
+                StageOutcome::Ran { input, own, emitted } => {
+                    let mut outputs = Vec::with_capacity(emitted.len());
                     for (to, batch) in emitted {
                         let n = ensure_topic(&self.log, &to, partitions).await?;
-                        writes.push((to, partition % n, batch));
+                        outputs.push((to, partition % n, batch));
                     }
-                    current = own;
+                    // The log's own rules (numbering, size, keys on compacted
+                    // topics), checked now: an output it would refuse is the
+                    // plugin's failure, dead-lettered, not the producer's.
+                    let own_refused =
+                        own.as_ref().and_then(|b| self.log.check_batch(topic, b, |_, _| Ok(partition)).err());
+                    let refused = own_refused.or_else(|| {
+                        outputs.iter().find_map(|(t, p, b)| self.log.check_batch(t, b, |_, _| Ok(*p)).err())
+                    });
+                    match refused {
+                        None => {
+                            writes.extend(outputs);
+                            current = own;
+                            continue;
+                        }
+                        Some(e) => {
+                            let reason = format!("the log refuses the plugin's output: {e}");
+                            stage.failed(&reason);
+                            (input, reason)
+                        }
+                    }
                 }
-                StageOutcome::Failed { input, reason } => {
-                    let dlq = dead_letter_topic(topic);
-                    ensure_topic(&self.log, &dlq, 1).await?;
-                    // Without the records there is nothing to dead-letter:
-                    // refuse the produce (retriable) rather than lose them.
-                    let batch = dead_letter_batch(&input, &stage.spec.name, &reason, None)
-                        .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
-                    writes.push((dlq, 0, batch));
-                    break;
-                }
-            }
+                StageOutcome::Failed { input, reason } | StageOutcome::Paused { input, reason } => (input, reason),
+            };
+            writes.extend(dead_letters(&self.log, &stage, &input, &reason, None).await?);
+            break;
         }
         let stored = current.as_deref().map_or(0, count);
         if let Some(batch) = current {
             writes.insert(0, (topic.to_string(), partition, batch));
         }
         let not_stored = u64::from(header.record_count).saturating_sub(stored) as u32;
-        Ok(Rewritten { batches: writes, sequence, not_stored })
+        Ok(Ingested::Rewritten(Rewritten { batches: writes, sequence, not_stored }))
     }
 
     fn resolve_version(&self, plugin: &str, version: Option<u32>) -> Result<(u32, VersionMeta)> {
@@ -566,6 +595,24 @@ impl Plugins {
             position,
         })
     }
+}
+
+/// The writes that send `input` to the stage's dead-letter topic, counted.
+/// Without readable records there is nothing to dead-letter: an error then,
+/// so the batch is refused (ingest) or tried again (derived), never lost.
+pub(crate) async fn dead_letters(
+    log: &Log,
+    stage: &Stage,
+    input: &[u8],
+    reason: &str,
+    source_partition: Option<u32>,
+) -> Result<Vec<(String, u32, Vec<u8>)>, LogError> {
+    let dlq = stage.spec.dead_letter_topic();
+    ensure_topic(log, &dlq, 1).await?;
+    let batches = dead_letter_batches(input, &stage.spec.name, reason, source_partition, log.max_batch_bytes())
+        .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
+    Stats::add(&stage.stats.dead_lettered, count(input));
+    Ok(batches.into_iter().map(|b| (dlq.clone(), 0, b)).collect())
 }
 
 /// Stops an attachment's workers and waits for them.

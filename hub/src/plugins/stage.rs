@@ -18,11 +18,15 @@ const POOL_SIZE: usize = 4;
 /// What became of one batch.
 pub enum StageOutcome {
     /// The plugin ran. `own`: the records it kept (the attachment's own
-    /// output), as one batch; `emitted`: (topic, batch) it routed elsewhere.
-    Ran { own: Option<Vec<u8>>, emitted: Vec<(String, Vec<u8>)> },
-    /// The batch failed (or the attachment is paused): `input` is the batch
-    /// as given, for the dead-letter topic, with `reason`.
+    /// output), as one batch; `emitted`: (topic, batch) it routed elsewhere;
+    /// `input` back, in case the log refuses an output.
+    Ran { input: Vec<u8>, own: Option<Vec<u8>>, emitted: Vec<(String, Vec<u8>)> },
+    /// The batch failed: `input` is the batch as given, for the dead-letter
+    /// topic, with `reason`.
     Failed { input: Vec<u8>, reason: String },
+    /// The attachment is paused (or stopped): the plugin did not run. Ingest
+    /// dead-letters the batch; a derived topic stays where it is.
+    Paused { input: Vec<u8>, reason: String },
 }
 
 pub struct Stage {
@@ -63,9 +67,7 @@ impl Stage {
     /// pauses the attachment after `max_failures` failed batches in a row.
     pub async fn process(self: &Arc<Self>, input: Vec<u8>) -> StageOutcome {
         if let Status::Paused(why) | Status::Stopped(why) = self.stats.status() {
-            let records = count(&input);
-            Stats::add(&self.stats.dead_lettered, records);
-            return StageOutcome::Failed { input, reason: format!("attachment '{}' is paused: {why}", self.spec.name) };
+            return StageOutcome::Paused { input, reason: format!("attachment '{}' is paused: {why}", self.spec.name) };
         }
         let stage = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
@@ -94,18 +96,23 @@ impl Stage {
                 let emitted_records: u64 = emitted.iter().map(|(_, b)| count(b)).sum();
                 Stats::add(&self.stats.records_out, own_records + emitted_records);
                 Stats::add(&self.stats.records_dropped, records_in.saturating_sub(own_records));
-                StageOutcome::Ran { own, emitted }
+                StageOutcome::Ran { input, own, emitted }
             }
             Err(error) => {
                 let reason = error.to_string();
-                Stats::add(&self.stats.dead_lettered, records_in);
-                if self.stats.failed(&reason, self.spec.max_failures) {
-                    tracing::warn!(attachment = %self.spec.name, %reason, "attachment paused after repeated failures");
-                } else {
-                    tracing::debug!(attachment = %self.spec.name, %reason, "plugin failed a batch");
-                }
+                self.failed(&reason);
                 StageOutcome::Failed { input, reason }
             }
+        }
+    }
+
+    /// Counts a failed batch (the plugin's, or its output refused by the
+    /// log) and pauses the attachment at `max_failures` in a row.
+    pub fn failed(&self, reason: &str) {
+        if self.stats.failed(reason, self.spec.max_failures) {
+            tracing::warn!(attachment = %self.spec.name, %reason, "attachment paused after repeated failures");
+        } else {
+            tracing::debug!(attachment = %self.spec.name, %reason, "plugin failed a batch");
         }
     }
 
@@ -181,18 +188,30 @@ fn merge(mut batches: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, PluginError> {
     writer.finish().map(Some).map_err(|e| bad(e.to_string()))
 }
 
+/// Longest reason written into a dead-letter header.
+const MAX_REASON: usize = 512;
+
 /// The records of `input` for a dead-letter topic: as they were, plus
 /// headers naming the attachment, the reason and (for a derived topic) the
-/// source partition and offset.
-pub fn dead_letter_batch(
+/// source partition and offset; in as many batches as it takes to keep each
+/// under `max_bytes` (the headers add to every record). `None` when `input`
+/// is not a readable batch.
+pub fn dead_letter_batches(
     input: &[u8],
     attachment: &str,
     reason: &str,
     source_partition: Option<u32>,
-) -> Option<Vec<u8>> {
+    max_bytes: usize,
+) -> Option<Vec<Vec<u8>>> {
     let view = BatchView::parse(input).ok()?;
-    let mut writer = BatchWriter::new(Vec::with_capacity(input.len() + 256)).ok()?;
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason[..end];
     let partition = source_partition.map(|p| p.to_string());
+    let mut batches = Vec::new();
+    let mut writer = BatchWriter::new(Vec::new()).ok()?;
     for r in view.records() {
         let offset = r.offset.to_string();
         let mut extra: Vec<(&str, &[u8])> =
@@ -202,7 +221,17 @@ pub fn dead_letter_batch(
             extra.push(("cairn.dlq.offset", offset.as_bytes()));
         }
         let headers = r.headers.clone().map(|h| (h.name, h.value)).chain(extra.iter().copied());
+        // A generous bound of this record's encoded size.
+        let size = 64
+            + r.key.map_or(0, <[u8]>::len)
+            + r.value.len()
+            + headers.clone().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>();
+        if !writer.is_empty() && writer.encoded_len() + size > max_bytes {
+            let full = std::mem::replace(&mut writer, BatchWriter::new(Vec::new()).ok()?);
+            batches.push(full.finish().ok()?);
+        }
         writer.push_parts(r.key, r.value, r.timestamp, headers).ok()?;
     }
-    writer.finish().ok()
+    batches.push(writer.finish().ok()?);
+    Some(batches)
 }
