@@ -558,3 +558,43 @@ async fn a_transaction_stores_its_batches_and_offsets_together_or_not_at_all() {
     assert_eq!(values(&log, "celsius", 1, 0).len(), 3);
     assert_eq!(log.committed_offsets("derive.celsius", "readings").unwrap(), vec![(0, 3)]);
 }
+
+#[tokio::test]
+async fn a_rewritten_batch_keeps_its_producers_sequence_and_writes_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.create_topic("t", TopicConfig::with_partitions(2)).await.unwrap();
+    log.create_topic("side", TopicConfig::default()).await.unwrap();
+    let pid = log.allocate_producer_id().await.unwrap();
+    // Sequences 0..=2 sent to t/1; a plugin kept two records and emitted one.
+    let rewritten = vec![("t".to_string(), 1, batch(&["a", "b"], 1)), ("side".to_string(), 0, batch(&["x"], 1))];
+    let first = log.submit_rewritten("t", 1, Some((pid, 0, 2)), rewritten.clone()).await.unwrap();
+    let first = first.outcome().await.unwrap();
+    assert_eq!((first.base_offset, first.last_offset, first.duplicate), (0, 1, false));
+    // The retry is a duplicate: nothing written again, anywhere.
+    let retry = log.submit_rewritten("t", 1, Some((pid, 0, 2)), rewritten).await.unwrap().outcome().await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 0);
+    assert_eq!(values(&log, "t", 1, 0).len(), 2);
+    assert_eq!(values(&log, "side", 0, 0), [(0, "x".to_string())]);
+    // Everything dropped: nothing stored, the answer is the end offset, and
+    // the sequence still moves on.
+    let dropped = log.submit_rewritten("t", 1, Some((pid, 3, 5)), vec![]).await.unwrap().outcome().await.unwrap();
+    assert_eq!((dropped.base_offset, dropped.duplicate), (2, false));
+    let next = log.submit_rewritten("t", 1, Some((pid, 6, 6)), vec![("t".into(), 1, batch(&["c"], 2))]).await.unwrap();
+    assert_eq!(next.outcome().await.unwrap().base_offset, 2);
+    // A gap is refused, and with it the whole transaction (nothing in `side`).
+    let gap = vec![("side".to_string(), 0, batch(&["y"], 3))];
+    let refused = log.submit_rewritten("t", 1, Some((pid, 9, 9)), gap).await.unwrap().outcome().await;
+    assert!(matches!(refused, Err(LogError::SequenceGap { expected: 7, .. })), "{refused:?}");
+    assert_eq!(values(&log, "side", 0, 0).len(), 1);
+    // Batches carrying a producer id of their own are refused up front.
+    let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, 0);
+    w.push_owned(&OwnedRecord::new(b"z".to_vec(), 1)).unwrap();
+    let own_id = vec![("side".to_string(), 0, w.finish().unwrap())];
+    assert!(matches!(log.submit_rewritten("t", 1, None, own_id).await, Err(LogError::InvalidProducerBatch(_))));
+    drop(log);
+    // All of it survives a reopen.
+    let log = open(&dir);
+    assert_eq!(values(&log, "t", 1, 0).iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+}
