@@ -122,6 +122,17 @@ pub struct LogStats {
     pub batches_appended: AtomicU64,
 }
 
+/// A batch checked by [`Log::prepare`] for a transaction: it will not be
+/// refused for its content when the transaction is written.
+pub struct PreparedBatch(writer::BatchToAppend);
+
+impl std::fmt::Debug for PreparedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.0;
+        write!(f, "PreparedBatch({}/{}, {} records)", a.topic, a.partition, a.header.record_count)
+    }
+}
+
 /// A consumer group's offsets to commit with a transaction's batches.
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetCommit<'a> {
@@ -396,7 +407,19 @@ impl Log {
         batches: Vec<(String, u32, Vec<u8>)>,
         commit: Option<OffsetCommit<'_>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let appends = self.validate_unsequenced(batches, "the committed offset deduplicates them")?;
+        let batches = batches.into_iter().map(|(t, p, b)| self.prepare(&t, p, b)).collect::<Result<_>>()?;
+        self.append_prepared(batches, commit).await
+    }
+
+    /// [`Log::append_transaction`] of batches checked already with
+    /// [`Log::prepare`] (derived topics check their outputs first, to send
+    /// the input to a dead-letter topic if the log would refuse one).
+    pub async fn append_prepared(
+        &self,
+        batches: Vec<PreparedBatch>,
+        commit: Option<OffsetCommit<'_>>,
+    ) -> Result<Vec<AppendOutcome>> {
+        let appends = batches.into_iter().map(|b| b.0).collect();
         let commit = match commit {
             Some(c) => {
                 let entry = self.shared.catalog.get(c.topic)?;
@@ -411,22 +434,22 @@ impl Log {
     }
 
     /// Queues the rewritten form of one producer batch — batches for any
-    /// topics, possibly none — as one transaction (ingest plugins). The
-    /// producer sent it to `(topic, partition)`; with `sequence` (its
-    /// idempotent producer id, first and last sequence number) those numbers
-    /// are checked and remembered as if the batch had been stored as sent,
-    /// so a retry is answered as a duplicate and nothing is written twice.
-    /// Returns once queued, like [`Log::submit`]; the pending append resolves
-    /// to the records stored in `(topic, partition)`, or to its end offset
-    /// when there are none.
+    /// topics, possibly none, checked with [`Log::prepare`] — as one
+    /// transaction (ingest plugins). The producer sent it to `(topic,
+    /// partition)`; with `sequence` (its idempotent producer id, first and
+    /// last sequence number) those numbers are checked and remembered as if
+    /// the batch had been stored as sent, so a retry is answered as a
+    /// duplicate and nothing is written twice. Returns once queued, like
+    /// [`Log::submit`]; the pending append resolves to the records stored in
+    /// `(topic, partition)`, or to its end offset when there are none.
     pub async fn submit_rewritten(
         &self,
         topic: &str,
         partition: u32,
         sequence: Option<(i64, i32, i32)>,
-        batches: Vec<(String, u32, Vec<u8>)>,
+        batches: Vec<PreparedBatch>,
     ) -> Result<PendingAppend> {
-        let appends = self.validate_unsequenced(batches, "the original's sequence numbers deduplicate them")?;
+        let appends = batches.into_iter().map(|b| b.0).collect();
         let entry = self.shared.catalog.get(topic)?;
         entry.partition(partition)?;
         let producer = ProducerSpan { topic_id: entry.id, topic: topic.to_string(), partition, sequence };
@@ -436,25 +459,18 @@ impl Log {
         Ok(PendingAppend { rx: PendingRx::Rewritten(rx), not_stored: 0 })
     }
 
-    /// Validates the batches of a transaction, which carry no producer id:
-    /// something else (`dedup`, for the message) keeps them from being
-    /// stored twice.
-    fn validate_unsequenced(
-        &self,
-        batches: Vec<(String, u32, Vec<u8>)>,
-        dedup: &str,
-    ) -> Result<Vec<writer::BatchToAppend>> {
-        let mut appends = Vec::with_capacity(batches.len());
-        for (topic, partition, batch) in batches {
-            let append = self.validate(&topic, batch, |_, _| Ok(partition))?;
-            if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
-                return Err(LogError::InvalidProducerBatch(format!(
-                    "a transaction's batches carry no producer id; {dedup}"
-                )));
-            }
-            appends.push(append);
+    /// Checks a batch for a transaction to `(topic, partition)`: everything
+    /// an append checks, and no producer id (the transaction's committed
+    /// offset, or the rewritten batch's original sequence numbers, keep it
+    /// from being stored twice).
+    pub fn prepare(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<PreparedBatch> {
+        let append = self.validate(topic, batch, |_, _| Ok(partition))?;
+        if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
+            return Err(LogError::InvalidProducerBatch(
+                "a transaction's batches carry no producer id; the transaction deduplicates them".into(),
+            ));
         }
-        Ok(appends)
+        Ok(PreparedBatch(append))
     }
 
     /// The checks every batch passes before the writer sees it.

@@ -1,7 +1,7 @@
 //! Derived topics: one task per source partition reads the log from the
 //! attachment's committed position, runs each batch through the plugin and
 //! stores the outputs *and* the next source position in one transaction
-//! (`Log::append_transaction`). After a crash the outputs and the position
+//! (`Log::append_prepared`). After a crash the outputs and the position
 //! agree, so every source record is processed exactly once.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::registry::Kind;
 use super::stage::{Stage, StageOutcome};
 use super::stats::Status;
 use super::{dead_letters, ensure_topic, Attachment};
-use crate::log::{Fetch, Log, LogError, OffsetCommit};
+use crate::log::{Fetch, Log, LogError, OffsetCommit, PreparedBatch};
 
 /// Bytes read from the source per fetch.
 const FETCH_BYTES: usize = 512 * 1024;
@@ -96,7 +96,7 @@ pub(super) async fn run_partition(
         let offsets = [(partition, next)];
         let commit = OffsetCommit { group: &group, topic: &source, offsets: &offsets };
         let stored = match writes {
-            Ok(writes) => log.append_transaction(writes, Some(commit)).await,
+            Ok(writes) => log.append_prepared(writes, Some(commit)).await,
             Err(e) => Err(e),
         };
         match stored {
@@ -125,7 +125,7 @@ async fn outputs(
     stage: &Stage,
     partition: u32,
     outcome: StageOutcome,
-) -> Result<Vec<(String, u32, Vec<u8>)>, LogError> {
+) -> Result<Vec<PreparedBatch>, LogError> {
     let (input, reason) = match outcome {
         StageOutcome::Ran { input, own, emitted } => {
             let output = match &stage.spec.kind {
@@ -137,9 +137,11 @@ async fn outputs(
                 let n = ensure_topic(log, &topic, 1).await?;
                 writes.push((topic, partition % n, batch));
             }
-            match writes.iter().find_map(|(t, p, b)| log.check_batch(t, b, |_, _| Ok(*p)).err()) {
-                None => return Ok(writes),
-                Some(e) => {
+            // Checked once, here: an output the log would refuse sends the
+            // input to the dead-letter topic instead of blocking the partition.
+            match writes.into_iter().map(|(t, p, b)| log.prepare(&t, p, b)).collect() {
+                Ok(prepared) => return Ok(prepared),
+                Err(e) => {
                     let reason = format!("the log refuses the plugin's output: {e}");
                     stage.failed(&reason);
                     (input, reason)

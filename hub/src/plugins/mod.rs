@@ -34,7 +34,7 @@ use registry::{from_cbor, to_cbor, AttachmentSpec, Kind, VersionMeta};
 use stage::{count, dead_letter_batches, Stage, StageOutcome};
 use stats::{Stats, Status};
 
-use crate::log::{Log, LogError, TopicConfig};
+use crate::log::{Log, LogError, PreparedBatch, TopicConfig};
 use crate::wasm::{Limits, PluginError, Runtime};
 
 /// Limits of attachments that do not set their own (`[plugins]` in the config).
@@ -91,9 +91,9 @@ pub struct DryRun {
 /// transaction (`Log::submit_rewritten`).
 #[derive(Debug)]
 pub struct Rewritten {
-    /// (topic, partition, batch): the records kept for the producer's
-    /// partition, records emitted to other topics, dead letters.
-    pub batches: Vec<(String, u32, Vec<u8>)>,
+    /// The records kept for the producer's partition, records emitted to
+    /// other topics, dead letters: each checked by the log already.
+    pub batches: Vec<PreparedBatch>,
     /// The producer's idempotent sequence numbers (id, first, last), if any.
     pub sequence: Option<(i64, i32, i32)>,
     /// Records sent that the partition does not get.
@@ -426,32 +426,34 @@ impl Plugins {
             .then(|| header.last_sequence().map(|last| (header.producer_id, header.base_sequence, last)))
             .flatten();
         let mut writes = Vec::new();
+        let mut stored = 0;
+        let stages = chain.len();
         let mut current = Some(batch);
-        for attachment in chain {
+        for (i, attachment) in chain.into_iter().enumerate() {
             let Some(input) = current.take() else { break };
             let stage = attachment.stage();
             let (input, reason) = match stage.process(input).await {
                 StageOutcome::Ran { input, own, emitted } => {
-                    let mut outputs = Vec::with_capacity(emitted.len());
+                    // What the last stage keeps is stored in the producer's
+                    // partition; what an earlier one keeps feeds the next.
+                    let (next, kept) = if i + 1 == stages { (None, own) } else { (own, None) };
+                    let kept_records = kept.as_deref().map_or(0, count);
+                    let mut outputs: Vec<_> = kept.map(|b| (topic.to_string(), partition, b)).into_iter().collect();
                     for (to, batch) in emitted {
                         let n = ensure_topic(&self.log, &to, partitions).await?;
                         outputs.push((to, partition % n, batch));
                     }
-                    // The log's own rules (numbering, size, keys on compacted
-                    // topics), checked now: an output it would refuse is the
-                    // plugin's failure, dead-lettered, not the producer's.
-                    let own_refused =
-                        own.as_ref().and_then(|b| self.log.check_batch(topic, b, |_, _| Ok(partition)).err());
-                    let refused = own_refused.or_else(|| {
-                        outputs.iter().find_map(|(t, p, b)| self.log.check_batch(t, b, |_, _| Ok(*p)).err())
-                    });
-                    match refused {
-                        None => {
-                            writes.extend(outputs);
-                            current = own;
+                    // The log's own checks (numbering, size, keys on compacted
+                    // topics), made now, once: an output it would refuse is
+                    // the plugin's failure, dead-lettered, not the producer's.
+                    match outputs.into_iter().map(|(t, p, b)| self.log.prepare(&t, p, b)).collect() {
+                        Ok(prepared) => {
+                            writes.extend::<Vec<_>>(prepared);
+                            stored = kept_records;
+                            current = next;
                             continue;
                         }
-                        Some(e) => {
+                        Err(e) => {
                             let reason = format!("the log refuses the plugin's output: {e}");
                             stage.failed(&reason);
                             (input, reason)
@@ -462,10 +464,6 @@ impl Plugins {
             };
             writes.extend(dead_letters(&self.log, &stage, &input, &reason, None).await?);
             break;
-        }
-        let stored = current.as_deref().map_or(0, count);
-        if let Some(batch) = current {
-            writes.insert(0, (topic.to_string(), partition, batch));
         }
         let not_stored = u64::from(header.record_count).saturating_sub(stored) as u32;
         Ok(Ingested::Rewritten(Rewritten { batches: writes, sequence, not_stored }))
@@ -606,13 +604,14 @@ pub(crate) async fn dead_letters(
     input: &[u8],
     reason: &str,
     source_partition: Option<u32>,
-) -> Result<Vec<(String, u32, Vec<u8>)>, LogError> {
+) -> Result<Vec<PreparedBatch>, LogError> {
     let dlq = stage.spec.dead_letter_topic();
     ensure_topic(log, &dlq, 1).await?;
     let batches = dead_letter_batches(input, &stage.spec.name, reason, source_partition, log.max_batch_bytes())
         .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
+    let prepared = batches.into_iter().map(|b| log.prepare(&dlq, 0, b)).collect::<Result<Vec<_>, _>>()?;
     Stats::add(&stage.stats.dead_lettered, count(input));
-    Ok(batches.into_iter().map(|b| (dlq.clone(), 0, b)).collect())
+    Ok(prepared)
 }
 
 /// Stops an attachment's workers and waits for them.

@@ -263,9 +263,7 @@ impl Handler {
                     compile_us: u.compile_us,
                     from_cache: u.from_cache,
                 };
-                let mut out = Vec::new();
-                frame::encode(&Response { id, body }, &mut out);
-                out
+                encode(id, body)
             }),
             RequestBody::ListPlugins => plugins.list().map(|plugins| encode(id, ResponseBody::Plugins { plugins })),
             RequestBody::DescribePlugin { name } => {
@@ -296,7 +294,7 @@ impl Handler {
                     encode(id, ResponseBody::DryRun { records_in: run.records_in, outputs, error: run.error })
                 })
             }
-            _ => return,
+            _ => return self.send_error(id, ErrorCode::UnknownRequest, "not a plugin request").await,
         };
         let out = match result {
             Ok(out) => out,
