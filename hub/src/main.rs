@@ -624,9 +624,10 @@ fn bench_plugin(args: BenchPluginArgs) -> Result<(), AnyError> {
         config.batch_records,
         args.plugin.display()
     );
+    let input = plugin::batches(&config);
     let mut rates = Vec::new();
     for run in 1..=args.runs.max(1) {
-        let r = plugin::run(&config)?;
+        let r = plugin::run(&config, &input)?;
         println!(
             "run {run}: {} records ({} kept) in {:.3} s = {:.0} rec/s | compile {:.1} ms, cached load {:.1} ms",
             r.records, r.kept, r.seconds, r.records_per_sec, r.compile_ms, r.cached_load_ms

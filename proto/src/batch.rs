@@ -183,14 +183,17 @@ impl Buffer for SliceBuffer<'_> {
 
 #[cfg(feature = "alloc")]
 impl Buffer for alloc::vec::Vec<u8> {
+    #[inline]
     fn len(&self) -> usize {
         alloc::vec::Vec::len(self)
     }
 
+    #[inline]
     fn reserve(&mut self, additional: usize) {
         alloc::vec::Vec::reserve(self, additional);
     }
 
+    #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         self.extend_from_slice(bytes);
         Ok(())
@@ -397,19 +400,13 @@ impl<'a> BatchView<'a> {
         let mut previous_delta: Option<u64> = None;
         let mut max_ts = i64::MIN;
         while !rest.is_empty() {
-            let (record, tail) = parse_record(rest, &self.header)?;
+            let (record, _, tail) = parse_record(rest, &self.header)?;
             let delta = record.offset - self.header.base_offset;
             if previous_delta.is_some_and(|p| delta <= p) || delta > u64::from(self.header.last_offset_delta) {
                 return Err(DecodeError::BadOffsetDelta);
             }
             if count == 0 && record.timestamp != self.header.first_timestamp {
                 return Err(DecodeError::TimestampMismatch);
-            }
-            // Validate headers now, so HeaderIter never meets bad bytes.
-            let mut hb = record.headers.bytes;
-            for _ in 0..record.headers.remaining {
-                let (_, more) = HeaderIter::parse_one(hb)?;
-                hb = more;
             }
             max_ts = max_ts.max(record.timestamp);
             previous_delta = Some(delta);
@@ -434,6 +431,40 @@ impl<'a> BatchView<'a> {
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter { header: self.header, rest: self.records }
     }
+
+    /// The records with their encoded contents, for code that copies some of
+    /// them unchanged into another batch ([`BatchWriter::push_encoded`]).
+    pub fn records_encoded(&self) -> EncodedRecordIter<'a> {
+        EncodedRecordIter { inner: self.records() }
+    }
+}
+
+/// A record's key, value and headers exactly as encoded in its batch (from
+/// `key_length` to the end of the record). Only a batch's record iterator
+/// makes one, after walking the record, so it always holds valid contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordContents<'a>(&'a [u8]);
+
+impl<'a> RecordContents<'a> {
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+/// Iterator over a validated batch's records with their encoded contents.
+#[derive(Debug, Clone)]
+pub struct EncodedRecordIter<'a> {
+    inner: RecordIter<'a>,
+}
+
+impl<'a> Iterator for EncodedRecordIter<'a> {
+    type Item = (RecordView<'a>, RecordContents<'a>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next_with_contents()
+    }
 }
 
 /// Iterator over a validated batch's records.
@@ -443,22 +474,36 @@ pub struct RecordIter<'a> {
     rest: &'a [u8],
 }
 
-impl<'a> Iterator for RecordIter<'a> {
-    type Item = RecordView<'a>;
-
-    fn next(&mut self) -> Option<RecordView<'a>> {
+impl<'a> RecordIter<'a> {
+    #[inline]
+    fn next_with_contents(&mut self) -> Option<(RecordView<'a>, RecordContents<'a>)> {
         if self.rest.is_empty() {
             return None;
         }
         // The batch was validated by `BatchView::parse`; stop instead of
         // panicking should that ever be violated.
-        let (record, rest) = parse_record(self.rest, &self.header).ok()?;
+        let (record, contents, rest) = parse_record(self.rest, &self.header).ok()?;
         self.rest = rest;
-        Some(record)
+        Some((record, contents))
     }
 }
 
-fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView<'a>, &'a [u8]), DecodeError> {
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = RecordView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RecordView<'a>> {
+        self.next_with_contents().map(|(record, _)| record)
+    }
+}
+
+/// Reads one record off the front of `bytes`: the record, its encoded
+/// contents (key, value, headers) and the bytes after it.
+#[inline]
+fn parse_record<'a>(
+    bytes: &'a [u8],
+    header: &BatchHeader,
+) -> Result<(RecordView<'a>, RecordContents<'a>, &'a [u8]), DecodeError> {
     let (body, rest) = take_len_prefixed(bytes)?;
     let (&attributes, mut b) = body.split_first().ok_or(DecodeError::RecordLengthMismatch)?;
     if attributes != 0 {
@@ -468,6 +513,7 @@ fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView
     b = &b[used..];
     let (offset_delta, used) = varint::decode_u64(b)?;
     b = &b[used..];
+    let contents = RecordContents(b);
     let (key_len, used) = varint::decode_u64(b)?;
     b = &b[used..];
     let key = if key_len == 0 {
@@ -496,7 +542,7 @@ fn parse_record<'a>(bytes: &'a [u8], header: &BatchHeader) -> Result<(RecordView
     }
     let timestamp = header.first_timestamp.wrapping_add(varint::unzigzag(ts_delta));
     let offset = header.base_offset.checked_add(offset_delta).ok_or(DecodeError::BadOffsetDelta)?;
-    Ok((RecordView { offset, timestamp, key, value, headers }, rest))
+    Ok((RecordView { offset, timestamp, key, value, headers }, contents, rest))
 }
 
 /// Builds one batch into a [`Buffer`]. Records get offset deltas 0, 1, 2...;
@@ -615,15 +661,56 @@ impl<B: Buffer> BatchWriter<B> {
         timestamp: i64,
         headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
     ) -> Result<(), EncodeError> {
+        let (ts_delta, offset_delta) = self.deltas(timestamp)?;
+        let (body, total) = record_size(key, value, ts_delta, offset_delta, headers.clone());
+        self.make_room(total)?;
+        write_record(&mut self.buf, body, key, value, ts_delta, offset_delta, headers)?;
+        self.pushed(timestamp);
+        Ok(())
+    }
+
+    /// Appends a record whose key, value and headers are copied as encoded
+    /// from another batch ([`BatchView::records_encoded`]): a plugin keeping
+    /// a record unchanged copies it in one piece instead of re-encoding it.
+    #[inline]
+    pub fn push_encoded(&mut self, timestamp: i64, contents: RecordContents<'_>) -> Result<(), EncodeError> {
+        let (ts_delta, offset_delta) = self.deltas(timestamp)?;
+        let contents = contents.as_bytes();
+        let body = 1 + varint::len_u64(ts_delta) + varint::len_u64(offset_delta) + contents.len();
+        let total = varint::len_u64(body as u64) + body;
+        self.make_room(total)?;
+        // The fields before the contents, gathered to write them at once:
+        // length, attributes (`None`: the byte 0), timestamp and offset deltas.
+        let mut prefix = [0u8; 1 + 3 * varint::MAX_LEN];
+        let mut at = 0;
+        for field in [Some(body as u64), None, Some(ts_delta), Some(offset_delta)] {
+            let mut tmp = [0u8; varint::MAX_LEN];
+            let n = field.map_or(1, |v| varint::encode_u64(v, &mut tmp));
+            let slot = prefix.get_mut(at..at + n).ok_or(EncodeError::TooLarge)?;
+            slot.copy_from_slice(tmp.get(..n).ok_or(EncodeError::TooLarge)?);
+            at += n;
+        }
+        self.buf.put(prefix.get(..at).ok_or(EncodeError::TooLarge)?)?;
+        self.buf.put(contents)?;
+        self.pushed(timestamp);
+        Ok(())
+    }
+
+    /// The timestamp and offset deltas of the next record.
+    #[inline]
+    fn deltas(&mut self, timestamp: i64) -> Result<(u64, u64), EncodeError> {
         if self.count == u32::MAX {
             return Err(EncodeError::TooLarge);
         }
         if self.count == 0 {
             self.first_timestamp = timestamp;
         }
-        let ts_delta = varint::zigzag(timestamp.wrapping_sub(self.first_timestamp));
-        let offset_delta = u64::from(self.next_delta);
-        let (body, total) = record_size(key, value, ts_delta, offset_delta, headers.clone());
+        Ok((varint::zigzag(timestamp.wrapping_sub(self.first_timestamp)), u64::from(self.next_delta)))
+    }
+
+    /// Checks that a record of `total` bytes fits, then reserves room for it.
+    #[inline]
+    fn make_room(&mut self, total: usize) -> Result<(), EncodeError> {
         // In u64: on 32-bit targets the limit itself does not fit a usize.
         if (self.encoded_len() + total) as u64 > LENGTH_FIELD_END as u64 + u64::from(u32::MAX) {
             return Err(EncodeError::TooLarge);
@@ -636,12 +723,16 @@ impl<B: Buffer> BatchWriter<B> {
             }
         }
         self.buf.reserve(total);
-        write_record(&mut self.buf, body, key, value, ts_delta, offset_delta, headers)?;
+        Ok(())
+    }
+
+    /// Counts a record just written.
+    #[inline]
+    fn pushed(&mut self, timestamp: i64) {
         self.count += 1;
         self.last_delta = self.last_delta.max(self.next_delta);
         self.next_delta = self.next_delta.saturating_add(1);
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        Ok(())
     }
 
     /// Writes the header (base offset 0: the hub assigns the real one) and

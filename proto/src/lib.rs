@@ -35,7 +35,10 @@ pub mod record;
 pub mod serial;
 pub mod varint;
 
-pub use batch::{BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, SliceBuffer};
+pub use batch::{
+    BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, EncodedRecordIter, RecordContents,
+    SliceBuffer,
+};
 pub use partition::{murmur2, partition_for_key};
 pub use record::{Header, Record, RecordView};
 

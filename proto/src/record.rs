@@ -66,6 +66,7 @@ impl<'a> HeaderIter<'a> {
     }
 
     /// Reads one header from `bytes`, returning it and the rest.
+    #[inline]
     pub(crate) fn parse_one(bytes: &'a [u8]) -> Result<(Header<'a>, &'a [u8]), DecodeError> {
         let (name, rest) = take_len_prefixed(bytes)?;
         let name = core::str::from_utf8(name).map_err(|_| DecodeError::HeaderNameNotUtf8)?;
@@ -77,6 +78,7 @@ impl<'a> HeaderIter<'a> {
 impl<'a> Iterator for HeaderIter<'a> {
     type Item = Header<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Header<'a>> {
         if self.remaining == 0 {
             return None;
@@ -91,6 +93,7 @@ impl<'a> Iterator for HeaderIter<'a> {
 }
 
 /// Splits a varint-length-prefixed slice off the front of `bytes`.
+#[inline]
 pub(crate) fn take_len_prefixed(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let (len, used) = varint::decode_u64(bytes)?;
     let rest = &bytes[used..];

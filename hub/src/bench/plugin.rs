@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cairn_proto::{BatchView, BatchWriter};
+use cairn_proto::{BatchHeader, BatchWriter};
 
 use crate::wasm::{Limits, PluginError, Runtime};
 
@@ -43,17 +43,19 @@ pub enum PluginBenchError {
 }
 
 /// Readings as text padded to `value_bytes` (`" 19.0  …"`, `" 21.5  …"`
-/// alternately), so a threshold of 20 keeps half of them.
-fn batches(config: &PluginBenchConfig) -> Vec<Vec<u8>> {
+/// alternately), so a threshold of 20 keeps half of them. Built once per
+/// benchmark, not per run.
+pub fn batches(config: &PluginBenchConfig) -> Vec<Vec<u8>> {
     let per = config.batch_records.max(1);
+    let padded = |reading: &str| format!("{reading:<width$}", width = config.value_bytes.max(reading.len()));
+    let values = [padded("19.0"), padded("21.5")];
     let mut out = Vec::new();
     let mut written = 0;
     while written < config.records {
         let n = per.min(config.records - written);
         let mut w = BatchWriter::new(Vec::with_capacity(n * (config.value_bytes + 16) + 64)).expect("a Vec grows");
         for i in 0..n {
-            let reading = if (written + i) % 2 == 0 { "19.0" } else { "21.5" };
-            let value = format!("{reading:<width$}", width = config.value_bytes.max(reading.len()));
+            let value = &values[(written + i) % 2];
             let _ = w.push_parts(None, value.as_bytes(), 1_700_000_000_000, std::iter::empty());
         }
         out.push(w.finish().unwrap_or_default());
@@ -63,8 +65,9 @@ fn batches(config: &PluginBenchConfig) -> Vec<Vec<u8>> {
 }
 
 /// Loads the plugin twice (compile, then from the cache) and runs every
-/// batch through one instance on this thread.
-pub fn run(config: &PluginBenchConfig) -> Result<PluginBenchReport, PluginBenchError> {
+/// batch of `input` (from [`batches`]) through one instance on this thread.
+/// Records are counted from the batch headers, outside the plugin's work.
+pub fn run(config: &PluginBenchConfig, input: &[Vec<u8>]) -> Result<PluginBenchReport, PluginBenchError> {
     let bytes = std::fs::read(&config.plugin)
         .map_err(|source| PluginBenchError::Read { path: config.plugin.display().to_string(), source })?;
     let cache = tempfile::tempdir().map_err(PluginBenchError::Scratch)?;
@@ -77,15 +80,14 @@ pub fn run(config: &PluginBenchConfig) -> Result<PluginBenchReport, PluginBenchE
     let cached_load_ms = started.elapsed().as_secs_f64() * 1e3;
     debug_assert!(plugin.from_cache());
 
-    let input = batches(config);
     let mut instance = plugin.instantiate(&config.params, Limits::default())?;
     let (mut records, mut kept) = (0u64, 0u64);
     let started = Instant::now();
-    for batch in &input {
+    for batch in input {
         let processed = instance.process(batch)?;
-        records += BatchView::parse(batch).map_or(0, |v| u64::from(v.header().record_count));
+        records += BatchHeader::read(batch).map_or(0, |h| u64::from(h.record_count));
         for output in processed.outputs.iter().filter(|o| o.topic.is_none()) {
-            kept += BatchView::parse(&output.batch).map_or(0, |v| u64::from(v.header().record_count));
+            kept += BatchHeader::read(&output.batch).map_or(0, |h| u64::from(h.record_count));
         }
     }
     let seconds = started.elapsed().as_secs_f64();

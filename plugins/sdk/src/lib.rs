@@ -82,8 +82,8 @@ pub fn run_batch<P: Plugin>(plugin: &mut P, batch: &[u8]) -> Result<Outputs, Str
     let view =
         cairn_proto::BatchView::parse_trusted(batch).map_err(|e| format!("input is not a valid record batch: {e}"))?;
     let mut out = Output::new(batch.len());
-    for view in view.records() {
-        let record = Record::new(view);
+    for (view, contents) in view.records_encoded() {
+        let record = Record::new(view, contents);
         out.set_current(&record);
         plugin.process(&record, &mut out)?;
     }

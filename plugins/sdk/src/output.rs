@@ -28,10 +28,11 @@ impl Output {
         self.current_timestamp = record.timestamp();
     }
 
-    /// Keeps `record` as it is (key, value, timestamp, headers).
+    /// Keeps `record` as it is (key, value, timestamp, headers), copied as
+    /// encoded rather than encoded again.
     pub fn keep(&mut self, record: &Record<'_>) -> Result<(), String> {
         let writer = writer(&mut self.kept, self.capacity)?;
-        writer.push_parts(record.key(), record.value(), record.timestamp(), record.headers()).map_err(encode_error)
+        writer.push_encoded(record.timestamp(), record.contents()).map_err(encode_error)
     }
 
     /// Keeps `record` with its value replaced by `value` (key, timestamp and

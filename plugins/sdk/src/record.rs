@@ -1,17 +1,24 @@
 //! One record as a plugin sees it: slices into the batch bytes, nothing copied.
 
 use cairn_proto::record::HeaderIter;
-use cairn_proto::RecordView;
+use cairn_proto::{RecordContents, RecordView};
 
 /// A record of the input batch. Borrowed from the batch bytes (zero-copy).
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
     view: RecordView<'a>,
+    /// Its key, value and headers as encoded: what [`crate::Output::keep`]
+    /// copies.
+    contents: RecordContents<'a>,
 }
 
 impl<'a> Record<'a> {
-    pub(crate) fn new(view: RecordView<'a>) -> Self {
-        Record { view }
+    pub(crate) fn new(view: RecordView<'a>, contents: RecordContents<'a>) -> Self {
+        Record { view, contents }
+    }
+
+    pub(crate) fn contents(&self) -> RecordContents<'a> {
+        self.contents
     }
 
     /// The record's key, if it has one (MQTT: the MQTT topic).
@@ -93,7 +100,47 @@ fn plain_number(value: &[u8]) -> Option<f64> {
     if !all_ascii_whitespace(tail) {
         return None;
     }
+    if let Some(number) = short_decimal(digits) {
+        return Some(number);
+    }
     core::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// `21.5`, `-3`, `0.125`: a sign, at most 15 digits and a point, no exponent.
+/// The digits as an integer and the power of ten are both exact in an `f64`
+/// (below 2^53, at most 10^15), so one division is correctly rounded: the
+/// same result as `str::parse` (Clinger's fast path), at a fraction of the
+/// cost. Anything else is left to `str::parse`.
+fn short_decimal(digits: &[u8]) -> Option<f64> {
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (negative, body) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, digits),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut fraction_digits: Option<usize> = None;
+    for &byte in body {
+        match byte {
+            b'0'..=b'9' if count < 15 => {
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                count += 1;
+                if let Some(f) = fraction_digits.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if fraction_digits.is_none() => fraction_digits = Some(0),
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let scale = POWERS_OF_TEN.get(fraction_digits.unwrap_or(0))?;
+    let magnitude = mantissa as f64 / scale;
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 fn all_ascii_whitespace(bytes: &[u8]) -> bool {
@@ -108,7 +155,23 @@ fn all_ascii_whitespace(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::plain_number;
+
+    proptest! {
+        /// The fast path agrees with `str::parse` bit for bit, wherever it
+        /// answers, and `plain_number` always does.
+        #[test]
+        fn short_decimals_parse_like_str_parse(
+            sign in "[-+]?", int in "[0-9]{0,16}", point in "\\.?", frac in "[0-9]{0,16}", pad in " {0,3}"
+        ) {
+            let text = format!("{pad}{sign}{int}{point}{frac}{pad}");
+            let expected = text.trim().parse::<f64>().ok();
+            let got = plain_number(text.as_bytes());
+            prop_assert_eq!(got.map(f64::to_bits), expected.map(f64::to_bits), "{:?}", text);
+        }
+    }
 
     #[test]
     fn plain_numbers_parse_like_str_parse() {
