@@ -254,8 +254,13 @@ struct BenchProduceArgs {
     /// Records in total.
     #[arg(long, default_value_t = 2_000_000)]
     records: u64,
+    /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// Values as plain-text readings, used in turn and padded to
+    /// --value-bytes (`21.5,19.0`: with a threshold filter at 20, half kept).
+    #[arg(long, value_delimiter = ',', default_value = "21.5")]
+    readings: Vec<String>,
     /// Records per batch (1 = one record per request).
     #[arg(long, default_value_t = 1000)]
     batch_records: usize,
@@ -561,6 +566,7 @@ async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
         partitions: args.partitions,
         records: args.records,
         value_bytes: args.value_bytes,
+        readings: args.readings,
         batch_records: args.batch_records.max(1),
         producers: args.producers.max(1),
         in_flight: args.in_flight.max(1),

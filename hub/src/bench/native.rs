@@ -23,9 +23,11 @@ pub async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Resu
     }
 }
 
-fn encode(n: usize, value: &[u8]) -> Vec<u8> {
-    let mut w = BatchWriter::new(Vec::with_capacity(n * (value.len() + 8) + 64)).expect("vec");
-    for _ in 0..n {
+/// A batch of `n` records whose values are `values` in turn.
+fn encode(n: usize, values: &[Vec<u8>]) -> Vec<u8> {
+    let size = values.iter().map(Vec::len).max().unwrap_or(0);
+    let mut w = BatchWriter::new(Vec::with_capacity(n * (size + 8) + 64)).expect("vec");
+    for value in values.iter().cycle().take(n) {
         w.push(&Record::new(value, now_us() / 1000)).expect("vec");
     }
     w.finish().expect("non-empty")
@@ -42,6 +44,9 @@ pub struct ProduceConfig {
     pub partitions: u32,
     pub records: u64,
     pub value_bytes: usize,
+    /// Plain-text readings the values cycle through, each padded to
+    /// `value_bytes`.
+    pub readings: Vec<String>,
     pub batch_records: usize,
     pub producers: usize,
     pub in_flight: usize,
@@ -63,11 +68,16 @@ pub struct ProduceReport {
 pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientError> {
     let admin = Client::connect(&config.hub).await?;
     let partitions = ensure_topic(&admin, &config.topic, config.partitions).await?;
-    // A plain-text reading padded to the size asked for, so an ingest
-    // filter (the threshold example) can parse it: `cairn bench produce`
-    // against a topic with a plugin attached measures the plugin's cost.
-    let value = format!("{:<width$}", "21.5", width = config.value_bytes.max(4)).into_bytes();
-    let batch = encode(config.batch_records, &value);
+    // Plain-text readings padded to the size asked for, so an ingest filter
+    // (the threshold example) can parse them: `cairn bench produce` against
+    // a topic with a plugin attached measures the plugin's cost.
+    let values: Vec<Vec<u8>> = config
+        .readings
+        .iter()
+        .map(|r| format!("{r:<width$}", width = config.value_bytes.max(r.len())).into_bytes())
+        .collect();
+    let values = if values.is_empty() { vec![vec![b' '; config.value_bytes.max(1)]] } else { values };
+    let batch = encode(config.batch_records, &values);
     let batches = config.records.div_ceil(config.batch_records as u64);
     let per_producer = batches.div_ceil(config.producers as u64);
     let started = Instant::now();
@@ -226,7 +236,7 @@ pub async fn e2e(
         let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due {
             value[..8].copy_from_slice(&now_us().to_be_bytes());
-            let batch = encode(1, &value);
+            let batch = encode(1, std::slice::from_ref(&value));
             let client = producers[sent as usize % producers.len()].clone();
             let partition = (sent % u64::from(partitions)) as u32;
             let topic = topic.to_string();
