@@ -367,6 +367,26 @@ impl<'a> BatchView<'a> {
     /// Validates the batch at the start of `bytes` (more may follow), and
     /// returns it with the number of bytes it takes.
     pub fn parse_prefix(bytes: &'a [u8]) -> Result<(BatchView<'a>, usize), DecodeError> {
+        Self::parse_prefix_with(bytes, true)
+    }
+
+    /// Writes the CRC of a batch made by someone else's encoder
+    /// ([`BatchWriter::finish_unsealed`]) and validates it like
+    /// [`BatchView::parse`], without computing the CRC a second time.
+    pub fn seal_and_parse(bytes: &'a mut [u8]) -> Result<BatchView<'a>, DecodeError> {
+        seal(bytes)?;
+        let bytes: &'a [u8] = bytes;
+        let (view, used) = Self::parse_prefix_with(bytes, false)?;
+        if used != bytes.len() {
+            return Err(DecodeError::LengthMismatch {
+                declared: used - LENGTH_FIELD_END,
+                actual: bytes.len() - LENGTH_FIELD_END,
+            });
+        }
+        Ok(view)
+    }
+
+    fn parse_prefix_with(bytes: &'a [u8], check_crc: bool) -> Result<(BatchView<'a>, usize), DecodeError> {
         let header = BatchHeader::read(bytes)?;
         let total = LENGTH_FIELD_END.checked_add(header.batch_length as usize).ok_or(DecodeError::LengthOverflow)?;
         if total < HEADER_LEN {
@@ -378,9 +398,11 @@ impl<'a> BatchView<'a> {
         if total > bytes.len() {
             return Err(DecodeError::Truncated { needed: total, available: bytes.len() });
         }
-        let actual = crate::checksum::crc32(&bytes[CRC_START..total]);
-        if actual != header.crc {
-            return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+        if check_crc {
+            let actual = crate::checksum::crc32(&bytes[CRC_START..total]);
+            if actual != header.crc {
+                return Err(DecodeError::CrcMismatch { expected: header.crc, actual });
+            }
         }
         if header.attributes != 0 {
             return Err(DecodeError::UnsupportedAttributes(header.attributes));

@@ -287,6 +287,15 @@ fn unsealed_batches_are_sealed_by_the_receiver() {
     let mut batch = w.finish_unsealed().unwrap();
     assert!(cairn_proto::BatchView::parse(&batch).is_err(), "no CRC yet");
     assert_eq!(cairn_proto::BatchView::parse_trusted(&batch).unwrap().records().count(), 1);
+    let mut copy = batch.clone();
     cairn_proto::batch::seal(&mut batch).unwrap();
     assert_eq!(cairn_proto::BatchView::parse(&batch).unwrap().records().next().unwrap().value, b"v");
+    // Sealing and checking in one step gives the same bytes and checks the
+    // records all the same.
+    assert_eq!(cairn_proto::BatchView::seal_and_parse(&mut copy).unwrap().records().count(), 1);
+    assert_eq!(copy, batch);
+    let mut bad = copy.clone();
+    let last = bad.len() - 1;
+    bad[last] = 7; // the header count of the record: now 7 headers that are not there
+    assert!(cairn_proto::BatchView::seal_and_parse(&mut bad).is_err());
 }

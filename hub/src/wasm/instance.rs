@@ -2,7 +2,6 @@
 //! checks on what it returns. Nothing a plugin does can panic the hub: every
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
-use cairn_proto::batch::seal;
 use cairn_proto::BatchView;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
@@ -244,8 +243,7 @@ fn validate_outputs(outputs: &mut [Output], max_bytes: usize) -> Result<(), Plug
                 .map_err(|e| PluginError::BadOutput { index, detail: format!("cannot emit to {topic:?}: {e}") })?;
         }
         let bad = |e: cairn_proto::DecodeError| PluginError::BadOutput { index, detail: e.to_string() };
-        seal(&mut output.batch).map_err(bad)?;
-        BatchView::parse(&output.batch).map_err(bad)?;
+        BatchView::seal_and_parse(&mut output.batch).map_err(bad)?;
     }
     Ok(())
 }
