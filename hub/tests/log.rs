@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_hub::log::{CleanupPolicy, FlushPolicy, Log, LogError, LogOptions, ManualClock, TopicConfig};
-use cairn_proto::{BatchWriter, OwnedRecord};
+use cairn_proto::{BatchWriter, CheckedBatch, OwnedRecord};
 
 fn options() -> LogOptions {
     LogOptions { retention_check_interval: None, ..LogOptions::default() }
@@ -23,6 +23,11 @@ fn batch(values: &[&str], ts: i64) -> Vec<u8> {
         w.push_owned(&OwnedRecord::new(v.as_bytes().to_vec(), ts)).unwrap();
     }
     w.finish().unwrap()
+}
+
+/// A batch for `Log::prepare`, which takes checked batches only.
+fn checked(batch: Vec<u8>) -> CheckedBatch {
+    CheckedBatch::check(batch).unwrap()
 }
 
 fn keyed_batch(records: &[(&str, &str)], ts: i64) -> Vec<u8> {
@@ -567,8 +572,12 @@ async fn a_rewritten_batch_keeps_its_producers_sequence_and_writes_all_or_nothin
     log.create_topic("side", TopicConfig::default()).await.unwrap();
     let pid = log.allocate_producer_id().await.unwrap();
     // Sequences 0..=2 sent to t/1; a plugin kept two records and emitted one.
-    let rewritten =
-        || vec![log.prepare("t", 1, batch(&["a", "b"], 1)).unwrap(), log.prepare("side", 0, batch(&["x"], 1)).unwrap()];
+    let rewritten = || {
+        vec![
+            log.prepare("t", 1, checked(batch(&["a", "b"], 1))).unwrap(),
+            log.prepare("side", 0, checked(batch(&["x"], 1))).unwrap(),
+        ]
+    };
     let first = log.submit_rewritten("t", 1, Some((pid, 0, 2)), rewritten()).await.unwrap();
     let first = first.outcome().await.unwrap();
     assert_eq!((first.base_offset, first.last_offset, first.duplicate), (0, 1, false));
@@ -582,18 +591,19 @@ async fn a_rewritten_batch_keeps_its_producers_sequence_and_writes_all_or_nothin
     // the sequence still moves on.
     let dropped = log.submit_rewritten("t", 1, Some((pid, 3, 5)), vec![]).await.unwrap().outcome().await.unwrap();
     assert_eq!((dropped.base_offset, dropped.duplicate), (2, false));
-    let next = log.submit_rewritten("t", 1, Some((pid, 6, 6)), vec![log.prepare("t", 1, batch(&["c"], 2)).unwrap()]);
+    let next =
+        log.submit_rewritten("t", 1, Some((pid, 6, 6)), vec![log.prepare("t", 1, checked(batch(&["c"], 2))).unwrap()]);
     let next = next.await.unwrap();
     assert_eq!(next.outcome().await.unwrap().base_offset, 2);
     // A gap is refused, and with it the whole transaction (nothing in `side`).
-    let gap = vec![log.prepare("side", 0, batch(&["y"], 3)).unwrap()];
+    let gap = vec![log.prepare("side", 0, checked(batch(&["y"], 3))).unwrap()];
     let refused = log.submit_rewritten("t", 1, Some((pid, 9, 9)), gap).await.unwrap().outcome().await;
     assert!(matches!(refused, Err(LogError::SequenceGap { expected: 7, .. })), "{refused:?}");
     assert_eq!(values(&log, "side", 0, 0).len(), 1);
     // Batches carrying a producer id of their own are refused up front.
     let mut w = BatchWriter::new(Vec::new()).unwrap().idempotent(pid, 0);
     w.push_owned(&OwnedRecord::new(b"z".to_vec(), 1)).unwrap();
-    assert!(matches!(log.prepare("side", 0, w.finish().unwrap()), Err(LogError::InvalidProducerBatch(_))));
+    assert!(matches!(log.prepare("side", 0, checked(w.finish().unwrap())), Err(LogError::InvalidProducerBatch(_))));
     drop(log);
     // All of it survives a reopen.
     let log = open(&dir);

@@ -53,7 +53,7 @@ fn threshold_keeps_readings_at_or_above_min() {
     let processed = instance.process(&input).unwrap();
     assert_eq!(processed.outputs.len(), 1);
     assert_eq!(processed.outputs[0].topic, None);
-    let kept = records(&processed.outputs[0].batch);
+    let kept = records(processed.outputs[0].batch.as_bytes());
     assert_eq!(kept.len(), 2);
     assert_eq!(kept[0].key.as_deref(), Some(&b"r2"[..]));
     assert_eq!(kept[0].value, b"20");
@@ -82,7 +82,7 @@ fn threshold_errors_are_typed() {
         other => panic!("expected Failed, got {other:?}"),
     }
     // The plugin returned an error (no trap): the same instance goes on.
-    assert_eq!(values(&instance.process(&batch(&[("r1", "2")])).unwrap().outputs[0].batch), ["2"]);
+    assert_eq!(values(instance.process(&batch(&[("r1", "2")])).unwrap().outputs[0].batch.as_bytes()), ["2"]);
     assert_eq!(instance.instantiations(), 1);
 }
 
@@ -93,8 +93,8 @@ fn celsius_to_fahrenheit_rewrites_values() {
     let mut instance = plugin.instantiate(&[], Limits::default()).unwrap();
     let processed = instance.process(&batch(&[("a", "21.5"), ("b", "0"), ("c", "-40")])).unwrap();
     assert_eq!(processed.outputs.len(), 1);
-    assert_eq!(values(&processed.outputs[0].batch), ["70.7", "32.0", "-40.0"]);
-    let out = records(&processed.outputs[0].batch);
+    assert_eq!(values(processed.outputs[0].batch.as_bytes()), ["70.7", "32.0", "-40.0"]);
+    let out = records(processed.outputs[0].batch.as_bytes());
     assert_eq!(out[2].key.as_deref(), Some(&b"c"[..]));
     assert_eq!(out[2].timestamp, 1002);
 }
@@ -107,9 +107,9 @@ fn alert_router_keeps_all_and_routes_over_the_limit() {
     let processed = instance.process(&batch(&[("a", "31"), ("b", "29"), ("c", "45.5")])).unwrap();
     assert_eq!(processed.outputs.len(), 2);
     assert_eq!(processed.outputs[0].topic, None);
-    assert_eq!(values(&processed.outputs[0].batch), ["31", "29", "45.5"]);
+    assert_eq!(values(processed.outputs[0].batch.as_bytes()), ["31", "29", "45.5"]);
     assert_eq!(processed.outputs[1].topic.as_deref(), Some("alerts"));
-    let alerts = records(&processed.outputs[1].batch);
+    let alerts = records(processed.outputs[1].batch.as_bytes());
     assert_eq!(alerts.len(), 2);
     assert_eq!(
         (alerts[0].key.as_deref(), alerts[0].value.as_slice(), alerts[0].timestamp),
@@ -134,7 +134,7 @@ fn cbor_to_json_rewrites_payloads() {
     writer.push_parts(Some(b"dev-1"), &cbor, 5, std::iter::empty()).unwrap();
     writer.push_parts(None, &serde_cbor::to_vec(&"hello").unwrap(), 6, std::iter::empty()).unwrap();
     let processed = instance.process(&writer.finish().unwrap()).unwrap();
-    assert_eq!(values(&processed.outputs[0].batch), [r#"{"h":40,"t":21}"#, r#""hello""#]);
+    assert_eq!(values(processed.outputs[0].batch.as_bytes()), [r#"{"h":40,"t":21}"#, r#""hello""#]);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn compiled_plugins_are_cached_across_runtimes() {
     assert!(second.from_cache());
     assert_eq!(second.hash(), first.hash());
     let mut instance = second.instantiate(&params(&[("min", "5")]), Limits::default()).unwrap();
-    assert_eq!(values(&instance.process(&batch(&[("a", "4"), ("b", "6")])).unwrap().outputs[0].batch), ["6"]);
+    assert_eq!(values(instance.process(&batch(&[("a", "4"), ("b", "6")])).unwrap().outputs[0].batch.as_bytes()), ["6"]);
 
     // A damaged artifact is dropped and the plugin compiled again.
     std::fs::write(&cached[0], b"not an artifact").unwrap();
@@ -235,7 +235,7 @@ fn an_endless_loop_exhausts_the_budget_and_the_hub_goes_on() {
     // Other plugins are untouched.
     let plugin = runtime.load(&example("cairn_plugin_threshold")).unwrap();
     let mut good = plugin.instantiate(&params(&[("min", "0")]), limits).unwrap();
-    assert_eq!(values(&good.process(&input).unwrap().outputs[0].batch), ["1"]);
+    assert_eq!(values(good.process(&input).unwrap().outputs[0].batch.as_bytes()), ["1"]);
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub mod record;
 pub mod serial;
 pub mod varint;
 
+#[cfg(feature = "alloc")]
+pub use batch::CheckedBatch;
 pub use batch::{
     BatchHeader, BatchView, BatchWriter, Buffer, DecodeError, EncodeError, EncodedRecordIter, RecordContents,
     SliceBuffer,

@@ -282,9 +282,7 @@ proptest::proptest! {
 
 #[test]
 fn unsealed_batches_are_sealed_by_the_receiver() {
-    let mut w = cairn_proto::BatchWriter::new(Vec::new()).unwrap();
-    w.push_parts(Some(b"k"), b"v", 5, std::iter::empty()).unwrap();
-    let mut batch = w.finish_unsealed().unwrap();
+    let mut batch = w_unsealed();
     assert!(cairn_proto::BatchView::parse(&batch).is_err(), "no CRC yet");
     assert_eq!(cairn_proto::BatchView::parse_trusted(&batch).unwrap().records().count(), 1);
     let mut copy = batch.clone();
@@ -294,8 +292,21 @@ fn unsealed_batches_are_sealed_by_the_receiver() {
     // records all the same.
     assert_eq!(cairn_proto::BatchView::seal_and_parse(&mut copy).unwrap().records().count(), 1);
     assert_eq!(copy, batch);
+    // The owned form: checked once, read again without checking.
+    let checked = cairn_proto::CheckedBatch::seal(w_unsealed()).unwrap();
+    assert_eq!(checked.as_bytes(), &batch[..]);
+    assert_eq!(checked.view().records().next().unwrap().value, b"v");
+    assert_eq!(cairn_proto::CheckedBatch::check(batch.clone()).unwrap(), checked);
     let mut bad = copy.clone();
     let last = bad.len() - 1;
     bad[last] = 7; // the header count of the record: now 7 headers that are not there
     assert!(cairn_proto::BatchView::seal_and_parse(&mut bad).is_err());
+    assert!(cairn_proto::CheckedBatch::seal(bad.clone()).is_err());
+    assert!(cairn_proto::CheckedBatch::check(bad).is_err(), "bad CRC and records");
+}
+
+fn w_unsealed() -> Vec<u8> {
+    let mut w = cairn_proto::BatchWriter::new(Vec::new()).unwrap();
+    w.push_parts(Some(b"k"), b"v", 5, std::iter::empty()).unwrap();
+    w.finish_unsealed().unwrap()
 }

@@ -87,7 +87,7 @@ pub fn run(config: &PluginBenchConfig, input: &[Vec<u8>]) -> Result<PluginBenchR
         let processed = instance.process(batch)?;
         records += BatchHeader::read(batch).map_or(0, |h| u64::from(h.record_count));
         for output in processed.outputs.iter().filter(|o| o.topic.is_none()) {
-            kept += BatchHeader::read(&output.batch).map_or(0, |h| u64::from(h.record_count));
+            kept += u64::from(output.batch.header().record_count);
         }
     }
     let seconds = started.elapsed().as_secs_f64();

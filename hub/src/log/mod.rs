@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cairn_proto::{BatchHeader, BatchView};
+use cairn_proto::{BatchHeader, BatchView, CheckedBatch};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -407,7 +407,8 @@ impl Log {
         batches: Vec<(String, u32, Vec<u8>)>,
         commit: Option<OffsetCommit<'_>>,
     ) -> Result<Vec<AppendOutcome>> {
-        let batches = batches.into_iter().map(|(t, p, b)| self.prepare(&t, p, b)).collect::<Result<_>>()?;
+        let batches =
+            batches.into_iter().map(|(t, p, b)| self.prepare(&t, p, CheckedBatch::check(b)?)).collect::<Result<_>>()?;
         self.append_prepared(batches, commit).await
     }
 
@@ -462,15 +463,25 @@ impl Log {
     /// Checks a batch for a transaction to `(topic, partition)`: everything
     /// an append checks, and no producer id (the transaction's committed
     /// offset, or the rewritten batch's original sequence numbers, keep it
-    /// from being stored twice).
-    pub fn prepare(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<PreparedBatch> {
-        let append = self.validate(topic, batch, |_, _| Ok(partition))?;
-        if append.header.producer_id != cairn_proto::batch::NO_PRODUCER {
+    /// from being stored twice). Its CRC and records were checked when the
+    /// [`CheckedBatch`] was made, and are not walked again.
+    pub fn prepare(&self, topic: &str, partition: u32, batch: CheckedBatch) -> Result<PreparedBatch> {
+        self.check_size(batch.as_bytes().len())?;
+        let entry = self.shared.catalog.get(topic)?;
+        let (entry, partition, header) = self.check_view(topic, entry, &batch.view(), |_, _| Ok(partition))?;
+        if header.producer_id != cairn_proto::batch::NO_PRODUCER {
             return Err(LogError::InvalidProducerBatch(
                 "a transaction's batches carry no producer id; the transaction deduplicates them".into(),
             ));
         }
-        Ok(PreparedBatch(append))
+        let batch = batch.into_bytes();
+        Ok(PreparedBatch(writer::BatchToAppend {
+            topic_id: entry.id,
+            topic: topic.to_string(),
+            partition,
+            header,
+            batch,
+        }))
     }
 
     /// The checks every batch passes before the writer sees it.
@@ -504,13 +515,30 @@ impl Log {
         batch: &[u8],
         choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
     ) -> Result<(Arc<TopicEntry>, u32, BatchHeader)> {
-        let limit = self.shared.options.max_batch_bytes;
-        if batch.len() > limit {
-            return Err(LogError::BatchTooLarge { size: batch.len(), limit });
-        }
+        // The size first: an oversized batch is refused before it is walked.
+        self.check_size(batch.len())?;
         let entry = self.shared.catalog.get(topic)?;
         let view = BatchView::parse(batch)?;
-        let partition = choose(&view, entry.partitions.len() as u32)?;
+        self.check_view(topic, entry, &view, choose)
+    }
+
+    fn check_size(&self, size: usize) -> Result<()> {
+        let limit = self.shared.options.max_batch_bytes;
+        if size > limit {
+            return Err(LogError::BatchTooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    /// The checks of [`Log::check`] after the batch itself was found valid.
+    fn check_view(
+        &self,
+        topic: &str,
+        entry: Arc<TopicEntry>,
+        view: &BatchView<'_>,
+        choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
+    ) -> Result<(Arc<TopicEntry>, u32, BatchHeader)> {
+        let partition = choose(view, entry.partitions.len() as u32)?;
         entry.partition(partition)?;
         if entry.config.cleanup_policy == CleanupPolicy::Compact && view.records().any(|r| r.key.is_none()) {
             return Err(LogError::MissingKeyOnCompactedTopic(topic.to_string()));

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use cairn_proto::batch::NO_PRODUCER;
 use cairn_proto::frame::{AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom};
-use cairn_proto::BatchHeader;
+use cairn_proto::{BatchHeader, CheckedBatch};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -391,7 +391,9 @@ impl Plugins {
             for input in inputs {
                 result.records_in += count(&input);
                 match instance.process(&input) {
-                    Ok(processed) => result.outputs.extend(processed.outputs.into_iter().map(|o| (o.topic, o.batch))),
+                    Ok(processed) => {
+                        result.outputs.extend(processed.outputs.into_iter().map(|o| (o.topic, o.batch.into_bytes())))
+                    }
                     Err(e) => {
                         result.error = Some(e.to_string());
                         break;
@@ -437,7 +439,7 @@ impl Plugins {
                     // What the last stage keeps is stored in the producer's
                     // partition; what an earlier one keeps feeds the next.
                     let (next, kept) = if i + 1 == stages { (None, own) } else { (own, None) };
-                    let kept_records = kept.as_deref().map_or(0, count);
+                    let kept_records = kept.as_ref().map_or(0, |b| u64::from(b.header().record_count));
                     let mut outputs: Vec<_> = kept.map(|b| (topic.to_string(), partition, b)).into_iter().collect();
                     for (to, batch) in emitted {
                         let n = ensure_topic(&self.log, &to, partitions).await?;
@@ -450,7 +452,7 @@ impl Plugins {
                         Ok(prepared) => {
                             writes.extend::<Vec<_>>(prepared);
                             stored = kept_records;
-                            current = next;
+                            current = next.map(CheckedBatch::into_bytes);
                             continue;
                         }
                         Err(e) => {
@@ -609,7 +611,8 @@ pub(crate) async fn dead_letters(
     ensure_topic(log, &dlq, 1).await?;
     let batches = dead_letter_batches(input, &stage.spec.name, reason, source_partition, log.max_batch_bytes())
         .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
-    let prepared = batches.into_iter().map(|b| log.prepare(&dlq, 0, b)).collect::<Result<Vec<_>, _>>()?;
+    let prepared =
+        batches.into_iter().map(|b| log.prepare(&dlq, 0, CheckedBatch::check(b)?)).collect::<Result<Vec<_>, _>>()?;
     Stats::add(&stage.stats.dead_lettered, count(input));
     Ok(prepared)
 }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use cairn_proto::batch::NO_PRODUCER;
-use cairn_proto::{BatchHeader, BatchView, BatchWriter};
+use cairn_proto::{BatchHeader, BatchView, BatchWriter, CheckedBatch};
 
 use super::registry::AttachmentSpec;
 use super::stats::{Stats, Status};
@@ -19,8 +19,9 @@ const POOL_SIZE: usize = 4;
 pub enum StageOutcome {
     /// The plugin ran. `own`: the records it kept (the attachment's own
     /// output), as one batch; `emitted`: (topic, batch) it routed elsewhere;
-    /// `input` back, in case the log refuses an output.
-    Ran { input: Vec<u8>, own: Option<Vec<u8>>, emitted: Vec<(String, Vec<u8>)> },
+    /// `input` back, in case the log refuses an output. Every output batch
+    /// is checked already.
+    Ran { input: Vec<u8>, own: Option<CheckedBatch>, emitted: Vec<(String, CheckedBatch)> },
     /// The batch failed: `input` is the batch as given, for the dead-letter
     /// topic, with `reason`.
     Failed { input: Vec<u8>, reason: String },
@@ -92,8 +93,8 @@ impl Stage {
             Ok((own, emitted, fuel)) => {
                 self.stats.succeeded();
                 Stats::add(&self.stats.fuel_used, fuel);
-                let own_records = own.as_deref().map_or(0, count);
-                let emitted_records: u64 = emitted.iter().map(|(_, b)| count(b)).sum();
+                let own_records = own.as_ref().map_or(0, |b| u64::from(b.header().record_count));
+                let emitted_records: u64 = emitted.iter().map(|(_, b)| u64::from(b.header().record_count)).sum();
                 Stats::add(&self.stats.records_out, own_records + emitted_records);
                 Stats::add(&self.stats.records_dropped, records_in.saturating_sub(own_records));
                 StageOutcome::Ran { input, own, emitted }
@@ -118,7 +119,7 @@ impl Stage {
 
     /// The plugin call and the checks on its outputs.
     #[allow(clippy::type_complexity)]
-    fn run(&self, input: &[u8]) -> Result<(Option<Vec<u8>>, Vec<(String, Vec<u8>)>, u64), PluginError> {
+    fn run(&self, input: &[u8]) -> Result<(Option<CheckedBatch>, Vec<(String, CheckedBatch)>, u64), PluginError> {
         let mut instance = match self.pool.lock().expect("pool lock").pop() {
             Some(instance) => instance,
             None => self.plugin.instantiate(&self.spec.params, self.limits)?,
@@ -133,17 +134,15 @@ impl Stage {
         }
         let processed = result?;
         let mut own = Vec::new();
-        let mut emitted: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        let mut emitted: Vec<(String, Vec<CheckedBatch>)> = Vec::new();
         for (index, output) in processed.outputs.into_iter().enumerate() {
-            let header = BatchHeader::read(&output.batch)
-                .map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
-            if header.producer_id != NO_PRODUCER {
+            if output.batch.header().producer_id != NO_PRODUCER {
                 let detail = "an output batch must not carry a producer id".to_string();
                 return Err(PluginError::BadOutput { index, detail });
             }
-            if output.batch.len() > self.max_batch_bytes {
-                let detail =
-                    format!("{} bytes, over the hub's max_batch_bytes of {}", output.batch.len(), self.max_batch_bytes);
+            let size = output.batch.as_bytes().len();
+            if size > self.max_batch_bytes {
+                let detail = format!("{size} bytes, over the hub's max_batch_bytes of {}", self.max_batch_bytes);
                 return Err(PluginError::BadOutput { index, detail });
             }
             match output.topic {
@@ -170,7 +169,7 @@ pub fn count(batch: &[u8]) -> u64 {
 
 /// Several output batches for one destination as one batch (the common
 /// case, one batch, is passed through untouched).
-fn merge(mut batches: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, PluginError> {
+fn merge(mut batches: Vec<CheckedBatch>) -> Result<Option<CheckedBatch>, PluginError> {
     match batches.len() {
         0 => return Ok(None),
         1 => return Ok(batches.pop()),
@@ -179,13 +178,13 @@ fn merge(mut batches: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, PluginError> {
     let bad = |detail: String| PluginError::BadOutput { index: 0, detail };
     let mut writer = BatchWriter::new(Vec::new()).map_err(|e| bad(e.to_string()))?;
     for batch in &batches {
-        let view = BatchView::parse(batch).map_err(|e| bad(e.to_string()))?;
-        for r in view.records() {
+        for r in batch.view().records() {
             let headers = r.headers.clone().map(|h| (h.name, h.value));
             writer.push_parts(r.key, r.value, r.timestamp, headers).map_err(|e| bad(e.to_string()))?;
         }
     }
-    writer.finish().map(Some).map_err(|e| bad(e.to_string()))
+    let merged = writer.finish().map_err(|e| bad(e.to_string()))?;
+    CheckedBatch::check(merged).map(Some).map_err(|e| bad(e.to_string()))
 }
 
 /// Longest reason written into a dead-letter header.

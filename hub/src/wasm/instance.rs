@@ -2,13 +2,22 @@
 //! checks on what it returns. Nothing a plugin does can panic the hub: every
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
-use cairn_proto::BatchView;
+use cairn_proto::CheckedBatch;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::bindings::{Level, Plugin, PluginImports, PluginPre};
 use super::error::PluginError;
 
-pub use super::bindings::Output;
+use super::bindings::Output;
+
+/// One output batch of a `process` call, checked.
+#[derive(Debug)]
+pub struct CheckedOutput {
+    /// `None`: the attachment's own output; `Some(name)`: emitted to `name`.
+    pub topic: Option<String>,
+    /// The batch, sealed by the hub and checked record by record.
+    pub batch: CheckedBatch,
+}
 
 /// Longest log line kept from a plugin; the rest is cut.
 const MAX_LOG_LINE: usize = 1024;
@@ -46,9 +55,9 @@ impl Default for Limits {
 /// The result of one `process` call.
 #[derive(Debug)]
 pub struct Processed {
-    /// The output batches, each a validated record batch: `topic: None` for
+    /// The output batches, each a checked record batch: `topic: None` for
     /// the attachment's own output, `Some(name)` for records emitted to `name`.
-    pub outputs: Vec<Output>,
+    pub outputs: Vec<CheckedOutput>,
     /// Fuel the call used (of `Limits::fuel_per_batch`).
     pub fuel_used: u64,
 }
@@ -164,8 +173,7 @@ impl PluginInstance {
             Ok(Ok(outputs)) => outputs,
         };
         self.live = Some(live);
-        let mut outputs = outputs;
-        validate_outputs(&mut outputs, self.limits.max_output_bytes)?;
+        let outputs = validate_outputs(outputs, self.limits.max_output_bytes)?;
         Ok(Processed { outputs, fuel_used })
     }
 
@@ -232,20 +240,22 @@ fn call_error(error: wasmtime::Error, store: &Store<HostState>, limits: &Limits)
 /// computes each batch's CRC itself (`seal`): the SDK leaves it to the hub,
 /// whose CRC instructions are far faster than a table in wasm, and a CRC
 /// the plugin wrote would prove nothing the record checks do not.
-fn validate_outputs(outputs: &mut [Output], max_bytes: usize) -> Result<(), PluginError> {
+fn validate_outputs(outputs: Vec<Output>, max_bytes: usize) -> Result<Vec<CheckedOutput>, PluginError> {
     let actual: usize = outputs.iter().map(|o| o.batch.len()).sum();
     if actual > max_bytes {
         return Err(PluginError::OutputTooLarge { limit: max_bytes, actual });
     }
-    for (index, output) in outputs.iter_mut().enumerate() {
+    let mut checked = Vec::with_capacity(outputs.len());
+    for (index, output) in outputs.into_iter().enumerate() {
         if let Some(topic) = &output.topic {
             crate::log::validate_topic_name(topic)
                 .map_err(|e| PluginError::BadOutput { index, detail: format!("cannot emit to {topic:?}: {e}") })?;
         }
-        let bad = |e: cairn_proto::DecodeError| PluginError::BadOutput { index, detail: e.to_string() };
-        BatchView::seal_and_parse(&mut output.batch).map_err(bad)?;
+        let batch =
+            CheckedBatch::seal(output.batch).map_err(|e| PluginError::BadOutput { index, detail: e.to_string() })?;
+        checked.push(CheckedOutput { topic: output.topic, batch });
     }
-    Ok(())
+    Ok(checked)
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
