@@ -333,7 +333,12 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Validates one batch that occupies the whole of `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<BatchView<'a>, DecodeError> {
-        let (view, used) = Self::parse_prefix(bytes)?;
+        Self::parse_whole(bytes, true)
+    }
+
+    /// [`BatchView::parse`], the CRC compared or not.
+    fn parse_whole(bytes: &'a [u8], check_crc: bool) -> Result<BatchView<'a>, DecodeError> {
+        let (view, used) = Self::parse_prefix_with(bytes, check_crc)?;
         if used != bytes.len() {
             return Err(DecodeError::LengthMismatch {
                 declared: used - LENGTH_FIELD_END,
@@ -375,15 +380,7 @@ impl<'a> BatchView<'a> {
     /// [`BatchView::parse`], without computing the CRC a second time.
     pub fn seal_and_parse(bytes: &'a mut [u8]) -> Result<BatchView<'a>, DecodeError> {
         seal(bytes)?;
-        let bytes: &'a [u8] = bytes;
-        let (view, used) = Self::parse_prefix_with(bytes, false)?;
-        if used != bytes.len() {
-            return Err(DecodeError::LengthMismatch {
-                declared: used - LENGTH_FIELD_END,
-                actual: bytes.len() - LENGTH_FIELD_END,
-            });
-        }
-        Ok(view)
+        Self::parse_whole(bytes, false)
     }
 
     fn parse_prefix_with(bytes: &'a [u8], check_crc: bool) -> Result<(BatchView<'a>, usize), DecodeError> {

@@ -466,8 +466,7 @@ impl Log {
     /// from being stored twice). Its CRC and records were checked when the
     /// [`CheckedBatch`] was made, and are not walked again.
     pub fn prepare(&self, topic: &str, partition: u32, batch: CheckedBatch) -> Result<PreparedBatch> {
-        self.check_size(batch.as_bytes().len())?;
-        let entry = self.shared.catalog.get(topic)?;
+        let entry = self.entry_for(topic, batch.as_bytes().len())?;
         let (entry, partition, header) = self.check_view(topic, entry, &batch.view(), |_, _| Ok(partition))?;
         if header.producer_id != cairn_proto::batch::NO_PRODUCER {
             return Err(LogError::InvalidProducerBatch(
@@ -515,19 +514,19 @@ impl Log {
         batch: &[u8],
         choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
     ) -> Result<(Arc<TopicEntry>, u32, BatchHeader)> {
-        // The size first: an oversized batch is refused before it is walked.
-        self.check_size(batch.len())?;
-        let entry = self.shared.catalog.get(topic)?;
+        let entry = self.entry_for(topic, batch.len())?;
         let view = BatchView::parse(batch)?;
         self.check_view(topic, entry, &view, choose)
     }
 
-    fn check_size(&self, size: usize) -> Result<()> {
+    /// The topic a batch of `size` bytes goes to, once the size is within
+    /// the limit: an oversized batch is refused before it is walked.
+    fn entry_for(&self, topic: &str, size: usize) -> Result<Arc<TopicEntry>> {
         let limit = self.shared.options.max_batch_bytes;
         if size > limit {
             return Err(LogError::BatchTooLarge { size, limit });
         }
-        Ok(())
+        self.shared.catalog.get(topic)
     }
 
     /// The checks of [`Log::check`] after the batch itself was found valid.
