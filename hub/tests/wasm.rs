@@ -2,6 +2,7 @@
 //! scripts/build-plugins.sh) and against hostile modules written in WAT.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use cairn_hub::wasm::{Limits, PluginError, PluginInstance, Runtime};
 use cairn_proto::{BatchView, BatchWriter, OwnedRecord};
@@ -236,6 +237,24 @@ fn an_endless_loop_exhausts_the_budget_and_the_hub_goes_on() {
     let plugin = runtime.load(&example("cairn_plugin_threshold")).unwrap();
     let mut good = plugin.instantiate(&params(&[("min", "0")]), limits).unwrap();
     assert_eq!(values(good.process(&input).unwrap().outputs[0].batch.as_bytes()), ["1"]);
+}
+
+#[test]
+fn the_time_limit_stops_a_call_the_fuel_budget_would_not() {
+    let (_dir, runtime) = runtime();
+    // Fuel counts instructions, not what they cost (a load that misses the
+    // cache costs a hundred hits): the wall-clock limit is the backstop.
+    // Here the fuel budget is practically unlimited.
+    let limits = Limits { fuel_per_batch: 1 << 60, time_per_batch: Duration::from_millis(200), ..Limits::default() };
+    let mut looping = hostile_instance(&runtime, "(loop $forever (br $forever)) (i32.const 0)", 2, limits);
+    let started = Instant::now();
+    match looping.process(&batch(&[("a", "1")])) {
+        Err(e @ PluginError::TimeLimit { limit_ms: 200 }) => assert!(e.to_string().contains("200 ms"), "{e}"),
+        other => panic!("expected TimeLimit, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    // Stopped at the limit, give or take the 5 ms tick and a busy machine.
+    assert!(elapsed >= Duration::from_millis(195) && elapsed < Duration::from_secs(3), "stopped after {elapsed:?}");
 }
 
 #[test]

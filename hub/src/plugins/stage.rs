@@ -3,17 +3,31 @@
 //! its limits, and its counters. Failures are counted here; where the failed
 //! batch goes (the dead-letter topic) is the caller's business.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cairn_proto::batch::NO_PRODUCER;
 use cairn_proto::{BatchHeader, BatchView, BatchWriter, CheckedBatch};
 
 use super::registry::AttachmentSpec;
 use super::stats::{Stats, Status};
-use crate::wasm::{CompiledPlugin, Limits, PluginError, PluginInstance};
+use crate::wasm::{CallBudget, CompiledPlugin, Limits, PluginError, PluginInstance};
 
 /// Idle instances kept per attachment.
 const POOL_SIZE: usize = 4;
+
+/// The budget of a plugin call made right on the async thread that has the
+/// batch. Handing a batch to a blocking thread and back costs more than a
+/// cheap filter's whole call (docs/BENCHMARKS.md: a fifth of the hub's CPU
+/// on an ingest filter), so a plugin whose last batch took under half of
+/// this fuel runs inline under this budget (about a millisecond of work
+/// here; the threshold example uses ~1.5 M on 1,000 records). A batch
+/// that runs out of it is run again, with the full budget, on a blocking
+/// thread: a slow or hostile plugin holds an async thread for at most the
+/// inline time limit (a few milliseconds, even for memory-bound code that
+/// does little per fuel unit).
+const INLINE: CallBudget = CallBudget { fuel: 10_000_000, time: Duration::from_millis(5) };
 
 /// What became of one batch.
 pub enum StageOutcome {
@@ -38,6 +52,9 @@ pub struct Stage {
     pub stats: Arc<Stats>,
     /// Largest batch the log accepts: an output over it fails the batch.
     max_batch_bytes: usize,
+    /// The last batch used under half of [`INLINE`]'s fuel: try the next one
+    /// inline. Starts false: a new plugin's first batch runs off-thread.
+    inline: AtomicBool,
 }
 
 impl Stage {
@@ -55,7 +72,8 @@ impl Stage {
             ..Limits::default()
         };
         let first = plugin.instantiate(&spec.params, limits)?;
-        Ok(Stage { spec, plugin, limits, pool: Mutex::new(vec![first]), stats, max_batch_bytes })
+        let pool = Mutex::new(vec![first]);
+        Ok(Stage { spec, plugin, limits, pool, stats, max_batch_bytes, inline: AtomicBool::new(false) })
     }
 
     /// True when the plugin was loaded from the compile cache.
@@ -63,29 +81,52 @@ impl Stage {
         self.plugin.from_cache()
     }
 
-    /// Runs one batch through the plugin on a blocking thread (a plugin call
-    /// is CPU work, bounded by its fuel budget), counts what happened, and
-    /// pauses the attachment after `max_failures` failed batches in a row.
+    /// Runs one batch through the plugin (inline when it is known to be
+    /// cheap, else on a blocking thread: a plugin call is CPU work, bounded
+    /// by its fuel budget), counts what happened, and pauses the attachment
+    /// after `max_failures` failed batches in a row.
     pub async fn process(self: &Arc<Self>, input: Vec<u8>) -> StageOutcome {
         if let Status::Paused(why) | Status::Stopped(why) = self.stats.status() {
             return StageOutcome::Paused { input, reason: format!("attachment '{}' is paused: {why}", self.spec.name) };
         }
-        let stage = self.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = stage.run(&input);
-            (input, result)
-        })
-        .await;
-        let (input, result) = match joined {
-            Ok(done) => done,
-            // The closure cannot panic on plugin input (every plugin failure
-            // is an error value); a panic here is a hub bug, and the batch
-            // it held is gone with it, so say so loudly.
-            Err(e) => {
-                tracing::error!(attachment = %self.spec.name, error = %e, "plugin task failed");
-                return StageOutcome::Failed { input: Vec::new(), reason: format!("internal error: {e}") };
+        let mut inline_result = None;
+        let full = CallBudget::of(&self.limits);
+        if self.inline.load(Ordering::Relaxed) {
+            let inline = INLINE.within(&self.limits);
+            match self.run(&input, inline) {
+                // Not cheap after all: run it again below with the full
+                // budget (the instance that ran out is replaced on its next
+                // call, so the re-run starts from a fresh `init`).
+                Err(PluginError::BudgetExhausted { .. } | PluginError::TimeLimit { .. }) if inline != full => {
+                    self.inline.store(false, Ordering::Relaxed)
+                }
+                done => inline_result = Some(done),
+            }
+        }
+        let (input, result) = match inline_result {
+            Some(result) => (input, result),
+            None => {
+                let stage = self.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let result = stage.run(&input, full);
+                    (input, result)
+                })
+                .await;
+                match joined {
+                    Ok(done) => done,
+                    // The closure cannot panic on plugin input (every plugin
+                    // failure is an error value); a panic here is a hub bug,
+                    // and the batch it held is gone with it, so say so loudly.
+                    Err(e) => {
+                        tracing::error!(attachment = %self.spec.name, error = %e, "plugin task failed");
+                        return StageOutcome::Failed { input: Vec::new(), reason: format!("internal error: {e}") };
+                    }
+                }
             }
         };
+        if let Ok((_, _, fuel)) = &result {
+            self.inline.store(*fuel <= INLINE.fuel / 2, Ordering::Relaxed);
+        }
         let records_in = count(&input);
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.records_in, records_in);
@@ -117,14 +158,18 @@ impl Stage {
         }
     }
 
-    /// The plugin call and the checks on its outputs.
+    /// The plugin call, under `budget`, and the checks on its outputs.
     #[allow(clippy::type_complexity)]
-    fn run(&self, input: &[u8]) -> Result<(Option<CheckedBatch>, Vec<(String, CheckedBatch)>, u64), PluginError> {
+    fn run(
+        &self,
+        input: &[u8],
+        budget: CallBudget,
+    ) -> Result<(Option<CheckedBatch>, Vec<(String, CheckedBatch)>, u64), PluginError> {
         let mut instance = match self.pool.lock().expect("pool lock").pop() {
             Some(instance) => instance,
             None => self.plugin.instantiate(&self.spec.params, self.limits)?,
         };
-        let result = instance.process(input);
+        let result = instance.process_within(input, budget);
         // A trapped instance restarts itself on its next call: always reusable.
         {
             let mut pool = self.pool.lock().expect("pool lock");
@@ -233,4 +278,85 @@ pub fn dead_letter_batches(
     }
     batches.push(writer.finish().ok()?);
     Some(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use cairn_proto::{BatchView, BatchWriter};
+
+    use super::*;
+    use crate::plugins::registry::Kind;
+    use crate::wasm::Runtime;
+
+    /// A stage of the threshold example (built by scripts/build-plugins.sh)
+    /// keeping readings of at least 0, on ingest.
+    fn threshold_stage(runtime: &Runtime) -> Arc<Stage> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm");
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("cannot read {} ({e}): run `bash scripts/build-plugins.sh`", path.display()));
+        let limits = Limits::default();
+        let spec = AttachmentSpec {
+            name: "t.threshold".into(),
+            topic: "t".into(),
+            plugin: "threshold".into(),
+            version: 1,
+            params: vec![("min".into(), "0".into())],
+            kind: Kind::Ingest,
+            fuel_per_batch: limits.fuel_per_batch,
+            memory_bytes: limits.memory_bytes as u64,
+            max_failures: 5,
+            order: 0,
+        };
+        let plugin = runtime.load(&bytes).unwrap();
+        Arc::new(Stage::new(spec, plugin, Arc::default(), 16 << 20).unwrap())
+    }
+
+    fn readings(count: usize) -> Vec<u8> {
+        let mut writer = BatchWriter::new(Vec::new()).unwrap();
+        for i in 0..count {
+            writer.push_parts(None, format!("{}.5", i % 100).as_bytes(), i as i64, std::iter::empty()).unwrap();
+        }
+        writer.finish().unwrap()
+    }
+
+    /// Runs `input` and returns the kept values.
+    async fn kept(stage: &Arc<Stage>, input: Vec<u8>) -> usize {
+        match stage.process(input).await {
+            StageOutcome::Ran { own: Some(own), .. } => BatchView::parse(own.as_bytes()).unwrap().records().count(),
+            StageOutcome::Ran { own: None, .. } => 0,
+            StageOutcome::Failed { reason, .. } | StageOutcome::Paused { reason, .. } => panic!("failed: {reason}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_big_for_the_inline_budget_runs_again_off_thread_and_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(dir.path()).unwrap();
+        let stage = threshold_stage(&runtime);
+        // The first batch of a new stage runs off-thread; a cheap one makes
+        // the next one run inline.
+        assert!(!stage.inline.load(Ordering::Relaxed));
+        assert_eq!(kept(&stage, readings(100)).await, 100);
+        assert!(stage.inline.load(Ordering::Relaxed), "a 100-record batch is cheap");
+        let fuel_small = stage.stats.fuel_used.load(Ordering::Relaxed);
+
+        // Far more records than the inline fuel covers: the inline try runs
+        // out, the batch runs again with the full budget, every record once.
+        let big = usize::try_from(2 * INLINE.fuel / fuel_small).unwrap() * 100;
+        assert_eq!(kept(&stage, readings(big)).await, big);
+        assert!(!stage.inline.load(Ordering::Relaxed), "the big batch is not cheap");
+        assert_eq!(stage.stats.batches.load(Ordering::Relaxed), 2);
+        assert_eq!(stage.stats.records_in.load(Ordering::Relaxed), 100 + big as u64);
+        assert_eq!(stage.stats.records_out.load(Ordering::Relaxed), 100 + big as u64);
+        assert_eq!(stage.stats.failures.load(Ordering::Relaxed), 0);
+        let fuel_big = stage.stats.fuel_used.load(Ordering::Relaxed) - fuel_small;
+        assert!(fuel_big > INLINE.fuel, "{fuel_big} fuel: the batch needed more than the inline budget");
+
+        // Cheap again: back to inline after one more batch.
+        assert_eq!(kept(&stage, readings(100)).await, 100);
+        assert!(stage.inline.load(Ordering::Relaxed));
+    }
 }

@@ -36,6 +36,12 @@ pub enum PluginError {
     )]
     BudgetExhausted { budget: u64 },
 
+    #[error(
+        "the plugin ran past its time limit of {limit_ms} ms on one batch (memory-bound work the fuel \
+         budget does not weigh, or an overloaded machine)"
+    )]
+    TimeLimit { limit_ms: u128 },
+
     #[error("the plugin tried to grow its memory past the limit of {limit} bytes (raise the memory limit)")]
     MemoryLimit { limit: usize },
 

@@ -2,10 +2,13 @@
 //! checks on what it returns. Nothing a plugin does can panic the hub: every
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
+use std::time::Duration;
+
 use cairn_proto::CheckedBatch;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::bindings::{Level, Plugin, PluginImports, PluginPre};
+use super::engine::deadline_ticks;
 use super::error::PluginError;
 
 use super::bindings::Output;
@@ -32,6 +35,9 @@ pub struct Limits {
     /// CPU budget of one call (`init` or `process`), in wasmtime fuel units
     /// (about one per wasm instruction).
     pub fuel_per_batch: u64,
+    /// Wall-clock limit of one call: a backstop for work fuel does not
+    /// weigh (memory-bound code), far above what the fuel budget takes.
+    pub time_per_batch: Duration,
     /// Cap on the bytes of all output batches of one call.
     pub max_output_bytes: usize,
     /// Log lines kept per call; more are counted and dropped.
@@ -46,6 +52,7 @@ impl Default for Limits {
             // work on a 1000-record batch, while an endless loop is stopped
             // within about a second. Not yet tuned against measurements.
             fuel_per_batch: 500_000_000,
+            time_per_batch: Duration::from_secs(5),
             max_output_bytes: 16 << 20,
             max_log_lines: 100,
         }
@@ -156,16 +163,23 @@ impl PluginInstance {
     /// fresh one, `init` called again. A plugin that returns an error keeps
     /// its instance.
     pub fn process(&mut self, batch: &[u8]) -> Result<Processed, PluginError> {
+        self.process_within(batch, CallBudget::of(&self.limits))
+    }
+
+    /// [`PluginInstance::process`] under a smaller budget for this one call
+    /// (capped at the instance's limits): the broker tries cheap plugins on
+    /// its async threads under a short budget, and only there.
+    pub fn process_within(&mut self, batch: &[u8], budget: CallBudget) -> Result<Processed, PluginError> {
+        let budget = budget.within(&self.limits);
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.start()?,
         };
-        let budget = self.limits.fuel_per_batch;
         prepare_call(&mut live.store, budget)?;
         let result = live.plugin.call_process(&mut live.store, batch);
-        let fuel_used = budget.saturating_sub(live.store.get_fuel().unwrap_or(0));
+        let fuel_used = budget.fuel.saturating_sub(live.store.get_fuel().unwrap_or(0));
         let outputs = match result {
-            Err(e) => return Err(call_error(e, &live.store, &self.limits)),
+            Err(e) => return Err(call_error(e, &live.store, budget)),
             Ok(Err(message)) => {
                 self.live = Some(live);
                 return Err(PluginError::Failed(truncate(&message, MAX_ERROR_MESSAGE)));
@@ -193,11 +207,12 @@ impl PluginInstance {
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        prepare_call(&mut store, limits.fuel_per_batch)?;
+        let budget = CallBudget::of(&limits);
+        prepare_call(&mut store, budget)?;
         let plugin = match self.pre.instantiate(&mut store) {
             Ok(plugin) => plugin,
             Err(e) => {
-                return Err(match call_error(e, &store, &limits) {
+                return Err(match call_error(e, &store, budget) {
                     PluginError::Trap { reason } => PluginError::Instantiate { detail: reason },
                     other => other,
                 })
@@ -206,13 +221,35 @@ impl PluginInstance {
         match plugin.call_init(&mut store, &self.params) {
             Ok(Ok(())) => Ok(Live { store, plugin }),
             Ok(Err(message)) => Err(PluginError::Init(truncate(&message, MAX_ERROR_MESSAGE))),
-            Err(e) => Err(call_error(e, &store, &limits)),
+            Err(e) => Err(call_error(e, &store, budget)),
         }
     }
 }
 
-/// Fills the fuel tank and resets the per-call state before a call.
-fn prepare_call(store: &mut Store<HostState>, budget: u64) -> Result<(), PluginError> {
+/// The CPU one call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudget {
+    /// wasmtime fuel units.
+    pub fuel: u64,
+    /// Wall-clock time (to the resolution of `engine::EPOCH_TICK`).
+    pub time: Duration,
+}
+
+impl CallBudget {
+    /// The whole budget of `limits`.
+    pub fn of(limits: &Limits) -> CallBudget {
+        CallBudget { fuel: limits.fuel_per_batch, time: limits.time_per_batch }
+    }
+
+    /// This budget, capped at `limits`.
+    pub fn within(self, limits: &Limits) -> CallBudget {
+        CallBudget { fuel: self.fuel.min(limits.fuel_per_batch), time: self.time.min(limits.time_per_batch) }
+    }
+}
+
+/// Fills the fuel tank, sets the deadline and resets the per-call state
+/// before a call.
+fn prepare_call(store: &mut Store<HostState>, budget: CallBudget) -> Result<(), PluginError> {
     let state = store.data_mut();
     if state.dropped_log_lines > 0 {
         tracing::warn!(target: "cairn::plugin", "dropped {} log lines of the plugin's last call", state.dropped_log_lines);
@@ -220,16 +257,19 @@ fn prepare_call(store: &mut Store<HostState>, budget: u64) -> Result<(), PluginE
     state.log_lines = 0;
     state.dropped_log_lines = 0;
     state.limiter.hit = false;
-    store.set_fuel(budget).map_err(|e| PluginError::Instantiate { detail: format!("cannot set fuel: {e:#}") })
+    store.set_epoch_deadline(deadline_ticks(budget.time));
+    store.set_fuel(budget.fuel).map_err(|e| PluginError::Instantiate { detail: format!("cannot set fuel: {e:#}") })
 }
 
 /// Names the reason a call into the plugin failed.
-fn call_error(error: wasmtime::Error, store: &Store<HostState>, limits: &Limits) -> PluginError {
+/// `budget`: what the call was given.
+fn call_error(error: wasmtime::Error, store: &Store<HostState>, budget: CallBudget) -> PluginError {
     if store.data().limiter.hit {
         return PluginError::MemoryLimit { limit: store.data().limiter.limit };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => PluginError::BudgetExhausted { budget: limits.fuel_per_batch },
+        Some(Trap::OutOfFuel) => PluginError::BudgetExhausted { budget: budget.fuel },
+        Some(Trap::Interrupt) => PluginError::TimeLimit { limit_ms: budget.time.as_millis() },
         Some(trap) => PluginError::Trap { reason: trap.to_string() },
         None => PluginError::Trap { reason: truncate(&format!("{error:#}"), MAX_ERROR_MESSAGE) },
     }
