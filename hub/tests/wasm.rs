@@ -255,6 +255,12 @@ fn the_time_limit_stops_a_call_the_fuel_budget_would_not() {
     let elapsed = started.elapsed();
     // Stopped at the limit, give or take the 5 ms tick and a busy machine.
     assert!(elapsed >= Duration::from_millis(195) && elapsed < Duration::from_secs(3), "stopped after {elapsed:?}");
+
+    // The clock sleeps after a second without calls; the next call wakes it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    assert!(matches!(looping.process(&batch(&[("a", "1")])), Err(PluginError::TimeLimit { .. })));
+    assert!(started.elapsed() < Duration::from_secs(3), "stopped after {:?}", started.elapsed());
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //! checks on what it returns. Nothing a plugin does can panic the hub: every
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::CheckedBatch;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::bindings::{Level, Plugin, PluginImports, PluginPre};
-use super::engine::deadline_ticks;
+use super::engine::{deadline_ticks, EpochTicker};
 use super::error::PluginError;
 
 use super::bindings::Output;
@@ -129,6 +130,7 @@ struct Live {
 /// may run it on a blocking thread.
 pub struct PluginInstance {
     pre: PluginPre<HostState>,
+    ticker: Arc<EpochTicker>,
     params: Vec<(String, String)>,
     limits: Limits,
     /// `None` after a trap: the next call instantiates afresh.
@@ -139,10 +141,11 @@ pub struct PluginInstance {
 impl PluginInstance {
     pub(crate) fn new(
         pre: PluginPre<HostState>,
+        ticker: Arc<EpochTicker>,
         params: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<PluginInstance, PluginError> {
-        let mut instance = PluginInstance { pre, params, limits, live: None, instantiations: 0 };
+        let mut instance = PluginInstance { pre, ticker, params, limits, live: None, instantiations: 0 };
         instance.live = Some(instance.start()?);
         Ok(instance)
     }
@@ -176,7 +179,9 @@ impl PluginInstance {
             None => self.start()?,
         };
         prepare_call(&mut live.store, budget)?;
+        let running = self.ticker.call();
         let result = live.plugin.call_process(&mut live.store, batch);
+        drop(running);
         let fuel_used = budget.fuel.saturating_sub(live.store.get_fuel().unwrap_or(0));
         let outputs = match result {
             Err(e) => return Err(call_error(e, &live.store, budget)),
@@ -209,6 +214,7 @@ impl PluginInstance {
         store.limiter(|state| &mut state.limiter);
         let budget = CallBudget::of(&limits);
         prepare_call(&mut store, budget)?;
+        let _running = self.ticker.call();
         let plugin = match self.pre.instantiate(&mut store) {
             Ok(plugin) => plugin,
             Err(e) => {

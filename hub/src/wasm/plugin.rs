@@ -2,19 +2,22 @@
 //! imports and exports are checked against Cairn's world.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::Engine;
 
 use super::bindings::{Plugin, PluginPre};
 use super::cache::{content_hash, ArtifactCache};
-use super::engine::new_engine;
+use super::engine::{new_engine, EpochTicker};
 use super::error::PluginError;
 use super::instance::{HostState, Limits, PluginInstance};
 
 /// Compiles and caches plugins. One per hub; cheap to share by reference.
 pub struct Runtime {
     engine: Engine,
+    /// Gives every call of this runtime's plugins its wall-clock deadline.
+    ticker: Arc<EpochTicker>,
     cache: ArtifactCache,
     /// Holds exactly the imports a plugin may use: `log`.
     linker: Linker<HostState>,
@@ -24,11 +27,12 @@ impl Runtime {
     /// A runtime caching compiled plugins in `cache_dir` (created if needed).
     pub fn new(cache_dir: &Path) -> Result<Runtime, PluginError> {
         let engine = new_engine()?;
+        let ticker = EpochTicker::start(&engine)?;
         let cache = ArtifactCache::open(cache_dir, &engine)?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Compile { detail: format!("cannot define the host imports: {e:#}") })?;
-        Ok(Runtime { engine, cache, linker })
+        Ok(Runtime { engine, ticker, cache, linker })
     }
 
     /// Loads uploaded plugin bytes: a component of Cairn's world, or a core
@@ -40,7 +44,7 @@ impl Runtime {
         if let Some(component) = self.cache.get(&self.engine, &hash) {
             let pre = self.check(&component)?;
             tracing::debug!(plugin = %hash, "plugin loaded from the compile cache");
-            return Ok(CompiledPlugin { pre, hash, from_cache: true });
+            return Ok(CompiledPlugin { pre, ticker: self.ticker.clone(), hash, from_cache: true });
         }
         let component_bytes = to_component(bytes)?;
         let component = Component::new(&self.engine, &component_bytes)
@@ -49,7 +53,7 @@ impl Runtime {
         let pre = self.check(&component)?;
         self.cache.put(&hash, &component);
         tracing::info!(plugin = %hash, bytes = bytes.len(), "plugin compiled");
-        Ok(CompiledPlugin { pre, hash, from_cache: false })
+        Ok(CompiledPlugin { pre, ticker: self.ticker.clone(), hash, from_cache: false })
     }
 
     /// Checks that the component imports nothing but `log` and exports
@@ -88,6 +92,7 @@ fn to_component(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, PluginError>
 #[derive(Clone)]
 pub struct CompiledPlugin {
     pre: PluginPre<HostState>,
+    ticker: Arc<EpochTicker>,
     hash: String,
     from_cache: bool,
 }
@@ -105,6 +110,6 @@ impl CompiledPlugin {
 
     /// A new instance, `init` already called with `params`.
     pub fn instantiate(&self, params: &[(String, String)], limits: Limits) -> Result<PluginInstance, PluginError> {
-        PluginInstance::new(self.pre.clone(), params.to_vec(), limits)
+        PluginInstance::new(self.pre.clone(), self.ticker.clone(), params.to_vec(), limits)
     }
 }
