@@ -6,7 +6,7 @@
 # "log opened ... elapsed_ms" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK_REPAIR="${1:-true}"
+QUICK_REPAIR="${1:-false}"
 cargo build --release -q -p cairn-hub --bin cairn
 CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
@@ -36,4 +36,4 @@ for _ in $(seq 1 120); do
 done
 kill -TERM "$SERVE"
 wait "$SERVE" || true
-grep -E "log opened|topic=" "$WORK/serve.log" | sed 's/\x1b\[[0-9;]*m//g'
+grep -E "log opened|topic=|repair|not closed cleanly" "$WORK/serve.log" | sed 's/\x1b\[[0-9;]*m//g'

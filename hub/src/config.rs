@@ -38,7 +38,7 @@
 //! max_batch_bytes = 1048576
 //! flush_interval_ms = 1000
 //! retention_check_secs = 30
-//! quick_repair = true
+//! quick_repair = false
 //! ```
 
 use std::net::SocketAddr;
@@ -183,7 +183,7 @@ impl Default for ServeConfig {
             max_batch_bytes: 1024 * 1024,
             flush_interval_ms: 1000,
             retention_check_secs: 30,
-            quick_repair: true,
+            quick_repair: false,
             plugins_enabled: true,
             plugin_defaults: crate::plugins::Defaults::default(),
         }
@@ -253,7 +253,7 @@ mod tests {
         let path = dir.path().join("cairn.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = false\n",
+            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = true\n",
         )
         .unwrap();
         let file = Settings::load(&path).unwrap();
@@ -264,7 +264,7 @@ mod tests {
         let c = ServeConfig::resolve(&file, &flags);
         assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
         assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
-        assert!(!c.quick_repair);
+        assert!(c.quick_repair, "the file turns on what the default leaves off");
         assert_eq!(c.max_connections, 1024);
     }
 

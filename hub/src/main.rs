@@ -125,7 +125,8 @@ struct ServeArgs {
     #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
     max_batch_bytes: Option<usize>,
     /// redb quick-repair: reopen in milliseconds after a crash or power loss,
-    /// at the cost of a second fsync per commit [default: true].
+    /// at the cost of saving the allocator state (which grows with the log)
+    /// and a second fsync in every commit [default: false].
     #[arg(long, env = "CAIRN_QUICK_REPAIR")]
     quick_repair: Option<bool>,
     /// How often retention and compaction run, in seconds [default: 30].
@@ -344,8 +345,9 @@ struct StorageArgs {
     /// Seconds the single-record phase runs.
     #[arg(long, default_value_t = 5)]
     single_secs: u64,
-    /// redb quick-repair (fast reopen after a crash, a second fsync per commit).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// redb quick-repair (fast reopen after a crash; every commit saves the
+    /// allocator state and fsyncs twice).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     quick_repair: bool,
     /// Repeat the whole benchmark this many times and report medians.
     #[arg(long, default_value_t = 3)]

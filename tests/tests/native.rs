@@ -169,7 +169,10 @@ async fn durable_acks_survive_kill_9_of_the_hub() {
     }
     assert!(acked.iter().map(|(_, a)| a.len()).sum::<usize>() > 0, "nothing was acknowledged before the kill");
 
-    let hub = Hub::start(dir.path(), &[]);
+    let mut hub = Hub::start(dir.path(), &[]);
+    // The reopen walked the file (quick_repair is off by default) and said so.
+    let repaired = |hub: &Hub| hub.startup_log.iter().any(|l| l.contains("not closed cleanly"));
+    assert!(repaired(&hub), "no repair logged after kill -9: {:#?}", hub.startup_log);
     let client = Client::connect(&hub.addr).await.unwrap();
     for (p, acks) in acked {
         let stored = all_values(&client, "t", p).await;
@@ -177,6 +180,10 @@ async fn durable_acks_survive_kill_9_of_the_hub() {
             assert_eq!(stored.get(offset as usize), Some(&(offset, value.clone())), "acked {value} lost");
         }
     }
+    // After a clean shutdown there is nothing to repair.
+    assert!(hub.terminate(), "the hub did not shut down cleanly");
+    let hub = Hub::start(dir.path(), &[]);
+    assert!(!repaired(&hub), "repair logged after a clean shutdown: {:#?}", hub.startup_log);
 }
 
 /// Sends raw bytes on a fresh connection and returns what the hub answered

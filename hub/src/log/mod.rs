@@ -59,8 +59,10 @@ pub struct LogOptions {
     pub queue_depth: usize,
     /// Save redb's allocator state with every commit so that reopening after
     /// a crash (power loss, `kill -9`) takes milliseconds instead of a walk
-    /// over the whole database (about 2 s per GB here). Costs a second fsync
-    /// per commit; docs/BENCHMARKS.md has the figures for both settings.
+    /// over the whole database (about 1–2 s per GB here). Off by default:
+    /// each commit then also writes the whole allocator state, which grows
+    /// with the file (6 KB written per 100-byte record in a 1.5 GB log, 1 KB
+    /// without), plus a second fsync; docs/BENCHMARKS.md has the figures.
     pub quick_repair: bool,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
@@ -75,7 +77,7 @@ impl Default for LogOptions {
             flush_interval: Duration::from_secs(1),
             retention_check_interval: Some(Duration::from_secs(30)),
             queue_depth: 4096,
-            quick_repair: true,
+            quick_repair: false,
             cache_bytes: 64 * 1024 * 1024,
             clock: Arc::new(SystemClock),
         }
@@ -249,15 +251,20 @@ impl Log {
     ///
     /// Reopening reads only the topic and partition tables — the log itself
     /// is not scanned — so it takes milliseconds whatever the data size
-    /// (after a crash, redb first repairs its allocator state unless
-    /// `quick_repair` was on).
+    /// (after a crash, redb first walks the file to rebuild its allocator
+    /// state, about 1–2 s per GB, unless `quick_repair` was on; its progress
+    /// is logged).
     pub fn open(path: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let path = path.as_ref();
         let started = std::time::Instant::now();
-        let db = Database::builder().set_cache_size(options.cache_bytes).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
-            other => LogError::storage(other),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .set_repair_callback(log_repair_progress())
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
+                other => LogError::storage(other),
+            })?;
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let writer = Writer::load(db.clone(), catalog.clone(), options.clone())?;
@@ -645,6 +652,27 @@ impl Drop for Shared {
         if let Some(handle) = self.writer_thread.lock().map(|mut h| h.take()).unwrap_or(None) {
             let _ = handle.join();
         }
+    }
+}
+
+/// A redb repair callback that says what is happening: after a crash the
+/// open can take seconds on a large log, and an operator watching the logs
+/// should know why the hub is not up yet. Logs at the start, then every 25 %.
+fn log_repair_progress() -> impl Fn(&mut redb::RepairSession) + 'static {
+    let next_step = std::cell::Cell::new(0.0_f64);
+    move |session| {
+        let progress = session.progress();
+        if next_step.get() == 0.0 {
+            tracing::warn!(
+                "the log was not closed cleanly (crash, power loss or kill -9): checking the whole file before \
+                 opening it, about 1-2 s per GB (set quick_repair = true to trade commit speed for a fast reopen)"
+            );
+        } else if progress < next_step.get() {
+            return;
+        } else {
+            tracing::info!(percent = (progress * 100.0).round(), "repairing the log");
+        }
+        next_step.set((progress + 0.25).min(1.0).max(next_step.get() + 0.25));
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! The crash test kills this process with SIGKILL at a random moment and then
 //! checks that every printed batch is in the log. Usage:
-//! `crash_appender <db path> <run id>`. Stops by itself after 60 s.
+//! `crash_appender <db path> <run id> [quick-repair]`. Stops by itself after
+//! 60 s.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -21,11 +22,12 @@ const TASKS: u32 = 8;
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(path), Some(run)) = (args.next(), args.next()) else {
-        eprintln!("usage: crash_appender <db path> <run id>");
+        eprintln!("usage: crash_appender <db path> <run id> [quick-repair]");
         std::process::exit(2);
     };
-    let log =
-        Log::open(&path, LogOptions { retention_check_interval: None, ..LogOptions::default() }).expect("open log");
+    let quick_repair = args.next().is_some_and(|a| a == "quick-repair");
+    let options = LogOptions { retention_check_interval: None, quick_repair, ..LogOptions::default() };
+    let log = Log::open(&path, options).expect("open log");
     match log.create_topic(TOPIC, TopicConfig::with_partitions(PARTITIONS)).await {
         Ok(_) | Err(LogError::TopicExists(_)) => {}
         Err(e) => panic!("create topic: {e}"),

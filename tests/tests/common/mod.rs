@@ -34,6 +34,8 @@ pub struct Hub {
     /// Every MQTT listener's address.
     pub mqtt_addrs: Vec<String>,
     pub data: PathBuf,
+    /// What the hub logged until it said it was running.
+    pub startup_log: Vec<String>,
 }
 
 impl Hub {
@@ -84,7 +86,15 @@ impl Hub {
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 let addr = addr.expect("the hub logged its native address");
                 let mqtt_addr = mqtt_addrs.first().cloned();
-                return Hub { child, addr, serial_addr, mqtt_addr, mqtt_addrs, data: data.to_path_buf() };
+                return Hub {
+                    child,
+                    addr,
+                    serial_addr,
+                    mqtt_addr,
+                    mqtt_addrs,
+                    data: data.to_path_buf(),
+                    startup_log: seen,
+                };
             }
         }
         let _ = child.kill();
