@@ -531,3 +531,36 @@ async fn the_hub_partitions_batches_by_key_when_no_partition_is_named() {
     assert_eq!(err.code(), Some(ErrorCode::InvalidBatch), "{err}");
     assert!(err.to_string().contains("name the partition"), "{err}");
 }
+
+/// `metrics` reports the log's group commit: concurrent single-record
+/// producers are acknowledged in fewer commits than batches.
+#[tokio::test]
+async fn metrics_count_commits_and_the_batches_they_fold_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let admin = Client::connect(&hub.addr).await.unwrap();
+    admin.create_topic("m", settings(1)).await.unwrap();
+    let counter = |counters: &[(String, u64)], name: &str| {
+        counters.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} in {counters:?}")).1
+    };
+    let before = admin.metrics().await.unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..20 {
+        let client = Client::connect(&hub.addr).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let value = format!("p{p}-{i}");
+                client.produce("m", Some(0), &batch(&[&value]), Acks::Durable).await.unwrap().unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = admin.metrics().await.unwrap();
+    let batches = counter(&after, "log_batches_appended") - counter(&before, "log_batches_appended");
+    let commits = counter(&after, "log_commits") - counter(&before, "log_commits");
+    assert_eq!(batches, 500, "every acknowledged batch counted once");
+    assert!(commits >= 25, "at least one commit per round of producers: {commits}");
+    assert!(commits < batches, "20 producers at once never shared a commit: {commits} commits for {batches} batches");
+}

@@ -2,6 +2,7 @@
 //! encodes the answer. Translation only; what each request does lives in
 //! `broker` and `log`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,7 +235,11 @@ impl Handler {
                 Err(err) => self.send_group_error(id, &err).await,
             },
             RequestBody::Metrics => {
-                let counters = self.broker.metrics().snapshot();
+                let mut counters = self.broker.metrics().snapshot();
+                // The log's group commit at work: batches per commit.
+                let stats = self.broker.log().stats();
+                counters.push(("log_commits", stats.commits.load(Ordering::Relaxed)));
+                counters.push(("log_batches_appended", stats.batches_appended.load(Ordering::Relaxed)));
                 self.send(id, ResponseBody::Metrics { counters }).await;
             }
             RequestBody::UploadPlugin { .. }
