@@ -89,14 +89,16 @@ pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientErro
         let partition = i as u32 % partitions;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_producer as usize);
+            // Borrowed, not cloned per request: the load generator shares
+            // the 2 cores with the hub, so its own cost per request counts.
+            let (client, batch, topic) = (&client, batch.as_slice(), topic.as_str());
             let mut pending = FuturesUnordered::new();
             let mut sent = 0;
             while sent < per_producer || !pending.is_empty() {
                 while sent < per_producer && pending.len() < in_flight {
-                    let (client, batch, topic) = (client.clone(), batch.clone(), topic.clone());
                     pending.push(async move {
                         let t = Instant::now();
-                        client.produce(&topic, Some(partition), &batch, acks).await.map(|_| t.elapsed())
+                        client.produce(topic, Some(partition), batch, acks).await.map(|_| t.elapsed())
                     });
                     sent += 1;
                 }
