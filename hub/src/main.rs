@@ -21,7 +21,7 @@ use cairn_hub::log::{Log, LogOptions};
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_hub::plugins::Plugins;
 use cairn_proto::frame::Acks;
-use cmd::HubArgs;
+use cmd::{HubArgs, Output};
 
 /// Cairn: an event hub for the edge. Keeps every sensor event in a durable,
 /// partitioned log.
@@ -274,9 +274,12 @@ struct BenchProduceArgs {
     /// durable (wait for fsync) or none.
     #[arg(long, default_value = "durable", value_parser = ["durable", "none"])]
     acks: String,
-    /// Repeat and report each run (compute medians from them).
+    /// Repeat, report each run and, for more than one, the median.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// text, or one JSON document per run and one for the medians.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Args)]
@@ -285,8 +288,12 @@ struct BenchConsumeArgs {
     hub: String,
     #[arg(long, default_value = "bench")]
     topic: String,
+    /// Repeat, report each run and, for more than one, the median.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// text, or one JSON document per run and one for the medians.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Args)]
@@ -304,8 +311,12 @@ struct BenchE2eArgs {
     seconds: u64,
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// Repeat, report each run and, for more than one, the median.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// text, or one JSON document per run and one for the medians.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Args)]
@@ -574,33 +585,91 @@ async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
         in_flight: args.in_flight.max(1),
         acks: if args.acks == "none" { Acks::None } else { Acks::Durable },
     };
-    println!(
-        "bench produce: {} records of {} B, batches of {}, {} producers x {} in flight, acks={}",
-        config.records, config.value_bytes, config.batch_records, config.producers, config.in_flight, args.acks
-    );
-    for run in 1..=args.runs.max(1) {
-        let r = native_bench::produce(&config).await?;
+    if args.output == Output::Text {
         println!(
-            "run {run}: {:.0} rec/s ({:.1} MB/s) in {:.2} s | ack latency {}",
-            r.records_per_sec, r.mb_per_sec, r.seconds, r.ack_latency
+            "bench produce: {} records of {} B, batches of {}, {} producers x {} in flight, acks={}",
+            config.records, config.value_bytes, config.batch_records, config.producers, config.in_flight, args.acks
         );
     }
+    let (mut rates, mut p99s) = (Vec::new(), Vec::new());
+    for run in 1..=args.runs.max(1) {
+        let r = native_bench::produce(&config).await?;
+        print_run(args.output, run, &r, || {
+            format!(
+                "{:.0} rec/s ({:.1} MB/s) in {:.2} s | ack latency {}",
+                r.records_per_sec, r.mb_per_sec, r.seconds, r.ack_latency
+            )
+        });
+        rates.push(r.records_per_sec);
+        p99s.push(r.ack_latency.p99_us as f64);
+    }
+    print_medians(args.output, &[("records_per_sec", rates), ("ack_p99_us", p99s)], |m| {
+        format!("{:.0} rec/s, ack latency p99 {:.2} ms", m[0], m[1] / 1e3)
+    });
     Ok(())
 }
 
+/// One run's report: a text line, or the report as one JSON document.
+fn print_run<T: serde::Serialize>(output: Output, run: usize, report: &T, text: impl FnOnce() -> String) {
+    match output {
+        Output::Text => println!("run {run}: {}", text()),
+        Output::Json => {
+            let mut doc = serde_json::to_value(report).unwrap_or_default();
+            if let Some(fields) = doc.as_object_mut() {
+                fields.insert("run".into(), run.into());
+            }
+            println!("{doc}");
+        }
+    }
+}
+
+/// The median of each named figure over the runs (the upper one for an
+/// even count, as the other benchmarks report); nothing for a single run.
+/// `text` words the medians, in the order of `figures`.
+fn print_medians(output: Output, figures: &[(&str, Vec<f64>)], text: impl FnOnce(&[f64]) -> String) {
+    let runs = figures.first().map_or(0, |(_, values)| values.len());
+    if runs < 2 {
+        return;
+    }
+    let medians: Vec<f64> = figures
+        .iter()
+        .map(|(_, values)| {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted[sorted.len() / 2]
+        })
+        .collect();
+    match output {
+        Output::Text => println!("median of {runs} runs: {}", text(&medians)),
+        Output::Json => {
+            let fields: serde_json::Map<String, serde_json::Value> =
+                figures.iter().zip(&medians).map(|((name, _), value)| (name.to_string(), (*value).into())).collect();
+            println!("{}", serde_json::json!({ "runs": runs, "median": fields }));
+        }
+    }
+}
+
 async fn bench_consume(args: BenchConsumeArgs) -> Result<(), AnyError> {
+    let mut rates = Vec::new();
     for run in 1..=args.runs.max(1) {
         let r = native_bench::consume(&args.hub, &args.topic).await?;
-        println!(
-            "run {run}: read {} records in {:.2} s: {:.0} rec/s ({:.1} MB/s)",
-            r.records, r.seconds, r.records_per_sec, r.mb_per_sec
-        );
+        print_run(args.output, run, &r, || {
+            format!(
+                "read {} records in {:.2} s: {:.0} rec/s ({:.1} MB/s)",
+                r.records, r.seconds, r.records_per_sec, r.mb_per_sec
+            )
+        });
+        rates.push(r.records_per_sec);
     }
+    print_medians(args.output, &[("records_per_sec", rates)], |m| format!("{:.0} rec/s", m[0]));
     Ok(())
 }
 
 async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
-    println!("bench e2e: {} records/s of {} B for {} s, acks=durable", args.rate, args.value_bytes, args.seconds);
+    if args.output == Output::Text {
+        println!("bench e2e: {} records/s of {} B for {} s, acks=durable", args.rate, args.value_bytes, args.seconds);
+    }
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     for run in 1..=args.runs.max(1) {
         let r = native_bench::e2e(
             &args.hub,
@@ -611,8 +680,15 @@ async fn bench_e2e(args: BenchE2eArgs) -> Result<(), AnyError> {
             args.value_bytes,
         )
         .await?;
-        println!("run {run}: sent {} received {} | produce→consume latency {}", r.sent, r.received, r.latency);
+        print_run(args.output, run, &r, || {
+            format!("sent {} received {} | produce→consume latency {}", r.sent, r.received, r.latency)
+        });
+        p50s.push(r.latency.p50_us as f64);
+        p99s.push(r.latency.p99_us as f64);
     }
+    print_medians(args.output, &[("latency_p50_us", p50s), ("latency_p99_us", p99s)], |m| {
+        format!("produce→consume latency p50 {:.2} ms, p99 {:.2} ms", m[0] / 1e3, m[1] / 1e3)
+    });
     Ok(())
 }
 

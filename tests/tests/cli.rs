@@ -12,7 +12,16 @@ use common::cairn;
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["serve", "--help"], &["bench", "--help"], &["bench", "storage", "--help"]] {
+    let commands: [&[&str]; 7] = [
+        &["--help"],
+        &["serve", "--help"],
+        &["bench", "--help"],
+        &["bench", "storage", "--help"],
+        &["bench", "produce", "--help"],
+        &["bench", "consume", "--help"],
+        &["bench", "e2e", "--help"],
+    ];
+    for args in commands {
         let out = Command::new(cairn()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -564,3 +564,60 @@ async fn metrics_count_commits_and_the_batches_they_fold_together() {
     assert!(commits >= 25, "at least one commit per round of producers: {commits}");
     assert!(commits < batches, "20 producers at once never shared a commit: {commits} commits for {batches} batches");
 }
+
+/// `cairn bench produce|consume|e2e` against a real hub: each run's report
+/// (as JSON) says what it did, the topic holds exactly what was produced,
+/// and several runs end with their medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_commands_report_what_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let json_lines = |stdout: &str| -> Vec<serde_json::Value> {
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    };
+
+    // 3 producers x 10 batches of 100 records per run, two runs.
+    let args = ["bench", "produce", "--topic", "b", "--partitions", "2", "--records", "3000"];
+    let more = ["--batch-records", "100", "--producers", "3", "--in-flight", "2", "--runs", "2", "--output", "json"];
+    let (ok, out, err) = hub.cli(&[&args[..], &more[..]].concat(), None);
+    assert!(ok, "{err}");
+    let docs = json_lines(&out);
+    assert_eq!(docs.len(), 3, "two runs and the medians: {out}");
+    for (i, run) in docs[..2].iter().enumerate() {
+        assert_eq!(run["run"], i + 1);
+        assert_eq!(run["records"], 3000);
+        assert_eq!(run["ack_latency"]["samples"], 30, "one acknowledgement per batch");
+        assert!(run["records_per_sec"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(docs[2]["runs"], 2);
+    assert!(docs[2]["median"]["records_per_sec"].as_f64().unwrap() > 0.0);
+
+    let client = Client::connect(&hub.addr).await.unwrap();
+    let stored: u64 = client.describe_topic("b").await.unwrap().partitions.iter().map(|p| p.end_offset).sum();
+    assert_eq!(stored, 6000, "every produced record stored once");
+
+    // Catch-up reads see all of it, every run.
+    let (ok, out, err) = hub.cli(&["bench", "consume", "--topic", "b", "--runs", "2", "--output", "json"], None);
+    assert!(ok, "{err}");
+    let docs = json_lines(&out);
+    assert_eq!(docs.len(), 3, "{out}");
+    assert_eq!(docs[0]["records"], 6000);
+    assert_eq!(docs[1]["records"], 6000);
+
+    // The text form ends with the median line.
+    let (ok, out, err) = hub.cli(&["bench", "consume", "--topic", "b", "--runs", "2"], None);
+    assert!(ok, "{err}");
+    assert!(out.lines().last().unwrap().starts_with("median of 2 runs: "), "{out}");
+    assert!(out.lines().last().unwrap().ends_with(" rec/s"), "{out}");
+
+    // End to end: every record sent is received, each with a latency.
+    let args = ["bench", "e2e", "--topic", "e", "--rate", "200", "--seconds", "1", "--output", "json"];
+    let (ok, out, err) = hub.cli(&args, None);
+    assert!(ok, "{err}");
+    let docs = json_lines(&out);
+    assert_eq!(docs.len(), 1, "one run, no medians: {out}");
+    let sent = docs[0]["sent"].as_u64().unwrap();
+    assert!(sent > 0);
+    assert_eq!(docs[0]["received"], sent);
+    assert_eq!(docs[0]["latency"]["samples"], sent);
+}
