@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_hub::bench::native as native_bench;
-use cairn_hub::bench::{run_storage, StorageBenchConfig, StorageBenchReport};
+use cairn_hub::bench::{median_of, run_storage, StorageBenchConfig, StorageBenchReport};
 use cairn_hub::broker::Broker;
 use cairn_hub::config::{
     Addrs, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig, Settings,
@@ -631,14 +631,7 @@ fn print_medians(output: Output, figures: &[(&str, Vec<f64>)], text: impl FnOnce
     if runs < 2 {
         return;
     }
-    let medians: Vec<f64> = figures
-        .iter()
-        .map(|(_, values)| {
-            let mut sorted = values.clone();
-            sorted.sort_by(f64::total_cmp);
-            sorted[sorted.len() / 2]
-        })
-        .collect();
+    let medians: Vec<f64> = figures.iter().map(|(_, values)| median_of(values)).collect();
     match output {
         Output::Text => println!("median of {runs} runs: {}", text(&medians)),
         Output::Json => {
@@ -718,8 +711,7 @@ fn bench_plugin(args: BenchPluginArgs) -> Result<(), AnyError> {
         );
         rates.push(r.records_per_sec);
     }
-    rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} rec/s", rates[rates.len() / 2]);
+    println!("median: {:.0} rec/s", median_of(&rates));
     Ok(())
 }
 
@@ -759,11 +751,9 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
         }
         rates.push(r.messages_per_sec);
     }
-    rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} msg/s", rates[rates.len() / 2]);
+    println!("median: {:.0} msg/s", median_of(&rates));
     if !deliveries.is_empty() {
-        deliveries.sort_by(f64::total_cmp);
-        println!("median delivered: {:.0} msg/s", deliveries[deliveries.len() / 2]);
+        println!("median delivered: {:.0} msg/s", median_of(&deliveries));
     }
     Ok(())
 }
@@ -788,11 +778,7 @@ fn print_report(label: &str, r: &StorageBenchReport) {
 
 /// Median of each figure independently.
 fn median(reports: &[StorageBenchReport]) -> StorageBenchReport {
-    let m = |f: fn(&StorageBenchReport) -> f64| {
-        let mut v: Vec<f64> = reports.iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
+    let m = |f: fn(&StorageBenchReport) -> f64| median_of(&reports.iter().map(f).collect::<Vec<_>>());
     let mut out = reports[0].clone();
     out.batched_records_per_sec = m(|r| r.batched_records_per_sec);
     out.batched_mb_per_sec = m(|r| r.batched_mb_per_sec);

@@ -35,6 +35,14 @@ impl Percentiles {
     }
 }
 
+/// The median of benchmark runs: the upper of the two middle values for an
+/// even count, so it is always a figure one run measured. Empty: NaN.
+pub fn median_of(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 impl std::fmt::Display for Percentiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -46,5 +54,18 @@ impl std::fmt::Display for Percentiles {
             self.max_us as f64 / 1e3,
             self.samples
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_of;
+
+    #[test]
+    fn median_is_a_measured_value() {
+        assert_eq!(median_of(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_of(&[4.0, 1.0, 3.0, 2.0]), 3.0, "upper middle for an even count");
+        assert_eq!(median_of(&[7.5]), 7.5);
+        assert!(median_of(&[]).is_nan());
     }
 }
