@@ -9,20 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 total=${2:-100000}
-if ! command -v mosquitto >/dev/null; then
-    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+source scripts/lib-hub.sh
 cargo build --release --locked -p cairn-hub --bin cairn
 CAIRN=target/release/cairn
 work=$(mktemp -d)
+WORK=$work
 trap 'kill $mosq $hub 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 MOSQ_PORT=18830
 CAIRN_PORT=18831
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' $MOSQ_PORT > "$work/mosquitto.conf"
-"$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-mosq=$!
+mosq="" hub=""
+start_mosquitto $MOSQ_PORT
+mosq=$MOSQ
 NO_COLOR=1 RUST_LOG=warn "$CAIRN" serve --data-dir "$work/data" --native-addr 127.0.0.1:0 \
     --mqtt-addr 127.0.0.1:$CAIRN_PORT 2>"$work/cairn.log" &
 hub=$!

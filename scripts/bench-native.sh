@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Runs the native-protocol benchmarks against a fresh release hub on
 # 127.0.0.1 and reports the hub's memory: idle RSS after start, and peak RSS
-# (VmHWM) over the produce benchmarks. Usage: scripts/bench-native.sh [runs]
+# (VmHWM) over the produce benchmarks. The 100-producer load also runs
+# against Mosquitto (no persistence) as a reference, alternating run by run
+# with Cairn, so a slow moment of this shared machine shows in both.
+# Usage: scripts/bench-native.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 cargo build --release -q -p cairn-hub --bin cairn
 CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
-HUB=""
-trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+HUB="" MOSQ=""
+trap 'kill $HUB $MOSQ 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 source scripts/lib-hub.sh
 start_hub
@@ -19,8 +22,22 @@ echo "hub at $ADDR; idle RSS: $(rss VmRSS)"
 
 echo "== batched produce"
 "$CAIRN" bench produce --hub "$ADDR" --topic bench --records 2000000 --batch-records 1000 --producers 4 --in-flight 4 --runs "$RUNS"
-echo "== 100 producers, one record in flight each"
-"$CAIRN" bench produce --hub "$ADDR" --topic single --partitions 1 --records 300000 --batch-records 1 --producers 100 --in-flight 1 --runs "$RUNS"
+echo "== 100 producers, one record in flight each; reference: Mosquitto, 100 QoS 1 publishers, one in flight each"
+MOSQ_PORT=18830
+start_mosquitto $MOSQ_PORT
+: >"$WORK/c.txt"; : >"$WORK/m.txt"
+for run in $(seq "$RUNS"); do
+    "$CAIRN" bench produce --hub "$ADDR" --topic single --partitions 1 --records 300000 --batch-records 1 \
+        --producers 100 --in-flight 1 | tee /dev/stderr | awk '/^run 1:/ {print $3}' >>"$WORK/c.txt"
+    "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 100 --messages 3000 --qos 1 --in-flight 1 \
+        | tee /dev/stderr | awk '/^run 1:/ {print $9}' >>"$WORK/m.txt"
+done 2>&1
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+c=$(median <"$WORK/c.txt"); m=$(median <"$WORK/m.txt")
+echo "cairn (acks=durable) runs [$(paste -sd' ' "$WORK/c.txt")] median $c rec/s |" \
+     "mosquitto (no disk) runs [$(paste -sd' ' "$WORK/m.txt")] median $m msg/s |" \
+     "ratio cairn/mosquitto $(awk -v c="$c" -v m="$m" 'BEGIN {printf "%.2f", c/m}')"
+kill $MOSQ; wait $MOSQ 2>/dev/null || true; MOSQ=""
 echo "peak RSS during produce: $(rss VmHWM)"
 echo "== catch-up consume of the batched topic"
 "$CAIRN" bench consume --hub "$ADDR" --topic bench --runs "$RUNS"

@@ -12,3 +12,23 @@ start_hub() {
     done
     ADDR=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/hub.log" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2)
 }
+
+# Installs Mosquitto (the reference broker of the benchmarks) if missing and
+# sets MOSQUITTO to its path.
+ensure_mosquitto() {
+    if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+        local sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+    fi
+    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+}
+
+# Starts Mosquitto on 127.0.0.1:$1 with its defaults (no persistence: it
+# PUBACKs before anything reaches a disk); sets MOSQ (pid). Needs WORK set.
+start_mosquitto() {
+    ensure_mosquitto
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$1" >"$WORK/mosquitto.conf"
+    "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+    MOSQ=$!
+}

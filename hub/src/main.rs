@@ -233,6 +233,10 @@ struct BenchMqttArgs {
     qos: u8,
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// QoS 1 messages each publisher may have unacknowledged (1: each
+    /// waits for its PUBACK before sending the next).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    in_flight: u16,
     /// Subscribers to `bench/#` that must each receive every message.
     #[arg(long, default_value_t = 0)]
     subscribers: usize,
@@ -363,9 +367,9 @@ struct StorageArgs {
     /// Repeat the whole benchmark this many times and report medians.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Print the reports as JSON.
-    #[arg(long)]
-    json: bool,
+    /// text, or json: one JSON document per run, then one with the medians.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 fn main() -> ExitCode {
@@ -542,32 +546,37 @@ async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
         single_duration: Duration::from_secs(args.single_secs.max(1)),
         quick_repair: args.quick_repair,
     };
-    println!(
-        "bench storage: {} records of {} B value + {} B key in batches of {}, {} producers x {} in flight, \
-         {} partitions; {} single-record appenders for {:?}; quick_repair={}",
-        config.records,
-        config.value_bytes,
-        config.key_bytes,
-        config.batch_records,
-        config.producers,
-        config.in_flight,
-        config.partitions,
-        config.appenders,
-        config.single_duration,
-        config.quick_repair,
-    );
+    if args.output == Output::Text {
+        println!(
+            "bench storage: {} records of {} B value + {} B key in batches of {}, {} producers x {} in flight, \
+             {} partitions; {} single-record appenders for {:?}; quick_repair={}",
+            config.records,
+            config.value_bytes,
+            config.key_bytes,
+            config.batch_records,
+            config.producers,
+            config.in_flight,
+            config.partitions,
+            config.appenders,
+            config.single_duration,
+            config.quick_repair,
+        );
+    }
     let mut reports = Vec::new();
     for run in 1..=args.runs.max(1) {
         let report = run_storage(&config).await?;
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_report(&format!("run {run}"), &report);
+        match args.output {
+            Output::Text => print_report(&format!("run {run}"), &report),
+            Output::Json => print_run(args.output, run, &report, String::new),
         }
         reports.push(report);
     }
-    if !args.json && reports.len() > 1 {
-        print_report("median", &median(&reports));
+    if reports.len() > 1 {
+        let medians = median(&reports);
+        match args.output {
+            Output::Text => print_report("median", &medians),
+            Output::Json => println!("{}", serde_json::json!({ "runs": reports.len(), "median": medians })),
+        }
     }
     Ok(())
 }
@@ -729,11 +738,12 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
         messages_per_publisher: args.messages.max(1),
         payload_bytes: args.payload_bytes,
         qos,
+        in_flight: args.in_flight,
         subscribers: args.subscribers,
     };
     println!(
-        "bench mqtt: {} publishers x {} messages of {} B at QoS {} to {}",
-        config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.broker
+        "bench mqtt: {} publishers x {} messages of {} B at QoS {}, {} in flight each, to {}",
+        config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.in_flight, args.broker
     );
     let (mut rates, mut deliveries) = (Vec::new(), Vec::new());
     for run in 1..=args.runs.max(1) {

@@ -12,7 +12,7 @@ use common::cairn;
 
 #[test]
 fn every_command_has_help() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 9] = [
         &["--help"],
         &["serve", "--help"],
         &["bench", "--help"],
@@ -20,6 +20,8 @@ fn every_command_has_help() {
         &["bench", "produce", "--help"],
         &["bench", "consume", "--help"],
         &["bench", "e2e", "--help"],
+        &["bench", "mqtt", "--help"],
+        &["bench", "plugin", "--help"],
     ];
     for args in commands {
         let out = Command::new(cairn()).args(args).output().unwrap();
@@ -30,6 +32,28 @@ fn every_command_has_help() {
     let out = Command::new(cairn()).arg("no-such-command").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
+}
+
+/// `cairn bench storage --output json`: one JSON document per run, then the
+/// medians, each with the records the run stored.
+#[test]
+fn bench_storage_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "storage", "--records", "2000", "--batch-records", "100", "--appenders", "4"];
+    let more = ["--single-secs", "1", "--runs", "2", "--output", "json", "--dir"];
+    let out = Command::new(cairn()).args(args).args(more).arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(docs.len(), 3, "two runs and the medians: {stdout}");
+    for (i, run) in docs[..2].iter().enumerate() {
+        assert_eq!(run["run"], i + 1);
+        assert!(run["records_stored"].as_u64().unwrap() >= 2000, "{run}");
+        assert!(run["batched_records_per_sec"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    assert_eq!(docs[2]["runs"], 2);
+    assert!(docs[2]["median"]["single_records_per_sec"].as_f64().unwrap() > 0.0, "{}", docs[2]);
 }
 
 /// Starts `cairn serve`, waits for it to say it is running, and returns it

@@ -767,3 +767,26 @@ fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
         assert!(!pkids.is_empty() || received == 50, "delivery stalled at {received}");
     }
 }
+
+/// `cairn bench mqtt` with one message in flight per publisher (the load of
+/// devices that each wait for their PUBACK): it reports every message, and
+/// the hub stored each of them once.
+#[test]
+fn bench_mqtt_one_in_flight_stores_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let args =
+        ["bench", "mqtt", "--broker", &mqtt_addr(&hub), "--publishers", "4", "--messages", "50", "--in-flight", "1"];
+    let out = Command::new(common::cairn()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("4 publishers x 50 messages of 100 B at QoS 1, 1 in flight each"), "{stdout}");
+    assert!(stdout.contains("run 1: 200 messages in "), "{stdout}");
+    // Topic `bench/p<i>` maps to the Cairn topic `bench`.
+    let records = consume_json(&hub, "bench");
+    assert_eq!(records.len(), 200, "every PUBACKed message stored once");
+
+    let out = Command::new(common::cairn()).args(["bench", "mqtt", "--in-flight", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--in-flight"), "a window of 0 is refused, naming the flag");
+}

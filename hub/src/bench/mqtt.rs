@@ -2,7 +2,8 @@
 //! Mosquitto alike), so both are measured by the same client code.
 //!
 //! Each publisher is a rumqttc 3.1.1 client on its own connection, with up
-//! to 100 QoS 1 messages in flight. The clock stops when the broker has
+//! to `in_flight` QoS 1 messages unacknowledged (100 by default; 1 is the
+//! load of devices that each wait for their PUBACK). The clock stops when the broker has
 //! accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
 //! QoS 1 message follows each publisher's stream, and its PUBACK (brokers
 //! handle one connection's packets in order) marks the end.
@@ -26,6 +27,8 @@ pub struct MqttBenchConfig {
     pub messages_per_publisher: usize,
     pub payload_bytes: usize,
     pub qos: QoS,
+    /// QoS 1 messages a publisher may have unacknowledged.
+    pub in_flight: u16,
     /// Subscribers to everything published (0: none).
     pub subscribers: usize,
 }
@@ -57,6 +60,7 @@ pub enum MqttBenchError {
     Subscriber(usize, String),
 }
 
+/// Subscribers' outgoing window (they only subscribe).
 const INFLIGHT: u16 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
 
@@ -73,9 +77,9 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     let mut clients = Vec::with_capacity(config.publishers);
     for i in 0..config.publishers {
         let mut options = MqttOptions::new(format!("bench-{}-{i}", std::process::id()), host.clone(), port);
-        options.set_keep_alive(Duration::from_secs(60)).set_inflight(INFLIGHT).set_clean_session(true);
+        options.set_keep_alive(Duration::from_secs(60)).set_inflight(config.in_flight).set_clean_session(true);
         options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(config.in_flight) * 2);
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => break,
