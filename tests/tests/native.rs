@@ -544,6 +544,7 @@ async fn metrics_count_commits_and_the_batches_they_fold_together() {
         counters.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no {name} in {counters:?}")).1
     };
     let before = admin.metrics().await.unwrap();
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for p in 0..20 {
         let client = Client::connect(&hub.addr).await.unwrap();
@@ -563,6 +564,15 @@ async fn metrics_count_commits_and_the_batches_they_fold_together() {
     assert_eq!(batches, 500, "every acknowledged batch counted once");
     assert!(commits >= 25, "at least one commit per round of producers: {commits}");
     assert!(commits < batches, "20 producers at once never shared a commit: {commits} commits for {batches} batches");
+
+    // Commit time: some was spent, never more than the time that passed.
+    let spent = counter(&after, "log_commit_micros_total") - counter(&before, "log_commit_micros_total");
+    assert!(spent > 0 && spent <= started.elapsed().as_micros() as u64, "{spent} µs committing");
+    let slow: Vec<u64> = ["log_commits_over_5ms", "log_commits_over_20ms", "log_commits_over_100ms"]
+        .iter()
+        .map(|name| counter(&after, name))
+        .collect();
+    assert!(slow[0] >= slow[1] && slow[1] >= slow[2] && slow[0] <= counter(&after, "log_commits"), "{slow:?}");
 }
 
 /// `cairn bench produce|consume|e2e` against a real hub: each run's report

@@ -27,7 +27,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -122,6 +122,46 @@ pub struct LogStats {
     pub commits: AtomicU64,
     /// Batches appended (duplicates excluded).
     pub batches_appended: AtomicU64,
+    /// Time spent in redb's commit (page writes and the fsync), summed.
+    pub commit_micros: AtomicU64,
+    /// Commits that took longer than each of [`SLOW_COMMIT_BOUNDS`]: a
+    /// producer with acks=durable waited at least that long. Mostly the
+    /// disk's fsync, so these tell a slow or busy disk from a slow hub.
+    pub slow_commits: [AtomicU64; 3],
+}
+
+/// The bounds of [`LogStats::slow_commits`], and the names they are
+/// reported under.
+pub const SLOW_COMMIT_BOUNDS: [(Duration, &str); 3] = [
+    (Duration::from_millis(5), "log_commits_over_5ms"),
+    (Duration::from_millis(20), "log_commits_over_20ms"),
+    (Duration::from_millis(100), "log_commits_over_100ms"),
+];
+
+impl LogStats {
+    /// Counts one commit that took `took`.
+    fn record_commit(&self, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        for ((bound, _), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
+            if took > *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Every counter with the name `cairn metrics` shows it under.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut counters = vec![
+            ("log_commits", self.commits.load(Ordering::Relaxed)),
+            ("log_batches_appended", self.batches_appended.load(Ordering::Relaxed)),
+            ("log_commit_micros_total", self.commit_micros.load(Ordering::Relaxed)),
+        ];
+        for ((_, name), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
+            counters.push((name, count.load(Ordering::Relaxed)));
+        }
+        counters
+    }
 }
 
 /// A batch checked by [`Log::prepare`] for a transaction: it will not be
@@ -689,5 +729,25 @@ fn topic_info(entry: &TopicEntry) -> TopicInfo {
                 PartitionInfo { partition: i as u32, start_offset: o.start, end_offset: o.end, bytes: o.bytes }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_times_are_summed_and_slow_ones_counted_per_bound() {
+        let stats = LogStats::default();
+        for ms in [1, 6, 30, 200] {
+            stats.record_commit(Duration::from_millis(ms));
+        }
+        let counters = stats.counters();
+        let get = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(get("log_commits"), 4);
+        assert_eq!(get("log_commit_micros_total"), 237_000);
+        assert_eq!(get("log_commits_over_5ms"), 3);
+        assert_eq!(get("log_commits_over_20ms"), 2);
+        assert_eq!(get("log_commits_over_100ms"), 1);
     }
 }

@@ -391,10 +391,19 @@ impl Writer {
         Ok(txn)
     }
 
-    /// Commits, counting it in the stats.
+    /// Commits, counting it and its time in the stats.
     fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        let started = Instant::now();
         txn.commit().map_err(LogError::storage)?;
-        self.catalog.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
+        self.catalog.stats.record_commit(took);
+        if took >= VERY_SLOW_COMMIT {
+            // Every producer waiting on this commit waited as long.
+            tracing::warn!(
+                millis = took.as_millis() as u64,
+                "a commit took over a second; the disk is slow or failing (see `cairn metrics`, log_commits_over_*)"
+            );
+        }
         Ok(())
     }
 
@@ -840,6 +849,9 @@ fn gather(rx: &mut mpsc::Receiver<Command>, first: Command, last_group: usize) -
         std::thread::sleep(Duration::from_micros(20));
     }
 }
+
+/// A commit this slow is logged as a warning, each time.
+const VERY_SLOW_COMMIT: Duration = Duration::from_secs(1);
 
 /// Longest a group waits for stragglers (see [`gather`]); small next to the
 /// cost of the commit itself (~0.6 ms here).

@@ -2,7 +2,6 @@
 //! encodes the answer. Translation only; what each request does lives in
 //! `broker` and `log`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -236,10 +235,9 @@ impl Handler {
             },
             RequestBody::Metrics => {
                 let mut counters = self.broker.metrics().snapshot();
-                // The log's group commit at work: batches per commit.
-                let stats = self.broker.log().stats();
-                counters.push(("log_commits", stats.commits.load(Ordering::Relaxed)));
-                counters.push(("log_batches_appended", stats.batches_appended.load(Ordering::Relaxed)));
+                // The log's group commit at work: batches per commit, and
+                // how long commits (mostly the disk's fsync) take.
+                counters.extend(self.broker.log().stats().counters());
                 self.send(id, ResponseBody::Metrics { counters }).await;
             }
             RequestBody::UploadPlugin { .. }
