@@ -28,11 +28,13 @@ MOSQ_PORT=18830
 start_mosquitto $MOSQ_PORT
 : >"$WORK/c.txt"; : >"$WORK/m.txt"
 for run in $(seq "$RUNS"); do
-    "$CAIRN" bench produce --hub "$ADDR" --topic single --partitions 1 --records 300000 --batch-records 1 \
-        --producers 100 --in-flight 1 | tee /dev/stderr | awk '/^run 1:/ {print $3}' >>"$WORK/c.txt"
-    "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 100 --messages 3000 --qos 1 --in-flight 1 \
-        | tee /dev/stderr | awk '/^run 1:/ {print $9}' >>"$WORK/m.txt"
-done 2>&1
+    out=$("$CAIRN" bench produce --hub "$ADDR" --topic single --partitions 1 --records 300000 --batch-records 1 \
+        --producers 100 --in-flight 1 | sed -n "s/^run 1:/cairn run $run:/p")
+    echo "$out"; echo "$out" | awk '{print $4}' >>"$WORK/c.txt"
+    out=$("$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 100 --messages 3000 --qos 1 --in-flight 1 \
+        | sed -n "s/^run 1:/mosquitto run $run:/p")
+    echo "$out"; echo "$out" | awk '{print $10}' >>"$WORK/m.txt"
+done
 c=$(median <"$WORK/c.txt"); m=$(median <"$WORK/m.txt")
 echo "cairn (acks=durable) runs [$(paste -sd' ' "$WORK/c.txt")] median $c rec/s |" \
      "mosquitto (no disk) runs [$(paste -sd' ' "$WORK/m.txt")] median $m msg/s |" \
