@@ -14,18 +14,16 @@ cargo build --release --locked -p cairn-hub --bin cairn
 CAIRN=target/release/cairn
 work=$(mktemp -d)
 WORK=$work
+mosq="" hub=""
 trap 'kill $mosq $hub 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 MOSQ_PORT=18830
 CAIRN_PORT=18831
-mosq="" hub=""
 start_mosquitto $MOSQ_PORT
 mosq=$MOSQ
 NO_COLOR=1 RUST_LOG=warn "$CAIRN" serve --data-dir "$work/data" --native-addr 127.0.0.1:0 \
     --mqtt-addr 127.0.0.1:$CAIRN_PORT 2>"$work/cairn.log" &
 hub=$!
 sleep 1
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 for publishers in 10 100; do
     per=$((total / publishers))

@@ -22,7 +22,6 @@ HUB=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 source scripts/lib-hub.sh
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== plugin stage alone (threshold, min=20: half kept)"
 "$CAIRN" bench plugin --plugin "$PLUGIN" --param min=20 --records 5000000 --batch 1000 --runs "$RUNS"

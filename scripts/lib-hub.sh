@@ -1,6 +1,12 @@
-# Shared by the benchmark scripts: starts a release `cairn serve` on a free
-# loopback port with its data in $WORK/data and sets HUB (pid) and ADDR.
-# Extra arguments go to `serve`. Needs CAIRN and WORK set.
+# Shared by the benchmark scripts.
+
+# The median of the numbers on stdin, one per line; the upper one of the two
+# middle numbers for an even count, as `cairn bench` reports medians.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int(NR/2)+1]}'; }
+
+# Starts a release `cairn serve` on a free loopback port with its data in
+# $WORK/data and sets HUB (pid) and ADDR. Extra arguments go to `serve`.
+# Needs CAIRN and WORK set.
 start_hub() {
     rm -f "$WORK/hub.log"
     NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 --mqtt false "$@" \
@@ -25,10 +31,19 @@ ensure_mosquitto() {
 }
 
 # Starts Mosquitto on 127.0.0.1:$1 with its defaults (no persistence: it
-# PUBACKs before anything reaches a disk); sets MOSQ (pid). Needs WORK set.
+# PUBACKs before anything reaches a disk), waits until it listens, and sets
+# MOSQ (pid). Needs WORK set; exits with Mosquitto's log if it cannot start.
 start_mosquitto() {
     ensure_mosquitto
     printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$1" >"$WORK/mosquitto.conf"
     "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
     MOSQ=$!
+    for _ in $(seq 1 50); do
+        grep -q "Opening ipv4 listen socket on port $1" "$WORK/mosquitto.log" 2>/dev/null && return 0
+        kill -0 "$MOSQ" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: mosquitto did not start on 127.0.0.1:$1:" >&2
+    cat "$WORK/mosquitto.log" >&2
+    exit 1
 }

@@ -741,9 +741,11 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
         in_flight: args.in_flight,
         subscribers: args.subscribers,
     };
+    // The window only bounds QoS 1 messages.
+    let window = if args.qos == 1 { format!(", {} in flight each", args.in_flight) } else { String::new() };
     println!(
-        "bench mqtt: {} publishers x {} messages of {} B at QoS {}, {} in flight each, to {}",
-        config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.in_flight, args.broker
+        "bench mqtt: {} publishers x {} messages of {} B at QoS {}{window}, to {}",
+        config.publishers, config.messages_per_publisher, config.payload_bytes, args.qos, args.broker
     );
     let (mut rates, mut deliveries) = (Vec::new(), Vec::new());
     for run in 1..=args.runs.max(1) {
@@ -801,5 +803,7 @@ fn median(reports: &[StorageBenchReport]) -> StorageBenchReport {
     out.disk_bytes = m(|r| r.disk_bytes as f64) as u64;
     out.stored_batch_bytes = m(|r| r.stored_batch_bytes as f64) as u64;
     out.reopen_ms = m(|r| r.reopen_ms);
+    out.payload_bytes = m(|r| r.payload_bytes as f64) as u64;
+    out.records_stored = m(|r| r.records_stored as f64) as u64;
     out
 }

@@ -786,7 +786,10 @@ fn bench_mqtt_one_in_flight_stores_every_message() {
     let records = consume_json(&hub, "bench");
     assert_eq!(records.len(), 200, "every PUBACKed message stored once");
 
-    let out = Command::new(common::cairn()).args(["bench", "mqtt", "--in-flight", "0"]).output().unwrap();
+    let out = Command::new(common::cairn())
+        .args(["bench", "mqtt", "--broker", "127.0.0.1:1", "--in-flight", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--in-flight"), "a window of 0 is refused, naming the flag");
 }

@@ -3,8 +3,8 @@
 //!
 //! Each publisher is a rumqttc 3.1.1 client on its own connection, with up
 //! to `in_flight` QoS 1 messages unacknowledged (100 by default; 1 is the
-//! load of devices that each wait for their PUBACK). The clock stops when the broker has
-//! accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
+//! load of devices that each wait for their PUBACK). The clock stops when
+//! the broker has accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
 //! QoS 1 message follows each publisher's stream, and its PUBACK (brokers
 //! handle one connection's packets in order) marks the end.
 //!
@@ -60,7 +60,7 @@ pub enum MqttBenchError {
     Subscriber(usize, String),
 }
 
-/// Subscribers' outgoing window (they only subscribe).
+/// The default window, and the subscribers' (they only subscribe).
 const INFLIGHT: u16 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
 
@@ -79,7 +79,10 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         let mut options = MqttOptions::new(format!("bench-{}-{i}", std::process::id()), host.clone(), port);
         options.set_keep_alive(Duration::from_secs(60)).set_inflight(config.in_flight).set_clean_session(true);
         options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, usize::from(config.in_flight) * 2);
+        // The request queue stays as deep as with the default window, so a
+        // small window changes only how many QoS 1 messages wait for PUBACK.
+        let queue = usize::from(config.in_flight.max(INFLIGHT)) * 2;
+        let (client, mut eventloop) = AsyncClient::new(options, queue);
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => break,

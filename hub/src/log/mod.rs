@@ -122,11 +122,13 @@ pub struct LogStats {
     pub commits: AtomicU64,
     /// Batches appended (duplicates excluded).
     pub batches_appended: AtomicU64,
-    /// Time spent in redb's commit (page writes and the fsync), summed.
-    pub commit_micros: AtomicU64,
-    /// Commits that took longer than each of [`SLOW_COMMIT_BOUNDS`]: a
-    /// producer with acks=durable waited at least that long. Mostly the
-    /// disk's fsync, so these tell a slow or busy disk from a slow hub.
+    /// Microseconds spent in redb's commit (page writes and, unless every
+    /// topic in it is `flush = interval`, the fsync), summed over all commits.
+    pub commit_us: AtomicU64,
+    /// Commits that took longer than each of [`SLOW_COMMIT_BOUNDS`]. The
+    /// writer commits one at a time, so every produce waiting meanwhile
+    /// waited at least that long; the time is mostly the disk's fsync, so
+    /// these tell a slow or busy disk from a slow hub.
     pub slow_commits: [AtomicU64; 3],
 }
 
@@ -142,7 +144,7 @@ impl LogStats {
     /// Counts one commit that took `took`.
     fn record_commit(&self, took: Duration) {
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.commit_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         for ((bound, _), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
             if took > *bound {
                 count.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +157,7 @@ impl LogStats {
         let mut counters = vec![
             ("log_commits", self.commits.load(Ordering::Relaxed)),
             ("log_batches_appended", self.batches_appended.load(Ordering::Relaxed)),
-            ("log_commit_micros_total", self.commit_micros.load(Ordering::Relaxed)),
+            ("log_commit_us", self.commit_us.load(Ordering::Relaxed)),
         ];
         for ((_, name), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
             counters.push((name, count.load(Ordering::Relaxed)));
@@ -745,7 +747,7 @@ mod tests {
         let counters = stats.counters();
         let get = |name: &str| counters.iter().find(|(n, _)| *n == name).unwrap().1;
         assert_eq!(get("log_commits"), 4);
-        assert_eq!(get("log_commit_micros_total"), 237_000);
+        assert_eq!(get("log_commit_us"), 237_000);
         assert_eq!(get("log_commits_over_5ms"), 3);
         assert_eq!(get("log_commits_over_20ms"), 2);
         assert_eq!(get("log_commits_over_100ms"), 1);

@@ -400,8 +400,9 @@ impl Writer {
         if took >= VERY_SLOW_COMMIT {
             // Every producer waiting on this commit waited as long.
             tracing::warn!(
-                millis = took.as_millis() as u64,
-                "a commit took over a second; the disk is slow or failing (see `cairn metrics`, log_commits_over_*)"
+                elapsed_ms = took.as_millis() as u64,
+                "a commit took over a second, and produces waited meanwhile: the disk is slow or failing, or \
+                 retention had much to delete (see `cairn metrics`, log_commits_over_*)"
             );
         }
         Ok(())
