@@ -575,7 +575,7 @@ async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
         let medians = median(&reports);
         match args.output {
             Output::Text => print_report("median", &medians),
-            Output::Json => println!("{}", serde_json::json!({ "runs": reports.len(), "median": medians })),
+            Output::Json => print_median_doc(reports.len(), &medians),
         }
     }
     Ok(())
@@ -646,9 +646,14 @@ fn print_medians(output: Output, figures: &[(&str, Vec<f64>)], text: impl FnOnce
         Output::Json => {
             let fields: serde_json::Map<String, serde_json::Value> =
                 figures.iter().zip(&medians).map(|((name, _), value)| (name.to_string(), (*value).into())).collect();
-            println!("{}", serde_json::json!({ "runs": runs, "median": fields }));
+            print_median_doc(runs, &fields);
         }
     }
+}
+
+/// The last JSON document of a benchmark with several runs.
+fn print_median_doc(runs: usize, median: &impl serde::Serialize) {
+    println!("{}", serde_json::json!({ "runs": runs, "median": median }));
 }
 
 async fn bench_consume(args: BenchConsumeArgs) -> Result<(), AnyError> {

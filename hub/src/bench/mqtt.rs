@@ -4,9 +4,9 @@
 //! Each publisher is a rumqttc 3.1.1 client on its own connection, with up
 //! to `in_flight` QoS 1 messages unacknowledged (100 by default; 1 is the
 //! load of devices that each wait for their PUBACK). The clock stops when
-//! the broker has accepted everything: at QoS 1 when the last PUBACK is in; at QoS 0 a final
-//! QoS 1 message follows each publisher's stream, and its PUBACK (brokers
-//! handle one connection's packets in order) marks the end.
+//! the broker has accepted everything: at QoS 1 when the last PUBACK is in;
+//! at QoS 0 a final QoS 1 message follows each publisher's stream, and its
+//! PUBACK (brokers handle one connection's packets in order) marks the end.
 //!
 //! With `subscribers`, that many clients subscribe to `bench/#` (at the
 //! run's QoS) before the start, and the run also waits until each has
