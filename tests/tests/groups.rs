@@ -122,3 +122,24 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
     let lag: u64 = d["partitions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
     assert_eq!(lag, 0, "g2 committed what it printed");
 }
+
+/// `--max` stops partway through what one fetch returned: the group commits
+/// only what was printed, so its next reader starts at the first record not
+/// printed (none skipped, none repeated).
+#[test]
+fn consume_with_max_commits_only_what_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, _, err) = hub.cli(&["topic", "create", "t", "--partitions", "1"], None);
+    assert!(ok, "{err}");
+    produce(&hub, 0, 5);
+    let mut printed = Vec::new();
+    for max in ["2", "2", "10"] {
+        let (ok, out, err) = hub.cli(&["consume", "t", "--group", "g", "--from-beginning", "--max", max], None);
+        assert!(ok, "{err}");
+        let d = describe(&hub, "g");
+        printed.extend(out.lines().map(str::to_string));
+        assert_eq!(d["partitions"][0]["committed"].as_u64(), Some(printed.len() as u64), "{d}");
+    }
+    assert_eq!(printed, ["v0", "v1", "v2", "v3", "v4"]);
+}

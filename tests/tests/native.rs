@@ -59,6 +59,43 @@ fn cli_produce_then_consume() {
     assert!(!ok && err.contains("unknown topic 'nope'"), "{err}");
 }
 
+/// `cairn consume --since` starts each partition at the first record at or
+/// after a time: given as an age or as a UTC time.
+#[tokio::test]
+async fn cli_consume_since_a_time_or_an_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(2)).await.unwrap();
+    let minutes_ago = |m: i64| now_ms() - m * 60_000;
+    for (partition, value, at) in [(0, "50m", minutes_ago(50)), (1, "20m", minutes_ago(20)), (0, "5m", minutes_ago(5))]
+    {
+        let mut w = BatchWriter::new(Vec::new()).unwrap();
+        w.push_owned(&OwnedRecord::new(value.as_bytes().to_vec(), at)).unwrap();
+        client.produce("t", Some(partition), &w.finish().unwrap(), Acks::Durable).await.unwrap().unwrap();
+    }
+    let utc = |ms: i64| {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(ms as u64);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let thirty_min_ago = utc(minutes_ago(30));
+    for (since, expected) in [
+        ("1h", vec!["20m", "50m", "5m"]),
+        ("30m", vec!["20m", "5m"]),
+        (thirty_min_ago.as_str(), vec!["20m", "5m"]),
+        (&utc(minutes_ago(10)).replace('T', " ").replace('Z', ""), vec!["5m"]),
+        ("1m", vec![]),
+    ] {
+        let (ok, out, err) = hub.cli(&["consume", "t", "--since", since], None);
+        assert!(ok, "--since {since}: {err}");
+        let mut got: Vec<&str> = out.lines().collect();
+        got.sort();
+        assert_eq!(got, expected, "--since {since}");
+    }
+    let (ok, _, err) = hub.cli(&["consume", "t", "--since", "yesterday"], None);
+    assert!(!ok && err.contains("--since \"yesterday\"") && err.contains("2026-12-04T08:00:00Z"), "{err}");
+}
+
 #[tokio::test]
 async fn client_produce_fetch_and_admin() {
     let dir = tempfile::tempdir().unwrap();

@@ -220,6 +220,19 @@ impl GroupConsumer {
         Ok(())
     }
 
+    /// Commits `record`'s partition up to and including `record`, for an
+    /// application that stops partway through what `poll` returned (say,
+    /// after a fixed number of records). The records after it on that
+    /// partition are neither committed nor skipped: the next `poll` (of this
+    /// member or, after a rebalance, of another) returns them again.
+    pub async fn commit_through(&mut self, record: &ConsumedRecord) -> Result<()> {
+        let tp = (record.topic.clone(), record.partition);
+        let next = record.offset + 1;
+        self.uncommitted.insert(tp.clone(), next);
+        self.positions.insert(tp, next);
+        self.commit().await
+    }
+
     /// Leaves the group so its partitions move to others at once.
     pub async fn leave(self) -> Result<()> {
         self.client.leave_group(&self.group, &self.membership.member_id).await

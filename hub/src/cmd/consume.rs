@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use cairn_hub::client::{Client, ClientError, GroupConsumer, StartFrom};
+use cairn_hub::client::{Client, ClientError, ConsumedRecord, GroupConsumer, StartFrom};
 
 use super::{show, AnyError, HubArgs, Output};
 
@@ -24,7 +24,8 @@ pub struct ConsumeArgs {
     #[arg(long, requires = "partition", conflicts_with = "since")]
     offset: Option<u64>,
     /// Start at the first record at or after this time: milliseconds since
-    /// the epoch, or an age such as 30s, 10m, 2h, 1d.
+    /// the epoch, a UTC time such as 2026-12-04T08:00:00Z, or an age such as
+    /// 30s, 10m, 2h, 1d.
     #[arg(long)]
     since: Option<String>,
     /// Keep waiting for new records instead of exiting when caught up.
@@ -43,26 +44,26 @@ pub struct ConsumeArgs {
     session_timeout_ms: u64,
 }
 
-/// Parses `--since`: epoch milliseconds, or an age relative to now.
+/// Parses `--since`: epoch milliseconds, a UTC date and time
+/// (`2026-12-04T08:00:00Z`, `2026-12-04 08:00`), or an age relative to now
+/// (`30s`, `10m`, `2h`, `1d`, `1h 30m`).
 pub(crate) fn since_ms(s: &str) -> Result<i64, AnyError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    // Split off the last character (not byte: the input may be any text).
-    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
-    let (num, unit) = s.split_at(unit_at);
-    let n: i64 =
-        num.parse().map_err(|_| format!("--since {s:?}: expected epoch ms or an age like 30s, 10m, 2h, 1d"))?;
-    let per_unit: i64 = match unit {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("--since {s:?}: unit must be s, m, h or d").into()),
+    let expected = "expected epoch ms, a UTC time like 2026-12-04T08:00:00Z, or an age like 30s, 10m, 2h, 1d";
+    let at = match humantime::parse_rfc3339_weak(s) {
+        Ok(at) => at,
+        Err(_) => {
+            let age = humantime::parse_duration(s).map_err(|e| format!("--since {s:?}: {e}; {expected}"))?;
+            SystemTime::now().checked_sub(age).ok_or_else(|| format!("--since {s:?}: too far back"))?
+        }
     };
-    let ms = n.checked_mul(per_unit).ok_or_else(|| format!("--since {s:?}: too far back"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Ok(now.saturating_sub(ms))
+    // Before 1970 is a negative timestamp, which the log can look up too.
+    Ok(match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    })
 }
 
 struct Line {
@@ -71,6 +72,18 @@ struct Line {
     timestamp: i64,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+}
+
+impl From<&ConsumedRecord> for Line {
+    fn from(r: &ConsumedRecord) -> Self {
+        Line {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+        }
+    }
 }
 
 fn print(line: &Line, output: Output) {
@@ -100,19 +113,24 @@ async fn run_group(client: Client, args: &ConsumeArgs, group: &str, output: Outp
         if records.is_empty() && !args.follow {
             break;
         }
-        for r in records {
-            if args.max.is_some_and(|m| printed >= m) {
-                break;
-            }
-            let line =
-                Line { partition: r.partition, offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value };
-            print(&line, output);
-            printed += 1;
+        // With --max, print only what is still wanted of this poll.
+        let wanted = args.max.map_or(records.len(), |m| records.len().min((m - printed) as usize));
+        for r in &records[..wanted] {
+            print(&Line::from(r), output);
         }
+        printed += wanted as u64;
         // Flush what was printed before committing it: at-least-once.
         use std::io::Write;
         std::io::stdout().flush()?;
-        consumer.commit().await?;
+        if wanted < records.len() {
+            // Commit only through the last record printed: the group's next
+            // reader starts at the first one not printed.
+            if let Some(last) = wanted.checked_sub(1).map(|i| &records[i]) {
+                consumer.commit_through(last).await?;
+            }
+        } else {
+            consumer.commit().await?;
+        }
         if args.max.is_some_and(|m| printed >= m) {
             break;
         }
@@ -200,13 +218,20 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
 #[cfg(test)]
 mod tests {
     use super::since_ms;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
-    fn since_accepts_ages_and_refuses_garbage_without_panicking() {
+    fn since_accepts_times_and_ages_and_refuses_garbage_without_panicking() {
         assert_eq!(since_ms("1700000000000").unwrap(), 1_700_000_000_000);
-        assert!(since_ms("10m").unwrap() > 0);
-        for bad in ["", "é", "10é", "m", "10x", "99999999999999999d"] {
-            assert!(since_ms(bad).is_err(), "{bad:?}");
+        assert_eq!(since_ms("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
+        assert_eq!(since_ms("2023-11-14 22:13:20.5").unwrap(), 1_700_000_000_500);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let ten_minutes_ago = since_ms("10m").unwrap();
+        assert!((now - 600_000 - ten_minutes_ago).abs() < 5_000, "{ten_minutes_ago} vs now {now}");
+        assert!(since_ms("1h 30m").unwrap() < since_ms("1h").unwrap());
+        for bad in ["", "é", "10é", "m", "10x", "2023-13-01T00:00:00Z", "99999999999999999999d"] {
+            let err = since_ms(bad).unwrap_err().to_string();
+            assert!(err.starts_with("--since"), "{bad:?}: {err}");
         }
     }
 }

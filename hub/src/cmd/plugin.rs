@@ -57,7 +57,8 @@ pub struct AttachArgs {
     #[arg(long)]
     derived_to: Option<String>,
     /// Where a derived topic starts: earliest (backfill), latest, an offset,
-    /// or a time (epoch ms or an age like 10m, 2h, as `time:…`) [default: earliest].
+    /// or a time (epoch ms, a UTC time like 2026-12-04T08:00:00Z, or an age
+    /// like 10m, 2h, as `time:…`) [default: earliest].
     #[arg(long, requires = "derived_to")]
     from: Option<String>,
     /// Attachment name [default: TOPIC.PLUGIN, or TOPIC.PLUGIN.OUTPUT].
@@ -110,7 +111,9 @@ fn start_from(s: &str) -> Result<AttachFrom, AnyError> {
         _ => match s.strip_prefix("time:") {
             Some(t) => AttachFrom::Time(super::consume::since_ms(t)?),
             None => AttachFrom::Offset(s.parse().map_err(|_| {
-                format!("--from {s:?}: expected earliest, latest, an offset, or time:<epoch ms or age like 10m>")
+                format!(
+                    "--from {s:?}: expected earliest, latest, an offset, or time:<epoch ms, UTC time or age like 10m>"
+                )
             })?),
         },
     })
