@@ -839,6 +839,26 @@ impl<B: Buffer> BatchWriter<B> {
 }
 
 /// Sizes one record: (bytes after its length prefix, bytes in all).
+/// Most bytes a record can take in any batch: its encoding with the largest
+/// timestamp and offset deltas. Records whose bounds add up to at most
+/// `limit - HEADER_LEN` always fit in a batch of `limit` bytes, so a client
+/// can cut its batches to a hub's `max_batch_bytes` before encoding them.
+pub fn max_record_len<'h>(
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> usize {
+    record_size(key, value, u64::MAX, u64::from(u32::MAX), headers).1
+}
+
+#[cfg(feature = "alloc")]
+impl crate::record::OwnedRecord {
+    /// [`max_record_len`] of this record.
+    pub fn max_encoded_len(&self) -> usize {
+        max_record_len(self.key.as_deref(), &self.value, self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+    }
+}
+
 fn record_size<'h>(
     key: Option<&[u8]>,
     value: &[u8],

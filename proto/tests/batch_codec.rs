@@ -71,6 +71,16 @@ proptest! {
         prop_assert_eq!(streamed, written);
     }
 
+    /// The per-record bound holds whatever the deltas turn out to be.
+    #[test]
+    fn records_never_take_more_than_their_bound(records in proptest::collection::vec(record_strategy(), 1..40)) {
+        let bound: usize = records.iter().map(OwnedRecord::max_encoded_len).sum();
+        prop_assert!(encode(&records).len() <= HEADER_LEN + bound);
+        for r in &records {
+            prop_assert!(encode(std::slice::from_ref(r)).len() <= HEADER_LEN + r.max_encoded_len());
+        }
+    }
+
     #[test]
     fn round_trip(records in proptest::collection::vec(record_strategy(), 1..50), base in 0u64..(u64::MAX / 2)) {
         let mut bytes = encode(&records);

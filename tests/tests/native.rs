@@ -59,6 +59,60 @@ fn cli_produce_then_consume() {
     assert!(!ok && err.contains("unknown topic 'nope'"), "{err}");
 }
 
+/// `cairn produce` cuts its batches to the hub's max_batch_bytes (lines
+/// that would not fit together still all arrive), and skips a line that is
+/// not a record, or too large for any batch, naming it, without losing the
+/// lines around it.
+#[tokio::test]
+async fn cli_produce_cuts_batches_to_the_hub_limit_and_skips_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--max-batch-bytes", "20000"]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    // 100 lines of 1000 bytes: 100 kB, five times the limit.
+    let mut input: Vec<String> = (0..100).map(|i| format!("{{\"value\":\"{i:03}{}\"}}", "x".repeat(997))).collect();
+    input.insert(10, "not json".into());
+    input.insert(50, format!("{{\"value\":\"{}\"}}", "y".repeat(30_000)));
+    let (ok, _, err) = hub.cli(&["produce", "t", "--json"], Some(&(input.join("\n") + "\n")));
+    assert!(!ok, "bad lines make the command fail");
+    assert!(err.contains("line 11 skipped: not JSON"), "{err}");
+    assert!(err.contains("line 51 skipped") && err.contains("max_batch_bytes"), "{err}");
+    assert!(err.contains("produced 100 records"), "{err}");
+    let stored: Vec<String> = all_values(&client, "t", 0).await.into_iter().map(|(_, v)| v[..3].to_string()).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("{i:03}")).collect();
+    assert_eq!(stored, expected);
+}
+
+/// A stream that pauses (a sensor, a person typing) is sent when it pauses,
+/// not when a batch is full or the input ends.
+#[tokio::test]
+async fn cli_produce_sends_a_paused_stream_without_waiting_for_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    let mut producer = std::process::Command::new(common::cairn())
+        .args(["produce", "t", "--hub", &hub.addr])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    // The line is stored while standard input stays open.
+    let started = Instant::now();
+    let fetched = client.fetch("t", 0, 0, 1 << 20, Duration::from_secs(10)).await.unwrap();
+    let values: Vec<&[u8]> = fetched.records().map(|r| r.value).collect();
+    assert_eq!(values, [b"first"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let out = producer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(all_values(&client, "t", 0).await, vec![(0, "first".into()), (1, "second".into())]);
+}
+
 /// `cairn consume --since` starts each partition at the first record at or
 /// after a time: given as an age or as a UTC time.
 #[tokio::test]

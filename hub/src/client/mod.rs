@@ -68,6 +68,19 @@ pub struct Produced {
     pub not_stored: u32,
 }
 
+/// What the hub says about itself in answer to [`Client::hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubInfo {
+    /// `cairn <version>`.
+    pub server: String,
+    /// Native protocol version.
+    pub version: u16,
+    /// Largest request frame the hub accepts.
+    pub max_frame_bytes: u32,
+    /// Largest record batch the hub accepts in one produce.
+    pub max_batch_bytes: u32,
+}
+
 /// The hub's answer to a plugin upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginUploaded {
@@ -164,6 +177,18 @@ impl Client {
                 f(other).ok_or_else(|| ClientError::Protocol(format!("unexpected response '{name}'")))
             }
         }
+    }
+
+    /// Exchanges versions; the answer carries the hub's limits, so a client
+    /// can size its batches to them.
+    pub async fn hello(&self, client: &str) -> Result<HubInfo> {
+        self.request(RequestBody::Hello { client, version: frame::PROTOCOL_VERSION }, |r| match r {
+            ResponseBody::Hello { server, version, max_frame_bytes, max_batch_bytes } => {
+                Some(HubInfo { server: server.to_string(), version, max_frame_bytes, max_batch_bytes })
+            }
+            _ => None,
+        })
+        .await
     }
 
     /// Appends one encoded batch. With `Acks::None` nothing comes back
