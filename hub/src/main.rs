@@ -508,7 +508,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
 /// Registers for SIGINT and SIGTERM now (so a signal arriving right after
 /// startup is not lost to the default action) and returns a future that
 /// resolves on the first of them.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

@@ -143,3 +143,34 @@ fn consume_with_max_commits_only_what_it_printed() {
     }
     assert_eq!(printed, ["v0", "v1", "v2", "v3", "v4"]);
 }
+
+/// Ctrl-C (SIGINT) on `cairn consume --group --follow` leaves the group: the
+/// member is gone at once, not after its session timeout.
+#[test]
+fn interrupted_group_consumer_leaves_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    assert!(hub.cli(&["topic", "create", "t", "--partitions", "2"], None).0);
+    let mut child = Command::new(cairn())
+        .args(["consume", "t", "--group", "g", "--follow", "--session-timeout-ms", "60000", "--hub", &hub.addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the member joined", Duration::from_secs(15), || {
+        describe(&hub, "g")["members"].as_array().unwrap().len() == 1
+    });
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "consume did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // Well inside the 60 s session timeout.
+    assert_eq!(describe(&hub, "g")["members"].as_array().unwrap().len(), 0);
+}

@@ -106,10 +106,20 @@ fn print(line: &Line, output: Output) {
 async fn run_group(client: Client, args: &ConsumeArgs, group: &str, output: Output) -> Result<(), AnyError> {
     let start = if args.from_beginning { StartFrom::Earliest } else { StartFrom::Latest };
     let session = Duration::from_millis(args.session_timeout_ms);
+    // Ctrl-C or SIGTERM leaves the group, so the partitions move to the
+    // other members at once instead of after the session timeout (caught
+    // from before the join on).
+    let stop = crate::shutdown_signal()?;
+    tokio::pin!(stop);
     let mut consumer = GroupConsumer::join(client, group, &[args.topic.as_str()], session, start).await?;
     let mut printed = 0u64;
     loop {
-        let records = consumer.poll(Duration::from_secs(1)).await?;
+        // Stopping while a poll waits loses nothing: what it had not yet
+        // returned is read again from the last commit.
+        let records = tokio::select! {
+            records = consumer.poll(Duration::from_secs(1)) => records?,
+            () = &mut stop => break,
+        };
         if records.is_empty() && !args.follow {
             break;
         }
