@@ -113,6 +113,77 @@ async fn cli_produce_sends_a_paused_stream_without_waiting_for_more() {
     assert_eq!(all_values(&client, "t", 0).await, vec![(0, "first".into()), (1, "second".into())]);
 }
 
+/// `cairn produce` rides out a hub killed with `kill -9` and restarted
+/// while lines are still coming: every line is stored, once.
+#[tokio::test]
+async fn cli_produce_survives_a_hub_restart_without_storing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    Client::connect(&addr).await.unwrap().create_topic("t", settings(2)).await.unwrap();
+    let mut producer = std::process::Command::new(common::cairn())
+        .args(["produce", "t", "--key-separator", ":", "--hub", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    let mut write = |from: usize, to: usize| {
+        for i in from..to {
+            writeln!(stdin, "k{}:v{i}", i % 5).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    write(0, 300);
+    hub.kill9();
+    // Lines keep coming while the hub is down.
+    write(300, 400);
+    let _hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    write(400, 600);
+    drop(write);
+    drop(stdin);
+    let out = producer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("produced 600 records"), "{stderr}");
+    let client = Client::connect(&addr).await.unwrap();
+    let mut stored: Vec<String> = Vec::new();
+    for p in 0..2 {
+        stored.extend(all_values(&client, "t", p).await.into_iter().map(|(_, v)| v));
+    }
+    stored.sort_by_key(|v| v[1..].parse::<usize>().unwrap());
+    let expected: Vec<String> = (0..600).map(|i| format!("v{i}")).collect();
+    assert_eq!(stored, expected, "each line stored once");
+}
+
+/// `--output json` reports each line's partition and offset; with
+/// `--acks none` lines are sent without waiting, so there is no offset.
+#[tokio::test]
+async fn cli_produce_reports_each_line_and_sends_without_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(2)).await.unwrap();
+    let (ok, out, err) = hub.cli(&["produce", "t", "--partition", "1", "--output", "json"], Some("a\n\nb\n"));
+    assert!(ok, "{err}");
+    let acks: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let acks: Vec<_> =
+        acks.iter().map(|a| (a["line"].as_u64(), a["partition"].as_u64(), a["offset"].as_u64())).collect();
+    assert_eq!(acks, [(Some(1), Some(1), Some(0)), (Some(3), Some(1), Some(1))]);
+    let (ok, out, err) =
+        hub.cli(&["produce", "t", "--partition", "1", "--acks", "none", "--output", "json"], Some("c\n"));
+    assert!(ok, "{err}");
+    let ack: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(ack["offset"].is_null(), "{ack}");
+    // Stored all the same, shortly after.
+    let fetched = client.fetch("t", 1, 2, 1 << 20, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(fetched.records().map(|r| r.value.to_vec()).collect::<Vec<_>>(), [b"c".to_vec()]);
+    let (ok, _, err) = hub.cli(&["produce", "t", "--partition", "2"], Some("d\n"));
+    assert!(!ok && err.contains("has no partition 2"), "{err}");
+}
+
 /// `cairn consume --since` starts each partition at the first record at or
 /// after a time: given as an age or as a UTC time.
 #[tokio::test]
@@ -377,7 +448,8 @@ async fn producer_batches_records_and_acks_each_at_its_offset() {
     let mut by_partition: std::collections::HashMap<u32, Vec<(u64, String)>> = Default::default();
     for (i, ack) in acks {
         let ack = ack.await.unwrap();
-        by_partition.entry(ack.partition).or_default().push((ack.offset, format!("v{i}")));
+        let offset = ack.offset.expect("acks=durable gives offsets");
+        by_partition.entry(ack.partition).or_default().push((offset, format!("v{i}")));
     }
     let mut batches = 0;
     for (p, mut expected) in by_partition {

@@ -42,6 +42,10 @@ pub enum ClientError {
     Server { code: ErrorCode, message: String },
     #[error("unexpected answer from the hub: {0}")]
     Protocol(String),
+    /// Refused by the client before anything was sent (it would break one
+    /// of the hub's limits, say).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ClientError {

@@ -8,11 +8,17 @@
 //! batch that fails on a broken connection is sent again, unchanged, on a new
 //! connection, and the hub recognises it if it had already stored it. So
 //! retries never store a record twice, and order within a partition holds.
+//!
+//! Batches stay within the hub's `max_batch_bytes` (asked at connect), and a
+//! record too large for any batch is refused by `send` itself. With
+//! `acks: Acks::None` batches go out once, unnumbered, and nothing is waited
+//! for: no retries, and the acks carry no offsets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_proto::batch::{HEADER_LEN, NO_PRODUCER, NO_SEQUENCE};
 use cairn_proto::frame::{Acks, ErrorCode};
 use cairn_proto::{partition_for_key, BatchWriter, OwnedRecord};
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -31,6 +37,9 @@ pub struct ProducerConfig {
     pub retries: u32,
     /// Pause between attempts.
     pub retry_backoff: Duration,
+    /// `Durable`: a record's ack comes once it is on disk. `None`: once it
+    /// is sent (no retries, no offset).
+    pub acks: Acks,
 }
 
 impl Default for ProducerConfig {
@@ -40,6 +49,7 @@ impl Default for ProducerConfig {
             batch_bytes: 124 * 1024,
             retries: 10,
             retry_backoff: Duration::from_millis(200),
+            acks: Acks::Durable,
         }
     }
 }
@@ -48,7 +58,8 @@ impl Default for ProducerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordAck {
     pub partition: u32,
-    pub offset: u64,
+    /// `None` with `acks: Acks::None` (the hub does not answer).
+    pub offset: Option<u64>,
 }
 
 type Waiter = oneshot::Sender<Result<RecordAck, String>>;
@@ -68,6 +79,9 @@ struct Shared {
     client: Mutex<Client>,
     producer_id: i64,
     config: ProducerConfig,
+    /// The most bytes of records one batch may carry (the hub's
+    /// `max_batch_bytes` less the batch header).
+    room: usize,
 }
 
 struct State {
@@ -89,8 +103,9 @@ impl Producer {
     /// Connects and obtains a producer id.
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
         let client = Client::connect(addr).await?;
+        let room = (client.hello("cairn producer").await?.max_batch_bytes as usize).saturating_sub(HEADER_LEN);
         let producer_id = client.allocate_producer_id().await?;
-        let shared = Arc::new(Shared { addr: addr.to_string(), client: Mutex::new(client), producer_id, config });
+        let shared = Arc::new(Shared { addr: addr.to_string(), client: Mutex::new(client), producer_id, config, room });
         let state = Arc::new(Mutex::new(State {
             buffers: HashMap::new(),
             senders: HashMap::new(),
@@ -107,22 +122,53 @@ impl Producer {
         self.shared.producer_id
     }
 
-    /// Queues a record; the returned future resolves once it is durably
-    /// stored (or has failed after all retries).
+    /// Queues a record for the partition of its key (or the sticky one);
+    /// the returned future resolves once it is durably stored (or has failed
+    /// after all retries).
     pub async fn send(
         &self,
         topic: &str,
         record: OwnedRecord,
     ) -> Result<impl std::future::Future<Output = Result<RecordAck>>> {
+        self.send_to(topic, None, record).await
+    }
+
+    /// [`Producer::send`] to a given partition, or by key when `None`.
+    /// Refuses at once a partition the topic does not have, or a record too
+    /// large for any batch the hub accepts.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        record: OwnedRecord,
+    ) -> Result<impl std::future::Future<Output = Result<RecordAck>>> {
         let partitions = self.partitions(topic).await?;
+        if let Some(p) = partition.filter(|&p| p >= partitions) {
+            return Err(ClientError::Refused(format!(
+                "topic '{topic}' has no partition {p} (it has {partitions}: 0..{partitions})"
+            )));
+        }
+        let size = record.max_encoded_len();
+        let room = self.shared.room;
+        if size > room {
+            return Err(ClientError::Refused(format!(
+                "a record of up to {size} bytes does not fit in a batch of {} bytes (the hub's max_batch_bytes)",
+                room + HEADER_LEN
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         let mut state = self.state.lock().await;
-        let partition = match &record.key {
-            Some(k) => partition_for_key(k, partitions),
-            None => state.sticky % partitions,
+        let partition = match (partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, partitions),
+            (None, None) => state.sticky % partitions,
         };
-        let size = record.value.len() + record.key.as_ref().map_or(0, Vec::len) + 16;
         let key = (topic.to_string(), partition);
+        // Cut the batch before this record would take it over the hub's limit.
+        let batch_bytes = self.shared.config.batch_bytes.min(room);
+        if state.buffers.get(&key).is_some_and(|b| b.bytes + size > batch_bytes) {
+            self.ship(&mut state, key.clone());
+        }
         let buffer = state.buffers.entry(key.clone()).or_insert_with(|| Buffer {
             records: Vec::new(),
             waiters: Vec::new(),
@@ -132,7 +178,7 @@ impl Producer {
         buffer.records.push(record);
         buffer.waiters.push(tx);
         buffer.bytes += size;
-        if buffer.bytes >= self.shared.config.batch_bytes {
+        if buffer.bytes >= batch_bytes {
             self.ship(&mut state, key);
         }
         drop(state);
@@ -174,7 +220,9 @@ impl Producer {
         }
     }
 
-    async fn partitions(&self, topic: &str) -> Result<u32> {
+    /// How many partitions `topic` has (asked once, then remembered); fails
+    /// for an unknown topic.
+    pub async fn partitions(&self, topic: &str) -> Result<u32> {
         if let Some(&n) = self.state.lock().await.partitions.get(topic) {
             return Ok(n);
         }
@@ -238,10 +286,28 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
             // A flush marker: report (and forget) failures since the last one.
             let result = match failure.take() {
                 Some(message) => Err(message),
-                None => Ok(RecordAck { partition, offset: 0 }),
+                None => Ok(RecordAck { partition, offset: None }),
             };
             for w in waiters {
                 let _ = w.send(result.clone());
+            }
+            continue;
+        }
+        if shared.config.acks == Acks::None {
+            // Sent once, unnumbered: without an answer a retry could store
+            // a batch twice, and a lost one would leave a sequence gap.
+            let result = match encode(&records, NO_PRODUCER, NO_SEQUENCE) {
+                Ok(batch) => {
+                    let client = shared.client.lock().await.clone();
+                    client.produce(&topic, Some(partition), &batch, Acks::None).await.map_err(|e| e.to_string())
+                }
+                Err(message) => Err(message),
+            };
+            if let Err(message) = &result {
+                failure = Some(message.clone());
+            }
+            for w in waiters {
+                let _ = w.send(result.clone().map(|_| RecordAck { partition, offset: None }));
             }
             continue;
         }
@@ -261,7 +327,7 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
             Ok(base) => {
                 sequence = sequence.wrapping_add(records.len() as i32);
                 for (i, w) in waiters.into_iter().enumerate() {
-                    let _ = w.send(Ok(RecordAck { partition, offset: base + i as u64 }));
+                    let _ = w.send(Ok(RecordAck { partition, offset: Some(base + i as u64) }));
                 }
             }
             Err(SendError { message, definite }) => {

@@ -3,13 +3,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use futures::stream::{FuturesOrdered, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use cairn_hub::client::Client;
-use cairn_proto::batch::HEADER_LEN;
+use cairn_hub::client::{ClientError, Producer, ProducerConfig, RecordAck};
 use cairn_proto::frame::Acks;
-use cairn_proto::{partition_for_key, BatchWriter, OwnedRecord};
+use cairn_proto::OwnedRecord;
 
 use super::{AnyError, HubArgs, Output};
 
@@ -29,18 +29,27 @@ pub struct ProduceArgs {
     /// Read each line as JSON {"key": ..., "value": ..., "timestamp": ms} (key and timestamp optional).
     #[arg(long)]
     json: bool,
-    /// durable: wait until each batch is on disk; none: do not wait.
+    /// durable: each record is acknowledged once on disk, and retried through
+    /// a lost connection without being stored twice; none: records are sent
+    /// once and not waited for.
     #[arg(long, default_value = "durable", value_parser = ["durable", "none"])]
     acks: String,
-    /// Most records sent in one batch (batches also stay within the hub's
-    /// max_batch_bytes).
-    #[arg(long, default_value_t = 1000)]
-    batch: usize,
+    /// A partition's batch is sent once it holds this many bytes (at most the
+    /// hub's max_batch_bytes).
+    #[arg(long, default_value_t = ProducerConfig::default().batch_bytes)]
+    batch_bytes: usize,
     /// Longest a line waits for more lines to share its batch: when the input
     /// pauses (a live stream, a person typing) what was read is sent.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// With acks=durable: attempts per batch, 200 ms apart, through a lost
+    /// connection or a restarting hub (the default rides out two minutes).
+    #[arg(long, default_value_t = 600)]
+    retries: u32,
 }
+
+/// Most records sent and not yet acknowledged; reading stdin waits beyond.
+const MAX_UNACKED: usize = 100_000;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -71,133 +80,100 @@ fn parse_line(args: &ProduceArgs, line: &str) -> Result<OwnedRecord, AnyError> {
     Ok(record)
 }
 
-/// What reading standard input gave.
-enum Input {
-    Line(String),
-    /// No line within the linger.
-    Paused,
-    End,
-}
-
-/// Records read but not sent yet, and the most bytes they take in a batch.
+/// What became of the lines read.
 #[derive(Default)]
-struct Pending {
-    records: Vec<OwnedRecord>,
-    bytes: usize,
-}
-
-impl Pending {
-    fn take(&mut self) -> Vec<OwnedRecord> {
-        self.bytes = 0;
-        std::mem::take(&mut self.records)
-    }
+struct Tally {
+    stored: u64,
+    /// Not records, or too large for any batch: never sent.
+    skipped: u64,
+    /// Sent, and failed (after the producer's retries).
+    failed: u64,
 }
 
 pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
-    let client = Client::connect(&hub.hub).await?;
-    let partitions = client.describe_topic(&args.topic).await?.partitions.len() as u32;
-    // Batches are cut to the hub's limit, so long lines never make one too
-    // large; a line too large for any batch is skipped and named.
-    let max_batch = client.hello("cairn produce").await?.max_batch_bytes as usize;
-    let room = max_batch.saturating_sub(HEADER_LEN);
-    let acks = if args.acks == "none" { Acks::None } else { Acks::Durable };
-    let linger = Duration::from_millis(args.linger_ms);
+    // The client library's producer batches per partition, lingers, and
+    // retries idempotently; this command feeds it lines and reports acks.
+    let config = ProducerConfig {
+        linger: Duration::from_millis(args.linger_ms),
+        batch_bytes: args.batch_bytes.max(1),
+        acks: if args.acks == "none" { Acks::None } else { Acks::Durable },
+        retries: args.retries,
+        retry_backoff: Duration::from_millis(200),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(&hub.hub, config).await?;
+    // An unknown topic or partition fails before any line is read.
+    let partitions = producer.partitions(&args.topic).await?;
+    if let Some(p) = args.partition.filter(|&p| p >= partitions) {
+        return Err(
+            format!("topic '{}' has no partition {p} (it has {partitions}: 0..{partitions})", args.topic).into()
+        );
+    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut pending = Pending::default();
-    let (mut total, mut line_no, mut skipped) = (0u64, 0u64, 0u64);
+    let mut unacked = FuturesOrdered::new();
+    let mut tally = Tally::default();
+    let mut line_no = 0u64;
     loop {
-        // While records wait, wait for the next line only as long as the
-        // linger (`next_line` is cancel safe: a timeout loses nothing).
-        let next = if pending.records.is_empty() {
-            Some(lines.next_line().await?)
-        } else {
-            tokio::time::timeout(linger, lines.next_line()).await.ok().transpose()?
-        };
-        let input = match next {
-            Some(Some(line)) => Input::Line(line),
-            Some(None) => Input::End,
-            None => Input::Paused,
-        };
-        let Input::Line(line) = input else {
-            if !pending.records.is_empty() {
-                total += send(&client, &args, partitions, acks, pending.take(), hub.output).await?;
+        // Report acks as they come while reading on (both are cancel safe).
+        tokio::select! {
+            Some((n, result)) = unacked.next(), if !unacked.is_empty() => report(n, result, hub.output, &mut tally),
+            line = lines.next_line(), if unacked.len() < MAX_UNACKED => {
+                let Some(line) = line? else { break };
+                line_no += 1;
+                if line.is_empty() {
+                    continue;
+                }
+                // One bad line does not stop a stream: say which it was,
+                // send the rest, and fail at the end.
+                let mut skip = |why: &dyn std::fmt::Display| {
+                    eprintln!("error: line {line_no} skipped: {why}");
+                    tally.skipped += 1;
+                };
+                let record = match parse_line(&args, &line) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        skip(&e);
+                        continue;
+                    }
+                };
+                match producer.send_to(&args.topic, args.partition, record).await {
+                    Ok(ack) => unacked.push_back(async move { (line_no, ack.await) }),
+                    // Too large for any batch the hub accepts.
+                    Err(ClientError::Refused(message)) => skip(&message),
+                    Err(e) => return Err(e.into()),
+                }
             }
-            if matches!(input, Input::End) {
-                break;
-            }
-            continue;
-        };
-        line_no += 1;
-        if line.is_empty() {
-            continue;
         }
-        let record = match parse_line(&args, &line) {
-            Ok(record) if record.max_encoded_len() <= room => record,
-            Ok(record) => {
-                let size = record.max_encoded_len();
-                eprintln!("error: line {line_no} skipped: its record of up to {size} bytes does not fit in a batch of {max_batch} bytes (the hub's max_batch_bytes)");
-                skipped += 1;
-                continue;
-            }
-            // One bad line does not stop a stream: say which it was, send
-            // the rest, and fail at the end.
-            Err(e) => {
-                eprintln!("error: line {line_no} skipped: {e}");
-                skipped += 1;
-                continue;
-            }
-        };
-        let size = record.max_encoded_len();
-        if pending.bytes + size > room {
-            total += send(&client, &args, partitions, acks, pending.take(), hub.output).await?;
-        }
-        pending.records.push(record);
-        pending.bytes += size;
-        if pending.records.len() >= args.batch.max(1) {
-            total += send(&client, &args, partitions, acks, pending.take(), hub.output).await?;
-        }
+    }
+    // Send what lingers; each record's own ack says how it went.
+    let _ = producer.flush().await;
+    while let Some((n, result)) = unacked.next().await {
+        report(n, result, hub.output, &mut tally);
     }
     if hub.output == Output::Text {
-        eprintln!("produced {total} record{} to {}", if total == 1 { "" } else { "s" }, args.topic);
+        let n = tally.stored;
+        let verb = if args.acks == "none" { "sent" } else { "produced" };
+        eprintln!("{verb} {n} record{} to {}", if n == 1 { "" } else { "s" }, args.topic);
     }
-    if skipped > 0 {
-        return Err(format!("{skipped} line{} skipped (see above)", if skipped == 1 { "" } else { "s" }).into());
+    if tally.skipped + tally.failed > 0 {
+        return Err(format!("{} line(s) skipped, {} not stored (see above)", tally.skipped, tally.failed).into());
     }
     Ok(())
 }
 
-/// Sends records, one batch per partition they map to, in input order.
-async fn send(
-    client: &Client,
-    args: &ProduceArgs,
-    partitions: u32,
-    acks: Acks,
-    records: Vec<OwnedRecord>,
-    output: Output,
-) -> Result<u64, AnyError> {
-    let mut groups: Vec<(Option<u32>, Vec<OwnedRecord>)> = Vec::new();
-    for r in records {
-        let p = args.partition.or_else(|| r.key.as_ref().map(|k| partition_for_key(k, partitions)));
-        match groups.iter_mut().find(|(q, _)| *q == p) {
-            Some((_, g)) => g.push(r),
-            None => groups.push((p, vec![r])),
+/// Counts one record's outcome; prints it with `--output json`, and a
+/// failure always.
+fn report(line: u64, result: Result<RecordAck, ClientError>, output: Output, tally: &mut Tally) {
+    match result {
+        Ok(ack) => {
+            tally.stored += 1;
+            if output == Output::Json {
+                println!("{}", json!({"line": line, "partition": ack.partition, "offset": ack.offset}));
+            }
+        }
+        Err(e) => {
+            eprintln!("error: line {line} not stored: {e}");
+            tally.failed += 1;
         }
     }
-    let mut sent = 0;
-    for (partition, group) in groups {
-        let mut w = BatchWriter::new(Vec::new())?;
-        for r in &group {
-            w.push_owned(r)?;
-        }
-        let batch = w.finish()?;
-        let ack = client.produce(&args.topic, partition, &batch, acks).await?;
-        sent += group.len() as u64;
-        if let (Some(a), Output::Json) = (ack, output) {
-            println!(
-                "{}",
-                json!({"partition": a.partition, "base_offset": a.base_offset, "last_offset": a.last_offset, "duplicate": a.duplicate})
-            );
-        }
-    }
-    Ok(sent)
 }
