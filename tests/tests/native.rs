@@ -129,20 +129,19 @@ async fn cli_produce_survives_a_hub_restart_without_storing_twice() {
         .spawn()
         .unwrap();
     let mut stdin = producer.stdin.take().unwrap();
-    let mut write = |from: usize, to: usize| {
+    let write = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {
         for i in from..to {
             writeln!(stdin, "k{}:v{i}", i % 5).unwrap();
             stdin.flush().unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
     };
-    write(0, 300);
+    write(&mut stdin, 0, 300);
     hub.kill9();
     // Lines keep coming while the hub is down.
-    write(300, 400);
+    write(&mut stdin, 300, 400);
     let _hub = Hub::start(dir.path(), &["--native-addr", &addr]);
-    write(400, 600);
-    drop(write);
+    write(&mut stdin, 400, 600);
     drop(stdin);
     let out = producer.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

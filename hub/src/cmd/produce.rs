@@ -99,7 +99,6 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
         acks: if args.acks == "none" { Acks::None } else { Acks::Durable },
         retries: args.retries,
         retry_backoff: Duration::from_millis(200),
-        ..ProducerConfig::default()
     };
     let producer = Producer::connect(&hub.hub, config).await?;
     // An unknown topic or partition fails before any line is read.
