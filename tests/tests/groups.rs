@@ -52,6 +52,18 @@ fn describe(hub: &Hub, group: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// A group's live members; none for a group the hub does not know (yet, or
+/// any more).
+fn members(hub: &Hub, group: &str) -> Vec<serde_json::Value> {
+    let (ok, out, err) = hub.cli(&["group", "describe", group, "--output", "json"], None);
+    if !ok && err.contains("unknown group") {
+        return Vec::new();
+    }
+    assert!(ok, "{err}");
+    let d: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    d["members"].as_array().unwrap().clone()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
@@ -71,10 +83,9 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
     assert!(hub.cli(&["topic", "create", "t", "--partitions", "6"], None).0);
 
     let seen: Vec<Arc<Mutex<Vec<String>>>> = (0..3).map(|_| Arc::default()).collect();
-    let mut members: Vec<Member> = seen.iter().map(|s| member(&hub, "g", s.clone())).collect();
+    let mut consumers: Vec<Member> = seen.iter().map(|s| member(&hub, "g", s.clone())).collect();
     wait_until("3 members with 2 partitions each", Duration::from_secs(15), || {
-        let d = describe(&hub, "g");
-        let members = d["members"].as_array().unwrap();
+        let members = members(&hub, "g");
         members.len() == 3 && members.iter().all(|m| m["assignment"].as_array().unwrap().len() == 2)
     });
 
@@ -87,7 +98,7 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
 
     // A member dies without leaving: within its session timeout its
     // partitions go to the other two, which resume from its last commit.
-    let killed = members.remove(0);
+    let killed = consumers.remove(0);
     drop(killed);
     produce(&hub, 600, 1200);
     let all: HashSet<String> = (0..1200).map(|i| format!("v{i}")).collect();
@@ -100,7 +111,7 @@ fn three_members_share_six_partitions_and_survive_a_member_kill() {
         let lag: u64 = d["partitions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
         members.len() == 2 && members.iter().all(|m| m["assignment"].as_array().unwrap().len() == 3) && lag == 0
     });
-    drop(members);
+    drop(consumers);
 
     // Committed offsets survive a hub restart; lag is reported for the idle group.
     assert!(hub.terminate());
@@ -133,6 +144,8 @@ fn consume_with_max_commits_only_what_it_printed() {
     let (ok, _, err) = hub.cli(&["topic", "create", "t", "--partitions", "1"], None);
     assert!(ok, "{err}");
     produce(&hub, 0, 5);
+    let (ok, _, err) = hub.cli(&["group", "describe", "g"], None);
+    assert!(!ok && err.contains("unknown group 'g'"), "a group nobody joined: {err}");
     let mut printed = Vec::new();
     for max in ["2", "2", "10"] {
         let (ok, out, err) = hub.cli(&["consume", "t", "--group", "g", "--from-beginning", "--max", max], None);
@@ -157,9 +170,7 @@ fn interrupted_group_consumer_leaves_the_group() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the member joined", Duration::from_secs(15), || {
-        describe(&hub, "g")["members"].as_array().unwrap().len() == 1
-    });
+    wait_until("the member joined", Duration::from_secs(15), || members(&hub, "g").len() == 1);
     let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(interrupted.success());
     let started = Instant::now();
@@ -172,5 +183,5 @@ fn interrupted_group_consumer_leaves_the_group() {
     };
     assert!(status.success(), "{status:?}");
     // Well inside the 60 s session timeout.
-    assert_eq!(describe(&hub, "g")["members"].as_array().unwrap().len(), 0);
+    assert_eq!(members(&hub, "g").len(), 0);
 }

@@ -41,6 +41,10 @@ pub enum GroupError {
     GroupActive { group: String, members: usize },
     #[error("a group needs at least one topic")]
     NoTopics,
+    #[error(
+        "unknown group '{group}': it has no members and no committed offsets (`cairn group list` shows the groups)"
+    )]
+    UnknownGroup { group: String },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -263,6 +267,9 @@ impl Coordinator {
         };
         if let Some((_, committed_topics)) = self.log.list_groups()?.into_iter().find(|(g, _)| g == group) {
             topics.extend(committed_topics);
+        }
+        if members.is_empty() && topics.is_empty() {
+            return Err(GroupError::UnknownGroup { group: group.to_string() });
         }
         let owners: HashMap<(String, u32), String> =
             members.iter().flat_map(|(id, a)| a.iter().map(move |tp| (tp.clone(), id.clone()))).collect();

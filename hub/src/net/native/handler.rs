@@ -360,6 +360,7 @@ impl Handler {
             GroupError::IllegalGeneration { .. } | GroupError::NotOwner { .. } => ErrorCode::IllegalGeneration,
             GroupError::InvalidSessionTimeout(_) | GroupError::NoTopics => ErrorCode::InvalidConfig,
             GroupError::GroupActive { .. } => ErrorCode::IllegalGeneration,
+            GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
             GroupError::Log(e) => error_code(e),
         };
         self.send_error(id, code, &err.to_string()).await;
