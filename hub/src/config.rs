@@ -39,6 +39,7 @@
 //! flush_interval_ms = 1000
 //! retention_check_secs = 30
 //! quick_repair = false
+//! cache_bytes = 16777216         # redb's page cache, most of the hub's memory under load
 //! ```
 
 use std::net::SocketAddr;
@@ -131,6 +132,7 @@ pub struct LogSettings {
     pub flush_interval_ms: Option<u64>,
     pub retention_check_secs: Option<u64>,
     pub quick_repair: Option<bool>,
+    pub cache_bytes: Option<usize>,
 }
 
 /// The settings `serve` runs with, every value decided.
@@ -157,6 +159,8 @@ pub struct ServeConfig {
     pub flush_interval_ms: u64,
     pub retention_check_secs: u64,
     pub quick_repair: bool,
+    /// redb's page cache in bytes.
+    pub cache_bytes: usize,
     /// Run WebAssembly plugins at all.
     pub plugins_enabled: bool,
     pub plugin_defaults: crate::plugins::Defaults,
@@ -184,6 +188,7 @@ impl Default for ServeConfig {
             flush_interval_ms: 1000,
             retention_check_secs: 30,
             quick_repair: false,
+            cache_bytes: crate::log::DEFAULT_CACHE_BYTES,
             plugins_enabled: true,
             plugin_defaults: crate::plugins::Defaults::default(),
         }
@@ -233,6 +238,7 @@ impl ServeConfig {
             flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
             retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),
             quick_repair: pick!(log.quick_repair, d.quick_repair),
+            cache_bytes: pick!(log.cache_bytes, d.cache_bytes),
             plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),
             plugin_defaults: crate::plugins::Defaults {
                 fuel_per_batch: pick!(plugins.fuel_per_batch, d.plugin_defaults.fuel_per_batch),
@@ -253,7 +259,7 @@ mod tests {
         let path = dir.path().join("cairn.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = true\n",
+            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = true\ncache_bytes = 4194304\n",
         )
         .unwrap();
         let file = Settings::load(&path).unwrap();
@@ -265,6 +271,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
         assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
         assert!(c.quick_repair, "the file turns on what the default leaves off");
+        assert_eq!(c.cache_bytes, 4 << 20);
         assert_eq!(c.max_connections, 1024);
     }
 

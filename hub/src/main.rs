@@ -129,6 +129,10 @@ struct ServeArgs {
     /// and a second fsync in every commit [default: false].
     #[arg(long, env = "CAIRN_QUICK_REPAIR")]
     quick_repair: Option<bool>,
+    /// redb's page cache, in bytes: most of the hub's memory under load
+    /// [default: 16 MiB].
+    #[arg(long, env = "CAIRN_CACHE_BYTES")]
+    cache_bytes: Option<usize>,
     /// How often retention and compaction run, in seconds [default: 30].
     #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
     retention_check_secs: Option<u64>,
@@ -166,6 +170,7 @@ impl ServeArgs {
                 flush_interval_ms: self.flush_interval_ms,
                 retention_check_secs: self.retention_check_secs,
                 quick_repair: self.quick_repair,
+                cache_bytes: self.cache_bytes,
             },
             plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
         }
@@ -427,6 +432,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
         max_batch_bytes: args.max_batch_bytes,
         quick_repair: args.quick_repair,
+        cache_bytes: args.cache_bytes,
         ..LogOptions::default()
     };
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;

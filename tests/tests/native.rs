@@ -514,6 +514,18 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
     assert_eq!(seen.len(), 3000);
 }
 
+/// The page cache (most of the hub's memory under load) is 16 MiB unless
+/// set, by flag or environment.
+#[test]
+fn serve_sizes_the_page_cache_as_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = |hub: &Hub| hub.startup_log.iter().find(|l| l.contains("log opened")).cloned().unwrap_or_default();
+    let hub = Hub::start(&dir.path().join("a"), &[]);
+    assert!(opened(&hub).contains("cache_bytes=16777216"), "{:?}", hub.startup_log);
+    let hub = Hub::start(&dir.path().join("b"), &["--cache-bytes", "4194304"]);
+    assert!(opened(&hub).contains("cache_bytes=4194304"), "{:?}", hub.startup_log);
+}
+
 #[tokio::test]
 async fn serve_reads_a_toml_config_file() {
     let dir = tempfile::tempdir().unwrap();

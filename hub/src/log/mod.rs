@@ -70,6 +70,11 @@ pub struct LogOptions {
     pub clock: Arc<dyn Clock>,
 }
 
+/// redb's page cache by default. It is most of the hub's memory under load;
+/// 64 MiB held ~50 MB more RSS than 16 MiB (~120 MB more after a catch-up
+/// read) with no throughput to show for it (docs/BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
@@ -78,7 +83,7 @@ impl Default for LogOptions {
             retention_check_interval: Some(Duration::from_secs(30)),
             queue_depth: 4096,
             quick_repair: false,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             clock: Arc::new(SystemClock),
         }
     }
@@ -319,7 +324,7 @@ impl Log {
         let (stop_ticker, stop_rx) = std::sync::mpsc::channel();
         writer::spawn_ticker(weak, stop_rx, &options).map_err(|e| LogError::Storage(e.into()))?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(path = %path.display(), elapsed_ms, "log opened");
+        tracing::info!(path = %path.display(), elapsed_ms, cache_bytes = options.cache_bytes, "log opened");
         Ok(Log {
             shared: Arc::new(Shared {
                 db,
