@@ -24,8 +24,15 @@ impl Drop for Member {
 
 /// Starts a group member whose printed values land in `seen`.
 fn member(hub: &Hub, group: &str, seen: Arc<Mutex<Vec<String>>>) -> Member {
+    follower(hub, &["--group", group, "--session-timeout-ms", "1500"], seen)
+}
+
+/// Starts `cairn consume t --follow --from-beginning` with `extra`
+/// arguments; its printed values land in `seen`.
+fn follower(hub: &Hub, extra: &[&str], seen: Arc<Mutex<Vec<String>>>) -> Member {
     let mut child = Command::new(cairn())
-        .args(["consume", "t", "--group", group, "--follow", "--from-beginning", "--session-timeout-ms", "1500"])
+        .args(["consume", "t", "--follow", "--from-beginning"])
+        .args(extra)
         .args(["--hub", &hub.addr])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -184,4 +191,28 @@ fn interrupted_group_consumer_leaves_the_group() {
     assert!(status.success(), "{status:?}");
     // Well inside the 60 s session timeout.
     assert_eq!(members(&hub, "g").len(), 0);
+}
+
+/// `--follow` consumers, plain and in a group, ride out a hub restart: they
+/// reconnect and go on where they were.
+#[test]
+fn followers_ride_out_a_hub_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    assert!(hub.cli(&["topic", "create", "t", "--partitions", "2"], None).0);
+    let seen: Vec<Arc<Mutex<Vec<String>>>> = (0..2).map(|_| Arc::default()).collect();
+    let _plain = follower(&hub, &[], seen[0].clone());
+    let _member = member(&hub, "g", seen[1].clone());
+    let saw = |value: &str| seen.iter().all(|s| s.lock().unwrap().iter().any(|v| v == value));
+    produce(&hub, 0, 1);
+    wait_until("both followers print v0", Duration::from_secs(15), || saw("v0"));
+
+    assert!(hub.terminate(), "the hub stops cleanly on SIGTERM");
+    let hub = Hub::start(dir.path(), &["--native-addr", &addr]);
+    produce(&hub, 1, 2);
+    wait_until("both followers print v1 after the restart", Duration::from_secs(30), || saw("v1"));
+    // The plain follower goes on at its offset: nothing twice.
+    assert_eq!(*seen[0].lock().unwrap(), ["v0", "v1"]);
 }

@@ -49,6 +49,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// True when asking again later may succeed: the connection was lost or
+    /// could not be made, or the hub is shutting down or busy.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed => true,
+            ClientError::Server { code, .. } => code.is_retriable(),
+            ClientError::Protocol(_) | ClientError::Refused(_) => false,
+        }
+    }
+
     /// The hub's error code, if the hub answered with an error.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

@@ -1,6 +1,7 @@
 //! `cairn consume`: print records of a topic.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use serde_json::json;
@@ -86,10 +87,11 @@ impl From<&ConsumedRecord> for Line {
     }
 }
 
-fn print(line: &Line, output: Output) {
+fn print(out: &mut impl Write, line: &Line, output: Output) -> std::io::Result<()> {
     match output {
-        Output::Text => println!("{}", show(&line.value)),
-        Output::Json => println!(
+        Output::Text => writeln!(out, "{}", show(&line.value)),
+        Output::Json => writeln!(
+            out,
             "{}",
             json!({
                 "partition": line.partition,
@@ -102,8 +104,33 @@ fn print(line: &Line, output: Output) {
     }
 }
 
-/// Group mode: poll, print, commit, until caught up (or forever with --follow).
-async fn run_group(client: Client, args: &ConsumeArgs, group: &str, output: Output) -> Result<(), AnyError> {
+/// How long a `--follow` consumer keeps trying to reach a hub that went
+/// away (a restart takes a second or two) before it gives up.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// Connects again after `lost`, every 500 ms for up to [`RECONNECT_FOR`].
+async fn reconnect(addr: &str, lost: &ClientError) -> Result<Client, ClientError> {
+    tracing::warn!(error = %lost, "lost the hub at {addr}; reconnecting");
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match Client::connect(addr).await {
+            Ok(client) => return Ok(client),
+            Err(e) if started.elapsed() >= RECONNECT_FOR => return Err(e),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Group mode: poll, print, commit, until caught up (or forever with
+/// --follow, through hub restarts).
+async fn run_group(
+    client: Client,
+    addr: &str,
+    args: &ConsumeArgs,
+    group: &str,
+    output: Output,
+) -> Result<(), AnyError> {
     let start = if args.from_beginning { StartFrom::Earliest } else { StartFrom::Latest };
     let session = Duration::from_millis(args.session_timeout_ms);
     // Ctrl-C or SIGTERM leaves the group, so the partitions move to the
@@ -111,48 +138,89 @@ async fn run_group(client: Client, args: &ConsumeArgs, group: &str, output: Outp
     // from before the join on).
     let stop = crate::shutdown_signal()?;
     tokio::pin!(stop);
-    let mut consumer = GroupConsumer::join(client, group, &[args.topic.as_str()], session, start).await?;
+    let topics = [args.topic.as_str()];
+    let mut consumer = GroupConsumer::join(client, group, &topics, session, start).await?;
     let mut printed = 0u64;
     loop {
         // Stopping while a poll waits loses nothing: what it had not yet
         // returned is read again from the last commit.
-        let records = tokio::select! {
-            records = consumer.poll(Duration::from_secs(1)) => records?,
+        let step = tokio::select! {
+            step = poll_print_commit(&mut consumer, args, output, &mut printed) => step,
             () = &mut stop => break,
         };
-        if records.is_empty() && !args.follow {
-            break;
-        }
-        // With --max, print only what is still wanted of this poll.
-        let wanted = args.max.map_or(records.len(), |m| records.len().min((m - printed) as usize));
-        for r in &records[..wanted] {
-            print(&Line::from(r), output);
-        }
-        printed += wanted as u64;
-        // Flush what was printed before committing it: at-least-once.
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        if wanted < records.len() {
-            // Commit only through the last record printed: the group's next
-            // reader starts at the first one not printed.
-            if let Some(last) = wanted.checked_sub(1).map(|i| &records[i]) {
-                consumer.commit_through(last).await?;
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            // Join again on a new connection; the group resumes from its
+            // last commit (a poll printed but not committed is read again).
+            Err(StepError::Hub(e)) if args.follow && e.is_retriable() => {
+                let client = tokio::select! {
+                    client = reconnect(addr, &e) => client?,
+                    () = &mut stop => return Ok(()),
+                };
+                consumer = GroupConsumer::join(client, group, &topics, session, start).await?;
             }
-        } else {
-            consumer.commit().await?;
-        }
-        if args.max.is_some_and(|m| printed >= m) {
-            break;
+            Err(StepError::Hub(e)) => return Err(e.into()),
+            // Nobody reads any more (`| head`): stop, as other tools do.
+            Err(StepError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(StepError::Output(e)) => return Err(e.into()),
         }
     }
     consumer.leave().await?;
     Ok(())
 }
 
+/// Why a group's poll-print-commit step failed: the hub (which a follower
+/// may reconnect to) or standard output (closed, say, by `| head`).
+enum StepError {
+    Hub(ClientError),
+    Output(std::io::Error),
+}
+
+impl From<ClientError> for StepError {
+    fn from(e: ClientError) -> Self {
+        StepError::Hub(e)
+    }
+}
+
+/// One poll: prints its records (up to --max) and commits them. Returns
+/// whether to go on.
+async fn poll_print_commit(
+    consumer: &mut GroupConsumer,
+    args: &ConsumeArgs,
+    output: Output,
+    printed: &mut u64,
+) -> Result<bool, StepError> {
+    let records = consumer.poll(Duration::from_secs(1)).await?;
+    if records.is_empty() && !args.follow {
+        return Ok(false);
+    }
+    // With --max, print only what is still wanted of this poll.
+    let wanted = args.max.map_or(records.len(), |m| records.len().min((m - *printed) as usize));
+    let mut out = std::io::stdout().lock();
+    for r in &records[..wanted] {
+        print(&mut out, &Line::from(r), output).map_err(StepError::Output)?;
+    }
+    // Flush what was printed before committing it: at-least-once.
+    out.flush().map_err(StepError::Output)?;
+    drop(out);
+    *printed += wanted as u64;
+    if wanted < records.len() {
+        // Commit only through the last record printed: the group's next
+        // reader starts at the first one not printed.
+        if let Some(last) = wanted.checked_sub(1).map(|i| &records[i]) {
+            consumer.commit_through(last).await?;
+        }
+    } else {
+        consumer.commit().await?;
+    }
+    Ok(!args.max.is_some_and(|m| *printed >= m))
+}
+
 pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
     let client = Client::connect(&hub.hub).await?;
     if let Some(group) = &args.group {
-        return run_group(client, &args, group, hub.output).await;
+        return run_group(client, &hub.hub, &args, group, hub.output).await;
     }
     let info = client.describe_topic(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
@@ -178,13 +246,25 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
         } else {
             part.end_offset
         };
-        let (client, tx, topic, follow) = (client.clone(), tx.clone(), args.topic.clone(), args.follow);
+        let (mut client, tx, topic, follow) = (client.clone(), tx.clone(), args.topic.clone(), args.follow);
+        let addr = hub.hub.clone();
         tokio::spawn(async move {
             let mut offset = start;
             loop {
                 let wait = if follow { Duration::from_secs(5) } else { Duration::ZERO };
                 let fetch = match client.fetch(&topic, p, offset, 1024 * 1024, wait).await {
                     Ok(f) => f,
+                    // Following rides out a hub restart: go on at `offset`.
+                    Err(e) if follow && e.is_retriable() => match reconnect(&addr, &e).await {
+                        Ok(fresh) => {
+                            client = fresh;
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
@@ -216,7 +296,12 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
             break;
         }
         let line = line?;
-        print(&line, hub.output);
+        match print(&mut std::io::stdout().lock(), &line, hub.output) {
+            Ok(()) => {}
+            // Nobody reads any more (`| head`): stop, as other tools do.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(e.into()),
+        }
         printed += 1;
         if args.max.is_some_and(|m| printed >= m) {
             break;
