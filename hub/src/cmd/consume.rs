@@ -214,7 +214,7 @@ async fn poll_print_commit(
     } else {
         consumer.commit().await?;
     }
-    Ok(!args.max.is_some_and(|m| *printed >= m))
+    Ok(args.max.is_none_or(|m| *printed < m))
 }
 
 pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
