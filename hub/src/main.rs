@@ -409,6 +409,9 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Plugin(args)) => bench_plugin(args),
         }
     });
+    // Do not wait for blocked reads of standard input (`cairn produce` after
+    // Ctrl-C) on the way out: everything to finish was awaited above.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -157,6 +157,39 @@ async fn cli_produce_survives_a_hub_restart_without_storing_twice() {
     assert_eq!(stored, expected, "each line stored once");
 }
 
+/// Ctrl-C on `cairn produce` stops reading, sends what it read, reports
+/// and exits cleanly.
+#[tokio::test]
+async fn cli_produce_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("t", settings(1)).await.unwrap();
+    let mut producer = std::process::Command::new(common::cairn())
+        .args(["produce", "t", "--hub", &hub.addr])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(b"a\nb\nc\n").unwrap();
+    stdin.flush().unwrap();
+    // Stored means read, and read means the signal handler is in place.
+    let fetched = client.fetch("t", 0, 0, 1 << 20, Duration::from_secs(10)).await.unwrap();
+    let mut stored = fetched.records().count();
+    while stored < 3 {
+        let more = client.fetch("t", 0, stored as u64, 1 << 20, Duration::from_secs(10)).await.unwrap();
+        assert!(more.records().count() > 0, "the lines were not stored");
+        stored += more.records().count();
+    }
+    let interrupted = std::process::Command::new("kill").args(["-INT", &producer.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let out = producer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("produced 3 records"), "{:?}: {stderr}", out.status);
+    drop(stdin);
+}
+
 /// `--output json` reports each line's partition and offset; with
 /// `--acks none` lines are sent without waiting, so there is no offset.
 #[tokio::test]

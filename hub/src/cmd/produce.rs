@@ -108,6 +108,10 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
             format!("topic '{}' has no partition {p} (it has {partitions}: 0..{partitions})", args.topic).into()
         );
     }
+    // Ctrl-C or SIGTERM stops reading; what was read is still sent and
+    // reported, as at the end of the input.
+    let stop = crate::shutdown_signal()?;
+    tokio::pin!(stop);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut unacked = FuturesOrdered::new();
     let mut tally = Tally::default();
@@ -115,6 +119,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     loop {
         // Report acks as they come while reading on (both are cancel safe).
         tokio::select! {
+            () = &mut stop => break,
             Some((n, result)) = unacked.next(), if !unacked.is_empty() => report(n, result, hub.output, &mut tally),
             line = lines.next_line(), if unacked.len() < MAX_UNACKED => {
                 let Some(line) = line? else { break };
@@ -144,10 +149,20 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
             }
         }
     }
-    // Send what lingers; each record's own ack says how it went.
-    let _ = producer.flush().await;
-    while let Some((n, result)) = unacked.next().await {
-        report(n, result, hub.output, &mut tally);
+    // Send what lingers; each record's own ack says how it went. A (second)
+    // Ctrl-C stops waiting for a hub that does not answer.
+    let interrupt = crate::shutdown_signal()?;
+    let drained = async {
+        let _ = producer.flush().await;
+        while let Some((n, result)) = unacked.next().await {
+            report(n, result, hub.output, &mut tally);
+        }
+    };
+    tokio::select! {
+        () = drained => {}
+        () = interrupt => {
+            return Err(format!("interrupted with {} record(s) sent but not acknowledged", unacked.len()).into());
+        }
     }
     if hub.output == Output::Text {
         let n = tally.stored;
