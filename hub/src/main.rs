@@ -44,7 +44,9 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
-    /// Write records to a topic, one per line of standard input.
+    /// Write records to a topic, one per line of standard input (any bytes;
+    /// with --output json, one {"line", "partition", "offset"} per record
+    /// stored).
     Produce {
         #[command(flatten)]
         args: cmd::produce::ProduceArgs,

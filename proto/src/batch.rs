@@ -838,7 +838,6 @@ impl<B: Buffer> BatchWriter<B> {
     }
 }
 
-/// Sizes one record: (bytes after its length prefix, bytes in all).
 /// Most bytes a record can take in any batch: its encoding with the largest
 /// timestamp and offset deltas. Records whose bounds add up to at most
 /// `limit - HEADER_LEN` always fit in a batch of `limit` bytes, so a client
@@ -859,6 +858,7 @@ impl crate::record::OwnedRecord {
     }
 }
 
+/// Sizes one record: (bytes after its length prefix, bytes in all).
 fn record_size<'h>(
     key: Option<&[u8]>,
     value: &[u8],

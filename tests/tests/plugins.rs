@@ -149,10 +149,21 @@ async fn example_plugins_filter_convert_route_and_reformat_through_the_cli_and_m
     let (ok, out, err) = hub.cli(&["plugin", "attach", "temps", "threshold@1", "--params", "min=20"], None);
     assert!(ok, "{err}");
     assert!(out.contains("temps.threshold = threshold@1 on temps (ingest) [min=20] running"), "{out}");
-    let (ok, _, err) = hub.cli(&["produce", "temps"], Some("19.5\n25\n12\n30.5\n"));
+    let lines = ["19.5", "25", "12", "30.5"];
+    let (ok, out, err) = hub.cli(&["produce", "temps", "--output", "json"], Some(&(lines.join("\n") + "\n")));
     assert!(ok, "{err}");
-    // Celsius → Fahrenheit as a derived topic, from the beginning.
+    // Every offset `produce` reports holds that line: none is made up for
+    // a batch the plugin kept only some of.
     let client = Client::connect(&hub.addr).await.unwrap();
+    let stored = client.fetch("temps", 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+    let stored: Vec<(u64, Vec<u8>)> = stored.records().map(|r| (r.offset, r.value.to_vec())).collect();
+    for ack in out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()) {
+        let line = lines[ack["line"].as_u64().unwrap() as usize - 1];
+        if let Some(offset) = ack["offset"].as_u64() {
+            assert!(stored.contains(&(offset, line.as_bytes().to_vec())), "{ack} but stored {stored:?}");
+        }
+    }
+    // Celsius → Fahrenheit as a derived topic, from the beginning.
     produce(&client, "celsius", Some(0), &["100", "-40"]).await;
     produce(&client, "celsius", Some(1), &["21.5"]).await;
     let (ok, _, err) = hub.cli(&["plugin", "attach", "celsius", "c2f", "--derived-to", "fahrenheit"], None);

@@ -206,18 +206,24 @@ impl GroupConsumer {
         for ((topic, partition), offset) in self.uncommitted.drain() {
             by_topic.entry(topic).or_default().push((partition, offset));
         }
-        let fence = (self.membership.member_id.as_str(), self.membership.generation);
         for (topic, offsets) in by_topic {
-            match self.client.commit_offsets(&self.group, Some(fence), &topic, &offsets).await {
-                Ok(()) => {}
-                Err(ClientError::Server { code: ErrorCode::IllegalGeneration | ErrorCode::UnknownMember, message }) => {
-                    tracing::debug!(%message, "commit fenced; the partitions moved");
-                    self.last_heartbeat = Instant::now() - self.session;
-                }
-                Err(e) => return Err(e),
-            }
+            self.commit_offsets(&topic, &offsets).await?;
         }
         Ok(())
+    }
+
+    /// Commits `offsets` of `topic` as this member, fenced by its generation.
+    async fn commit_offsets(&mut self, topic: &str, offsets: &[(u32, u64)]) -> Result<()> {
+        let fence = (self.membership.member_id.as_str(), self.membership.generation);
+        match self.client.commit_offsets(&self.group, Some(fence), topic, offsets).await {
+            Ok(()) => Ok(()),
+            Err(ClientError::Server { code: ErrorCode::IllegalGeneration | ErrorCode::UnknownMember, message }) => {
+                tracing::debug!(%message, "commit fenced; the partitions moved");
+                self.last_heartbeat = Instant::now() - self.session;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Commits `record`'s partition up to and including `record`, for an
@@ -225,12 +231,13 @@ impl GroupConsumer {
     /// after a fixed number of records). The records after it on that
     /// partition are neither committed nor skipped: the next `poll` (of this
     /// member or, after a rebalance, of another) returns them again.
+    /// Other partitions' records stay uncommitted.
     pub async fn commit_through(&mut self, record: &ConsumedRecord) -> Result<()> {
         let tp = (record.topic.clone(), record.partition);
         let next = record.offset + 1;
-        self.uncommitted.insert(tp.clone(), next);
+        self.uncommitted.remove(&tp);
         self.positions.insert(tp, next);
-        self.commit().await
+        self.commit_offsets(&record.topic, &[(record.partition, next)]).await
     }
 
     /// Leaves the group so its partitions move to others at once.

@@ -46,6 +46,9 @@ pub enum ClientError {
     /// of the hub's limits, say).
     #[error("{0}")]
     Refused(String),
+    /// A record the producer could not get stored (after its retries).
+    #[error("{0}")]
+    NotStored(String),
 }
 
 impl ClientError {
@@ -55,7 +58,7 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed => true,
             ClientError::Server { code, .. } => code.is_retriable(),
-            ClientError::Protocol(_) | ClientError::Refused(_) => false,
+            ClientError::Protocol(_) | ClientError::Refused(_) | ClientError::NotStored(_) => false,
         }
     }
 

@@ -23,7 +23,11 @@ use cairn_proto::frame::{Acks, ErrorCode};
 use cairn_proto::{partition_for_key, BatchWriter, OwnedRecord};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{Client, ClientError, Result};
+use super::{Client, ClientError, Produced, Result};
+
+/// Room for the request around a batch in a produce frame (CBOR map, topic
+/// name of up to 249 bytes, ids).
+const FRAME_OVERHEAD: usize = 1024;
 
 /// Tuning of a [`Producer`].
 #[derive(Debug, Clone)]
@@ -58,7 +62,8 @@ impl Default for ProducerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordAck {
     pub partition: u32,
-    /// `None` with `acks: Acks::None` (the hub does not answer).
+    /// `None` when it is not known: with `acks: Acks::None` (the hub does
+    /// not answer), or when ingest plugins kept only some of its batch.
     pub offset: Option<u64>,
 }
 
@@ -79,8 +84,9 @@ struct Shared {
     client: Mutex<Client>,
     producer_id: i64,
     config: ProducerConfig,
-    /// The most bytes of records one batch may carry (the hub's
-    /// `max_batch_bytes` less the batch header).
+    /// The most bytes of records one batch may carry: the hub's
+    /// `max_batch_bytes`, or less when its `max_frame_bytes` says so, less
+    /// the batch header.
     room: usize,
 }
 
@@ -103,7 +109,11 @@ impl Producer {
     /// Connects and obtains a producer id.
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
         let client = Client::connect(addr).await?;
-        let room = (client.hello("cairn producer").await?.max_batch_bytes as usize).saturating_sub(HEADER_LEN);
+        let hub = client.hello("cairn producer").await?;
+        // A produce frame carries the batch plus the request around it
+        // (topic name, ids): leave it room under the frame limit.
+        let frame_room = (hub.max_frame_bytes as usize).saturating_sub(FRAME_OVERHEAD);
+        let room = (hub.max_batch_bytes as usize).min(frame_room).saturating_sub(HEADER_LEN);
         let producer_id = client.allocate_producer_id().await?;
         let shared = Arc::new(Shared { addr: addr.to_string(), client: Mutex::new(client), producer_id, config, room });
         let state = Arc::new(Mutex::new(State {
@@ -142,12 +152,7 @@ impl Producer {
         partition: Option<u32>,
         record: OwnedRecord,
     ) -> Result<impl std::future::Future<Output = Result<RecordAck>>> {
-        let partitions = self.partitions(topic).await?;
-        if let Some(p) = partition.filter(|&p| p >= partitions) {
-            return Err(ClientError::Refused(format!(
-                "topic '{topic}' has no partition {p} (it has {partitions}: 0..{partitions})"
-            )));
-        }
+        let partitions = self.check_partition(topic, partition).await?;
         let size = record.max_encoded_len();
         let room = self.shared.room;
         if size > room {
@@ -185,7 +190,7 @@ impl Producer {
         Ok(async move {
             match rx.await {
                 Ok(Ok(ack)) => Ok(ack),
-                Ok(Err(message)) => Err(ClientError::Protocol(message)),
+                Ok(Err(message)) => Err(ClientError::NotStored(message)),
                 Err(_) => Err(ClientError::Closed),
             }
         })
@@ -214,9 +219,26 @@ impl Producer {
                 failed = Some(message);
             }
         }
-        match failed {
-            Some(message) => Err(ClientError::Protocol(format!("records failed since the last flush: {message}"))),
-            None => Ok(()),
+        if let Some(message) = failed {
+            return Err(ClientError::NotStored(format!("records failed since the last flush: {message}")));
+        }
+        if self.shared.config.acks == Acks::None {
+            // Unanswered produces sit in the connection's queue: one answered
+            // request behind them shows they reached the hub.
+            self.shared.client.lock().await.clone().hello("cairn producer").await?;
+        }
+        Ok(())
+    }
+
+    /// The partition count of `topic`, after checking that it has
+    /// `partition` (when given).
+    pub async fn check_partition(&self, topic: &str, partition: Option<u32>) -> Result<u32> {
+        let partitions = self.partitions(topic).await?;
+        match partition.filter(|&p| p >= partitions) {
+            Some(p) => Err(ClientError::Refused(format!(
+                "topic '{topic}' has no partition {p} (it has {partitions}: 0..{partitions})"
+            ))),
+            None => Ok(partitions),
         }
     }
 
@@ -299,7 +321,14 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
             let result = match encode(&records, NO_PRODUCER, NO_SEQUENCE) {
                 Ok(batch) => {
                     let client = shared.client.lock().await.clone();
-                    client.produce(&topic, Some(partition), &batch, Acks::None).await.map_err(|e| e.to_string())
+                    let sent = client.produce(&topic, Some(partition), &batch, Acks::None).await;
+                    if sent.as_ref().is_err_and(ClientError::is_retriable) {
+                        // The next batch goes out on a new connection.
+                        if let Ok(fresh) = Client::connect(&shared.addr).await {
+                            *shared.client.lock().await = fresh;
+                        }
+                    }
+                    sent.map(|_| ()).map_err(|e| e.to_string())
                 }
                 Err(message) => Err(message),
             };
@@ -324,10 +353,15 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
             },
         };
         match result {
-            Ok(base) => {
+            Ok(stored) => {
                 sequence = sequence.wrapping_add(records.len() as i32);
+                // Ingest plugins may have kept only some records (or others):
+                // then which offset is whose is not known.
+                let whole = stored.not_stored == 0
+                    && stored.last_offset.checked_sub(stored.base_offset) == Some(records.len() as u64 - 1);
                 for (i, w) in waiters.into_iter().enumerate() {
-                    let _ = w.send(Ok(RecordAck { partition, offset: Some(base + i as u64) }));
+                    let offset = whole.then_some(stored.base_offset + i as u64);
+                    let _ = w.send(Ok(RecordAck { partition, offset }));
                 }
             }
             Err(SendError { message, definite }) => {
@@ -359,14 +393,14 @@ fn encode(records: &[OwnedRecord], producer_id: i64, sequence: i32) -> Result<Ve
 }
 
 /// Sends one batch; on a broken connection reconnects and sends the same
-/// bytes again (the hub recognises a batch it already stored). Returns the
-/// base offset.
-async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: &[u8]) -> Result<u64, SendError> {
+/// bytes again (the hub recognises a batch it already stored). Returns
+/// where it went.
+async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: &[u8]) -> Result<Produced, SendError> {
     let mut attempt = 0;
     loop {
         let client = shared.client.lock().await.clone();
         let err = match client.produce(topic, Some(partition), batch, Acks::Durable).await {
-            Ok(Some(ack)) => return Ok(ack.base_offset),
+            Ok(Some(ack)) => return Ok(ack),
             Ok(None) => return Err(SendError { message: "the hub sent no acknowledgement".into(), definite: false }),
             Err(ClientError::Server { code, message }) if !code.is_retriable() => {
                 // Refused before anything was written, except sequence

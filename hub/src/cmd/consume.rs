@@ -46,8 +46,8 @@ pub struct ConsumeArgs {
 }
 
 /// Parses `--since`: epoch milliseconds, a UTC date and time
-/// (`2026-12-04T08:00:00Z`, `2026-12-04 08:00`), or an age relative to now
-/// (`30s`, `10m`, `2h`, `1d`, `1h 30m`).
+/// (`2026-12-04T08:00:00Z`, `2026-12-04 08:00:00`), or an age relative to
+/// now (`30s`, `10m`, `2h`, `1d`, `1h 30m`).
 pub(crate) fn since_ms(s: &str) -> Result<i64, AnyError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -55,16 +55,17 @@ pub(crate) fn since_ms(s: &str) -> Result<i64, AnyError> {
     let expected = "expected epoch ms, a UTC time like 2026-12-04T08:00:00Z, or an age like 30s, 10m, 2h, 1d";
     let at = match humantime::parse_rfc3339_weak(s) {
         Ok(at) => at,
+        // Something like a date gets the date's complaint.
+        Err(e) if s.len() >= 10 && s.as_bytes()[4] == b'-' => {
+            return Err(format!("--since {s:?}: {e}; {expected}").into())
+        }
         Err(_) => {
             let age = humantime::parse_duration(s).map_err(|e| format!("--since {s:?}: {e}; {expected}"))?;
             SystemTime::now().checked_sub(age).ok_or_else(|| format!("--since {s:?}: too far back"))?
         }
     };
-    // Before 1970 is a negative timestamp, which the log can look up too.
-    Ok(match at.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
-    })
+    // humantime's times are never before 1970.
+    Ok(at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
 }
 
 struct Line {
@@ -122,6 +123,28 @@ async fn reconnect(addr: &str, lost: &ClientError) -> Result<Client, ClientError
     }
 }
 
+/// Joins again after `lost` on a new connection, trying for up to
+/// [`RECONNECT_FOR`] (a hub still draining, or down again, refuses).
+async fn rejoin(
+    addr: &str,
+    lost: ClientError,
+    group: &str,
+    topics: &[&str],
+    session: Duration,
+    start: StartFrom,
+) -> Result<GroupConsumer, ClientError> {
+    let started = Instant::now();
+    let mut lost = lost;
+    loop {
+        let client = reconnect(addr, &lost).await?;
+        match GroupConsumer::join(client, group, topics, session, start).await {
+            Ok(consumer) => return Ok(consumer),
+            Err(e) if e.is_retriable() && started.elapsed() < RECONNECT_FOR => lost = e,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Group mode: poll, print, commit, until caught up (or forever with
 /// --follow, through hub restarts).
 async fn run_group(
@@ -142,11 +165,17 @@ async fn run_group(
     let mut consumer = GroupConsumer::join(client, group, &topics, session, start).await?;
     let mut printed = 0u64;
     loop {
-        // Stopping while a poll waits loses nothing: what it had not yet
-        // returned is read again from the last commit.
-        let step = tokio::select! {
-            step = poll_print_commit(&mut consumer, args, output, &mut printed) => step,
+        // Only the wait for records is cut short by a signal: stopping then
+        // loses nothing (what the poll had not returned is read again from
+        // the last commit), while a print and its commit always finish.
+        let polled = tokio::select! {
+            records = consumer.poll(Duration::from_secs(1)) => records,
             () = &mut stop => break,
+        };
+        let step = match polled {
+            Ok(records) if records.is_empty() && !args.follow => break,
+            Ok(records) => print_and_commit(&mut consumer, &records, args, output, &mut printed).await,
+            Err(e) => Err(StepError::Hub(e)),
         };
         match step {
             Ok(true) => {}
@@ -154,15 +183,13 @@ async fn run_group(
             // Join again on a new connection; the group resumes from its
             // last commit (a poll printed but not committed is read again).
             Err(StepError::Hub(e)) if args.follow && e.is_retriable() => {
-                let client = tokio::select! {
-                    client = reconnect(addr, &e) => client?,
+                consumer = tokio::select! {
+                    consumer = rejoin(addr, e, group, &topics, session, start) => consumer?,
                     () = &mut stop => return Ok(()),
                 };
-                consumer = GroupConsumer::join(client, group, &topics, session, start).await?;
             }
             Err(StepError::Hub(e)) => return Err(e.into()),
-            // Nobody reads any more (`| head`): stop, as other tools do.
-            Err(StepError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(StepError::Output(e)) if output_closed(&e) => break,
             Err(StepError::Output(e)) => return Err(e.into()),
         }
     }
@@ -170,7 +197,13 @@ async fn run_group(
     Ok(())
 }
 
-/// Why a group's poll-print-commit step failed: the hub (which a follower
+/// Nobody reads standard output any more (`| head`): stop quietly, as
+/// other command-line tools do.
+fn output_closed(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Why a group's print-and-commit step failed: the hub (which a follower
 /// may reconnect to) or standard output (closed, say, by `| head`).
 enum StepError {
     Hub(ClientError),
@@ -183,18 +216,15 @@ impl From<ClientError> for StepError {
     }
 }
 
-/// One poll: prints its records (up to --max) and commits them. Returns
+/// Prints one poll's records (up to --max) and commits them. Returns
 /// whether to go on.
-async fn poll_print_commit(
+async fn print_and_commit(
     consumer: &mut GroupConsumer,
+    records: &[ConsumedRecord],
     args: &ConsumeArgs,
     output: Output,
     printed: &mut u64,
 ) -> Result<bool, StepError> {
-    let records = consumer.poll(Duration::from_secs(1)).await?;
-    if records.is_empty() && !args.follow {
-        return Ok(false);
-    }
     // With --max, print only what is still wanted of this poll.
     let wanted = args.max.map_or(records.len(), |m| records.len().min((m - *printed) as usize));
     let mut out = std::io::stdout().lock();
@@ -298,8 +328,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
         let line = line?;
         match print(&mut std::io::stdout().lock(), &line, hub.output) {
             Ok(()) => {}
-            // Nobody reads any more (`| head`): stop, as other tools do.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) if output_closed(&e) => break,
             Err(e) => return Err(e.into()),
         }
         printed += 1;
@@ -320,6 +349,8 @@ mod tests {
         assert_eq!(since_ms("1700000000000").unwrap(), 1_700_000_000_000);
         assert_eq!(since_ms("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000);
         assert_eq!(since_ms("2023-11-14 22:13:20.5").unwrap(), 1_700_000_000_500);
+        let err = since_ms("2023-13-14T22:13:20Z").unwrap_err().to_string();
+        assert!(err.contains("out of range"), "the date's complaint, not the age's: {err}");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
         let ten_minutes_ago = since_ms("10m").unwrap();
         assert!((now - 600_000 - ten_minutes_ago).abs() < 5_000, "{ten_minutes_ago} vs now {now}");

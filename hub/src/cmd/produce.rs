@@ -1,5 +1,6 @@
 //! `cairn produce`: one record per line of standard input.
 
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -55,24 +56,27 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn parse_line(args: &ProduceArgs, line: &str) -> Result<OwnedRecord, AnyError> {
+/// A line as a record. Plain lines may hold any bytes; JSON lines must be
+/// UTF-8, as JSON is.
+fn parse_line(args: &ProduceArgs, line: &[u8]) -> Result<OwnedRecord, AnyError> {
+    let shown = || String::from_utf8_lossy(line).into_owned();
     if args.json {
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON ({e}): {}", shown()))?;
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => s.clone().into_bytes(),
             other => other.to_string().into_bytes(),
         };
-        let value = v.get("value").map(text).ok_or_else(|| format!("JSON has no \"value\": {line}"))?;
+        let value = v.get("value").map(text).ok_or_else(|| format!("JSON has no \"value\": {}", shown()))?;
         let mut record = OwnedRecord::new(value, v.get("timestamp").and_then(|t| t.as_i64()).unwrap_or_else(now_ms));
         if let Some(k) = v.get("key").filter(|k| !k.is_null()) {
             record = record.with_key(text(k));
         }
         return Ok(record);
     }
-    let mut record = OwnedRecord::new(line.as_bytes().to_vec(), now_ms());
-    if let Some(sep) = &args.key_separator {
-        if let Some((k, v)) = line.split_once(sep.as_str()) {
-            record = OwnedRecord::new(v.as_bytes().to_vec(), record.timestamp).with_key(k.as_bytes().to_vec());
+    let mut record = OwnedRecord::new(line.to_vec(), now_ms());
+    if let Some(sep) = args.key_separator.as_deref().map(str::as_bytes).filter(|s| !s.is_empty()) {
+        if let Some(at) = line.windows(sep.len()).position(|w| w == sep) {
+            record = OwnedRecord::new(line[at + sep.len()..].to_vec(), record.timestamp).with_key(line[..at].to_vec());
         }
     } else if let Some(k) = &args.key {
         record = record.with_key(k.as_bytes().to_vec());
@@ -102,17 +106,13 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     };
     let producer = Producer::connect(&hub.hub, config).await?;
     // An unknown topic or partition fails before any line is read.
-    let partitions = producer.partitions(&args.topic).await?;
-    if let Some(p) = args.partition.filter(|&p| p >= partitions) {
-        return Err(
-            format!("topic '{}' has no partition {p} (it has {partitions}: 0..{partitions})", args.topic).into()
-        );
-    }
+    producer.check_partition(&args.topic, args.partition).await?;
     // Ctrl-C or SIGTERM stops reading; what was read is still sent and
     // reported, as at the end of the input.
     let stop = crate::shutdown_signal()?;
     tokio::pin!(stop);
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Lines as bytes: a record may be any bytes but a newline.
+    let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     let mut unacked = FuturesOrdered::new();
     let mut tally = Tally::default();
     let mut line_no = 0u64;
@@ -121,8 +121,11 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
         tokio::select! {
             () = &mut stop => break,
             Some((n, result)) = unacked.next(), if !unacked.is_empty() => report(n, result, hub.output, &mut tally),
-            line = lines.next_line(), if unacked.len() < MAX_UNACKED => {
-                let Some(line) = line? else { break };
+            line = lines.next_segment(), if unacked.len() < MAX_UNACKED => {
+                let Some(mut line) = line? else { break };
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
                 line_no += 1;
                 if line.is_empty() {
                     continue;
@@ -161,7 +164,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     tokio::select! {
         () = drained => {}
         () = interrupt => {
-            return Err(format!("interrupted with {} record(s) sent but not acknowledged", unacked.len()).into());
+            return Err(format!("interrupted: {} record(s) not acknowledged", unacked.len()).into());
         }
     }
     if hub.output == Output::Text {
@@ -182,12 +185,44 @@ fn report(line: u64, result: Result<RecordAck, ClientError>, output: Output, tal
         Ok(ack) => {
             tally.stored += 1;
             if output == Output::Json {
-                println!("{}", json!({"line": line, "partition": ack.partition, "offset": ack.offset}));
+                // The acks are for the reader; with nobody reading (`| head`)
+                // the records still go to the hub.
+                let ack = json!({"line": line, "partition": ack.partition, "offset": ack.offset});
+                let _ = writeln!(std::io::stdout(), "{ack}");
             }
         }
         Err(e) => {
             eprintln!("error: line {line} not stored: {e}");
             tally.failed += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProduceArgs,
+    }
+
+    #[test]
+    fn lines_may_hold_any_bytes_but_json_must_be_json() {
+        let args = Cli::parse_from(["produce", "t", "--key-separator", "::"]).args;
+        let record = parse_line(&args, b"\xffk::v\xfe::w").unwrap();
+        assert_eq!((record.key.as_deref(), record.value.as_slice()), (Some(&b"\xffk"[..]), &b"v\xfe::w"[..]));
+        let record = parse_line(&args, b"no separator").unwrap();
+        assert_eq!((record.key, record.value.as_slice()), (None, &b"no separator"[..]));
+        let args = Cli::parse_from(["produce", "t", "--json"]).args;
+        let err = parse_line(&args, b"{\"value\": \"\xff\"}").unwrap_err().to_string();
+        assert!(err.starts_with("not JSON"), "{err}");
+        let record = parse_line(&args, br#"{"key": "k", "value": {"t": 1}, "timestamp": 5}"#).unwrap();
+        assert_eq!(
+            (record.key.as_deref(), record.value.as_slice(), record.timestamp),
+            (Some(&b"k"[..]), &br#"{"t":1}"#[..], 5)
+        );
     }
 }
