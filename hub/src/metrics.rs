@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Every counter of the hub. Shared (behind an `Arc`) by the listeners.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Native protocol connections accepted (those refused over
+    /// `max_connections` not counted). Growing fast with few clients means
+    /// clients reconnecting: timeouts, a flaky network.
+    pub native_connections: Counter,
     /// Serial lines (devices and serial-over-TCP) opened.
     pub serial_links: Counter,
     /// Good frames read from serial lines.
@@ -48,6 +52,7 @@ impl Metrics {
     /// Every counter with its name, in a stable order.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         vec![
+            ("native_connections", self.native_connections.get()),
             ("serial_links", self.serial_links.get()),
             ("serial_frames_in", self.serial_frames_in.get()),
             ("serial_skipped_malformed", self.serial_skipped_malformed.get()),

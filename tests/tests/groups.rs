@@ -216,3 +216,36 @@ fn followers_ride_out_a_hub_restart() {
     // The plain follower goes on at its offset: nothing twice.
     assert_eq!(*seen[0].lock().unwrap(), ["v0", "v1"]);
 }
+
+/// A group member that gives up a connection to a frozen hub (its requests
+/// timed out) joins again under its own member id once the hub answers: the
+/// group has one member, not the old one still holding partitions until its
+/// session times out, and records on every partition keep coming.
+#[test]
+fn a_member_that_timed_out_rejoins_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    assert!(hub.cli(&["topic", "create", "t", "--partitions", "4"], None).0);
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let extra = ["--group", "g", "--session-timeout-ms", "60000", "--request-timeout", "300ms"];
+    let _member = follower(&hub, &extra, seen.clone());
+    wait_until("the member joins", Duration::from_secs(15), || members(&hub, "g").len() == 1);
+    let id = members(&hub, "g")[0]["member_id"].clone();
+    produce(&hub, 0, 20);
+    wait_until("the member prints all 20", Duration::from_secs(15), || seen.lock().unwrap().len() >= 20);
+
+    hub.pause();
+    // Its long poll (1 s) plus the request timeout pass: it hangs up.
+    std::thread::sleep(Duration::from_millis(2500));
+    hub.resume();
+
+    produce(&hub, 20, 40);
+    let wanted: HashSet<String> = (0..40).map(|i| format!("v{i}")).collect();
+    // Well within the 60 s session: no partition waits for a ghost to expire.
+    wait_until("every record, on every partition, after the freeze", Duration::from_secs(20), || {
+        distinct(std::slice::from_ref(&seen)).is_superset(&wanted)
+    });
+    let now = members(&hub, "g");
+    assert_eq!(now.len(), 1, "one member, not a ghost beside it: {now:?}");
+    assert_eq!(now[0]["member_id"], id, "it rejoined under its own id");
+}

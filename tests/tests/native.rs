@@ -547,6 +547,115 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
     assert_eq!(seen.len(), 3000);
 }
 
+/// A hub that stops answering but keeps its connections open (here: a
+/// SIGSTOPped process) makes requests fail after the request timeout, and
+/// only then: a long-poll fetch may take its own wait on top.
+#[tokio::test]
+async fn requests_to_a_frozen_hub_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let timeout = Duration::from_millis(300);
+    let client = Client::connect(&hub.addr).await.unwrap().with_request_timeout(timeout);
+    client.create_topic("t", settings(1)).await.unwrap();
+
+    // A healthy hub holding a fetch for 1 s is not a timeout.
+    let started = Instant::now();
+    let fetched = client.fetch("t", 0, 0, 1 << 20, Duration::from_secs(1)).await.unwrap();
+    assert!(fetched.batches.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900), "the fetch waited {:?}", started.elapsed());
+
+    hub.pause();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.describe_topic("t").await })
+    };
+    let started = Instant::now();
+    let err = client.list_topics().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, ClientError::TimedOut(_)), "{err:?}");
+    assert!(err.is_retriable());
+    assert!(err.to_string().contains("did not answer within 300 ms"), "{err}");
+    assert!(waited >= timeout && waited < Duration::from_secs(5), "timed out after {waited:?}");
+    // The connection is given up: what was in flight ends too, and later
+    // calls on it fail at once.
+    let other = tokio::time::timeout(Duration::from_secs(5), in_flight).await.unwrap().unwrap();
+    assert!(other.as_ref().is_err_and(ClientError::is_retriable), "{other:?}");
+    let started = Instant::now();
+    assert!(matches!(client.list_topics().await, Err(ClientError::Closed)));
+    assert!(started.elapsed() < Duration::from_millis(200));
+
+    // The CLI says so, within its --request-timeout.
+    let started = Instant::now();
+    let (ok, _, err) = hub.cli(&["topic", "list", "--request-timeout", "300ms"], None);
+    assert!(!ok);
+    assert!(err.contains("did not answer within 300 ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the CLI took {:?}", started.elapsed());
+
+    hub.resume();
+    let fresh = Client::connect(&hub.addr).await.unwrap().with_request_timeout(timeout);
+    assert_eq!(fresh.list_topics().await.unwrap().len(), 1);
+}
+
+/// A producer whose hub freezes for longer than the request timeout gives
+/// up the connection, sends the same batch again on a new one, and once the
+/// hub runs again every record is stored exactly once, although the hub
+/// then finds the first attempts still waiting in the old connections.
+#[tokio::test]
+async fn producer_rides_out_a_frozen_hub_without_storing_twice() {
+    use cairn_hub::client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    Client::connect(&hub.addr).await.unwrap().create_topic("t", settings(2)).await.unwrap();
+    let config = ProducerConfig {
+        linger: Duration::from_millis(2),
+        retries: 100,
+        retry_backoff: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let producer = Producer::connect(&hub.addr, config).await.unwrap();
+    let admin = Client::connect(&hub.addr).await.unwrap();
+    let connections = || async { admin.metrics().await.unwrap().into_iter().find(|(n, _)| n == "native_connections") };
+    let before = connections().await.expect("a native_connections counter").1;
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..600 {
+                let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
+                    .with_key(format!("k{}", i % 5).into_bytes());
+                acks.push(producer.send("t", record).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let mut acked = 0;
+            for a in acks {
+                if a.await.is_ok() {
+                    acked += 1;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.pause();
+    // Several request timeouts pass: each attempt times out and reconnects.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!sending.is_finished(), "records were still waiting while the hub was frozen");
+    hub.resume();
+    let acked = tokio::time::timeout(Duration::from_secs(60), sending).await.unwrap().unwrap();
+    assert_eq!(acked, 600, "every record was eventually acknowledged");
+    let after = connections().await.unwrap().1;
+    assert!(after > before, "the producer gave up its connection and made new ones ({before} -> {after})");
+
+    let mut seen = std::collections::HashSet::new();
+    for p in 0..2 {
+        for (_, v) in all_values(&admin, "t", p).await {
+            assert!(seen.insert(v.clone()), "{v} stored twice");
+        }
+    }
+    assert_eq!(seen.len(), 600);
+}
+
 /// The page cache (most of the hub's memory under load) is 16 MiB unless
 /// set, by flag or environment.
 #[test]

@@ -83,6 +83,13 @@ struct Group {
     members: BTreeMap<String, Member>,
 }
 
+/// A random number from the standard library's per-process hash seed (drawn
+/// from the OS), enough to tell one hub start from another.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() as u32
+}
+
 struct Member {
     topics: BTreeSet<String>,
     session: Duration,
@@ -94,6 +101,10 @@ struct Member {
 pub struct Coordinator {
     log: Log,
     groups: Mutex<HashMap<String, Group>>,
+    /// Member ids are `<group>-<boot>-<n>`: `boot` is random per hub start,
+    /// so a member rejoining under the id it had before a restart can never
+    /// take the id of a member that joined since.
+    boot: u32,
     next_member: AtomicU64,
     /// Held from a commit's fencing check to its write, so a commit checked
     /// under an old generation cannot land after a newer owner's commit.
@@ -105,6 +116,7 @@ impl Coordinator {
         Coordinator {
             log,
             groups: Mutex::default(),
+            boot: random_u32(),
             next_member: AtomicU64::new(1),
             commits: tokio::sync::Mutex::new(()),
         }
@@ -129,7 +141,7 @@ impl Coordinator {
         }
         let member_id = match member_id {
             Some(id) => id.to_string(),
-            None => format!("{group}-{}", self.next_member.fetch_add(1, Ordering::Relaxed)),
+            None => format!("{group}-{:08x}-{}", self.boot, self.next_member.fetch_add(1, Ordering::Relaxed)),
         };
         let mut groups = self.groups.lock().expect("groups lock");
         let g = groups.entry(group.to_string()).or_default();

@@ -85,6 +85,23 @@ impl GroupConsumer {
         self
     }
 
+    /// Carries on over `client`, a new connection, after the old one broke
+    /// or timed out: joins again under this member's id, so the group does
+    /// not keep a second, silent member holding partitions until its session
+    /// times out. Reading resumes from the group's committed offsets: what
+    /// `poll` returned but was not committed comes again.
+    pub async fn rejoin(&mut self, client: Client) -> Result<()> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let membership =
+            client.join_group(&self.group, Some(&self.membership.member_id), &topics, self.session).await?;
+        self.client = client;
+        self.membership = membership;
+        self.positions.clear();
+        self.uncommitted.clear();
+        self.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
     /// This member's id, generation and partitions.
     pub fn membership(&self) -> &Membership {
         &self.membership

@@ -5,6 +5,13 @@
 //! writes its frame and waits for the response with its id, so many calls
 //! may be in flight at once from clones of the client. A reader task routes
 //! responses to their callers.
+//!
+//! Every request has a deadline ([`DEFAULT_REQUEST_TIMEOUT`], plus the wait
+//! a long-poll fetch asks for): a hub that stops answering without closing
+//! the connection (a frozen process, a peer gone without a reset) ends the
+//! call with [`ClientError::TimedOut`] and closes the connection, rather than
+//! leaving the caller waiting forever. As with Kafka's `request.timeout.ms`,
+//! the outcome of a timed-out request is unknown.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +26,7 @@ pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersi
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 pub use crate::broker::groups::{GroupState, Membership, PartitionLag};
 use crate::log::{Fetch, PartitionInfo, TopicConfig, TopicInfo};
@@ -38,6 +45,11 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the connection to the hub closed; the outcome of requests in flight is unknown")]
     Closed,
+    #[error(
+        "the hub did not answer within {} ms; the connection was closed and the outcome of requests in flight is unknown",
+        .0.as_millis()
+    )]
+    TimedOut(Duration),
     #[error("{message}")]
     Server { code: ErrorCode, message: String },
     #[error("unexpected answer from the hub: {0}")]
@@ -56,7 +68,7 @@ impl ClientError {
     /// could not be made, or the hub is shutting down or busy.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed => true,
+            ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed | ClientError::TimedOut(_) => true,
             ClientError::Server { code, .. } => code.is_retriable(),
             ClientError::Protocol(_) | ClientError::Refused(_) | ClientError::NotStored(_) => false,
         }
@@ -122,6 +134,14 @@ pub struct DryRunResult {
 /// Largest response frame the client accepts.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long a request waits for its answer unless told otherwise (Kafka's
+/// `request.timeout.ms` is also 30 s). A fetch adds the time it asked the hub
+/// to wait for records.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Extra time a plugin upload may take: the hub compiles it first.
+const PLUGIN_COMPILE_WAIT: Duration = Duration::from_secs(120);
+
 type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>>;
 
 /// A connection to a hub. Cheap to clone; clones share the connection.
@@ -131,6 +151,10 @@ pub struct Client {
     waiters: Waiters,
     next_id: Arc<AtomicU32>,
     closed: Arc<AtomicBool>,
+    /// Tells the reader to stop (after a timeout), which fails every call
+    /// still waiting.
+    hang_up: Arc<Notify>,
+    request_timeout: Duration,
 }
 
 impl Client {
@@ -143,9 +167,29 @@ impl Client {
         let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let hang_up = Arc::new(Notify::new());
         tokio::spawn(write_loop(write_half, queue));
-        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), MAX_RESPONSE_BYTES));
-        Ok(Client { frames, waiters, next_id: Arc::new(AtomicU32::new(1)), closed })
+        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), hang_up.clone(), MAX_RESPONSE_BYTES));
+        Ok(Client {
+            frames,
+            waiters,
+            next_id: Arc::new(AtomicU32::new(1)),
+            closed,
+            hang_up,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        })
+    }
+
+    /// The same connection, with requests made through the returned handle
+    /// waiting at most `timeout` for their answer (plus a fetch's own wait).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a request made through this handle waits for its answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// Connects to a socket address (tests, benchmarks).
@@ -153,8 +197,10 @@ impl Client {
         Client::connect(&addr.to_string()).await
     }
 
-    /// Sends a request and returns the raw response payload.
-    async fn call(&self, body: RequestBody<'_>) -> Result<Vec<u8>> {
+    /// Sends a request and returns the raw response payload. `wait` is how
+    /// long the hub may hold the request on purpose (a fetch's long poll),
+    /// added to the request timeout.
+    async fn call(&self, body: RequestBody<'_>, wait: Duration) -> Result<Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         frame::encode(&Request { id, body }, &mut out);
@@ -171,7 +217,20 @@ impl Client {
             self.waiters.lock().expect("waiters lock").remove(&id);
             return Err(ClientError::Closed);
         }
-        rx.await.map_err(|_| ClientError::Closed)
+        let deadline = self.request_timeout.saturating_add(wait);
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(answer) => answer.map_err(|_| ClientError::Closed),
+            Err(_) => {
+                // Responses come in any order, so a missing one says nothing
+                // by itself; but a hub this late is most likely gone or stuck,
+                // and every other call would wait as long. Hang up: the calls
+                // in flight end now, and callers that retry reconnect.
+                self.waiters.lock().expect("waiters lock").remove(&id);
+                self.closed.store(true, Ordering::SeqCst);
+                self.hang_up.notify_one();
+                Err(ClientError::TimedOut(deadline))
+            }
+        }
     }
 
     /// Sends a request without waiting for any answer (acks = none).
@@ -184,7 +243,17 @@ impl Client {
 
     /// Calls and decodes the response, turning hub errors into `Err`.
     async fn request<T>(&self, body: RequestBody<'_>, f: impl FnOnce(ResponseBody<'_>) -> Option<T>) -> Result<T> {
-        let payload = self.call(body).await?;
+        self.request_waiting(body, Duration::ZERO, f).await
+    }
+
+    /// [`Client::request`] for a request the hub may hold for `wait`.
+    async fn request_waiting<T>(
+        &self,
+        body: RequestBody<'_>,
+        wait: Duration,
+        f: impl FnOnce(ResponseBody<'_>) -> Option<T>,
+    ) -> Result<T> {
+        let payload = self.call(body, wait).await?;
         let response: Response<'_> =
             frame::decode(&payload).map_err(|e| ClientError::Protocol(format!("undecodable response: {e:?}")))?;
         match response.body {
@@ -241,7 +310,8 @@ impl Client {
         max_wait: Duration,
     ) -> Result<Fetch> {
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
-        self.request(RequestBody::Fetch { topic, partition, offset, max_bytes, max_wait_ms }, |r| match r {
+        let body = RequestBody::Fetch { topic, partition, offset, max_bytes, max_wait_ms };
+        self.request_waiting(body, max_wait, |r| match r {
             ResponseBody::Fetched { start_offset, end_offset, batches, .. } => Some(Fetch {
                 batches: batches.into_iter().map(|b| b.to_vec()).collect(),
                 offset,
@@ -402,7 +472,9 @@ impl Client {
 
     /// Uploads a plugin (.wasm) as the next version of `name`.
     pub async fn upload_plugin(&self, name: &str, wasm: &[u8]) -> Result<PluginUploaded> {
-        self.request(RequestBody::UploadPlugin { name, wasm }, |r| match r {
+        // The hub compiles the module before it answers: allow for a large
+        // one on a slow gateway.
+        self.request_waiting(RequestBody::UploadPlugin { name, wasm }, PLUGIN_COMPILE_WAIT, |r| match r {
             ResponseBody::PluginUploaded { name, version, hash, compile_us, from_cache } => {
                 Some(PluginUploaded { name: name.to_string(), version, hash: hash.to_string(), compile_us, from_cache })
             }
@@ -555,6 +627,7 @@ async fn read_loop(
     socket: tokio::net::tcp::OwnedReadHalf,
     waiters: Waiters,
     closed: Arc<AtomicBool>,
+    hang_up: Arc<Notify>,
     max_frame_bytes: usize,
 ) {
     #[derive(Deserialize)]
@@ -563,19 +636,13 @@ async fn read_loop(
     }
     let mut reader = BufReader::new(socket);
     loop {
-        let mut prefix = [0u8; frame::LENGTH_PREFIX];
-        if reader.read_exact(&mut prefix).await.is_err() {
-            break;
-        }
-        let Ok(len) = frame::frame_len(prefix, max_frame_bytes) else {
-            tracing::warn!(len = u32::from_be_bytes(prefix), max_frame_bytes, "oversized frame from the hub; closing");
+        let payload = tokio::select! {
+            read = read_frame(&mut reader, max_frame_bytes) => read,
+            () = hang_up.notified() => None,
+        };
+        let Some(payload) = payload else {
             break;
         };
-        let mut payload = Vec::with_capacity(len.min(64 * 1024));
-        match (&mut reader).take(len as u64).read_to_end(&mut payload).await {
-            Ok(n) if n == len => {}
-            _ => break,
-        }
         let Ok(IdOnly { id }) = frame::decode::<IdOnly>(&payload) else {
             break;
         };
@@ -599,4 +666,20 @@ async fn read_loop(
     }
     closed.store(true, Ordering::SeqCst);
     waiters.lock().expect("waiters lock").clear();
+}
+
+/// Reads one response frame's payload; `None` when the connection ended or
+/// the frame was oversized.
+async fn read_frame(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max_frame_bytes: usize) -> Option<Vec<u8>> {
+    let mut prefix = [0u8; frame::LENGTH_PREFIX];
+    reader.read_exact(&mut prefix).await.ok()?;
+    let Ok(len) = frame::frame_len(prefix, max_frame_bytes) else {
+        tracing::warn!(len = u32::from_be_bytes(prefix), max_frame_bytes, "oversized frame from the hub; closing");
+        return None;
+    };
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    match reader.take(len as u64).read_to_end(&mut payload).await {
+        Ok(n) if n == len => Some(payload),
+        _ => None,
+    }
 }

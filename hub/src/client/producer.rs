@@ -44,6 +44,9 @@ pub struct ProducerConfig {
     /// `Durable`: a record's ack comes once it is on disk. `None`: once it
     /// is sent (no retries, no offset).
     pub acks: Acks,
+    /// How long one attempt waits for the hub's answer before the
+    /// connection is given up and the batch sent again on a new one.
+    pub request_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -54,6 +57,7 @@ impl Default for ProducerConfig {
             retries: 10,
             retry_backoff: Duration::from_millis(200),
             acks: Acks::Durable,
+            request_timeout: super::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -90,6 +94,17 @@ struct Shared {
     room: usize,
 }
 
+impl Shared {
+    /// Replaces the connection (after it broke or timed out); if the hub
+    /// cannot be reached now, the next attempt tries the old one, fails
+    /// again and comes back here.
+    async fn reconnect(&self) {
+        if let Ok(fresh) = Client::connect(&self.addr).await {
+            *self.client.lock().await = fresh.with_request_timeout(self.config.request_timeout);
+        }
+    }
+}
+
 struct State {
     buffers: HashMap<(String, u32), Buffer>,
     senders: HashMap<(String, u32), mpsc::UnboundedSender<Shipment>>,
@@ -108,7 +123,7 @@ pub struct Producer {
 impl Producer {
     /// Connects and obtains a producer id.
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
-        let client = Client::connect(addr).await?;
+        let client = Client::connect(addr).await?.with_request_timeout(config.request_timeout);
         let hub = client.hello("cairn producer").await?;
         // A produce frame carries the batch plus the request around it
         // (topic name, ids): leave it room under the frame limit.
@@ -324,9 +339,7 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
                     let sent = client.produce(&topic, Some(partition), &batch, Acks::None).await;
                     if sent.as_ref().is_err_and(ClientError::is_retriable) {
                         // The next batch goes out on a new connection.
-                        if let Ok(fresh) = Client::connect(&shared.addr).await {
-                            *shared.client.lock().await = fresh;
-                        }
+                        shared.reconnect().await;
                     }
                     sent.map(|_| ()).map_err(|e| e.to_string())
                 }
@@ -419,14 +432,13 @@ async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: 
         let broken = matches!(
             err,
             ClientError::Closed
+                | ClientError::TimedOut(_)
                 | ClientError::Io(_)
                 | ClientError::Connect { .. }
                 | ClientError::Server { code: ErrorCode::ShuttingDown, .. }
         );
         if broken {
-            if let Ok(fresh) = Client::connect(&shared.addr).await {
-                *shared.client.lock().await = fresh;
-            }
+            shared.reconnect().await;
         }
     }
 }

@@ -110,12 +110,12 @@ fn print(out: &mut impl Write, line: &Line, output: Output) -> std::io::Result<(
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 /// Connects again after `lost`, every 500 ms for up to [`RECONNECT_FOR`].
-async fn reconnect(addr: &str, lost: &ClientError) -> Result<Client, ClientError> {
-    tracing::warn!(error = %lost, "lost the hub at {addr}; reconnecting");
+async fn reconnect(hub: &HubArgs, lost: &ClientError) -> Result<Client, ClientError> {
+    tracing::warn!(error = %lost, "lost the hub at {}; reconnecting", hub.hub);
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match Client::connect(addr).await {
+        match hub.connect().await {
             Ok(client) => return Ok(client),
             Err(e) if started.elapsed() >= RECONNECT_FOR => return Err(e),
             Err(_) => {}
@@ -123,22 +123,16 @@ async fn reconnect(addr: &str, lost: &ClientError) -> Result<Client, ClientError
     }
 }
 
-/// Joins again after `lost` on a new connection, trying for up to
-/// [`RECONNECT_FOR`] (a hub still draining, or down again, refuses).
-async fn rejoin(
-    addr: &str,
-    lost: ClientError,
-    group: &str,
-    topics: &[&str],
-    session: Duration,
-    start: StartFrom,
-) -> Result<GroupConsumer, ClientError> {
+/// Joins again, as the same member, after `lost` on a new connection,
+/// trying for up to [`RECONNECT_FOR`] (a hub still draining, or down again,
+/// refuses).
+async fn rejoin(hub: &HubArgs, lost: ClientError, consumer: &mut GroupConsumer) -> Result<(), ClientError> {
     let started = Instant::now();
     let mut lost = lost;
     loop {
-        let client = reconnect(addr, &lost).await?;
-        match GroupConsumer::join(client, group, topics, session, start).await {
-            Ok(consumer) => return Ok(consumer),
+        let client = reconnect(hub, &lost).await?;
+        match consumer.rejoin(client).await {
+            Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() && started.elapsed() < RECONNECT_FOR => lost = e,
             Err(e) => return Err(e),
         }
@@ -147,13 +141,8 @@ async fn rejoin(
 
 /// Group mode: poll, print, commit, until caught up (or forever with
 /// --follow, through hub restarts).
-async fn run_group(
-    client: Client,
-    addr: &str,
-    args: &ConsumeArgs,
-    group: &str,
-    output: Output,
-) -> Result<(), AnyError> {
+async fn run_group(client: Client, hub: &HubArgs, args: &ConsumeArgs, group: &str) -> Result<(), AnyError> {
+    let output = hub.output;
     let start = if args.from_beginning { StartFrom::Earliest } else { StartFrom::Latest };
     let session = Duration::from_millis(args.session_timeout_ms);
     // Ctrl-C or SIGTERM leaves the group, so the partitions move to the
@@ -183,10 +172,10 @@ async fn run_group(
             // Join again on a new connection; the group resumes from its
             // last commit (a poll printed but not committed is read again).
             Err(StepError::Hub(e)) if args.follow && e.is_retriable() => {
-                consumer = tokio::select! {
-                    consumer = rejoin(addr, e, group, &topics, session, start) => consumer?,
+                tokio::select! {
+                    rejoined = rejoin(hub, e, &mut consumer) => rejoined?,
                     () = &mut stop => return Ok(()),
-                };
+                }
             }
             Err(StepError::Hub(e)) => return Err(e.into()),
             Err(StepError::Output(e)) if output_closed(&e) => break,
@@ -248,9 +237,9 @@ async fn print_and_commit(
 }
 
 pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
-    let client = Client::connect(&hub.hub).await?;
+    let client = hub.connect().await?;
     if let Some(group) = &args.group {
-        return run_group(client, &hub.hub, &args, group, hub.output).await;
+        return run_group(client, &hub, &args, group).await;
     }
     let info = client.describe_topic(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
@@ -277,7 +266,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
             part.end_offset
         };
         let (mut client, tx, topic, follow) = (client.clone(), tx.clone(), args.topic.clone(), args.follow);
-        let addr = hub.hub.clone();
+        let hub = hub.clone();
         tokio::spawn(async move {
             let mut offset = start;
             loop {
@@ -285,7 +274,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
                 let fetch = match client.fetch(&topic, p, offset, 1024 * 1024, wait).await {
                     Ok(f) => f,
                     // Following rides out a hub restart: go on at `offset`.
-                    Err(e) if follow && e.is_retriable() => match reconnect(&addr, &e).await {
+                    Err(e) if follow && e.is_retriable() => match reconnect(&hub, &e).await {
                         Ok(fresh) => {
                             client = fresh;
                             continue;

@@ -3,8 +3,6 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use cairn_hub::client::Client;
-
 use super::{AnyError, HubArgs, Output};
 
 #[derive(Subcommand, Debug)]
@@ -16,7 +14,7 @@ pub enum GroupCommand {
 }
 
 pub async fn run(command: GroupCommand, hub: HubArgs) -> Result<(), AnyError> {
-    let client = Client::connect(&hub.hub).await?;
+    let client = hub.connect().await?;
     match command {
         GroupCommand::List => {
             for (group, members, generation) in client.list_groups().await? {

@@ -2,12 +2,10 @@
 
 use serde_json::json;
 
-use cairn_hub::client::Client;
-
 use super::{AnyError, HubArgs, Output};
 
 pub async fn run(hub: HubArgs) -> Result<(), AnyError> {
-    let client = Client::connect(&hub.hub).await?;
+    let client = hub.connect().await?;
     let counters = client.metrics().await?;
     match hub.output {
         Output::Text => {

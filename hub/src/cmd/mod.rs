@@ -8,6 +8,9 @@ pub mod plugin;
 pub mod produce;
 pub mod topic;
 
+use std::time::Duration;
+
+use cairn_hub::client::{Client, ClientError};
 use clap::{Args, ValueEnum};
 
 /// Options every client command takes.
@@ -19,6 +22,18 @@ pub struct HubArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
+    /// How long a request waits for the hub's answer (e.g. 30s, 500ms)
+    /// before the connection is given up as dead. A fetch's long poll comes
+    /// on top.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
+}
+
+impl HubArgs {
+    /// A connection to the hub, its requests bounded by --request-timeout.
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        Ok(Client::connect(&self.hub).await?.with_request_timeout(self.request_timeout))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

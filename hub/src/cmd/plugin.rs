@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn_hub::client::{AttachFrom, AttachSpec, AttachmentInfo, Client, PluginInfo};
+use cairn_hub::client::{AttachFrom, AttachSpec, AttachmentInfo, PluginInfo};
 use cairn_proto::BatchView;
 
 use super::{show, AnyError, HubArgs, Output};
@@ -123,7 +123,7 @@ pub async fn run(command: PluginCommand, hub: HubArgs) -> Result<(), AnyError> {
     if let PluginCommand::New { name, sdk } = &command {
         return scaffold(name, sdk);
     }
-    let client = Client::connect(&hub.hub).await?;
+    let client = hub.connect().await?;
     match command {
         PluginCommand::Upload { file, name } => {
             let wasm = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;

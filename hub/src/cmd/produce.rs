@@ -49,8 +49,9 @@ pub struct ProduceArgs {
     retries: u32,
 }
 
-/// Most records sent and not yet acknowledged; reading stdin waits beyond.
-const MAX_UNACKED: usize = 100_000;
+/// Most bytes of records sent and not yet acknowledged; reading stdin waits
+/// beyond, so a fast input and a slow hub do not fill the memory.
+const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -103,6 +104,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
         acks: if args.acks == "none" { Acks::None } else { Acks::Durable },
         retries: args.retries,
         retry_backoff: Duration::from_millis(200),
+        request_timeout: hub.request_timeout,
     };
     let producer = Producer::connect(&hub.hub, config).await?;
     // An unknown topic or partition fails before any line is read.
@@ -114,14 +116,18 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     // Lines as bytes: a record may be any bytes but a newline.
     let mut lines = BufReader::new(tokio::io::stdin()).split(b'\n');
     let mut unacked = FuturesOrdered::new();
+    let mut unacked_bytes = 0usize;
     let mut tally = Tally::default();
     let mut line_no = 0u64;
     loop {
         // Report acks as they come while reading on (both are cancel safe).
         tokio::select! {
             () = &mut stop => break,
-            Some((n, result)) = unacked.next(), if !unacked.is_empty() => report(n, result, hub.output, &mut tally),
-            line = lines.next_segment(), if unacked.len() < MAX_UNACKED => {
+            Some((n, len, result)) = unacked.next(), if !unacked.is_empty() => {
+                unacked_bytes -= len;
+                report(n, result, hub.output, &mut tally);
+            }
+            line = lines.next_segment(), if unacked_bytes < MAX_UNACKED_BYTES => {
                 let Some(mut line) = line? else { break };
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -144,7 +150,11 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
                     }
                 };
                 match producer.send_to(&args.topic, args.partition, record).await {
-                    Ok(ack) => unacked.push_back(async move { (line_no, ack.await) }),
+                    Ok(ack) => {
+                        let len = line.len();
+                        unacked_bytes += len;
+                        unacked.push_back(async move { (line_no, len, ack.await) });
+                    }
                     // Too large for any batch the hub accepts.
                     Err(ClientError::Refused(message)) => skip(&message),
                     Err(e) => return Err(e.into()),
@@ -157,7 +167,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
     let interrupt = crate::shutdown_signal()?;
     let drained = async {
         let _ = producer.flush().await;
-        while let Some((n, result)) = unacked.next().await {
+        while let Some((n, _, result)) = unacked.next().await {
             report(n, result, hub.output, &mut tally);
         }
     };

@@ -3,7 +3,6 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use cairn_hub::client::Client;
 use cairn_hub::log::TopicInfo;
 use cairn_proto::frame::TopicSettings;
 
@@ -63,7 +62,7 @@ impl SettingsArgs {
 }
 
 pub async fn run(command: TopicCommand, hub: HubArgs) -> Result<(), AnyError> {
-    let client = Client::connect(&hub.hub).await?;
+    let client = hub.connect().await?;
     match command {
         TopicCommand::Create { name, settings } => {
             let info = client.create_topic(&name, settings.settings()).await?;

@@ -108,6 +108,22 @@ impl Hub {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: the process freezes with its connections open, as a hung
+    /// hub (or a peer gone without a reset) looks to its clients.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Hub::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill").arg(which).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {which} failed");
+    }
+
     /// SIGTERM and wait for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();

@@ -67,6 +67,7 @@ pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, 
         tokio::spawn(async move {
             match permit {
                 Some(_permit) => {
+                    broker.metrics().native_connections.inc();
                     let (read_half, write_half) = socket.into_split();
                     let framing = connection::Framing::LengthPrefixed;
                     connection::run(read_half, write_half, peer, framing, broker, limits, shutdown).await
