@@ -71,6 +71,14 @@ fn members(hub: &Hub, group: &str) -> Vec<serde_json::Value> {
     d["members"].as_array().unwrap().clone()
 }
 
+/// The hub's count of native connections accepted so far.
+fn native_connections(hub: &Hub) -> u64 {
+    let (ok, out, err) = hub.cli(&["metrics"], None);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("native_connections")).expect("a native_connections line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
@@ -227,16 +235,17 @@ fn a_member_that_timed_out_rejoins_as_itself() {
     let hub = Hub::start(dir.path(), &[]);
     assert!(hub.cli(&["topic", "create", "t", "--partitions", "4"], None).0);
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let extra = ["--group", "g", "--session-timeout-ms", "60000", "--request-timeout", "300ms"];
+    let extra = ["--group", "g", "--session-timeout-ms", "60000", "--request-timeout", "1s"];
     let _member = follower(&hub, &extra, seen.clone());
     wait_until("the member joins", Duration::from_secs(15), || members(&hub, "g").len() == 1);
     let id = members(&hub, "g")[0]["member_id"].clone();
     produce(&hub, 0, 20);
     wait_until("the member prints all 20", Duration::from_secs(15), || seen.lock().unwrap().len() >= 20);
 
+    let connections_before = native_connections(&hub);
     hub.pause();
-    // Its long poll (1 s) plus the request timeout pass: it hangs up.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Its long poll (1 s) plus the request timeout (1 s) pass: it hangs up.
+    std::thread::sleep(Duration::from_millis(4000));
     hub.resume();
 
     produce(&hub, 20, 40);
@@ -245,6 +254,8 @@ fn a_member_that_timed_out_rejoins_as_itself() {
     wait_until("every record, on every partition, after the freeze", Duration::from_secs(20), || {
         distinct(std::slice::from_ref(&seen)).is_superset(&wanted)
     });
+    // It did give up its connection (each CLI call here is one more).
+    assert!(native_connections(&hub) > connections_before + 2, "the member reconnected");
     let now = members(&hub, "g");
     assert_eq!(now.len(), 1, "one member, not a ghost beside it: {now:?}");
     assert_eq!(now[0]["member_id"], id, "it rejoined under its own id");

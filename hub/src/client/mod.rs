@@ -26,7 +26,7 @@ pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersi
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::broker::groups::{GroupState, Membership, PartitionLag};
 use crate::log::{Fetch, PartitionInfo, TopicConfig, TopicInfo};
@@ -151,37 +151,44 @@ pub struct Client {
     waiters: Waiters,
     next_id: Arc<AtomicU32>,
     closed: Arc<AtomicBool>,
-    /// Tells the reader to stop (after a timeout), which fails every call
-    /// still waiting.
-    hang_up: Arc<Notify>,
+    /// Set (after a timeout) to stop the reader and the writer: the socket
+    /// closes, and every call still waiting fails.
+    hang_up: Arc<watch::Sender<bool>>,
     request_timeout: Duration,
 }
 
 impl Client {
     /// Connects to the hub at `addr`.
     pub async fn connect(addr: &str) -> Result<Client> {
-        let socket =
-            TcpStream::connect(addr).await.map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+        let connect_error = |source| ClientError::Connect { addr: addr.to_string(), source };
+        // A black-holed address would otherwise take the kernel's SYN
+        // retries (about two minutes) to fail.
+        let socket = match tokio::time::timeout(DEFAULT_REQUEST_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(connected) => connected.map_err(connect_error)?,
+            Err(_) => return Err(connect_error(std::io::ErrorKind::TimedOut.into())),
+        };
         let _ = socket.set_nodelay(true);
         let (read_half, write_half) = socket.into_split();
         let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let hang_up = Arc::new(Notify::new());
-        tokio::spawn(write_loop(write_half, queue));
-        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), hang_up.clone(), MAX_RESPONSE_BYTES));
+        let (hang_up, hung_up) = watch::channel(false);
+        tokio::spawn(write_loop(write_half, queue, hung_up.clone()));
+        tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), hung_up, MAX_RESPONSE_BYTES));
         Ok(Client {
             frames,
             waiters,
             next_id: Arc::new(AtomicU32::new(1)),
             closed,
-            hang_up,
+            hang_up: Arc::new(hang_up),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 
     /// The same connection, with requests made through the returned handle
     /// waiting at most `timeout` for their answer (plus a fetch's own wait).
+    /// The clock runs from when the request is queued, so it also covers
+    /// waiting behind other requests on this connection.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
         self.request_timeout = timeout;
         self
@@ -201,6 +208,8 @@ impl Client {
     /// long the hub may hold the request on purpose (a fetch's long poll),
     /// added to the request timeout.
     async fn call(&self, body: RequestBody<'_>, wait: Duration) -> Result<Vec<u8>> {
+        let limit = self.request_timeout.saturating_add(wait);
+        let deadline = tokio::time::Instant::now() + limit;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         frame::encode(&Request { id, body }, &mut out);
@@ -213,24 +222,41 @@ impl Client {
             self.waiters.lock().expect("waiters lock").remove(&id);
             return Err(ClientError::Closed);
         }
-        if self.frames.send(out).await.is_err() {
-            self.waiters.lock().expect("waiters lock").remove(&id);
-            return Err(ClientError::Closed);
-        }
-        let deadline = self.request_timeout.saturating_add(wait);
-        match tokio::time::timeout(deadline, rx).await {
-            Ok(answer) => answer.map_err(|_| ClientError::Closed),
-            Err(_) => {
-                // Responses come in any order, so a missing one says nothing
-                // by itself; but a hub this late is most likely gone or stuck,
-                // and every other call would wait as long. Hang up: the calls
-                // in flight end now, and callers that retry reconnect.
+        // One deadline for queueing the frame (the writer may be stuck on a
+        // full socket) and for the answer.
+        let answer = tokio::time::timeout_at(deadline, async {
+            if self.frames.send(out).await.is_err() {
+                return Err(ClientError::Closed);
+            }
+            rx.await.map_err(|_| ClientError::Closed)
+        })
+        .await;
+        match answer {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(e)) => {
                 self.waiters.lock().expect("waiters lock").remove(&id);
-                self.closed.store(true, Ordering::SeqCst);
-                self.hang_up.notify_one();
-                Err(ClientError::TimedOut(deadline))
+                Err(e)
+            }
+            Err(_) => {
+                self.waiters.lock().expect("waiters lock").remove(&id);
+                self.hang_up_after(limit)
             }
         }
+    }
+
+    /// Responses come in any order, so a missing one says nothing by itself;
+    /// but a hub this late is most likely gone or stuck, and every other call
+    /// would wait as long. Hang up: the socket closes, the calls in flight end
+    /// now, and callers that retry reconnect.
+    fn hang_up_after<T>(&self, limit: Duration) -> Result<T> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.hang_up.send_replace(true);
+        Err(ClientError::TimedOut(limit))
+    }
+
+    /// Whether `other` is a handle on this same connection.
+    pub fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.closed, &other.closed)
     }
 
     /// Sends a request without waiting for any answer (acks = none).
@@ -238,7 +264,12 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         frame::encode(&Request { id, body }, &mut out);
-        self.frames.send(out).await.map_err(|_| ClientError::Closed)
+        match tokio::time::timeout(self.request_timeout, self.frames.send(out)).await {
+            Ok(sent) => sent.map_err(|_| ClientError::Closed),
+            // The writer has not taken a frame for that long: the hub is not
+            // reading.
+            Err(_) => self.hang_up_after(self.request_timeout),
+        }
     }
 
     /// Calls and decodes the response, turning hub errors into `Err`.
@@ -608,15 +639,26 @@ fn topic_info(t: &TopicDescription<'_>) -> TopicInfo {
     }
 }
 
-async fn write_loop(socket: tokio::net::tcp::OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+/// Writes queued frames until the client is dropped, the socket fails, or
+/// the client hangs up (which may find it blocked on a full socket).
+async fn write_loop(
+    socket: tokio::net::tcp::OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    mut hung_up: watch::Receiver<bool>,
+) {
     let mut out = BufWriter::new(socket);
-    while let Some(frame) = queue.recv().await {
-        if out.write_all(&frame).await.is_err() {
-            return;
+    let write = async {
+        while let Some(frame) = queue.recv().await {
+            out.write_all(&frame).await?;
+            if queue.is_empty() {
+                out.flush().await?;
+            }
         }
-        if queue.is_empty() && out.flush().await.is_err() {
-            return;
-        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        _ = write => {}
+        _ = hung_up.wait_for(|h| *h) => {}
     }
 }
 
@@ -627,7 +669,7 @@ async fn read_loop(
     socket: tokio::net::tcp::OwnedReadHalf,
     waiters: Waiters,
     closed: Arc<AtomicBool>,
-    hang_up: Arc<Notify>,
+    mut hung_up: watch::Receiver<bool>,
     max_frame_bytes: usize,
 ) {
     #[derive(Deserialize)]
@@ -638,7 +680,7 @@ async fn read_loop(
     loop {
         let payload = tokio::select! {
             read = read_frame(&mut reader, max_frame_bytes) => read,
-            () = hang_up.notified() => None,
+            _ = hung_up.wait_for(|h| *h) => None,
         };
         let Some(payload) = payload else {
             break;

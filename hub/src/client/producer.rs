@@ -95,12 +95,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// Replaces the connection (after it broke or timed out); if the hub
-    /// cannot be reached now, the next attempt tries the old one, fails
-    /// again and comes back here.
-    async fn reconnect(&self) {
+    /// Replaces `failed`, the connection that broke or timed out, unless
+    /// another partition's sender already did (all of them see the same
+    /// failure; one new connection is enough). If the hub cannot be reached
+    /// now, the next attempt tries the old one, fails again and comes back.
+    async fn reconnect(&self, failed: &Client) {
+        let mut client = self.client.lock().await;
+        if !client.same_connection(failed) {
+            return;
+        }
         if let Ok(fresh) = Client::connect(&self.addr).await {
-            *self.client.lock().await = fresh.with_request_timeout(self.config.request_timeout);
+            *client = fresh.with_request_timeout(self.config.request_timeout);
         }
     }
 }
@@ -339,7 +344,7 @@ async fn send_loop(shared: Arc<Shared>, topic: String, partition: u32, mut queue
                     let sent = client.produce(&topic, Some(partition), &batch, Acks::None).await;
                     if sent.as_ref().is_err_and(ClientError::is_retriable) {
                         // The next batch goes out on a new connection.
-                        shared.reconnect().await;
+                        shared.reconnect(&client).await;
                     }
                     sent.map(|_| ()).map_err(|e| e.to_string())
                 }
@@ -438,7 +443,7 @@ async fn send_with_retries(shared: &Shared, topic: &str, partition: u32, batch: 
                 | ClientError::Server { code: ErrorCode::ShuttingDown, .. }
         );
         if broken {
-            shared.reconnect().await;
+            shared.reconnect(&client).await;
         }
     }
 }

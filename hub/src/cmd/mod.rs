@@ -25,8 +25,17 @@ pub struct HubArgs {
     /// How long a request waits for the hub's answer (e.g. 30s, 500ms)
     /// before the connection is given up as dead. A fetch's long poll comes
     /// on top.
-    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_timeout, global = true)]
     pub request_timeout: Duration,
+}
+
+/// A request timeout: a duration such as `30s` or `500ms`, not zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (e.g. 30s, 500ms)")),
+    }
 }
 
 impl HubArgs {

@@ -53,6 +53,11 @@ pub struct ProduceArgs {
 /// beyond, so a fast input and a slow hub do not fill the memory.
 const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
 
+/// What a record in flight costs besides its bytes (the record, its ack
+/// channel, its place in the queues), counted against `MAX_UNACKED_BYTES`
+/// so that many tiny lines are bounded too.
+const RECORD_OVERHEAD: usize = 128;
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -151,7 +156,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
                 };
                 match producer.send_to(&args.topic, args.partition, record).await {
                     Ok(ack) => {
-                        let len = line.len();
+                        let len = line.len() + RECORD_OVERHEAD;
                         unacked_bytes += len;
                         unacked.push_back(async move { (line_no, len, ack.await) });
                     }
