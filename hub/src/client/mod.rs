@@ -639,8 +639,9 @@ fn topic_info(t: &TopicDescription<'_>) -> TopicInfo {
     }
 }
 
-/// Writes queued frames until the client is dropped, the socket fails, or
-/// the client hangs up (which may find it blocked on a full socket).
+/// Writes queued frames until the client is dropped (and its queue
+/// drained), the socket fails, or the client hangs up (which may find it
+/// blocked on a full socket).
 async fn write_loop(
     socket: tokio::net::tcp::OwnedWriteHalf,
     mut queue: mpsc::Receiver<Vec<u8>>,
@@ -656,9 +657,16 @@ async fn write_loop(
         }
         Ok::<(), std::io::Error>(())
     };
+    // Only a hang-up cuts the writing short: when the client is merely
+    // dropped (its signal with it), what it queued is still written.
+    let hang_up = async {
+        if hung_up.wait_for(|h| *h).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = write => {}
-        _ = hung_up.wait_for(|h| *h) => {}
+        () = hang_up => {}
     }
 }
 
