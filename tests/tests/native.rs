@@ -508,27 +508,8 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
     };
     let producer = Producer::connect(&addr, config).await.unwrap();
 
-    let sending = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut acks = Vec::new();
-            for i in 0..3000 {
-                let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
-                    .with_key(format!("k{}", i % 7).into_bytes());
-                acks.push(producer.send("t", record).await.unwrap());
-                if i % 20 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            let mut acked = 0;
-            for a in acks {
-                if a.await.is_ok() {
-                    acked += 1;
-                }
-            }
-            acked
-        })
-    };
+    // v0..v2999 under 7 keys, a 5 ms pause every 20 records.
+    let sending = send_in_background(&producer, 3000, 7, 20, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!sending.is_finished(), "the hub must die while records are still being sent");
     hub.kill9();
@@ -538,13 +519,49 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
     assert_eq!(acked, 3000, "every record was eventually acknowledged");
 
     let client = Client::connect(&addr).await.unwrap();
+    assert_stored_once(&client, "t", 2, 3000).await;
+}
+
+/// Sends `v0`..`v{n-1}` (keys `k{i % keys}`) to topic `t` from a task,
+/// pausing `pause` after every `every` records; the task returns how many
+/// were acknowledged.
+fn send_in_background(
+    producer: &cairn_hub::client::Producer,
+    n: usize,
+    keys: usize,
+    every: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<usize> {
+    let producer = producer.clone();
+    tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
+                .with_key(format!("k{}", i % keys).into_bytes());
+            acks.push(producer.send("t", record).await.unwrap());
+            if i % every == 0 {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        let mut acked = 0;
+        for a in acks {
+            if a.await.is_ok() {
+                acked += 1;
+            }
+        }
+        acked
+    })
+}
+
+/// Every one of `v0`..`v{n-1}` is stored in `topic` exactly once.
+async fn assert_stored_once(client: &Client, topic: &str, partitions: u32, n: usize) {
     let mut seen = std::collections::HashSet::new();
-    for p in 0..2 {
-        for (_, v) in all_values(&client, "t", p).await {
+    for p in 0..partitions {
+        for (_, v) in all_values(client, topic, p).await {
             assert!(seen.insert(v.clone()), "{v} stored twice");
         }
     }
-    assert_eq!(seen.len(), 3000);
+    assert_eq!(seen.len(), n);
 }
 
 /// A hub that stops answering but keeps its connections open (here: a
@@ -620,25 +637,8 @@ async fn producer_rides_out_a_frozen_hub_without_storing_twice() {
     let admin = Client::connect(&hub.addr).await.unwrap();
     let connections = || async { admin.metrics().await.unwrap().into_iter().find(|(n, _)| n == "native_connections") };
     let before = connections().await.expect("a native_connections counter").1;
-    let sending = {
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut acks = Vec::new();
-            for i in 0..600 {
-                let record = OwnedRecord::new(format!("v{i}").into_bytes(), now_ms())
-                    .with_key(format!("k{}", i % 5).into_bytes());
-                acks.push(producer.send("t", record).await.unwrap());
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let mut acked = 0;
-            for a in acks {
-                if a.await.is_ok() {
-                    acked += 1;
-                }
-            }
-            acked
-        })
-    };
+    // v0..v599 under 5 keys, 2 ms apart.
+    let sending = send_in_background(&producer, 600, 5, 1, Duration::from_millis(2));
     tokio::time::sleep(Duration::from_millis(300)).await;
     hub.pause();
     // Several request timeouts pass: each attempt times out and reconnects.
@@ -650,13 +650,7 @@ async fn producer_rides_out_a_frozen_hub_without_storing_twice() {
     let after = connections().await.unwrap().1;
     assert!(after > before, "the producer gave up its connection and made new ones ({before} -> {after})");
 
-    let mut seen = std::collections::HashSet::new();
-    for p in 0..2 {
-        for (_, v) in all_values(&admin, "t", p).await {
-            assert!(seen.insert(v.clone()), "{v} stored twice");
-        }
-    }
-    assert_eq!(seen.len(), 600);
+    assert_stored_once(&admin, "t", 2, 600).await;
 }
 
 /// The page cache (most of the hub's memory under load) is 16 MiB unless
