@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK_REPAIR="${1:-false}"
-cargo build --release -q -p cairn-hub --bin cairn
+cargo build --release -q -p cairn --bin cairn
 CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 PREFILL="${2:-12000000}"
-cargo build --release -q -p cairn-hub --bin cairn
+cargo build --release -q -p cairn --bin cairn
 CAIRN=target/release/cairn
 HUB=""
 WORK=""

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 total=${2:-100000}
 source scripts/lib-hub.sh
-cargo build --release --locked -p cairn-hub --bin cairn
+cargo build --release --locked -p cairn --bin cairn
 CAIRN=target/release/cairn
 work=$(mktemp -d)
 WORK=$work

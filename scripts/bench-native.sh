@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 source scripts/lib-hub.sh
 ensure_mosquitto
-cargo build --release -q -p cairn-hub --bin cairn
+cargo build --release -q -p cairn --bin cairn
 CAIRN=target/release/cairn
 WORK="$(mktemp -d)"
 HUB="" MOSQ=""

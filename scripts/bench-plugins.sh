@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 RECORDS="${2:-2000000}"
-cargo build --release -q -p cairn-hub --bin cairn
+cargo build --release -q -p cairn --bin cairn
 ./scripts/build-plugins.sh >/dev/null
 CAIRN=target/release/cairn
 PLUGIN=target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm

@@ -4,7 +4,7 @@
 # link paced like a 115200-baud UART. Usage: scripts/bench-serial.sh [baud] [readings] [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p cairn-hub --bin cairn -p cairn-e2e --bin serial_link_bench
+cargo build --release --locked -p cairn --bin cairn -p cairn-e2e --bin serial_link_bench
 data=$(mktemp -d)
 log=$(mktemp)
 trap 'kill $hub 2>/dev/null || true; wait $hub 2>/dev/null || true; rm -rf "$data" "$log"' EXIT

@@ -3,7 +3,7 @@
 # for wasm32-unknown-unknown (no WASI: the hub grants none), into
 # target/wasm32-unknown-unknown/release/<crate>.wasm. Each carries
 # wit-bindgen's component-type metadata; the hub turns it into a component
-# when it loads it (hub/src/wasm/). hub/tests/wasm.rs and `cairn bench plugin`
+# when it loads it (hub/server/src/wasm/). hub/server/tests/wasm.rs and `cairn bench plugin`
 # load these files.
 set -euo pipefail
 cd "$(dirname "$0")/.."

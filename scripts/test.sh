@@ -33,7 +33,7 @@ cargo build --locked -p cairn-firmware --target thumbv7em-none-eabihf
 # The SDK's flash/RAM budget and its freedom from panics, checked.
 ./scripts/firmware-footprint.sh
 
-# The example WebAssembly plugins, which hub/tests/wasm.rs loads.
+# The example WebAssembly plugins, which hub/server/tests/wasm.rs loads.
 ./scripts/build-plugins.sh
 
 # The end-to-end tests in tests/ start the `cairn` binary: build it (and the

@@ -15,6 +15,9 @@
 //! * [`serial`]: the same messages on serial lines (COBS + CRC-32 frames).
 //! * [`device`]: the requests and responses a device needs, encoded without
 //!   serde (small flash), byte-identical to [`frame`]'s.
+//! * [`topic`], [`fetch`], [`group`] (`alloc`): topic settings and info,
+//!   fetch results, group membership and lag: the data both the hub and its
+//!   clients hold, defined once.
 //! * [`checksum`]: the CRC-32 of batches and serial frames.
 //! * [`varint`]: the LEB128 / zig-zag integers used inside records.
 //!
@@ -29,10 +32,16 @@ extern crate alloc;
 pub mod batch;
 pub mod checksum;
 pub mod device;
+#[cfg(feature = "alloc")]
+pub mod fetch;
 pub mod frame;
+#[cfg(feature = "alloc")]
+pub mod group;
 pub mod partition;
 pub mod record;
 pub mod serial;
+#[cfg(feature = "alloc")]
+pub mod topic;
 pub mod varint;
 
 #[cfg(feature = "alloc")]

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_hub::log::{Log, LogOptions};
+use cairn_log::{Log, LogOptions};
 
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 3;

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use cairn_client::Client;
 use cairn_e2e::StdLink;
 use cairn_firmware::{Config, Framing, FullPolicy, Publisher};
-use cairn_hub::client::Client;
 use cairn_proto::frame::{self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings};
 use cairn_proto::serial::{self, Decoded, FrameDecoder};
 use cairn_proto::{BatchWriter, OwnedRecord};

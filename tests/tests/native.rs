@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cairn_hub::client::{Client, ClientError};
+use cairn_client::{Client, ClientError};
 use cairn_proto::frame::{self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings};
 use cairn_proto::{BatchWriter, OwnedRecord};
 use common::Hub;
@@ -464,7 +464,7 @@ async fn bad_input_gets_clear_errors_and_the_hub_keeps_serving() {
 
 #[tokio::test]
 async fn producer_batches_records_and_acks_each_at_its_offset() {
-    use cairn_hub::client::{Producer, ProducerConfig};
+    use cairn_client::{Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let admin = Client::connect(&hub.addr).await.unwrap();
@@ -494,7 +494,7 @@ async fn producer_batches_records_and_acks_each_at_its_offset() {
 
 #[tokio::test]
 async fn producer_retries_through_a_hub_kill_without_storing_twice() {
-    use cairn_hub::client::{Producer, ProducerConfig};
+    use cairn_client::{Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     // A fixed port so the restarted hub is found at the same address.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -526,7 +526,7 @@ async fn producer_retries_through_a_hub_kill_without_storing_twice() {
 /// pausing `pause` after every `every` records; the task returns how many
 /// were acknowledged.
 fn send_in_background(
-    producer: &cairn_hub::client::Producer,
+    producer: &cairn_client::Producer,
     n: usize,
     keys: usize,
     every: usize,
@@ -622,7 +622,7 @@ async fn requests_to_a_frozen_hub_time_out() {
 /// then finds the first attempts still waiting in the old connections.
 #[tokio::test]
 async fn producer_rides_out_a_frozen_hub_without_storing_twice() {
-    use cairn_hub::client::{Producer, ProducerConfig};
+    use cairn_client::{Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     Client::connect(&hub.addr).await.unwrap().create_topic("t", settings(2)).await.unwrap();
@@ -737,7 +737,7 @@ fn hello_reports_version_and_limits() {
 
 #[tokio::test]
 async fn group_consumer_auto_commit_and_retention_range_errors() {
-    use cairn_hub::client::{GroupConsumer, StartFrom};
+    use cairn_client::{GroupConsumer, StartFrom};
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &["--retention-check-secs", "1"]);
     let client = Client::connect(&hub.addr).await.unwrap();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cairn_hub::client::{AttachFrom, AttachSpec, AttachmentInfo, Client};
+use cairn_client::{AttachFrom, AttachSpec, AttachmentInfo, Client};
 use cairn_proto::frame::{Acks, ErrorCode, TopicSettings};
 use cairn_proto::{BatchView, BatchWriter};
 use common::Hub;
@@ -42,7 +42,7 @@ async fn create(client: &Client, topic: &str, partitions: u32) {
     client.create_topic(topic, TopicSettings { partitions: Some(partitions), ..Default::default() }).await.unwrap();
 }
 
-async fn produce(client: &Client, topic: &str, partition: Option<u32>, values: &[&str]) -> cairn_hub::client::Produced {
+async fn produce(client: &Client, topic: &str, partition: Option<u32>, values: &[&str]) -> cairn_client::Produced {
     client.produce(topic, partition, &batch_of(values, None), Acks::Durable).await.unwrap().unwrap()
 }
 

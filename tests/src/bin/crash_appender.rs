@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cairn_hub::log::{Log, LogError, LogOptions, TopicConfig};
+use cairn_log::{Log, LogError, LogOptions, TopicConfig};
 use cairn_proto::{BatchWriter, OwnedRecord};
 
 pub const TOPIC: &str = "crash";

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cairn_hub::log::{Log, LogError, LogOptions, OffsetCommit, TopicConfig};
+use cairn_log::{Log, LogError, LogOptions, OffsetCommit, TopicConfig};
 use cairn_proto::{BatchWriter, OwnedRecord};
 
 const GROUP: &str = "derive.out";

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `cairn` binary built by `cargo test --workspace` (the hub crate's
+/// The `cairn` binary built by `cargo test --workspace` (the `cairn` crate's
 /// integration tests make cargo build it before any test runs), next to
 /// this test's own executable in `target/<profile>/`.
 pub fn cairn() -> PathBuf {
@@ -17,7 +17,7 @@ pub fn cairn() -> PathBuf {
     let bin = profile_dir.join("cairn");
     assert!(
         bin.exists(),
-        "{} is missing: build it first (`cargo build -p cairn-hub`) or run `./scripts/test.sh`",
+        "{} is missing: build it first (`cargo build -p cairn`) or run `./scripts/test.sh`",
         bin.display()
     );
     bin

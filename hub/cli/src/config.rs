@@ -1,0 +1,290 @@
+//! `cairn serve` settings: embedded defaults, overridden by a TOML file
+//! (`--config`), overridden by environment variables and flags.
+//!
+//! ```toml
+//! data_dir = "/var/lib/cairn"
+//!
+//! [native]
+//! addr = "0.0.0.0:7878"
+//! max_connections = 1024
+//! max_frame_bytes = 8388608
+//!
+//! [mqtt]
+//! addr = "0.0.0.0:1883"                # or a list: ["0.0.0.0:1883", "[::]:8883"]
+//! enabled = true
+//! max_packet_bytes = 1048576
+//! max_inflight = 64
+//! allow_anonymous = true
+//! users = { sensor1 = "secret" }   # the authentication hook (username = password)
+//! topic_partitions = 1             # partitions of topics MQTT creates
+//!
+//! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
+//! filter = "factory/+/sensors/#"
+//! topic = "factory-{2}"            # {N}: level N of the MQTT topic
+//! key = "{topic}"                  # {topic}: the whole MQTT topic (the default)
+//!
+//! [serial]
+//! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
+//! device = "/dev/ttyUSB0"        # a UART of the gateway; off unless set
+//! baud = 115200
+//!
+//! [plugins]                      # WebAssembly plugins (docs/plugins.md)
+//! enabled = true
+//! fuel_per_batch = 500000000       # CPU budget of one plugin call (about one unit per instruction)
+//! memory_bytes = 67108864          # memory cap of one plugin instance
+//! max_failures = 5                 # failed batches in a row before an attachment pauses
+//!
+//! [log]
+//! max_batch_bytes = 1048576
+//! flush_interval_ms = 1000
+//! retention_check_secs = 30
+//! quick_repair = false
+//! cache_bytes = 16777216         # redb's page cache, most of the hub's memory under load
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// What a config file (or the flags) may set; everything optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub data_dir: Option<PathBuf>,
+    pub native: NativeSettings,
+    pub mqtt: MqttSettings,
+    pub serial: SerialSettings,
+    pub log: LogSettings,
+    pub plugins: PluginSettings,
+}
+
+/// `[plugins]`: defaults of attachments that do not set their own limits.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    pub enabled: Option<bool>,
+    pub fuel_per_batch: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub max_failures: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    /// One address, or a list (several listeners).
+    pub addr: Option<Addrs>,
+    pub enabled: Option<bool>,
+    pub max_packet_bytes: Option<usize>,
+    pub max_inflight: Option<u16>,
+    pub allow_anonymous: Option<bool>,
+    pub users: Option<std::collections::HashMap<String, String>>,
+    pub topic_partitions: Option<u32>,
+    pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
+}
+
+/// `addr = "0.0.0.0:1883"` or `addr = ["0.0.0.0:1883", "[::]:1884"]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Addrs {
+    One(SocketAddr),
+    Many(Vec<SocketAddr>),
+}
+
+impl Addrs {
+    pub fn to_vec(&self) -> Vec<SocketAddr> {
+        match self {
+            Addrs::One(a) => vec![*a],
+            Addrs::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SerialSettings {
+    pub tcp_addr: Option<SocketAddr>,
+    pub device: Option<PathBuf>,
+    pub baud: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeSettings {
+    pub addr: Option<SocketAddr>,
+    pub max_connections: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub max_batch_bytes: Option<usize>,
+    pub flush_interval_ms: Option<u64>,
+    pub retention_check_secs: Option<u64>,
+    pub quick_repair: Option<bool>,
+    pub cache_bytes: Option<usize>,
+}
+
+/// The settings `serve` runs with, every value decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub native_addr: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    /// MQTT listeners (none: MQTT off).
+    pub mqtt_addrs: Vec<SocketAddr>,
+    pub mqtt_max_packet_bytes: usize,
+    pub mqtt_max_inflight: u16,
+    pub mqtt_allow_anonymous: bool,
+    pub mqtt_users: std::collections::HashMap<String, String>,
+    pub mqtt_topic_partitions: u32,
+    pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
+    /// Serial-over-TCP listener (off when `None`).
+    pub serial_tcp_addr: Option<SocketAddr>,
+    /// Serial device (off when `None`) and its baud rate.
+    pub serial_device: Option<PathBuf>,
+    pub serial_baud: u32,
+    pub max_batch_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub retention_check_secs: u64,
+    pub quick_repair: bool,
+    /// redb's page cache in bytes.
+    pub cache_bytes: usize,
+    /// Run WebAssembly plugins at all.
+    pub plugins_enabled: bool,
+    pub plugin_defaults: cairn_hub::plugins::Defaults,
+}
+
+impl Default for ServeConfig {
+    /// The embedded defaults.
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: PathBuf::from("cairn-data"),
+            native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
+            max_connections: 1024,
+            max_frame_bytes: 8 * 1024 * 1024,
+            mqtt_addrs: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            mqtt_max_packet_bytes: 1024 * 1024,
+            mqtt_max_inflight: 64,
+            mqtt_allow_anonymous: true,
+            mqtt_users: Default::default(),
+            mqtt_topic_partitions: 1,
+            mqtt_mapping: Vec::new(),
+            serial_tcp_addr: None,
+            serial_device: None,
+            serial_baud: 115_200,
+            max_batch_bytes: 1024 * 1024,
+            flush_interval_ms: 1000,
+            retention_check_secs: 30,
+            quick_repair: false,
+            cache_bytes: cairn_log::DEFAULT_CACHE_BYTES,
+            plugins_enabled: true,
+            plugin_defaults: cairn_hub::plugins::Defaults::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a TOML config file. Unknown keys are errors (typos must not
+    /// silently fall back to defaults).
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.display().to_string(), message: e.to_string() })
+    }
+}
+
+impl ServeConfig {
+    /// Defaults, then `file`, then `overrides` (flags and environment).
+    pub fn resolve(file: &Settings, overrides: &Settings) -> ServeConfig {
+        let d = ServeConfig::default();
+        macro_rules! pick {
+            ($($field:ident).+, $default:expr) => {
+                overrides.$($field).+.clone().or_else(|| file.$($field).+.clone()).unwrap_or($default)
+            };
+        }
+        ServeConfig {
+            data_dir: pick!(data_dir, d.data_dir),
+            native_addr: pick!(native.addr, d.native_addr),
+            max_connections: pick!(native.max_connections, d.max_connections),
+            max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
+            mqtt_addrs: if pick!(mqtt.enabled, true) {
+                overrides.mqtt.addr.as_ref().or(file.mqtt.addr.as_ref()).map_or(d.mqtt_addrs, Addrs::to_vec)
+            } else {
+                Vec::new()
+            },
+            mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
+            mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
+            mqtt_allow_anonymous: pick!(mqtt.allow_anonymous, d.mqtt_allow_anonymous),
+            mqtt_users: pick!(mqtt.users, d.mqtt_users),
+            mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
+            mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
+            serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
+            serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
+            serial_baud: pick!(serial.baud, d.serial_baud),
+            max_batch_bytes: pick!(log.max_batch_bytes, d.max_batch_bytes),
+            flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
+            retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),
+            quick_repair: pick!(log.quick_repair, d.quick_repair),
+            cache_bytes: pick!(log.cache_bytes, d.cache_bytes),
+            plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),
+            plugin_defaults: cairn_hub::plugins::Defaults {
+                fuel_per_batch: pick!(plugins.fuel_per_batch, d.plugin_defaults.fuel_per_batch),
+                memory_bytes: pick!(plugins.memory_bytes, d.plugin_defaults.memory_bytes),
+                max_failures: pick!(plugins.max_failures, d.plugin_defaults.max_failures),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/cairn\"\n[native]\naddr = \"127.0.0.1:9000\"\n[log]\nquick_repair = true\ncache_bytes = 4194304\n",
+        )
+        .unwrap();
+        let file = Settings::load(&path).unwrap();
+        let flags = Settings {
+            native: NativeSettings { addr: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() },
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&file, &flags);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
+        assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
+        assert!(c.quick_repair, "the file turns on what the default leaves off");
+        assert_eq!(c.cache_bytes, 4 << 20);
+        assert_eq!(c.max_connections, 1024);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[native]\nadress = \"x\"\n").unwrap();
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("adress") && err.contains("bad.toml"), "{err}");
+        std::fs::write(&path, "[log]\nquick_repair = \"yes\"\n").unwrap();
+        assert!(Settings::load(&path).unwrap_err().to_string().contains("quick_repair"));
+        let err = Settings::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(err.contains("cannot read config file"), "{err}");
+    }
+}

@@ -1,0 +1,135 @@
+//! The `cairn` command: `cairn serve` runs the hub, the other subcommands
+//! are tools around it.
+
+mod bench;
+mod cmd;
+mod config;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::bench::command::BenchCommand;
+use crate::serve::ServeArgs;
+use cmd::HubArgs;
+
+/// Cairn: an event hub for the edge. Keeps every sensor event in a durable,
+/// partitioned log.
+#[derive(Parser)]
+#[command(name = "cairn", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: open the log in the data directory and serve the native
+    /// protocol until Ctrl-C or SIGTERM (retention runs in the background).
+    Serve(ServeArgs),
+    /// Manage topics on a running hub.
+    Topic {
+        #[command(subcommand)]
+        command: cmd::topic::TopicCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Write records to a topic, one per line of standard input (any bytes;
+    /// with --output json, one {"line", "partition", "offset"} per record
+    /// stored).
+    Produce {
+        #[command(flatten)]
+        args: cmd::produce::ProduceArgs,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        args: cmd::consume::ConsumeArgs,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Show a running hub's traffic counters (serial frames in and skipped, …).
+    Metrics {
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Inspect consumer groups on a running hub.
+    Group {
+        #[command(subcommand)]
+        command: cmd::group::GroupCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Manage WebAssembly plugins on a running hub: upload, attach to topics
+    /// (on ingest or as derived topics), swap versions, dry-run.
+    Plugin {
+        #[command(subcommand)]
+        command: cmd::plugin::PluginCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Measure Cairn on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        // Colours for a person at a terminal, plain text for log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic { command, hub } => cmd::topic::run(command, hub).await,
+            Command::Produce { args, hub } => cmd::produce::run(args, hub).await,
+            Command::Consume { args, hub } => cmd::consume::run(args, hub).await,
+            Command::Group { command, hub } => cmd::group::run(command, hub).await,
+            Command::Metrics { hub } => cmd::metrics::run(hub).await,
+            Command::Plugin { command, hub } => cmd::plugin::run(command, hub).await,
+            Command::Bench(command) => bench::command::run(command).await,
+        }
+    });
+    // Do not wait for blocked reads of standard input (`cairn produce` after
+    // Ctrl-C) on the way out: everything to finish was awaited above.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Any error of a command, printed as `error: …` before exiting with 1.
+pub(crate) type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Registers for SIGINT and SIGTERM now (so a signal arriving right after
+/// startup is not lost to the default action) and returns a future that
+/// resolves on the first of them.
+pub(crate) fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,205 @@
+//! `cairn serve`: settings from flags, environment and a TOML file (see
+//! `config`), then the log, the broker, the plugins and every listener, until
+//! Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_hub::broker::Broker;
+use cairn_hub::net::{self, native::NativeLimits};
+use cairn_hub::plugins::Plugins;
+use cairn_log::{Log, LogOptions};
+use clap::Args;
+
+use crate::config::{
+    Addrs, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig, Settings,
+};
+use crate::{shutdown_signal, AnyError};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in docs: data_dir, [native], [log]); flags
+    /// and environment variables override it.
+    #[arg(long, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory holding the log database, created if missing [default: cairn-data].
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the native protocol listener; port 0 picks a free port [default: 0.0.0.0:7878].
+    #[arg(long, env = "CAIRN_NATIVE_ADDR")]
+    native_addr: Option<SocketAddr>,
+    /// Most native-protocol connections open at once [default: 1024].
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Largest native-protocol frame accepted, in bytes [default: 8 MiB].
+    #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Address of an MQTT listener (3.1.1 and 5); repeat for several; port 0
+    /// picks a free port [default: 0.0.0.0:1883].
+    #[arg(long, env = "CAIRN_MQTT_ADDR", value_delimiter = ',')]
+    mqtt_addr: Vec<SocketAddr>,
+    /// Serve MQTT at all [default: true].
+    #[arg(long, env = "CAIRN_MQTT")]
+    mqtt: Option<bool>,
+    /// Accept MQTT clients without username/password [default: true].
+    #[arg(long, env = "CAIRN_MQTT_ALLOW_ANONYMOUS")]
+    mqtt_allow_anonymous: Option<bool>,
+    /// Serial-over-TCP listener: each connection is one serial line speaking
+    /// COBS-framed native protocol (QEMU `-serial tcp:`, ser2net) [default: off].
+    #[arg(long, env = "CAIRN_SERIAL_TCP_ADDR")]
+    serial_tcp_addr: Option<SocketAddr>,
+    /// Serial device of the gateway to read devices from, e.g. /dev/ttyUSB0 [default: off].
+    #[arg(long, env = "CAIRN_SERIAL_DEVICE")]
+    serial_device: Option<PathBuf>,
+    /// Baud rate of --serial-device [default: 115200].
+    #[arg(long, env = "CAIRN_SERIAL_BAUD")]
+    serial_baud: Option<u32>,
+    /// Largest record batch accepted, in bytes [default: 1 MiB].
+    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
+    max_batch_bytes: Option<usize>,
+    /// redb quick-repair: reopen in milliseconds after a crash or power loss,
+    /// at the cost of saving the allocator state (which grows with the log)
+    /// and a second fsync in every commit [default: false].
+    #[arg(long, env = "CAIRN_QUICK_REPAIR")]
+    quick_repair: Option<bool>,
+    /// redb's page cache, in bytes: most of the hub's memory under load
+    /// [default: 16 MiB].
+    #[arg(long, env = "CAIRN_CACHE_BYTES")]
+    cache_bytes: Option<usize>,
+    /// How often retention and compaction run, in seconds [default: 30].
+    #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
+    retention_check_secs: Option<u64>,
+    /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
+    #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Run WebAssembly plugins (uploads, attachments) [default: true].
+    #[arg(long, env = "CAIRN_PLUGINS")]
+    plugins: Option<bool>,
+}
+
+impl ServeArgs {
+    /// The settings given on the command line or in the environment.
+    fn overrides(&self) -> Settings {
+        Settings {
+            data_dir: self.data_dir.clone(),
+            native: NativeSettings {
+                addr: self.native_addr,
+                max_connections: self.max_connections,
+                max_frame_bytes: self.max_frame_bytes,
+            },
+            mqtt: MqttSettings {
+                addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
+                enabled: self.mqtt,
+                allow_anonymous: self.mqtt_allow_anonymous,
+                ..MqttSettings::default()
+            },
+            serial: SerialSettings {
+                tcp_addr: self.serial_tcp_addr,
+                device: self.serial_device.clone(),
+                baud: self.serial_baud,
+            },
+            log: LogSettings {
+                max_batch_bytes: self.max_batch_bytes,
+                flush_interval_ms: self.flush_interval_ms,
+                retention_check_secs: self.retention_check_secs,
+                quick_repair: self.quick_repair,
+                cache_bytes: self.cache_bytes,
+            },
+            plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
+    let file = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    let args = ServeConfig::resolve(&file, &args.overrides());
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
+    let path = args.data_dir.join("cairn.redb");
+    let options = LogOptions {
+        retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
+        flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
+        max_batch_bytes: args.max_batch_bytes,
+        quick_repair: args.quick_repair,
+        cache_bytes: args.cache_bytes,
+        ..LogOptions::default()
+    };
+    let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
+    let mut broker = Broker::new(log.clone());
+    let mut plugins = None;
+    if args.plugins_enabled {
+        let cache = args.data_dir.join("plugin-cache");
+        let loaded = Plugins::open(log.clone(), &cache, args.plugin_defaults)
+            .await
+            .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
+        broker = broker.with_plugins(loaded.clone());
+        plugins = Some(loaded);
+    }
+    let listener = net::native::bind(args.native_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {} (native protocol): {e}", args.native_addr))?;
+    let limits = NativeLimits {
+        max_connections: args.max_connections.max(1),
+        max_frame_bytes: args.max_frame_bytes.max(1024),
+        ..NativeLimits::default()
+    };
+    let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (trigger, shutdown) = net::shutdown_channel();
+    let mut listeners = Vec::new();
+    if !args.mqtt_addrs.is_empty() {
+        let mut mqtt_listeners = Vec::new();
+        for &addr in &args.mqtt_addrs {
+            let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
+            mqtt_listeners.push(listener);
+        }
+        let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
+            .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
+        let config = net::mqtt::MqttConfig {
+            max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
+            max_inflight: args.mqtt_max_inflight.max(1),
+            allow_anonymous: args.mqtt_allow_anonymous,
+            users: args.mqtt_users.clone(),
+            topic_partitions: args.mqtt_topic_partitions.max(1),
+            mapping,
+            ..net::mqtt::MqttConfig::default()
+        };
+        listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
+    }
+    let mut serial = Vec::new();
+    if let Some(addr) = args.serial_tcp_addr {
+        let listener =
+            net::serial::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (serial over TCP): {e}"))?;
+        serial.push(tokio::spawn(net::serial::serve_tcp(listener, broker.clone(), limits.clone(), shutdown.clone())));
+    }
+    if let Some(path) = args.serial_device.clone() {
+        let device = net::serial::SerialDevice { path, baud: args.serial_baud };
+        serial.push(tokio::spawn(net::serial::serve_device(device, broker.clone(), limits.clone(), shutdown.clone())));
+    }
+    let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
+    let topics = log.list_topics();
+    tracing::info!(
+        data = %path.display(),
+        topics = topics.len(),
+        "cairn is running; stop with Ctrl-C"
+    );
+    stop.await;
+    tracing::info!("shutting down: closing connections, finishing queued commits");
+    trigger.trigger();
+    let _ = native.await;
+    for listener in serial.into_iter().chain(listeners) {
+        let _ = listener.await;
+    }
+    // The listeners returned once their connections had answered what was
+    // in flight; derived topics finish their batch; then the log finishes
+    // its queued commits and closes the database.
+    if let Some(plugins) = plugins {
+        plugins.shutdown().await;
+    }
+    log.close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

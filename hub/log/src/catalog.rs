@@ -1,0 +1,54 @@
+//! The topics as readers see them. Only the writer changes the catalog,
+//! after each commit; readers take a topic's entry and watch its partitions'
+//! offsets (long polls wake on them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::{LogError, LogStats, PartitionOffsets, Result, TopicConfig};
+
+/// The topics as readers see them: config and each partition's offsets.
+/// Only the writer changes it, after each commit.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    pub(crate) topics: RwLock<HashMap<String, Arc<TopicEntry>>>,
+    pub stats: LogStats,
+}
+
+pub(crate) struct TopicEntry {
+    pub id: u32,
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<watch::Sender<PartitionOffsets>>,
+}
+
+impl Catalog {
+    pub(crate) fn get(&self, topic: &str) -> Result<Arc<TopicEntry>> {
+        self.topics
+            .read()
+            .expect("catalog lock poisoned")
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))
+    }
+
+    pub(crate) fn insert(&self, entry: TopicEntry) {
+        self.topics.write().expect("catalog lock poisoned").insert(entry.name.clone(), Arc::new(entry));
+    }
+
+    pub(crate) fn remove(&self, topic: &str) {
+        self.topics.write().expect("catalog lock poisoned").remove(topic);
+    }
+}
+
+impl TopicEntry {
+    pub(crate) fn partition(&self, partition: u32) -> Result<&watch::Sender<PartitionOffsets>> {
+        self.partitions.get(partition as usize).ok_or_else(|| LogError::UnknownPartition {
+            topic: self.name.clone(),
+            partition,
+            partitions: self.partitions.len() as u32,
+        })
+    }
+}

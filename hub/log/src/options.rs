@@ -1,0 +1,65 @@
+//! How a [`Log`](crate::Log) is tuned: one struct, filled by the `cairn`
+//! binary from its TOML file, environment and flags.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+
+/// Tuning of a [`Log`]. `Default` gives the embedded defaults.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Largest record batch accepted, in bytes.
+    pub max_batch_bytes: usize,
+    /// For `flush = interval` topics: longest time an acknowledged record may
+    /// stay un-fsynced.
+    pub flush_interval: Duration,
+    /// How often retention and compaction run in the background; `None` runs
+    /// them only when [`Log::enforce_retention`] is called.
+    pub retention_check_interval: Option<Duration>,
+    /// Appends that may wait for the writer before `append` itself waits.
+    pub queue_depth: usize,
+    /// Save redb's allocator state with every commit so that reopening after
+    /// a crash (power loss, `kill -9`) takes milliseconds instead of a walk
+    /// over the whole database (about 1–2 s per GB here). Off by default:
+    /// each commit then also writes the whole allocator state, which grows
+    /// with the file (6 KB written per 100-byte record in a 1.5 GB log, 1 KB
+    /// without), plus a second fsync; docs/BENCHMARKS.md has the figures.
+    pub quick_repair: bool,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+    /// Time source for retention by age and arrival timestamps.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// redb's page cache by default. It is most of the hub's memory under load;
+/// 64 MiB held ~50 MB more RSS than 16 MiB (~120 MB more after a catch-up
+/// read) with no throughput to show for it (docs/BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            max_batch_bytes: 1024 * 1024,
+            flush_interval: Duration::from_secs(1),
+            retention_check_interval: Some(Duration::from_secs(30)),
+            queue_depth: 4096,
+            quick_repair: false,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("flush_interval", &self.flush_interval)
+            .field("retention_check_interval", &self.retention_check_interval)
+            .field("queue_depth", &self.queue_depth)
+            .field("quick_repair", &self.quick_repair)
+            .field("cache_bytes", &self.cache_bytes)
+            .finish_non_exhaustive()
+    }
+}

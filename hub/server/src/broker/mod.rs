@@ -1,0 +1,175 @@
+//! The broker: what producers and consumers ask of topics, above the log.
+//!
+//! For now this is the produce path: records are split by partition (keyed
+//! records by the stable hash in `cairn_proto::partition`, unkeyed ones to a
+//! sticky partition) and appended as one batch per partition. Consumer-group
+//! coordination joins it with the native protocol.
+
+pub mod groups;
+mod partitioner;
+
+pub use groups::{Coordinator, GroupError};
+pub use partitioner::Partitioner;
+
+use std::time::Duration;
+
+use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
+
+use crate::metrics::Metrics;
+use crate::plugins::{Ingested, Plugins};
+use cairn_log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
+
+/// Where one produce call's records went, per partition.
+#[derive(Debug)]
+pub struct Produced {
+    pub partition: u32,
+    /// Index in the input of each record sent to this partition, in order.
+    pub records: Vec<usize>,
+    /// This partition's own result: appends to different partitions succeed
+    /// or fail independently, so a caller retries only what failed.
+    pub outcome: Result<AppendOutcome>,
+}
+
+/// Produces records to topics of a [`Log`] and coordinates consumer groups.
+#[derive(Clone)]
+pub struct Broker {
+    log: Log,
+    partitioner: Partitioner,
+    groups: std::sync::Arc<Coordinator>,
+    metrics: std::sync::Arc<Metrics>,
+    plugins: Option<std::sync::Arc<Plugins>>,
+}
+
+impl Broker {
+    pub fn new(log: Log) -> Self {
+        let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
+        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default(), plugins: None }
+    }
+
+    /// The broker with WebAssembly plugins: ingest attachments then run on
+    /// every produce path (native, MQTT, serial), and management requests
+    /// are served.
+    pub fn with_plugins(mut self, plugins: std::sync::Arc<Plugins>) -> Self {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    /// The plugin registry, when the hub runs plugins.
+    pub fn plugins(&self) -> Option<&std::sync::Arc<Plugins>> {
+        self.plugins.as_ref()
+    }
+
+    /// The hub's traffic counters.
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The consumer-group coordinator.
+    pub fn groups(&self) -> &Coordinator {
+        &self.groups
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Writes `records` to `topic`, choosing partitions, one batch per
+    /// partition appended concurrently (so they share a group commit). Order
+    /// is kept within each partition. Fails as a whole only when nothing was
+    /// sent (unknown topic, unencodable records).
+    pub async fn produce(&self, topic: &str, records: &[OwnedRecord]) -> Result<Vec<Produced>> {
+        let partitions = self.log.partition_count(topic)?;
+        let split = self.partitioner.split(topic, partitions, records.iter().map(|r| r.key.as_deref()));
+        let mut batches = Vec::with_capacity(split.len());
+        for (partition, indexes) in split {
+            let batch = encode(indexes.iter().map(|&i| &records[i]))?;
+            batches.push((partition, indexes, batch));
+        }
+        let appends = batches.into_iter().map(|(partition, records, batch)| async move {
+            // Through `produce_batch`, so ingest plugins apply here too.
+            let outcome = match self.produce_batch(topic, Some(partition), batch).await {
+                Ok((_, pending)) => pending.outcome().await,
+                Err(e) => Err(e),
+            };
+            Produced { partition, records, outcome }
+        });
+        Ok(futures::future::join_all(appends).await)
+    }
+}
+
+impl Broker {
+    /// Queues one producer-built batch. Without `partition`, keyed records
+    /// choose it by the key hash (every key in the batch must land in the
+    /// same partition), unkeyed ones take the topic's sticky partition.
+    /// Returns the partition and the pending append, in submission order.
+    pub async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Vec<u8>,
+    ) -> Result<(u32, PendingAppend)> {
+        let choose = |view: &BatchView<'_>, partitions| match partition {
+            Some(p) => Ok(p),
+            None => self.choose_partition(topic, view, partitions),
+        };
+        if let Some(plugins) = self.plugins.as_ref().filter(|p| p.has_ingest(topic)) {
+            // Checked and placed as sent; the plugins then decide what of
+            // it is stored, and the rewrite is stored in one transaction.
+            let (partition, _) = self.log.check_batch(topic, &batch, choose)?;
+            return match plugins.ingest(topic, partition, batch).await? {
+                Ingested::Rewritten(r) => {
+                    let pending = self.log.submit_rewritten(topic, partition, r.sequence, r.batches).await?;
+                    Ok((partition, pending.with_not_stored(r.not_stored)))
+                }
+                // Detached meanwhile: stored as sent, in the partition chosen.
+                Ingested::Unchanged(batch) => self.log.submit_to(topic, batch, |_, _| Ok(partition)).await,
+            };
+        }
+        self.log.submit_to(topic, batch, choose).await
+    }
+
+    fn choose_partition(&self, topic: &str, view: &BatchView<'_>, partitions: u32) -> Result<u32> {
+        let mut chosen = None;
+        for record in view.records() {
+            let Some(key) = record.key else { continue };
+            let p = partition_for_key(key, partitions);
+            match chosen {
+                None => chosen = Some(p),
+                Some(c) if c != p => {
+                    return Err(LogError::InvalidProducerBatch(format!(
+                        "the batch's keys map to partitions {c} and {p} of '{topic}'; \
+                         send one batch per partition or name the partition"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(chosen.unwrap_or_else(|| self.partitioner.sticky(topic, partitions)))
+    }
+
+    /// Reads from `offset`; when the consumer is caught up, waits up to
+    /// `max_wait` for new records (long poll, woken by the writer's commit).
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetch> {
+        let fetch = self.log.fetch(topic, partition, offset, max_bytes)?;
+        if !fetch.batches.is_empty() || max_wait.is_zero() || offset != fetch.end_offset {
+            return Ok(fetch);
+        }
+        self.log.wait_for(topic, partition, offset, max_wait).await?;
+        self.log.fetch(topic, partition, offset, max_bytes)
+    }
+}
+
+fn encode<'a>(records: impl Iterator<Item = &'a OwnedRecord>) -> Result<Vec<u8>> {
+    let mut writer = BatchWriter::new(Vec::new()).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+    for r in records {
+        writer.push_owned(r).map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| LogError::InvalidConfig(e.to_string()))
+}
