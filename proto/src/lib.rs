@@ -29,6 +29,7 @@ extern crate alloc;
 pub mod batch;
 pub mod checksum;
 pub mod device;
+mod error;
 pub mod frame;
 pub mod partition;
 pub mod record;
