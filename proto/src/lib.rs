@@ -32,6 +32,7 @@ extern crate alloc;
 pub mod batch;
 pub mod checksum;
 pub mod device;
+mod error;
 #[cfg(feature = "alloc")]
 pub mod fetch;
 pub mod frame;

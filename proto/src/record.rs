@@ -1,6 +1,6 @@
 //! What one event is: an optional key, a value, a timestamp and a few headers.
 
-use crate::batch::DecodeError;
+use crate::error::DecodeError;
 use crate::varint;
 
 /// A header: a small named value attached to a record (content type, trace id,
