@@ -1,7 +1,8 @@
 //! Cairn's device SDK: `no_std`, no allocator, no panics on the publish path.
+//! It publishes whatever bytes a device produces; sensors are read by their
+//! own driver crates beside it (e.g. `cairn-tmp102` in `firmware/tmp102`, an
+//! `embedded-hal` 1.0 driver for TI's TMP102 I²C temperature sensor).
 //!
-//! * [`tmp102`]: an `embedded-hal` 1.0 driver for TI's TMP102 I²C
-//!   temperature sensor.
 //! * [`publisher`]: readings → the hub, numbered (producer id + sequence) so
 //!   retries are never stored twice, kept in a bounded [`outbox`] until
 //!   acknowledged, over any `embedded-io` link.
@@ -12,7 +13,6 @@
 pub mod link;
 pub mod outbox;
 pub mod publisher;
-pub mod tmp102;
 
 pub use link::{Framing, LinkError};
 pub use outbox::{FullPolicy, MAX_VALUE};

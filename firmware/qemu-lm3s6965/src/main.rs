@@ -1,6 +1,7 @@
 //! Example firmware for QEMU's lm3s6965evb: reads a TMP102 through the real
-//! driver (on a simulated I²C bus, see `sim_bus`) and publishes each reading
-//! to the hub through UART0 with `cairn-firmware`'s publisher, COBS-framed.
+//! driver, `cairn-tmp102` (on a simulated I²C bus, see `sim_bus`), and
+//! publishes each reading to the hub through UART0 with `cairn-firmware`'s
+//! publisher, COBS-framed.
 //!
 //! Run it against a hub's serial-over-TCP listener:
 //! ```text
@@ -18,8 +19,8 @@
 mod sim_bus;
 mod uart;
 
-use cairn_firmware::tmp102::{Address, Tmp102};
 use cairn_firmware::{Config, Framing, FullPolicy, Publisher};
+use cairn_tmp102::{Address, Tmp102};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 

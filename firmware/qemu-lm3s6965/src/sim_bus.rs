@@ -1,6 +1,6 @@
 //! A simulated I²C bus with a TMP102 on it. QEMU's lm3s6965evb has no
 //! temperature sensor, so the *bus* is simulated here; the driver talking to
-//! it is the real `cairn_firmware::tmp102` code, register by register.
+//! it is the real `cairn_tmp102` code, register by register.
 
 use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, Operation, SevenBitAddress};
 

@@ -19,6 +19,32 @@
 //! The driver keeps no copy of the configuration register: each
 //! read-modify-write reads it from the device first, so it cannot go stale if
 //! something else (or a power cycle) changes the sensor's state.
+//!
+//! # Usage
+//!
+//! The driver takes the bus by value (a shared bus works too, through
+//! `embedded-hal-bus`) and gives it back with [`Tmp102::destroy`]:
+//!
+//! ```
+//! # use embedded_hal_mock::eh1::i2c::{Mock as I2cMock, Transaction};
+//! use cairn_tmp102::{Address, ConversionRate, Tmp102};
+//!
+//! # let i2c = I2cMock::new(&[
+//! #     Transaction::write_read(0x48, vec![0x01], vec![0x60, 0xA0]),
+//! #     Transaction::write(0x48, vec![0x01, 0x60, 0x60]),
+//! #     Transaction::write_read(0x48, vec![0x00], vec![0x19, 0x00]),
+//! # ]);
+//! let mut sensor = Tmp102::new(i2c, Address::Gnd);
+//! sensor.set_conversion_rate(ConversionRate::Hz1)?;
+//! let temperature = sensor.read_temperature()?;
+//! assert_eq!(temperature.milli_celsius(), 25_000);
+//! let i2c = sensor.destroy();
+//! # let mut i2c = i2c;
+//! # i2c.done();
+//! # Ok::<(), cairn_tmp102::Error<embedded_hal::i2c::ErrorKind>>(())
+//! ```
+#![no_std]
+#![deny(unsafe_code, missing_docs)]
 
 use core::fmt;
 
@@ -52,11 +78,16 @@ impl From<Address> for u8 {
     }
 }
 
-/// Pointer register values (SBOS397, pointer register).
+/// Pointer register values (SBOS397, pointer register): P1:P0 select the
+/// register the next read or write addresses.
 mod pointer {
+    /// Temperature register (read-only).
     pub const TEMPERATURE: u8 = 0x00;
+    /// Configuration register.
     pub const CONFIG: u8 = 0x01;
+    /// T_LOW limit register.
     pub const T_LOW: u8 = 0x02;
+    /// T_HIGH limit register.
     pub const T_HIGH: u8 = 0x03;
 }
 
