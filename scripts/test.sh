@@ -26,8 +26,8 @@ if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/
 fi
 
 # The device SDK builds for the smallest and the FPU Cortex-M targets.
-cargo build --locked -p cairn-firmware --target thumbv6m-none-eabi
-cargo build --locked -p cairn-firmware --target thumbv7em-none-eabihf
+cargo build --locked -p cairn-firmware -p cairn-tmp102 --target thumbv6m-none-eabi
+cargo build --locked -p cairn-firmware -p cairn-tmp102 --target thumbv7em-none-eabihf
 # The example firmware the QEMU test boots (its own workspace, thumbv7m).
 (cd firmware/qemu-lm3s6965 && cargo build --locked --release)
 # The SDK's flash/RAM budget and its freedom from panics, checked.
@@ -36,7 +36,12 @@ cargo build --locked -p cairn-firmware --target thumbv7em-none-eabihf
 # The example WebAssembly plugins, which hub/server/tests/wasm.rs loads.
 ./scripts/build-plugins.sh
 
-# The end-to-end tests in tests/ start the `cairn` binary: build it (and the
-# crash-test helper) first, so they never run a stale one.
-cargo build --workspace --bins --locked
+# Each crate's dependencies match its role (a light client, a hub that
+# builds without the plugin runtime).
+./scripts/check-deps.sh
+
+# One build serves every test: `cargo test` builds the `cairn` binary (the
+# `cairn` package has integration tests) and the helpers in tests/src/bin
+# with the same features as the tests, so the end-to-end tests never run a
+# stale binary and nothing is compiled twice.
 cargo test --workspace --locked "$@"
