@@ -21,7 +21,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::handler::{encode_log_error, Handler, Next};
+use super::handler::{Handler, Next};
+use super::outgoing::{encode_log_error, Outgoing};
 use super::NativeLimits;
 use crate::broker::Broker;
 use crate::metrics::Metrics;
@@ -44,14 +45,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest the hub waits for in-flight requests before closing a connection.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the writer task sends, in queue order: a ready frame, or a produce
-/// whose answer is due once its commit is done (commits complete in
-/// submission order, so waiting in order delays nothing).
-pub(super) enum Outgoing {
-    Frame(Vec<u8>),
-    Ack { id: u32, partition: u32, pending: PendingAppend },
-}
 
 /// Why reading a frame stopped.
 enum ReadError {

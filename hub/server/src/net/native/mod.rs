@@ -2,10 +2,12 @@
 //! [`connection`] task per client, up to a connection limit.
 //!
 //! listener (this file) → connection (frames in, frames out) → handler (one
-//! request → broker → one response). Wire types come from `cairn_proto::frame`.
+//! request → broker → one response, one file per request area); both use
+//! `outgoing` for what is sent back. Wire types come from `cairn_proto::frame`.
 
 pub(crate) mod connection;
 mod handler;
+mod outgoing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
