@@ -1,6 +1,8 @@
 //! Network listeners: each turns a protocol into broker calls: the native
-//! protocol over TCP, the same protocol over serial lines, and MQTT.
+//! protocol over TCP, the same protocol over serial lines, and MQTT. All
+//! TCP listeners share one accept loop (`accept`: limit, shutdown, logs).
 
+mod accept;
 pub mod mqtt;
 pub mod native;
 pub mod serial;

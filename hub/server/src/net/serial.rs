@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_serial::SerialPortBuilderExt;
 
+use super::accept::Acceptor;
 use super::native::connection::{self, Framing};
 use super::native::NativeLimits;
 use super::Shutdown;
@@ -38,32 +41,19 @@ fn framing(broker: &Broker) -> Framing {
 
 /// Binds the serial-over-TCP port and logs the address it got.
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serial-over-TCP listening");
-    Ok(listener)
+    super::accept::bind(addr, "serial-over-TCP").await
 }
 
-/// Serves each TCP connection as one serial line until shutdown.
-pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
+/// Serves each TCP connection as one serial line until shutdown (at most
+/// `limits.max_connections` lines at once).
+pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimits, shutdown: Shutdown) {
+    let acceptor = Acceptor::new("serial-over-TCP", limits.max_connections);
     let limits = Arc::new(limits);
-    let mut lines = tokio::task::JoinSet::new();
-    loop {
-        let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    tracing::warn!(error = %err, "serial-over-TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.recv() => break,
-        };
-        let _ = socket.set_nodelay(true);
+    let serve = |socket: TcpStream, peer: SocketAddr| {
         broker.metrics().serial_links.inc();
         tracing::info!(%peer, "serial line connected over TCP");
         let (read_half, write_half) = socket.into_split();
-        let run = connection::run(
+        connection::run(
             read_half,
             write_half,
             format!("serial-tcp {peer}"),
@@ -71,12 +61,11 @@ pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimi
             broker.clone(),
             limits.clone(),
             shutdown.clone(),
-        );
-        lines.spawn(run);
-    }
-    // Lines answer what is in flight before the log closes.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while lines.join_next().await.is_some() {} }).await;
-    tracing::info!("serial-over-TCP listener stopped");
+        )
+    };
+    let refuse = |_socket, _peer| async {};
+    acceptor.run(listener, shutdown.clone(), serve, refuse).await;
+    acceptor.drain().await;
 }
 
 /// Serves a serial device until shutdown, reopening it (every second) when

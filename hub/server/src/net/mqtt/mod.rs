@@ -20,11 +20,11 @@ pub mod topics;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
+use super::accept::Acceptor;
 use super::Shutdown;
 use crate::broker::Broker;
 
@@ -93,56 +93,32 @@ pub(crate) struct Server {
 
 /// Binds the MQTT address and logs the address it got.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "MQTT listening");
-    Ok(listener)
+    super::accept::bind(addr, "MQTT").await
 }
 
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
 /// until shutdown.
 pub async fn serve(listeners: Vec<TcpListener>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let max_connections = config.max_connections;
+    let acceptor = Acceptor::new("MQTT", config.max_connections);
     let server =
         Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|l| tokio::spawn(accept(l, server.clone(), permits.clone(), shutdown.clone())))
+        .map(|listener| {
+            let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let serve = |socket: TcpStream, peer: SocketAddr| {
+                    connection::run(server.clone(), socket, peer, shutdown.clone())
+                };
+                // Over the limit the socket is closed at once: MQTT has no
+                // way to say why before CONNECT.
+                let refuse = |_socket, _peer| async {};
+                acceptor.run(listener, shutdown.clone(), serve, refuse).await
+            })
+        })
         .collect();
     for task in accepting {
         let _ = task.await;
     }
-    let all = max_connections as u32;
-    if tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
-        tracing::warn!("some MQTT connections did not close within 10 s");
-    }
-    tracing::info!("MQTT listener stopped");
-}
-
-/// Accepts connections on one listener until shutdown.
-async fn accept(listener: TcpListener, server: Arc<Server>, permits: Arc<Semaphore>, mut shutdown: Shutdown) {
-    let max_connections = server.config.max_connections;
-    loop {
-        let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    tracing::warn!(error = %err, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.recv() => break,
-        };
-        let _ = socket.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "MQTT connection refused: too many connections");
-            continue;
-        };
-        let (server, shutdown) = (server.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection::run(server, socket, peer, shutdown).await;
-        });
-    }
+    acceptor.drain().await;
 }

@@ -275,7 +275,7 @@ async fn ack_frame(id: u32, partition: u32, pending: PendingAppend) -> Vec<u8> {
 
 /// Tells a client over the connection limit why it is closed.
 pub(super) async fn refuse_too_many(mut socket: TcpStream, peer: SocketAddr, limit: usize) {
-    tracing::warn!(%peer, limit, "connection refused: too many connections");
+    tracing::debug!(%peer, "telling the client it is over the connection limit");
     let message = format!("too many connections (max_connections = {limit}); try again later");
     let mut out = Vec::new();
     frame::encode(

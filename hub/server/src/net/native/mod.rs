@@ -12,9 +12,9 @@ mod outgoing;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 
+use super::accept::Acceptor;
 use super::Shutdown;
 use crate::broker::Broker;
 
@@ -44,54 +44,28 @@ impl Default for NativeLimits {
 }
 
 /// Serves the native protocol on `listener` until `shutdown` fires; then
-/// stops accepting and returns (open connections finish on their own, also
-/// watching `shutdown`).
-pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+/// stops accepting and waits (bounded) for open connections, which watch
+/// `shutdown` too, to answer what is in flight.
+pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, shutdown: Shutdown) {
+    let acceptor = Acceptor::new("native", limits.max_connections);
     let limits = Arc::new(limits);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.recv() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(err) => {
-                // Out of file descriptors and the like: wait a little, go on.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned().ok();
+    let max_connections = limits.max_connections;
+    let serve = |socket: TcpStream, peer: SocketAddr| {
         let (broker, limits, shutdown) = (broker.clone(), limits.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            match permit {
-                Some(_permit) => {
-                    broker.metrics().native_connections.inc();
-                    let (read_half, write_half) = socket.into_split();
-                    let framing = connection::Framing::LengthPrefixed;
-                    connection::run(read_half, write_half, peer, framing, broker, limits, shutdown).await
-                }
-                None => connection::refuse_too_many(socket, peer, limits.max_connections).await,
-            }
-        });
-    }
-    // Connections see the same shutdown signal: they answer what is in
-    // flight and close. Wait for them (bounded), so their acknowledgements
-    // go out before the log closes.
-    let all = limits.max_connections as u32;
-    if tokio::time::timeout(std::time::Duration::from_secs(10), permits.acquire_many(all)).await.is_err() {
-        tracing::warn!("some connections did not close within 10 s");
-    }
-    tracing::info!("native listener stopped");
+        async move {
+            broker.metrics().native_connections.inc();
+            let (read_half, write_half) = socket.into_split();
+            let framing = connection::Framing::LengthPrefixed;
+            connection::run(read_half, write_half, peer, framing, broker, limits, shutdown).await
+        }
+    };
+    let refuse = move |socket, peer| connection::refuse_too_many(socket, peer, max_connections);
+    acceptor.run(listener, shutdown.clone(), serve, refuse).await;
+    acceptor.drain().await;
 }
 
 /// Binds the native protocol's address and logs the address it got (port 0
 /// picks a free one).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "native protocol listening");
-    Ok(listener)
+    super::accept::bind(addr, "native protocol").await
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cairn_proto::frame::{ErrorCode, GroupDescription, GroupMember, GroupPartition, GroupSummary, RequestBody, ResponseBody};
+use cairn_proto::frame::{
+    ErrorCode, GroupDescription, GroupMember, GroupPartition, GroupSummary, RequestBody, ResponseBody,
+};
 
 use super::Handler;
 use crate::broker::groups::Membership;
