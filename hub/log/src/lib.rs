@@ -159,6 +159,26 @@ impl Log {
         self.describe_topic(name)
     }
 
+    /// The topic `name`, created with `config` first if it does not exist:
+    /// the one place where "create if missing" is decided (MQTT topics,
+    /// plugin outputs, dead letters). A topic created meanwhile by someone
+    /// else is returned as it is.
+    pub async fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        if let Ok(info) = self.describe_topic(name) {
+            return Ok(info);
+        }
+        match self.create_topic(name, config).await {
+            Err(LogError::TopicExists(_)) => self.describe_topic(name),
+            created => created,
+        }
+    }
+
+    /// Milliseconds since the Unix epoch by the log's clock (a
+    /// `ManualClock` in tests): arrival timestamps, upload times.
+    pub fn now_ms(&self) -> i64 {
+        self.shared.options.clock.now_ms()
+    }
+
     /// Deletes a topic, its records and the group offsets committed for it.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.shared.catalog.get(name)?;

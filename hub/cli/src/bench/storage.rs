@@ -83,10 +83,6 @@ fn encode_batch(key: &[u8], value: &[u8], n: usize, ts: i64) -> Vec<u8> {
     w.finish().expect("non-empty batch")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Runs all phases and returns the figures.
 pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchReport, BenchError> {
     let path = config.dir.join("bench.redb");
@@ -104,7 +100,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
     let (key, value) = payload(config);
 
     // Phase 1: batched appends.
-    let batch = encode_batch(&key, &value, config.batch_records, now_ms());
+    let batch = encode_batch(&key, &value, config.batch_records, crate::cmd::now_ms());
     let batches_total = config.records.div_ceil(config.batch_records as u64);
     let per_producer = batches_total.div_ceil(config.producers as u64);
     let commits_before = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
@@ -146,7 +142,7 @@ pub async fn run_storage(config: &StorageBenchConfig) -> Result<StorageBenchRepo
     let batched_mb_per_sec = batched_records_per_sec * record_payload as f64 / 1e6;
 
     // Phase 2: single-record appends, each appender waiting for its ack.
-    let single = encode_batch(&key, &value, 1, now_ms());
+    let single = encode_batch(&key, &value, 1, crate::cmd::now_ms());
     let commits_before = log.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + config.single_duration;
     let started = Instant::now();

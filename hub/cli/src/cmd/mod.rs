@@ -59,3 +59,9 @@ pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
 pub fn show(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Milliseconds since the Unix epoch: the timestamp of records the CLI and
+/// the benchmarks produce (the hub itself uses its log's clock).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,7 +1,9 @@
 //! `cairn produce`: one record per line of standard input.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use super::now_ms;
 
 use clap::Args;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -57,10 +59,6 @@ const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
 /// channel, its place in the queues), counted against `MAX_UNACKED_BYTES`
 /// so that many tiny lines are bounded too.
 const RECORD_OVERHEAD: usize = 128;
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// A line as a record. Plain lines may hold any bytes; JSON lines must be
 /// UTF-8, as JSON is.

@@ -198,7 +198,7 @@ impl Plugins {
         let plugin = loaded?;
         let compile_us = if plugin.from_cache() { 0 } else { started.elapsed().as_micros() as u64 };
         let hash = plugin.hash().to_string();
-        let meta = VersionMeta { hash: hash.clone(), bytes: bytes.len() as u64, uploaded_ms: now_ms() };
+        let meta = VersionMeta { hash: hash.clone(), bytes: bytes.len() as u64, uploaded_ms: self.log.now_ms() };
         let version = self.log.put_plugin_version(name, &hash, bytes, to_cbor(&meta)).await?;
         tracing::info!(plugin = name, version, %hash, compile_us, "plugin uploaded");
         Ok(Uploaded { name: name.to_string(), version, hash, compile_us, from_cache: plugin.from_cache() })
@@ -629,16 +629,6 @@ async fn stop(attachment: &Attachment) {
 /// The partition count of `topic`, creating it with `partitions` first if
 /// it does not exist (outputs, emitted topics, dead letters).
 pub(crate) async fn ensure_topic(log: &Log, topic: &str, partitions: u32) -> Result<u32, LogError> {
-    if let Ok(n) = log.partition_count(topic) {
-        return Ok(n);
-    }
-    let config = TopicConfig { partitions: partitions.max(1), ..TopicConfig::default() };
-    match log.create_topic(topic, config).await {
-        Ok(_) | Err(LogError::TopicExists(_)) => log.partition_count(topic),
-        Err(e) => Err(e),
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    let info = log.ensure_topic(topic, TopicConfig::with_partitions(partitions.max(1))).await?;
+    Ok(info.config.partitions)
 }
