@@ -44,8 +44,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use cairn_log::LogOptions;
 use serde::Deserialize;
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
 
 /// Why the config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +142,7 @@ pub struct LogSettings {
 }
 
 /// The settings `serve` runs with, every value decided.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub native_addr: SocketAddr,
@@ -155,12 +161,9 @@ pub struct ServeConfig {
     /// Serial device (off when `None`) and its baud rate.
     pub serial_device: Option<PathBuf>,
     pub serial_baud: u32,
-    pub max_batch_bytes: usize,
-    pub flush_interval_ms: u64,
-    pub retention_check_secs: u64,
-    pub quick_repair: bool,
-    /// redb's page cache in bytes.
-    pub cache_bytes: usize,
+    /// What the log is opened with: `[log]` lands here directly, and its
+    /// defaults are `LogOptions::default()`, defined once in `cairn-log`.
+    pub log: LogOptions,
     /// Run WebAssembly plugins at all.
     pub plugins_enabled: bool,
     pub plugin_defaults: cairn_hub::plugins::Defaults,
@@ -184,11 +187,7 @@ impl Default for ServeConfig {
             serial_tcp_addr: None,
             serial_device: None,
             serial_baud: 115_200,
-            max_batch_bytes: 1024 * 1024,
-            flush_interval_ms: 1000,
-            retention_check_secs: 30,
-            quick_repair: false,
-            cache_bytes: cairn_log::DEFAULT_CACHE_BYTES,
+            log: LogOptions::default(),
             plugins_enabled: true,
             plugin_defaults: cairn_hub::plugins::Defaults::default(),
         }
@@ -234,11 +233,17 @@ impl ServeConfig {
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
             serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
             serial_baud: pick!(serial.baud, d.serial_baud),
-            max_batch_bytes: pick!(log.max_batch_bytes, d.max_batch_bytes),
-            flush_interval_ms: pick!(log.flush_interval_ms, d.flush_interval_ms),
-            retention_check_secs: pick!(log.retention_check_secs, d.retention_check_secs),
-            quick_repair: pick!(log.quick_repair, d.quick_repair),
-            cache_bytes: pick!(log.cache_bytes, d.cache_bytes),
+            log: LogOptions {
+                max_batch_bytes: pick!(log.max_batch_bytes, d.log.max_batch_bytes),
+                // Floors (10 ms, 1 s): smaller values would only spin.
+                flush_interval: millis(pick!(log.flush_interval_ms, d.log.flush_interval.as_millis() as u64).max(10)),
+                retention_check_interval: Some(Duration::from_secs(
+                    pick!(log.retention_check_secs, d.log.retention_check_interval.map_or(30, |i| i.as_secs())).max(1),
+                )),
+                quick_repair: pick!(log.quick_repair, d.log.quick_repair),
+                cache_bytes: pick!(log.cache_bytes, d.log.cache_bytes),
+                ..d.log.clone()
+            },
             plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),
             plugin_defaults: cairn_hub::plugins::Defaults {
                 fuel_per_batch: pick!(plugins.fuel_per_batch, d.plugin_defaults.fuel_per_batch),
@@ -270,8 +275,8 @@ mod tests {
         let c = ServeConfig::resolve(&file, &flags);
         assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
         assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
-        assert!(c.quick_repair, "the file turns on what the default leaves off");
-        assert_eq!(c.cache_bytes, 4 << 20);
+        assert!(c.log.quick_repair, "the file turns on what the default leaves off");
+        assert_eq!(c.log.cache_bytes, 4 << 20);
         assert_eq!(c.max_connections, 1024);
     }
 

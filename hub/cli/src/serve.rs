@@ -4,12 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use cairn_hub::broker::Broker;
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_hub::plugins::Plugins;
-use cairn_log::{Log, LogOptions};
+use cairn_log::Log;
 use clap::Args;
 
 use crate::config::{
@@ -120,14 +119,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", args.data_dir.display()))?;
     let path = args.data_dir.join("cairn.redb");
-    let options = LogOptions {
-        retention_check_interval: Some(Duration::from_secs(args.retention_check_secs.max(1))),
-        flush_interval: Duration::from_millis(args.flush_interval_ms.max(10)),
-        max_batch_bytes: args.max_batch_bytes,
-        quick_repair: args.quick_repair,
-        cache_bytes: args.cache_bytes,
-        ..LogOptions::default()
-    };
+    let options = args.log.clone();
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
     let mut broker = Broker::new(log.clone());
     let mut plugins = None;
