@@ -100,10 +100,16 @@ impl Log {
     ) -> Result<(u32, PendingAppend)> {
         let append = self.validate(topic, batch, choose)?;
         let partition = append.partition;
+        Ok((partition, self.queue(append).await?))
+    }
+
+    /// Hands one checked append to the writer (waiting while its queue is
+    /// full: the backpressure).
+    async fn queue(&self, append: writer::BatchToAppend) -> Result<PendingAppend> {
         let (reply, rx) = oneshot::channel();
         let request = writer::AppendRequest { append, reply };
         self.shared.commands.send(Command::Append(request)).await.map_err(|_| LogError::Closed)?;
-        Ok((partition, PendingAppend { rx: PendingRx::One(rx), not_stored: 0 }))
+        Ok(PendingAppend { rx: PendingRx::One(rx), not_stored: 0 })
     }
 
     /// Appends batches to any partitions and commits a group's offsets in
@@ -206,15 +212,35 @@ impl Log {
     /// The checks a producer's batch passes before anything is done with it
     /// (size, CRC and records, numbering, sequence numbers, keys on compacted
     /// topics), and the partition `choose` picks for it. The broker runs them
-    /// before ingest plugins see the batch.
+    /// before ingest plugins see the batch; the [`CheckedBatch`] it gets back
+    /// carries what was checked, so nothing parses the batch again
+    /// ([`Log::submit_checked`] stores it as it is).
     pub fn check_batch(
         &self,
         topic: &str,
-        batch: &[u8],
+        batch: Vec<u8>,
         choose: impl FnOnce(&BatchView<'_>, u32) -> Result<u32>,
-    ) -> Result<(u32, BatchHeader)> {
-        let (_, partition, header) = self.check(topic, batch, choose)?;
-        Ok((partition, header))
+    ) -> Result<(u32, CheckedBatch)> {
+        let entry = self.entry_for(topic, batch.len())?;
+        let checked = CheckedBatch::check(batch)?;
+        let (_, partition, _) = self.check_view(topic, entry, &checked.view(), choose)?;
+        Ok((partition, checked))
+    }
+
+    /// Queues a batch that [`Log::check_batch`] passed for `(topic,
+    /// partition)`, like [`Log::submit`], without walking its records again
+    /// (the topic's rules are applied again: it may have changed meanwhile).
+    pub async fn submit_checked(&self, topic: &str, partition: u32, batch: CheckedBatch) -> Result<PendingAppend> {
+        let entry = self.entry_for(topic, batch.as_bytes().len())?;
+        let (entry, partition, header) = self.check_view(topic, entry, &batch.view(), |_, _| Ok(partition))?;
+        let append = writer::BatchToAppend {
+            topic_id: entry.id,
+            topic: topic.to_string(),
+            partition,
+            header,
+            batch: batch.into_bytes(),
+        };
+        self.queue(append).await
     }
 
     fn check(

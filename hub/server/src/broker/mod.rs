@@ -115,14 +115,14 @@ impl Broker {
         if let Some(plugins) = self.plugins.as_ref().filter(|p| p.has_ingest(topic)) {
             // Checked and placed as sent; the plugins then decide what of
             // it is stored, and the rewrite is stored in one transaction.
-            let (partition, _) = self.log.check_batch(topic, &batch, choose)?;
-            return match plugins.ingest(topic, partition, batch).await? {
+            let (partition, checked) = self.log.check_batch(topic, batch, choose)?;
+            return match plugins.ingest(topic, partition, checked).await? {
                 Ingested::Rewritten(r) => {
                     let pending = self.log.submit_rewritten(topic, partition, r.sequence, r.batches).await?;
                     Ok((partition, pending.with_not_stored(r.not_stored)))
                 }
                 // Detached meanwhile: stored as sent, in the partition chosen.
-                Ingested::Unchanged(batch) => self.log.submit_to(topic, batch, |_, _| Ok(partition)).await,
+                Ingested::Unchanged(batch) => Ok((partition, self.log.submit_checked(topic, partition, batch).await?)),
             };
         }
         self.log.submit_to(topic, batch, choose).await

@@ -14,6 +14,7 @@
 
 mod derived;
 mod error;
+mod ingest;
 pub mod registry;
 mod stage;
 mod stats;
@@ -23,19 +24,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use cairn_proto::batch::NO_PRODUCER;
 use cairn_proto::frame::{AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom};
-use cairn_proto::{BatchHeader, CheckedBatch};
+use cairn_proto::CheckedBatch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::{validate_name, PluginsError, Result};
+pub(crate) use ingest::{dead_letters, ensure_topic};
 use registry::{from_cbor, to_cbor, AttachmentSpec, Kind, VersionMeta};
-use stage::{count, dead_letter_batches, Stage, StageOutcome};
+use stage::{count, Stage};
 use stats::{Stats, Status};
 
 use crate::wasm::{Limits, PluginError, Runtime};
-use cairn_log::{Log, LogError, PreparedBatch, TopicConfig};
+use cairn_log::{Log, PreparedBatch};
 
 /// Limits of attachments that do not set their own (`[plugins]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,7 @@ pub enum Ingested {
     /// Through the plugins: store this instead.
     Rewritten(Rewritten),
     /// No ingest attachment on the topic (detached meanwhile): store as sent.
-    Unchanged(Vec<u8>),
+    Unchanged(CheckedBatch),
 }
 
 /// A live attachment: its current stage (swapped on a version change) and,
@@ -405,72 +406,6 @@ impl Plugins {
         Ok(run.await.map_err(|e| PluginsError::Corrupt(format!("dry-run task failed: {e}")))??)
     }
 
-    /// True when `topic` has ingest attachments.
-    pub fn has_ingest(&self, topic: &str) -> bool {
-        self.ingest.read().expect("lock").contains_key(topic)
-    }
-
-    /// Runs a producer batch (validated, its partition chosen) through the
-    /// topic's ingest attachments in order. Each gets what the previous one
-    /// kept; records they emit go to their topics (created on first use with
-    /// the source's partition count, same partition number modulo theirs); a
-    /// batch that fails, or meets a paused attachment, goes to `<topic>.dlq`
-    /// with the reason. Nothing is lost either way.
-    /// `Unchanged` when the topic has no ingest attachment (any more).
-    pub async fn ingest(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<Ingested, LogError> {
-        let chain = self.ingest.read().expect("lock").get(topic).cloned().unwrap_or_default();
-        if chain.is_empty() {
-            return Ok(Ingested::Unchanged(batch));
-        }
-        let header = BatchHeader::read(&batch)?;
-        let partitions = self.log.partition_count(topic)?;
-        let sequence = (header.producer_id != NO_PRODUCER)
-            .then(|| header.last_sequence().map(|last| (header.producer_id, header.base_sequence, last)))
-            .flatten();
-        let mut writes = Vec::new();
-        let mut stored = 0;
-        let stages = chain.len();
-        let mut current = Some(batch);
-        for (i, attachment) in chain.into_iter().enumerate() {
-            let Some(input) = current.take() else { break };
-            let stage = attachment.stage();
-            let (input, reason) = match stage.process(input).await {
-                StageOutcome::Ran { input, own, emitted } => {
-                    // What the last stage keeps is stored in the producer's
-                    // partition; what an earlier one keeps feeds the next.
-                    let (next, kept) = if i + 1 == stages { (None, own) } else { (own, None) };
-                    let kept_records = kept.as_ref().map_or(0, |b| u64::from(b.header().record_count));
-                    let mut outputs: Vec<_> = kept.map(|b| (topic.to_string(), partition, b)).into_iter().collect();
-                    for (to, batch) in emitted {
-                        let n = ensure_topic(&self.log, &to, partitions).await?;
-                        outputs.push((to, partition % n, batch));
-                    }
-                    // The log's own checks (numbering, size, keys on compacted
-                    // topics), made now, once: an output it would refuse is
-                    // the plugin's failure, dead-lettered, not the producer's.
-                    match outputs.into_iter().map(|(t, p, b)| self.log.prepare(&t, p, b)).collect() {
-                        Ok(prepared) => {
-                            writes.extend::<Vec<_>>(prepared);
-                            stored = kept_records;
-                            current = next.map(CheckedBatch::into_bytes);
-                            continue;
-                        }
-                        Err(e) => {
-                            let reason = format!("the log refuses the plugin's output: {e}");
-                            stage.failed(&reason);
-                            (input, reason)
-                        }
-                    }
-                }
-                StageOutcome::Failed { input, reason } | StageOutcome::Paused { input, reason } => (input, reason),
-            };
-            writes.extend(dead_letters(&self.log, &stage, &input, &reason, None).await?);
-            break;
-        }
-        let not_stored = u64::from(header.record_count).saturating_sub(stored) as u32;
-        Ok(Ingested::Rewritten(Rewritten { batches: writes, sequence, not_stored }))
-    }
-
     fn resolve_version(&self, plugin: &str, version: Option<u32>) -> Result<(u32, VersionMeta)> {
         let mut versions = Vec::new();
         for (name, v, meta) in self.log.plugin_versions()? {
@@ -597,26 +532,6 @@ impl Plugins {
     }
 }
 
-/// The writes that send `input` to the stage's dead-letter topic, counted.
-/// Without readable records there is nothing to dead-letter: an error then,
-/// so the batch is refused (ingest) or tried again (derived), never lost.
-pub(crate) async fn dead_letters(
-    log: &Log,
-    stage: &Stage,
-    input: &[u8],
-    reason: &str,
-    source_partition: Option<u32>,
-) -> Result<Vec<PreparedBatch>, LogError> {
-    let dlq = stage.spec.dead_letter_topic();
-    ensure_topic(log, &dlq, 1).await?;
-    let batches = dead_letter_batches(input, &stage.spec.name, reason, source_partition, log.max_batch_bytes())
-        .ok_or_else(|| LogError::CommitFailed(format!("plugin stage failed: {reason}")))?;
-    let prepared =
-        batches.into_iter().map(|b| log.prepare(&dlq, 0, CheckedBatch::check(b)?)).collect::<Result<Vec<_>, _>>()?;
-    Stats::add(&stage.stats.dead_lettered, count(input));
-    Ok(prepared)
-}
-
 /// Stops an attachment's workers and waits for them.
 async fn stop(attachment: &Attachment) {
     let _ = attachment.stop.send(true);
@@ -624,11 +539,4 @@ async fn stop(attachment: &Attachment) {
     for task in tasks {
         let _ = task.await;
     }
-}
-
-/// The partition count of `topic`, creating it with `partitions` first if
-/// it does not exist (outputs, emitted topics, dead letters).
-pub(crate) async fn ensure_topic(log: &Log, topic: &str, partitions: u32) -> Result<u32, LogError> {
-    let info = log.ensure_topic(topic, TopicConfig::with_partitions(partitions.max(1))).await?;
-    Ok(info.config.partitions)
 }
