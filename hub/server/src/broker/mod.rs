@@ -1,9 +1,12 @@
 //! The broker: what producers and consumers ask of topics, above the log.
 //!
-//! For now this is the produce path: records are split by partition (keyed
-//! records by the stable hash in `cairn_proto::partition`, unkeyed ones to a
-//! sticky partition) and appended as one batch per partition. Consumer-group
-//! coordination joins it with the native protocol.
+//! - Produce: a batch's partition is chosen (keyed records by the stable
+//!   hash in `cairn_proto::partition`, unkeyed ones by the sticky
+//!   [`Partitioner`]), the batch goes through the topic's ingest plugins if
+//!   it has any, and is queued for the log's group commit.
+//! - Fetch: a long poll on the log (woken by the writer after each commit).
+//! - Consumer groups ([`groups`]): membership, assignment and committed
+//!   offsets, coordinated by the hub.
 
 pub mod groups;
 mod partitioner;

@@ -1,4 +1,4 @@
-//! Plugins users upload and where they are attached (issue 5). The runtime
+//! Plugins users upload and where they are attached. The runtime
 //! that runs one plugin is `wasm`; this module is what the hub does with it:
 //!
 //! * [`registry`]: uploads (versioned, content-hashed) and attachments, as
