@@ -7,8 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK_REPAIR="${1:-false}"
-cargo build --release -q -p cairn --bin cairn
-CAIRN=target/release/cairn
+# CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
+if [ -z "${CAIRN:-}" ]; then
+    cargo build --release -q -p cairn --bin cairn
+    CAIRN=target/release/cairn
+fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bench" "$WORK/data"

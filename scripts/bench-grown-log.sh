@@ -9,8 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 PREFILL="${2:-12000000}"
-cargo build --release -q -p cairn --bin cairn
-CAIRN=target/release/cairn
+# CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
+if [ -z "${CAIRN:-}" ]; then
+    cargo build --release -q -p cairn --bin cairn
+    CAIRN=target/release/cairn
+fi
 HUB=""
 WORK=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT

@@ -12,8 +12,11 @@ cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 source scripts/lib-hub.sh
 ensure_mosquitto
-cargo build --release -q -p cairn --bin cairn
-CAIRN=target/release/cairn
+# CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
+if [ -z "${CAIRN:-}" ]; then
+    cargo build --release -q -p cairn --bin cairn
+    CAIRN=target/release/cairn
+fi
 WORK="$(mktemp -d)"
 HUB="" MOSQ=""
 trap 'kill $HUB $MOSQ 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT

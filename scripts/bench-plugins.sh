@@ -13,9 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 RECORDS="${2:-2000000}"
-cargo build --release -q -p cairn --bin cairn
+# CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
+if [ -z "${CAIRN:-}" ]; then
+    cargo build --release -q -p cairn --bin cairn
+    CAIRN=target/release/cairn
+fi
 ./scripts/build-plugins.sh >/dev/null
-CAIRN=target/release/cairn
 PLUGIN=target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm
 WORK="$(mktemp -d)"
 HUB=""

@@ -10,7 +10,7 @@ use cairn_proto::{BatchView, BatchWriter, OwnedRecord};
 /// The example plugin `crate_name` as built by scripts/build-plugins.sh.
 fn example(crate_name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-unknown-unknown/release")
+        .join("../../target/wasm32-unknown-unknown/release")
         .join(format!("{crate_name}.wasm"));
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("cannot read {} ({e}): run `bash scripts/build-plugins.sh` first", path.display()))
@@ -195,7 +195,7 @@ fn hostile(process_body: &str, memory_pages: u32) -> Vec<u8> {
 fn embed_world(module: &mut Vec<u8>) {
     let mut resolve = wit_parser::Resolve::default();
     let package =
-        resolve.push_file(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/wit/cairn.wit")).unwrap();
+        resolve.push_file(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/wit/cairn.wit")).unwrap();
     let world = resolve.select_world(&[package], Some("plugin")).unwrap();
     wit_component::embed_component_metadata(module, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
 }

@@ -40,7 +40,7 @@ pub enum PluginCommand {
     New {
         name: String,
         /// Path of the cairn-plugin-sdk crate to depend on.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk"))]
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sdk"))]
         sdk: PathBuf,
     },
 }

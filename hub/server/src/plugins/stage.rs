@@ -280,7 +280,7 @@ pub fn dead_letter_batches(
     Some(batches)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "wasm"))]
 mod tests {
     use std::path::PathBuf;
 
@@ -294,7 +294,7 @@ mod tests {
     /// keeping readings of at least 0, on ingest.
     fn threshold_stage(runtime: &Runtime) -> Arc<Stage> {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm");
+            .join("../../target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm");
         let bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("cannot read {} ({e}): run `bash scripts/build-plugins.sh`", path.display()));
         let limits = Limits::default();

@@ -3,7 +3,6 @@
 //! failure is a [`PluginError`], and after a trap the instance is replaced.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cairn_proto::CheckedBatch;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};

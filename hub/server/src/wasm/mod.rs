@@ -53,7 +53,7 @@ pub use plugin::{CompiledPlugin, Runtime};
 #[cfg(feature = "wasm")]
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../plugins/wit/cairn.wit",
+        path: "../../plugins/wit/cairn.wit",
         world: "plugin",
     });
 }
