@@ -2,9 +2,12 @@
 //! live in the log.
 //!
 //! listener (this file) → connection (`connection.rs`: one client's
-//! packets, its session, its subscriptions) → broker / log. Packets are
-//! read and written by rumqttc's codecs behind `codec.rs`; how MQTT topics
-//! map to Cairn topics and keys is in `topics.rs`.
+//! packet loop; its session's state in `session.rs`, inbound PUBLISH in
+//! `publish.rs`, subscriptions in `subscribe.rs`, messages out in
+//! `delivery.rs`, stored sessions in `persist.rs`, the packets it writes in
+//! `writer.rs`, records in `records.rs`) → broker / log. Packets are read
+//! and written by rumqttc's codecs behind `codec.rs`; how MQTT topics map
+//! to Cairn topics and keys is in `topics.rs`.
 //!
 //! What differs from an ordinary broker: a QoS 1/2 PUBLISH is acknowledged
 //! only once its record is durably committed, and subscribers are fed from
@@ -14,8 +17,17 @@
 
 mod codec;
 mod connection;
+mod delivery;
 pub mod mapping;
+mod persist;
+mod publish;
+mod records;
+mod session;
+mod subscribe;
+#[cfg(test)]
+mod testing;
 pub mod topics;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -1,0 +1,172 @@
+//! Persistent sessions saved in and restored from the `__mqtt_sessions`
+//! topic: what is stored ([`StoredSession`]), when it has expired, and the
+//! records that save, forget and find it.
+//!
+//! What a live session stores is built by `Session::stored` (`session.rs`);
+//! this file knows nothing of the live session.
+
+use cairn_log::{LogError, PendingAppend};
+use rumqttc::mqttbytes::QoS;
+use serde::{Deserialize, Serialize};
+
+use super::records::{ensure_internal_topic, now_ms, single_record, FEED_BYTES};
+use super::topics::SESSIONS_TOPIC;
+use crate::broker::Broker;
+
+/// A persistent session as stored in `__mqtt_sessions` (JSON, keyed by
+/// client id; the topic is compacted, so the last one counts).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredSession {
+    /// (filter, QoS); shared ones as `$share/<group>/<filter>`.
+    pub(super) subscriptions: Vec<(String, u8)>,
+    /// MQTT 5 session expiry; None: never.
+    pub(super) expiry_secs: Option<u32>,
+    /// When the client disconnected (ms since the epoch); None while it is
+    /// connected (or if the hub stopped meanwhile).
+    pub(super) left_at_ms: Option<i64>,
+    /// QoS 2 packet ids stored and not yet released.
+    pub(super) qos2: Vec<u16>,
+}
+
+impl StoredSession {
+    pub(super) fn expired(&self) -> bool {
+        match (self.expiry_secs, self.left_at_ms) {
+            (Some(secs), Some(left)) => now_ms() > left.saturating_add(i64::from(secs) * 1000),
+            _ => false,
+        }
+    }
+
+    pub(super) fn subscriptions(&self) -> Vec<(String, QoS)> {
+        let qos = |q: u8| if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        self.subscriptions.iter().map(|(f, q)| (f.clone(), qos(*q))).collect()
+    }
+}
+
+/// The record storing (or with `None` forgetting) a persistent session.
+async fn session_append(
+    broker: &Broker,
+    client_id: &str,
+    session: Option<&StoredSession>,
+) -> Result<Option<PendingAppend>, LogError> {
+    if session.is_none() && broker.log().partition_count(SESSIONS_TOPIC).is_err() {
+        return Ok(None);
+    }
+    ensure_internal_topic(broker, SESSIONS_TOPIC).await?;
+    let value = session.map(|s| serde_json::to_vec(s).unwrap_or_default()).unwrap_or_default();
+    let batch = single_record(client_id, &value);
+    broker.log().submit(SESSIONS_TOPIC, 0, batch).await.map(Some)
+}
+
+/// Stores (or forgets) a persistent session and waits for the commit.
+pub(super) async fn save_session(
+    broker: &Broker,
+    client_id: &str,
+    session: Option<&StoredSession>,
+) -> Result<(), LogError> {
+    match session_append(broker, client_id, session).await? {
+        Some(append) => append.outcome().await.map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Stores a persistent session without waiting for the commit.
+pub(super) async fn submit_session(
+    broker: &Broker,
+    client_id: &str,
+    session: Option<&StoredSession>,
+) -> Result<PendingAppend, LogError> {
+    session_append(broker, client_id, session).await?.ok_or(LogError::Closed)
+}
+
+/// A stored persistent session, if any.
+pub(super) async fn load_session(broker: &Broker, client_id: &str) -> Option<StoredSession> {
+    let log = broker.log();
+    log.partition_count(SESSIONS_TOPIC).ok()?;
+    let mut found = None;
+    let mut offset = log.offsets(SESSIONS_TOPIC, 0).ok()?.start;
+    while let Ok(fetch) = log.fetch(SESSIONS_TOPIC, 0, offset, FEED_BYTES) {
+        if fetch.batches.is_empty() {
+            break;
+        }
+        for r in fetch.records() {
+            if r.key == Some(client_id.as_bytes()) {
+                found = Some(r.value.to_vec());
+            }
+        }
+        offset = fetch.next_offset();
+    }
+    let value = found.filter(|v| !v.is_empty())?;
+    match serde_json::from_slice(&value) {
+        Ok(session) => Some(session),
+        Err(err) => {
+            tracing::warn!(client_id, error = %err, "stored MQTT session unreadable; starting a new one");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::mqtt::testing;
+
+    fn stored(filter: &str, left_at_ms: Option<i64>) -> StoredSession {
+        StoredSession { subscriptions: vec![(filter.into(), 1)], expiry_secs: Some(60), left_at_ms, qos2: vec![3, 9] }
+    }
+
+    #[test]
+    fn expires_only_once_away_longer_than_its_expiry() {
+        let now = now_ms();
+        let away = |expiry_secs, left_at_ms| StoredSession { expiry_secs, left_at_ms, ..StoredSession::default() };
+        assert!(away(Some(1), Some(now - 2_000)).expired());
+        assert!(!away(Some(3600), Some(now - 2_000)).expired());
+        // Never expires, or still connected (or the hub stopped meanwhile).
+        assert!(!away(None, Some(0)).expired());
+        assert!(!away(Some(1), None).expired());
+    }
+
+    #[test]
+    fn stored_qos_levels_come_back_as_granted() {
+        let s = StoredSession {
+            subscriptions: vec![("a".into(), 0), ("b".into(), 1), ("$share/g/c".into(), 2)],
+            ..StoredSession::default()
+        };
+        let expected = [("a", QoS::AtMostOnce), ("b", QoS::AtLeastOnce), ("$share/g/c", QoS::AtLeastOnce)];
+        let expected: Vec<(String, QoS)> = expected.iter().map(|(f, q)| (f.to_string(), *q)).collect();
+        assert_eq!(s.subscriptions(), expected);
+    }
+
+    #[test]
+    fn the_stored_form_stays_readable() {
+        // What the sessions topic holds must outlive a hub upgrade.
+        let json = br#"{"subscriptions":[["a/#",1]],"expiry_secs":60,"left_at_ms":5,"qos2":[3,9]}"#;
+        let decoded: StoredSession = serde_json::from_slice(json).unwrap();
+        assert_eq!(decoded, stored("a/#", Some(5)));
+        let again: StoredSession = serde_json::from_slice(&serde_json::to_vec(&decoded).unwrap()).unwrap();
+        assert_eq!(again, decoded);
+    }
+
+    #[tokio::test]
+    async fn saved_sessions_load_back_until_forgotten() {
+        let (_dir, server) = testing::server();
+        let broker = &server.broker;
+        assert_eq!(load_session(broker, "a").await, None);
+        // Forgetting a session of a hub that never stored one creates nothing.
+        save_session(broker, "a", None).await.unwrap();
+        assert!(broker.log().partition_count(SESSIONS_TOPIC).is_err());
+
+        save_session(broker, "a", Some(&stored("first", None))).await.unwrap();
+        save_session(broker, "b", Some(&stored("other", None))).await.unwrap();
+        submit_session(broker, "a", Some(&stored("last", Some(7)))).await.unwrap().outcome().await.unwrap();
+        assert_eq!(load_session(broker, "a").await, Some(stored("last", Some(7))), "the last one counts");
+        assert_eq!(load_session(broker, "b").await, Some(stored("other", None)));
+
+        save_session(broker, "a", None).await.unwrap();
+        assert_eq!(load_session(broker, "a").await, None);
+        assert_eq!(load_session(broker, "b").await, Some(stored("other", None)));
+
+        // An unreadable record is a new session, not an error.
+        broker.log().submit(SESSIONS_TOPIC, 0, single_record("b", b"not json")).await.unwrap().outcome().await.unwrap();
+        assert_eq!(load_session(broker, "b").await, None);
+    }
+}

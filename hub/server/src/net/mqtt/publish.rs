@@ -1,0 +1,246 @@
+//! The publish path: an inbound PUBLISH (or a run of them) stored as
+//! records of its Cairn topic and in the retained store, PUBACK / PUBREC
+//! only after the durable commit, and the QoS 2 handshake (PUBREC → PUBREL
+//! → PUBCOMP) that stores a message once.
+//!
+//! More of `impl Session`: state in `session.rs`. The free functions also
+//! publish a will (`connection.rs`).
+
+use bytes::Bytes;
+use cairn_log::{LogError, PendingAppend};
+use rumqttc::mqttbytes::QoS;
+
+use super::codec::{DisconnectReason, Outgoing};
+use super::records::{ensure_retained_topic, ensure_topic, message_batch, single_record};
+use super::session::{End, Session};
+use super::topics::{self, RETAINED_TOPIC};
+use super::writer::Out;
+use super::Server;
+
+impl Session {
+    /// Stores a run of QoS 0/1 messages to one topic as one batch; PUBACKs
+    /// for the QoS 1 ones after its commit.
+    pub(super) async fn publish_run(&mut self, topic: &str, run: Vec<(Bytes, QoS, u16)>) -> Option<End> {
+        let metrics = self.server.broker.metrics();
+        for _ in &run {
+            metrics.mqtt_messages_in.inc();
+        }
+        let payloads: Vec<&[u8]> = run.iter().map(|(p, _, _)| p.as_ref()).collect();
+        let appends = match publish_many(&self.server, topic, &payloads).await {
+            Ok(appends) => appends,
+            Err(PublishError::Topic(err)) => {
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
+                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
+                return Some(End::Abnormal);
+            }
+            Err(PublishError::Log(err)) => {
+                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
+                return Some(End::Abnormal);
+            }
+        };
+        let acks: Vec<Outgoing> = run
+            .iter()
+            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
+            .map(|(_, _, pkid)| Outgoing::PubAck(*pkid))
+            .collect();
+        if !acks.is_empty() {
+            self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
+        }
+        None
+    }
+
+    /// A PUBLISH outside a run: stored, then PUBACK / PUBREC once it is
+    /// committed; a QoS 2 retransmission is answered, not stored again.
+    pub(super) async fn on_publish(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+    ) -> Option<End> {
+        self.server.broker.metrics().mqtt_messages_in.inc();
+        if qos == QoS::ExactlyOnce && self.stored_qos2(pkid) {
+            // A retransmission of a message already stored.
+            self.send(Out::Packet(Outgoing::PubRec(pkid))).await;
+            return None;
+        }
+        let mut appends = match publish(&self.server, &topic, &payload, retain).await {
+            Ok(appends) => appends,
+            Err(PublishError::Topic(err)) => {
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
+                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
+                return Some(End::Abnormal);
+            }
+            Err(PublishError::Log(err)) => {
+                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
+                return Some(End::Abnormal);
+            }
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.send(Out::AfterCommit { appends, packets: vec![Outgoing::PubAck(pkid)], release: None }).await
+            }
+            QoS::ExactlyOnce => {
+                // A persistent session stores the packet id with the
+                // message (same wait before PUBREC), so a
+                // retransmission after a hub restart is recognised.
+                self.qos2.insert(pkid);
+                if self.keep {
+                    if let Some(stored) = self.save_submit().await {
+                        appends.push(stored);
+                    }
+                }
+                self.send(Out::AfterCommit { appends, packets: vec![Outgoing::PubRec(pkid)], release: Some(pkid) })
+                    .await
+            }
+        }
+        None
+    }
+
+    /// PUBREL: the QoS 2 packet id is released, PUBCOMP.
+    pub(super) async fn on_pubrel(&mut self, pkid: u16) {
+        self.with_slot(|slot| slot.awaiting_release.remove(&pkid));
+        if self.qos2.remove(&pkid) && self.keep {
+            // Forgetting the id need not be waited for.
+            let _ = self.save_submit().await;
+        }
+        self.send(Out::Packet(Outgoing::PubComp(pkid))).await;
+    }
+}
+
+/// Why a PUBLISH could not be stored.
+pub(super) enum PublishError {
+    Topic(topics::TopicError),
+    Log(LogError),
+}
+
+/// Submits an MQTT message as a record of its Cairn topic (and the retained
+/// store when `retain`); returns the appends to wait for.
+pub(super) async fn publish(
+    server: &Server,
+    mqtt_topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> Result<Vec<PendingAppend>, PublishError> {
+    let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
+    let batch = message_batch(&route, mqtt_topic, &[payload]);
+    let mut appends = Vec::with_capacity(2);
+    appends.push(produce(server, &route.topic, batch).await?);
+    if retain {
+        // The retained store is keyed by the MQTT topic itself.
+        ensure_retained_topic(server).await.map_err(PublishError::Log)?;
+        let batch = single_record(mqtt_topic, payload);
+        let (_, pending) =
+            server.broker.produce_batch(RETAINED_TOPIC, Some(0), batch).await.map_err(PublishError::Log)?;
+        appends.push(pending);
+    }
+    Ok(appends)
+}
+
+/// Submits several messages to one MQTT topic as one batch.
+async fn publish_many(
+    server: &Server,
+    mqtt_topic: &str,
+    payloads: &[&[u8]],
+) -> Result<Vec<PendingAppend>, PublishError> {
+    let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
+    let batch = message_batch(&route, mqtt_topic, payloads);
+    Ok(vec![produce(server, &route.topic, batch).await?])
+}
+
+/// Submits a batch to a Cairn topic, creating the topic on first use.
+async fn produce(server: &Server, topic: &str, batch: Vec<u8>) -> Result<PendingAppend, PublishError> {
+    let submitted = match server.broker.produce_batch(topic, None, batch.clone()).await {
+        Err(LogError::UnknownTopic(_)) => {
+            ensure_topic(server, topic).await.map_err(PublishError::Log)?;
+            server.broker.produce_batch(topic, None, batch).await
+        }
+        other => other,
+    };
+    Ok(submitted.map_err(PublishError::Log)?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::net::mqtt::codec::Version;
+    use crate::net::mqtt::persist::load_session;
+    use crate::net::mqtt::session::tests::open;
+    use crate::net::mqtt::testing;
+
+    /// Records stored in partition 0 of a topic.
+    fn stored(server: &Server, topic: &str) -> u64 {
+        server.broker.log().offsets(topic, 0).map_or(0, |o| o.end)
+    }
+
+    #[tokio::test]
+    async fn publish_stores_in_the_topic_and_the_retained_store() {
+        let (_dir, server) = testing::server();
+        for append in publish(&server, "t/a", b"1", false).await.ok().unwrap() {
+            append.outcome().await.unwrap();
+        }
+        assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (1, 0));
+        let appends = publish(&server, "t/a", b"2", true).await.ok().unwrap();
+        assert_eq!(appends.len(), 2);
+        for append in appends {
+            append.outcome().await.unwrap();
+        }
+        assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (2, 1));
+        assert!(matches!(publish(&server, "a/+/b", b"x", false).await, Err(PublishError::Topic(_))));
+    }
+
+    #[tokio::test]
+    async fn a_run_is_one_batch_acknowledged_after_its_commit() {
+        let (_dir, server) = testing::server();
+        let mut s = open(&server, Version::V311, testing::connect("a", true)).await;
+        let (tx, mut sent) = mpsc::channel(16);
+        s.out = Some(tx);
+        let run = vec![
+            (Bytes::from_static(b"1"), QoS::AtLeastOnce, 1),
+            (Bytes::from_static(b"2"), QoS::AtMostOnce, 0),
+            (Bytes::from_static(b"3"), QoS::AtLeastOnce, 2),
+        ];
+        assert_eq!(s.publish_run("t/a", run).await, None);
+        let Ok(Out::AfterCommit { appends, packets, release: None }) = sent.try_recv() else { panic!("no PUBACKs") };
+        assert_eq!(appends.len(), 1, "one batch");
+        assert!(matches!(packets[..], [Outgoing::PubAck(1), Outgoing::PubAck(2)]));
+        appends.into_iter().next().unwrap().outcome().await.unwrap();
+        assert_eq!(stored(&server, "t"), 3);
+
+        let run = vec![(Bytes::from_static(b"x"), QoS::AtLeastOnce, 3)];
+        assert_eq!(s.publish_run("a/+/b", run).await, Some(End::Abnormal));
+        let reason = DisconnectReason::TopicNameInvalid;
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::Disconnect(r))) if r == reason));
+    }
+
+    #[tokio::test]
+    async fn qos_2_is_stored_once_until_released() {
+        let (_dir, server) = testing::server();
+        let mut s = open(&server, Version::V311, testing::connect("a", false)).await;
+        let (tx, mut sent) = mpsc::channel(16);
+        s.out = Some(tx);
+        let payload = Bytes::from_static(b"m");
+        assert_eq!(s.on_publish("t/a".into(), payload.clone(), QoS::ExactlyOnce, false, 7).await, None);
+        let Ok(Out::AfterCommit { appends, packets, release: Some(7) }) = sent.try_recv() else { panic!("no PUBREC") };
+        assert!(matches!(packets[..], [Outgoing::PubRec(7)]));
+        // The message and, for a persistent session, its packet id.
+        assert_eq!(appends.len(), 2);
+        for append in appends {
+            append.outcome().await.unwrap();
+        }
+        assert_eq!(load_session(&server.broker, "a").await.unwrap().qos2, vec![7]);
+        // The writer marks the id once stored; a retransmission is only answered.
+        s.with_slot(|slot| slot.awaiting_release.insert(7));
+        assert_eq!(s.on_publish("t/a".into(), payload, QoS::ExactlyOnce, false, 7).await, None);
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubRec(7)))));
+        assert_eq!(stored(&server, "t"), 1);
+
+        s.on_pubrel(7).await;
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubComp(7)))));
+        assert!(s.qos2.is_empty() && !s.stored_qos2(7));
+    }
+}

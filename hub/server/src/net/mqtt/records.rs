@@ -1,0 +1,137 @@
+//! What MQTT writes into the log: record batches of messages, single
+//! records of the internal topics (retained store, sessions), and those
+//! topics created on first use.
+//!
+//! Shared by the publish path, subscriptions, feeders and persistence; it
+//! imports none of them.
+
+use cairn_log::{CleanupPolicy, LogError, TopicConfig};
+use cairn_proto::BatchWriter;
+
+use super::mapping::Route;
+use super::topics::{self, RETAINED_TOPIC};
+use super::Server;
+use crate::broker::Broker;
+
+/// Largest read of one feeder's fetch (and of one step of a scan of the
+/// retained store or the stored sessions).
+pub(super) const FEED_BYTES: usize = 256 * 1024;
+
+/// Messages to one MQTT topic as one batch of records: key from the route,
+/// and the MQTT topic in a header when a mapping rule chose topic and key.
+pub(super) fn message_batch(route: &Route, mqtt_topic: &str, payloads: &[&[u8]]) -> Vec<u8> {
+    let now = now_ms();
+    let header = [(topics::TOPIC_HEADER, mqtt_topic.as_bytes())];
+    let headers: &[(&str, &[u8])] = if route.mapped { &header } else { &[] };
+    let size: usize = payloads.iter().map(|p| p.len() + route.key.len() + 2 * mqtt_topic.len() + 32).sum();
+    let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
+    for payload in payloads {
+        let _ = writer.push_parts(Some(route.key.as_bytes()), payload, now, headers.iter().copied());
+    }
+    writer.finish().unwrap_or_default()
+}
+
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One record: key = the MQTT topic, value = the payload.
+pub(super) fn single_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut writer = BatchWriter::new(Vec::with_capacity(value.len() + key.len() + 80)).expect("a Vec grows");
+    let _ = writer.push_parts(Some(key.as_bytes()), value, now_ms(), std::iter::empty());
+    writer.finish().unwrap_or_default()
+}
+
+/// Creates a Cairn topic for MQTT on first use.
+pub(super) async fn ensure_topic(server: &Server, topic: &str) -> Result<(), LogError> {
+    if server.broker.log().partition_count(topic).is_ok() {
+        return Ok(());
+    }
+    let config = TopicConfig { partitions: server.config.topic_partitions.max(1), ..TopicConfig::default() };
+    match server.broker.log().create_topic(topic, config).await {
+        Ok(_) | Err(LogError::TopicExists(_)) => {
+            tracing::info!(topic, "created topic for MQTT");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The retained store: compacted, one partition, kept forever.
+pub(super) async fn ensure_retained_topic(server: &Server) -> Result<(), LogError> {
+    ensure_internal_topic(&server.broker, RETAINED_TOPIC).await
+}
+
+pub(super) async fn ensure_internal_topic(broker: &Broker, topic: &str) -> Result<(), LogError> {
+    if broker.log().partition_count(topic).is_ok() {
+        return Ok(());
+    }
+    let config = TopicConfig {
+        partitions: 1,
+        retention_ms: None,
+        cleanup_policy: CleanupPolicy::Compact,
+        ..TopicConfig::default()
+    };
+    match broker.log().create_topic(topic, config).await {
+        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::batch::BatchView;
+
+    use super::*;
+    use crate::net::mqtt::{testing, MqttConfig};
+
+    /// (key, value, headers) of each record of a batch.
+    type Decoded = Vec<(Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>)>;
+
+    fn decode(batch: &[u8]) -> Decoded {
+        let view = BatchView::parse(batch).expect("a valid batch");
+        let records = view.records().map(|r| {
+            let headers = r.headers.clone().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+            (r.key.map(<[u8]>::to_vec), r.value.to_vec(), headers)
+        });
+        records.collect()
+    }
+
+    #[test]
+    fn a_message_batch_is_keyed_by_the_route_and_names_a_mapped_topic() {
+        let plain = Route { topic: "sensors".into(), key: "sensors/a".into(), mapped: false };
+        let records = decode(&message_batch(&plain, "sensors/a", &[b"1", b"2"]));
+        let key = Some(b"sensors/a".to_vec());
+        assert_eq!(records, vec![(key.clone(), b"1".to_vec(), vec![]), (key, b"2".to_vec(), vec![])]);
+
+        // A rule's topic and key hide the MQTT topic: it travels in a header.
+        let mapped = Route { topic: "plant".into(), key: "line1".into(), mapped: true };
+        let records = decode(&message_batch(&mapped, "sensors/a", &[b"x"]));
+        let header = (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec());
+        assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), vec![header])]);
+    }
+
+    #[test]
+    fn a_single_record_is_keyed_by_its_key() {
+        let records = decode(&single_record("client-1", b"{}"));
+        assert_eq!(records, vec![(Some(b"client-1".to_vec()), b"{}".to_vec(), vec![])]);
+    }
+
+    #[tokio::test]
+    async fn topics_are_created_once_with_their_settings() {
+        let (_dir, server) = testing::server_with(MqttConfig { topic_partitions: 3, ..MqttConfig::default() });
+        let log = server.broker.log();
+        ensure_topic(&server, "sensors").await.unwrap();
+        assert_eq!(log.partition_count("sensors").unwrap(), 3);
+        // An existing topic is left as it is.
+        log.create_topic("one", TopicConfig::default()).await.unwrap();
+        ensure_topic(&server, "one").await.unwrap();
+        assert_eq!(log.partition_count("one").unwrap(), 1);
+
+        ensure_retained_topic(&server).await.unwrap();
+        ensure_retained_topic(&server).await.unwrap();
+        let config = log.describe_topic(RETAINED_TOPIC).unwrap().config;
+        assert_eq!((config.partitions, config.retention_ms), (1, None));
+        assert_eq!(config.cleanup_policy, CleanupPolicy::Compact);
+    }
+}

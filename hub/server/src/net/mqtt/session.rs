@@ -1,0 +1,389 @@
+//! One client's session state while it is connected: what it holds
+//! (subscriptions, feeders, deliveries in flight, QoS 2 ids), opening it
+//! from a CONNECT (authentication, client id takeover, a stored session
+//! resumed), and the small helpers every part of it uses.
+//!
+//! The rest of `impl Session`, one job per file: `connection.rs` (the
+//! packet loop, start and close), `publish.rs` (inbound PUBLISH),
+//! `subscribe.rs` (subscriptions and their feeders), `delivery.rs`
+//! (messages out, their acknowledgements and positions). This file uses
+//! none of them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_log::PendingAppend;
+use rumqttc::mqttbytes::QoS;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::codec::{Connect, Refusal, Version, Will};
+use super::persist::{load_session, save_session, submit_session, StoredSession};
+use super::writer::Out;
+use super::{Server, Slot};
+
+/// A record on its way to the subscriber.
+pub(super) struct Delivery {
+    pub(super) topic: String,
+    pub(super) payload: Bytes,
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    /// Where it came from, for committing the position once it is acknowledged.
+    pub(super) source: Option<Source>,
+}
+
+/// Whose filters a feeder serves: the session's own, or those of one of its
+/// shared subscriptions (by consumer group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Sub {
+    Own,
+    Shared(String),
+}
+
+/// A feeder's partition of a subscription.
+pub(super) type FeedKey = (Sub, String, u32);
+
+/// Where a delivered record came from.
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    pub(super) feed: FeedKey,
+    pub(super) offset: u64,
+}
+
+/// A session's membership in the consumer group of its `$share/<group>/…`
+/// subscriptions.
+pub(super) struct SharedSub {
+    pub(super) filters: Filters,
+    pub(super) member_id: Option<String>,
+    pub(super) generation: u32,
+    /// The Cairn topics it joined with.
+    pub(super) topics: Vec<String>,
+}
+
+/// Why the connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum End {
+    /// DISCONNECT: no will.
+    Clean,
+    /// Anything else: the will is published.
+    Abnormal,
+}
+
+/// A subscription's filters, shared with its feeders: (filter, granted QoS).
+pub(super) type Filters = Arc<RwLock<Vec<(String, QoS)>>>;
+
+/// One client's session while it is connected.
+pub(super) struct Session {
+    pub(super) server: Arc<Server>,
+    pub(super) version: Version,
+    pub(super) client_id: String,
+    pub(super) peer: SocketAddr,
+    pub(super) connection: u64,
+    /// The session outlives the connection (persistent session).
+    pub(super) keep: bool,
+    /// MQTT 5 session expiry in seconds (None: never, as in 3.1.1).
+    pub(super) expiry: Option<u32>,
+    pub(super) will: Option<Will>,
+    pub(super) keep_alive: Option<Duration>,
+    pub(super) max_inflight: usize,
+    /// The session's own (not shared) subscriptions.
+    pub(super) filters: Filters,
+    /// Shared subscriptions by consumer group.
+    pub(super) shared: HashMap<String, SharedSub>,
+    /// The feeders running.
+    pub(super) feeding: HashMap<FeedKey, AbortHandle>,
+    pub(super) feeders: JoinSet<()>,
+    pub(super) deliveries_tx: mpsc::Sender<Delivery>,
+    pub(super) deliveries: mpsc::Receiver<Delivery>,
+    /// Our QoS 1 publishes awaiting PUBACK: packet id → source.
+    pub(super) inflight: HashMap<u16, Option<Source>>,
+    /// Per feeder, offsets in flight (the lowest is not yet committable).
+    pub(super) unacked: HashMap<FeedKey, BTreeSet<u64>>,
+    /// Positions to commit at the next tick.
+    pub(super) to_commit: HashMap<FeedKey, u64>,
+    /// QoS 2 packet ids stored and not yet released (persisted with a
+    /// persistent session, so a retransmission after a hub restart is not
+    /// stored twice either).
+    pub(super) qos2: BTreeSet<u16>,
+    pub(super) next_pkid: u16,
+    pub(super) kick: Option<oneshot::Receiver<()>>,
+    pub(super) out: Option<mpsc::Sender<Out>>,
+    /// Subscriptions of the stored session being resumed.
+    pub(super) resumed_filters: Vec<(String, QoS)>,
+    /// Some subscription reads every topic (its first level is a wildcard,
+    /// or a rule may have stored its messages anywhere).
+    pub(super) reads_all: bool,
+    pub(super) session_present: bool,
+}
+
+impl Session {
+    /// Checks the CONNECT and takes over the client id (`start` answers
+    /// CONNACK).
+    pub(super) async fn open(
+        server: Arc<Server>,
+        version: Version,
+        c: Connect,
+        peer: SocketAddr,
+    ) -> Result<Session, Refusal> {
+        if !server.config.authenticate(c.username.as_deref(), c.password.as_deref()) {
+            tracing::info!(%peer, client_id = %c.client_id, "MQTT CONNECT refused: bad username or password");
+            return Err(Refusal::BadUserNamePassword);
+        }
+        let connection = server.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client_id = if c.client_id.is_empty() {
+            if !c.clean {
+                return Err(Refusal::ClientIdNotValid);
+            }
+            format!("cairn-auto-{connection}")
+        } else {
+            c.client_id.clone()
+        };
+        let (keep, expiry) = match version {
+            Version::V311 => (!c.clean, None),
+            Version::V5 => match c.session_expiry.unwrap_or(0) {
+                0 => (false, None),
+                u32::MAX => (true, None),
+                secs => (true, Some(secs)),
+            },
+        };
+        // Take the client id over: the connection using it now is closed.
+        let (kick_tx, kick_rx) = oneshot::channel();
+        {
+            let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(client_id.clone()).or_default();
+            if let Some((_, old)) = slot.kick.replace((connection, kick_tx)) {
+                let _ = old.send(());
+            }
+            if c.clean {
+                slot.awaiting_release.clear();
+            }
+        }
+        let stored = if c.clean { None } else { load_session(&server.broker, &client_id).await };
+        let expired = stored.as_ref().is_some_and(StoredSession::expired);
+        if expired {
+            tracing::debug!(%client_id, "MQTT session expired while the client was away");
+        }
+        let stored = stored.filter(|_| !expired);
+        if c.clean || expired {
+            // A clean start (or an expired session) forgets what an earlier
+            // session stored.
+            let _ = save_session(&server.broker, &client_id, None).await;
+        }
+        let qos2: BTreeSet<u16> = {
+            let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(client_id.clone()).or_default();
+            if let Some(stored) = &stored {
+                // After a hub restart the slot is empty: the stored ids refill it.
+                slot.awaiting_release.extend(stored.qos2.iter().copied());
+            }
+            slot.awaiting_release.iter().copied().collect()
+        };
+        let session_present = stored.is_some();
+        let max_inflight = usize::from(c.receive_maximum.unwrap_or(u16::MAX).min(server.config.max_inflight).max(1));
+        let (deliveries_tx, deliveries) = mpsc::channel(max_inflight.max(16));
+        let keep_alive = (c.keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(c.keep_alive_secs) * 1500));
+        tracing::debug!(%peer, %client_id, ?version, keep, session_present, "MQTT client connected");
+        server.broker.metrics().mqtt_connections.inc();
+        let session = Session {
+            server,
+            version,
+            client_id,
+            peer,
+            connection,
+            keep,
+            expiry,
+            will: c.will,
+            keep_alive,
+            max_inflight,
+            filters: Arc::new(RwLock::new(Vec::new())),
+            shared: HashMap::new(),
+            feeding: HashMap::new(),
+            feeders: JoinSet::new(),
+            deliveries_tx,
+            deliveries,
+            inflight: HashMap::new(),
+            unacked: HashMap::new(),
+            to_commit: HashMap::new(),
+            qos2,
+            next_pkid: 1,
+            kick: Some(kick_rx),
+            out: None,
+            resumed_filters: stored.map(|s| s.subscriptions()).unwrap_or_default(),
+            reads_all: false,
+            session_present,
+        };
+        Ok(session)
+    }
+
+    pub(super) async fn send(&self, out: Out) {
+        if let Some(tx) = &self.out {
+            let _ = tx.send(out).await;
+        }
+    }
+
+    pub(super) fn with_slot<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+        let mut slots = self.server.slots.lock().unwrap_or_else(|e| e.into_inner());
+        f(slots.entry(self.client_id.clone()).or_default())
+    }
+
+    pub(super) fn stored_qos2(&self, pkid: u16) -> bool {
+        self.with_slot(|slot| slot.awaiting_release.contains(&pkid))
+    }
+
+    /// The consumer group holding a persistent session's positions.
+    pub(super) fn group(&self) -> String {
+        format!("mqtt.{}", self.client_id)
+    }
+
+    /// What a persistent session stores: its subscriptions (shared ones as
+    /// `$share/<group>/<filter>`), expiry, QoS 2 ids not yet released.
+    pub(super) fn stored(&self, left_at_ms: Option<i64>) -> StoredSession {
+        let mut subscriptions: Vec<(String, u8)> =
+            self.filters.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(f, q)| (f.clone(), *q as u8)).collect();
+        for (group, sub) in &self.shared {
+            for (f, q) in sub.filters.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                subscriptions.push((format!("$share/{group}/{f}"), *q as u8));
+            }
+        }
+        StoredSession { subscriptions, expiry_secs: self.expiry, left_at_ms, qos2: self.qos2.iter().copied().collect() }
+    }
+
+    /// Stores a persistent session, waiting for the commit.
+    pub(super) async fn save(&self) {
+        if self.keep {
+            let _ = save_session(&self.server.broker, &self.client_id, Some(&self.stored(None))).await;
+        }
+    }
+
+    /// Stores a persistent session without waiting; the append is returned
+    /// for a caller that must wait for it.
+    pub(super) async fn save_submit(&self) -> Option<PendingAppend> {
+        submit_session(&self.server.broker, &self.client_id, Some(&self.stored(None))).await.ok()
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::net::mqtt::records::now_ms;
+    use crate::net::mqtt::{testing, MqttConfig};
+
+    /// Opens a session, which must be accepted.
+    pub(in crate::net::mqtt) async fn open(server: &Arc<Server>, version: Version, c: Connect) -> Session {
+        match Session::open(server.clone(), version, c, "127.0.0.1:1883".parse().unwrap()).await {
+            Ok(session) => session,
+            Err(refusal) => panic!("refused: {refusal:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn clean_flag_and_expiry_decide_persistence() {
+        let (_dir, server) = testing::server();
+        let s = open(&server, Version::V311, testing::connect("a", false)).await;
+        assert_eq!((s.keep, s.expiry), (true, None));
+        let s = open(&server, Version::V311, testing::connect("a", true)).await;
+        assert_eq!((s.keep, s.expiry), (false, None));
+        for (asked, expected) in [(None, (false, None)), (Some(0), (false, None)), (Some(u32::MAX), (true, None))] {
+            let c = Connect { session_expiry: asked, ..testing::connect("b", true) };
+            let s = open(&server, Version::V5, c).await;
+            assert_eq!((s.keep, s.expiry), expected, "session expiry {asked:?}");
+        }
+        let c = Connect { session_expiry: Some(30), ..testing::connect("b", true) };
+        let s = open(&server, Version::V5, c).await;
+        assert_eq!((s.keep, s.expiry), (true, Some(30)));
+        // In flight: the client's receive maximum within ours; keep-alive 1.5×.
+        let c = Connect { receive_maximum: Some(1000), keep_alive_secs: 10, ..testing::connect("c", true) };
+        let s = open(&server, Version::V5, c).await;
+        assert_eq!((s.max_inflight, s.keep_alive), (64, Some(Duration::from_secs(15))));
+        let c = Connect { receive_maximum: Some(5), ..testing::connect("c", true) };
+        assert_eq!(open(&server, Version::V5, c).await.max_inflight, 5);
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_credentials_and_a_persistent_session_without_id() {
+        let users = HashMap::from([("u".to_string(), "p".to_string())]);
+        let (_dir, server) =
+            testing::server_with(MqttConfig { allow_anonymous: false, users, ..MqttConfig::default() });
+        let peer: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        let login = |user: Option<&str>, password: Option<&str>, id: &str, clean: bool| Connect {
+            username: user.map(Into::into),
+            password: password.map(Into::into),
+            ..testing::connect(id, clean)
+        };
+        let refusal = |c| async { Session::open(server.clone(), Version::V311, c, peer).await.err() };
+        assert_eq!(refusal(login(None, None, "a", true)).await, Some(Refusal::BadUserNamePassword));
+        assert_eq!(refusal(login(Some("u"), Some("x"), "a", true)).await, Some(Refusal::BadUserNamePassword));
+        assert_eq!(refusal(login(Some("u"), Some("p"), "", false)).await, Some(Refusal::ClientIdNotValid));
+        let s = open(&server, Version::V311, login(Some("u"), Some("p"), "", true)).await;
+        assert_eq!(s.client_id, format!("cairn-auto-{}", s.connection));
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_takes_the_client_id_over() {
+        let (_dir, server) = testing::server();
+        let mut first = open(&server, Version::V311, testing::connect("a", false)).await;
+        let mut kicked = first.kick.take().unwrap();
+        assert!(kicked.try_recv().is_err(), "not kicked yet");
+        // QoS 2 ids awaiting release carry over to the next connection...
+        first.with_slot(|slot| slot.awaiting_release.insert(4));
+        let second = open(&server, Version::V311, testing::connect("a", false)).await;
+        assert!(kicked.try_recv().is_ok(), "the earlier connection is told to close");
+        assert_eq!(second.qos2, BTreeSet::from([4]));
+        assert!(second.stored_qos2(4));
+        // ...unless it starts clean.
+        let third = open(&server, Version::V311, testing::connect("a", true)).await;
+        assert!(third.qos2.is_empty() && !third.stored_qos2(4));
+    }
+
+    #[tokio::test]
+    async fn a_stored_session_resumes_unless_expired() {
+        let (_dir, server) = testing::server();
+        let broker = &server.broker;
+        let away = |expiry_secs, left_at_ms| StoredSession {
+            subscriptions: vec![("x/#".into(), 1)],
+            expiry_secs,
+            left_at_ms,
+            qos2: vec![5],
+        };
+        save_session(broker, "a", Some(&away(Some(60), Some(now_ms())))).await.unwrap();
+        let s = open(&server, Version::V311, testing::connect("a", false)).await;
+        assert!(s.session_present);
+        assert_eq!(s.resumed_filters, vec![("x/#".to_string(), QoS::AtLeastOnce)]);
+        assert_eq!(s.qos2, BTreeSet::from([5]), "stored ids refill the slot after a restart");
+        assert!(s.stored_qos2(5));
+
+        save_session(broker, "b", Some(&away(Some(1), Some(now_ms() - 5_000)))).await.unwrap();
+        let s = open(&server, Version::V311, testing::connect("b", false)).await;
+        assert!(!s.session_present && s.resumed_filters.is_empty());
+        assert_eq!(load_session(broker, "b").await, None, "the expired session is forgotten");
+    }
+
+    #[tokio::test]
+    async fn stores_own_and_shared_subscriptions() {
+        let (_dir, server) = testing::server();
+        let c = Connect { session_expiry: Some(30), ..testing::connect("a", true) };
+        let mut s = open(&server, Version::V5, c).await;
+        s.filters.write().unwrap().push(("a/+".into(), QoS::AtMostOnce));
+        let shared = SharedSub {
+            filters: Arc::new(RwLock::new(vec![("b/#".into(), QoS::AtLeastOnce)])),
+            member_id: None,
+            generation: 0,
+            topics: Vec::new(),
+        };
+        s.shared.insert("g".into(), shared);
+        s.qos2.insert(8);
+        let expected = StoredSession {
+            subscriptions: vec![("a/+".into(), 0), ("$share/g/b/#".into(), 1)],
+            expiry_secs: Some(30),
+            left_at_ms: Some(9),
+            qos2: vec![8],
+        };
+        assert_eq!(s.stored(Some(9)), expected);
+        // What is saved is what comes back.
+        s.save().await;
+        assert_eq!(load_session(&server.broker, "a").await, Some(StoredSession { left_at_ms: None, ..expected }));
+    }
+}

@@ -1,0 +1,43 @@
+//! Test helpers: a `Server` over a log in a temporary directory, and
+//! CONNECT packets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_log::{Log, LogOptions};
+
+use super::codec::Connect;
+use super::{MqttConfig, Server};
+use crate::broker::Broker;
+
+/// A server with the default settings (keep the directory while it runs).
+pub(super) fn server() -> (tempfile::TempDir, Arc<Server>) {
+    server_with(MqttConfig::default())
+}
+
+pub(super) fn server_with(config: MqttConfig) -> (tempfile::TempDir, Arc<Server>) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { retention_check_interval: None, ..LogOptions::default() };
+    let log = Log::open(dir.path().join("mqtt.redb"), options).unwrap();
+    let server = Server {
+        broker: Broker::new(log),
+        config,
+        slots: Mutex::new(HashMap::new()),
+        next_connection: Default::default(),
+    };
+    (dir, Arc::new(server))
+}
+
+/// An anonymous CONNECT without a will.
+pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
+    Connect {
+        client_id: client_id.into(),
+        clean,
+        session_expiry: None,
+        keep_alive_secs: 0,
+        will: None,
+        username: None,
+        password: None,
+        receive_maximum: None,
+    }
+}

@@ -1,0 +1,135 @@
+//! The writer task of one connection: writes its packets in order, and a
+//! PUBACK / PUBREC only once the message it answers is durably committed.
+//!
+//! The session hands it [`Out`] items through a queue (`Session::send`);
+//! it knows nothing of the session.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use cairn_log::PendingAppend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use super::codec::{self, Outgoing, Version};
+use super::Server;
+
+/// What the writer task writes.
+pub(super) enum Out {
+    Packet(Outgoing),
+    /// Written once the appends are durable; on a failed append the
+    /// connection closes instead, so the client sends the message again.
+    /// `release` marks a QoS 2 packet id as stored.
+    AfterCommit {
+        appends: Vec<PendingAppend>,
+        packets: Vec<Outgoing>,
+        release: Option<u16>,
+    },
+}
+
+/// Writes packets in order; PUBACK/PUBREC only after their commit.
+pub(super) async fn write_packets(
+    mut socket: OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Out>,
+    version: Version,
+    server: Arc<Server>,
+    client_id: String,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    while let Some(item) = queue.recv().await {
+        let packets = match item {
+            Out::Packet(p) => vec![p],
+            Out::AfterCommit { appends, packets, release } => {
+                let mut stored = true;
+                for append in appends {
+                    stored &= append.outcome().await.is_ok();
+                }
+                if !stored {
+                    // Not acknowledged: closing makes the client resend.
+                    tracing::warn!(%client_id, "MQTT message not stored; closing the connection");
+                    break;
+                }
+                if let Some(pkid) = release {
+                    let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+                    slots.entry(client_id.clone()).or_default().awaiting_release.insert(pkid);
+                }
+                for _ in &packets {
+                    server.broker.metrics().mqtt_acks_out.inc();
+                }
+                packets
+            }
+        };
+        let mut closing = false;
+        for packet in packets {
+            closing |= matches!(packet, Outgoing::Disconnect(_));
+            codec::write(version, packet, &mut buf);
+        }
+        if queue.is_empty() || buf.len() > 64 * 1024 || closing {
+            if socket.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        if closing {
+            break;
+        }
+    }
+    if !buf.is_empty() {
+        let _ = socket.write_all(&buf).await;
+    }
+    let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::net::mqtt::testing;
+
+    /// A writer task on one end of a local connection; the other end.
+    async fn writer(server: Arc<Server>) -> (mpsc::Sender<Out>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (_, write_half) = socket.into_split();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(write_packets(write_half, rx, Version::V311, server, "c".into()));
+        (tx, client)
+    }
+
+    #[tokio::test]
+    async fn writes_in_order_and_stops_at_disconnect() {
+        let (_dir, server) = testing::server();
+        let (tx, mut client) = writer(server).await;
+        tx.send(Out::Packet(Outgoing::PingResp)).await.unwrap();
+        tx.send(Out::Packet(Outgoing::PubAck(0x0102))).await.unwrap();
+        // 3.1.1 has no server DISCONNECT: nothing is written, the socket closes.
+        tx.send(Out::Packet(Outgoing::Disconnect(codec::DisconnectReason::ProtocolError))).await.unwrap();
+        let _ = tx.send(Out::Packet(Outgoing::PingResp)).await;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [0xD0, 0x00, 0x40, 0x02, 0x01, 0x02]);
+    }
+
+    #[tokio::test]
+    async fn acknowledges_after_the_commit_and_marks_the_release() {
+        let (_dir, server) = testing::server();
+        let log = server.broker.log();
+        log.create_topic("t", cairn_log::TopicConfig::default()).await.unwrap();
+        let batch = crate::net::mqtt::records::single_record("t/x", b"v");
+        let (_, append) = server.broker.produce_batch("t", None, batch).await.unwrap();
+        let (tx, mut client) = writer(server.clone()).await;
+        let release = Some(7);
+        tx.send(Out::AfterCommit { appends: vec![append], packets: vec![Outgoing::PubRec(7)], release }).await.unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [0x50, 0x02, 0x00, 0x07]);
+        assert_eq!(log.offsets("t", 0).unwrap().end, 1, "the append committed");
+        let slots = server.slots.lock().unwrap();
+        assert!(slots["c"].awaiting_release.contains(&7));
+    }
+}
