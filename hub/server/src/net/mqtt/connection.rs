@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Version};
 use super::persist::save_session;
 use super::publish::publish;
-use super::records::now_ms;
 use super::session::{End, Session};
 use super::writer::{write_packets, Out};
 use super::Server;
@@ -273,7 +272,7 @@ impl Session {
         self.feeders.abort_all();
         self.commit_positions().await;
         let groups: Vec<String> = self.shared.keys().cloned().collect();
-        let mut stored = self.stored(Some(now_ms()));
+        let mut stored = self.stored(Some(self.server.broker.log().now_ms()));
         for group in groups {
             self.leave_group(&group);
         }

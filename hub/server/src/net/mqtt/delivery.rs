@@ -238,7 +238,7 @@ mod tests {
         broker.log().create_topic("t", cairn_log::TopicConfig::default()).await.unwrap();
         let produce = |key: &'static str| {
             let broker = broker.clone();
-            async move { broker.produce_batch("t", None, single_record(key, b"v")).await.unwrap().1.outcome().await }
+            async move { broker.produce_batch("t", None, single_record(key, b"v", 1)).await.unwrap().1.outcome().await }
         };
         for key in ["t/a", "t/b", "t/a/deep"] {
             produce(key).await.unwrap();

@@ -9,7 +9,7 @@ use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
 use serde::{Deserialize, Serialize};
 
-use super::records::{ensure_internal_topic, now_ms, single_record, FEED_BYTES};
+use super::records::{ensure_internal_topic, single_record, FEED_BYTES};
 use super::topics::SESSIONS_TOPIC;
 use crate::broker::Broker;
 
@@ -29,9 +29,10 @@ pub(super) struct StoredSession {
 }
 
 impl StoredSession {
-    pub(super) fn expired(&self) -> bool {
+    /// Whether the session expired by `now_ms` (the log's clock).
+    pub(super) fn expired(&self, now_ms: i64) -> bool {
         match (self.expiry_secs, self.left_at_ms) {
-            (Some(secs), Some(left)) => now_ms() > left.saturating_add(i64::from(secs) * 1000),
+            (Some(secs), Some(left)) => now_ms > left.saturating_add(i64::from(secs) * 1000),
             _ => false,
         }
     }
@@ -53,7 +54,7 @@ async fn session_append(
     }
     ensure_internal_topic(broker, SESSIONS_TOPIC).await?;
     let value = session.map(|s| serde_json::to_vec(s).unwrap_or_default()).unwrap_or_default();
-    let batch = single_record(client_id, &value);
+    let batch = single_record(client_id, &value, broker.log().now_ms());
     broker.log().submit(SESSIONS_TOPIC, 0, batch).await.map(Some)
 }
 
@@ -108,7 +109,7 @@ pub(super) async fn load_session(broker: &Broker, client_id: &str) -> Option<Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::mqtt::testing;
+    use crate::net::mqtt::testing::{self, now_ms};
 
     fn stored(filter: &str, left_at_ms: Option<i64>) -> StoredSession {
         StoredSession { subscriptions: vec![(filter.into(), 1)], expiry_secs: Some(60), left_at_ms, qos2: vec![3, 9] }
@@ -118,11 +119,11 @@ mod tests {
     fn expires_only_once_away_longer_than_its_expiry() {
         let now = now_ms();
         let away = |expiry_secs, left_at_ms| StoredSession { expiry_secs, left_at_ms, ..StoredSession::default() };
-        assert!(away(Some(1), Some(now - 2_000)).expired());
-        assert!(!away(Some(3600), Some(now - 2_000)).expired());
+        assert!(away(Some(1), Some(now - 2_000)).expired(now));
+        assert!(!away(Some(3600), Some(now - 2_000)).expired(now));
         // Never expires, or still connected (or the hub stopped meanwhile).
-        assert!(!away(None, Some(0)).expired());
-        assert!(!away(Some(1), None).expired());
+        assert!(!away(None, Some(0)).expired(now));
+        assert!(!away(Some(1), None).expired(now));
     }
 
     #[test]
@@ -166,7 +167,14 @@ mod tests {
         assert_eq!(load_session(broker, "b").await, Some(stored("other", None)));
 
         // An unreadable record is a new session, not an error.
-        broker.log().submit(SESSIONS_TOPIC, 0, single_record("b", b"not json")).await.unwrap().outcome().await.unwrap();
+        broker
+            .log()
+            .submit(SESSIONS_TOPIC, 0, single_record("b", b"not json", 1))
+            .await
+            .unwrap()
+            .outcome()
+            .await
+            .unwrap();
         assert_eq!(load_session(broker, "b").await, None);
     }
 }

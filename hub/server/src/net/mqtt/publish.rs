@@ -125,13 +125,14 @@ pub(super) async fn publish(
     retain: bool,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
-    let batch = message_batch(&route, mqtt_topic, &[payload]);
+    let now = server.broker.log().now_ms();
+    let batch = message_batch(&route, mqtt_topic, &[payload], now);
     let mut appends = Vec::with_capacity(2);
     appends.push(produce(server, &route.topic, batch).await?);
     if retain {
         // The retained store is keyed by the MQTT topic itself.
         ensure_retained_topic(server).await.map_err(PublishError::Log)?;
-        let batch = single_record(mqtt_topic, payload);
+        let batch = single_record(mqtt_topic, payload, now);
         let (_, pending) =
             server.broker.produce_batch(RETAINED_TOPIC, Some(0), batch).await.map_err(PublishError::Log)?;
         appends.push(pending);
@@ -146,7 +147,7 @@ async fn publish_many(
     payloads: &[&[u8]],
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
-    let batch = message_batch(&route, mqtt_topic, payloads);
+    let batch = message_batch(&route, mqtt_topic, payloads, server.broker.log().now_ms());
     Ok(vec![produce(server, &route.topic, batch).await?])
 }
 

@@ -19,8 +19,8 @@ pub(super) const FEED_BYTES: usize = 256 * 1024;
 
 /// Messages to one MQTT topic as one batch of records: key from the route,
 /// and the MQTT topic in a header when a mapping rule chose topic and key.
-pub(super) fn message_batch(route: &Route, mqtt_topic: &str, payloads: &[&[u8]]) -> Vec<u8> {
-    let now = now_ms();
+/// `now`: the arrival time, by the log's clock.
+pub(super) fn message_batch(route: &Route, mqtt_topic: &str, payloads: &[&[u8]], now: i64) -> Vec<u8> {
     let header = [(topics::TOPIC_HEADER, mqtt_topic.as_bytes())];
     let headers: &[(&str, &[u8])] = if route.mapped { &header } else { &[] };
     let size: usize = payloads.iter().map(|p| p.len() + route.key.len() + 2 * mqtt_topic.len() + 32).sum();
@@ -31,14 +31,10 @@ pub(super) fn message_batch(route: &Route, mqtt_topic: &str, payloads: &[&[u8]])
     writer.finish().unwrap_or_default()
 }
 
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// One record: key = the MQTT topic, value = the payload.
-pub(super) fn single_record(key: &str, value: &[u8]) -> Vec<u8> {
+pub(super) fn single_record(key: &str, value: &[u8], now: i64) -> Vec<u8> {
     let mut writer = BatchWriter::new(Vec::with_capacity(value.len() + key.len() + 80)).expect("a Vec grows");
-    let _ = writer.push_parts(Some(key.as_bytes()), value, now_ms(), std::iter::empty());
+    let _ = writer.push_parts(Some(key.as_bytes()), value, now, std::iter::empty());
     writer.finish().unwrap_or_default()
 }
 
@@ -47,14 +43,10 @@ pub(super) async fn ensure_topic(server: &Server, topic: &str) -> Result<(), Log
     if server.broker.log().partition_count(topic).is_ok() {
         return Ok(());
     }
-    let config = TopicConfig { partitions: server.config.topic_partitions.max(1), ..TopicConfig::default() };
-    match server.broker.log().create_topic(topic, config).await {
-        Ok(_) | Err(LogError::TopicExists(_)) => {
-            tracing::info!(topic, "created topic for MQTT");
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    let config = TopicConfig::with_partitions(server.config.topic_partitions.max(1));
+    server.broker.log().ensure_topic(topic, config).await?;
+    tracing::info!(topic, "created topic for MQTT");
+    Ok(())
 }
 
 /// The retained store: compacted, one partition, kept forever.
@@ -62,20 +54,16 @@ pub(super) async fn ensure_retained_topic(server: &Server) -> Result<(), LogErro
     ensure_internal_topic(&server.broker, RETAINED_TOPIC).await
 }
 
+/// An internal topic (retained store, sessions): compacted, one partition,
+/// kept forever.
 pub(super) async fn ensure_internal_topic(broker: &Broker, topic: &str) -> Result<(), LogError> {
-    if broker.log().partition_count(topic).is_ok() {
-        return Ok(());
-    }
     let config = TopicConfig {
         partitions: 1,
         retention_ms: None,
         cleanup_policy: CleanupPolicy::Compact,
         ..TopicConfig::default()
     };
-    match broker.log().create_topic(topic, config).await {
-        Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
+    broker.log().ensure_topic(topic, config).await.map(drop)
 }
 
 #[cfg(test)]
@@ -100,20 +88,20 @@ mod tests {
     #[test]
     fn a_message_batch_is_keyed_by_the_route_and_names_a_mapped_topic() {
         let plain = Route { topic: "sensors".into(), key: "sensors/a".into(), mapped: false };
-        let records = decode(&message_batch(&plain, "sensors/a", &[b"1", b"2"]));
+        let records = decode(&message_batch(&plain, "sensors/a", &[b"1", b"2"], 1));
         let key = Some(b"sensors/a".to_vec());
         assert_eq!(records, vec![(key.clone(), b"1".to_vec(), vec![]), (key, b"2".to_vec(), vec![])]);
 
         // A rule's topic and key hide the MQTT topic: it travels in a header.
         let mapped = Route { topic: "plant".into(), key: "line1".into(), mapped: true };
-        let records = decode(&message_batch(&mapped, "sensors/a", &[b"x"]));
+        let records = decode(&message_batch(&mapped, "sensors/a", &[b"x"], 1));
         let header = (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec());
         assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), vec![header])]);
     }
 
     #[test]
     fn a_single_record_is_keyed_by_its_key() {
-        let records = decode(&single_record("client-1", b"{}"));
+        let records = decode(&single_record("client-1", b"{}", 1));
         assert_eq!(records, vec![(Some(b"client-1".to_vec()), b"{}".to_vec(), vec![])]);
     }
 

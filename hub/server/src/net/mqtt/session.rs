@@ -162,7 +162,8 @@ impl Session {
             }
         }
         let stored = if c.clean { None } else { load_session(&server.broker, &client_id).await };
-        let expired = stored.as_ref().is_some_and(StoredSession::expired);
+        let now = server.broker.log().now_ms();
+        let expired = stored.as_ref().is_some_and(|s| s.expired(now));
         if expired {
             tracing::debug!(%client_id, "MQTT session expired while the client was away");
         }
@@ -268,7 +269,7 @@ impl Session {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::net::mqtt::records::now_ms;
+    use crate::net::mqtt::testing::now_ms;
     use crate::net::mqtt::{testing, MqttConfig};
 
     /// Opens a session, which must be accepted.

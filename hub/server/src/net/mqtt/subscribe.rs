@@ -403,7 +403,7 @@ mod tests {
         let log = server.broker.log().clone();
         ensure_retained_topic(&server).await.unwrap();
         for (topic, payload) in [("t/r", &b"kept"[..]), ("t/gone", b""), ("u/r", b"other")] {
-            log.submit(RETAINED_TOPIC, 0, single_record(topic, payload)).await.unwrap().outcome().await.unwrap();
+            log.submit(RETAINED_TOPIC, 0, single_record(topic, payload, 1)).await.unwrap().outcome().await.unwrap();
         }
         let mut s = open(&server, Version::V311, testing::connect("a", false)).await;
         let (tx, mut sent) = mpsc::channel(16);

@@ -41,3 +41,9 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         receive_maximum: None,
     }
 }
+
+/// The wall clock, as the test servers' logs ([`cairn_log::SystemClock`])
+/// read it.
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

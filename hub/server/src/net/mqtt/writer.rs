@@ -119,7 +119,7 @@ mod tests {
         let (_dir, server) = testing::server();
         let log = server.broker.log();
         log.create_topic("t", cairn_log::TopicConfig::default()).await.unwrap();
-        let batch = crate::net::mqtt::records::single_record("t/x", b"v");
+        let batch = crate::net::mqtt::records::single_record("t/x", b"v", 1);
         let (_, append) = server.broker.produce_batch("t", None, batch).await.unwrap();
         let (tx, mut client) = writer(server.clone()).await;
         let release = Some(7);
