@@ -28,15 +28,7 @@ impl Session {
         let payloads: Vec<&[u8]> = run.iter().map(|(p, _, _)| p.as_ref()).collect();
         let appends = match publish_many(&self.server, topic, &payloads).await {
             Ok(appends) => appends,
-            Err(PublishError::Topic(err)) => {
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
-                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
-                return Some(End::Abnormal);
-            }
-            Err(PublishError::Log(err)) => {
-                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
-                return Some(End::Abnormal);
-            }
+            Err(err) => return Some(self.publish_failed(err).await),
         };
         let acks: Vec<Outgoing> = run
             .iter()
@@ -47,6 +39,22 @@ impl Session {
             self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
         }
         None
+    }
+
+    /// A publish that could not be stored ends the connection: an invalid
+    /// topic with a DISCONNECT saying so, a log failure without one, so the
+    /// client retries (nothing was acknowledged).
+    async fn publish_failed(&mut self, err: PublishError) -> End {
+        match err {
+            PublishError::Topic(err) => {
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
+                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
+            }
+            PublishError::Log(err) => {
+                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
+            }
+        }
+        End::Abnormal
     }
 
     /// A PUBLISH outside a run: stored, then PUBACK / PUBREC once it is
@@ -67,15 +75,7 @@ impl Session {
         }
         let mut appends = match publish(&self.server, &topic, &payload, retain).await {
             Ok(appends) => appends,
-            Err(PublishError::Topic(err)) => {
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
-                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
-                return Some(End::Abnormal);
-            }
-            Err(PublishError::Log(err)) => {
-                tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
-                return Some(End::Abnormal);
-            }
+            Err(err) => return Some(self.publish_failed(err).await),
         };
         match qos {
             QoS::AtMostOnce => {}
