@@ -26,6 +26,10 @@ pub const DELIMITER: u8 = 0x00;
 /// Bytes of the CRC at the end of a decoded frame.
 pub const CRC_LEN: usize = 4;
 
+/// Largest decoded frame the hub's serial listeners accept; longer ones are
+/// skipped and counted. A device's frames are a few KiB at most.
+pub const MAX_SERIAL_FRAME: usize = 64 * 1024;
+
 /// Longest run COBS encodes behind one code byte.
 const MAX_RUN: usize = 254;
 

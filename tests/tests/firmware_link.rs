@@ -212,7 +212,7 @@ fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_acc
     // A good CRC around bytes that are not a request.
     wire.extend(serial::encode_frame(b"\xff\x00garbage"));
     // A frame longer than the hub's serial frame limit.
-    wire.extend(serial::encode_frame(&vec![1u8; cairn_hub::net::serial::MAX_SERIAL_FRAME + 10]));
+    wire.extend(serial::encode_frame(&vec![1u8; serial::MAX_SERIAL_FRAME + 10]));
     wire.extend(&good);
     line.write_all(&wire).unwrap();
 

@@ -24,9 +24,7 @@ use super::native::NativeLimits;
 use super::Shutdown;
 use crate::broker::Broker;
 
-/// Largest decoded serial frame; longer ones are skipped and counted. A
-/// device's frames are a few KiB at most.
-pub const MAX_SERIAL_FRAME: usize = 64 * 1024;
+pub use cairn_proto::serial::MAX_SERIAL_FRAME;
 
 /// Where a serial device is and how fast it talks.
 #[derive(Debug, Clone, PartialEq, Eq)]
