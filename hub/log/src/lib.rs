@@ -159,17 +159,18 @@ impl Log {
         self.describe_topic(name)
     }
 
-    /// The topic `name`, created with `config` first if it does not exist:
-    /// the one place where "create if missing" is decided (MQTT topics,
-    /// plugin outputs, dead letters). A topic created meanwhile by someone
-    /// else is returned as it is.
-    pub async fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
-        if let Ok(info) = self.describe_topic(name) {
-            return Ok(info);
+    /// The partition count of topic `name`, created with `config` first if
+    /// it does not exist: the one place where "create if missing" is decided
+    /// (MQTT topics, plugin outputs, dead letters). A topic created
+    /// meanwhile by someone else is taken as it is. Called on hot paths
+    /// (MQTT publishes), so an existing topic costs one catalog lookup.
+    pub async fn ensure_topic(&self, name: &str, config: TopicConfig) -> Result<u32> {
+        if let Ok(partitions) = self.partition_count(name) {
+            return Ok(partitions);
         }
         match self.create_topic(name, config).await {
-            Err(LogError::TopicExists(_)) => self.describe_topic(name),
-            created => created,
+            Ok(_) | Err(LogError::TopicExists(_)) => self.partition_count(name),
+            Err(e) => Err(e),
         }
     }
 

@@ -101,6 +101,5 @@ pub(crate) async fn dead_letters(
 /// The partition count of `topic`, creating it with `partitions` first if
 /// it does not exist (outputs, emitted topics, dead letters).
 pub(crate) async fn ensure_topic(log: &Log, topic: &str, partitions: u32) -> Result<u32, LogError> {
-    let info = log.ensure_topic(topic, TopicConfig::with_partitions(partitions.max(1))).await?;
-    Ok(info.config.partitions)
+    log.ensure_topic(topic, TopicConfig::with_partitions(partitions.max(1))).await
 }
