@@ -131,14 +131,30 @@ pub struct NativeSettings {
     pub max_frame_bytes: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+// `[log]`, and the `cairn serve` flags of the same names: one struct for
+// both layers; `ServeConfig::resolve` turns it into the `LogOptions` the log
+// takes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
+    /// Largest record batch accepted, in bytes [default: 1 MiB].
+    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
-    pub flush_interval_ms: Option<u64>,
-    pub retention_check_secs: Option<u64>,
+    /// redb quick-repair: reopen in milliseconds after a crash or power loss,
+    /// at the cost of saving the allocator state (which grows with the log)
+    /// and a second fsync in every commit [default: false].
+    #[arg(long, env = "CAIRN_QUICK_REPAIR")]
     pub quick_repair: Option<bool>,
+    /// redb's page cache, in bytes: most of the hub's memory under load
+    /// [default: 16 MiB].
+    #[arg(long, env = "CAIRN_CACHE_BYTES")]
     pub cache_bytes: Option<usize>,
+    /// How often retention and compaction run, in seconds [default: 30].
+    #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
+    pub retention_check_secs: Option<u64>,
+    /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
+    #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
 }
 
 /// The settings `serve` runs with, every value decided.

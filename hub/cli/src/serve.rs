@@ -54,24 +54,9 @@ pub struct ServeArgs {
     /// Baud rate of --serial-device [default: 115200].
     #[arg(long, env = "CAIRN_SERIAL_BAUD")]
     serial_baud: Option<u32>,
-    /// Largest record batch accepted, in bytes [default: 1 MiB].
-    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES")]
-    max_batch_bytes: Option<usize>,
-    /// redb quick-repair: reopen in milliseconds after a crash or power loss,
-    /// at the cost of saving the allocator state (which grows with the log)
-    /// and a second fsync in every commit [default: false].
-    #[arg(long, env = "CAIRN_QUICK_REPAIR")]
-    quick_repair: Option<bool>,
-    /// redb's page cache, in bytes: most of the hub's memory under load
-    /// [default: 16 MiB].
-    #[arg(long, env = "CAIRN_CACHE_BYTES")]
-    cache_bytes: Option<usize>,
-    /// How often retention and compaction run, in seconds [default: 30].
-    #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
-    retention_check_secs: Option<u64>,
-    /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
-    #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
-    flush_interval_ms: Option<u64>,
+    /// The `[log]` settings, the same struct the TOML file fills.
+    #[command(flatten)]
+    log: LogSettings,
     /// Run WebAssembly plugins (uploads, attachments) [default: true].
     #[arg(long, env = "CAIRN_PLUGINS")]
     plugins: Option<bool>,
@@ -98,13 +83,7 @@ impl ServeArgs {
                 device: self.serial_device.clone(),
                 baud: self.serial_baud,
             },
-            log: LogSettings {
-                max_batch_bytes: self.max_batch_bytes,
-                flush_interval_ms: self.flush_interval_ms,
-                retention_check_secs: self.retention_check_secs,
-                quick_repair: self.quick_repair,
-                cache_bytes: self.cache_bytes,
-            },
+            log: self.log.clone(),
             plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
         }
     }
