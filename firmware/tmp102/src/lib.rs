@@ -46,9 +46,16 @@
 #![no_std]
 #![deny(unsafe_code, missing_docs)]
 
+mod config;
+mod temperature;
+
 use core::fmt;
 
 use embedded_hal::i2c::I2c;
+
+pub use config::{Config, ConversionRate, FaultQueue};
+pub use temperature::Temperature;
+use temperature::{decode_temperature, Format};
 
 /// 7-bit I²C address, chosen by what the ADD0 pin is tied to (SBOS397 address
 /// pin table).
@@ -119,279 +126,6 @@ impl<E: fmt::Debug> fmt::Display for Error<E> {
 
 impl<E: fmt::Debug> core::error::Error for Error<E> {}
 
-/// A temperature as the TMP102 counts it: a signed number of 1/16 °C steps.
-///
-/// Keeping the raw count (instead of a float) makes the type exact, `Eq` and
-/// cheap on FPU-less MCUs; the range is that of the widest (13-bit) format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Temperature(i16);
-
-impl Temperature {
-    /// Lowest value the 13-bit format can hold: −256 °C.
-    pub const MIN: Temperature = Temperature(-4096);
-    /// Highest value the 13-bit format can hold: 255.9375 °C.
-    pub const MAX: Temperature = Temperature(4095);
-
-    /// From a count of 1/16 °C; `None` outside [`Self::MIN`]..=[`Self::MAX`].
-    pub const fn from_raw(raw: i16) -> Option<Temperature> {
-        if raw < Self::MIN.0 || raw > Self::MAX.0 {
-            None
-        } else {
-            Some(Temperature(raw))
-        }
-    }
-
-    /// From millidegrees Celsius, rounded to the nearest 1/16 °C step (an
-    /// exact half step cannot occur). `None` outside the 13-bit range.
-    ///
-    /// Rounding to nearest (rather than toward zero) makes
-    /// `from_milli_celsius(t.milli_celsius()) == Some(t)` for every `t`.
-    pub const fn from_milli_celsius(milli_celsius: i32) -> Option<Temperature> {
-        // counts = m * 16 / 1000 = 2m / 125; i64 so 2m cannot overflow.
-        let twice = milli_celsius as i64 * 2;
-        let counts = if twice >= 0 { (twice + 62) / 125 } else { (twice - 62) / 125 };
-        if counts < Self::MIN.0 as i64 || counts > Self::MAX.0 as i64 {
-            None
-        } else {
-            Some(Temperature(counts as i16))
-        }
-    }
-
-    /// The raw count of 1/16 °C.
-    pub const fn raw(self) -> i16 {
-        self.0
-    }
-
-    /// Millidegrees Celsius: `raw * 1000 / 16`, computed as `raw * 125 / 2`.
-    ///
-    /// Odd counts are an exact half millidegree (e.g. 0.0625 °C = 62.5 m°C);
-    /// integer division rounds those toward zero, so 62.5 → 62 and
-    /// −62.5 → −62. Never off by more than 0.5 m°C.
-    pub const fn milli_celsius(self) -> i32 {
-        self.0 as i32 * 125 / 2
-    }
-
-    /// Degrees Celsius. Exact: every count is a multiple of 2⁻⁴.
-    pub fn celsius(self) -> f32 {
-        f32::from(self.0) / 16.0
-    }
-}
-
-/// Which layout the temperature and limit registers use (EM bit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    /// 12-bit, left-justified: the count sits in bits 15:4.
-    Normal,
-    /// 13-bit, left-justified: the count sits in bits 15:3.
-    Extended,
-}
-
-impl Format {
-    const fn shift(self) -> u32 {
-        match self {
-            Format::Normal => 4,
-            Format::Extended => 3,
-        }
-    }
-
-    const fn contains(self, t: Temperature) -> bool {
-        match self {
-            Format::Normal => t.0 >= -2048 && t.0 <= 2047,
-            Format::Extended => t.0 >= Temperature::MIN.0 && t.0 <= Temperature::MAX.0,
-        }
-    }
-
-    /// Limit-register bytes for `t`; bits below the count are zero.
-    const fn encode(self, t: Temperature) -> Option<[u8; 2]> {
-        if self.contains(t) {
-            // In range, so the shifted value still fits in an i16.
-            Some((t.0 << self.shift()).to_be_bytes())
-        } else {
-            None
-        }
-    }
-}
-
-/// Decodes the temperature register.
-///
-/// The format comes from bit 0 of the second byte, which the TMP102 sets in
-/// extended mode (SBOS397, extended-mode temperature register), not from the
-/// configuration's EM bit: the register keeps its old format until the first
-/// conversion after EM changes, and using the flag saves a bus read too.
-const fn decode_temperature(bytes: [u8; 2]) -> Temperature {
-    let format = if bytes[1] & 0x01 != 0 { Format::Extended } else { Format::Normal };
-    // Arithmetic shift keeps the sign; the flag bit is shifted out.
-    Temperature(i16::from_be_bytes(bytes) >> format.shift())
-}
-
-/// Conversion rate in continuous mode (CR1:CR0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ConversionRate {
-    /// 0.25 Hz (one conversion every 4 s).
-    Hz0_25 = 0b00,
-    /// 1 Hz.
-    Hz1 = 0b01,
-    /// 4 Hz, the power-up default.
-    #[default]
-    Hz4 = 0b10,
-    /// 8 Hz.
-    Hz8 = 0b11,
-}
-
-/// Consecutive faults needed to change the alert state (F1:F0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum FaultQueue {
-    /// 1 fault, the power-up default.
-    #[default]
-    One = 0b00,
-    /// 2 consecutive faults.
-    Two = 0b01,
-    /// 4 consecutive faults.
-    Four = 0b10,
-    /// 6 consecutive faults.
-    Six = 0b11,
-}
-
-/// The 16-bit configuration register (SBOS397, configuration register), first byte in the high
-/// half:
-///
-/// ```text
-/// byte 1: OS  R1  R0  F1  F0  POL TM  SD
-/// byte 2: CR1 CR0 AL  EM  0   0   0   0
-/// ```
-///
-/// R1:R0 (always 11) and AL are read-only; the device ignores what is written
-/// to them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Config(u16);
-
-impl Config {
-    /// Value after power-up: 4 Hz continuous conversion, 12-bit, comparator
-    /// mode, active-low alert, one-fault queue.
-    pub const POWER_UP: Config = Config(0x60A0);
-
-    const OS: u16 = 1 << 15;
-    const FAULT_SHIFT: u32 = 11;
-    const FAULT_MASK: u16 = 0b11 << Self::FAULT_SHIFT;
-    const POL: u16 = 1 << 10;
-    const TM: u16 = 1 << 9;
-    const SD: u16 = 1 << 8;
-    const CR_SHIFT: u32 = 6;
-    const CR_MASK: u16 = 0b11 << Self::CR_SHIFT;
-    const AL: u16 = 1 << 5;
-    const EM: u16 = 1 << 4;
-
-    /// From the register value (first byte in bits 15:8).
-    pub const fn from_bits(bits: u16) -> Config {
-        Config(bits)
-    }
-
-    /// The register value (first byte in bits 15:8).
-    pub const fn bits(self) -> u16 {
-        self.0
-    }
-
-    const fn flag(self, mask: u16) -> bool {
-        self.0 & mask != 0
-    }
-
-    const fn with_flag(self, mask: u16, on: bool) -> Config {
-        Config(if on { self.0 | mask } else { self.0 & !mask })
-    }
-
-    /// OS bit. In shutdown mode it reads 0 while a one-shot conversion runs
-    /// and 1 once it has finished.
-    pub const fn one_shot_ready(self) -> bool {
-        self.flag(Self::OS)
-    }
-
-    /// Fault queue length (F1:F0).
-    pub const fn fault_queue(self) -> FaultQueue {
-        match (self.0 & Self::FAULT_MASK) >> Self::FAULT_SHIFT {
-            0b00 => FaultQueue::One,
-            0b01 => FaultQueue::Two,
-            0b10 => FaultQueue::Four,
-            _ => FaultQueue::Six,
-        }
-    }
-
-    /// POL bit: the ALERT pin is active high.
-    pub const fn alert_active_high(self) -> bool {
-        self.flag(Self::POL)
-    }
-
-    /// TM bit: interrupt mode (otherwise comparator mode).
-    pub const fn interrupt_mode(self) -> bool {
-        self.flag(Self::TM)
-    }
-
-    /// SD bit: continuous conversion is stopped.
-    pub const fn is_shutdown(self) -> bool {
-        self.flag(Self::SD)
-    }
-
-    /// Conversion rate (CR1:CR0).
-    pub const fn conversion_rate(self) -> ConversionRate {
-        match (self.0 & Self::CR_MASK) >> Self::CR_SHIFT {
-            0b00 => ConversionRate::Hz0_25,
-            0b01 => ConversionRate::Hz1,
-            0b10 => ConversionRate::Hz4,
-            _ => ConversionRate::Hz8,
-        }
-    }
-
-    /// AL bit (read-only): mirrors the ALERT pin's state, polarity included.
-    pub const fn alert(self) -> bool {
-        self.flag(Self::AL)
-    }
-
-    /// EM bit: 13-bit extended mode.
-    pub const fn extended_mode(self) -> bool {
-        self.flag(Self::EM)
-    }
-
-    /// Sets or clears OS; writing 1 in shutdown mode starts one conversion.
-    pub const fn with_one_shot(self, on: bool) -> Config {
-        self.with_flag(Self::OS, on)
-    }
-
-    /// Sets the fault queue length.
-    pub const fn with_fault_queue(self, queue: FaultQueue) -> Config {
-        Config((self.0 & !Self::FAULT_MASK) | ((queue as u16) << Self::FAULT_SHIFT))
-    }
-
-    /// Sets the ALERT pin polarity.
-    pub const fn with_alert_active_high(self, on: bool) -> Config {
-        self.with_flag(Self::POL, on)
-    }
-
-    /// Chooses interrupt (`true`) or comparator (`false`) mode.
-    pub const fn with_interrupt_mode(self, on: bool) -> Config {
-        self.with_flag(Self::TM, on)
-    }
-
-    /// Sets or clears SD.
-    pub const fn with_shutdown(self, on: bool) -> Config {
-        self.with_flag(Self::SD, on)
-    }
-
-    /// Sets the conversion rate.
-    pub const fn with_conversion_rate(self, rate: ConversionRate) -> Config {
-        Config((self.0 & !Self::CR_MASK) | ((rate as u16) << Self::CR_SHIFT))
-    }
-
-    /// Sets or clears EM.
-    pub const fn with_extended_mode(self, on: bool) -> Config {
-        self.with_flag(Self::EM, on)
-    }
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config::POWER_UP
-    }
-}
-
 /// A TMP102 on an I²C bus.
 #[derive(Debug)]
 pub struct Tmp102<I2C> {
@@ -421,13 +155,13 @@ impl<I2C: I2c> Tmp102<I2C> {
 
     /// Reads the configuration register.
     pub fn read_config(&mut self) -> Result<Config, Error<I2C::Error>> {
-        self.read_register(pointer::CONFIG).map(|bytes| Config(u16::from_be_bytes(bytes)))
+        self.read_register(pointer::CONFIG).map(|bytes| Config::from_bits(u16::from_be_bytes(bytes)))
     }
 
     /// Writes the configuration register as given. Note that a set OS bit
     /// starts a one-shot conversion if SD is (or becomes) set.
     pub fn write_config(&mut self, config: Config) -> Result<(), Error<I2C::Error>> {
-        self.write_register(pointer::CONFIG, config.0.to_be_bytes())
+        self.write_register(pointer::CONFIG, config.bits().to_be_bytes())
     }
 
     /// Sets the continuous conversion rate.
