@@ -363,6 +363,7 @@ mod tests {
                     version: 1,
                     max_frame_bytes: 8 << 20,
                     max_batch_bytes: 1 << 20,
+                    auth_required: false,
                 },
                 DeviceResponse::Hello,
             ),

@@ -29,6 +29,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
+pub mod acl;
 pub mod batch;
 pub mod checksum;
 pub mod device;

@@ -118,3 +118,18 @@ impl embedded_io::Write for StdLink {
         self.stream.flush()
     }
 }
+
+/// A durable produce of one record to partition 0 of `topic`, framed for a
+/// serial line (COBS + CRC around the native request), as a device sends it.
+pub fn serial_produce(id: u32, topic: &str, value: &str, timestamp_ms: i64) -> Vec<u8> {
+    use cairn_proto::frame::{self, Acks, Request, RequestBody};
+    use cairn_proto::{serial, BatchWriter, OwnedRecord};
+    let mut w = BatchWriter::new(Vec::new()).expect("an empty batch");
+    w.push_owned(&OwnedRecord::new(value.as_bytes().to_vec(), timestamp_ms)).expect("one small record fits");
+    let batch = w.finish().expect("a batch with a record");
+    let request =
+        Request { id, body: RequestBody::Produce { topic, partition: Some(0), acks: Acks::Durable, batch: &batch } };
+    let mut framed = Vec::new();
+    frame::encode(&request, &mut framed);
+    serial::encode_frame(&framed[frame::LENGTH_PREFIX..])
+}

@@ -10,11 +10,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cairn_client::Client;
-use cairn_e2e::StdLink;
+use cairn_e2e::{serial_produce, StdLink};
 use cairn_firmware::{Config, Framing, FullPolicy, Publisher};
-use cairn_proto::frame::{self, Acks, ErrorCode, Request, RequestBody, Response, ResponseBody, TopicSettings};
+use cairn_proto::frame::{self, ErrorCode, Response, ResponseBody, TopicSettings};
 use cairn_proto::serial::{self, Decoded, FrameDecoder};
-use cairn_proto::{BatchWriter, OwnedRecord};
 use common::Hub;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -175,18 +174,6 @@ fn unknown_topic_is_rejected_and_counted_not_retried_forever() {
     assert_eq!(counters.last_error, Some(ErrorCode::UnknownTopic));
 }
 
-/// A produce request for `topic`, as a serial frame.
-fn serial_produce(id: u32, topic: &str, value: &str) -> Vec<u8> {
-    let mut w = BatchWriter::new(Vec::new()).unwrap();
-    w.push_owned(&OwnedRecord::new(value.as_bytes().to_vec(), now_ms())).unwrap();
-    let batch = w.finish().unwrap();
-    let request =
-        Request { id, body: RequestBody::Produce { topic, partition: Some(0), acks: Acks::Durable, batch: &batch } };
-    let mut framed = Vec::new();
-    frame::encode(&request, &mut framed);
-    serial::encode_frame(&framed[frame::LENGTH_PREFIX..])
-}
-
 #[test]
 fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +182,7 @@ fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_acc
     let mut line = TcpStream::connect(hub.serial_addr.clone().unwrap()).unwrap();
     line.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
 
-    let good = serial_produce(7, "t", "after the noise");
+    let good = serial_produce(7, "t", "after the noise", now_ms());
     // Line noise, then a delimiter: not valid COBS (0xFF promises 254 more
     // bytes before any delimiter).
     let mut wire = vec![0xFFu8; 200];
@@ -206,7 +193,7 @@ fn malformed_serial_input_is_skipped_and_counted_then_the_next_good_frame_is_acc
     wire.extend(cobs::encode_vec(&damaged));
     wire.push(0);
     // A frame cut short, followed by the delimiter of the next.
-    let cut = serial_produce(6, "t", "cut");
+    let cut = serial_produce(6, "t", "cut", now_ms());
     wire.extend(&cut[..cut.len() / 2]);
     wire.push(0);
     // A good CRC around bytes that are not a request.
@@ -267,7 +254,7 @@ fn hub_serves_a_serial_device() {
     // Noise first, as on a line that was just plugged in; then a request.
     let mut wire = vec![0x55u8; 40];
     wire.push(0);
-    wire.extend(serial_produce(21, "t", "from a uart"));
+    wire.extend(serial_produce(21, "t", "from a uart", now_ms()));
     device.write_all(&wire).unwrap();
 
     // Read the answer in a thread, so a silent hub fails the test instead

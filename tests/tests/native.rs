@@ -727,8 +727,9 @@ fn hello_reports_version_and_limits() {
     let resp: Response<'_> = frame::decode(&answer[4..4 + len]).unwrap();
     assert_eq!(resp.id, 9);
     match resp.body {
-        ResponseBody::Hello { version, max_frame_bytes, max_batch_bytes, server } => {
+        ResponseBody::Hello { version, max_frame_bytes, max_batch_bytes, server, auth_required } => {
             assert_eq!((version, max_frame_bytes, max_batch_bytes), (1, 100_000, 50_000));
+            assert!(!auth_required, "no API key exists");
             assert!(server.starts_with("cairn "), "{server}");
         }
         other => panic!("{other:?}"),

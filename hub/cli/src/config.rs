@@ -4,18 +4,19 @@
 //! ```toml
 //! data_dir = "/var/lib/cairn"
 //!
+//! [auth]                           # docs/security.md
+//! allow_anonymous = false          # clients without a key: refused (true: act as `anonymous`)
+//!
 //! [native]
-//! addr = "0.0.0.0:7878"
+//! addr = "0.0.0.0:7878"            # default: 127.0.0.1 until an API key exists
 //! max_connections = 1024
 //! max_frame_bytes = 8388608
 //!
 //! [mqtt]
-//! addr = "0.0.0.0:1883"                # or a list: ["0.0.0.0:1883", "[::]:8883"]
+//! addr = "0.0.0.0:1883"          # or a list; default: 127.0.0.1 until an API key exists
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
-//! allow_anonymous = true
-//! users = { sensor1 = "secret" }   # the authentication hook (username = password)
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -27,6 +28,7 @@
 //! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
 //! device = "/dev/ttyUSB0"        # a UART of the gateway; off unless set
 //! baud = 115200
+//! principal = "serial"           # who serial lines act as (ACL rules apply)
 //!
 //! [plugins]                      # WebAssembly plugins (docs/plugins.md)
 //! enabled = true
@@ -67,11 +69,19 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
+    pub auth: AuthSettings,
     pub native: NativeSettings,
     pub mqtt: MqttSettings,
     pub serial: SerialSettings,
     pub log: LogSettings,
     pub plugins: PluginSettings,
+}
+
+/// `[auth]`: who may connect without a key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub allow_anonymous: Option<bool>,
 }
 
 /// `[plugins]`: defaults of attachments that do not set their own limits.
@@ -92,8 +102,6 @@ pub struct MqttSettings {
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
-    pub allow_anonymous: Option<bool>,
-    pub users: Option<std::collections::HashMap<String, String>>,
     pub topic_partitions: Option<u32>,
     pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
 }
@@ -121,6 +129,7 @@ pub struct SerialSettings {
     pub tcp_addr: Option<SocketAddr>,
     pub device: Option<PathBuf>,
     pub baud: Option<u32>,
+    pub principal: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -161,15 +170,19 @@ pub struct LogSettings {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
-    pub native_addr: SocketAddr,
+    /// Clients without a key act as `anonymous` instead of being refused;
+    /// with no key at all, the listeners may bind beyond loopback.
+    pub allow_anonymous: bool,
+    /// `None`: loopback until an API key exists, then every interface
+    /// (decided by `serve` once the keys are loaded).
+    pub native_addr: Option<SocketAddr>,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
-    /// MQTT listeners (none: MQTT off).
-    pub mqtt_addrs: Vec<SocketAddr>,
+    /// MQTT listeners (`Some(empty)`: MQTT off; `None`: the default, as
+    /// for `native_addr`).
+    pub mqtt_addrs: Option<Vec<SocketAddr>>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
-    pub mqtt_allow_anonymous: bool,
-    pub mqtt_users: std::collections::HashMap<String, String>,
     pub mqtt_topic_partitions: u32,
     pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
     /// Serial-over-TCP listener (off when `None`).
@@ -177,6 +190,8 @@ pub struct ServeConfig {
     /// Serial device (off when `None`) and its baud rate.
     pub serial_device: Option<PathBuf>,
     pub serial_baud: u32,
+    /// The principal serial lines act as.
+    pub serial_principal: String,
     /// What the log is opened with: `[log]` lands here directly, and its
     /// defaults are `LogOptions::default()`, defined once in `cairn-log`.
     pub log: LogOptions,
@@ -190,19 +205,19 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             data_dir: PathBuf::from("cairn-data"),
-            native_addr: SocketAddr::from(([0, 0, 0, 0], 7878)),
+            allow_anonymous: false,
+            native_addr: None,
             max_connections: 1024,
             max_frame_bytes: 8 * 1024 * 1024,
-            mqtt_addrs: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            mqtt_addrs: None,
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
-            mqtt_allow_anonymous: true,
-            mqtt_users: Default::default(),
             mqtt_topic_partitions: 1,
             mqtt_mapping: Vec::new(),
             serial_tcp_addr: None,
             serial_device: None,
             serial_baud: 115_200,
+            serial_principal: cairn_hub::net::serial::DEFAULT_PRINCIPAL.to_string(),
             log: LogOptions::default(),
             plugins_enabled: true,
             plugin_defaults: cairn_hub::plugins::Defaults::default(),
@@ -232,23 +247,23 @@ impl ServeConfig {
         }
         ServeConfig {
             data_dir: pick!(data_dir, d.data_dir),
-            native_addr: pick!(native.addr, d.native_addr),
+            allow_anonymous: pick!(auth.allow_anonymous, d.allow_anonymous),
+            native_addr: overrides.native.addr.or(file.native.addr),
             max_connections: pick!(native.max_connections, d.max_connections),
             max_frame_bytes: pick!(native.max_frame_bytes, d.max_frame_bytes),
             mqtt_addrs: if pick!(mqtt.enabled, true) {
-                overrides.mqtt.addr.as_ref().or(file.mqtt.addr.as_ref()).map_or(d.mqtt_addrs, Addrs::to_vec)
+                overrides.mqtt.addr.as_ref().or(file.mqtt.addr.as_ref()).map(Addrs::to_vec)
             } else {
-                Vec::new()
+                Some(Vec::new())
             },
             mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
-            mqtt_allow_anonymous: pick!(mqtt.allow_anonymous, d.mqtt_allow_anonymous),
-            mqtt_users: pick!(mqtt.users, d.mqtt_users),
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
             serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
             serial_baud: pick!(serial.baud, d.serial_baud),
+            serial_principal: pick!(serial.principal, d.serial_principal),
             log: LogOptions {
                 max_batch_bytes: pick!(log.max_batch_bytes, d.log.max_batch_bytes),
                 // Floors (10 ms, 1 s): smaller values would only spin.
@@ -290,7 +305,9 @@ mod tests {
         };
         let c = ServeConfig::resolve(&file, &flags);
         assert_eq!(c.data_dir, PathBuf::from("/srv/cairn"));
-        assert_eq!(c.native_addr, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.native_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.mqtt_addrs, None, "unset: loopback or all interfaces, decided once keys are loaded");
+        assert!(!c.allow_anonymous);
         assert!(c.log.quick_repair, "the file turns on what the default leaves off");
         assert_eq!(c.log.cache_bytes, 4 << 20);
         assert_eq!(c.max_connections, 1024);

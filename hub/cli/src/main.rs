@@ -72,6 +72,17 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// API keys: create the first admin key, create, list and revoke keys.
+    #[command(subcommand)]
+    Auth(cmd::access::AuthCommand),
+    /// Access rules: which principal may do what to which topics, groups,
+    /// plugins.
+    Acl {
+        #[command(subcommand)]
+        command: cmd::access::AclCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Measure Cairn on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -101,6 +112,8 @@ fn main() -> ExitCode {
             Command::Group { command, hub } => cmd::group::run(command, hub).await,
             Command::Metrics { hub } => cmd::metrics::run(hub).await,
             Command::Plugin { command, hub } => cmd::plugin::run(command, hub).await,
+            Command::Auth(command) => cmd::access::run_auth(command).await,
+            Command::Acl { command, hub } => cmd::access::run_acl(command, hub).await,
             Command::Bench(command) => bench::command::run(command).await,
         }
     });

@@ -2,9 +2,10 @@
 //! `config`), then the log, the broker, the plugins and every listener, until
 //! Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use cairn_hub::auth::{Auth, Principal};
 use cairn_hub::broker::Broker;
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_hub::plugins::Plugins;
@@ -12,7 +13,8 @@ use cairn_log::Log;
 use clap::Args;
 
 use crate::config::{
-    Addrs, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig, Settings,
+    Addrs, AuthSettings, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig,
+    Settings,
 };
 use crate::{shutdown_signal, AnyError};
 
@@ -25,7 +27,13 @@ pub struct ServeArgs {
     /// Directory holding the log database, created if missing [default: cairn-data].
     #[arg(long, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address of the native protocol listener; port 0 picks a free port [default: 0.0.0.0:7878].
+    /// Let clients without an API key in, as the `anonymous` principal (its
+    /// ACL rules decide what it may do; with no key at all, everything), and
+    /// allow listening beyond loopback with no key [default: false].
+    #[arg(long, env = "CAIRN_ALLOW_ANONYMOUS")]
+    allow_anonymous: Option<bool>,
+    /// Address of the native protocol listener; port 0 picks a free port
+    /// [default: 127.0.0.1:7878 while no API key exists, then 0.0.0.0:7878].
     #[arg(long, env = "CAIRN_NATIVE_ADDR")]
     native_addr: Option<SocketAddr>,
     /// Most native-protocol connections open at once [default: 1024].
@@ -35,15 +43,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
     /// Address of an MQTT listener (3.1.1 and 5); repeat for several; port 0
-    /// picks a free port [default: 0.0.0.0:1883].
+    /// picks a free port [default: 127.0.0.1:1883 while no API key exists,
+    /// then 0.0.0.0:1883].
     #[arg(long, env = "CAIRN_MQTT_ADDR", value_delimiter = ',')]
     mqtt_addr: Vec<SocketAddr>,
     /// Serve MQTT at all [default: true].
     #[arg(long, env = "CAIRN_MQTT")]
     mqtt: Option<bool>,
-    /// Accept MQTT clients without username/password [default: true].
-    #[arg(long, env = "CAIRN_MQTT_ALLOW_ANONYMOUS")]
-    mqtt_allow_anonymous: Option<bool>,
     /// Serial-over-TCP listener: each connection is one serial line speaking
     /// COBS-framed native protocol (QEMU `-serial tcp:`, ser2net) [default: off].
     #[arg(long, env = "CAIRN_SERIAL_TCP_ADDR")]
@@ -67,6 +73,7 @@ impl ServeArgs {
     fn overrides(&self) -> Settings {
         Settings {
             data_dir: self.data_dir.clone(),
+            auth: AuthSettings { allow_anonymous: self.allow_anonymous },
             native: NativeSettings {
                 addr: self.native_addr,
                 max_connections: self.max_connections,
@@ -75,13 +82,13 @@ impl ServeArgs {
             mqtt: MqttSettings {
                 addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
                 enabled: self.mqtt,
-                allow_anonymous: self.mqtt_allow_anonymous,
                 ..MqttSettings::default()
             },
             serial: SerialSettings {
                 tcp_addr: self.serial_tcp_addr,
                 device: self.serial_device.clone(),
                 baud: self.serial_baud,
+                principal: None,
             },
             log: self.log.clone(),
             plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
@@ -100,7 +107,9 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let path = args.data_dir.join("cairn.redb");
     let options = args.log.clone();
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
-    let mut broker = Broker::new(log.clone());
+    let auth = Auth::open(log.clone(), args.allow_anonymous).map_err(|e| format!("cannot load API keys: {e}"))?;
+    let (native_addr, mqtt_addrs) = listen_addrs(&args, auth.required())?;
+    let mut broker = Broker::new(log.clone()).with_auth(auth);
     let mut plugins = None;
     if args.plugins_enabled {
         let cache = args.data_dir.join("plugin-cache");
@@ -110,9 +119,9 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         broker = broker.with_plugins(loaded.clone());
         plugins = Some(loaded);
     }
-    let listener = net::native::bind(args.native_addr)
+    let listener = net::native::bind(native_addr)
         .await
-        .map_err(|e| format!("cannot listen on {} (native protocol): {e}", args.native_addr))?;
+        .map_err(|e| format!("cannot listen on {native_addr} (native protocol): {e}"))?;
     let limits = NativeLimits {
         max_connections: args.max_connections.max(1),
         max_frame_bytes: args.max_frame_bytes.max(1024),
@@ -121,9 +130,9 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let mut listeners = Vec::new();
-    if !args.mqtt_addrs.is_empty() {
+    if !mqtt_addrs.is_empty() {
         let mut mqtt_listeners = Vec::new();
-        for &addr in &args.mqtt_addrs {
+        for &addr in &mqtt_addrs {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
             mqtt_listeners.push(listener);
         }
@@ -132,8 +141,6 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         let config = net::mqtt::MqttConfig {
             max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
             max_inflight: args.mqtt_max_inflight.max(1),
-            allow_anonymous: args.mqtt_allow_anonymous,
-            users: args.mqtt_users.clone(),
             topic_partitions: args.mqtt_topic_partitions.max(1),
             mapping,
             ..net::mqtt::MqttConfig::default()
@@ -144,11 +151,15 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     if let Some(addr) = args.serial_tcp_addr {
         let listener =
             net::serial::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (serial over TCP): {e}"))?;
-        serial.push(tokio::spawn(net::serial::serve_tcp(listener, broker.clone(), limits.clone(), shutdown.clone())));
+        let principal = Principal::named(&args.serial_principal);
+        let serve = net::serial::serve_tcp(listener, principal, broker.clone(), limits.clone(), shutdown.clone());
+        serial.push(tokio::spawn(serve));
     }
     if let Some(path) = args.serial_device.clone() {
         let device = net::serial::SerialDevice { path, baud: args.serial_baud };
-        serial.push(tokio::spawn(net::serial::serve_device(device, broker.clone(), limits.clone(), shutdown.clone())));
+        let principal = Principal::named(&args.serial_principal);
+        let serve = net::serial::serve_device(device, principal, broker.clone(), limits.clone(), shutdown.clone());
+        serial.push(tokio::spawn(serve));
     }
     let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
     let topics = log.list_topics();
@@ -173,4 +184,45 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     log.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where the native and MQTT listeners bind. As Mosquitto 2.0 does, a hub
+/// without credentials serves loopback only: unset addresses default to
+/// 127.0.0.1 until an API key exists (then to every interface), and an
+/// address beyond loopback with no key needs an explicit `allow_anonymous`.
+fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec<SocketAddr>), AnyError> {
+    let host = if keys_exist { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    let native = args.native_addr.unwrap_or(SocketAddr::new(host, 7878));
+    let mqtt = args.mqtt_addrs.clone().unwrap_or_else(|| vec![SocketAddr::new(host, 1883)]);
+    let serial_tcp = args.serial_tcp_addr.into_iter();
+    let exposed: Vec<SocketAddr> = std::iter::once(native)
+        .chain(mqtt.iter().copied())
+        .chain(serial_tcp)
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    if keys_exist {
+        let anonymous = if args.allow_anonymous { "; clients without a key act as `anonymous`" } else { "" };
+        tracing::info!("API keys exist: every client authenticates{anonymous}");
+    } else if exposed.is_empty() {
+        tracing::info!(
+            "no API key yet: serving loopback only, where every client may do everything; \
+             create an admin key (`cairn auth key create --principal admin --admin`) to serve the network"
+        );
+    } else if args.allow_anonymous {
+        tracing::warn!(
+            addrs = ?exposed,
+            "allow_anonymous with no API key: anyone who can reach these addresses may do anything"
+        );
+    } else {
+        let addrs: Vec<String> = exposed.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "refusing to listen on {} with no API key: anyone on the network could do anything. \
+             Create an admin key first (`cairn auth init --data-dir {}`), or set allow_anonymous = true \
+             (--allow-anonymous true) to run an open hub (docs/security.md)",
+            addrs.join(", "),
+            args.data_dir.display()
+        )
+        .into());
+    }
+    Ok((native, mqtt))
 }

@@ -212,6 +212,11 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
         ResponseBody::Plugins { .. } => "plugins",
         ResponseBody::Attachment { .. } => "attachment",
         ResponseBody::DryRun { .. } => "dry_run",
+        ResponseBody::Authenticated { .. } => "authenticated",
+        ResponseBody::ApiKeyCreated { .. } => "api_key_created",
+        ResponseBody::ApiKeys { .. } => "api_keys",
+        ResponseBody::AclAdded { .. } => "acl_added",
+        ResponseBody::Acls { .. } => "acls",
     }
 }
 

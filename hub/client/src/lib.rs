@@ -26,6 +26,7 @@ pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersi
 pub use cairn_proto::group::{GroupState, Membership, PartitionLag};
 pub use cairn_proto::topic::{CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
+mod access;
 mod connection;
 mod consumer;
 mod groups;
@@ -33,6 +34,8 @@ mod plugins;
 mod producer;
 mod records;
 mod topics;
+pub use access::{Authenticated, ConnectOptions, Credentials, NewApiKey};
+pub use cairn_proto::acl::{AclEntry, AclRule, ApiKeyInfo, Operation, PatternKind, ResourceKind};
 pub use connection::{Client, DEFAULT_REQUEST_TIMEOUT};
 pub use consumer::{ConsumedRecord, GroupConsumer, StartFrom};
 pub use producer::{Producer, ProducerConfig, RecordAck};
@@ -109,6 +112,8 @@ pub struct HubInfo {
     pub max_frame_bytes: u32,
     /// Largest record batch the hub accepts in one produce.
     pub max_batch_bytes: u32,
+    /// Requests other than hello need `authenticate` first.
+    pub auth_required: bool,
 }
 
 /// The hub's answer to a plugin upload.

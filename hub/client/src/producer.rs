@@ -47,6 +47,8 @@ pub struct ProducerConfig {
     /// How long one attempt waits for the hub's answer before the
     /// connection is given up and the batch sent again on a new one.
     pub request_timeout: Duration,
+    /// API key and other connection options, used for every (re)connect.
+    pub connect: crate::ConnectOptions,
 }
 
 impl Default for ProducerConfig {
@@ -58,6 +60,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(200),
             acks: Acks::Durable,
             request_timeout: super::DEFAULT_REQUEST_TIMEOUT,
+            connect: crate::ConnectOptions::default(),
         }
     }
 }
@@ -104,7 +107,7 @@ impl Shared {
         if !client.same_connection(failed) {
             return;
         }
-        if let Ok(fresh) = Client::connect(&self.addr).await {
+        if let Ok(fresh) = Client::connect_with(&self.addr, &self.config.connect).await {
             *client = fresh.with_request_timeout(self.config.request_timeout);
         }
     }
@@ -128,7 +131,7 @@ pub struct Producer {
 impl Producer {
     /// Connects and obtains a producer id.
     pub async fn connect(addr: &str, config: ProducerConfig) -> Result<Producer> {
-        let client = Client::connect(addr).await?.with_request_timeout(config.request_timeout);
+        let client = Client::connect_with(addr, &config.connect).await?.with_request_timeout(config.request_timeout);
         let hub = client.hello("cairn producer").await?;
         // A produce frame carries the batch plus the request around it
         // (topic name, ids): leave it room under the frame limit.

@@ -12,8 +12,8 @@ impl Client {
     /// can size its batches to them.
     pub async fn hello(&self, client: &str) -> Result<HubInfo> {
         self.request(RequestBody::Hello { client, version: frame::PROTOCOL_VERSION }, |r| match r {
-            ResponseBody::Hello { server, version, max_frame_bytes, max_batch_bytes } => {
-                Some(HubInfo { server: server.to_string(), version, max_frame_bytes, max_batch_bytes })
+            ResponseBody::Hello { server, version, max_frame_bytes, max_batch_bytes, auth_required } => {
+                Some(HubInfo { server: server.to_string(), version, max_frame_bytes, max_batch_bytes, auth_required })
             }
             _ => None,
         })

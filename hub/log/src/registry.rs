@@ -1,4 +1,4 @@
-//! Plugin uploads and attachments at rest. The log stores them in redb next
+//! Plugin uploads, attachments, API keys and ACL rules at rest. The log stores them in redb next
 //! to the records (so a backup of the data directory holds everything) but
 //! treats their metadata as opaque bytes: `plugins::registry` owns the format.
 
@@ -52,6 +52,29 @@ impl Log {
         for row in table.iter().map_err(LogError::storage)? {
             let (name, spec) = row.map_err(LogError::storage)?;
             out.push((name.value().to_string(), spec.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores (`Some`) or removes (`None`) an access-control entry, durably
+    /// (the call returns after the fsync).
+    pub async fn put_security(&self, kind: &str, name: &str, value: Option<Vec<u8>>) -> Result<()> {
+        let (kind, name) = (kind.to_string(), name.to_string());
+        self.call(|reply| Command::PutSecurity { kind, name, value, reply }).await
+    }
+
+    /// Every stored access-control entry of `kind`: (name, value), by name.
+    pub fn security_entries(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let table = txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
+        let mut out = Vec::new();
+        for row in table.range((kind, "")..).map_err(LogError::storage)? {
+            let (key, value) = row.map_err(LogError::storage)?;
+            let (row_kind, name) = key.value();
+            if row_kind != kind {
+                break;
+            }
+            out.push((name.to_string(), value.value().to_vec()));
         }
         Ok(out)
     }

@@ -49,3 +49,8 @@ pub const PLUGIN_VERSIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition
 /// Attachment name → CBOR of the attachment (plugin, version, topic, kind,
 /// parameters; see `plugins::registry`). The log does not read it.
 pub const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
+
+/// (kind, name) → CBOR of one access-control entry: `("key", key id)` for an
+/// API key (its salted hash, never the secret), `("acl", rule id)` for an
+/// ACL rule. The hub's `auth` module owns the format; the log does not read it.
+pub const SECURITY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("security");

@@ -11,8 +11,10 @@
 //! attached or run: those requests get an error saying this hub was built
 //! without plugin support.
 
+pub mod auth;
 pub mod broker;
 pub mod metrics;
 pub mod net;
 pub mod plugins;
+pub mod topic_filter;
 pub mod wasm;

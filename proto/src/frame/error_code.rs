@@ -48,11 +48,19 @@ pub enum ErrorCode {
     /// The upload is not a Cairn plugin, or its parameters were refused.
     InvalidPlugin,
     UnknownAttachment,
+    /// The hub requires authentication and the connection has not
+    /// authenticated, or its key is unknown, wrong or revoked.
+    Unauthenticated,
+    /// The principal has no rule allowing this (the message names the
+    /// operation and the resource).
+    NotAuthorized,
+    UnknownApiKey,
+    UnknownAcl,
 }
 
 impl ErrorCode {
     /// Every code, for lookups by name.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::MalformedRequest,
         ErrorCode::UnknownRequest,
         ErrorCode::FrameTooLarge,
@@ -76,6 +84,10 @@ impl ErrorCode {
         ErrorCode::UnknownPlugin,
         ErrorCode::InvalidPlugin,
         ErrorCode::UnknownAttachment,
+        ErrorCode::Unauthenticated,
+        ErrorCode::NotAuthorized,
+        ErrorCode::UnknownApiKey,
+        ErrorCode::UnknownAcl,
     ];
 
     /// The code's name on the wire (as serde writes it; a test checks).
@@ -104,6 +116,10 @@ impl ErrorCode {
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPlugin => "invalid_plugin",
             ErrorCode::UnknownAttachment => "unknown_attachment",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::NotAuthorized => "not_authorized",
+            ErrorCode::UnknownApiKey => "unknown_api_key",
+            ErrorCode::UnknownAcl => "unknown_acl",
         }
     }
 

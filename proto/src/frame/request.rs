@@ -48,6 +48,13 @@ pub enum RequestBody<'a> {
         client: &'a str,
         version: u16,
     },
+    /// Prove who the client is: an API key id and its secret. When the hub
+    /// requires authentication, every request but `Hello` and this one is
+    /// refused until it has succeeded (docs/security.md).
+    Authenticate {
+        key: &'a str,
+        secret: &'a str,
+    },
     /// Append one record batch (`proto` batch encoding). Without
     /// `partition`, the hub picks one: by key when the records are keyed (all
     /// keys must then map to one partition), sticky round-robin otherwise.
@@ -166,6 +173,33 @@ pub enum RequestBody<'a> {
     /// Remove an attachment (a derived topic keeps what it wrote).
     Detach {
         name: &'a str,
+    },
+    /// A new API key for `principal`; its secret is in the answer and
+    /// nowhere else (the hub keeps only a salted hash).
+    CreateApiKey {
+        principal: &'a str,
+        admin: bool,
+        description: Option<&'a str>,
+    },
+    /// Every API key (ids, principals; never secrets).
+    ListApiKeys,
+    /// Delete an API key: its next request fails and its open connections
+    /// are closed.
+    RevokeApiKey {
+        key: &'a str,
+    },
+    /// Add an access rule; the answer carries its id.
+    #[cfg(feature = "alloc")]
+    AddAcl {
+        rule: crate::acl::AclRule,
+    },
+    /// The access rules, of one principal or all.
+    ListAcls {
+        principal: Option<&'a str>,
+    },
+    /// Remove an access rule by id.
+    RemoveAcl {
+        id: u64,
     },
     /// Run a plugin over the last `last` records of each partition of
     /// `topic` without attaching it or writing anything.

@@ -29,6 +29,32 @@ pub enum ResponseBody<'a> {
         version: u16,
         max_frame_bytes: u32,
         max_batch_bytes: u32,
+        /// Whether requests other than `hello` need an `authenticate`
+        /// first. Absent (false) from hubs before authentication existed.
+        #[serde(default)]
+        auth_required: bool,
+    },
+    /// Authentication succeeded: who the connection now acts as.
+    Authenticated {
+        principal: &'a str,
+        admin: bool,
+    },
+    /// A new API key. The secret is shown here only.
+    ApiKeyCreated {
+        key: &'a str,
+        secret: &'a str,
+        principal: &'a str,
+    },
+    #[cfg(feature = "alloc")]
+    ApiKeys {
+        keys: alloc::vec::Vec<crate::acl::ApiKeyInfo>,
+    },
+    AclAdded {
+        id: u64,
+    },
+    #[cfg(feature = "alloc")]
+    Acls {
+        rules: alloc::vec::Vec<crate::acl::AclEntry>,
     },
     Produced {
         partition: u32,

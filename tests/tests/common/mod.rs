@@ -36,6 +36,8 @@ pub struct Hub {
     pub data: PathBuf,
     /// What the hub logged until it said it was running.
     pub startup_log: Vec<String>,
+    /// Everything it logged after that, as it arrives.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Hub {
@@ -82,8 +84,15 @@ impl Hub {
             let running = line.contains("cairn is running");
             seen.push(line);
             if running {
-                // Keep draining stderr so the hub never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines.by_ref() {});
+                // Keep draining stderr so the hub never blocks on a full
+                // pipe, keeping the lines for tests that read the log.
+                let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                let keep = log.clone();
+                std::thread::spawn(move || {
+                    for line in lines.by_ref().map_while(Result::ok) {
+                        keep.lock().unwrap().push(line);
+                    }
+                });
                 let addr = addr.expect("the hub logged its native address");
                 let mqtt_addr = mqtt_addrs.first().cloned();
                 return Hub {
@@ -94,6 +103,7 @@ impl Hub {
                     mqtt_addrs,
                     data: data.to_path_buf(),
                     startup_log: seen,
+                    log,
                 };
             }
         }
@@ -142,7 +152,13 @@ impl Hub {
 
     /// Runs a `cairn` client command against this hub; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        self.cli_env(&[], args, stdin)
+    }
+
+    /// [`Hub::cli`] with environment variables set (`CAIRN_API_KEY`, …).
+    pub fn cli_env(&self, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         let mut cmd = Command::new(cairn());
+        cmd.envs(env.iter().copied());
         cmd.args(args).args(["--hub", &self.addr]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         {

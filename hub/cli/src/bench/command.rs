@@ -62,6 +62,12 @@ pub struct BenchMqttArgs {
     /// host:port of the MQTT broker.
     #[arg(long, default_value = "127.0.0.1:1883")]
     broker: String,
+    /// MQTT username (for Cairn: an API key id) of every client.
+    #[arg(long, env = "CAIRN_API_KEY")]
+    username: Option<String>,
+    /// MQTT password (for Cairn: the key's secret).
+    #[arg(long, env = "CAIRN_API_SECRET", hide_env_values = true)]
+    password: Option<String>,
     /// Publishers, each on its own connection.
     #[arg(long, default_value_t = 10)]
     publishers: usize,
@@ -93,6 +99,12 @@ pub struct BenchMqttArgs {
 pub struct BenchProduceArgs {
     #[arg(long, env = "CAIRN_HUB", default_value = "127.0.0.1:7878")]
     hub: String,
+    /// API key id to authenticate every connection with.
+    #[arg(long, env = "CAIRN_API_KEY")]
+    api_key: Option<String>,
+    /// The API key's secret.
+    #[arg(long, env = "CAIRN_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
     /// Topic (created with --partitions if missing).
     #[arg(long, default_value = "bench")]
     topic: String,
@@ -288,7 +300,13 @@ async fn bench_storage(args: StorageArgs) -> Result<(), AnyError> {
 }
 
 async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
+    let credentials = match (args.api_key, args.api_secret) {
+        (Some(key), Some(secret)) => Some(cairn_client::Credentials { key, secret }),
+        (None, None) => None,
+        _ => return Err("--api-key and --api-secret go together".into()),
+    };
     let config = native_bench::ProduceConfig {
+        connect: cairn_client::ConnectOptions { credentials },
         hub: args.hub,
         topic: args.topic,
         partitions: args.partitions,
@@ -445,6 +463,7 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
     let qos = if args.qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce };
     let config = mqtt::MqttBenchConfig {
         broker: args.broker.clone(),
+        credentials: args.username.clone().zip(args.password.clone()),
         publishers: args.publishers.max(1),
         messages_per_publisher: args.messages.max(1),
         payload_bytes: args.payload_bytes,

@@ -31,6 +31,8 @@ pub struct MqttBenchConfig {
     pub in_flight: u16,
     /// Subscribers to everything published (0: none).
     pub subscribers: usize,
+    /// Username and password of every client.
+    pub credentials: Option<(String, String)>,
 }
 
 /// What one run measured.
@@ -79,6 +81,9 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         let mut options = MqttOptions::new(format!("bench-{}-{i}", std::process::id()), host.clone(), port);
         options.set_keep_alive(Duration::from_secs(60)).set_inflight(config.in_flight).set_clean_session(true);
         options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
         // The request queue stays as deep as with the default window, so a
         // small window changes only how many QoS 1 messages wait for PUBACK.
         let queue = usize::from(config.in_flight.max(INFLIGHT)) * 2;
@@ -185,6 +190,9 @@ async fn connect_subscribers(
         let mut options = MqttOptions::new(format!("bench-sub-{}-{i}", std::process::id()), host, port);
         options.set_keep_alive(Duration::from_secs(60)).set_inflight(INFLIGHT).set_clean_session(true);
         options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
         let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
         client.subscribe("bench/#", config.qos).await.map_err(|e| MqttBenchError::Subscriber(i, e.to_string()))?;
         loop {

@@ -40,6 +40,8 @@ fn now_us() -> i64 {
 #[derive(Debug, Clone)]
 pub struct ProduceConfig {
     pub hub: String,
+    /// API key every connection authenticates with, if any.
+    pub connect: cairn_client::ConnectOptions,
     pub topic: String,
     pub partitions: u32,
     pub records: u64,
@@ -66,7 +68,7 @@ pub struct ProduceReport {
 /// Producers, each on its own connection, each keeping `in_flight` batches
 /// outstanding, to partitions spread round-robin.
 pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientError> {
-    let admin = Client::connect(&config.hub).await?;
+    let admin = Client::connect_with(&config.hub, &config.connect).await?;
     let partitions = ensure_topic(&admin, &config.topic, config.partitions).await?;
     // Plain-text readings padded to the size asked for, so an ingest filter
     // (the threshold example) can parse them: `cairn bench produce` against
@@ -83,7 +85,7 @@ pub async fn produce(config: &ProduceConfig) -> Result<ProduceReport, ClientErro
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..config.producers {
-        let client = Client::connect(&config.hub).await?;
+        let client = Client::connect_with(&config.hub, &config.connect).await?;
         let (batch, topic, acks, in_flight) =
             (batch.clone(), config.topic.clone(), config.acks, config.in_flight.max(1));
         let partition = i as u32 % partitions;

@@ -1,6 +1,7 @@
 //! The `cairn` subcommands that talk to a running hub over the native
 //! protocol, in the spirit of kcat / kafka-topics / rpk.
 
+pub mod access;
 pub mod consume;
 pub mod group;
 pub mod metrics;
@@ -10,7 +11,7 @@ pub mod topic;
 
 use std::time::Duration;
 
-use cairn_client::{Client, ClientError};
+use cairn_client::{Client, ClientError, ConnectOptions, Credentials};
 use clap::{Args, ValueEnum};
 
 /// Options every client command takes.
@@ -27,6 +28,17 @@ pub struct HubArgs {
     /// on top.
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_timeout, global = true)]
     pub request_timeout: Duration,
+    /// API key id to authenticate with (hubs with keys require one).
+    #[arg(long, env = "CAIRN_API_KEY", global = true)]
+    pub api_key: Option<String>,
+    /// The API key's secret. Prefer the environment variable or
+    /// --client-config to the flag, which other users can see in `ps`.
+    #[arg(long, env = "CAIRN_API_SECRET", hide_env_values = true, global = true)]
+    pub api_secret: Option<String>,
+    /// A TOML file with `api_key` and `api_secret` (keep it private:
+    /// chmod 600), used for what the flags and environment do not set.
+    #[arg(long, env = "CAIRN_CLIENT_CONFIG", global = true)]
+    pub client_config: Option<std::path::PathBuf>,
 }
 
 /// A request timeout: a duration such as `30s` or `500ms`, not zero.
@@ -41,7 +53,43 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 impl HubArgs {
     /// A connection to the hub, its requests bounded by --request-timeout.
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Ok(Client::connect(&self.hub).await?.with_request_timeout(self.request_timeout))
+        // A bad client config is not retriable: `Refused`.
+        let options = self.options().map_err(|e| ClientError::Refused(e.to_string()))?;
+        Ok(Client::connect_with(&self.hub, &options).await?.with_request_timeout(self.request_timeout))
+    }
+
+    /// The connection options: the key from the flags or environment, else
+    /// from the client config file.
+    pub fn options(&self) -> Result<ConnectOptions, AnyError> {
+        let file = match &self.client_config {
+            Some(path) => ClientFile::load(path)?,
+            None => ClientFile::default(),
+        };
+        let key = self.api_key.clone().or(file.api_key);
+        let secret = self.api_secret.clone().or(file.api_secret);
+        let credentials = match (key, secret) {
+            (Some(key), Some(secret)) => Some(Credentials { key, secret }),
+            (None, None) => None,
+            (Some(_), None) => return Err("--api-key needs --api-secret (or CAIRN_API_SECRET)".into()),
+            (None, Some(_)) => return Err("--api-secret needs --api-key (or CAIRN_API_KEY)".into()),
+        };
+        Ok(ConnectOptions { credentials })
+    }
+}
+
+/// `--client-config`: what a client may keep in a file instead of flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    api_key: Option<String>,
+    api_secret: Option<String>,
+}
+
+impl ClientFile {
+    fn load(path: &std::path::Path) -> Result<ClientFile, AnyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read client config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("client config {} is invalid: {e}", path.display()).into())
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn run(args: ProduceArgs, hub: HubArgs) -> Result<(), AnyError> {
         retries: args.retries,
         retry_backoff: Duration::from_millis(200),
         request_timeout: hub.request_timeout,
+        connect: hub.options()?,
     };
     let producer = Producer::connect(&hub.hub, config).await?;
     // An unknown topic or partition fails before any line is read.

@@ -25,6 +25,9 @@ impl Writer {
             Command::PutAttachment { name, spec, reply } => {
                 let _ = reply.send(self.put_attachment(&name, spec.as_deref()));
             }
+            Command::PutSecurity { kind, name, value, reply } => {
+                let _ = reply.send(self.put_security(&kind, &name, value.as_deref()));
+            }
             Command::Retention { reply } => {
                 let result = self.retention();
                 if let Err(err) = &result {
@@ -75,6 +78,21 @@ impl Writer {
             match spec {
                 Some(spec) => table.insert(name, spec).map(drop),
                 None => table.remove(name).map(drop),
+            }
+            .map_err(LogError::storage)?;
+        }
+        self.commit(txn)?;
+        self.unflushed_since = None;
+        Ok(())
+    }
+
+    pub(super) fn put_security(&mut self, kind: &str, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let txn = self.begin(true)?;
+        {
+            let mut table = txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
+            match value {
+                Some(value) => table.insert((kind, name), value).map(drop),
+                None => table.remove((kind, name)).map(drop),
             }
             .map_err(LogError::storage)?;
         }

@@ -62,6 +62,13 @@ pub(crate) enum Command {
         spec: Option<Vec<u8>>,
         reply: Reply<()>,
     },
+    /// An access-control entry stored (`Some`) or removed (`None`).
+    PutSecurity {
+        kind: String,
+        name: String,
+        value: Option<Vec<u8>>,
+        reply: Reply<()>,
+    },
     Retention {
         reply: Option<Reply<RetentionReport>>,
     },

@@ -68,6 +68,7 @@ impl Writer {
             txn.open_table(tables::PLUGIN_BLOBS).map_err(LogError::storage)?;
             txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
             txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
+            txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
 

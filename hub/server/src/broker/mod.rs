@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use cairn_proto::{partition_for_key, BatchView, BatchWriter, OwnedRecord};
 
+use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::plugins::{Ingested, Plugins};
 use cairn_log::{AppendOutcome, Fetch, Log, LogError, PendingAppend, Result};
@@ -41,12 +42,29 @@ pub struct Broker {
     groups: std::sync::Arc<Coordinator>,
     metrics: std::sync::Arc<Metrics>,
     plugins: Option<std::sync::Arc<Plugins>>,
+    auth: std::sync::Arc<Auth>,
 }
 
 impl Broker {
+    /// A broker whose listeners let everyone do everything (open mode,
+    /// keys not loaded): for tests and embedding. `cairn serve` adds the
+    /// keys and rules stored in the log with [`Broker::with_auth`].
     pub fn new(log: Log) -> Self {
         let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
-        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default(), plugins: None }
+        let auth = Auth::open_mode(log.clone());
+        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default(), plugins: None, auth }
+    }
+
+    /// The broker with this hub's keys and access rules: every listener
+    /// asks them.
+    pub fn with_auth(mut self, auth: std::sync::Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Who may connect and what they may do.
+    pub fn auth(&self) -> &std::sync::Arc<Auth> {
+        &self.auth
     }
 
     /// The broker with WebAssembly plugins: ingest attachments then run on

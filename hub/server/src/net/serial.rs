@@ -8,6 +8,11 @@
 //!
 //! Each line is served by the native protocol's connection code with serial
 //! framing; acknowledgements go back on the same line.
+//!
+//! A serial line does not authenticate: whoever can reach the wire has
+//! physical access. It acts as a configured principal (`serial` unless set)
+//! that ACL rules grant to like any other, so a line is not a free pass to
+//! administer the hub.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +25,14 @@ use tokio_serial::SerialPortBuilderExt;
 
 use super::accept::Acceptor;
 use super::native::connection::{self, Framing};
+use super::native::handler::access::Identity;
 use super::native::NativeLimits;
 use super::Shutdown;
+use crate::auth::Principal;
 use crate::broker::Broker;
+
+/// The principal serial lines act as unless configured otherwise.
+pub const DEFAULT_PRINCIPAL: &str = "serial";
 
 pub use cairn_proto::serial::MAX_SERIAL_FRAME;
 
@@ -44,7 +54,13 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves each TCP connection as one serial line until shutdown (at most
 /// `limits.max_connections` lines at once).
-pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimits, shutdown: Shutdown) {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    principal: Principal,
+    broker: Broker,
+    limits: NativeLimits,
+    shutdown: Shutdown,
+) {
     let acceptor = Acceptor::new("serial-over-TCP", limits.max_connections);
     let limits = Arc::new(limits);
     let serve = |socket: TcpStream, peer: SocketAddr| {
@@ -56,6 +72,7 @@ pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimi
             write_half,
             format!("serial-tcp {peer}"),
             framing(&broker),
+            Identity::Fixed(principal.clone()),
             broker.clone(),
             limits.clone(),
             shutdown.clone(),
@@ -68,7 +85,13 @@ pub async fn serve_tcp(listener: TcpListener, broker: Broker, limits: NativeLimi
 
 /// Serves a serial device until shutdown, reopening it (every second) when
 /// it cannot be opened or goes away.
-pub async fn serve_device(device: SerialDevice, broker: Broker, limits: NativeLimits, mut shutdown: Shutdown) {
+pub async fn serve_device(
+    device: SerialDevice,
+    principal: Principal,
+    broker: Broker,
+    limits: NativeLimits,
+    mut shutdown: Shutdown,
+) {
     let limits = Arc::new(limits);
     let mut warned = false;
     while !shutdown.is_shutdown() {
@@ -84,6 +107,7 @@ pub async fn serve_device(device: SerialDevice, broker: Broker, limits: NativeLi
                     write_half,
                     peer,
                     framing(&broker),
+                    Identity::Fixed(principal.clone()),
                     broker.clone(),
                     limits.clone(),
                     shutdown.clone(),

@@ -61,6 +61,16 @@ pub enum Incoming {
 pub enum Refusal {
     BadUserNamePassword,
     ClientIdNotValid,
+    /// No key where one is required, a client id owned by another
+    /// principal, or a will the principal may not publish.
+    NotAuthorized,
+}
+
+/// Why a filter of a SUBSCRIBE is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubRefusal {
+    InvalidFilter,
+    NotAuthorized,
 }
 
 /// What the hub sends, version-independent.
@@ -80,12 +90,18 @@ pub enum Outgoing {
     },
     PubAck(u16),
     PubRec(u16),
+    /// MQTT 5: the PUBLISH was not stored, the principal may not publish
+    /// there (PUBACK / PUBREC with reason 0x87, by QoS).
+    PubDenied {
+        pkid: u16,
+        qos: QoS,
+    },
     PubRel(u16),
     PubComp(u16),
-    /// Granted QoS per filter; `None` refuses that filter.
+    /// Granted QoS per filter, or why it is refused.
     SubAck {
         pkid: u16,
-        granted: Vec<Option<QoS>>,
+        granted: Vec<Result<QoS, SubRefusal>>,
     },
     UnsubAck {
         pkid: u16,
@@ -104,6 +120,7 @@ pub enum DisconnectReason {
     SessionTakenOver,
     KeepAliveTimeout,
     ServerShuttingDown,
+    NotAuthorized,
 }
 
 /// Why bytes are not a packet we can use. Every one closes the connection.
@@ -299,6 +316,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 None => v4::ConnectReturnCode::Success,
                 Some(Refusal::BadUserNamePassword) => v4::ConnectReturnCode::BadUserNamePassword,
                 Some(Refusal::ClientIdNotValid) => v4::ConnectReturnCode::BadClientId,
+                Some(Refusal::NotAuthorized) => v4::ConnectReturnCode::NotAuthorized,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
@@ -319,6 +337,9 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 .map(|g| g.map_or(v4::SubscribeReasonCode::Failure, v4::SubscribeReasonCode::Success))
                 .collect(),
         )),
+        // 3.1.1 cannot refuse a PUBLISH: the session closes the connection
+        // instead (MQTT-3.3.5-2).
+        Outgoing::PubDenied { .. } => return None,
         Outgoing::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)),
         Outgoing::PingResp => v4::Packet::PingResp,
         // 3.1.1 has no server DISCONNECT: the connection just closes.
@@ -333,6 +354,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 None => v5::ConnectReturnCode::Success,
                 Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
                 Some(Refusal::ClientIdNotValid) => v5::ConnectReturnCode::ClientIdentifierNotValid,
+                Some(Refusal::NotAuthorized) => v5::ConnectReturnCode::NotAuthorized,
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -366,16 +388,22 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
         }
         Outgoing::PubAck(pkid) => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
         Outgoing::PubRec(pkid) => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
+        Outgoing::PubDenied { pkid, qos: QoS::ExactlyOnce } => {
+            v5::Packet::PubRec(v5::PubRec { pkid, reason: v5::PubRecReason::NotAuthorized, properties: None })
+        }
+        Outgoing::PubDenied { pkid, .. } => {
+            v5::Packet::PubAck(v5::PubAck { pkid, reason: v5::PubAckReason::NotAuthorized, properties: None })
+        }
         Outgoing::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
         Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
         Outgoing::SubAck { pkid, granted } => v5::Packet::SubAck(v5::SubAck {
             pkid,
             return_codes: granted
                 .into_iter()
-                .map(|g| {
-                    g.map_or(v5::SubscribeReasonCode::TopicFilterInvalid, |q| {
-                        v5::SubscribeReasonCode::Success(to_q5(q))
-                    })
+                .map(|g| match g {
+                    Ok(q) => v5::SubscribeReasonCode::Success(to_q5(q)),
+                    Err(SubRefusal::InvalidFilter) => v5::SubscribeReasonCode::TopicFilterInvalid,
+                    Err(SubRefusal::NotAuthorized) => v5::SubscribeReasonCode::NotAuthorized,
                 })
                 .collect(),
             properties: None,
@@ -394,6 +422,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::SessionTakenOver => v5::DisconnectReasonCode::SessionTakenOver,
                 DisconnectReason::KeepAliveTimeout => v5::DisconnectReasonCode::KeepAliveTimeout,
                 DisconnectReason::ServerShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
+                DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
             };
             v5::Packet::Disconnect(v5::Disconnect { reason_code, properties: None })
         }

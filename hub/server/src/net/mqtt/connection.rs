@@ -143,6 +143,7 @@ impl Session {
         let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
         let mut refresh_tick = tokio::time::interval(REFRESH_EVERY);
         let mut kick = self.kick.take().expect("kick receiver set in open");
+        let mut revocations = self.server.broker.auth().revocations();
         // Packets that arrived with the CONNECT.
         if let Some(end) = self.handle_buffered(buf, limit).await {
             return end;
@@ -173,6 +174,14 @@ impl Session {
                 _ = shutdown.recv() => {
                     self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::ServerShuttingDown))).await;
                     return End::Clean;
+                }
+                Ok(()) = revocations.changed() => {
+                    if !self.server.broker.auth().still_valid(&self.principal) {
+                        tracing::info!(peer = %self.peer, client_id = %self.client_id, "MQTT client's API key revoked; closing");
+                        self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::NotAuthorized))).await;
+                        // Its will is not published: the key no longer holds.
+                        return End::Clean;
+                    }
                 }
                 _ = commit_tick.tick() => self.commit_positions().await,
                 _ = refresh_tick.tick() => self.refresh().await,
@@ -258,7 +267,7 @@ impl Session {
     /// Ends the connection: the will on an abnormal end, positions
     /// committed, shared groups left, the session forgotten unless it is
     /// persistent (then its expiry counts from now).
-    async fn close(&mut self, end: End) {
+    pub(super) async fn close(&mut self, end: End) {
         if end == End::Abnormal {
             if let Some(will) = self.will.take() {
                 tracing::debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");

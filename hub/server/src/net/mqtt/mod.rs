@@ -50,11 +50,6 @@ pub struct MqttConfig {
     /// QoS 1 messages in flight to one subscriber (MQTT 5 clients may ask
     /// for fewer with receive maximum).
     pub max_inflight: u16,
-    /// Accept clients without username/password.
-    pub allow_anonymous: bool,
-    /// username → password. The authentication hook for now; a real
-    /// identity store comes later.
-    pub users: HashMap<String, String>,
     /// Partitions of Cairn topics created by an MQTT publish or subscribe.
     pub topic_partitions: u32,
     /// Rules choosing the Cairn topic and key of a published message.
@@ -67,20 +62,8 @@ impl Default for MqttConfig {
             max_packet_bytes: 1024 * 1024,
             max_connections: 10_000,
             max_inflight: 64,
-            allow_anonymous: true,
-            users: HashMap::new(),
             topic_partitions: 1,
             mapping: mapping::Mapping::default(),
-        }
-    }
-}
-
-impl MqttConfig {
-    /// The authentication hook: may this client connect?
-    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> bool {
-        match username {
-            None => self.allow_anonymous,
-            Some(user) => self.users.get(user).is_some_and(|p| Some(p.as_str()) == password),
         }
     }
 }
@@ -90,6 +73,8 @@ impl MqttConfig {
 struct Slot {
     /// Closes the connection currently using this client id (takeover).
     kick: Option<(u64, oneshot::Sender<()>)>,
+    /// The principal of the connection using it (only it may take over).
+    owner: Option<String>,
     /// QoS 2 packet ids stored and not yet released by PUBREL: a
     /// retransmitted PUBLISH with one of these is not stored again.
     awaiting_release: HashSet<u16>,

@@ -26,6 +26,10 @@ pub(super) struct StoredSession {
     pub(super) left_at_ms: Option<i64>,
     /// QoS 2 packet ids stored and not yet released.
     pub(super) qos2: Vec<u16>,
+    /// The principal that created the session: only it may resume or
+    /// replace it. None for sessions made while the hub had no keys.
+    #[serde(default)]
+    pub(super) owner: Option<String>,
 }
 
 impl StoredSession {
@@ -112,7 +116,13 @@ mod tests {
     use crate::net::mqtt::testing::{self, now_ms};
 
     fn stored(filter: &str, left_at_ms: Option<i64>) -> StoredSession {
-        StoredSession { subscriptions: vec![(filter.into(), 1)], expiry_secs: Some(60), left_at_ms, qos2: vec![3, 9] }
+        StoredSession {
+            subscriptions: vec![(filter.into(), 1)],
+            expiry_secs: Some(60),
+            left_at_ms,
+            qos2: vec![3, 9],
+            owner: None,
+        }
     }
 
     #[test]
@@ -145,6 +155,10 @@ mod tests {
         assert_eq!(decoded, stored("a/#", Some(5)));
         let again: StoredSession = serde_json::from_slice(&serde_json::to_vec(&decoded).unwrap()).unwrap();
         assert_eq!(again, decoded);
+        // Sessions stored once the hub has keys name their owner.
+        let owned = StoredSession { owner: Some("dev-1".into()), ..stored("a/#", Some(5)) };
+        let again: StoredSession = serde_json::from_slice(&serde_json::to_vec(&owned).unwrap()).unwrap();
+        assert_eq!(again, owned);
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
 
-use super::codec::{DisconnectReason, Outgoing};
+use cairn_proto::acl::{Operation, ResourceKind};
+
+use super::codec::{DisconnectReason, Outgoing, Version};
 use super::records::{ensure_retained_topic, ensure_topic, message_batch, single_record};
 use super::session::{End, Session};
 use super::topics::{self, RETAINED_TOPIC};
@@ -24,6 +26,9 @@ impl Session {
         let metrics = self.server.broker.metrics();
         for _ in &run {
             metrics.mqtt_messages_in.inc();
+        }
+        if !self.may_publish(topic) {
+            return self.refuse_publish(topic, run.iter().map(|(_, qos, pkid)| (*qos, *pkid))).await;
         }
         let payloads: Vec<&[u8]> = run.iter().map(|(p, _, _)| p.as_ref()).collect();
         let appends = match publish_many(&self.server, topic, &payloads).await {
@@ -39,6 +44,30 @@ impl Session {
             self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
         }
         None
+    }
+
+    /// Whether the principal may publish (or retain) to this MQTT topic.
+    fn may_publish(&self, topic: &str) -> bool {
+        let auth = self.server.broker.auth();
+        auth.allows(&self.principal, Some(&self.client_id), Operation::Write, ResourceKind::Topic, topic)
+    }
+
+    /// Refuses PUBLISHes the principal may not make; nothing is stored.
+    /// MQTT 5 answers QoS 1/2 with reason 0x87 (not authorized) and drops
+    /// QoS 0; 3.1.1 has no way to say so and closes the connection
+    /// (MQTT-3.3.5-2).
+    async fn refuse_publish(&mut self, topic: &str, packets: impl Iterator<Item = (QoS, u16)>) -> Option<End> {
+        let (client_id, principal) = (&self.client_id, &self.principal.name);
+        tracing::info!(%client_id, %principal, topic, "MQTT publish not authorized");
+        match self.version {
+            Version::V311 => Some(End::Abnormal),
+            Version::V5 => {
+                for (qos, pkid) in packets.filter(|(qos, _)| *qos != QoS::AtMostOnce) {
+                    self.send(Out::Packet(Outgoing::PubDenied { pkid, qos })).await;
+                }
+                None
+            }
+        }
     }
 
     /// A publish that could not be stored ends the connection: an invalid
@@ -72,6 +101,9 @@ impl Session {
             // A retransmission of a message already stored.
             self.send(Out::Packet(Outgoing::PubRec(pkid))).await;
             return None;
+        }
+        if !self.may_publish(&topic) {
+            return self.refuse_publish(&topic, [(qos, pkid)].into_iter()).await;
         }
         let mut appends = match publish(&self.server, &topic, &payload, retain).await {
             Ok(appends) => appends,

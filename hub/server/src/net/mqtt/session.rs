@@ -20,10 +20,13 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
+use cairn_proto::acl::{Operation, ResourceKind};
+
 use super::codec::{Connect, Refusal, Version, Will};
 use super::persist::{load_session, save_session, submit_session, StoredSession};
 use super::writer::Out;
 use super::{Server, Slot};
+use crate::auth::Principal;
 
 /// A record on its way to the subscriber.
 pub(super) struct Delivery {
@@ -80,6 +83,11 @@ pub(super) struct Session {
     pub(super) server: Arc<Server>,
     pub(super) version: Version,
     pub(super) client_id: String,
+    /// Who the client authenticated as; ACL rules decide its publishes and
+    /// subscriptions.
+    pub(super) principal: Arc<Principal>,
+    /// Stored with a persistent session (None while the hub has no keys).
+    pub(super) owner: Option<String>,
     pub(super) peer: SocketAddr,
     pub(super) connection: u64,
     /// The session outlives the connection (persistent session).
@@ -128,10 +136,8 @@ impl Session {
         c: Connect,
         peer: SocketAddr,
     ) -> Result<Session, Refusal> {
-        if !server.config.authenticate(c.username.as_deref(), c.password.as_deref()) {
-            tracing::info!(%peer, client_id = %c.client_id, "MQTT CONNECT refused: bad username or password");
-            return Err(Refusal::BadUserNamePassword);
-        }
+        let principal = Arc::new(authenticate(&server, &c, peer).await?);
+        let auth = server.broker.auth();
         let connection = server.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client_id = if c.client_id.is_empty() {
             if !c.clean {
@@ -141,6 +147,23 @@ impl Session {
         } else {
             c.client_id.clone()
         };
+        let refuse = |why: &str| {
+            tracing::info!(%peer, %client_id, principal = %principal.name, "MQTT CONNECT refused: {why}");
+            Err(Refusal::NotAuthorized)
+        };
+        if let Some(will) = &c.will {
+            if !auth.allows(&principal, Some(&client_id), Operation::Write, ResourceKind::Topic, &will.topic) {
+                return refuse("the principal may not publish to its will topic");
+            }
+        }
+        // A client id belongs to the principal whose session it is: another
+        // principal may neither take it over nor wipe it with a clean start.
+        let owner = auth.required().then(|| principal.name.clone());
+        let stored = if !c.clean || owner.is_some() { load_session(&server.broker, &client_id).await } else { None };
+        let foreign = |o: &Option<String>| owner.is_some() && o.is_some() && *o != owner;
+        if stored.as_ref().is_some_and(|s| foreign(&s.owner)) {
+            return refuse("the client id's stored session belongs to another principal");
+        }
         let (keep, expiry) = match version {
             Version::V311 => (!c.clean, None),
             Version::V5 => match c.session_expiry.unwrap_or(0) {
@@ -154,14 +177,19 @@ impl Session {
         {
             let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = slots.entry(client_id.clone()).or_default();
+            if slot.kick.is_some() && foreign(&slot.owner) {
+                drop(slots);
+                return refuse("the client id is in use by another principal");
+            }
             if let Some((_, old)) = slot.kick.replace((connection, kick_tx)) {
                 let _ = old.send(());
             }
+            slot.owner = owner.clone();
             if c.clean {
                 slot.awaiting_release.clear();
             }
         }
-        let stored = if c.clean { None } else { load_session(&server.broker, &client_id).await };
+        let stored = stored.filter(|_| !c.clean);
         let now = server.broker.log().now_ms();
         let expired = stored.as_ref().is_some_and(|s| s.expired(now));
         if expired {
@@ -192,6 +220,8 @@ impl Session {
             server,
             version,
             client_id,
+            principal,
+            owner,
             peer,
             connection,
             keep,
@@ -249,7 +279,13 @@ impl Session {
                 subscriptions.push((format!("$share/{group}/{f}"), *q as u8));
             }
         }
-        StoredSession { subscriptions, expiry_secs: self.expiry, left_at_ms, qos2: self.qos2.iter().copied().collect() }
+        StoredSession {
+            subscriptions,
+            expiry_secs: self.expiry,
+            left_at_ms,
+            qos2: self.qos2.iter().copied().collect(),
+            owner: self.owner.clone(),
+        }
     }
 
     /// Stores a persistent session, waiting for the commit.
@@ -266,11 +302,32 @@ impl Session {
     }
 }
 
+/// Who a CONNECT is: its API key (username = key id, password = secret),
+/// or what unauthenticated clients get. While the hub has no keys, any
+/// credentials are ignored, as they could not be checked against anything.
+async fn authenticate(server: &Server, c: &Connect, peer: SocketAddr) -> Result<Principal, Refusal> {
+    let auth = server.broker.auth();
+    if !auth.required() {
+        return auth.unauthenticated().map_err(|_| Refusal::NotAuthorized);
+    }
+    match (&c.username, &c.password) {
+        (Some(key), Some(secret)) => auth.authenticate(peer.ip(), key, secret).await.map_err(|_| {
+            tracing::info!(%peer, client_id = %c.client_id, %key, "MQTT CONNECT refused: bad username or password");
+            Refusal::BadUserNamePassword
+        }),
+        (Some(_), None) => Err(Refusal::BadUserNamePassword),
+        (None, _) => auth.unauthenticated().map_err(|_| {
+            tracing::info!(%peer, client_id = %c.client_id, "MQTT CONNECT refused: no username (API key) given");
+            Refusal::NotAuthorized
+        }),
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::net::mqtt::testing;
     use crate::net::mqtt::testing::now_ms;
-    use crate::net::mqtt::{testing, MqttConfig};
 
     /// Opens a session, which must be accepted.
     pub(in crate::net::mqtt) async fn open(server: &Arc<Server>, version: Version, c: Connect) -> Session {
@@ -304,10 +361,11 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn refuses_bad_credentials_and_a_persistent_session_without_id() {
-        let users = HashMap::from([("u".to_string(), "p".to_string())]);
-        let (_dir, server) =
-            testing::server_with(MqttConfig { allow_anonymous: false, users, ..MqttConfig::default() });
+    async fn refuses_bad_credentials_foreign_client_ids_and_wills_and_a_persistent_session_without_id() {
+        let (_dir, server) = testing::server();
+        let auth = server.broker.auth();
+        let (admin, admin_secret) = auth.create_key("ops", true, "").await.unwrap();
+        let (dev, dev_secret) = auth.create_key("dev-1", false, "").await.unwrap();
         let peer: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         let login = |user: Option<&str>, password: Option<&str>, id: &str, clean: bool| Connect {
             username: user.map(Into::into),
@@ -315,11 +373,27 @@ pub(super) mod tests {
             ..testing::connect(id, clean)
         };
         let refusal = |c| async { Session::open(server.clone(), Version::V311, c, peer).await.err() };
-        assert_eq!(refusal(login(None, None, "a", true)).await, Some(Refusal::BadUserNamePassword));
-        assert_eq!(refusal(login(Some("u"), Some("x"), "a", true)).await, Some(Refusal::BadUserNamePassword));
-        assert_eq!(refusal(login(Some("u"), Some("p"), "", false)).await, Some(Refusal::ClientIdNotValid));
-        let s = open(&server, Version::V311, login(Some("u"), Some("p"), "", true)).await;
+        assert_eq!(refusal(login(None, None, "a", true)).await, Some(Refusal::NotAuthorized));
+        assert_eq!(refusal(login(Some(&dev), Some("x"), "a", true)).await, Some(Refusal::BadUserNamePassword));
+        assert_eq!(refusal(login(Some(&dev), None, "a", true)).await, Some(Refusal::BadUserNamePassword));
+        let ok = login(Some(&dev), Some(&dev_secret), "", false);
+        assert_eq!(refusal(ok).await, Some(Refusal::ClientIdNotValid));
+        let s = open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "", true)).await;
         assert_eq!(s.client_id, format!("cairn-auto-{}", s.connection));
+        assert_eq!(s.principal.name, "dev-1");
+        // dev-1's persistent session: the admin principal may not take its
+        // client id over, live or stored, even with a clean start.
+        let dev_session = open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "d1", false)).await;
+        let foreign = login(Some(&admin), Some(&admin_secret), "d1", true);
+        assert_eq!(refusal(foreign.clone()).await, Some(Refusal::NotAuthorized));
+        let mut dev_session = dev_session;
+        dev_session.close(End::Clean).await;
+        assert_eq!(refusal(foreign).await, Some(Refusal::NotAuthorized), "stored session");
+        open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "d1", false)).await;
+        // A will the principal may not publish refuses the CONNECT.
+        let will = Will { topic: "alarms/x".into(), payload: Bytes::new(), retain: false };
+        let c = Connect { will: Some(will), ..login(Some(&dev), Some(&dev_secret), "d2", true) };
+        assert_eq!(refusal(c).await, Some(Refusal::NotAuthorized));
     }
 
     #[tokio::test]
@@ -348,6 +422,7 @@ pub(super) mod tests {
             expiry_secs,
             left_at_ms,
             qos2: vec![5],
+            owner: None,
         };
         save_session(broker, "a", Some(&away(Some(60), Some(now_ms())))).await.unwrap();
         let s = open(&server, Version::V311, testing::connect("a", false)).await;
@@ -381,6 +456,7 @@ pub(super) mod tests {
             expiry_secs: Some(30),
             left_at_ms: Some(9),
             qos2: vec![8],
+            owner: None,
         };
         assert_eq!(s.stored(Some(9)), expected);
         // What is saved is what comes back.

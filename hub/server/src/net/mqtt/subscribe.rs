@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 
-use super::codec::Outgoing;
+use cairn_proto::acl::{Operation, ResourceKind};
+
+use super::codec::{Outgoing, SubRefusal};
 use super::delivery::{best_qos, feed};
 use super::mapping::TopicsRead;
 use super::records::{ensure_topic, FEED_BYTES};
@@ -37,20 +39,32 @@ enum Start {
     Committed,
 }
 
-/// The QoS granted to each requested filter (None: refused) and the
+/// What SUBACK says of one filter: the QoS granted, or why it is refused.
+type Granted = Result<QoS, SubRefusal>;
+
+/// The QoS granted to each requested filter (or why it is refused) and the
 /// filters accepted; QoS 2 is granted as 1, as we publish at QoS 1 at most.
-fn grant(filters: Vec<(String, QoS)>) -> (Vec<Option<QoS>>, Vec<(String, QoS)>) {
+/// `may_read(filter, shared group)` says whether the client may read it.
+fn grant(
+    filters: Vec<(String, QoS)>,
+    may_read: impl Fn(&str, Option<&str>) -> bool,
+) -> (Vec<Granted>, Vec<(String, QoS)>) {
     let mut granted = Vec::with_capacity(filters.len());
     let mut accepted = Vec::new();
     for (filter, qos) in filters {
-        let valid =
-            topics::shared(&filter).is_some() || (topics::valid_filter(&filter) && !filter.starts_with("$share"));
-        if valid {
-            let qos = if qos == QoS::AtMostOnce { qos } else { QoS::AtLeastOnce };
-            granted.push(Some(qos));
-            accepted.push((filter, qos));
+        let (group, plain) = match topics::shared(&filter) {
+            Some((group, plain)) => (Some(group), plain),
+            None => (None, filter.as_str()),
+        };
+        let valid = group.is_some() || (topics::valid_filter(&filter) && !filter.starts_with("$share"));
+        if !valid {
+            granted.push(Err(SubRefusal::InvalidFilter));
+        } else if !may_read(plain, group) {
+            granted.push(Err(SubRefusal::NotAuthorized));
         } else {
-            granted.push(None);
+            let qos = if qos == QoS::AtMostOnce { qos } else { QoS::AtLeastOnce };
+            granted.push(Ok(qos));
+            accepted.push((filter, qos));
         }
     }
     (granted, accepted)
@@ -59,7 +73,17 @@ fn grant(filters: Vec<(String, QoS)>) -> (Vec<Option<QoS>>, Vec<(String, QoS)>) 
 impl Session {
     /// SUBSCRIBE: SUBACK, then the accepted filters subscribed.
     pub(super) async fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, QoS)>) {
-        let (granted, accepted) = grant(filters);
+        let auth = self.server.broker.auth();
+        let (principal, client_id) = (&self.principal, Some(self.client_id.as_str()));
+        let (granted, accepted) = grant(filters, |filter, group| {
+            auth.allows_filter(principal, client_id, Operation::Read, filter)
+                && group.is_none_or(|g| auth.allows(principal, client_id, Operation::Read, ResourceKind::Group, g))
+        });
+        let refused = granted.iter().filter(|g| **g == Err(SubRefusal::NotAuthorized)).count();
+        if refused > 0 {
+            let (client_id, principal) = (&self.client_id, &self.principal.name);
+            tracing::info!(%client_id, %principal, refused, "MQTT subscription filters not authorized");
+        }
         self.send(Out::Packet(Outgoing::SubAck { pkid, granted })).await;
         self.subscribe(accepted, false).await;
     }
@@ -387,9 +411,15 @@ mod tests {
             ("$share/g", QoS::AtLeastOnce),
             ("$shared/x", QoS::AtMostOnce),
         ];
-        let (granted, accepted) = grant(asked.iter().map(|(f, q)| (f.to_string(), *q)).collect());
-        let (q0, q1) = (Some(QoS::AtMostOnce), Some(QoS::AtLeastOnce));
-        assert_eq!(granted, vec![q0, q1, None, q1, None, None]);
+        let asked: Vec<(String, QoS)> = asked.iter().map(|(f, q)| (f.to_string(), *q)).collect();
+        let (granted, accepted) = grant(asked.clone(), |_, _| true);
+        let (q0, q1, bad) = (Ok(QoS::AtMostOnce), Ok(QoS::AtLeastOnce), Err(SubRefusal::InvalidFilter));
+        assert_eq!(granted, vec![q0, q1, bad, q1, bad, bad]);
+        // Valid but not allowed: refused as such, and not subscribed.
+        let (granted, none) = grant(asked, |filter, group| filter == "a/+" && group.is_none());
+        let no = Err(SubRefusal::NotAuthorized);
+        assert_eq!(granted, vec![q0, no, bad, no, bad, bad]);
+        assert_eq!(none, vec![("a/+".to_string(), QoS::AtMostOnce)]);
         let accepted: Vec<(&str, QoS)> = accepted.iter().map(|(f, q)| (f.as_str(), *q)).collect();
         assert_eq!(
             accepted,

@@ -9,6 +9,8 @@
 
 use cairn_log::validate_topic_name;
 
+pub use crate::topic_filter::{matches, valid_filter};
+
 /// Cairn topics whose name starts with this belong to the hub itself
 /// (retained messages, MQTT sessions); MQTT clients cannot publish to them.
 pub const INTERNAL_PREFIX: &str = "__";
@@ -87,45 +89,6 @@ pub fn mqtt_topic(cairn_topic: &str, key: Option<&[u8]>) -> String {
     } else {
         format!("{cairn_topic}/{key}")
     }
-}
-
-/// Whether `filter` is a valid MQTT topic filter (`#` only last and alone in
-/// its level, `+` alone in its level).
-pub fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(i, level)| match *level {
-        "#" => i == levels.len() - 1,
-        "+" => true,
-        other => !other.contains(['+', '#']),
-    })
-}
-
-/// Whether MQTT topic `topic` matches `filter`. Topics starting with `$`
-/// are not matched by a leading wildcard (MQTT 4.7.2).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut t = topic.split('/');
-    for f in filter.split('/') {
-        match f {
-            "#" => return true,
-            "+" => {
-                if t.next().is_none() {
-                    return false;
-                }
-            }
-            level => {
-                if t.next() != Some(level) {
-                    return false;
-                }
-            }
-        }
-    }
-    t.next().is_none()
 }
 
 /// The Cairn topic a filter reads, when its first level names one; `None`

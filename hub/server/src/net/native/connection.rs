@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::handler::access::Identity;
 use super::handler::{Handler, Next};
 use super::outgoing::{encode_log_error, Outgoing};
 use super::NativeLimits;
@@ -60,6 +61,7 @@ pub(crate) async fn run<R, W>(
     write_half: W,
     peer: impl Display,
     framing: Framing,
+    identity: Identity,
     broker: Broker,
     limits: Arc<NativeLimits>,
     mut shutdown: Shutdown,
@@ -71,11 +73,18 @@ pub(crate) async fn run<R, W>(
     // Responses go through a bounded queue to one writer task.
     let (responses, queue) = mpsc::channel::<Outgoing>(limits.max_in_flight);
     let writer = tokio::spawn(write_frames(write_half, queue, framing.clone()));
-    let handler = Handler::new(broker, limits.clone(), responses, shutdown.clone());
+    let mut revocations = broker.auth().revocations();
+    let handler = Handler::new(broker, limits.clone(), responses, shutdown.clone(), identity);
     let mut reader = FrameReader::new(read_half, framing);
     loop {
         let frame = tokio::select! {
             frame = reader.next(limits.max_frame_bytes) => frame,
+            err = revoked(&mut revocations, &handler) => {
+                tracing::info!(%peer, error = %err, "closing a connection whose key no longer holds");
+                handler.drain(DRAIN_TIMEOUT).await;
+                handler.send_error(0, ErrorCode::Unauthenticated, &format!("{err}; closing the connection")).await;
+                break;
+            }
             _ = shutdown.recv() => {
                 // Answer what is in flight first (commits still complete
                 // during shutdown), then say why the connection ends.
@@ -124,6 +133,20 @@ pub(crate) async fn run<R, W>(
     drop(handler);
     let _ = writer.await;
     tracing::debug!(%peer, "connection closed");
+}
+
+/// Resolves once the connection's principal no longer holds: its key was
+/// revoked, or keys now exist and it never authenticated.
+async fn revoked(revocations: &mut tokio::sync::watch::Receiver<u64>, handler: &Handler) -> crate::auth::AuthError {
+    loop {
+        if revocations.changed().await.is_err() {
+            // The hub is going away; shutdown ends the connection.
+            std::future::pending::<()>().await;
+        }
+        if let Err(err) = handler.still_authorized() {
+            return err;
+        }
+    }
 }
 
 /// Reads frames off a connection, as its [`Framing`] says.

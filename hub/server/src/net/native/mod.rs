@@ -6,7 +6,7 @@
 //! `outgoing` for what is sent back. Wire types come from `cairn_proto::frame`.
 
 pub(crate) mod connection;
-mod handler;
+pub(crate) mod handler;
 mod outgoing;
 
 use std::net::SocketAddr;
@@ -56,7 +56,8 @@ pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, 
             broker.metrics().native_connections.inc();
             let (read_half, write_half) = socket.into_split();
             let framing = connection::Framing::LengthPrefixed;
-            connection::run(read_half, write_half, peer, framing, broker, limits, shutdown).await
+            let identity = handler::access::Identity::Key { peer: peer.ip() };
+            connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
         }
     };
     let refuse = move |socket, peer| connection::refuse_too_many(socket, peer, max_connections);

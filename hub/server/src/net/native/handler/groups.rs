@@ -11,6 +11,7 @@ use super::Handler;
 use crate::broker::groups::Membership;
 use crate::broker::GroupError;
 use crate::net::native::outgoing::error_code;
+use cairn_proto::acl::{Operation, ResourceKind};
 
 impl Handler {
     pub(super) async fn group_request(&self, id: u32, body: RequestBody<'_>) {
@@ -43,6 +44,7 @@ impl Handler {
                 Ok(list) => {
                     let groups = list
                         .iter()
+                        .filter(|(group, _, _)| self.may(Operation::Describe, ResourceKind::Group, group))
                         .map(|(group, members, generation)| GroupSummary {
                             group,
                             members: *members,

@@ -1,14 +1,16 @@
 //! One request in, one response out: decodes a frame, calls the broker, and
 //! encodes the answer. Translation only; what each request does lives in
 //! `broker` and `log`. As in mini-redis's one file per command, each area of
-//! requests has its file: `records`, `topics`, `groups`, `plugins`.
+//! requests has its file: `records`, `topics`, `groups`, `plugins`, and
+//! `access` (who the connection is, what each request needs, keys and ACLs).
 
+pub(crate) mod access;
 mod groups;
 mod plugins;
 mod records;
 mod topics;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_log::LogError;
@@ -18,8 +20,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::outgoing::{encode_log_error, Outgoing};
 use super::NativeLimits;
+use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::net::Shutdown;
+use access::Identity;
 
 /// Whether the connection goes on after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub(super) struct Handler {
     responses: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     shutdown: Shutdown,
+    identity: Identity,
+    /// Set by `authenticate` (or the serial line's configured principal).
+    principal: Mutex<Option<Arc<Principal>>>,
 }
 
 impl Handler {
@@ -43,9 +50,14 @@ impl Handler {
         limits: Arc<NativeLimits>,
         responses: mpsc::Sender<Outgoing>,
         shutdown: Shutdown,
+        identity: Identity,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-        Handler { broker, limits, responses, in_flight, shutdown }
+        let principal = match &identity {
+            Identity::Fixed(p) => Some(Arc::new(p.clone())),
+            Identity::Key { .. } => None,
+        };
+        Handler { broker, limits, responses, in_flight, shutdown, identity, principal: Mutex::new(principal) }
     }
 
     /// Handles one frame's payload: decodes it and hands the request to
@@ -56,6 +68,14 @@ impl Handler {
             Err(_) => return self.undecodable(&payload).await,
         };
         let id = request.id;
+        // Before authentication, only `hello` and `authenticate` are served.
+        if let RequestBody::Authenticate { key, secret } = request.body {
+            self.authenticate(id, key, secret).await;
+            return Next::Continue;
+        }
+        if !matches!(request.body, RequestBody::Hello { .. }) && !self.permitted(id, &request.body).await {
+            return Next::Continue;
+        }
         match request.body {
             body @ (RequestBody::Hello { .. }
             | RequestBody::Produce { .. }
@@ -81,6 +101,13 @@ impl Handler {
             | RequestBody::Attach { .. }
             | RequestBody::Detach { .. }
             | RequestBody::DryRun { .. }) => self.plugin_request(id, body).await,
+            body @ (RequestBody::Authenticate { .. }
+            | RequestBody::CreateApiKey { .. }
+            | RequestBody::ListApiKeys
+            | RequestBody::RevokeApiKey { .. }
+            | RequestBody::AddAcl { .. }
+            | RequestBody::ListAcls { .. }
+            | RequestBody::RemoveAcl { .. }) => self.access_request(id, body).await,
         }
         Next::Continue
     }
@@ -92,6 +119,24 @@ impl Handler {
         #[derive(Deserialize)]
         struct IdOnly {
             id: u32,
+        }
+        // An `authenticate` whose fields are wrong is not a newer client
+        // probing: answered, and the connection closed, as a failed login.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum AuthenticateOnly {
+            Authenticate(serde::de::IgnoredAny),
+        }
+        #[derive(Deserialize)]
+        struct BadAuthenticate {
+            id: u32,
+            #[allow(dead_code)]
+            body: AuthenticateOnly,
+        }
+        if let Ok(BadAuthenticate { id, .. }) = frame::decode::<BadAuthenticate>(payload) {
+            let message = "malformed authenticate request (expected text `key` and `secret`); closing the connection";
+            self.send_error(id, ErrorCode::Unauthenticated, message).await;
+            return Next::Close;
         }
         let detail = serde_cbor::from_slice::<serde_cbor::Value>(payload).err().map(|e| e.to_string());
         match (frame::decode::<IdOnly>(payload), detail) {
@@ -113,6 +158,12 @@ impl Handler {
         let mut out = Vec::new();
         frame::encode(&Response { id, body }, &mut out);
         let _ = self.responses.send(Outgoing::Frame(out)).await;
+    }
+
+    /// Whether the connection's principal still holds (its key was not
+    /// revoked, or it never needed one); checked when keys change.
+    pub fn still_authorized(&self) -> Result<(), crate::auth::AuthError> {
+        self.principal().map(drop)
     }
 
     /// Waits (up to `timeout`) until every request in flight has queued

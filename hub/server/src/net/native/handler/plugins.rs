@@ -6,6 +6,7 @@ use cairn_proto::frame::{ErrorCode, RequestBody, ResponseBody};
 use super::Handler;
 use crate::net::native::outgoing::{encode, error_code, Outgoing};
 use crate::plugins::{AttachRequest, PluginsError};
+use cairn_proto::acl::{Operation, ResourceKind};
 
 impl Handler {
     /// Plugin management: translation to `plugins::Plugins` calls.
@@ -26,7 +27,10 @@ impl Handler {
                 };
                 encode(id, body)
             }),
-            RequestBody::ListPlugins => plugins.list().map(|plugins| encode(id, ResponseBody::Plugins { plugins })),
+            RequestBody::ListPlugins => plugins.list().map(|mut plugins| {
+                plugins.retain(|p| self.may(Operation::Describe, ResourceKind::Plugin, &p.name));
+                encode(id, ResponseBody::Plugins { plugins })
+            }),
             RequestBody::DescribePlugin { name } => {
                 plugins.describe(name).map(|plugin| encode(id, ResponseBody::Plugins { plugins: vec![plugin] }))
             }
@@ -48,7 +52,17 @@ impl Handler {
                     .await
                     .map(|attachment| encode(id, ResponseBody::Attachment { attachment: Box::new(attachment) }))
             }
-            RequestBody::Detach { name } => plugins.detach(name).await.map(|()| encode(id, ResponseBody::Done)),
+            RequestBody::Detach { name } => {
+                // Detaching changes what the attachment's topic does.
+                if let Ok(a) = plugins.attachment_info(name) {
+                    if !self.may(Operation::Alter, ResourceKind::Topic, &a.topic) {
+                        let message =
+                            format!("may not alter topic '{}' (detach '{name}'): no ACL rule allows it", a.topic);
+                        return self.send_error(id, ErrorCode::NotAuthorized, &message).await;
+                    }
+                }
+                plugins.detach(name).await.map(|()| encode(id, ResponseBody::Done))
+            }
             RequestBody::DryRun { plugin, version, params, topic, last } => {
                 plugins.dry_run(plugin, version, owned(params), topic, last).await.map(|run| {
                     let outputs = run.outputs.into_iter().map(|(t, b)| (t, serde_bytes::ByteBuf::from(b))).collect();

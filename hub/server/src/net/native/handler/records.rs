@@ -21,6 +21,7 @@ impl Handler {
                     version: PROTOCOL_VERSION,
                     max_frame_bytes: self.limits.max_frame_bytes as u32,
                     max_batch_bytes,
+                    auth_required: self.principal().is_err(),
                 };
                 self.send(id, body).await;
             }

@@ -1,6 +1,7 @@
 //! Topic administration: list, describe, create, alter, delete.
 
 use cairn_log::{LogError, TopicConfig, TopicInfo};
+use cairn_proto::acl::{Operation, ResourceKind};
 use cairn_proto::frame::{ErrorCode, PartitionDescription, RequestBody, ResponseBody, TopicDescription};
 
 use super::Handler;
@@ -9,7 +10,8 @@ impl Handler {
     pub(super) async fn topic_request(&self, id: u32, body: RequestBody<'_>) {
         match body {
             RequestBody::ListTopics => {
-                let topics = self.broker.log().list_topics();
+                let mut topics = self.broker.log().list_topics();
+                topics.retain(|t| self.may(Operation::Describe, ResourceKind::Topic, &t.name));
                 let topics = topics.iter().map(describe).collect();
                 self.send(id, ResponseBody::Topics { topics }).await;
             }
