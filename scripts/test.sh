@@ -4,7 +4,8 @@
 # - rustup targets for the device SDK (thumbv6m, thumbv7m, thumbv7em);
 # - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
 #   (footprint) and mosquitto-clients (MQTT end-to-end tests), from Debian's
-#   packages, when missing.
+#   packages, when missing;
+# - paho-mqtt, the Python MQTT client the TLS tests also use, from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,11 @@ if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
         qemu-system-arm binutils-arm-none-eabi mosquitto-clients >/dev/null
+fi
+
+if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then
+    echo "installing paho-mqtt (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'paho-mqtt>=2,<3'
 fi
 
 # The device SDK builds for the smallest and the FPU Cortex-M targets.

@@ -30,7 +30,8 @@ impl Key {
     }
 
     fn options(&self) -> ConnectOptions {
-        ConnectOptions { credentials: Some(Credentials { key: self.key.clone(), secret: self.secret.clone() }) }
+        let credentials = Some(Credentials { key: self.key.clone(), secret: self.secret.clone() });
+        ConnectOptions { credentials, tls: None }
     }
 }
 

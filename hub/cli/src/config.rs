@@ -7,13 +7,20 @@
 //! [auth]                           # docs/security.md
 //! allow_anonymous = false          # clients without a key: refused (true: act as `anonymous`)
 //!
+//! [tls]                            # for the TLS listeners; reloaded on SIGHUP
+//! cert_file = "/etc/cairn/tls/server.pem"
+//! key_file = "/etc/cairn/tls/server.key"
+//! client_ca_file = "/etc/cairn/tls/devices-ca.pem"   # optional: client certificates name the principal
+//!
 //! [native]
 //! addr = "0.0.0.0:7878"            # default: 127.0.0.1 until an API key exists
+//! tls_addr = "0.0.0.0:7883"        # off unless set
 //! max_connections = 1024
 //! max_frame_bytes = 8388608
 //!
 //! [mqtt]
 //! addr = "0.0.0.0:1883"          # or a list; default: 127.0.0.1 until an API key exists
+//! tls_addr = "0.0.0.0:8883"      # or a list; off unless set
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
@@ -70,6 +77,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub auth: AuthSettings,
+    pub tls: TlsSettings,
     pub native: NativeSettings,
     pub mqtt: MqttSettings,
     pub serial: SerialSettings,
@@ -82,6 +90,15 @@ pub struct Settings {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub allow_anonymous: Option<bool>,
+}
+
+/// `[tls]`: the TLS listeners' files.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[plugins]`: defaults of attachments that do not set their own limits.
@@ -99,6 +116,8 @@ pub struct PluginSettings {
 pub struct MqttSettings {
     /// One address, or a list (several listeners).
     pub addr: Option<Addrs>,
+    /// TLS listeners, likewise.
+    pub tls_addr: Option<Addrs>,
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
@@ -136,6 +155,7 @@ pub struct SerialSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct NativeSettings {
     pub addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     pub max_connections: Option<usize>,
     pub max_frame_bytes: Option<usize>,
 }
@@ -181,6 +201,10 @@ pub struct ServeConfig {
     /// MQTT listeners (`Some(empty)`: MQTT off; `None`: the default, as
     /// for `native_addr`).
     pub mqtt_addrs: Option<Vec<SocketAddr>>,
+    /// TLS listeners (none unless configured), and their files.
+    pub native_tls_addr: Option<SocketAddr>,
+    pub mqtt_tls_addrs: Vec<SocketAddr>,
+    pub tls: Option<cairn_hub::net::tls::TlsFiles>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
     pub mqtt_topic_partitions: u32,
@@ -210,6 +234,9 @@ impl Default for ServeConfig {
             max_connections: 1024,
             max_frame_bytes: 8 * 1024 * 1024,
             mqtt_addrs: None,
+            native_tls_addr: None,
+            mqtt_tls_addrs: Vec::new(),
+            tls: None,
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
             mqtt_topic_partitions: 1,
@@ -255,6 +282,20 @@ impl ServeConfig {
                 overrides.mqtt.addr.as_ref().or(file.mqtt.addr.as_ref()).map(Addrs::to_vec)
             } else {
                 Some(Vec::new())
+            },
+            native_tls_addr: overrides.native.tls_addr.or(file.native.tls_addr),
+            mqtt_tls_addrs: if pick!(mqtt.enabled, true) {
+                overrides.mqtt.tls_addr.as_ref().or(file.mqtt.tls_addr.as_ref()).map(Addrs::to_vec).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            tls: match (pick!(tls.cert_file, PathBuf::new()), pick!(tls.key_file, PathBuf::new())) {
+                (cert, key) if cert.as_os_str().is_empty() || key.as_os_str().is_empty() => None,
+                (cert, key) => Some(cairn_hub::net::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: overrides.tls.client_ca_file.clone().or_else(|| file.tls.client_ca_file.clone()),
+                }),
             },
             mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),

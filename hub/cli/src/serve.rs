@@ -4,9 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cairn_hub::auth::{Auth, Principal};
 use cairn_hub::broker::Broker;
+use cairn_hub::net::tls::Tls;
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_hub::plugins::Plugins;
 use cairn_log::Log;
@@ -14,7 +16,7 @@ use clap::Args;
 
 use crate::config::{
     Addrs, AuthSettings, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig,
-    Settings,
+    Settings, TlsSettings,
 };
 use crate::{shutdown_signal, AnyError};
 
@@ -47,6 +49,23 @@ pub struct ServeArgs {
     /// then 0.0.0.0:1883].
     #[arg(long, env = "CAIRN_MQTT_ADDR", value_delimiter = ',')]
     mqtt_addr: Vec<SocketAddr>,
+    /// Address of a native protocol listener speaking TLS [default: off].
+    #[arg(long, env = "CAIRN_NATIVE_TLS_ADDR")]
+    native_tls_addr: Option<SocketAddr>,
+    /// Address of an MQTT listener speaking TLS (MQTT's usual port is
+    /// 8883); repeat for several [default: off].
+    #[arg(long, env = "CAIRN_MQTT_TLS_ADDR", value_delimiter = ',')]
+    mqtt_tls_addr: Vec<SocketAddr>,
+    /// The TLS listeners' certificate chain (PEM), reloaded on SIGHUP.
+    #[arg(long, env = "CAIRN_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS listeners' private key (PEM), reloaded on SIGHUP.
+    #[arg(long, env = "CAIRN_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (PEM): their common
+    /// name is the connection's principal (mutual TLS) [default: off].
+    #[arg(long, env = "CAIRN_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Serve MQTT at all [default: true].
     #[arg(long, env = "CAIRN_MQTT")]
     mqtt: Option<bool>,
@@ -74,13 +93,20 @@ impl ServeArgs {
         Settings {
             data_dir: self.data_dir.clone(),
             auth: AuthSettings { allow_anonymous: self.allow_anonymous },
+            tls: TlsSettings {
+                cert_file: self.tls_cert.clone(),
+                key_file: self.tls_key.clone(),
+                client_ca_file: self.tls_client_ca.clone(),
+            },
             native: NativeSettings {
                 addr: self.native_addr,
+                tls_addr: self.native_tls_addr,
                 max_connections: self.max_connections,
                 max_frame_bytes: self.max_frame_bytes,
             },
             mqtt: MqttSettings {
                 addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
+                tls_addr: (!self.mqtt_tls_addr.is_empty()).then(|| Addrs::Many(self.mqtt_tls_addr.clone())),
                 enabled: self.mqtt,
                 ..MqttSettings::default()
             },
@@ -119,6 +145,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         broker = broker.with_plugins(loaded.clone());
         plugins = Some(loaded);
     }
+    let tls = load_tls(&args)?;
     let listener = net::native::bind(native_addr)
         .await
         .map_err(|e| format!("cannot listen on {native_addr} (native protocol): {e}"))?;
@@ -130,11 +157,16 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let mut listeners = Vec::new();
-    if !mqtt_addrs.is_empty() {
+    if !mqtt_addrs.is_empty() || !args.mqtt_tls_addrs.is_empty() {
         let mut mqtt_listeners = Vec::new();
         for &addr in &mqtt_addrs {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
-            mqtt_listeners.push(listener);
+            mqtt_listeners.push((listener, None));
+        }
+        for &addr in &args.mqtt_tls_addrs {
+            let listener =
+                net::mqtt::bind_tls(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT over TLS): {e}"))?;
+            mqtt_listeners.push((listener, tls.clone()));
         }
         let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
             .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
@@ -161,7 +193,17 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         let serve = net::serial::serve_device(device, principal, broker.clone(), limits.clone(), shutdown.clone());
         serial.push(tokio::spawn(serve));
     }
-    let native = tokio::spawn(net::native::serve(listener, broker, limits, shutdown));
+    if let Some(addr) = args.native_tls_addr {
+        let tls_listener = net::native::bind_tls(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (native protocol over TLS): {e}"))?;
+        let serve = net::native::serve(tls_listener, tls.clone(), broker.clone(), limits.clone(), shutdown.clone());
+        listeners.push(tokio::spawn(serve));
+    }
+    if let Some(tls) = tls {
+        reload_on_sighup(tls)?;
+    }
+    let native = tokio::spawn(net::native::serve(listener, None, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(
         data = %path.display(),
@@ -225,4 +267,30 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
         .into());
     }
     Ok((native, mqtt))
+}
+
+/// The TLS settings of the TLS listeners, when any is configured.
+fn load_tls(args: &ServeConfig) -> Result<Option<Arc<Tls>>, AnyError> {
+    let wanted = args.native_tls_addr.is_some() || !args.mqtt_tls_addrs.is_empty();
+    match (&args.tls, wanted) {
+        (Some(files), true) => Ok(Some(Tls::load(files.clone())?)),
+        (None, true) => Err("a TLS listener needs [tls] cert_file and key_file (--tls-cert, --tls-key)".into()),
+        (_, false) => Ok(None),
+    }
+}
+
+/// SIGHUP reads the certificate and key files again (a renewed
+/// certificate); new connections use them, open ones keep theirs.
+fn reload_on_sighup(tls: Arc<Tls>) -> Result<(), AnyError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: TLS files not reloaded; keeping the current ones"),
+            }
+        }
+    });
+    Ok(())
 }

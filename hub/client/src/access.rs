@@ -28,6 +28,8 @@ pub struct ConnectOptions {
     /// Authenticate with this key right after connecting (hubs that
     /// require it refuse everything else until then).
     pub credentials: Option<Credentials>,
+    /// Speak TLS to the hub's TLS listener.
+    pub tls: Option<crate::TlsOptions>,
 }
 
 /// Who a connection acts as after authenticating.
@@ -48,7 +50,7 @@ pub struct NewApiKey {
 impl Client {
     /// Connects, then authenticates when `options` carry credentials.
     pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client> {
-        let client = Client::connect(addr).await?;
+        let client = Client::open(addr, options.tls.as_ref()).await?;
         if let Some(c) = &options.credentials {
             client.authenticate(&c.key, &c.secret).await?;
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cairn_proto::frame::{self, Request, RequestBody, Response, ResponseBody};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -43,8 +43,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the hub at `addr`.
+    /// Connects to the hub at `addr` (plain TCP, no API key; see
+    /// [`Client::connect_with`]).
     pub async fn connect(addr: &str) -> Result<Client> {
+        Client::connect_with(addr, &crate::ConnectOptions::default()).await
+    }
+
+    /// Opens the connection (TCP, then TLS when `tls` is set) and starts its
+    /// reader and writer tasks.
+    pub(crate) async fn open(addr: &str, tls: Option<&crate::TlsOptions>) -> Result<Client> {
         let connect_error = |source| ClientError::Connect { addr: addr.to_string(), source };
         // A black-holed address would otherwise take the kernel's SYN
         // retries (about two minutes) to fail.
@@ -53,21 +60,38 @@ impl Client {
             Err(_) => return Err(connect_error(std::io::ErrorKind::TimedOut.into())),
         };
         let _ = socket.set_nodelay(true);
-        let (read_half, write_half) = socket.into_split();
+        match tls {
+            None => {
+                let (read_half, write_half) = socket.into_split();
+                Ok(Client::start(read_half, write_half))
+            }
+            Some(tls) => {
+                let stream = crate::tls::connect(addr, socket, tls).await?;
+                let (read_half, write_half) = tokio::io::split(stream);
+                Ok(Client::start(read_half, write_half))
+            }
+        }
+    }
+
+    fn start<R, W>(read_half: R, write_half: W) -> Client
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (frames, queue) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (hang_up, hung_up) = watch::channel(false);
         tokio::spawn(write_loop(write_half, queue, hung_up.clone()));
         tokio::spawn(read_loop(read_half, waiters.clone(), closed.clone(), hung_up, MAX_RESPONSE_BYTES));
-        Ok(Client {
+        Client {
             frames,
             waiters,
             next_id: Arc::new(AtomicU32::new(1)),
             closed,
             hang_up: Arc::new(hang_up),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-        })
+        }
     }
 
     /// The same connection, with requests made through the returned handle
@@ -223,8 +247,8 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
 /// Writes queued frames until the client is dropped (and its queue
 /// drained), the socket fails, or the client hangs up (which may find it
 /// blocked on a full socket).
-async fn write_loop(
-    socket: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    socket: W,
     mut queue: mpsc::Receiver<Vec<u8>>,
     mut hung_up: watch::Receiver<bool>,
 ) {
@@ -254,8 +278,8 @@ async fn write_loop(
 /// Routes each response to the caller waiting for its id. When the
 /// connection ends, every waiter is dropped, so their calls fail with
 /// `Closed` instead of hanging.
-async fn read_loop(
-    socket: tokio::net::tcp::OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    socket: R,
     waiters: Waiters,
     closed: Arc<AtomicBool>,
     mut hung_up: watch::Receiver<bool>,
@@ -301,7 +325,7 @@ async fn read_loop(
 
 /// Reads one response frame's payload; `None` when the connection ended or
 /// the frame was oversized.
-async fn read_frame(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max_frame_bytes: usize) -> Option<Vec<u8>> {
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, max_frame_bytes: usize) -> Option<Vec<u8>> {
     let mut prefix = [0u8; frame::LENGTH_PREFIX];
     reader.read_exact(&mut prefix).await.ok()?;
     let Ok(len) = frame::frame_len(prefix, max_frame_bytes) else {

@@ -33,12 +33,14 @@ mod groups;
 mod plugins;
 mod producer;
 mod records;
+mod tls;
 mod topics;
 pub use access::{Authenticated, ConnectOptions, Credentials, NewApiKey};
 pub use cairn_proto::acl::{AclEntry, AclRule, ApiKeyInfo, Operation, PatternKind, ResourceKind};
 pub use connection::{Client, DEFAULT_REQUEST_TIMEOUT};
 pub use consumer::{ConsumedRecord, GroupConsumer, StartFrom};
 pub use producer::{Producer, ProducerConfig, RecordAck};
+pub use tls::TlsOptions;
 
 /// What can go wrong talking to a hub.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,10 @@ pub enum ClientError {
     /// A record the producer could not get stored (after its retries).
     #[error("{0}")]
     NotStored(String),
+    /// The TLS settings or handshake failed (wrong CA, expired or
+    /// mismatched certificate); not retried.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -74,7 +80,9 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Closed | ClientError::TimedOut(_) => true,
             ClientError::Server { code, .. } => code.is_retriable(),
-            ClientError::Protocol(_) | ClientError::Refused(_) | ClientError::NotStored(_) => false,
+            ClientError::Protocol(_) | ClientError::Refused(_) | ClientError::NotStored(_) | ClientError::Tls(_) => {
+                false
+            }
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Hub {
     pub mqtt_addr: Option<String>,
     /// Every MQTT listener's address.
     pub mqtt_addrs: Vec<String>,
+    /// The TLS listeners' addresses, when started with them.
+    pub native_tls_addr: Option<String>,
+    pub mqtt_tls_addr: Option<String>,
     pub data: PathBuf,
     /// What the hub logged until it said it was running.
     pub startup_log: Vec<String>,
@@ -67,6 +70,7 @@ impl Hub {
         let mut addr = None;
         let mut serial_addr = None;
         let mut mqtt_addrs = Vec::new();
+        let (mut native_tls_addr, mut mqtt_tls_addr) = (None, None);
         let mut seen = Vec::new();
         while started.elapsed() < Duration::from_secs(30) {
             let Some(Ok(line)) = lines.next() else { break };
@@ -79,6 +83,10 @@ impl Hub {
                     serial_addr = value;
                 } else if line.contains("MQTT listening") {
                     mqtt_addrs.extend(value);
+                } else if line.contains("native protocol over TLS listening") {
+                    native_tls_addr = value;
+                } else if line.contains("MQTT over TLS listening") {
+                    mqtt_tls_addr = value;
                 }
             }
             let running = line.contains("cairn is running");
@@ -101,6 +109,8 @@ impl Hub {
                     serial_addr,
                     mqtt_addr,
                     mqtt_addrs,
+                    native_tls_addr,
+                    mqtt_tls_addr,
                     data: data.to_path_buf(),
                     startup_log: seen,
                     log,
@@ -129,7 +139,7 @@ impl Hub {
         self.signal("-CONT");
     }
 
-    fn signal(&self, which: &str) {
+    pub fn signal(&self, which: &str) {
         let status = Command::new("kill").arg(which).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success(), "kill {which} failed");
     }

@@ -68,6 +68,10 @@ pub struct BenchMqttArgs {
     /// MQTT password (for Cairn: the key's secret).
     #[arg(long, env = "CAIRN_API_SECRET", hide_env_values = true)]
     password: Option<String>,
+    /// Connect with TLS, checking the broker's certificate against this CA
+    /// (PEM); --broker names its TLS listener.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Publishers, each on its own connection.
     #[arg(long, default_value_t = 10)]
     publishers: usize,
@@ -306,7 +310,7 @@ async fn bench_produce(args: BenchProduceArgs) -> Result<(), AnyError> {
         _ => return Err("--api-key and --api-secret go together".into()),
     };
     let config = native_bench::ProduceConfig {
-        connect: cairn_client::ConnectOptions { credentials },
+        connect: cairn_client::ConnectOptions { credentials, tls: None },
         hub: args.hub,
         topic: args.topic,
         partitions: args.partitions,
@@ -464,6 +468,7 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
     let config = mqtt::MqttBenchConfig {
         broker: args.broker.clone(),
         credentials: args.username.clone().zip(args.password.clone()),
+        tls_ca: args.tls_ca.clone(),
         publishers: args.publishers.max(1),
         messages_per_publisher: args.messages.max(1),
         payload_bytes: args.payload_bytes,

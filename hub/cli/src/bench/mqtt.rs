@@ -33,6 +33,8 @@ pub struct MqttBenchConfig {
     pub subscribers: usize,
     /// Username and password of every client.
     pub credentials: Option<(String, String)>,
+    /// TLS, checking the broker's certificate against this CA file.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// What one run measured.
@@ -60,11 +62,32 @@ pub enum MqttBenchError {
     Timeout(usize, u64),
     #[error("subscriber {0}: {1}")]
     Subscriber(usize, String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The default window, and the subscribers' (they only subscribe).
 const INFLIGHT: u16 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
+
+/// One benchmark client's options: clean session, 1 MiB packets, the
+/// credentials and TLS of the run.
+fn client_options(config: &MqttBenchConfig, id: String, host: &str, port: u16) -> Result<MqttOptions, MqttBenchError> {
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(Duration::from_secs(60)).set_clean_session(true);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((user, password)) = &config.credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(ca_file) = &config.tls_ca {
+        let tls = cairn_client::TlsOptions { ca_file: ca_file.clone(), server_name: None, client_cert: None };
+        let rustls = tls.client_config().map_err(|e| MqttBenchError::Tls(e.to_string()))?;
+        let transport =
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(rustls)));
+        options.set_transport(transport);
+    }
+    Ok(options)
+}
 
 /// Runs the publishers once.
 pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchError> {
@@ -78,12 +101,8 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     // Connect everyone first, then start together.
     let mut clients = Vec::with_capacity(config.publishers);
     for i in 0..config.publishers {
-        let mut options = MqttOptions::new(format!("bench-{}-{i}", std::process::id()), host.clone(), port);
-        options.set_keep_alive(Duration::from_secs(60)).set_inflight(config.in_flight).set_clean_session(true);
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
+        let mut options = client_options(config, format!("bench-{}-{i}", std::process::id()), &host, port)?;
+        options.set_inflight(config.in_flight);
         // The request queue stays as deep as with the default window, so a
         // small window changes only how many QoS 1 messages wait for PUBACK.
         let queue = usize::from(config.in_flight.max(INFLIGHT)) * 2;
@@ -187,12 +206,8 @@ async fn connect_subscribers(
 ) -> Result<Vec<(AsyncClient, rumqttc::EventLoop)>, MqttBenchError> {
     let mut subscribers = Vec::with_capacity(config.subscribers);
     for i in 0..config.subscribers {
-        let mut options = MqttOptions::new(format!("bench-sub-{}-{i}", std::process::id()), host, port);
-        options.set_keep_alive(Duration::from_secs(60)).set_inflight(INFLIGHT).set_clean_session(true);
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
+        let mut options = client_options(config, format!("bench-sub-{}-{i}", std::process::id()), host, port)?;
+        options.set_inflight(INFLIGHT);
         let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
         client.subscribe("bench/#", config.qos).await.map_err(|e| MqttBenchError::Subscriber(i, e.to_string()))?;
         loop {

@@ -11,7 +11,7 @@ pub mod topic;
 
 use std::time::Duration;
 
-use cairn_client::{Client, ClientError, ConnectOptions, Credentials};
+use cairn_client::{Client, ClientError, ConnectOptions, Credentials, TlsOptions};
 use clap::{Args, ValueEnum};
 
 /// Options every client command takes.
@@ -35,10 +35,25 @@ pub struct HubArgs {
     /// --client-config to the flag, which other users can see in `ps`.
     #[arg(long, env = "CAIRN_API_SECRET", hide_env_values = true, global = true)]
     pub api_secret: Option<String>,
-    /// A TOML file with `api_key` and `api_secret` (keep it private:
-    /// chmod 600), used for what the flags and environment do not set.
+    /// A TOML file with `api_key`, `api_secret`, `tls_ca`, `tls_cert`,
+    /// `tls_key` (keep it private: chmod 600), used for what the flags and
+    /// environment do not set.
     #[arg(long, env = "CAIRN_CLIENT_CONFIG", global = true)]
     pub client_config: Option<std::path::PathBuf>,
+    /// Connect with TLS, checking the hub's certificate against this CA
+    /// (PEM). --hub must then name the hub's TLS listener.
+    #[arg(long, env = "CAIRN_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the hub's certificate must carry [default: the host of --hub].
+    #[arg(long, env = "CAIRN_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+    /// A client certificate (PEM) for hubs that map certificates to
+    /// principals; with --tls-key.
+    #[arg(long, env = "CAIRN_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "CAIRN_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// A request timeout: a duration such as `30s` or `500ms`, not zero.
@@ -73,7 +88,18 @@ impl HubArgs {
             (Some(_), None) => return Err("--api-key needs --api-secret (or CAIRN_API_SECRET)".into()),
             (None, Some(_)) => return Err("--api-secret needs --api-key (or CAIRN_API_KEY)".into()),
         };
-        Ok(ConnectOptions { credentials })
+        let ca = self.tls_ca.clone().or(file.tls_ca);
+        let client_cert = match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("a TLS client certificate needs both tls_cert and tls_key".into()),
+        };
+        let tls = match ca {
+            Some(ca_file) => Some(TlsOptions { ca_file, server_name: self.tls_server_name.clone(), client_cert }),
+            None if client_cert.is_some() => return Err("a TLS client certificate needs --tls-ca".into()),
+            None => None,
+        };
+        Ok(ConnectOptions { credentials, tls })
     }
 }
 
@@ -83,6 +109,9 @@ impl HubArgs {
 struct ClientFile {
     api_key: Option<String>,
     api_secret: Option<String>,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl ClientFile {

@@ -1,11 +1,13 @@
 //! Network listeners: each turns a protocol into broker calls: the native
 //! protocol over TCP, the same protocol over serial lines, and MQTT. All
-//! TCP listeners share one accept loop (`accept`: limit, shutdown, logs).
+//! TCP listeners share one accept loop (`accept`: limit, shutdown, logs);
+//! the native and MQTT ones may speak TLS (`tls`).
 
 mod accept;
 pub mod mqtt;
 pub mod native;
 pub mod serial;
+pub mod tls;
 
 use tokio::sync::watch;
 

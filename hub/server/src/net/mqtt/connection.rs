@@ -26,8 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -48,8 +47,18 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// subscriptions (a rebalance reaches it within this).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(server: Arc<Server>, socket: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
-    let (mut reader, mut writer) = socket.into_split();
+/// Serves one client over `socket` (TCP, or TLS whose verified client
+/// certificate named `certificate`).
+pub(super) async fn run<S>(
+    server: Arc<Server>,
+    socket: S,
+    certificate: Option<String>,
+    peer: SocketAddr,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(socket);
     let limit = server.config.max_packet_bytes;
     let mut buf = BytesMut::with_capacity(4096);
     let connect = tokio::select! {
@@ -73,7 +82,7 @@ pub(super) async fn run(server: Arc<Server>, socket: TcpStream, peer: SocketAddr
             return;
         }
     };
-    let mut session = match Session::open(server.clone(), version, connect, peer).await {
+    let mut session = match Session::open(server.clone(), version, connect, certificate, peer).await {
         Ok(s) => s,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -131,9 +140,9 @@ impl Session {
 
     /// Reads and handles packets, and passes deliveries on, until the
     /// connection ends.
-    async fn serve(
+    async fn serve<S: AsyncRead>(
         &mut self,
-        reader: &mut tokio::net::tcp::OwnedReadHalf,
+        reader: &mut ReadHalf<S>,
         buf: &mut BytesMut,
         shutdown: &mut Shutdown,
     ) -> End {

@@ -37,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::accept::Acceptor;
+use super::tls::Tls;
 use super::Shutdown;
 use crate::broker::Broker;
 
@@ -93,19 +94,39 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     super::accept::bind(addr, "MQTT").await
 }
 
+/// Binds a TLS listener's address and logs the address it got.
+pub async fn bind_tls(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    super::accept::bind(addr, "MQTT over TLS").await
+}
+
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
-/// until shutdown.
-pub async fn serve(listeners: Vec<TcpListener>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
+/// until shutdown. A listener with TLS settings starts each connection with
+/// a TLS handshake; a verified client certificate then names the principal.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Option<Arc<Tls>>)>,
+    broker: Broker,
+    config: MqttConfig,
+    shutdown: Shutdown,
+) {
     let acceptor = Acceptor::new("MQTT", config.max_connections);
     let server =
         Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| {
+        .map(|(listener, tls)| {
             let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let serve = |socket: TcpStream, peer: SocketAddr| {
-                    connection::run(server.clone(), socket, peer, shutdown.clone())
+                    let (server, shutdown, tls) = (server.clone(), shutdown.clone(), tls.clone());
+                    async move {
+                        match tls {
+                            None => connection::run(server, socket, None, peer, shutdown).await,
+                            Some(tls) => match tls.accept(socket).await {
+                                Ok((stream, name)) => connection::run(server, stream, name, peer, shutdown).await,
+                                Err(err) => tracing::info!(%peer, error = %err, "MQTT TLS handshake failed"),
+                            },
+                        }
+                    }
                 };
                 // Over the limit the socket is closed at once: MQTT has no
                 // way to say why before CONNECT.

@@ -134,9 +134,10 @@ impl Session {
         server: Arc<Server>,
         version: Version,
         c: Connect,
+        certificate: Option<String>,
         peer: SocketAddr,
     ) -> Result<Session, Refusal> {
-        let principal = Arc::new(authenticate(&server, &c, peer).await?);
+        let principal = Arc::new(authenticate(&server, &c, certificate, peer).await?);
         let auth = server.broker.auth();
         let connection = server.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client_id = if c.client_id.is_empty() {
@@ -302,13 +303,22 @@ impl Session {
     }
 }
 
-/// Who a CONNECT is: its API key (username = key id, password = secret),
-/// or what unauthenticated clients get. While the hub has no keys, any
+/// Who a CONNECT is: the common name of its verified TLS client
+/// certificate, else its API key (username = key id, password = secret),
+/// else what unauthenticated clients get. While the hub has no keys, any
 /// credentials are ignored, as they could not be checked against anything.
-async fn authenticate(server: &Server, c: &Connect, peer: SocketAddr) -> Result<Principal, Refusal> {
+async fn authenticate(
+    server: &Server,
+    c: &Connect,
+    certificate: Option<String>,
+    peer: SocketAddr,
+) -> Result<Principal, Refusal> {
     let auth = server.broker.auth();
     if !auth.required() {
         return auth.unauthenticated().map_err(|_| Refusal::NotAuthorized);
+    }
+    if let Some(name) = certificate {
+        return Ok(Principal::named(&name));
     }
     match (&c.username, &c.password) {
         (Some(key), Some(secret)) => auth.authenticate(peer.ip(), key, secret).await.map_err(|_| {
@@ -331,7 +341,7 @@ pub(super) mod tests {
 
     /// Opens a session, which must be accepted.
     pub(in crate::net::mqtt) async fn open(server: &Arc<Server>, version: Version, c: Connect) -> Session {
-        match Session::open(server.clone(), version, c, "127.0.0.1:1883".parse().unwrap()).await {
+        match Session::open(server.clone(), version, c, None, "127.0.0.1:1883".parse().unwrap()).await {
             Ok(session) => session,
             Err(refusal) => panic!("refused: {refusal:?}"),
         }
@@ -372,7 +382,7 @@ pub(super) mod tests {
             password: password.map(Into::into),
             ..testing::connect(id, clean)
         };
-        let refusal = |c| async { Session::open(server.clone(), Version::V311, c, peer).await.err() };
+        let refusal = |c| async { Session::open(server.clone(), Version::V311, c, None, peer).await.err() };
         assert_eq!(refusal(login(None, None, "a", true)).await, Some(Refusal::NotAuthorized));
         assert_eq!(refusal(login(Some(&dev), Some("x"), "a", true)).await, Some(Refusal::BadUserNamePassword));
         assert_eq!(refusal(login(Some(&dev), None, "a", true)).await, Some(Refusal::BadUserNamePassword));

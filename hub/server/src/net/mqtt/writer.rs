@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use cairn_log::PendingAppend;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::codec::{self, Outgoing, Version};
@@ -29,8 +28,8 @@ pub(super) enum Out {
 }
 
 /// Writes packets in order; PUBACK/PUBREC only after their commit.
-pub(super) async fn write_packets(
-    mut socket: OwnedWriteHalf,
+pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut queue: mpsc::Receiver<Out>,
     version: Version,
     server: Arc<Server>,

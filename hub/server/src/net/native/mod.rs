@@ -15,8 +15,11 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::accept::Acceptor;
+use super::tls::Tls;
 use super::Shutdown;
+use crate::auth::Principal;
 use crate::broker::Broker;
+use handler::access::Identity;
 
 /// Limits of the native protocol, each named in the error a client gets.
 #[derive(Debug, Clone)]
@@ -45,19 +48,39 @@ impl Default for NativeLimits {
 
 /// Serves the native protocol on `listener` until `shutdown` fires; then
 /// stops accepting and waits (bounded) for open connections, which watch
-/// `shutdown` too, to answer what is in flight.
-pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, shutdown: Shutdown) {
-    let acceptor = Acceptor::new("native", limits.max_connections);
+/// `shutdown` too, to answer what is in flight. With `tls`, each connection
+/// starts with a TLS handshake; a verified client certificate names the
+/// connection's principal.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    broker: Broker,
+    limits: NativeLimits,
+    shutdown: Shutdown,
+) {
+    let name = if tls.is_some() { "native (TLS)" } else { "native" };
+    let acceptor = Acceptor::new(name, limits.max_connections);
     let limits = Arc::new(limits);
     let max_connections = limits.max_connections;
     let serve = |socket: TcpStream, peer: SocketAddr| {
-        let (broker, limits, shutdown) = (broker.clone(), limits.clone(), shutdown.clone());
+        let (broker, limits, shutdown, tls) = (broker.clone(), limits.clone(), shutdown.clone(), tls.clone());
         async move {
             broker.metrics().native_connections.inc();
-            let (read_half, write_half) = socket.into_split();
             let framing = connection::Framing::LengthPrefixed;
-            let identity = handler::access::Identity::Key { peer: peer.ip() };
-            connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
+            let Some(tls) = tls else {
+                let identity = Identity::Key { peer: peer.ip(), certificate: None };
+                let (read_half, write_half) = socket.into_split();
+                return connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await;
+            };
+            match tls.accept(socket).await {
+                Ok((stream, name)) => {
+                    let certificate = name.map(|n| Principal::named(&n));
+                    let identity = Identity::Key { peer: peer.ip(), certificate };
+                    let (read_half, write_half) = tokio::io::split(stream);
+                    connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
+                }
+                Err(err) => tracing::info!(%peer, error = %err, "TLS handshake failed"),
+            }
         }
     };
     let refuse = move |socket, peer| connection::refuse_too_many(socket, peer, max_connections);
@@ -69,4 +92,9 @@ pub async fn serve(listener: TcpListener, broker: Broker, limits: NativeLimits, 
 /// picks a free one).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     super::accept::bind(addr, "native protocol").await
+}
+
+/// Binds a TLS listener's address and logs the address it got.
+pub async fn bind_tls(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    super::accept::bind(addr, "native protocol over TLS").await
 }

@@ -14,8 +14,9 @@ use crate::auth::{AuthError, Principal};
 #[derive(Debug, Clone)]
 pub(crate) enum Identity {
     /// A TCP client: `authenticate` with an API key. The address is where
-    /// failed attempts are counted.
-    Key { peer: std::net::IpAddr },
+    /// failed attempts are counted. A verified TLS client certificate names
+    /// the principal until then.
+    Key { peer: std::net::IpAddr, certificate: Option<Principal> },
     /// A serial line: the principal configured for it (physical access
     /// to the line stands for the key).
     Fixed(Principal),
@@ -126,7 +127,7 @@ impl Handler {
     /// `authenticate`: checks the key; the connection acts as its
     /// principal from the next request on.
     pub(super) async fn authenticate(&self, id: u32, key: &str, secret: &str) {
-        let crate::net::native::handler::access::Identity::Key { peer } = &self.identity else {
+        let Identity::Key { peer, .. } = &self.identity else {
             let message = "this connection's principal is set by the hub's configuration (serial line)";
             return self.send_error(id, ErrorCode::InvalidConfig, message).await;
         };

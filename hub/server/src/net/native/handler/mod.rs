@@ -54,8 +54,8 @@ impl Handler {
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         let principal = match &identity {
-            Identity::Fixed(p) => Some(Arc::new(p.clone())),
-            Identity::Key { .. } => None,
+            Identity::Fixed(p) | Identity::Key { certificate: Some(p), .. } => Some(Arc::new(p.clone())),
+            Identity::Key { certificate: None, .. } => None,
         };
         Handler { broker, limits, responses, in_flight, shutdown, identity, principal: Mutex::new(principal) }
     }
