@@ -664,3 +664,92 @@ async fn outputs_the_log_refuses_and_large_dead_letters_lose_nothing() {
     assert!(fetched.batches.len() > 1, "split into several batches under max_batch_bytes");
     assert_eq!(values(&client, "t.dlq").await, values_sent);
 }
+
+/// An API key made with `cairn auth key create` as `by`: (key, secret).
+fn key(hub: &Hub, by: Option<&(String, String)>, principal: &str, admin: bool) -> (String, String) {
+    let env: Vec<(&str, &str)> = by.map_or(vec![], |(k, s)| vec![("CAIRN_API_KEY", k), ("CAIRN_API_SECRET", s)]);
+    let mut args = vec!["auth", "key", "create", "--principal", principal, "--output", "json"];
+    if admin {
+        args.push("--admin");
+    }
+    let (ok, out, err) = hub.cli_env(&env, &args, None);
+    assert!(ok, "{err}");
+    let made: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (made["key"].as_str().unwrap().to_string(), made["secret"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_stay_within_the_operators_ceilings_and_route_only_where_their_principal_may_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[plugins]\nmax_upload_bytes = 4000000\nmax_versions = 2\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let admin = key(&hub, None, "ops", true);
+    let app = key(&hub, Some(&admin), "app", false);
+    let as_admin = [("CAIRN_API_KEY", admin.0.as_str()), ("CAIRN_API_SECRET", admin.1.as_str())];
+    let as_app = [("CAIRN_API_KEY", app.0.as_str()), ("CAIRN_API_SECRET", app.1.as_str())];
+    let router = example("cairn_plugin_alert_router");
+    let router = router.to_str().unwrap();
+
+    // Ceilings: upload size, versions per plugin, fuel per attach.
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 4_000_001]).unwrap();
+    let (ok, _, err) = hub.cli_env(&as_admin, &["plugin", "upload", big.to_str().unwrap(), "--name", "big"], None);
+    assert!(!ok && err.contains("max_upload_bytes = 4000000"), "{err}");
+    for _ in 0..2 {
+        let (ok, _, err) = hub.cli_env(&as_admin, &["plugin", "upload", router, "--name", "router"], None);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = hub.cli_env(&as_admin, &["plugin", "upload", router, "--name", "router"], None);
+    assert!(!ok && err.contains("max_versions"), "{err}");
+    let (ok, _, err) = hub.cli_env(&as_admin, &["topic", "create", "readings"], None);
+    assert!(ok, "{err}");
+    let attach = ["plugin", "attach", "readings", "router", "-p", "limit=30"];
+    let mut greedy = attach.to_vec();
+    greedy.extend(["--fuel", "1000000000000"]);
+    let (ok, _, err) = hub.cli_env(&as_admin, &greedy, None);
+    assert!(!ok && err.contains("max_fuel_per_batch"), "{err}");
+
+    // `app` may attach the router to its topic, but not write `alerts`:
+    // what the plugin routes there fails the batch (dead-lettered), nothing
+    // reaches `alerts`.
+    for rule in [
+        &["--principal", "app", "--topic", "readings", "--operation", "all"][..],
+        &["--principal", "app", "--plugin", "router", "--operation", "read"][..],
+    ] {
+        let mut args = vec!["acl", "add"];
+        args.extend_from_slice(rule);
+        let (ok, _, err) = hub.cli_env(&as_admin, &args, None);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = hub.cli_env(&as_app, &attach, None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = hub.cli_env(&as_app, &["produce", "readings"], Some("50\n"));
+    assert!(ok, "{err}");
+    let admin_client = cairn_client::Client::connect_with(
+        &hub.addr,
+        &cairn_client::ConnectOptions {
+            credentials: Some(cairn_client::Credentials { key: admin.0.clone(), secret: admin.1.clone() }),
+            tls: None,
+        },
+    )
+    .await
+    .unwrap();
+    let dead = values(&admin_client, "readings.dlq").await;
+    assert_eq!(dead, ["50"], "the batch is dead-lettered");
+    assert!(admin_client
+        .describe_topic("alerts")
+        .await
+        .map_or(true, |t| t.partitions.iter().all(|p| p.end_offset == 0)));
+
+    // Once `app` may write `alerts`, the plugin's alerts go there.
+    let (ok, _, err) = hub.cli_env(
+        &as_admin,
+        &["acl", "add", "--principal", "app", "--topic", "alerts", "--operation", "write"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = hub.cli_env(&as_app, &["produce", "readings"], Some("60\n"));
+    assert!(ok, "{err}");
+    assert_eq!(values(&admin_client, "alerts").await, ["60"]);
+}

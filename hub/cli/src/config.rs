@@ -42,6 +42,10 @@
 //! fuel_per_batch = 500000000       # CPU budget of one plugin call (about one unit per instruction)
 //! memory_bytes = 67108864          # memory cap of one plugin instance
 //! max_failures = 5                 # failed batches in a row before an attachment pauses
+//! max_fuel_per_batch = 5000000000  # ceilings no attach or upload may exceed
+//! max_memory_bytes = 268435456
+//! max_upload_bytes = 8388608
+//! max_versions = 100               # versions kept per plugin
 //!
 //! [log]
 //! max_batch_bytes = 1048576
@@ -109,6 +113,10 @@ pub struct PluginSettings {
     pub fuel_per_batch: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub max_failures: Option<u32>,
+    pub max_fuel_per_batch: Option<u64>,
+    pub max_memory_bytes: Option<u64>,
+    pub max_upload_bytes: Option<u64>,
+    pub max_versions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -321,6 +329,10 @@ impl ServeConfig {
                 fuel_per_batch: pick!(plugins.fuel_per_batch, d.plugin_defaults.fuel_per_batch),
                 memory_bytes: pick!(plugins.memory_bytes, d.plugin_defaults.memory_bytes),
                 max_failures: pick!(plugins.max_failures, d.plugin_defaults.max_failures),
+                max_fuel_per_batch: pick!(plugins.max_fuel_per_batch, d.plugin_defaults.max_fuel_per_batch),
+                max_memory_bytes: pick!(plugins.max_memory_bytes, d.plugin_defaults.max_memory_bytes),
+                max_upload_bytes: pick!(plugins.max_upload_bytes, d.plugin_defaults.max_upload_bytes),
+                max_versions: pick!(plugins.max_versions, d.plugin_defaults.max_versions),
             },
         }
     }

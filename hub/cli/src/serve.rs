@@ -135,11 +135,11 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
     let auth = Auth::open(log.clone(), args.allow_anonymous).map_err(|e| format!("cannot load API keys: {e}"))?;
     let (native_addr, mqtt_addrs) = listen_addrs(&args, auth.required())?;
-    let mut broker = Broker::new(log.clone()).with_auth(auth);
+    let mut broker = Broker::new(log.clone()).with_auth(auth.clone());
     let mut plugins = None;
     if args.plugins_enabled {
         let cache = args.data_dir.join("plugin-cache");
-        let loaded = Plugins::open(log.clone(), &cache, args.plugin_defaults)
+        let loaded = Plugins::open(log.clone(), auth, &cache, args.plugin_defaults)
             .await
             .map_err(|e| format!("cannot start the plugin runtime: {e}"))?;
         broker = broker.with_plugins(loaded.clone());

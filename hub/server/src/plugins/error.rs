@@ -20,6 +20,10 @@ pub enum PluginsError {
     #[error("invalid attachment: {0}")]
     InvalidAttachment(String),
 
+    /// Over a ceiling the operator set in `[plugins]`.
+    #[error("{0}")]
+    OverLimit(String),
+
     /// The upload is not a plugin, or it refused its parameters.
     #[error(transparent)]
     Plugin(#[from] PluginError),

@@ -35,6 +35,7 @@ use registry::{from_cbor, to_cbor, AttachmentSpec, Kind, VersionMeta};
 use stage::{count, Stage};
 use stats::{Stats, Status};
 
+use crate::auth::Auth;
 use crate::wasm::{Limits, PluginError, Runtime};
 use cairn_log::{Log, PreparedBatch};
 
@@ -44,12 +45,26 @@ pub struct Defaults {
     pub fuel_per_batch: u64,
     pub memory_bytes: u64,
     pub max_failures: u32,
+    /// The operator's ceilings: no attach may ask for more fuel or memory,
+    /// no upload may be larger, no plugin may keep more versions.
+    pub max_fuel_per_batch: u64,
+    pub max_memory_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub max_versions: u32,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
         let limits = Limits::default();
-        Defaults { fuel_per_batch: limits.fuel_per_batch, memory_bytes: limits.memory_bytes as u64, max_failures: 5 }
+        Defaults {
+            fuel_per_batch: limits.fuel_per_batch,
+            memory_bytes: limits.memory_bytes as u64,
+            max_failures: 5,
+            max_fuel_per_batch: limits.fuel_per_batch.saturating_mul(10),
+            max_memory_bytes: 256 << 20,
+            max_upload_bytes: 8 << 20,
+            max_versions: 100,
+        }
     }
 }
 
@@ -66,6 +81,10 @@ pub struct AttachRequest {
     pub fuel_per_batch: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub max_failures: Option<u32>,
+    /// Who attaches: records the plugin routes to other topics must be ones
+    /// this principal may write. `None` (an admin, or a hub without keys):
+    /// any topic.
+    pub principal: Option<String>,
 }
 
 /// The answer to an upload.
@@ -128,6 +147,8 @@ impl Attachment {
 /// (ingest) and the protocol handlers (management).
 pub struct Plugins {
     log: Log,
+    /// Decides which topics an attachment's plugin may route records to.
+    auth: Arc<Auth>,
     runtime: Arc<Runtime>,
     defaults: Defaults,
     attachments: RwLock<HashMap<String, Arc<Attachment>>>,
@@ -141,13 +162,14 @@ pub struct Plugins {
 impl Plugins {
     /// Opens the plugin registry of `log`, compiles (or loads from the cache
     /// in `cache_dir`) every attached plugin and starts derived topics.
-    pub async fn open(log: Log, cache_dir: &Path, defaults: Defaults) -> Result<Arc<Plugins>> {
+    pub async fn open(log: Log, auth: Arc<Auth>, cache_dir: &Path, defaults: Defaults) -> Result<Arc<Plugins>> {
         let dir = cache_dir.to_path_buf();
         let runtime = tokio::task::spawn_blocking(move || Runtime::new(&dir))
             .await
             .map_err(|e| PluginsError::Corrupt(format!("plugin runtime task failed: {e}")))??;
         let plugins = Arc::new(Plugins {
             log,
+            auth,
             runtime: Arc::new(runtime),
             defaults,
             attachments: RwLock::default(),
@@ -188,6 +210,20 @@ impl Plugins {
     /// of plugin `name`.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Uploaded> {
         validate_name("plugin name", name)?;
+        let d = &self.defaults;
+        if bytes.len() as u64 > d.max_upload_bytes {
+            return Err(PluginsError::OverLimit(format!(
+                "the upload is {} bytes, over the hub's [plugins] max_upload_bytes = {}",
+                bytes.len(),
+                d.max_upload_bytes
+            )));
+        }
+        let versions = self.log.plugin_versions()?.iter().filter(|(n, _, _)| n == name).count();
+        if versions as u64 >= u64::from(d.max_versions) {
+            return Err(PluginsError::OverLimit(format!(
+                "plugin '{name}' already has {versions} versions, the hub's [plugins] max_versions"
+            )));
+        }
         let runtime = self.runtime.clone();
         let started = Instant::now();
         let (bytes, loaded) = tokio::task::spawn_blocking(move || {
@@ -255,6 +291,16 @@ impl Plugins {
         };
         validate_name("attachment name", &name)?;
         let version = self.resolve_version(&request.plugin, request.version)?.0;
+        let d = &self.defaults;
+        let fuel_per_batch = request.fuel_per_batch.unwrap_or(d.fuel_per_batch);
+        let memory_bytes = request.memory_bytes.unwrap_or(d.memory_bytes);
+        if fuel_per_batch > d.max_fuel_per_batch || memory_bytes > d.max_memory_bytes {
+            return Err(PluginsError::OverLimit(format!(
+                "fuel_per_batch {fuel_per_batch} and memory_bytes {memory_bytes} must stay within the hub's \
+                 [plugins] max_fuel_per_batch = {} and max_memory_bytes = {}",
+                d.max_fuel_per_batch, d.max_memory_bytes
+            )));
+        }
         let kind = match &request.derived_to {
             None => Kind::Ingest,
             Some(out) => {
@@ -294,10 +340,11 @@ impl Plugins {
             version,
             params: request.params.clone(),
             kind: kind.clone(),
-            fuel_per_batch: request.fuel_per_batch.unwrap_or(self.defaults.fuel_per_batch),
-            memory_bytes: request.memory_bytes.unwrap_or(self.defaults.memory_bytes),
+            fuel_per_batch,
+            memory_bytes,
             max_failures: request.max_failures.unwrap_or(self.defaults.max_failures),
             order,
+            principal: request.principal.clone(),
         };
         let stage = self.build_stage(spec.clone(), stats).await?;
         // Stored but not live (it could not be restored at start): attaching
@@ -442,7 +489,8 @@ impl Plugins {
         let (_, meta) = self.resolve_version(&spec.plugin, Some(spec.version))?;
         let plugin = self.load_plugin(&meta.hash).await?;
         let max_batch_bytes = self.log.max_batch_bytes();
-        let stage = tokio::task::spawn_blocking(move || Stage::new(spec, plugin, stats, max_batch_bytes))
+        let auth = Some(self.auth.clone());
+        let stage = tokio::task::spawn_blocking(move || Stage::new(spec, plugin, stats, max_batch_bytes, auth))
             .await
             .map_err(|e| PluginsError::Corrupt(format!("instantiate task failed: {e}")))??;
         Ok(stage)

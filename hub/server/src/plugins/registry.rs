@@ -40,6 +40,10 @@ pub struct AttachmentSpec {
     pub max_failures: u32,
     /// Ingest attachments of a topic run in this order (attach time).
     pub order: u64,
+    /// The principal that attached it, whose write permission bounds the
+    /// topics the plugin may route records to (None: unbounded).
+    #[serde(default)]
+    pub principal: Option<String>,
 }
 
 impl AttachmentSpec {

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cairn_proto::acl::{Operation, ResourceKind};
 use cairn_proto::batch::NO_PRODUCER;
 use cairn_proto::{BatchHeader, BatchView, BatchWriter, CheckedBatch};
 
 use super::registry::AttachmentSpec;
 use super::stats::{Stats, Status};
+use crate::auth::{Auth, Principal};
 use crate::wasm::{CallBudget, CompiledPlugin, Limits, PluginError, PluginInstance};
 
 /// Idle instances kept per attachment.
@@ -55,6 +57,9 @@ pub struct Stage {
     /// The last batch used under half of [`INLINE`]'s fuel: try the next one
     /// inline. Starts false: a new plugin's first batch runs off-thread.
     inline: AtomicBool,
+    /// Decides which topics the plugin may route to (`spec.principal`);
+    /// `None`: any.
+    auth: Option<Arc<Auth>>,
 }
 
 impl Stage {
@@ -65,6 +70,7 @@ impl Stage {
         plugin: CompiledPlugin,
         stats: Arc<Stats>,
         max_batch_bytes: usize,
+        auth: Option<Arc<Auth>>,
     ) -> Result<Stage, PluginError> {
         let limits = Limits {
             memory_bytes: usize::try_from(spec.memory_bytes).unwrap_or(usize::MAX),
@@ -73,7 +79,19 @@ impl Stage {
         };
         let first = plugin.instantiate(&spec.params, limits)?;
         let pool = Mutex::new(vec![first]);
-        Ok(Stage { spec, plugin, limits, pool, stats, max_batch_bytes, inline: AtomicBool::new(false) })
+        Ok(Stage { spec, plugin, limits, pool, stats, max_batch_bytes, inline: AtomicBool::new(false), auth })
+    }
+
+    /// Why the routed batches may not be written: a topic the attaching
+    /// principal has no write rule for.
+    fn forbidden(&self, emitted: &[(String, CheckedBatch)]) -> Option<String> {
+        let (name, auth) = (self.spec.principal.as_deref()?, self.auth.as_ref()?);
+        let principal = Principal::named(name);
+        let topic = emitted
+            .iter()
+            .map(|(t, _)| t)
+            .find(|t| !auth.allows(&principal, None, Operation::Write, ResourceKind::Topic, t))?;
+        Some(format!("the plugin routed records to topic '{topic}', which '{name}' (who attached it) may not write"))
     }
 
     /// True when the plugin was loaded from the compile cache.
@@ -130,6 +148,12 @@ impl Stage {
         let records_in = count(&input);
         Stats::add(&self.stats.batches, 1);
         Stats::add(&self.stats.records_in, records_in);
+        // Routing to a topic the attaching principal may not write fails
+        // the batch (dead-lettered on ingest, retried on a derived topic).
+        let result = result.and_then(|(own, emitted, fuel)| match self.forbidden(&emitted) {
+            Some(reason) => Err(PluginError::Forbidden(reason)),
+            None => Ok((own, emitted, fuel)),
+        });
         match result {
             Ok((own, emitted, fuel)) => {
                 self.stats.succeeded();
@@ -309,9 +333,10 @@ mod tests {
             memory_bytes: limits.memory_bytes as u64,
             max_failures: 5,
             order: 0,
+            principal: None,
         };
         let plugin = runtime.load(&bytes).unwrap();
-        Arc::new(Stage::new(spec, plugin, Arc::default(), 16 << 20).unwrap())
+        Arc::new(Stage::new(spec, plugin, Arc::default(), 16 << 20, None).unwrap())
     }
 
     fn readings(count: usize) -> Vec<u8> {

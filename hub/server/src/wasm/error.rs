@@ -59,4 +59,8 @@ pub enum PluginError {
 
     #[error("the plugin's output is {actual} bytes, over the limit of {limit} bytes per batch")]
     OutputTooLarge { limit: usize, actual: usize },
+
+    /// The plugin routed records where its attaching principal may not write.
+    #[error("{0}")]
+    Forbidden(String),
 }

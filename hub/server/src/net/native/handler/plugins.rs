@@ -46,6 +46,12 @@ impl Handler {
                     fuel_per_batch: a.fuel_per_batch,
                     memory_bytes: a.memory_bytes,
                     max_failures: a.max_failures,
+                    // Unbounded for admins and on a hub without keys.
+                    principal: self
+                        .principal()
+                        .ok()
+                        .filter(|p| !p.admin && self.broker.auth().required())
+                        .map(|p| p.name.clone()),
                 };
                 plugins
                     .attach(request)
@@ -77,7 +83,9 @@ impl Handler {
                 let code = match &err {
                     PluginsError::UnknownPlugin(_) | PluginsError::UnknownVersion { .. } => ErrorCode::UnknownPlugin,
                     PluginsError::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
-                    PluginsError::InvalidName { .. } | PluginsError::InvalidAttachment(_) => ErrorCode::InvalidConfig,
+                    PluginsError::InvalidName { .. }
+                    | PluginsError::InvalidAttachment(_)
+                    | PluginsError::OverLimit(_) => ErrorCode::InvalidConfig,
                     PluginsError::Plugin(_) => ErrorCode::InvalidPlugin,
                     PluginsError::Log(e) => error_code(e),
                     PluginsError::Corrupt(_) => ErrorCode::Storage,
