@@ -59,11 +59,16 @@ compare() {
         if [ $seen = 0 ]; then open+=("$arg"); else secured+=("$arg"); fi
     done
     : >"$WORK/o.txt"; : >"$WORK/s.txt"
+    one() { # one open or secured run, recorded
+        local out
+        if [ "$1" = open ]; then out=$("${open[@]}" | sed -n 's/^run 1: //p'); else out=$("${secured[@]}" | sed -n 's/^run 1: //p'); fi
+        echo "  $1 run $2: $out"
+        echo "$out" | awk -v f="$field" '{print $f}' >>"$WORK/${1:0:1}.txt"
+    }
     for run in $(seq "$RUNS"); do
-        o=$("${open[@]}" | sed -n 's/^run 1: //p'); echo "  open run $run: $o"
-        echo "$o" | awk -v f="$field" '{print $f}' >>"$WORK/o.txt"
-        s=$("${secured[@]}" | sed -n 's/^run 1: //p'); echo "  secured run $run: $s"
-        echo "$s" | awk -v f="$field" '{print $f}' >>"$WORK/s.txt"
+        # Which goes first alternates, so neither always runs on a warmer
+        # (or busier) machine.
+        if [ $((run % 2)) = 1 ]; then one open "$run"; one secured "$run"; else one secured "$run"; one open "$run"; fi
     done
     o=$(median <"$WORK/o.txt"); s=$(median <"$WORK/s.txt")
     echo "$name: open median $o, secured median $s, ratio secured/open $(awk -v o="$o" -v s="$s" 'BEGIN {printf "%.3f", s/o}')"
@@ -81,6 +86,6 @@ compare "one-record produce (records/s)" 1 \
         --topic bench-single --partitions 1 --records 200000 --batch-records 1 --producers 100 --in-flight 1
 echo "== cairn bench mqtt: 10 QoS 1 publishers, 100 in flight each"
 compare "MQTT QoS 1 (msg/s)" 7 \
-    "$CAIRN" bench mqtt --broker "$OPEN_MQTT" --publishers 10 --messages 10000 --qos 1 -- \
+    "$CAIRN" bench mqtt --broker "$OPEN_MQTT" --publishers 10 --messages 30000 --qos 1 -- \
     "$CAIRN" bench mqtt --broker "$SECURED_MQTT" --username "$BENCH_KEY" --password "$BENCH_SECRET" \
-        --publishers 10 --messages 10000 --qos 1
+        --publishers 10 --messages 30000 --qos 1
