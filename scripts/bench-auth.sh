@@ -10,25 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 source scripts/lib-hub.sh
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 WORK="$(mktemp -d)"
 OPEN="" SECURED=""
 trap 'kill $OPEN $SECURED 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # serve NAME: a hub with its data in $WORK/NAME; sets PID, NATIVE, MQTT.
 serve() {
-    NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/$1" --native-addr 127.0.0.1:0 \
-        --mqtt-addr 127.0.0.1:0 2>"$WORK/$1.log" &
-    PID=$!
-    for _ in $(seq 1 300); do
-        grep -q "cairn is running" "$WORK/$1.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    NATIVE=$(grep 'native protocol listening' "$WORK/$1.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2)
-    MQTT=$(grep 'MQTT listening' "$WORK/$1.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2)
+    serve_hub "$1" --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0
+    NATIVE=$(listening "$1" "native protocol"); MQTT=$(listening "$1" MQTT)
 }
 
 serve open; OPEN=$PID; OPEN_NATIVE=$NATIVE; OPEN_MQTT=$MQTT

@@ -7,11 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK_REPAIR="${1:-false}"
+source scripts/lib-hub.sh
 # CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bench" "$WORK/data"

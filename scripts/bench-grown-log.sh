@@ -9,15 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
 PREFILL="${2:-12000000}"
+source scripts/lib-hub.sh
 # CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 HUB=""
 WORK=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT
-source scripts/lib-hub.sh
 
 writer_ticks() {
     for t in /proc/"$HUB"/task/*; do

@@ -11,10 +11,7 @@ runs=${1:-3}
 total=${2:-100000}
 source scripts/lib-hub.sh
 # CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release --locked -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 work=$(mktemp -d)
 WORK=$work
 mosq="" hub=""

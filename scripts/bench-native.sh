@@ -13,10 +13,7 @@ RUNS="${1:-3}"
 source scripts/lib-hub.sh
 ensure_mosquitto
 # CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 WORK="$(mktemp -d)"
 HUB="" MOSQ=""
 trap 'kill $HUB $MOSQ 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -13,18 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 RECORDS="${2:-2000000}"
+source scripts/lib-hub.sh
 # CAIRN=path runs another build (e.g. an older one, for an A/B comparison).
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 ./scripts/build-plugins.sh >/dev/null
 PLUGIN=target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm
 WORK="$(mktemp -d)"
 HUB=""
 trap 'kill "$HUB" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-source scripts/lib-hub.sh
 
 echo "== plugin stage alone (threshold, min=20: half kept)"
 "$CAIRN" bench plugin --plugin "$PLUGIN" --param min=20 --records 5000000 --batch 1000 --runs "$RUNS"

@@ -13,10 +13,7 @@ if ! command -v openssl >/dev/null; then
     SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
 fi
-if [ -z "${CAIRN:-}" ]; then
-    cargo build --release -q -p cairn --bin cairn
-    CAIRN=target/release/cairn
-fi
+ensure_cairn
 WORK="$(mktemp -d)"
 HUB=""
 trap 'kill $HUB 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -31,16 +28,10 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
     -out server.pem 2>/dev/null
 cd - >/dev/null
 
-NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/data" --native-addr 127.0.0.1:0 \
-    --mqtt-addr 127.0.0.1:0 --mqtt-tls-addr 127.0.0.1:0 \
-    --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" 2>"$WORK/hub.log" &
-HUB=$!
-for _ in $(seq 1 300); do
-    grep -q "cairn is running" "$WORK/hub.log" 2>/dev/null && break
-    sleep 0.1
-done
-PLAIN=$(grep 'MQTT listening' "$WORK/hub.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2)
-TLS=$(grep 'MQTT over TLS listening' "$WORK/hub.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2)
+serve_hub hub --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --mqtt-tls-addr 127.0.0.1:0 \
+    --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
+HUB=$PID
+PLAIN=$(listening hub MQTT); TLS=$(listening hub "MQTT over TLS")
 echo "hub: MQTT $PLAIN, MQTT over TLS $TLS"
 
 # load NAME ARGS...: RUNS alternating runs of plain and TLS with these

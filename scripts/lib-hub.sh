@@ -4,6 +4,32 @@
 # middle numbers for an even count, as `cairn bench` reports medians.
 median() { sort -n | awk '{a[NR]=$1} END {print a[int(NR/2)+1]}'; }
 
+# Sets CAIRN to a release build of this tree (built now), unless CAIRN
+# already names a binary (e.g. an older build, for an A/B comparison).
+ensure_cairn() {
+    if [ -z "${CAIRN:-}" ]; then
+        cargo build --release --locked -q -p cairn --bin cairn
+        CAIRN=target/release/cairn
+    fi
+}
+
+# serve_hub NAME ARGS...: starts a release `cairn serve` with its data in
+# $WORK/NAME and its log in $WORK/NAME.log, waits until it runs, and sets
+# PID. Extra arguments go to `serve`. Needs CAIRN and WORK set.
+serve_hub() {
+    local name=$1; shift
+    NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/$name" "$@" 2>"$WORK/$name.log" &
+    PID=$!
+    for _ in $(seq 1 300); do
+        grep -q "cairn is running" "$WORK/$name.log" 2>/dev/null && break
+        sleep 0.1
+    done
+}
+
+# listening NAME WHAT: the address hub NAME logged for listener WHAT
+# ("native protocol", "MQTT", "MQTT over TLS").
+listening() { grep "$2 listening" "$WORK/$1.log" | grep -o 'addr=[0-9.:]*' | head -1 | cut -d= -f2; }
+
 # Starts a release `cairn serve` on a free loopback port with its data in
 # $WORK/data and sets HUB (pid) and ADDR. Extra arguments go to `serve`.
 # Needs CAIRN and WORK set.
