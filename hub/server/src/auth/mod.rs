@@ -32,6 +32,9 @@ use secret::{SecretHash, StoredKey};
 const KEY_ROWS: &str = "key";
 const ACL_ROWS: &str = "acl";
 
+/// How many argon2id hashes may run at once.
+const HASHING_AT_ONCE: usize = 2;
+
 /// The principal unauthenticated clients act as when allowed.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -93,6 +96,9 @@ pub struct Auth {
     /// checked against this instead (constant time), revocations remove it.
     verified: Mutex<HashMap<String, [u8; 32]>>,
     throttle: throttle::Throttle,
+    /// argon2id runs (19 MiB each) at most this many at once, so a flood of
+    /// logins cannot take the gateway's memory or both its cores.
+    hashing: tokio::sync::Semaphore,
     /// Bumped on every revocation: connections watch it and check their key.
     revocations: watch::Sender<u64>,
 }
@@ -118,6 +124,7 @@ impl Auth {
             state: RwLock::new(state),
             verified: Mutex::default(),
             throttle: throttle::Throttle::default(),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
             revocations: watch::channel(0).0,
         }
     }
@@ -145,18 +152,20 @@ impl Auth {
         let stored = self.read().keys.get(key).cloned();
         let digest = secret::digest(secret);
         let known = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied();
-        let ok = match (&stored, known) {
-            (Some(_), Some(known)) if secret::same_digest(&known, &digest) => true,
-            (Some(stored), _) => {
-                let (hash, secret) = (stored.hash.clone(), secret.to_string());
-                tokio::task::spawn_blocking(move || hash.verify(&secret)).await.unwrap_or(false)
-            }
-            // An unknown key costs as much as a wrong secret, so timing does
-            // not tell which key ids exist.
-            (None, _) => {
-                let secret = secret.to_string();
-                let _ = tokio::task::spawn_blocking(move || SecretHash::new(&secret)).await;
-                false
+        let fast = matches!((&stored, known), (Some(_), Some(known)) if secret::same_digest(&known, &digest));
+        let ok = fast || {
+            // The slow path queues for a hashing slot (released before any
+            // wait for a failure).
+            let _slot = self.hashing.acquire().await.ok();
+            let secret = secret.to_string();
+            match stored {
+                Some(stored) => tokio::task::spawn_blocking(move || stored.hash.verify(&secret)).await.unwrap_or(false),
+                // An unknown key costs as much as a wrong secret, so timing
+                // does not tell which key ids exist.
+                None => {
+                    let _ = tokio::task::spawn_blocking(move || SecretHash::new(&secret)).await;
+                    false
+                }
             }
         };
         // Revoked while the hash was being checked: the key is gone now.
@@ -416,4 +425,58 @@ pub async fn init_admin_key(log: &Log, principal: &str) -> Result<(String, Strin
     };
     auth.log.put_security(KEY_ROWS, &id, Some(to_cbor(&stored))).await?;
     Ok((id, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_log::LogOptions;
+    use cairn_proto::acl::PatternKind;
+
+    fn log(dir: &std::path::Path) -> Log {
+        let options = LogOptions { retention_check_interval: None, ..LogOptions::default() };
+        Log::open(dir.join("auth.redb"), options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_and_rules_survive_a_reopen_and_the_last_admin_key_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let auth = Auth::open(log(dir.path()), false).unwrap();
+        assert!(!auth.required());
+        let err = auth.create_key("dev", false, "").await.unwrap_err().to_string();
+        assert!(err.contains("first API key must be an admin key"), "{err}");
+        let (admin, admin_secret) = auth.create_key("ops", true, "").await.unwrap();
+        let (dev, _) = auth.create_key("dev", false, "sensor").await.unwrap();
+        assert!(auth.required());
+        let rule = AclRule {
+            principal: "dev".into(),
+            resource: ResourceKind::Topic,
+            pattern_kind: PatternKind::Prefix,
+            pattern: "dev.".into(),
+            operations: vec![Operation::Write],
+        };
+        let id = auth.add_rule(rule.clone()).await.unwrap();
+        let err = auth.revoke_key(&admin).await.unwrap_err().to_string();
+        assert!(err.contains("last admin key"), "{err}");
+        auth.log.close().await.unwrap();
+        drop(auth);
+
+        let auth = Auth::open(log(dir.path()), false).unwrap();
+        let keys: Vec<(String, bool)> = auth.keys().into_iter().map(|k| (k.principal, k.admin)).collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&("ops".into(), true)) && keys.contains(&("dev".into(), false)));
+        assert_eq!(auth.rules(None), vec![AclEntry { id, rule }]);
+        let who = auth.authenticate(peer, &admin, &admin_secret).await.unwrap();
+        assert_eq!((who.name.as_str(), who.admin), ("ops", true));
+        assert!(auth.authenticate(peer, &dev, &admin_secret).await.is_err());
+        let dev_principal = Principal::named("dev");
+        assert!(auth.allows(&dev_principal, None, Operation::Write, ResourceKind::Topic, "dev.a"));
+        assert!(!auth.allows(&dev_principal, None, Operation::Write, ResourceKind::Topic, "ops.a"));
+        auth.revoke_key(&dev).await.unwrap();
+        auth.remove_rule(id).await.unwrap();
+        assert!(!auth.allows(&dev_principal, None, Operation::Write, ResourceKind::Topic, "dev.a"));
+        assert!(matches!(auth.remove_rule(id).await, Err(AuthError::UnknownRule(_))));
+        assert!(matches!(auth.unauthenticated(), Err(AuthError::Required)), "anonymous not allowed");
+    }
 }
