@@ -221,6 +221,7 @@ fn a_client_certificate_names_the_principal() {
     let ca = Ca::new(dir.path(), "site");
     let (cert, key) = ca.issue("server", "gateway", &["127.0.0.1"], false);
     let (device_cert, device_key) = ca.issue("dev-9", "dev-9", &[], false);
+    let (old_cert, old_key) = ca.issue("dev-old", "dev-9", &[], true);
     let client_ca = ca.ca_file();
     let hub = tls_hub(&dir.path().join("data"), &cert, &key, &["--tls-client-ca", path(&client_ca)]);
     // An admin key (made on the open hub's loopback port), and a rule for
@@ -245,8 +246,11 @@ fn a_client_certificate_names_the_principal() {
     };
     let out = publish(&with_cert, "devices/dev-9/temp");
     assert!(out.status.success(), "{}", text(&out));
-    // No certificate and no key: refused; the certificate's rules are dev-9's.
+    // No certificate and no key, or an expired certificate: refused; the
+    // certificate's rules are dev-9's.
     assert!(!publish(&[], "devices/dev-9/temp").status.success());
+    let expired = ["--cert", path(&old_cert), "--key", path(&old_key)];
+    assert!(!publish(&expired, "devices/dev-9/temp").status.success(), "an expired client certificate was accepted");
     let mut v5 = with_cert.to_vec();
     v5.extend(["-V", "mqttv5"]);
     let out = publish(&v5, "devices/dev-8/temp");
