@@ -424,7 +424,49 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::ServerShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
                 DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
             };
-            v5::Packet::Disconnect(v5::Disconnect { reason_code, properties: None })
+            // Always with a reason string: besides telling the client why,
+            // it keeps rumqttc 0.25's writer correct, which writes a reason
+            // code without properties one byte longer than announced, and
+            // drops the reason code when the properties are empty.
+            let why = match reason {
+                DisconnectReason::ProtocolError => "protocol error",
+                DisconnectReason::TopicNameInvalid => "this topic name cannot be published to",
+                DisconnectReason::PacketTooLarge => "packet larger than the hub's max_packet_bytes",
+                DisconnectReason::SessionTakenOver => "another connection took over this client id",
+                DisconnectReason::KeepAliveTimeout => "nothing received within 1.5 times the keep-alive",
+                DisconnectReason::ServerShuttingDown => "the hub is shutting down",
+                DisconnectReason::NotAuthorized => "not authorized: the API key was revoked",
+            };
+            let properties = v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(why.to_string()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            };
+            v5::Packet::Disconnect(v5::Disconnect { reason_code, properties: Some(properties) })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v5_disconnect_with_a_reason_reads_back_whole() {
+        for reason in [DisconnectReason::TopicNameInvalid, DisconnectReason::NotAuthorized] {
+            let mut out = BytesMut::new();
+            write(Version::V5, Outgoing::Disconnect(reason), &mut out);
+            let bytes = out.to_vec();
+            let packet = v5::Packet::read(&mut out, None).unwrap_or_else(|e| panic!("{e:?}: {bytes:02x?}"));
+            let v5::Packet::Disconnect(d) = packet else { panic!("{packet:?}") };
+            let expected = match reason {
+                DisconnectReason::TopicNameInvalid => v5::DisconnectReasonCode::TopicNameInvalid,
+                _ => v5::DisconnectReasonCode::NotAuthorized,
+            };
+            assert_eq!(d.reason_code, expected);
+            assert!(d.properties.and_then(|p| p.reason_string).is_some_and(|r| !r.is_empty()));
+            assert!(out.is_empty(), "{} bytes left over after the DISCONNECT", out.len());
+        }
+    }
 }

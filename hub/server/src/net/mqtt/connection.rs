@@ -280,7 +280,9 @@ impl Session {
         if end == End::Abnormal {
             if let Some(will) = self.will.take() {
                 tracing::debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
-                if let Ok(appends) = publish(&self.server, &will.topic, &will.payload, will.retain).await {
+                if let Ok(appends) =
+                    publish(&self.server, &will.topic, &will.payload, QoS::AtLeastOnce, will.retain).await
+                {
                     for append in appends {
                         let _ = append.outcome().await;
                     }

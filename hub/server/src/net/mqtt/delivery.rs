@@ -128,10 +128,13 @@ pub(super) async fn feed(
             }
             let headers = r.headers.clone().map(|h| (h.name, h.value));
             let mqtt_topic = topics::delivered_topic(&topic, r.key, headers);
-            let qos = {
+            let granted = {
                 let filters = filters.read().unwrap_or_else(|e| e.into_inner());
                 best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &mqtt_topic)).map(|(_, q)| *q))
             };
+            // Delivered at the lower of the granted and the published QoS.
+            let qos0 = r.headers.clone().any(|h| h.name == topics::QOS_HEADER && h.value == b"0");
+            let qos = granted.map(|q| if qos0 { QoS::AtMostOnce } else { q });
             if let Some(qos) = qos {
                 let delivery = Delivery {
                     topic: mqtt_topic,

@@ -30,8 +30,8 @@ impl Session {
         if !self.may_publish(topic) {
             return self.refuse_publish(topic, run.iter().map(|(_, qos, pkid)| (*qos, *pkid))).await;
         }
-        let payloads: Vec<&[u8]> = run.iter().map(|(p, _, _)| p.as_ref()).collect();
-        let appends = match publish_many(&self.server, topic, &payloads).await {
+        let messages: Vec<(&[u8], QoS)> = run.iter().map(|(p, qos, _)| (p.as_ref(), *qos)).collect();
+        let appends = match publish_many(&self.server, topic, &messages).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -105,7 +105,7 @@ impl Session {
         if !self.may_publish(&topic) {
             return self.refuse_publish(&topic, [(qos, pkid)].into_iter()).await;
         }
-        let mut appends = match publish(&self.server, &topic, &payload, retain).await {
+        let mut appends = match publish(&self.server, &topic, &payload, qos, retain).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -154,11 +154,12 @@ pub(super) async fn publish(
     server: &Server,
     mqtt_topic: &str,
     payload: &[u8],
+    qos: QoS,
     retain: bool,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     let now = server.broker.log().now_ms();
-    let batch = message_batch(&route, mqtt_topic, &[payload], now);
+    let batch = message_batch(&route, mqtt_topic, &[(payload, qos)], now);
     let mut appends = Vec::with_capacity(2);
     appends.push(produce(server, &route.topic, batch).await?);
     if retain {
@@ -176,10 +177,10 @@ pub(super) async fn publish(
 async fn publish_many(
     server: &Server,
     mqtt_topic: &str,
-    payloads: &[&[u8]],
+    messages: &[(&[u8], QoS)],
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
-    let batch = message_batch(&route, mqtt_topic, payloads, server.broker.log().now_ms());
+    let batch = message_batch(&route, mqtt_topic, messages, server.broker.log().now_ms());
     Ok(vec![produce(server, &route.topic, batch).await?])
 }
 
@@ -213,17 +214,17 @@ mod tests {
     #[tokio::test]
     async fn publish_stores_in_the_topic_and_the_retained_store() {
         let (_dir, server) = testing::server();
-        for append in publish(&server, "t/a", b"1", false).await.ok().unwrap() {
+        for append in publish(&server, "t/a", b"1", QoS::AtLeastOnce, false).await.ok().unwrap() {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (1, 0));
-        let appends = publish(&server, "t/a", b"2", true).await.ok().unwrap();
+        let appends = publish(&server, "t/a", b"2", QoS::AtLeastOnce, true).await.ok().unwrap();
         assert_eq!(appends.len(), 2);
         for append in appends {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (2, 1));
-        assert!(matches!(publish(&server, "a/+/b", b"x", false).await, Err(PublishError::Topic(_))));
+        assert!(matches!(publish(&server, "a/+/b", b"x", QoS::AtLeastOnce, false).await, Err(PublishError::Topic(_))));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 use cairn_log::{CleanupPolicy, LogError, TopicConfig};
 use cairn_proto::BatchWriter;
+use rumqttc::mqttbytes::QoS;
 
 use super::mapping::Route;
 use super::topics::{self, RETAINED_TOPIC};
@@ -20,13 +21,13 @@ pub(super) const FEED_BYTES: usize = 256 * 1024;
 /// Messages to one MQTT topic as one batch of records: key from the route,
 /// and the MQTT topic in a header when a mapping rule chose topic and key.
 /// `now`: the arrival time, by the log's clock.
-pub(super) fn message_batch(route: &Route, mqtt_topic: &str, payloads: &[&[u8]], now: i64) -> Vec<u8> {
-    let header = [(topics::TOPIC_HEADER, mqtt_topic.as_bytes())];
-    let headers: &[(&str, &[u8])] = if route.mapped { &header } else { &[] };
-    let size: usize = payloads.iter().map(|p| p.len() + route.key.len() + 2 * mqtt_topic.len() + 32).sum();
+pub(super) fn message_batch(route: &Route, mqtt_topic: &str, messages: &[(&[u8], QoS)], now: i64) -> Vec<u8> {
+    let topic = route.mapped.then_some((topics::TOPIC_HEADER, mqtt_topic.as_bytes()));
+    let size: usize = messages.iter().map(|(p, _)| p.len() + route.key.len() + 2 * mqtt_topic.len() + 40).sum();
     let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
-    for payload in payloads {
-        let _ = writer.push_parts(Some(route.key.as_bytes()), payload, now, headers.iter().copied());
+    for (payload, qos) in messages {
+        let qos0 = (*qos == QoS::AtMostOnce).then_some((topics::QOS_HEADER, &b"0"[..]));
+        let _ = writer.push_parts(Some(route.key.as_bytes()), payload, now, topic.into_iter().chain(qos0));
     }
     writer.finish().unwrap_or_default()
 }
@@ -88,13 +89,16 @@ mod tests {
     #[test]
     fn a_message_batch_is_keyed_by_the_route_and_names_a_mapped_topic() {
         let plain = Route { topic: "sensors".into(), key: "sensors/a".into(), mapped: false };
-        let records = decode(&message_batch(&plain, "sensors/a", &[b"1", b"2"], 1));
+        let messages: [(&[u8], QoS); 2] = [(b"1", QoS::AtLeastOnce), (b"2", QoS::AtMostOnce)];
+        let records = decode(&message_batch(&plain, "sensors/a", &messages, 1));
         let key = Some(b"sensors/a".to_vec());
-        assert_eq!(records, vec![(key.clone(), b"1".to_vec(), vec![]), (key, b"2".to_vec(), vec![])]);
+        // A QoS 0 message says so, so it is delivered at QoS 0.
+        let qos0 = (topics::QOS_HEADER.to_string(), b"0".to_vec());
+        assert_eq!(records, vec![(key.clone(), b"1".to_vec(), vec![]), (key, b"2".to_vec(), vec![qos0])]);
 
         // A rule's topic and key hide the MQTT topic: it travels in a header.
         let mapped = Route { topic: "plant".into(), key: "line1".into(), mapped: true };
-        let records = decode(&message_batch(&mapped, "sensors/a", &[b"x"], 1));
+        let records = decode(&message_batch(&mapped, "sensors/a", &[(b"x", QoS::ExactlyOnce)], 1));
         let header = (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec());
         assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), vec![header])]);
     }

@@ -377,16 +377,29 @@ impl Session {
             }
             offset = fetch.next_offset();
         }
+        let mut deliveries = Vec::new();
         for (topic, payload) in last {
             if payload.is_empty() {
                 continue; // an empty retained message clears the topic
             }
             let best = best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &topic)).map(|(_, q)| *q));
             if let Some(qos) = best {
-                let delivery = Delivery { topic, payload, qos, retain: true, source: None };
-                let _ = self.deliveries_tx.send(delivery).await;
+                deliveries.push(Delivery { topic, payload, qos, retain: true, source: None });
             }
         }
+        // Queued from a task of their own: the deliveries queue is bounded
+        // and drained by this session's own loop, which must be free to
+        // drain it (more retained messages than the queue holds would
+        // otherwise stall the session for good). The task ends with the
+        // session, when the queue closes.
+        let queue = self.deliveries_tx.clone();
+        tokio::spawn(async move {
+            for delivery in deliveries {
+                if queue.send(delivery).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -59,6 +59,13 @@ pub fn cairn_topic(mqtt_topic: &str) -> Result<&str, TopicError> {
 /// was published to).
 pub const TOPIC_HEADER: &str = "mqtt-topic";
 
+/// Record header marking a message published at QoS 0 (value `0`): it is
+/// delivered at QoS 0 whatever the subscription was granted, as the lower of
+/// the two (MQTT-3.8.4-8 in 3.1.1, 3.3.5 in 5.0). Records without it (QoS 1
+/// and 2 publishes, records produced natively) are delivered at the granted
+/// QoS.
+pub const QOS_HEADER: &str = "mqtt-qos";
+
 /// The MQTT topic a record of `cairn_topic` is delivered under: its
 /// [`TOPIC_HEADER`] when a mapping rule stored it, otherwise from its key.
 pub fn delivered_topic<'h>(

@@ -1,0 +1,168 @@
+//! MQTT behaviour the specifications require, against the real `cairn
+//! serve` with rumqttc (3.1.1 and 5): many retained messages to one
+//! subscriber, the delivered QoS as the lower of published and granted, and
+//! `$` topics refused out loud.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Hub;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+type Events = mpsc::UnboundedReceiver<Result<Packet, String>>;
+
+/// A 3.1.1 client whose packets (or the error that ended it) arrive on a
+/// channel; `inflight` QoS 1 messages may be unacknowledged.
+fn client(hub: &Hub, id: &str, inflight: u16) -> (AsyncClient, Events) {
+    let addr = hub.mqtt_addr.clone().expect("MQTT address");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut options = MqttOptions::new(id, host, port.parse().unwrap());
+    options.set_keep_alive(Duration::from_secs(30)).set_inflight(inflight);
+    let (client, mut eventloop) = AsyncClient::new(options, 2000);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let event = match eventloop.poll().await {
+                Ok(Event::Incoming(p)) => Ok(p),
+                Ok(_) => continue,
+                Err(e) => Err(format!("{e:?}")),
+            };
+            let end = event.is_err();
+            if tx.send(event).is_err() || end {
+                return;
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next(rx: &mut Events) -> Result<Packet, String> {
+    match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+        Ok(Some(event)) => event,
+        Ok(None) => Err("event loop ended".into()),
+        Err(_) => panic!("no MQTT event within 20 s"),
+    }
+}
+
+async fn next_publish(rx: &mut Events) -> rumqttc::Publish {
+    loop {
+        if let Packet::Publish(p) = next(rx).await.expect("connected") {
+            return p;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_retained_messages_reach_one_subscriber_and_live_ones_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (publisher, mut pub_events) = client(&hub, "retainer", 100);
+    assert!(matches!(next(&mut pub_events).await, Ok(Packet::ConnAck(_))));
+    for i in 0..1000 {
+        publisher.publish(format!("ret/{i}"), QoS::AtLeastOnce, true, format!("v{i}")).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < 1000 {
+        if let Packet::PubAck(_) = next(&mut pub_events).await.unwrap() {
+            acked += 1;
+        }
+    }
+    // More retained messages than a session's delivery queue holds.
+    let (subscriber, mut events) = client(&hub, "all-retained", 100);
+    assert!(matches!(next(&mut events).await, Ok(Packet::ConnAck(_))));
+    subscriber.subscribe("ret/#", QoS::AtLeastOnce).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 1000 {
+        let p = next_publish(&mut events).await;
+        assert!(p.retain, "{p:?}");
+        seen.insert(p.topic);
+    }
+    publisher.publish("ret/live", QoS::AtLeastOnce, false, "live").await.unwrap();
+    let p = next_publish(&mut events).await;
+    assert_eq!((p.topic.as_str(), p.retain), ("ret/live", false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_delivered_at_the_lower_of_its_published_and_granted_qos() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (subscriber, mut events) = client(&hub, "q1-sub", 10);
+    assert!(matches!(next(&mut events).await, Ok(Packet::ConnAck(_))));
+    subscriber.subscribe("q/#", QoS::AtLeastOnce).await.unwrap();
+    while !matches!(next(&mut events).await, Ok(Packet::SubAck(_))) {}
+    let (publisher, mut pub_events) = client(&hub, "q-pub", 10);
+    assert!(matches!(next(&mut pub_events).await, Ok(Packet::ConnAck(_))));
+    publisher.publish("q/zero", QoS::AtMostOnce, false, "0").await.unwrap();
+    publisher.publish("q/one", QoS::AtLeastOnce, false, "1").await.unwrap();
+    let got: Vec<(String, QoS)> = vec![next_publish(&mut events).await, next_publish(&mut events).await]
+        .into_iter()
+        .map(|p| (p.topic, p.qos))
+        .collect();
+    assert!(got.contains(&("q/zero".into(), QoS::AtMostOnce)), "{got:?}");
+    assert!(got.contains(&("q/one".into(), QoS::AtLeastOnce)), "{got:?}");
+    // A QoS 0 subscriber gets QoS 1 messages at QoS 0.
+    let (low, mut low_events) = client(&hub, "q0-sub", 10);
+    assert!(matches!(next(&mut low_events).await, Ok(Packet::ConnAck(_))));
+    low.subscribe("q/#", QoS::AtMostOnce).await.unwrap();
+    while !matches!(next(&mut low_events).await, Ok(Packet::SubAck(_))) {}
+    publisher.publish("q/again", QoS::AtLeastOnce, false, "1").await.unwrap();
+    assert_eq!(next_publish(&mut low_events).await.qos, QoS::AtMostOnce);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
+    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet as P5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    // 3.1.1: no way to say why, so the connection closes (no PUBACK).
+    let (c, mut events) = client(&hub, "dollar-311", 10);
+    assert!(matches!(next(&mut events).await, Ok(Packet::ConnAck(_))));
+    c.publish("$SYS/x", QoS::AtLeastOnce, false, "x").await.unwrap();
+    loop {
+        match next(&mut events).await {
+            Err(_) => break,
+            Ok(Packet::PubAck(_)) => panic!("a `$` topic was acknowledged"),
+            Ok(_) => {}
+        }
+    }
+    // 5: DISCONNECT with 0x90 (topic name invalid).
+    let addr = hub.mqtt_addr.clone().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let (c5, mut eventloop) = Client5::new(Options5::new("dollar-5", host, port.parse().unwrap()), 10);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event5::Incoming(p)) => drop(tx.send(Ok(p))),
+                Ok(_) => {}
+                // rumqttc reports a server's DISCONNECT as the end of its loop.
+                Err(e) => return drop(tx.send(Err(format!("{e:?}")))),
+            }
+        }
+    });
+    async fn wait(rx: &mut mpsc::UnboundedReceiver<Result<P5, String>>) -> Option<Result<P5, String>> {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.ok().flatten()
+    }
+    assert!(matches!(wait(&mut rx).await, Some(Ok(P5::ConnAck(_)))));
+    c5.publish("$SYS/x", Q5::AtLeastOnce, false, "x").await.unwrap();
+    loop {
+        match wait(&mut rx).await {
+            Some(Ok(P5::Disconnect(d))) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::TopicNameInvalid);
+                break;
+            }
+            Some(Err(e)) => {
+                assert!(e.contains("TopicNameInvalid"), "{e}");
+                break;
+            }
+            Some(Ok(P5::PubAck(ack))) => panic!("a `$` topic was acknowledged: {ack:?}"),
+            Some(Ok(_)) => {}
+            None => panic!("neither PUBACK nor DISCONNECT"),
+        }
+    }
+}
