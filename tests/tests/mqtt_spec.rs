@@ -166,3 +166,70 @@ async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_client_without_an_id_is_told_the_one_assigned_and_shared_subscriptions_are_offered() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = hub.mqtt_addr.clone().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut options = Options5::new("", host, port.parse().unwrap());
+    options.set_clean_start(true);
+    let (_client, mut eventloop) = Client5::new(options, 10);
+    let connack = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event5::Incoming(P5::ConnAck(ack))) => return ack,
+                Ok(_) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("CONNACK");
+    let properties = connack.properties.expect("CONNACK properties");
+    let assigned = properties.assigned_client_identifier.expect("an assigned client identifier (MQTT-3.2.2-16)");
+    assert!(!assigned.is_empty());
+    assert_ne!(properties.shared_subscription_available, Some(0), "`$share` works, so it must not be denied");
+    assert_ne!(properties.receive_max, Some(0));
+}
+
+#[test]
+fn a_silent_client_is_dropped_and_its_will_published_within_one_and_a_half_keep_alives() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (watcher, mut events) = runtime.block_on(async {
+        let (c, mut events) = client(&hub, "will-watcher", 10);
+        assert!(matches!(next(&mut events).await, Ok(Packet::ConnAck(_))));
+        c.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+        while !matches!(next(&mut events).await, Ok(Packet::SubAck(_))) {}
+        (c, events)
+    });
+    // A 3.1.1 CONNECT by hand: keep-alive 2 s, a will, then silence (the
+    // socket stays open, as a device that hung does).
+    let mut payload = Vec::new();
+    for field in [&b"hung-device"[..], b"wills/hung-device", b"gone"] {
+        payload.extend((field.len() as u16).to_be_bytes());
+        payload.extend(field);
+    }
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x0E, 0, 2];
+    connect.extend(payload);
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend(connect);
+    let mut device = std::net::TcpStream::connect(hub.mqtt_addr.clone().unwrap()).unwrap();
+    device.write_all(&packet).unwrap();
+    let started = std::time::Instant::now();
+    let will = runtime.block_on(next_publish(&mut events));
+    let elapsed = started.elapsed();
+    assert_eq!((will.topic.as_str(), &will.payload[..]), ("wills/hung-device", &b"gone"[..]));
+    // 1.5 × 2 s = 3 s, with room for a loaded machine; not before the
+    // keep-alive itself ran out.
+    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(4500), "will after {elapsed:?}");
+    drop((device, watcher));
+}

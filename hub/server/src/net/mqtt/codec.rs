@@ -80,6 +80,8 @@ pub enum Outgoing {
         session_present: bool,
         refused: Option<Refusal>,
         receive_maximum: u16,
+        /// MQTT 5: the client id the hub made for a client that sent none.
+        assigned_client_id: Option<String>,
     },
     Publish {
         topic: String,
@@ -349,7 +351,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
 
 fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
     Some(match packet {
-        Outgoing::ConnAck { session_present, refused, receive_maximum } => {
+        Outgoing::ConnAck { session_present, refused, receive_maximum, assigned_client_id } => {
             let code = match refused {
                 None => v5::ConnectReturnCode::Success,
                 Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
@@ -358,20 +360,21 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,
-                receive_max: Some(receive_maximum),
+                // 0 is a protocol error to send (a refusal has no window).
+                receive_max: (receive_maximum > 0).then_some(receive_maximum),
                 // Absent: clients may publish at QoS 2 (subscriptions are
                 // granted QoS 1 at most, in SUBACK).
                 max_qos: None,
                 retain_available: None,
                 max_packet_size: None,
-                assigned_client_identifier: None,
+                assigned_client_identifier: assigned_client_id,
                 topic_alias_max: None,
                 reason_string: None,
                 user_properties: Vec::new(),
+                // Absent: available (wildcards, `$share/<group>/…`).
                 wildcard_subscription_available: None,
-                // `$share/...` is not built yet.
                 subscription_identifiers_available: Some(0),
-                shared_subscription_available: Some(0),
+                shared_subscription_available: None,
                 server_keep_alive: None,
                 response_information: None,
                 server_reference: None,

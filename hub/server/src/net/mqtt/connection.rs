@@ -88,7 +88,12 @@ pub(super) async fn run<S>(
             let mut out = BytesMut::new();
             codec::write(
                 version,
-                Outgoing::ConnAck { session_present: false, refused: Some(refusal), receive_maximum: 0 },
+                Outgoing::ConnAck {
+                    session_present: false,
+                    refused: Some(refusal),
+                    receive_maximum: 0,
+                    assigned_client_id: None,
+                },
                 &mut out,
             );
             let _ = writer.write_all(&out).await;
@@ -130,7 +135,13 @@ impl Session {
     /// Answers CONNACK and resumes a stored session's subscriptions.
     async fn start(&mut self) {
         let receive_maximum = self.max_inflight as u16;
-        let connack = Outgoing::ConnAck { session_present: self.session_present, refused: None, receive_maximum };
+        let assigned_client_id = self.assigned_id.then(|| self.client_id.clone());
+        let connack = Outgoing::ConnAck {
+            session_present: self.session_present,
+            refused: None,
+            receive_maximum,
+            assigned_client_id,
+        };
         self.send(Out::Packet(connack)).await;
         let resumed = std::mem::take(&mut self.resumed_filters);
         if !resumed.is_empty() {

@@ -83,6 +83,8 @@ pub(super) struct Session {
     pub(super) server: Arc<Server>,
     pub(super) version: Version,
     pub(super) client_id: String,
+    /// The hub made the client id (the client sent an empty one).
+    pub(super) assigned_id: bool,
     /// Who the client authenticated as; ACL rules decide its publishes and
     /// subscriptions.
     pub(super) principal: Arc<Principal>,
@@ -220,6 +222,7 @@ impl Session {
         let session = Session {
             server,
             version,
+            assigned_id: c.client_id.is_empty(),
             client_id,
             principal,
             owner,
