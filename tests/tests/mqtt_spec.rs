@@ -233,3 +233,112 @@ fn a_silent_client_is_dropped_and_its_will_published_within_one_and_a_half_keep_
     assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_millis(4500), "will after {elapsed:?}");
     drop((device, watcher));
 }
+
+/// An MQTT 5 client whose packets (or its end) arrive on a channel.
+fn client5(
+    hub: &Hub,
+    id: &str,
+    clean: bool,
+    expiry: Option<u32>,
+) -> (rumqttc::v5::AsyncClient, mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>) {
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+    let addr = hub.mqtt_addr.clone().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut options = Options5::new(id, host, port.parse().unwrap());
+    options.set_clean_start(clean).set_session_expiry_interval(expiry);
+    let (client, mut eventloop) = Client5::new(options, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event5::Incoming(p)) => {
+                    if tx.send(Ok(p)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return drop(tx.send(Err(format!("{e:?}")))),
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next5(
+    rx: &mut mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>,
+) -> rumqttc::v5::mqttbytes::v5::Packet {
+    match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+        Ok(Some(Ok(p))) => p,
+        other => panic!("no MQTT 5 packet: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_properties_round_trip_and_expired_messages_are_not_delivered() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (responder, mut responder_events) = client5(&hub, "responder", true, None);
+    assert!(matches!(next5(&mut responder_events).await, P5::ConnAck(_)));
+    responder.subscribe("req/#", Q5::AtLeastOnce).await.unwrap();
+    while !matches!(next5(&mut responder_events).await, P5::SubAck(_)) {}
+
+    // Request/response: every property reaches the subscriber intact.
+    let (requester, mut requester_events) = client5(&hub, "requester", true, None);
+    assert!(matches!(next5(&mut requester_events).await, P5::ConnAck(_)));
+    let sent = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(3600),
+        topic_alias: None,
+        response_topic: Some("resp/requester".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"\x00id-42")),
+        user_properties: vec![("site".into(), "7".into()), ("site".into(), "8".into()), ("unit".into(), "C".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: Some("application/json".into()),
+    };
+    requester.publish_with_properties("req/temp", Q5::AtLeastOnce, false, "{}", sent.clone()).await.unwrap();
+    let got = loop {
+        if let P5::Publish(p) = next5(&mut responder_events).await {
+            break p;
+        }
+    };
+    let got = got.properties.expect("properties delivered");
+    assert_eq!(got.response_topic, sent.response_topic);
+    assert_eq!(got.correlation_data, sent.correlation_data);
+    assert_eq!(got.user_properties, sent.user_properties);
+    assert_eq!((got.content_type, got.payload_format_indicator), (sent.content_type, Some(1)));
+    let left = got.message_expiry_interval.expect("expiry counted down");
+    assert!((3590..=3600).contains(&left), "{left}");
+    // Native consumers see them as record headers.
+    let (ok, out, err) = hub.cli(&["consume", "req", "--from-beginning", "--output", "json"], None);
+    assert!(ok && out.contains("mqtt-user:site") && out.contains("mqtt-response-topic"), "{out}{err}");
+
+    // A persistent session away for 2 s: the message that expired after 1 s
+    // is not delivered, the one without expiry is.
+    let (away, mut away_events) = client5(&hub, "away", true, Some(3600));
+    assert!(matches!(next5(&mut away_events).await, P5::ConnAck(_)));
+    away.subscribe("news/#", Q5::AtLeastOnce).await.unwrap();
+    while !matches!(next5(&mut away_events).await, P5::SubAck(_)) {}
+    away.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let short = PublishProperties { message_expiry_interval: Some(1), ..PublishProperties::default() };
+    requester.publish_with_properties("news/stale", Q5::AtLeastOnce, false, "stale", short).await.unwrap();
+    requester.publish("news/fresh", Q5::AtLeastOnce, false, "fresh").await.unwrap();
+    let mut acks = 0;
+    while acks < 2 {
+        if let P5::PubAck(_) = next5(&mut requester_events).await {
+            acks += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (_back, mut back_events) = client5(&hub, "away", false, Some(3600));
+    assert!(matches!(next5(&mut back_events).await, P5::ConnAck(_)));
+    let first = loop {
+        if let P5::Publish(p) = next5(&mut back_events).await {
+            break p;
+        }
+    };
+    assert_eq!(&first.topic[..], b"news/fresh", "the expired message was delivered");
+}

@@ -32,6 +32,8 @@ pub struct ConsumedRecord {
     pub timestamp: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// (name, value), in record order.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A member of a consumer group.
@@ -202,6 +204,7 @@ impl GroupConsumer {
                     timestamp: r.timestamp,
                     key: r.key.map(<[u8]>::to_vec),
                     value: r.value.to_vec(),
+                    headers: r.headers.clone().map(|h| (h.name.to_string(), h.value.to_vec())).collect(),
                 })
                 .collect();
             let next = fetch.next_offset();

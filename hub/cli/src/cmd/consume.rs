@@ -74,6 +74,7 @@ struct Line {
     timestamp: i64,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 impl From<&ConsumedRecord> for Line {
@@ -84,6 +85,7 @@ impl From<&ConsumedRecord> for Line {
             timestamp: r.timestamp,
             key: r.key.clone(),
             value: r.value.clone(),
+            headers: r.headers.clone(),
         }
     }
 }
@@ -91,17 +93,22 @@ impl From<&ConsumedRecord> for Line {
 fn print(out: &mut impl Write, line: &Line, output: Output) -> std::io::Result<()> {
     match output {
         Output::Text => writeln!(out, "{}", show(&line.value)),
-        Output::Json => writeln!(
-            out,
-            "{}",
-            json!({
+        Output::Json => {
+            let mut doc = json!({
                 "partition": line.partition,
                 "offset": line.offset,
                 "timestamp": line.timestamp,
                 "key": line.key.as_deref().map(show),
                 "value": show(&line.value),
-            })
-        ),
+            });
+            // Headers only when there are some: [[name, value], …] in record
+            // order (a name may repeat).
+            if !line.headers.is_empty() {
+                let headers: Vec<_> = line.headers.iter().map(|(n, v)| json!([n, show(v)])).collect();
+                doc["headers"] = json!(headers);
+            }
+            writeln!(out, "{doc}")
+        }
     }
 }
 
@@ -296,6 +303,7 @@ pub async fn run(args: ConsumeArgs, hub: HubArgs) -> Result<(), AnyError> {
                         timestamp: r.timestamp,
                         key: r.key.map(<[u8]>::to_vec),
                         value: r.value.to_vec(),
+                        headers: r.headers.clone().map(|h| (h.name.to_string(), h.value.to_vec())).collect(),
                     };
                     if tx.send(Ok(line)).await.is_err() {
                         return;

@@ -45,13 +45,26 @@ pub struct Connect {
 #[derive(Debug, Clone)]
 pub enum Incoming {
     Connect(Connect),
-    Publish { topic: String, payload: Bytes, qos: QoS, retain: bool, pkid: u16 },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        pkid: u16,
+        properties: Option<v5::PublishProperties>,
+    },
     PubAck(u16),
     PubRec(u16),
     PubRel(u16),
     PubComp,
-    Subscribe { pkid: u16, filters: Vec<(String, QoS)> },
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, QoS)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     PingReq,
     Disconnect,
 }
@@ -89,6 +102,8 @@ pub enum Outgoing {
         qos: QoS,
         retain: bool,
         pkid: u16,
+        /// MQTT 5 only.
+        properties: Option<v5::PublishProperties>,
     },
     PubAck(u16),
     PubRec(u16),
@@ -210,7 +225,8 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             receive_maximum: None,
         }),
         v4::Packet::Publish(p) => {
-            Incoming::Publish { topic: p.topic, payload: p.payload, qos: p.qos, retain: p.retain, pkid: p.pkid }
+            let (payload, qos, retain, pkid) = (p.payload, p.qos, p.retain, p.pkid);
+            Incoming::Publish { topic: p.topic, payload, qos, retain, pkid, properties: None }
         }
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v4::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
@@ -253,7 +269,8 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
         v5::Packet::Publish(p) => {
             let topic = String::from_utf8(p.topic.to_vec())
                 .map_err(|_| CodecError::Malformed("topic name is not UTF-8".into()))?;
-            Incoming::Publish { topic, payload: p.payload, qos: from_q5(p.qos), retain: p.retain, pkid: p.pkid }
+            let (payload, qos, retain, pkid) = (p.payload, from_q5(p.qos), p.retain, p.pkid);
+            Incoming::Publish { topic, payload, qos, retain, pkid, properties: p.properties }
         }
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
         v5::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
@@ -322,7 +339,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
-        Outgoing::Publish { topic, payload, qos, retain, pkid } => {
+        Outgoing::Publish { topic, payload, qos, retain, pkid, .. } => {
             let mut p = v4::Publish::from_bytes(topic, qos, payload);
             p.retain = retain;
             p.pkid = pkid;
@@ -383,8 +400,8 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             };
             v5::Packet::ConnAck(v5::ConnAck { session_present, code, properties: Some(properties) })
         }
-        Outgoing::Publish { topic, payload, qos, retain, pkid } => {
-            let mut p = v5::Publish::new(topic, to_q5(qos), payload, None);
+        Outgoing::Publish { topic, payload, qos, retain, pkid, properties } => {
+            let mut p = v5::Publish::new(topic, to_q5(qos), payload, properties);
             p.retain = retain;
             p.pkid = pkid;
             v5::Packet::Publish(p)

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Version};
 use super::persist::save_session;
+use super::properties::MessageProperties;
 use super::publish::publish;
 use super::session::{End, Session};
 use super::writer::{write_packets, Out};
@@ -214,16 +215,17 @@ impl Session {
         // Consecutive PUBLISHes (QoS 0/1, not retained) to one topic that
         // arrived together become one record batch: one append, one commit
         // slot, and their acknowledgements go out together after it.
-        let mut run: Vec<(Bytes, QoS, u16)> = Vec::new();
+        let mut run: Vec<(Bytes, QoS, u16, MessageProperties)> = Vec::new();
         let mut run_topic = String::new();
+        let now = self.server.broker.log().now_ms();
         loop {
             let packet = codec::read(self.version, buf, limit);
-            if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid })) = &packet {
+            if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties })) = &packet {
                 if *qos != QoS::ExactlyOnce && (run.is_empty() || *topic == run_topic) && run.len() < 1000 {
                     if run.is_empty() {
                         run_topic = topic.clone();
                     }
-                    run.push((payload.clone(), *qos, *pkid));
+                    run.push((payload.clone(), *qos, *pkid, MessageProperties::from_v5(properties.clone(), now)));
                     continue;
                 }
             }
@@ -233,10 +235,11 @@ impl Session {
                 }
                 // The packet that ended the run is handled below; a
                 // PUBLISH may start the next run.
-                if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid })) = &packet {
+                if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties })) = &packet {
                     if *qos != QoS::ExactlyOnce {
                         run_topic = topic.clone();
-                        run.push((payload.clone(), *qos, *pkid));
+                        let properties = MessageProperties::from_v5(properties.clone(), now);
+                        run.push((payload.clone(), *qos, *pkid, properties));
                         continue;
                     }
                 }
@@ -268,8 +271,9 @@ impl Session {
                 self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::ProtocolError))).await;
                 return Some(End::Abnormal);
             }
-            Incoming::Publish { topic, payload, qos, retain, pkid } => {
-                return self.on_publish(topic, payload, qos, retain, pkid).await;
+            Incoming::Publish { topic, payload, qos, retain, pkid, properties } => {
+                let properties = MessageProperties::from_v5(properties, self.server.broker.log().now_ms());
+                return self.on_publish(topic, payload, qos, retain, pkid, properties).await;
             }
             Incoming::PubRel(pkid) => self.on_pubrel(pkid).await,
             Incoming::PubAck(pkid) => self.acknowledged(pkid),
@@ -291,8 +295,15 @@ impl Session {
         if end == End::Abnormal {
             if let Some(will) = self.will.take() {
                 tracing::debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
-                if let Ok(appends) =
-                    publish(&self.server, &will.topic, &will.payload, QoS::AtLeastOnce, will.retain).await
+                if let Ok(appends) = publish(
+                    &self.server,
+                    &will.topic,
+                    &will.payload,
+                    QoS::AtLeastOnce,
+                    will.retain,
+                    &Default::default(),
+                )
+                .await
                 {
                     for append in appends {
                         let _ = append.outcome().await;

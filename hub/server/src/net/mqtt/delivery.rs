@@ -15,6 +15,7 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
 use super::codec::Outgoing;
+use super::properties::MessageProperties;
 use super::records::FEED_BYTES;
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
 use super::topics;
@@ -35,7 +36,9 @@ impl Session {
             pkid
         };
         self.server.broker.metrics().mqtt_messages_out.inc();
-        let packet = Outgoing::Publish { topic: d.topic, payload: d.payload, qos: d.qos, retain: d.retain, pkid };
+        let properties = d.properties.to_v5(self.server.broker.log().now_ms());
+        let (topic, payload, qos, retain) = (d.topic, d.payload, d.qos, d.retain);
+        let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, properties };
         self.send(Out::Packet(packet)).await;
     }
 
@@ -132,15 +135,19 @@ pub(super) async fn feed(
                 let filters = filters.read().unwrap_or_else(|e| e.into_inner());
                 best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &mqtt_topic)).map(|(_, q)| *q))
             };
-            // Delivered at the lower of the granted and the published QoS.
+            // Delivered at the lower of the granted and the published QoS;
+            // an expired message not at all (MQTT-3.3.2-5).
             let qos0 = r.headers.clone().any(|h| h.name == topics::QOS_HEADER && h.value == b"0");
-            let qos = granted.map(|q| if qos0 { QoS::AtMostOnce } else { q });
+            let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
+            let expired = properties.expired(broker.log().now_ms());
+            let qos = granted.filter(|_| !expired).map(|q| if qos0 { QoS::AtMostOnce } else { q });
             if let Some(qos) = qos {
                 let delivery = Delivery {
                     topic: mqtt_topic,
                     payload: Bytes::copy_from_slice(r.value),
                     qos,
                     retain: false,
+                    properties,
                     source: Some(Source { feed: key.clone(), offset: r.offset }),
                 };
                 if tx.send(delivery).await.is_err() {
@@ -165,7 +172,8 @@ mod tests {
 
     fn delivery(feed: &FeedKey, offset: u64, qos: QoS) -> Delivery {
         let source = Some(Source { feed: feed.clone(), offset });
-        Delivery { topic: "t/x".into(), payload: Bytes::from_static(b"v"), qos, retain: false, source }
+        let properties = MessageProperties::default();
+        Delivery { topic: "t/x".into(), payload: Bytes::from_static(b"v"), qos, retain: false, properties, source }
     }
 
     #[test]

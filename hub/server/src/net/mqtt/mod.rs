@@ -20,6 +20,7 @@ mod connection;
 mod delivery;
 pub mod mapping;
 mod persist;
+mod properties;
 mod publish;
 mod records;
 mod session;

@@ -13,7 +13,8 @@ use rumqttc::mqttbytes::QoS;
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{DisconnectReason, Outgoing, Version};
-use super::records::{ensure_retained_topic, ensure_topic, message_batch, single_record};
+use super::properties::MessageProperties;
+use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message};
 use super::session::{End, Session};
 use super::topics::{self, RETAINED_TOPIC};
 use super::writer::Out;
@@ -22,23 +23,27 @@ use super::Server;
 impl Session {
     /// Stores a run of QoS 0/1 messages to one topic as one batch; PUBACKs
     /// for the QoS 1 ones after its commit.
-    pub(super) async fn publish_run(&mut self, topic: &str, run: Vec<(Bytes, QoS, u16)>) -> Option<End> {
+    pub(super) async fn publish_run(
+        &mut self,
+        topic: &str,
+        run: Vec<(Bytes, QoS, u16, MessageProperties)>,
+    ) -> Option<End> {
         let metrics = self.server.broker.metrics();
         for _ in &run {
             metrics.mqtt_messages_in.inc();
         }
         if !self.may_publish(topic) {
-            return self.refuse_publish(topic, run.iter().map(|(_, qos, pkid)| (*qos, *pkid))).await;
+            return self.refuse_publish(topic, run.iter().map(|(_, qos, pkid, _)| (*qos, *pkid))).await;
         }
-        let messages: Vec<(&[u8], QoS)> = run.iter().map(|(p, qos, _)| (p.as_ref(), *qos)).collect();
+        let messages: Vec<Message<'_>> = run.iter().map(|(p, qos, _, props)| (p.as_ref(), *qos, props)).collect();
         let appends = match publish_many(&self.server, topic, &messages).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
         let acks: Vec<Outgoing> = run
             .iter()
-            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
-            .map(|(_, _, pkid)| Outgoing::PubAck(*pkid))
+            .filter(|(_, qos, _, _)| *qos == QoS::AtLeastOnce)
+            .map(|(_, _, pkid, _)| Outgoing::PubAck(*pkid))
             .collect();
         if !acks.is_empty() {
             self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
@@ -95,6 +100,7 @@ impl Session {
         qos: QoS,
         retain: bool,
         pkid: u16,
+        properties: MessageProperties,
     ) -> Option<End> {
         self.server.broker.metrics().mqtt_messages_in.inc();
         if qos == QoS::ExactlyOnce && self.stored_qos2(pkid) {
@@ -105,7 +111,7 @@ impl Session {
         if !self.may_publish(&topic) {
             return self.refuse_publish(&topic, [(qos, pkid)].into_iter()).await;
         }
-        let mut appends = match publish(&self.server, &topic, &payload, qos, retain).await {
+        let mut appends = match publish(&self.server, &topic, &payload, qos, retain, &properties).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -156,16 +162,17 @@ pub(super) async fn publish(
     payload: &[u8],
     qos: QoS,
     retain: bool,
+    properties: &MessageProperties,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     let now = server.broker.log().now_ms();
-    let batch = message_batch(&route, mqtt_topic, &[(payload, qos)], now);
+    let batch = message_batch(&route, mqtt_topic, &[(payload, qos, properties)], now);
     let mut appends = Vec::with_capacity(2);
     appends.push(produce(server, &route.topic, batch).await?);
     if retain {
         // The retained store is keyed by the MQTT topic itself.
         ensure_retained_topic(server).await.map_err(PublishError::Log)?;
-        let batch = single_record(mqtt_topic, payload, now);
+        let batch = retained_record(mqtt_topic, payload, properties, now);
         let (_, pending) =
             server.broker.produce_batch(RETAINED_TOPIC, Some(0), batch).await.map_err(PublishError::Log)?;
         appends.push(pending);
@@ -177,7 +184,7 @@ pub(super) async fn publish(
 async fn publish_many(
     server: &Server,
     mqtt_topic: &str,
-    messages: &[(&[u8], QoS)],
+    messages: &[Message<'_>],
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     let batch = message_batch(&route, mqtt_topic, messages, server.broker.log().now_ms());
@@ -214,17 +221,20 @@ mod tests {
     #[tokio::test]
     async fn publish_stores_in_the_topic_and_the_retained_store() {
         let (_dir, server) = testing::server();
-        for append in publish(&server, "t/a", b"1", QoS::AtLeastOnce, false).await.ok().unwrap() {
+        for append in publish(&server, "t/a", b"1", QoS::AtLeastOnce, false, &Default::default()).await.ok().unwrap() {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (1, 0));
-        let appends = publish(&server, "t/a", b"2", QoS::AtLeastOnce, true).await.ok().unwrap();
+        let appends = publish(&server, "t/a", b"2", QoS::AtLeastOnce, true, &Default::default()).await.ok().unwrap();
         assert_eq!(appends.len(), 2);
         for append in appends {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (2, 1));
-        assert!(matches!(publish(&server, "a/+/b", b"x", QoS::AtLeastOnce, false).await, Err(PublishError::Topic(_))));
+        assert!(matches!(
+            publish(&server, "a/+/b", b"x", QoS::AtLeastOnce, false, &Default::default()).await,
+            Err(PublishError::Topic(_))
+        ));
     }
 
     #[tokio::test]
@@ -234,9 +244,9 @@ mod tests {
         let (tx, mut sent) = mpsc::channel(16);
         s.out = Some(tx);
         let run = vec![
-            (Bytes::from_static(b"1"), QoS::AtLeastOnce, 1),
-            (Bytes::from_static(b"2"), QoS::AtMostOnce, 0),
-            (Bytes::from_static(b"3"), QoS::AtLeastOnce, 2),
+            (Bytes::from_static(b"1"), QoS::AtLeastOnce, 1, MessageProperties::default()),
+            (Bytes::from_static(b"2"), QoS::AtMostOnce, 0, MessageProperties::default()),
+            (Bytes::from_static(b"3"), QoS::AtLeastOnce, 2, MessageProperties::default()),
         ];
         assert_eq!(s.publish_run("t/a", run).await, None);
         let Ok(Out::AfterCommit { appends, packets, release: None }) = sent.try_recv() else { panic!("no PUBACKs") };
@@ -245,7 +255,7 @@ mod tests {
         appends.into_iter().next().unwrap().outcome().await.unwrap();
         assert_eq!(stored(&server, "t"), 3);
 
-        let run = vec![(Bytes::from_static(b"x"), QoS::AtLeastOnce, 3)];
+        let run = vec![(Bytes::from_static(b"x"), QoS::AtLeastOnce, 3, MessageProperties::default())];
         assert_eq!(s.publish_run("a/+/b", run).await, Some(End::Abnormal));
         let reason = DisconnectReason::TopicNameInvalid;
         assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::Disconnect(r))) if r == reason));
@@ -258,7 +268,10 @@ mod tests {
         let (tx, mut sent) = mpsc::channel(16);
         s.out = Some(tx);
         let payload = Bytes::from_static(b"m");
-        assert_eq!(s.on_publish("t/a".into(), payload.clone(), QoS::ExactlyOnce, false, 7).await, None);
+        assert_eq!(
+            s.on_publish("t/a".into(), payload.clone(), QoS::ExactlyOnce, false, 7, Default::default()).await,
+            None
+        );
         let Ok(Out::AfterCommit { appends, packets, release: Some(7) }) = sent.try_recv() else { panic!("no PUBREC") };
         assert!(matches!(packets[..], [Outgoing::PubRec(7)]));
         // The message and, for a persistent session, its packet id.
@@ -269,7 +282,7 @@ mod tests {
         assert_eq!(load_session(&server.broker, "a").await.unwrap().qos2, vec![7]);
         // The writer marks the id once stored; a retransmission is only answered.
         s.with_slot(|slot| slot.awaiting_release.insert(7));
-        assert_eq!(s.on_publish("t/a".into(), payload, QoS::ExactlyOnce, false, 7).await, None);
+        assert_eq!(s.on_publish("t/a".into(), payload, QoS::ExactlyOnce, false, 7, Default::default()).await, None);
         assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubRec(7)))));
         assert_eq!(stored(&server, "t"), 1);
 

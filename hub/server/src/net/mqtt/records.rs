@@ -9,6 +9,8 @@ use cairn_log::{CleanupPolicy, LogError, TopicConfig};
 use cairn_proto::BatchWriter;
 use rumqttc::mqttbytes::QoS;
 
+use super::properties::MessageProperties;
+
 use super::mapping::Route;
 use super::topics::{self, RETAINED_TOPIC};
 use super::Server;
@@ -21,14 +23,30 @@ pub(super) const FEED_BYTES: usize = 256 * 1024;
 /// Messages to one MQTT topic as one batch of records: key from the route,
 /// and the MQTT topic in a header when a mapping rule chose topic and key.
 /// `now`: the arrival time, by the log's clock.
-pub(super) fn message_batch(route: &Route, mqtt_topic: &str, messages: &[(&[u8], QoS)], now: i64) -> Vec<u8> {
+/// One message for [`message_batch`]: payload, QoS, MQTT 5 properties.
+pub(super) type Message<'a> = (&'a [u8], QoS, &'a MessageProperties);
+
+pub(super) fn message_batch(route: &Route, mqtt_topic: &str, messages: &[Message<'_>], now: i64) -> Vec<u8> {
     let topic = route.mapped.then_some((topics::TOPIC_HEADER, mqtt_topic.as_bytes()));
-    let size: usize = messages.iter().map(|(p, _)| p.len() + route.key.len() + 2 * mqtt_topic.len() + 40).sum();
+    let size: usize = messages.iter().map(|(p, _, _)| p.len() + route.key.len() + 2 * mqtt_topic.len() + 40).sum();
     let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
-    for (payload, qos) in messages {
+    for (payload, qos, properties) in messages {
         let qos0 = (*qos == QoS::AtMostOnce).then_some((topics::QOS_HEADER, &b"0"[..]));
-        let _ = writer.push_parts(Some(route.key.as_bytes()), payload, now, topic.into_iter().chain(qos0));
+        let stored = properties.headers();
+        let stored = stored.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        let _ =
+            writer.push_parts(Some(route.key.as_bytes()), payload, now, topic.into_iter().chain(qos0).chain(stored));
     }
+    writer.finish().unwrap_or_default()
+}
+
+/// A retained message: key = the MQTT topic, value = the payload, and its
+/// MQTT 5 properties as headers.
+pub(super) fn retained_record(mqtt_topic: &str, payload: &[u8], properties: &MessageProperties, now: i64) -> Vec<u8> {
+    let headers = properties.headers();
+    let mut writer = BatchWriter::new(Vec::with_capacity(payload.len() + mqtt_topic.len() + 128)).expect("a Vec grows");
+    let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+    let _ = writer.push_parts(Some(mqtt_topic.as_bytes()), payload, now, headers);
     writer.finish().unwrap_or_default()
 }
 
@@ -89,7 +107,8 @@ mod tests {
     #[test]
     fn a_message_batch_is_keyed_by_the_route_and_names_a_mapped_topic() {
         let plain = Route { topic: "sensors".into(), key: "sensors/a".into(), mapped: false };
-        let messages: [(&[u8], QoS); 2] = [(b"1", QoS::AtLeastOnce), (b"2", QoS::AtMostOnce)];
+        let none = MessageProperties::default();
+        let messages: [Message<'_>; 2] = [(b"1", QoS::AtLeastOnce, &none), (b"2", QoS::AtMostOnce, &none)];
         let records = decode(&message_batch(&plain, "sensors/a", &messages, 1));
         let key = Some(b"sensors/a".to_vec());
         // A QoS 0 message says so, so it is delivered at QoS 0.
@@ -98,7 +117,7 @@ mod tests {
 
         // A rule's topic and key hide the MQTT topic: it travels in a header.
         let mapped = Route { topic: "plant".into(), key: "line1".into(), mapped: true };
-        let records = decode(&message_batch(&mapped, "sensors/a", &[(b"x", QoS::ExactlyOnce)], 1));
+        let records = decode(&message_batch(&mapped, "sensors/a", &[(b"x", QoS::ExactlyOnce, &none)], 1));
         let header = (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec());
         assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), vec![header])]);
     }

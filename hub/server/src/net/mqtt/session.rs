@@ -24,6 +24,7 @@ use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{Connect, Refusal, Version, Will};
 use super::persist::{load_session, save_session, submit_session, StoredSession};
+use super::properties::MessageProperties;
 use super::writer::Out;
 use super::{Server, Slot};
 use crate::auth::Principal;
@@ -34,6 +35,8 @@ pub(super) struct Delivery {
     pub(super) payload: Bytes,
     pub(super) qos: QoS,
     pub(super) retain: bool,
+    /// Its MQTT 5 properties (sent to MQTT 5 subscribers).
+    pub(super) properties: MessageProperties,
     /// Where it came from, for committing the position once it is acknowledged.
     pub(super) source: Option<Source>,
 }

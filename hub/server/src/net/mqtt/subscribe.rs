@@ -18,6 +18,7 @@ use cairn_proto::acl::{Operation, ResourceKind};
 use super::codec::{Outgoing, SubRefusal};
 use super::delivery::{best_qos, feed};
 use super::mapping::TopicsRead;
+use super::properties::MessageProperties;
 use super::records::{ensure_topic, FEED_BYTES};
 use super::session::{Delivery, FeedKey, Filters, Session, SharedSub, Sub};
 use super::topics::{self, RETAINED_TOPIC};
@@ -364,7 +365,7 @@ impl Session {
         if log.partition_count(RETAINED_TOPIC).is_err() {
             return;
         }
-        let mut last: HashMap<String, Bytes> = HashMap::new();
+        let mut last: HashMap<String, (Bytes, MessageProperties)> = HashMap::new();
         let mut offset = log.offsets(RETAINED_TOPIC, 0).map(|o| o.start).unwrap_or(0);
         while let Ok(fetch) = log.fetch(RETAINED_TOPIC, 0, offset, FEED_BYTES) {
             if fetch.batches.is_empty() {
@@ -372,19 +373,21 @@ impl Session {
             }
             for r in fetch.records() {
                 if let Some(topic) = r.key.and_then(|k| std::str::from_utf8(k).ok()) {
-                    last.insert(topic.to_string(), Bytes::copy_from_slice(r.value));
+                    let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
+                    last.insert(topic.to_string(), (Bytes::copy_from_slice(r.value), properties));
                 }
             }
             offset = fetch.next_offset();
         }
         let mut deliveries = Vec::new();
-        for (topic, payload) in last {
-            if payload.is_empty() {
-                continue; // an empty retained message clears the topic
+        let now = log.now_ms();
+        for (topic, (payload, properties)) in last {
+            if payload.is_empty() || properties.expired(now) {
+                continue; // an empty retained message clears the topic; an expired one is gone
             }
             let best = best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &topic)).map(|(_, q)| *q));
             if let Some(qos) = best {
-                deliveries.push(Delivery { topic, payload, qos, retain: true, source: None });
+                deliveries.push(Delivery { topic, payload, qos, retain: true, properties, source: None });
             }
         }
         // Queued from a task of their own: the deliveries queue is bounded
