@@ -342,3 +342,72 @@ async fn mqtt5_properties_round_trip_and_expired_messages_are_not_delivered() {
     };
     assert_eq!(&first.topic[..], b"news/fresh", "the expired message was delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_topic_aliases_resolve_and_a_clients_maximum_packet_size_is_respected() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    // A subscriber that takes packets of 300 bytes at most.
+    let addr = hub.mqtt_addr.clone().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut options = Options5::new("small-packets", host, port.parse().unwrap());
+    options.set_max_packet_size(Some(300));
+    let (small, mut eventloop) = Client5::new(options, 10);
+    let (tx, mut small_events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event5::Incoming(p)) => drop(tx.send(Ok(p))),
+                Ok(_) => {}
+                Err(e) => return drop(tx.send(Err(format!("{e:?}")))),
+            }
+        }
+    });
+    assert!(matches!(next5(&mut small_events).await, P5::ConnAck(_)));
+    small.subscribe("alias/#", Q5::AtLeastOnce).await.unwrap();
+    while !matches!(next5(&mut small_events).await, P5::SubAck(_)) {}
+
+    let (publisher, mut pub_events) = client5(&hub, "aliaser", true, None);
+    let ack = loop {
+        if let P5::ConnAck(ack) = next5(&mut pub_events).await {
+            break ack;
+        }
+    };
+    assert_eq!(ack.properties.and_then(|p| p.topic_alias_max), Some(16));
+    let alias = |n| PublishProperties { topic_alias: Some(n), ..PublishProperties::default() };
+    // Sets alias 1, then uses it with an empty topic; a big message between.
+    publisher.publish_with_properties("alias/a", Q5::AtLeastOnce, false, "first", alias(1)).await.unwrap();
+    publisher.publish("alias/big", Q5::AtLeastOnce, false, vec![b'x'; 1000]).await.unwrap();
+    publisher.publish_with_properties("", Q5::AtLeastOnce, false, "second", alias(1)).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let P5::Publish(p) = next5(&mut small_events).await {
+            got.push((
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            ));
+        }
+    }
+    assert_eq!(got, [("alias/a".to_string(), "first".to_string()), ("alias/a".into(), "second".into())]);
+    // The big one was stored, just not sent to a client that cannot take it.
+    let (ok, out, _) = hub.cli(&["consume", "alias", "--from-beginning"], None);
+    assert!(ok && out.lines().count() == 3, "{out}");
+
+    // An alias above the maximum (rumqttc will not send one: raw bytes):
+    // DISCONNECT 0x94.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(hub.mqtt_addr.clone().unwrap()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // CONNECT v5: clean start, keep-alive 60, no properties, client id "r".
+    raw.write_all(&[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'r']).unwrap();
+    // PUBLISH QoS 0 to "a/b" with property 0x23 (topic alias) = 17.
+    raw.write_all(&[0x30, 10, 0, 3, b'a', b'/', b'b', 3, 0x23, 0, 17, b'x']).unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    assert!(answer.windows(3).any(|w| w[0] == 0xE0 && w[2] == 0x94), "no DISCONNECT 0x94: {answer:02x?}");
+    drop((publisher, small));
+}

@@ -39,7 +39,12 @@ pub struct Connect {
     pub password: Option<String>,
     /// MQTT 5 receive maximum: QoS 1/2 messages in flight to this client.
     pub receive_maximum: Option<u16>,
+    /// MQTT 5: the largest packet the client accepts.
+    pub max_packet_size: Option<u32>,
 }
+
+/// Topic aliases a client may use on its PUBLISHes (MQTT 5), 1 to this.
+pub const TOPIC_ALIAS_MAX: u16 = 16;
 
 /// What a client sends, version-independent.
 #[derive(Debug, Clone)]
@@ -138,6 +143,8 @@ pub enum DisconnectReason {
     KeepAliveTimeout,
     ServerShuttingDown,
     NotAuthorized,
+    /// An alias of 0 or over [`TOPIC_ALIAS_MAX`] (MQTT-3.3.2-9).
+    TopicAliasInvalid,
 }
 
 /// Why bytes are not a packet we can use. Every one closes the connection.
@@ -223,6 +230,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             username: c.login.as_ref().map(|l| l.username.clone()),
             password: c.login.map(|l| l.password),
             receive_maximum: None,
+            max_packet_size: None,
         }),
         v4::Packet::Publish(p) => {
             let (payload, qos, retain, pkid) = (p.payload, p.qos, p.retain, p.pkid);
@@ -264,6 +272,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 username: login.as_ref().map(|l| l.username.clone()),
                 password: login.map(|l| l.password),
                 receive_maximum: props.receive_maximum,
+                max_packet_size: props.max_packet_size,
             })
         }
         v5::Packet::Publish(p) => {
@@ -328,6 +337,17 @@ pub fn write(version: Version, packet: Outgoing, out: &mut BytesMut) {
     }
 }
 
+/// The size of an MQTT 5 PUBLISH on the wire, for a client's maximum
+/// packet size.
+pub fn v5_publish_size(
+    topic: &str,
+    payload: &bytes::Bytes,
+    qos: QoS,
+    properties: &Option<v5::PublishProperties>,
+) -> usize {
+    v5::Publish::new(topic, to_q5(qos), payload.clone(), properties.clone()).size()
+}
+
 fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
     Some(match packet {
         Outgoing::ConnAck { session_present, refused, .. } => {
@@ -385,7 +405,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 retain_available: None,
                 max_packet_size: None,
                 assigned_client_identifier: assigned_client_id,
-                topic_alias_max: None,
+                topic_alias_max: Some(TOPIC_ALIAS_MAX),
                 reason_string: None,
                 user_properties: Vec::new(),
                 // Absent: available (wildcards, `$share/<group>/…`).
@@ -443,6 +463,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::KeepAliveTimeout => v5::DisconnectReasonCode::KeepAliveTimeout,
                 DisconnectReason::ServerShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
                 DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
+                DisconnectReason::TopicAliasInvalid => v5::DisconnectReasonCode::TopicAliasInvalid,
             };
             // Always with a reason string: besides telling the client why,
             // it keeps rumqttc 0.25's writer correct, which writes a reason
@@ -456,6 +477,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::KeepAliveTimeout => "nothing received within 1.5 times the keep-alive",
                 DisconnectReason::ServerShuttingDown => "the hub is shutting down",
                 DisconnectReason::NotAuthorized => "not authorized: the API key was revoked",
+                DisconnectReason::TopicAliasInvalid => "topic alias 0 or above the topic alias maximum in CONNACK",
             };
             let properties = v5::DisconnectProperties {
                 session_expiry_interval: None,

@@ -219,7 +219,17 @@ impl Session {
         let mut run_topic = String::new();
         let now = self.server.broker.log().now_ms();
         loop {
-            let packet = codec::read(self.version, buf, limit);
+            let packet = match codec::read(self.version, buf, limit) {
+                Ok(Some(publish @ Incoming::Publish { .. })) => match self.resolve_alias(publish) {
+                    Ok(publish) => Ok(Some(publish)),
+                    Err(reason) => {
+                        tracing::info!(peer = %self.peer, client_id = %self.client_id, ?reason, "bad MQTT topic alias; closing");
+                        self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
+                        return Some(End::Abnormal);
+                    }
+                },
+                other => other,
+            };
             if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties })) = &packet {
                 if *qos != QoS::ExactlyOnce && (run.is_empty() || *topic == run_topic) && run.len() < 1000 {
                     if run.is_empty() {
@@ -262,6 +272,26 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// MQTT 5 topic aliases: a PUBLISH with an alias and a topic sets it,
+    /// one with an alias and an empty topic uses it.
+    fn resolve_alias(&mut self, packet: Incoming) -> Result<Incoming, DisconnectReason> {
+        let Incoming::Publish { topic, payload, qos, retain, pkid, mut properties } = packet else { return Ok(packet) };
+        let topic = match properties.as_mut().and_then(|p| p.topic_alias.take()) {
+            None => topic,
+            Some(alias) if alias == 0 || alias > codec::TOPIC_ALIAS_MAX => {
+                return Err(DisconnectReason::TopicAliasInvalid)
+            }
+            Some(alias) if topic.is_empty() => {
+                self.aliases.get(&alias).cloned().ok_or(DisconnectReason::ProtocolError)?
+            }
+            Some(alias) => {
+                self.aliases.insert(alias, topic.clone());
+                topic
+            }
+        };
+        Ok(Incoming::Publish { topic, payload, qos, retain, pkid, properties })
     }
 
     async fn handle(&mut self, packet: Incoming) -> Option<End> {

@@ -14,7 +14,7 @@ use cairn_log::LogError;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use super::codec::Outgoing;
+use super::codec::{self, Outgoing};
 use super::properties::MessageProperties;
 use super::records::FEED_BYTES;
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
@@ -35,9 +35,18 @@ impl Session {
             self.inflight.insert(pkid, d.source);
             pkid
         };
-        self.server.broker.metrics().mqtt_messages_out.inc();
         let properties = d.properties.to_v5(self.server.broker.log().now_ms());
         let (topic, payload, qos, retain) = (d.topic, d.payload, d.qos, d.retain);
+        if let Some(max) = self.max_packet_out {
+            let size = codec::v5_publish_size(&topic, &payload, qos, &properties);
+            if size > max {
+                // Discarded as if sent and acknowledged (MQTT-3.1.2-25).
+                tracing::debug!(client_id = %self.client_id, %topic, size, max, "message over the client's maximum packet size; not sent");
+                self.acknowledged(pkid);
+                return;
+            }
+        }
+        self.server.broker.metrics().mqtt_messages_out.inc();
         let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, properties };
         self.send(Out::Packet(packet)).await;
     }

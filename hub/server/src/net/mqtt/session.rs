@@ -130,6 +130,10 @@ pub(super) struct Session {
     /// or a rule may have stored its messages anywhere).
     pub(super) reads_all: bool,
     pub(super) session_present: bool,
+    /// MQTT 5: the client's topic aliases (alias → topic).
+    pub(super) aliases: HashMap<u16, String>,
+    /// MQTT 5: larger messages are not sent to this client (MQTT-3.1.2-25).
+    pub(super) max_packet_out: Option<usize>,
 }
 
 impl Session {
@@ -252,6 +256,8 @@ impl Session {
             resumed_filters: stored.map(|s| s.subscriptions()).unwrap_or_default(),
             reads_all: false,
             session_present,
+            aliases: HashMap::new(),
+            max_packet_out: c.max_packet_size.map(|m| m as usize),
         };
         Ok(session)
     }

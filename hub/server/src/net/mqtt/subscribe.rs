@@ -101,6 +101,18 @@ impl Session {
                 self.unsubscribe_shared(group, inner).await;
             }
         }
+        // Feeders of topics no remaining filter reads stop.
+        let own = self.filters.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (still, all) = self.topics_of(&own, false).await;
+        let stale: Vec<FeedKey> = self
+            .feeding
+            .keys()
+            .filter(|(sub, topic, _)| *sub == Sub::Own && (own.is_empty() || !all && !still.contains(topic)))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.stop_feeder(&key);
+        }
         self.save().await;
         self.send(Out::Packet(Outgoing::UnsubAck { pkid, count: filters.len() })).await;
     }
@@ -461,8 +473,9 @@ mod tests {
         assert_eq!(log.committed_offsets(&s.group(), "t").unwrap(), vec![(0, 0)]);
         let saved = load_session(&server.broker, "a").await.unwrap();
         assert_eq!(saved.subscriptions, vec![("t/#".to_string(), 1)]);
-        // Only the matching retained message, and not a cleared one.
-        let d = s.deliveries.try_recv().unwrap();
+        // Only the matching retained message, and not a cleared one (queued
+        // by a task of its own).
+        let d = tokio::time::timeout(Duration::from_secs(5), s.deliveries.recv()).await.unwrap().unwrap();
         assert_eq!((d.topic.as_str(), &d.payload[..], d.qos, d.retain), ("t/r", &b"kept"[..], QoS::AtLeastOnce, true));
         assert!(s.deliveries.try_recv().is_err());
 
@@ -470,6 +483,7 @@ mod tests {
         assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::UnsubAck { pkid: 2, count: 1 }))));
         assert!(s.filters.read().unwrap().is_empty());
         assert!(load_session(&server.broker, "a").await.unwrap().subscriptions.is_empty());
+        assert!(s.feeding.is_empty(), "no feeder left reading for nothing");
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         username: None,
         password: None,
         receive_maximum: None,
+        max_packet_size: None,
     }
 }
 
