@@ -411,3 +411,29 @@ async fn mqtt5_topic_aliases_resolve_and_a_clients_maximum_packet_size_is_respec
     assert!(answer.windows(3).any(|w| w[0] == 0xE0 && w[2] == 0x94), "no DISCONNECT 0x94: {answer:02x?}");
     drop((publisher, small));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_max_subscriptions_are_refused_with_quota_exceeded() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, SubscribeReasonCode};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nmax_subscriptions = 2\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let (c, mut events) = client5(&hub, "greedy", true, None);
+    assert!(matches!(next5(&mut events).await, P5::ConnAck(_)));
+    let mut codes = Vec::new();
+    for filter in ["a/#", "b/#", "a/#", "c/#"] {
+        c.subscribe(filter, Q5::AtLeastOnce).await.unwrap();
+        let ack = loop {
+            if let P5::SubAck(ack) = next5(&mut events).await {
+                break ack;
+            }
+        };
+        codes.push(ack.return_codes[0]);
+    }
+    let ok = SubscribeReasonCode::Success(Q5::AtLeastOnce);
+    // The same filter again replaces it; a third distinct one is refused.
+    assert_eq!(codes, [ok, ok, ok, SubscribeReasonCode::QuotaExceeded]);
+}

@@ -24,6 +24,8 @@
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
+//! max_connections = 10000          # MQTT connections at once
+//! max_subscriptions = 100          # filters one session may hold
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -129,6 +131,8 @@ pub struct MqttSettings {
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
+    pub max_connections: Option<usize>,
+    pub max_subscriptions: Option<usize>,
     pub topic_partitions: Option<u32>,
     pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
 }
@@ -215,6 +219,8 @@ pub struct ServeConfig {
     pub tls: Option<cairn_hub::net::tls::TlsFiles>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
+    pub mqtt_max_connections: usize,
+    pub mqtt_max_subscriptions: usize,
     pub mqtt_topic_partitions: u32,
     pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
     /// Serial-over-TCP listener (off when `None`).
@@ -247,6 +253,8 @@ impl Default for ServeConfig {
             tls: None,
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
+            mqtt_max_connections: 10_000,
+            mqtt_max_subscriptions: 100,
             mqtt_topic_partitions: 1,
             mqtt_mapping: Vec::new(),
             serial_tcp_addr: None,
@@ -307,6 +315,8 @@ impl ServeConfig {
             },
             mqtt_max_packet_bytes: pick!(mqtt.max_packet_bytes, d.mqtt_max_packet_bytes),
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
+            mqtt_max_connections: pick!(mqtt.max_connections, d.mqtt_max_connections),
+            mqtt_max_subscriptions: pick!(mqtt.max_subscriptions, d.mqtt_max_subscriptions),
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),

@@ -173,6 +173,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         let config = net::mqtt::MqttConfig {
             max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
             max_inflight: args.mqtt_max_inflight.max(1),
+            max_connections: args.mqtt_max_connections.max(1),
+            max_subscriptions: args.mqtt_max_subscriptions.max(1),
             topic_partitions: args.mqtt_topic_partitions.max(1),
             mapping,
             ..net::mqtt::MqttConfig::default()

@@ -89,6 +89,8 @@ pub enum Refusal {
 pub enum SubRefusal {
     InvalidFilter,
     NotAuthorized,
+    /// Over `[mqtt] max_subscriptions`.
+    QuotaExceeded,
 }
 
 /// What the hub sends, version-independent.
@@ -444,6 +446,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                     Ok(q) => v5::SubscribeReasonCode::Success(to_q5(q)),
                     Err(SubRefusal::InvalidFilter) => v5::SubscribeReasonCode::TopicFilterInvalid,
                     Err(SubRefusal::NotAuthorized) => v5::SubscribeReasonCode::NotAuthorized,
+                    Err(SubRefusal::QuotaExceeded) => v5::SubscribeReasonCode::QuotaExceeded,
                 })
                 .collect(),
             properties: None,

@@ -165,6 +165,16 @@ impl Session {
         let mut refresh_tick = tokio::time::interval(REFRESH_EVERY);
         let mut kick = self.kick.take().expect("kick receiver set in open");
         let mut revocations = self.server.broker.auth().revocations();
+        // The writer task ends when the client stops reading (write
+        // timeout) or the socket fails: the session ends with it.
+        let writer = self.out.clone();
+        let writer_gone = async move {
+            match writer {
+                Some(tx) => tx.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(writer_gone);
         // Packets that arrived with the CONNECT.
         if let Some(end) = self.handle_buffered(buf, limit).await {
             return end;
@@ -185,6 +195,10 @@ impl Session {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, "MQTT keep-alive timeout");
                     self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::KeepAliveTimeout))).await;
+                    return End::Abnormal;
+                }
+                _ = &mut writer_gone => {
+                    tracing::info!(peer = %self.peer, client_id = %self.client_id, "MQTT connection's writer ended; closing");
                     return End::Abnormal;
                 }
                 _ = &mut kick => {
@@ -351,16 +365,19 @@ impl Session {
         // Leave the slot to a connection that took it over; only the last
         // connection of a client id records when the client left.
         let connection = self.connection;
-        let last = self.with_slot(|slot| {
-            let last = slot.kick.as_ref().is_some_and(|(c, _)| *c == connection);
-            if last {
+        let last = {
+            let mut slots = self.server.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let last =
+                slots.get(&self.client_id).is_some_and(|s| s.kick.as_ref().is_some_and(|(c, _)| *c == connection));
+            if last && !self.keep {
+                // Nothing of a clean session outlives it: the map of client
+                // ids does not grow with every client that ever connected.
+                slots.remove(&self.client_id);
+            } else if let Some(slot) = slots.get_mut(&self.client_id).filter(|_| last) {
                 slot.kick = None;
-                if !self.keep {
-                    slot.awaiting_release.clear();
-                }
             }
             last
-        });
+        };
         if last && self.keep {
             stored.qos2 = self.with_slot(|slot| slot.awaiting_release.iter().copied().collect());
             let _ = save_session(&self.server.broker, &self.client_id, Some(&stored)).await;

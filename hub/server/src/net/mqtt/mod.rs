@@ -49,6 +49,9 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Most subscriptions (filters) one session may hold; more are refused
+    /// in SUBACK (MQTT 5: 0x97 quota exceeded).
+    pub max_subscriptions: usize,
     /// QoS 1 messages in flight to one subscriber (MQTT 5 clients may ask
     /// for fewer with receive maximum).
     pub max_inflight: u16,
@@ -63,6 +66,7 @@ impl Default for MqttConfig {
         MqttConfig {
             max_packet_bytes: 1024 * 1024,
             max_connections: 10_000,
+            max_subscriptions: 100,
             max_inflight: 64,
             topic_partitions: 1,
             mapping: mapping::Mapping::default(),

@@ -203,6 +203,13 @@ impl Session {
         let now = server.broker.log().now_ms();
         let expired = stored.as_ref().is_some_and(|s| s.expired(now));
         if expired {
+            // The QoS 2 ids of an expired session went with it.
+            let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get_mut(&client_id) {
+                slot.awaiting_release.clear();
+            }
+        }
+        if expired {
             tracing::debug!(%client_id, "MQTT session expired while the client was away");
         }
         let stored = stored.filter(|_| !expired);
@@ -416,6 +423,19 @@ pub(super) mod tests {
         let will = Will { topic: "alarms/x".into(), payload: Bytes::new(), retain: false };
         let c = Connect { will: Some(will), ..login(Some(&dev), Some(&dev_secret), "d2", true) };
         assert_eq!(refusal(c).await, Some(Refusal::NotAuthorized));
+    }
+
+    #[tokio::test]
+    async fn a_clean_session_leaves_nothing_behind_in_the_client_id_map() {
+        let (_dir, server) = testing::server();
+        for i in 0..50 {
+            let mut s = open(&server, Version::V311, testing::connect(&format!("c{i}"), true)).await;
+            s.close(End::Abnormal).await;
+        }
+        let mut kept = open(&server, Version::V311, testing::connect("persistent", false)).await;
+        kept.close(End::Clean).await;
+        let slots = server.slots.lock().unwrap();
+        assert_eq!(slots.keys().collect::<Vec<_>>(), ["persistent"], "only the persistent session's slot stays");
     }
 
     #[tokio::test]

@@ -85,8 +85,52 @@ impl Session {
             let (client_id, principal) = (&self.client_id, &self.principal.name);
             tracing::info!(%client_id, %principal, refused, "MQTT subscription filters not authorized");
         }
+        let (granted, accepted) = self.within_quota(granted, accepted);
         self.send(Out::Packet(Outgoing::SubAck { pkid, granted })).await;
         self.subscribe(accepted, false).await;
+    }
+
+    /// Refuses the new filters past `[mqtt] max_subscriptions` (a filter
+    /// already held is replaced, not counted again).
+    fn within_quota(
+        &self,
+        mut granted: Vec<Granted>,
+        accepted: Vec<(String, QoS)>,
+    ) -> (Vec<Granted>, Vec<(String, QoS)>) {
+        let mut held: HashSet<String> =
+            self.filters.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(f, _)| f.clone()).collect();
+        for (group, sub) in &self.shared {
+            held.extend(
+                sub.filters
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(f, _)| format!("$share/{group}/{f}")),
+            );
+        }
+        let max = self.server.config.max_subscriptions;
+        let mut kept = Vec::with_capacity(accepted.len());
+        let mut refused = accepted.iter().map(|_| false).collect::<Vec<_>>();
+        for (i, (filter, qos)) in accepted.into_iter().enumerate() {
+            if held.contains(&filter) || held.len() < max {
+                held.insert(filter.clone());
+                kept.push((filter, qos));
+            } else {
+                refused[i] = true;
+            }
+        }
+        // Mark the refused ones in SUBACK, in request order.
+        let mut next = 0;
+        for g in granted.iter_mut().filter(|g| g.is_ok()) {
+            if refused.get(next).copied().unwrap_or(false) {
+                *g = Err(SubRefusal::QuotaExceeded);
+            }
+            next += 1;
+        }
+        if refused.contains(&true) {
+            tracing::info!(client_id = %self.client_id, max, "MQTT subscriptions over max_subscriptions refused");
+        }
+        (granted, kept)
     }
 
     /// UNSUBSCRIBE: the filters removed (a shared subscription left without

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 use super::codec::{self, Outgoing, Version};
 use super::Server;
 
+/// Longest a write may wait for a client that does not read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the writer task writes.
 pub(super) enum Out {
     Packet(Outgoing),
@@ -65,8 +68,15 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
             codec::write(version, packet, &mut buf);
         }
         if queue.is_empty() || buf.len() > 64 * 1024 || closing {
-            if socket.write_all(&buf).await.is_err() {
-                return;
+            // A client that stops reading is disconnected rather than
+            // holding its queue (and the hub's memory) forever.
+            match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(%client_id, "MQTT client has not read for 30 s; closing");
+                    return;
+                }
             }
             buf.clear();
         }
