@@ -177,7 +177,6 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
             max_subscriptions: args.mqtt_max_subscriptions.max(1),
             topic_partitions: args.mqtt_topic_partitions.max(1),
             mapping,
-            ..net::mqtt::MqttConfig::default()
         };
         listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
     }

@@ -120,12 +120,10 @@ impl Session {
             }
         }
         // Mark the refused ones in SUBACK, in request order.
-        let mut next = 0;
-        for g in granted.iter_mut().filter(|g| g.is_ok()) {
+        for (next, g) in granted.iter_mut().filter(|g| g.is_ok()).enumerate() {
             if refused.get(next).copied().unwrap_or(false) {
                 *g = Err(SubRefusal::QuotaExceeded);
             }
-            next += 1;
         }
         if refused.contains(&true) {
             tracing::info!(client_id = %self.client_id, max, "MQTT subscriptions over max_subscriptions refused");
