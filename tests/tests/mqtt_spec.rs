@@ -437,3 +437,43 @@ async fn subscriptions_past_max_subscriptions_are_refused_with_quota_exceeded() 
     // The same filter again replaces it; a third distinct one is refused.
     assert_eq!(codes, [ok, ok, ok, SubscribeReasonCode::QuotaExceeded]);
 }
+
+#[test]
+fn mqtt_over_websocket_serves_a_browser_style_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &["--mqtt-ws-addr", "127.0.0.1:0"]);
+    let line =
+        hub.startup_log.iter().find(|l| l.contains("MQTT over WebSocket listening")).expect("a WebSocket listener");
+    let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    // paho-mqtt over WebSocket (`ws://host:port/mqtt`, subprotocol `mqtt`),
+    // subscribing and publishing through the hub.
+    let script = r#"
+import sys, time
+import paho.mqtt.client as mqtt
+got = []
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ws-client", transport="websockets")
+c.on_message = lambda client, userdata, message: got.append(message.payload)
+c.connect(sys.argv[1], int(sys.argv[2]))
+c.loop_start()
+c.subscribe("ws/#", qos=1)
+time.sleep(0.5)
+c.publish("ws/a", b"over websocket", qos=1).wait_for_publish(timeout=10)
+deadline = time.time() + 10
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+c.disconnect()
+c.loop_stop()
+print(got[0].decode() if got else "nothing received")
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, host, port]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "over websocket",
+        "paho-mqtt (./scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, stored, _) = hub.cli(&["consume", "ws", "--from-beginning"], None);
+    assert!(ok && stored.contains("over websocket"), "{stored}");
+}

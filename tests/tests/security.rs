@@ -434,6 +434,16 @@ fn without_keys_the_hub_refuses_to_serve_the_network_unless_told_to() {
     assert!(!out.status.success(), "started open on every interface");
     assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("cairn auth init"), "{err}");
 
+    // The same for a WebSocket (or TLS) listener beyond loopback.
+    let out = Command::new(common::cairn())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtt-ws-addr", "0.0.0.0:0"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an open WebSocket listener on every interface");
+
     // Told to: it starts, and warns.
     let hub = Hub::start(dir.path(), &["--native-addr", "0.0.0.0:0", "--allow-anonymous", "true"]);
     assert!(hub.startup_log.iter().any(|l| l.contains("anyone who can reach")), "{:#?}", hub.startup_log);

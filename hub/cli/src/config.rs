@@ -21,6 +21,7 @@
 //! [mqtt]
 //! addr = "0.0.0.0:1883"          # or a list; default: 127.0.0.1 until an API key exists
 //! tls_addr = "0.0.0.0:8883"      # or a list; off unless set
+//! ws_addr = "0.0.0.0:8080"       # MQTT over WebSocket (ws://), or a list; off unless set
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
@@ -128,6 +129,8 @@ pub struct MqttSettings {
     pub addr: Option<Addrs>,
     /// TLS listeners, likewise.
     pub tls_addr: Option<Addrs>,
+    /// MQTT-over-WebSocket listeners, likewise.
+    pub ws_addr: Option<Addrs>,
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
@@ -216,6 +219,8 @@ pub struct ServeConfig {
     /// TLS listeners (none unless configured), and their files.
     pub native_tls_addr: Option<SocketAddr>,
     pub mqtt_tls_addrs: Vec<SocketAddr>,
+    /// MQTT over WebSocket listeners (none unless configured).
+    pub mqtt_ws_addrs: Vec<SocketAddr>,
     pub tls: Option<cairn_hub::net::tls::TlsFiles>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
@@ -250,6 +255,7 @@ impl Default for ServeConfig {
             mqtt_addrs: None,
             native_tls_addr: None,
             mqtt_tls_addrs: Vec::new(),
+            mqtt_ws_addrs: Vec::new(),
             tls: None,
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
@@ -302,6 +308,11 @@ impl ServeConfig {
             native_tls_addr: overrides.native.tls_addr.or(file.native.tls_addr),
             mqtt_tls_addrs: if pick!(mqtt.enabled, true) {
                 overrides.mqtt.tls_addr.as_ref().or(file.mqtt.tls_addr.as_ref()).map(Addrs::to_vec).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            mqtt_ws_addrs: if pick!(mqtt.enabled, true) {
+                overrides.mqtt.ws_addr.as_ref().or(file.mqtt.ws_addr.as_ref()).map(Addrs::to_vec).unwrap_or_default()
             } else {
                 Vec::new()
             },

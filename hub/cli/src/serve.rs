@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use cairn_hub::auth::{Auth, Principal};
 use cairn_hub::broker::Broker;
+use cairn_hub::net::mqtt::Transport;
 use cairn_hub::net::tls::Tls;
 use cairn_hub::net::{self, native::NativeLimits};
 use cairn_hub::plugins::Plugins;
@@ -56,6 +57,10 @@ pub struct ServeArgs {
     /// 8883); repeat for several [default: off].
     #[arg(long, env = "CAIRN_MQTT_TLS_ADDR", value_delimiter = ',')]
     mqtt_tls_addr: Vec<SocketAddr>,
+    /// Address of an MQTT-over-WebSocket listener (`ws://`, for browser
+    /// clients); repeat for several [default: off].
+    #[arg(long, env = "CAIRN_MQTT_WS_ADDR", value_delimiter = ',')]
+    mqtt_ws_addr: Vec<SocketAddr>,
     /// The TLS listeners' certificate chain (PEM), reloaded on SIGHUP.
     #[arg(long, env = "CAIRN_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -107,6 +112,7 @@ impl ServeArgs {
             mqtt: MqttSettings {
                 addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
                 tls_addr: (!self.mqtt_tls_addr.is_empty()).then(|| Addrs::Many(self.mqtt_tls_addr.clone())),
+                ws_addr: (!self.mqtt_ws_addr.is_empty()).then(|| Addrs::Many(self.mqtt_ws_addr.clone())),
                 enabled: self.mqtt,
                 ..MqttSettings::default()
             },
@@ -157,16 +163,25 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let mut listeners = Vec::new();
-    if !mqtt_addrs.is_empty() || !args.mqtt_tls_addrs.is_empty() {
+    if !mqtt_addrs.is_empty() || !args.mqtt_tls_addrs.is_empty() || !args.mqtt_ws_addrs.is_empty() {
         let mut mqtt_listeners = Vec::new();
         for &addr in &mqtt_addrs {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
-            mqtt_listeners.push((listener, None));
+            mqtt_listeners.push((listener, Transport::Tcp));
         }
         for &addr in &args.mqtt_tls_addrs {
             let listener =
                 net::mqtt::bind_tls(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT over TLS): {e}"))?;
-            mqtt_listeners.push((listener, tls.clone()));
+            // `load_tls` made sure there is a certificate.
+            if let Some(tls) = tls.clone() {
+                mqtt_listeners.push((listener, Transport::Tls(tls)));
+            }
+        }
+        for &addr in &args.mqtt_ws_addrs {
+            let listener = net::mqtt::bind_ws(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (MQTT over WebSocket): {e}"))?;
+            mqtt_listeners.push((listener, Transport::WebSocket));
         }
         let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
             .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
@@ -237,12 +252,15 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
     let host = if keys_exist { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
     let native = args.native_addr.unwrap_or(SocketAddr::new(host, 7878));
     let mqtt = args.mqtt_addrs.clone().unwrap_or_else(|| vec![SocketAddr::new(host, 1883)]);
-    let serial_tcp = args.serial_tcp_addr.into_iter();
-    let exposed: Vec<SocketAddr> = std::iter::once(native)
-        .chain(mqtt.iter().copied())
-        .chain(serial_tcp)
-        .filter(|a| !a.ip().is_loopback())
-        .collect();
+    // Every listener counts, TLS and WebSocket ones too.
+    let others = args
+        .serial_tcp_addr
+        .into_iter()
+        .chain(args.native_tls_addr)
+        .chain(args.mqtt_tls_addrs.iter().copied())
+        .chain(args.mqtt_ws_addrs.iter().copied());
+    let exposed: Vec<SocketAddr> =
+        std::iter::once(native).chain(mqtt.iter().copied()).chain(others).filter(|a| !a.ip().is_loopback()).collect();
     if keys_exist {
         let anonymous = if args.allow_anonymous { "; clients without a key act as `anonymous`" } else { "" };
         tracing::info!("API keys exist: every client authenticates{anonymous}");

@@ -28,6 +28,7 @@ mod subscribe;
 #[cfg(test)]
 mod testing;
 pub mod topics;
+mod websocket;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -104,31 +105,44 @@ pub async fn bind_tls(addr: SocketAddr) -> std::io::Result<TcpListener> {
     super::accept::bind(addr, "MQTT over TLS").await
 }
 
+/// Binds an MQTT-over-WebSocket listener's address and logs it.
+pub async fn bind_ws(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    super::accept::bind(addr, "MQTT over WebSocket").await
+}
+
+/// How a listener's connections carry MQTT.
+#[derive(Clone)]
+pub enum Transport {
+    Tcp,
+    /// TLS first; a verified client certificate names the principal.
+    Tls(Arc<Tls>),
+    /// A WebSocket handshake first (`ws://`).
+    WebSocket,
+}
+
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
-/// until shutdown. A listener with TLS settings starts each connection with
-/// a TLS handshake; a verified client certificate then names the principal.
-pub async fn serve(
-    listeners: Vec<(TcpListener, Option<Arc<Tls>>)>,
-    broker: Broker,
-    config: MqttConfig,
-    shutdown: Shutdown,
-) {
+/// until shutdown, each with its transport.
+pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
     let acceptor = Acceptor::new("MQTT", config.max_connections);
     let server =
         Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|(listener, tls)| {
+        .map(|(listener, transport)| {
             let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let serve = |socket: TcpStream, peer: SocketAddr| {
-                    let (server, shutdown, tls) = (server.clone(), shutdown.clone(), tls.clone());
+                    let (server, shutdown, transport) = (server.clone(), shutdown.clone(), transport.clone());
                     async move {
-                        match tls {
-                            None => connection::run(server, socket, None, peer, shutdown).await,
-                            Some(tls) => match tls.accept(socket).await {
+                        match transport {
+                            Transport::Tcp => connection::run(server, socket, None, peer, shutdown).await,
+                            Transport::Tls(tls) => match tls.accept(socket).await {
                                 Ok((stream, name)) => connection::run(server, stream, name, peer, shutdown).await,
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT TLS handshake failed"),
+                            },
+                            Transport::WebSocket => match websocket::accept(socket).await {
+                                Ok(stream) => connection::run(server, stream, None, peer, shutdown).await,
+                                Err(err) => tracing::info!(%peer, error = %err, "MQTT WebSocket handshake failed"),
                             },
                         }
                     }
