@@ -115,7 +115,6 @@ async fn a_message_is_delivered_at_the_lower_of_its_published_and_granted_qos() 
 async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
     use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet as P5};
     use rumqttc::v5::mqttbytes::QoS as Q5;
-    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
@@ -131,21 +130,8 @@ async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
         }
     }
     // 5: DISCONNECT with 0x90 (topic name invalid).
-    let addr = hub.mqtt_addr.clone().unwrap();
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let (c5, mut eventloop) = Client5::new(Options5::new("dollar-5", host, port.parse().unwrap()), 10);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event5::Incoming(p)) => drop(tx.send(Ok(p))),
-                Ok(_) => {}
-                // rumqttc reports a server's DISCONNECT as the end of its loop.
-                Err(e) => return drop(tx.send(Err(format!("{e:?}")))),
-            }
-        }
-    });
-    async fn wait(rx: &mut mpsc::UnboundedReceiver<Result<P5, String>>) -> Option<Result<P5, String>> {
+    let (c5, mut rx) = client5(&hub, "dollar-5", true, None);
+    async fn wait(rx: &mut Events5) -> Option<Result<P5, String>> {
         tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.ok().flatten()
     }
     assert!(matches!(wait(&mut rx).await, Some(Ok(P5::ConnAck(_)))));
@@ -170,26 +156,11 @@ async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mqtt5_client_without_an_id_is_told_the_one_assigned_and_shared_subscriptions_are_offered() {
     use rumqttc::v5::mqttbytes::v5::Packet as P5;
-    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
-    let addr = hub.mqtt_addr.clone().unwrap();
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut options = Options5::new("", host, port.parse().unwrap());
-    options.set_clean_start(true);
-    let (_client, mut eventloop) = Client5::new(options, 10);
-    let connack = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event5::Incoming(P5::ConnAck(ack))) => return ack,
-                Ok(_) => {}
-                Err(e) => panic!("{e:?}"),
-            }
-        }
-    })
-    .await
-    .expect("CONNACK");
+    let (_client, mut events) = client5(&hub, "", true, None);
+    let P5::ConnAck(connack) = next5(&mut events).await else { panic!("no CONNACK") };
     let properties = connack.properties.expect("CONNACK properties");
     let assigned = properties.assigned_client_identifier.expect("an assigned client identifier (MQTT-3.2.2-16)");
     assert!(!assigned.is_empty());
@@ -234,18 +205,27 @@ fn a_silent_client_is_dropped_and_its_will_published_within_one_and_a_half_keep_
     drop((device, watcher));
 }
 
-/// An MQTT 5 client whose packets (or its end) arrive on a channel.
-fn client5(
+type Events5 = mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>;
+
+/// An MQTT 5 client: clean start or not, a session expiry.
+fn client5(hub: &Hub, id: &str, clean: bool, expiry: Option<u32>) -> (rumqttc::v5::AsyncClient, Events5) {
+    client5_with(hub, id, |options| {
+        options.set_clean_start(clean).set_session_expiry_interval(expiry);
+    })
+}
+
+/// An MQTT 5 client with options set by `configure`, whose packets (or its
+/// end: rumqttc reports a server's DISCONNECT that way) arrive on a channel.
+fn client5_with(
     hub: &Hub,
     id: &str,
-    clean: bool,
-    expiry: Option<u32>,
-) -> (rumqttc::v5::AsyncClient, mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>) {
+    configure: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (rumqttc::v5::AsyncClient, Events5) {
     use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
     let addr = hub.mqtt_addr.clone().unwrap();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let mut options = Options5::new(id, host, port.parse().unwrap());
-    options.set_clean_start(clean).set_session_expiry_interval(expiry);
+    configure(&mut options);
     let (client, mut eventloop) = Client5::new(options, 100);
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -264,9 +244,7 @@ fn client5(
     (client, rx)
 }
 
-async fn next5(
-    rx: &mut mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>,
-) -> rumqttc::v5::mqttbytes::v5::Packet {
+async fn next5(rx: &mut Events5) -> rumqttc::v5::mqttbytes::v5::Packet {
     match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
         Ok(Some(Ok(p))) => p,
         other => panic!("no MQTT 5 packet: {other:?}"),
@@ -347,25 +325,12 @@ async fn mqtt5_properties_round_trip_and_expired_messages_are_not_delivered() {
 async fn mqtt5_topic_aliases_resolve_and_a_clients_maximum_packet_size_is_respected() {
     use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
     use rumqttc::v5::mqttbytes::QoS as Q5;
-    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     // A subscriber that takes packets of 300 bytes at most.
-    let addr = hub.mqtt_addr.clone().unwrap();
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut options = Options5::new("small-packets", host, port.parse().unwrap());
-    options.set_max_packet_size(Some(300));
-    let (small, mut eventloop) = Client5::new(options, 10);
-    let (tx, mut small_events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event5::Incoming(p)) => drop(tx.send(Ok(p))),
-                Ok(_) => {}
-                Err(e) => return drop(tx.send(Err(format!("{e:?}")))),
-            }
-        }
+    let (small, mut small_events) = client5_with(&hub, "small-packets", |options| {
+        options.set_max_packet_size(Some(300));
     });
     assert!(matches!(next5(&mut small_events).await, P5::ConnAck(_)));
     small.subscribe("alias/#", Q5::AtLeastOnce).await.unwrap();
