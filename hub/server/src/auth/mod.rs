@@ -268,7 +268,7 @@ impl Auth {
             created_ms: self.log.now_ms(),
             hash,
         };
-        self.log.put_security(KEY_ROWS, &id, Some(to_cbor(&stored))).await?;
+        self.log.put_security(KEY_ROWS, &id, Some(to_cbor(&stored)?)).await?;
         let first = {
             let mut state = self.write();
             state.keys.insert(id.clone(), stored);
@@ -325,7 +325,7 @@ impl Auth {
         check_rule(&rule)?;
         let id = self.read().next_rule;
         let entry = AclEntry { id, rule };
-        self.log.put_security(ACL_ROWS, &rule_row(id), Some(to_cbor(&entry))).await?;
+        self.log.put_security(ACL_ROWS, &rule_row(id), Some(to_cbor(&entry)?)).await?;
         let mut state = self.write();
         let mut all = state.rules.entries();
         all.push(entry);
@@ -360,8 +360,8 @@ fn rule_row(id: u64) -> String {
     format!("{id:020}")
 }
 
-fn to_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_cbor::to_vec(value).expect("keys and rules always serialize")
+fn to_cbor<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, AuthError> {
+    serde_cbor::to_vec(value).map_err(|e| AuthError::Corrupt(format!("cannot encode: {e}")))
 }
 
 fn load(log: &Log) -> Result<State, AuthError> {
@@ -423,7 +423,7 @@ pub async fn init_admin_key(log: &Log, principal: &str) -> Result<(String, Strin
         created_ms: log.now_ms(),
         hash,
     };
-    auth.log.put_security(KEY_ROWS, &id, Some(to_cbor(&stored))).await?;
+    auth.log.put_security(KEY_ROWS, &id, Some(to_cbor(&stored)?)).await?;
     Ok((id, secret))
 }
 

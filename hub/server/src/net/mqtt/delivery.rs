@@ -14,7 +14,7 @@ use cairn_log::LogError;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use super::codec::{self, Outgoing};
+use super::codec::{self, Outgoing, Version};
 use super::properties::MessageProperties;
 use super::records::FEED_BYTES;
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
@@ -35,7 +35,11 @@ impl Session {
             self.inflight.insert(pkid, d.source);
             pkid
         };
-        let properties = d.properties.to_v5(self.server.broker.log().now_ms());
+        // Properties exist on the wire in MQTT 5 only.
+        let properties = match self.version {
+            Version::V5 => d.properties.to_v5(self.server.broker.log().now_ms()),
+            Version::V311 => None,
+        };
         let (topic, payload, qos, retain) = (d.topic, d.payload, d.qos, d.retain);
         if let Some(max) = self.max_packet_out {
             let size = codec::v5_publish_size(&topic, &payload, qos, &properties);

@@ -44,16 +44,22 @@ pub(super) fn message_batch(route: &Route, mqtt_topic: &str, messages: &[Message
 /// MQTT 5 properties as headers.
 pub(super) fn retained_record(mqtt_topic: &str, payload: &[u8], properties: &MessageProperties, now: i64) -> Vec<u8> {
     let headers = properties.headers();
-    let mut writer = BatchWriter::new(Vec::with_capacity(payload.len() + mqtt_topic.len() + 128)).expect("a Vec grows");
-    let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-    let _ = writer.push_parts(Some(mqtt_topic.as_bytes()), payload, now, headers);
-    writer.finish().unwrap_or_default()
+    record(mqtt_topic, payload, headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())), now)
 }
 
 /// One record: key = the MQTT topic, value = the payload.
 pub(super) fn single_record(key: &str, value: &[u8], now: i64) -> Vec<u8> {
-    let mut writer = BatchWriter::new(Vec::with_capacity(value.len() + key.len() + 80)).expect("a Vec grows");
-    let _ = writer.push_parts(Some(key.as_bytes()), value, now, std::iter::empty());
+    record(key, value, std::iter::empty(), now)
+}
+
+fn record<'h>(
+    key: &str,
+    value: &[u8],
+    headers: impl Iterator<Item = (&'h str, &'h [u8])> + Clone,
+    now: i64,
+) -> Vec<u8> {
+    let mut writer = BatchWriter::new(Vec::with_capacity(value.len() + key.len() + 128)).expect("a Vec grows");
+    let _ = writer.push_parts(Some(key.as_bytes()), value, now, headers);
     writer.finish().unwrap_or_default()
 }
 
