@@ -221,6 +221,17 @@ fn client5_with(
     id: &str,
     configure: impl FnOnce(&mut rumqttc::v5::MqttOptions),
 ) -> (rumqttc::v5::AsyncClient, Events5) {
+    let (client, events, _task) = client5_task(hub, id, configure);
+    (client, events)
+}
+
+/// [`client5_with`], and its event loop's task: aborting it drops the
+/// socket without DISCONNECT, as a device that loses power.
+fn client5_task(
+    hub: &Hub,
+    id: &str,
+    configure: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (rumqttc::v5::AsyncClient, Events5, tokio::task::JoinHandle<()>) {
     use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
     let addr = hub.mqtt_addr.clone().unwrap();
     let (host, port) = addr.rsplit_once(':').unwrap();
@@ -228,7 +239,7 @@ fn client5_with(
     configure(&mut options);
     let (client, mut eventloop) = Client5::new(options, 100);
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event5::Incoming(p)) => {
@@ -241,7 +252,7 @@ fn client5_with(
             }
         }
     });
-    (client, rx)
+    (client, rx, task)
 }
 
 async fn next5(rx: &mut Events5) -> rumqttc::v5::mqttbytes::v5::Packet {
@@ -441,4 +452,216 @@ print(got[0].decode() if got else "nothing received")
     );
     let (ok, stored, _) = hub.cli(&["consume", "ws", "--from-beginning"], None);
     assert!(ok && stored.contains("over websocket"), "{stored}");
+}
+
+/// The next PUBLISH of an MQTT 5 client, if one comes within `wait`.
+async fn publish5_within(rx: &mut Events5, wait: Duration) -> Option<rumqttc::v5::mqttbytes::v5::Publish> {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Ok(P5::Publish(p)))) => return Some(p),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("MQTT 5 client ended: {other:?}"),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Waits for the SUBACK of an MQTT 5 client and returns its reason codes.
+async fn suback5(rx: &mut Events5) -> Vec<rumqttc::v5::mqttbytes::v5::SubscribeReasonCode> {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    loop {
+        if let P5::SubAck(a) = next5(rx).await {
+            return a.return_codes;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_options_and_identifiers_shape_what_each_subscriber_gets() {
+    use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, RetainForwardRule, SubscribeProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (me, mut my_events) = client5(&hub, "opts", true, None);
+    assert!(matches!(next5(&mut my_events).await, P5::ConnAck(_)));
+    let with_id = |id| SubscribeProperties { id: Some(id), user_properties: Vec::new() };
+    me.subscribe_with_properties("o/#", Q5::AtLeastOnce, with_id(1)).await.unwrap();
+    suback5(&mut my_events).await;
+    // o/+: No Local and Retain As Published, identifier 2, QoS 2.
+    let filter = Filter { nolocal: true, preserve_retain: true, ..Filter::new("o/+", Q5::ExactlyOnce) };
+    me.subscribe_many_with_properties([filter], with_id(2)).await.unwrap();
+    assert_eq!(
+        suback5(&mut my_events).await,
+        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(Q5::ExactlyOnce)]
+    );
+
+    // Its own message: only through o/# (No Local on o/+), once.
+    me.publish("o/a", Q5::AtLeastOnce, false, "mine").await.unwrap();
+    let p = publish5_within(&mut my_events, Duration::from_secs(10)).await.expect("own message via o/#");
+    let ids = p.properties.map(|p| p.subscription_identifiers).unwrap_or_default();
+    assert_eq!((&p.topic[..], ids), (&b"o/a"[..], vec![1]));
+    assert!(publish5_within(&mut my_events, Duration::from_millis(700)).await.is_none(), "delivered twice");
+
+    // Another client's retained message matches both: one copy, both
+    // identifiers, at the lower of published QoS (1) and the best granted
+    // (2), retained as published (o/+ asks for that).
+    let (other, mut other_events) = client5(&hub, "other", true, None);
+    assert!(matches!(next5(&mut other_events).await, P5::ConnAck(_)));
+    other.publish("o/b", Q5::AtLeastOnce, true, "kept").await.unwrap();
+    let p = publish5_within(&mut my_events, Duration::from_secs(10)).await.expect("o/b delivered");
+    let mut ids = p.properties.map(|p| p.subscription_identifiers).unwrap_or_default();
+    ids.sort();
+    assert_eq!((&p.topic[..], p.retain, p.qos, ids), (&b"o/b"[..], true, Q5::AtLeastOnce, vec![1, 2]));
+    assert!(publish5_within(&mut my_events, Duration::from_millis(700)).await.is_none(), "one copy only");
+    // Only o/# (no Retain As Published) matches o/c/d: the flag is cleared.
+    other.publish("o/c/d", Q5::AtLeastOnce, true, "deep").await.unwrap();
+    let p = publish5_within(&mut my_events, Duration::from_secs(10)).await.expect("o/c/d delivered");
+    assert_eq!((&p.topic[..], p.retain), (&b"o/c/d"[..], false));
+
+    // Retain handling: 2 sends none, 1 only for a new subscription, 0 always.
+    let (late, mut late_events) = client5(&hub, "late", true, None);
+    assert!(matches!(next5(&mut late_events).await, P5::ConnAck(_)));
+    let rule = |path: &str, rule| Filter { retain_forward_rule: rule, ..Filter::new(path, Q5::AtLeastOnce) };
+    late.subscribe_many([rule("o/#", RetainForwardRule::Never)]).await.unwrap();
+    suback5(&mut late_events).await;
+    assert!(publish5_within(&mut late_events, Duration::from_millis(700)).await.is_none(), "retain handling 2");
+    late.subscribe_many([rule("o/b", RetainForwardRule::OnNewSubscribe)]).await.unwrap();
+    let p = publish5_within(&mut late_events, Duration::from_secs(10)).await.expect("retained for a new subscription");
+    assert_eq!((&p.topic[..], p.retain), (&b"o/b"[..], true));
+    late.subscribe_many([rule("o/b", RetainForwardRule::OnNewSubscribe)]).await.unwrap();
+    assert!(publish5_within(&mut late_events, Duration::from_millis(700)).await.is_none(), "not for an existing one");
+    late.subscribe_many([rule("o/b", RetainForwardRule::OnEverySubscribe)]).await.unwrap();
+    let p = publish5_within(&mut late_events, Duration::from_secs(10)).await.expect("retain handling 0");
+    assert_eq!(&p.topic[..], b"o/b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_2_subscribers_get_qos_2_end_to_end_in_both_versions() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (sub5, mut events5) = client5(&hub, "q2-five", true, None);
+    assert!(matches!(next5(&mut events5).await, P5::ConnAck(_)));
+    sub5.subscribe("q2/#", Q5::ExactlyOnce).await.unwrap();
+    assert_eq!(
+        suback5(&mut events5).await,
+        [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(Q5::ExactlyOnce)]
+    );
+    let (sub4, mut events4) = client(&hub, "q2-four", 10);
+    assert!(matches!(next(&mut events4).await, Ok(Packet::ConnAck(_))));
+    sub4.subscribe("q2/#", QoS::ExactlyOnce).await.unwrap();
+    loop {
+        if let Ok(Packet::SubAck(a)) = next(&mut events4).await {
+            assert_eq!(a.return_codes, [rumqttc::SubscribeReasonCode::Success(QoS::ExactlyOnce)]);
+            break;
+        }
+    }
+    // 200 messages at QoS 2: more than the 64 the hub keeps in flight to
+    // one subscriber, so every PUBREC / PUBCOMP must free its packet id.
+    let (publisher, mut pub_events) = client(&hub, "q2-pub", 100);
+    assert!(matches!(next(&mut pub_events).await, Ok(Packet::ConnAck(_))));
+    for i in 0..200 {
+        publisher.publish("q2/x", QoS::ExactlyOnce, false, format!("{i}")).await.unwrap();
+    }
+    publisher.publish("q2/one", QoS::AtLeastOnce, false, "at one").await.unwrap();
+    for n in 0..200 {
+        let p = publish5_within(&mut events5, Duration::from_secs(20)).await.expect("MQTT 5 QoS 2 delivery");
+        assert_eq!((p.qos, &p.payload[..]), (Q5::ExactlyOnce, format!("{n}").as_bytes()));
+        let p = next_publish(&mut events4).await;
+        assert_eq!((p.qos, &p.payload[..]), (QoS::ExactlyOnce, format!("{n}").as_bytes()));
+    }
+    // Published at QoS 1: delivered at QoS 1 to a QoS 2 subscription.
+    let p = publish5_within(&mut events5, Duration::from_secs(20)).await.expect("the QoS 1 message");
+    assert_eq!((p.qos, &p.payload[..]), (Q5::AtLeastOnce, &b"at one"[..]));
+    assert_eq!(next_publish(&mut events4).await.qos, QoS::AtLeastOnce);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_waits_out_its_delay_and_is_dropped_if_the_session_resumes() {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet as P5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (watcher, mut watch) = client(&hub, "will-watch", 10);
+    assert!(matches!(next(&mut watch).await, Ok(Packet::ConnAck(_))));
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    while !matches!(next(&mut watch).await, Ok(Packet::SubAck(_))) {}
+
+    let device = |id: &'static str, delay: u32| {
+        client5_task(&hub, id, move |o| {
+            let properties = LastWillProperties {
+                delay_interval: Some(delay),
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: Some("text/plain".into()),
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            };
+            let will = LastWill::new(format!("wills/{id}"), "gone", Q5::AtLeastOnce, false, Some(properties));
+            o.set_clean_start(false).set_session_expiry_interval(Some(60)).set_last_will(will);
+        })
+    };
+    // Power lost: the will waits 2 s, then goes out.
+    let (_c, mut events, task) = device("delayed", 2);
+    assert!(matches!(next5(&mut events).await, P5::ConnAck(_)));
+    task.abort();
+    let lost = std::time::Instant::now();
+    let will = next_publish(&mut watch).await;
+    let after = lost.elapsed();
+    assert_eq!((will.topic.as_str(), &will.payload[..]), ("wills/delayed", &b"gone"[..]));
+    assert!(after >= Duration::from_millis(1500) && after < Duration::from_millis(4500), "will after {after:?}");
+
+    // Back within the delay: the session resumes and the will is not sent.
+    let (_c, mut events, task) = device("flaky", 2);
+    assert!(matches!(next5(&mut events).await, P5::ConnAck(_)));
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (back, mut back_events, _task) = device("flaky", 2);
+    let P5::ConnAck(ack) = next5(&mut back_events).await else { panic!("no CONNACK") };
+    assert!(ack.session_present);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, watch.recv()).await {
+        assert!(!matches!(event, Ok(Packet::Publish(_))), "will sent although the session resumed: {event:?}");
+    }
+    back.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_holds_clients_to_its_maximum_keep_alive() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nmax_keep_alive_secs = 20\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    // MQTT 5, asking for 60 s: told 20 s in CONNACK (Server Keep Alive).
+    let (_c, mut events) = client5_with(&hub, "ka5", |o| {
+        o.set_keep_alive(Duration::from_secs(60));
+    });
+    let P5::ConnAck(ack) = next5(&mut events).await else { panic!("no CONNACK") };
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(20));
+    // MQTT 3.1.1 cannot be told: refused with "identifier rejected", as
+    // Mosquitto does.
+    let mut connect = vec![0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'k', b'a'];
+    let mut socket = std::net::TcpStream::connect(hub.mqtt_addr.clone().unwrap()).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket.write_all(&connect).unwrap();
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 2]);
+    // Within the maximum: accepted.
+    connect[11] = 15;
+    let mut socket = std::net::TcpStream::connect(hub.mqtt_addr.clone().unwrap()).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket.write_all(&connect).unwrap();
+    socket.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
 }

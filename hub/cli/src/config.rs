@@ -27,6 +27,7 @@
 //! max_inflight = 64
 //! max_connections = 10000          # MQTT connections at once
 //! max_subscriptions = 100          # filters one session may hold
+//! max_keep_alive_secs = 65535      # longest keep-alive (MQTT 5: told in CONNACK)
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -136,6 +137,7 @@ pub struct MqttSettings {
     pub max_inflight: Option<u16>,
     pub max_connections: Option<usize>,
     pub max_subscriptions: Option<usize>,
+    pub max_keep_alive_secs: Option<u16>,
     pub topic_partitions: Option<u32>,
     pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
 }
@@ -226,6 +228,7 @@ pub struct ServeConfig {
     pub mqtt_max_inflight: u16,
     pub mqtt_max_connections: usize,
     pub mqtt_max_subscriptions: usize,
+    pub mqtt_max_keep_alive_secs: u16,
     pub mqtt_topic_partitions: u32,
     pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
     /// Serial-over-TCP listener (off when `None`).
@@ -261,6 +264,7 @@ impl Default for ServeConfig {
             mqtt_max_inflight: 64,
             mqtt_max_connections: 10_000,
             mqtt_max_subscriptions: 100,
+            mqtt_max_keep_alive_secs: u16::MAX,
             mqtt_topic_partitions: 1,
             mqtt_mapping: Vec::new(),
             serial_tcp_addr: None,
@@ -328,6 +332,7 @@ impl ServeConfig {
             mqtt_max_inflight: pick!(mqtt.max_inflight, d.mqtt_max_inflight),
             mqtt_max_connections: pick!(mqtt.max_connections, d.mqtt_max_connections),
             mqtt_max_subscriptions: pick!(mqtt.max_subscriptions, d.mqtt_max_subscriptions),
+            mqtt_max_keep_alive_secs: pick!(mqtt.max_keep_alive_secs, d.mqtt_max_keep_alive_secs),
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),

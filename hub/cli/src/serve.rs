@@ -190,6 +190,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
             max_inflight: args.mqtt_max_inflight.max(1),
             max_connections: args.mqtt_max_connections.max(1),
             max_subscriptions: args.mqtt_max_subscriptions.max(1),
+            max_keep_alive_secs: args.mqtt_max_keep_alive_secs.max(1),
             topic_partitions: args.mqtt_topic_partitions.max(1),
             mapping,
         };

@@ -22,7 +22,45 @@ pub enum Version {
 pub struct Will {
     pub topic: String,
     pub payload: Bytes,
+    pub qos: QoS,
     pub retain: bool,
+    /// MQTT 5 will delay interval (seconds; 0 in 3.1.1).
+    pub delay_secs: u32,
+    /// MQTT 5: the will message's properties, in PUBLISH form.
+    pub properties: Option<v5::PublishProperties>,
+}
+
+/// One filter of a SUBSCRIBE with its options (MQTT 5; 3.1.1 filters
+/// have the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: String,
+    /// The QoS asked for, then the QoS granted.
+    pub qos: QoS,
+    /// Not the messages this client id published itself.
+    pub no_local: bool,
+    /// Messages keep the retain flag they were published with (else it is
+    /// cleared on live messages).
+    pub retain_as_published: bool,
+    /// The subscription identifier, sent with every message it matches.
+    pub id: Option<u32>,
+}
+
+impl Subscription {
+    /// A filter with the default options (as every 3.1.1 filter is).
+    pub fn plain(filter: impl Into<String>, qos: QoS) -> Subscription {
+        Subscription { filter: filter.into(), qos, no_local: false, retain_as_published: false, id: None }
+    }
+}
+
+/// When a new subscription gets the retained messages it matches (MQTT 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainHandling {
+    /// At every SUBSCRIBE (and always in 3.1.1).
+    Always,
+    /// Only if the session did not hold this filter already.
+    IfNew,
+    Never,
 }
 
 /// A CONNECT, version-independent.
@@ -59,19 +97,27 @@ pub enum Incoming {
         properties: Option<v5::PublishProperties>,
     },
     PubAck(u16),
-    PubRec(u16),
+    /// `failed`: an MQTT 5 reason code of 0x80 or more (the message is
+    /// done with, no PUBREL follows).
+    PubRec {
+        pkid: u16,
+        failed: bool,
+    },
     PubRel(u16),
-    PubComp,
+    PubComp(u16),
     Subscribe {
         pkid: u16,
-        filters: Vec<(String, QoS)>,
+        filters: Vec<(Subscription, RetainHandling)>,
     },
     Unsubscribe {
         pkid: u16,
         filters: Vec<String>,
     },
     PingReq,
-    Disconnect,
+    /// `with_will`: MQTT 5 reason 0x04, the will is published all the same.
+    Disconnect {
+        with_will: bool,
+    },
 }
 
 /// Why a CONNECT is refused.
@@ -102,6 +148,9 @@ pub enum Outgoing {
         receive_maximum: u16,
         /// MQTT 5: the client id the hub made for a client that sent none.
         assigned_client_id: Option<String>,
+        /// MQTT 5: the keep-alive the hub holds the client to, where it is
+        /// not the one the client asked for.
+        server_keep_alive: Option<u16>,
     },
     Publish {
         topic: String,
@@ -207,7 +256,7 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
             // A v5 DISCONNECT may have no body at all; mqttbytes wants one.
             if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
                 let _ = buf.split_to(2);
-                return Ok(Some(Incoming::Disconnect));
+                return Ok(Some(Incoming::Disconnect { with_will: false }));
             }
             match v5::Packet::read(buf, Some(limit as u32)) {
                 Ok(p) => from_v5(p).map(Some),
@@ -228,7 +277,14 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             clean: c.clean_session,
             session_expiry: None,
             keep_alive_secs: c.keep_alive,
-            will: c.last_will.map(|w| Will { topic: w.topic, payload: w.message, retain: w.retain }),
+            will: c.last_will.map(|w| Will {
+                topic: w.topic,
+                payload: w.message,
+                qos: w.qos,
+                retain: w.retain,
+                delay_secs: 0,
+                properties: None,
+            }),
             username: c.login.as_ref().map(|l| l.username.clone()),
             password: c.login.map(|l| l.password),
             receive_maximum: None,
@@ -239,15 +295,20 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             Incoming::Publish { topic: p.topic, payload, qos, retain, pkid, properties: None }
         }
         v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
-        v4::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
+        v4::Packet::PubRec(a) => Incoming::PubRec { pkid: a.pkid, failed: false },
         v4::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
-        v4::Packet::PubComp(_) => Incoming::PubComp,
-        v4::Packet::Subscribe(s) => {
-            Incoming::Subscribe { pkid: s.pkid, filters: s.filters.into_iter().map(|f| (f.path, f.qos)).collect() }
-        }
+        v4::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
+        v4::Packet::Subscribe(s) => Incoming::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (Subscription::plain(f.path, f.qos), RetainHandling::Always))
+                .collect(),
+        },
         v4::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.topics },
         v4::Packet::PingReq => Incoming::PingReq,
-        v4::Packet::Disconnect => Incoming::Disconnect,
+        v4::Packet::Disconnect => Incoming::Disconnect { with_will: false },
         other => return Err(CodecError::Malformed(format!("a client may not send {:?}", packet_name_v4(&other)))),
     })
 }
@@ -257,12 +318,35 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
         v5::Packet::Connect(c, will, login) => {
             let props = c.properties.unwrap_or_default();
             let will = match will {
-                Some(w) => Some(Will {
-                    topic: String::from_utf8(w.topic.to_vec())
-                        .map_err(|_| CodecError::Malformed("will topic is not UTF-8".into()))?,
-                    payload: w.message,
-                    retain: w.retain,
-                }),
+                Some(w) => {
+                    let p = w.properties.unwrap_or(v5::LastWillProperties {
+                        delay_interval: None,
+                        payload_format_indicator: None,
+                        message_expiry_interval: None,
+                        content_type: None,
+                        response_topic: None,
+                        correlation_data: None,
+                        user_properties: Vec::new(),
+                    });
+                    Some(Will {
+                        topic: String::from_utf8(w.topic.to_vec())
+                            .map_err(|_| CodecError::Malformed("will topic is not UTF-8".into()))?,
+                        payload: w.message,
+                        qos: from_q5(w.qos),
+                        retain: w.retain,
+                        delay_secs: p.delay_interval.unwrap_or(0),
+                        properties: Some(v5::PublishProperties {
+                            payload_format_indicator: p.payload_format_indicator,
+                            message_expiry_interval: p.message_expiry_interval,
+                            topic_alias: None,
+                            response_topic: p.response_topic,
+                            correlation_data: p.correlation_data,
+                            user_properties: p.user_properties,
+                            subscription_identifiers: Vec::new(),
+                            content_type: p.content_type,
+                        }),
+                    })
+                }
                 None => None,
             };
             Incoming::Connect(Connect {
@@ -284,16 +368,49 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             Incoming::Publish { topic, payload, qos, retain, pkid, properties: p.properties }
         }
         v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
-        v5::Packet::PubRec(a) => Incoming::PubRec(a.pkid),
+        v5::Packet::PubRec(a) => {
+            // Success and "no matching subscribers" are the reason codes
+            // below 0x80; every other one says the message failed.
+            let failed = !matches!(a.reason, v5::PubRecReason::Success | v5::PubRecReason::NoMatchingSubscribers);
+            Incoming::PubRec { pkid: a.pkid, failed }
+        }
         v5::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
-        v5::Packet::PubComp(_) => Incoming::PubComp,
-        v5::Packet::Subscribe(s) => Incoming::Subscribe {
-            pkid: s.pkid,
-            filters: s.filters.into_iter().map(|f| (f.path, from_q5(f.qos))).collect(),
-        },
+        v5::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
+        v5::Packet::Subscribe(s) => {
+            let id = match s.properties.and_then(|p| p.id) {
+                // 0 is a protocol error (MQTT-3.8.2-1 / §3.8.2.1.2).
+                Some(0) => return Err(CodecError::Malformed("subscription identifier 0".into())),
+                Some(id) => Some(
+                    u32::try_from(id).map_err(|_| CodecError::Malformed("subscription identifier too large".into()))?,
+                ),
+                None => None,
+            };
+            let filters = s
+                .filters
+                .into_iter()
+                .map(|f| {
+                    let retain = match f.retain_forward_rule {
+                        v5::RetainForwardRule::OnEverySubscribe => RetainHandling::Always,
+                        v5::RetainForwardRule::OnNewSubscribe => RetainHandling::IfNew,
+                        v5::RetainForwardRule::Never => RetainHandling::Never,
+                    };
+                    let sub = Subscription {
+                        filter: f.path,
+                        qos: from_q5(f.qos),
+                        no_local: f.nolocal,
+                        retain_as_published: f.preserve_retain,
+                        id,
+                    };
+                    (sub, retain)
+                })
+                .collect();
+            Incoming::Subscribe { pkid: s.pkid, filters }
+        }
         v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.filters },
         v5::Packet::PingReq(_) => Incoming::PingReq,
-        v5::Packet::Disconnect(_) => Incoming::Disconnect,
+        v5::Packet::Disconnect(d) => {
+            Incoming::Disconnect { with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage }
+        }
         _ => return Err(CodecError::Malformed("a client may not send this packet type".into())),
     })
 }
@@ -390,7 +507,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
 
 fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
     Some(match packet {
-        Outgoing::ConnAck { session_present, refused, receive_maximum, assigned_client_id } => {
+        Outgoing::ConnAck { session_present, refused, receive_maximum, assigned_client_id, server_keep_alive } => {
             let code = match refused {
                 None => v5::ConnectReturnCode::Success,
                 Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
@@ -412,9 +529,10 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 user_properties: Vec::new(),
                 // Absent: available (wildcards, `$share/<group>/…`).
                 wildcard_subscription_available: None,
-                subscription_identifiers_available: Some(0),
+                // Absent: subscription identifiers are available.
+                subscription_identifiers_available: None,
                 shared_subscription_available: None,
-                server_keep_alive: None,
+                server_keep_alive,
                 response_information: None,
                 server_reference: None,
                 authentication_method: None,

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Version};
+use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, RetainHandling, Version, Will};
 use super::persist::save_session;
 use super::properties::MessageProperties;
 use super::publish::publish;
@@ -94,6 +94,7 @@ pub(super) async fn run<S>(
                     refused: Some(refusal),
                     receive_maximum: 0,
                     assigned_client_id: None,
+                    server_keep_alive: None,
                 },
                 &mut out,
             );
@@ -133,7 +134,8 @@ async fn read_connect(
 }
 
 impl Session {
-    /// Answers CONNACK and resumes a stored session's subscriptions.
+    /// Answers CONNACK, sends again the PUBRELs a resumed session still
+    /// owes (MQTT-4.4.0-1), and resumes its subscriptions.
     async fn start(&mut self) {
         let receive_maximum = self.max_inflight as u16;
         let assigned_client_id = self.assigned_id.then(|| self.client_id.clone());
@@ -142,10 +144,15 @@ impl Session {
             refused: None,
             receive_maximum,
             assigned_client_id,
+            server_keep_alive: self.server_keep_alive,
         };
         self.send(Out::Packet(connack)).await;
+        for pkid in self.released.clone() {
+            self.send(Out::Packet(Outgoing::PubRel(pkid))).await;
+        }
         let resumed = std::mem::take(&mut self.resumed_filters);
         if !resumed.is_empty() {
+            let resumed = resumed.into_iter().map(|s| (s, RetainHandling::Never)).collect();
             self.subscribe(resumed, true).await;
         }
     }
@@ -180,7 +187,7 @@ impl Session {
             return end;
         }
         loop {
-            let can_deliver = self.inflight.len() < self.max_inflight;
+            let can_deliver = self.in_flight() < self.max_inflight;
             tokio::select! {
                 read = reader.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return End::Abnormal,
@@ -321,38 +328,24 @@ impl Session {
             }
             Incoming::PubRel(pkid) => self.on_pubrel(pkid).await,
             Incoming::PubAck(pkid) => self.acknowledged(pkid),
-            // We publish at QoS 1 at most; these would answer a QoS 2 send.
-            Incoming::PubRec(pkid) => self.send(Out::Packet(Outgoing::PubRel(pkid))).await,
-            Incoming::PubComp => {}
-            Incoming::Subscribe { pkid, filters } => self.on_subscribe(pkid, filters).await,
+            Incoming::PubRec { pkid, failed } => self.received(pkid, failed).await,
+            Incoming::PubComp(pkid) => self.completed(pkid),
+            Incoming::Subscribe { pkid, filters } => return self.on_subscribe(pkid, filters).await,
             Incoming::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters).await,
             Incoming::PingReq => self.send(Out::Packet(Outgoing::PingResp)).await,
-            Incoming::Disconnect => return Some(End::Clean),
+            // MQTT 5 "disconnect with will message": the will goes out.
+            Incoming::Disconnect { with_will } => return Some(if with_will { End::Abnormal } else { End::Clean }),
         }
         None
     }
 
-    /// Ends the connection: the will on an abnormal end, positions
-    /// committed, shared groups left, the session forgotten unless it is
-    /// persistent (then its expiry counts from now).
+    /// Ends the connection: the will on an abnormal end (now, or after
+    /// its delay), positions committed, shared groups left, the session
+    /// forgotten unless it is persistent (then its expiry counts from now).
     pub(super) async fn close(&mut self, end: End) {
         if end == End::Abnormal {
             if let Some(will) = self.will.take() {
-                tracing::debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
-                if let Ok(appends) = publish(
-                    &self.server,
-                    &will.topic,
-                    &will.payload,
-                    QoS::AtLeastOnce,
-                    will.retain,
-                    &Default::default(),
-                )
-                .await
-                {
-                    for append in appends {
-                        let _ = append.outcome().await;
-                    }
-                }
+                self.will_out(will).await;
             }
         }
         self.feeders.abort_all();
@@ -387,6 +380,64 @@ impl Session {
         }
         self.out = None;
         tracing::debug!(peer = %self.peer, client_id = %self.client_id, ?end, "MQTT client disconnected");
+    }
+}
+
+impl Session {
+    /// Publishes the will of a connection that ended abnormally, at once,
+    /// or after its delay interval if the session outlives the connection
+    /// (MQTT-3.1.3-9: not at all if the session is resumed meanwhile; at
+    /// once if a clean start ends it; at the latest when it expires). A
+    /// connection taken over is resumed at once, so a delayed will is
+    /// dropped.
+    async fn will_out(&mut self, will: Will) {
+        let delay = match (self.keep, self.expiry) {
+            (false, _) => 0,
+            (true, Some(expiry)) => will.delay_secs.min(expiry),
+            (true, None) => will.delay_secs,
+        };
+        if delay == 0 {
+            publish_will(&self.server, &self.client_id, will).await;
+            return;
+        }
+        let connection = self.connection;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let taken_over = self.with_slot(|slot| {
+            let taken_over = slot.kick.as_ref().is_some_and(|(c, _)| *c != connection);
+            if !taken_over {
+                slot.pending_will = Some(tx);
+            }
+            taken_over
+        });
+        if taken_over {
+            tracing::debug!(client_id = %self.client_id, "session resumed by a new connection; delayed will dropped");
+            return;
+        }
+        tracing::debug!(client_id = %self.client_id, delay, "will delayed");
+        let (server, client_id) = (self.server.clone(), self.client_id.clone());
+        tokio::spawn(async move {
+            let now = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => true,
+                // `true`: a clean start ended the session; `false` (or the
+                // slot gone): the session was resumed.
+                told = rx => told.unwrap_or(false),
+            };
+            if now {
+                publish_will(&server, &client_id, will).await;
+            }
+        });
+    }
+}
+
+/// Publishes a will and waits for its commit.
+async fn publish_will(server: &Server, client_id: &str, will: Will) {
+    tracing::debug!(client_id, topic = %will.topic, "publishing will");
+    let properties = MessageProperties::from_v5(will.properties, server.broker.log().now_ms());
+    let (topic, payload, qos, retain) = (&will.topic, &will.payload, will.qos, will.retain);
+    if let Ok(appends) = publish(server, topic, payload, qos, retain, &properties, None).await {
+        for append in appends {
+            let _ = append.outcome().await;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use cairn_log::LogError;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
-use super::codec::{self, Outgoing, Version};
+use super::codec::{self, Outgoing, Subscription, Version};
 use super::properties::MessageProperties;
 use super::records::FEED_BYTES;
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
@@ -37,7 +37,14 @@ impl Session {
         };
         // Properties exist on the wire in MQTT 5 only.
         let properties = match self.version {
-            Version::V5 => d.properties.to_v5(self.server.broker.log().now_ms()),
+            Version::V5 => {
+                let mut p = d.properties.to_v5(self.server.broker.log().now_ms());
+                if !d.subscription_ids.is_empty() {
+                    let ids = d.subscription_ids.iter().map(|id| *id as usize).collect();
+                    p.get_or_insert_with(Default::default).subscription_identifiers = ids;
+                }
+                p
+            }
             Version::V311 => None,
         };
         let (topic, payload, qos, retain) = (d.topic, d.payload, d.qos, d.retain);
@@ -59,10 +66,37 @@ impl Session {
         loop {
             let pkid = self.next_pkid;
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&pkid) {
+            if !self.inflight.contains_key(&pkid) && !self.released.contains(&pkid) {
                 return pkid;
             }
         }
+    }
+
+    /// Deliveries waiting for the client: QoS 1 for PUBACK, QoS 2 for
+    /// PUBREC or PUBCOMP (the client's receive maximum counts them all).
+    pub(super) fn in_flight(&self) -> usize {
+        self.inflight.len() + self.released.len()
+    }
+
+    /// PUBREC for one of our QoS 2 deliveries: the client has it, so its
+    /// position may be committed; PUBREL follows unless the client refused
+    /// the message (MQTT 5 reason code 0x80 or more). A PUBREC for an id
+    /// already released is answered again (a retransmission).
+    pub(super) async fn received(&mut self, pkid: u16, failed: bool) {
+        let ours = self.inflight.contains_key(&pkid);
+        self.acknowledged(pkid);
+        if failed {
+            return;
+        }
+        if ours {
+            self.released.insert(pkid);
+        }
+        self.send(Out::Packet(Outgoing::PubRel(pkid))).await;
+    }
+
+    /// PUBCOMP: the QoS 2 delivery is complete, its packet id free again.
+    pub(super) fn completed(&mut self, pkid: u16) {
+        self.released.remove(&pkid);
     }
 
     /// A PUBACK for one of our deliveries: its position may be committed.
@@ -108,18 +142,52 @@ impl Session {
     }
 }
 
-/// The highest of some QoS levels (a message matching several filters of
-/// one session is delivered once, at the best of them).
-pub(super) fn best_qos(levels: impl Iterator<Item = QoS>) -> Option<QoS> {
-    levels.max_by_key(|q| *q as u8)
+/// How a message is delivered to a session whose subscriptions it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Match {
+    /// The best QoS granted among them.
+    pub(super) qos: QoS,
+    /// Some of them keep the published retain flag (Retain As Published).
+    pub(super) retain_as_published: bool,
+    /// Their subscription identifiers.
+    pub(super) ids: Vec<u32>,
+}
+
+/// Whether a message to `topic` reaches a session through `subs`, and how:
+/// once, at the best QoS of the subscriptions it matches, with all their
+/// identifiers (MQTT-3.3.4-2, -3.3.4-3, -3.3.4-5). `own`: the session's
+/// client published it, so No Local subscriptions do not count
+/// (MQTT-3.8.3-3).
+pub(super) fn matching(subs: &[Subscription], topic: &str, own: bool) -> Option<Match> {
+    let mut found: Option<Match> = None;
+    for s in subs.iter().filter(|s| !(own && s.no_local) && topics::matches(&s.filter, topic)) {
+        let m = found.get_or_insert(Match { qos: s.qos, retain_as_published: false, ids: Vec::new() });
+        if s.qos > m.qos {
+            m.qos = s.qos;
+        }
+        m.retain_as_published |= s.retain_as_published;
+        m.ids.extend(s.id);
+    }
+    found
+}
+
+/// The lower of two QoS levels.
+fn lower(a: QoS, b: QoS) -> QoS {
+    if a < b {
+        a
+    } else {
+        b
+    }
 }
 
 /// Long-polls one partition and passes on the records some filter matches.
+/// `client_id`: the session's, for its No Local subscriptions.
 pub(super) async fn feed(
     broker: Broker,
     key: FeedKey,
     mut position: u64,
     filters: Filters,
+    client_id: String,
     tx: mpsc::Sender<Delivery>,
 ) {
     let (topic, partition) = (key.1.clone(), key.2);
@@ -144,23 +212,34 @@ pub(super) async fn feed(
             }
             let headers = r.headers.clone().map(|h| (h.name, h.value));
             let mqtt_topic = topics::delivered_topic(&topic, r.key, headers);
-            let granted = {
+            let (mut published, mut retained, mut own) = (QoS::AtLeastOnce, false, false);
+            for h in r.headers.clone() {
+                match h.name {
+                    topics::QOS_HEADER if h.value == b"0" => published = QoS::AtMostOnce,
+                    topics::QOS_HEADER if h.value == b"2" => published = QoS::ExactlyOnce,
+                    topics::RETAIN_HEADER => retained = true,
+                    topics::PUBLISHER_HEADER => own = h.value == client_id.as_bytes(),
+                    _ => {}
+                }
+            }
+            let found = {
                 let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-                best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &mqtt_topic)).map(|(_, q)| *q))
+                matching(&filters, &mqtt_topic, own)
             };
             // Delivered at the lower of the granted and the published QoS;
             // an expired message not at all (MQTT-3.3.2-5).
-            let qos0 = r.headers.clone().any(|h| h.name == topics::QOS_HEADER && h.value == b"0");
             let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
             let expired = properties.expired(broker.log().now_ms());
-            let qos = granted.filter(|_| !expired).map(|q| if qos0 { QoS::AtMostOnce } else { q });
-            if let Some(qos) = qos {
+            if let Some(m) = found.filter(|_| !expired) {
                 let delivery = Delivery {
                     topic: mqtt_topic,
                     payload: Bytes::copy_from_slice(r.value),
-                    qos,
-                    retain: false,
+                    qos: lower(m.qos, published),
+                    // A live message's retain flag is cleared unless a
+                    // subscription asked for it as published (MQTT-3.3.1-12, -13).
+                    retain: retained && m.retain_as_published,
                     properties,
+                    subscription_ids: m.ids,
                     source: Some(Source { feed: key.clone(), offset: r.offset }),
                 };
                 if tx.send(delivery).await.is_err() {
@@ -186,14 +265,27 @@ mod tests {
     fn delivery(feed: &FeedKey, offset: u64, qos: QoS) -> Delivery {
         let source = Some(Source { feed: feed.clone(), offset });
         let properties = MessageProperties::default();
-        Delivery { topic: "t/x".into(), payload: Bytes::from_static(b"v"), qos, retain: false, properties, source }
+        let (topic, payload, subscription_ids) = ("t/x".into(), Bytes::from_static(b"v"), Vec::new());
+        Delivery { topic, payload, qos, retain: false, properties, subscription_ids, source }
     }
 
     #[test]
-    fn the_best_qos_wins() {
-        assert_eq!(best_qos([QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce].into_iter()), Some(QoS::AtLeastOnce));
-        assert_eq!(best_qos([QoS::AtMostOnce].into_iter()), Some(QoS::AtMostOnce));
-        assert_eq!(best_qos(std::iter::empty()), None);
+    fn overlapping_subscriptions_deliver_once_at_the_best_qos_with_every_identifier() {
+        let subs = [
+            Subscription { id: Some(1), ..Subscription::plain("a/#", QoS::ExactlyOnce) },
+            Subscription { id: Some(2), retain_as_published: true, ..Subscription::plain("a/+", QoS::AtLeastOnce) },
+            Subscription { no_local: true, id: Some(3), ..Subscription::plain("a/b", QoS::AtMostOnce) },
+            Subscription::plain("c", QoS::AtLeastOnce),
+        ];
+        let all = Match { qos: QoS::ExactlyOnce, retain_as_published: true, ids: vec![1, 2, 3] };
+        assert_eq!(matching(&subs, "a/b", false), Some(all));
+        // The client's own message: the No Local subscription does not count.
+        let own = Match { qos: QoS::ExactlyOnce, retain_as_published: true, ids: vec![1, 2] };
+        assert_eq!(matching(&subs, "a/b", true), Some(own));
+        let deep = Match { qos: QoS::ExactlyOnce, retain_as_published: false, ids: vec![1] };
+        assert_eq!(matching(&subs, "a/b/c", false), Some(deep));
+        assert_eq!(matching(&subs, "b", false), None);
+        assert_eq!(matching(&subs[2..3], "a/b", true), None);
     }
 
     #[tokio::test]
@@ -242,6 +334,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_qos_2_delivery_holds_its_packet_id_until_pubcomp() {
+        let (_dir, server) = testing::server();
+        let c = crate::net::mqtt::codec::Connect { session_expiry: Some(60), ..testing::connect("a", false) };
+        let mut s = open(&server, Version::V5, c).await;
+        let (tx, mut sent) = mpsc::channel(16);
+        s.out = Some(tx);
+        let feed = (Sub::Own, "t".to_string(), 0);
+        s.deliver(delivery(&feed, 4, QoS::ExactlyOnce)).await;
+        s.deliver(delivery(&feed, 5, QoS::ExactlyOnce)).await;
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::Publish { pkid: 1, qos: QoS::ExactlyOnce, .. }))));
+        let _ = sent.try_recv();
+        // PUBREC: the position is delivered, PUBREL goes out, the id stays taken.
+        s.received(1, false).await;
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubRel(1)))));
+        assert_eq!(s.to_commit.get(&feed), Some(&5));
+        assert_eq!((s.in_flight(), s.next_free_pkid()), (2, 3));
+        // A refused message (reason >= 0x80) is done with: no PUBREL.
+        s.received(2, true).await;
+        assert!(sent.try_recv().is_err());
+        assert_eq!(s.to_commit.get(&feed), Some(&6));
+        s.completed(1);
+        assert_eq!(s.in_flight(), 0);
+        // What a persistent session stores keeps a PUBREL still owed.
+        s.deliver(delivery(&feed, 6, QoS::ExactlyOnce)).await;
+        s.received(4, false).await;
+        assert_eq!(s.stored(None).released, vec![4]);
+    }
+
+    #[tokio::test]
     async fn a_clean_session_commits_only_shared_positions() {
         let (_dir, server) = testing::server();
         let mut s = open(&server, Version::V311, testing::connect("a", true)).await;
@@ -267,10 +388,11 @@ mod tests {
         for key in ["t/a", "t/b", "t/a/deep"] {
             produce(key).await.unwrap();
         }
-        let filters = vec![("t/a".into(), QoS::AtLeastOnce), ("t/+".into(), QoS::AtMostOnce)];
+        let filters = vec![Subscription::plain("t/a", QoS::AtLeastOnce), Subscription::plain("t/+", QoS::AtMostOnce)];
         let (tx, mut rx) = mpsc::channel(16);
         let key = (Sub::Own, "t".to_string(), 0);
-        let feeder = tokio::spawn(feed(broker.clone(), key.clone(), 0, Arc::new(RwLock::new(filters)), tx));
+        let filters = Arc::new(RwLock::new(filters));
+        let feeder = tokio::spawn(feed(broker.clone(), key.clone(), 0, filters, "c".into(), tx));
         let mut got = Vec::new();
         for n in 0..3 {
             if n == 2 {

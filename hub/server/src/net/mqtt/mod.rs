@@ -53,6 +53,10 @@ pub struct MqttConfig {
     /// Most subscriptions (filters) one session may hold; more are refused
     /// in SUBACK (MQTT 5: 0x97 quota exceeded).
     pub max_subscriptions: usize,
+    /// Longest keep-alive a client may use (seconds). MQTT 5 clients asking
+    /// for none or a longer one are told this one in CONNACK; 3.1.1 clients
+    /// asking for a longer one are refused.
+    pub max_keep_alive_secs: u16,
     /// QoS 1 messages in flight to one subscriber (MQTT 5 clients may ask
     /// for fewer with receive maximum).
     pub max_inflight: u16,
@@ -68,6 +72,7 @@ impl Default for MqttConfig {
             max_packet_bytes: 1024 * 1024,
             max_connections: 10_000,
             max_subscriptions: 100,
+            max_keep_alive_secs: u16::MAX,
             max_inflight: 64,
             topic_partitions: 1,
             mapping: mapping::Mapping::default(),
@@ -85,6 +90,9 @@ struct Slot {
     /// QoS 2 packet ids stored and not yet released by PUBREL: a
     /// retransmitted PUBLISH with one of these is not stored again.
     awaiting_release: HashSet<u16>,
+    /// A will waiting out its delay interval: send `true` to publish it
+    /// now, `false` to cancel it (the session was resumed).
+    pending_will: Option<oneshot::Sender<bool>>,
 }
 
 /// State shared by all MQTT connections.

@@ -5,9 +5,13 @@
 //! What a live session stores is built by `Session::stored` (`session.rs`);
 //! this file knows nothing of the live session.
 
+use std::collections::BTreeMap;
+
 use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
 use serde::{Deserialize, Serialize};
+
+use super::codec::Subscription;
 
 use super::records::{ensure_internal_topic, single_record, FEED_BYTES};
 use super::topics::SESSIONS_TOPIC;
@@ -30,6 +34,24 @@ pub(super) struct StoredSession {
     /// replace it. None for sessions made while the hub had no keys.
     #[serde(default)]
     pub(super) owner: Option<String>,
+    /// MQTT 5 options of the subscriptions that have any, by filter.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) options: BTreeMap<String, StoredOptions>,
+    /// Packet ids of our QoS 2 messages the client has PUBREC'd and not
+    /// yet PUBCOMP'd: PUBREL is sent again when the session resumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) released: Vec<u16>,
+}
+
+/// A subscription's MQTT 5 options, as stored.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredOptions {
+    #[serde(default)]
+    pub(super) no_local: bool,
+    #[serde(default)]
+    pub(super) retain_as_published: bool,
+    #[serde(default)]
+    pub(super) id: Option<u32>,
 }
 
 impl StoredSession {
@@ -41,9 +63,37 @@ impl StoredSession {
         }
     }
 
-    pub(super) fn subscriptions(&self) -> Vec<(String, QoS)> {
-        let qos = |q: u8| if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        self.subscriptions.iter().map(|(f, q)| (f.clone(), qos(*q))).collect()
+    pub(super) fn subscriptions(&self) -> Vec<Subscription> {
+        let qos = |q: u8| match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        self.subscriptions
+            .iter()
+            .map(|(f, q)| {
+                let o = self.options.get(f).cloned().unwrap_or_default();
+                Subscription {
+                    filter: f.clone(),
+                    qos: qos(*q),
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    id: o.id,
+                }
+            })
+            .collect()
+    }
+
+    /// What is stored of `subscriptions`.
+    pub(super) fn with_subscriptions<'s>(mut self, subscriptions: impl Iterator<Item = &'s Subscription>) -> Self {
+        for s in subscriptions {
+            self.subscriptions.push((s.filter.clone(), s.qos as u8));
+            let o = StoredOptions { no_local: s.no_local, retain_as_published: s.retain_as_published, id: s.id };
+            if o != StoredOptions::default() {
+                self.options.insert(s.filter.clone(), o);
+            }
+        }
+        self
     }
 }
 
@@ -121,7 +171,7 @@ mod tests {
             expiry_secs: Some(60),
             left_at_ms,
             qos2: vec![3, 9],
-            owner: None,
+            ..StoredSession::default()
         }
     }
 
@@ -137,14 +187,17 @@ mod tests {
     }
 
     #[test]
-    fn stored_qos_levels_come_back_as_granted() {
-        let s = StoredSession {
-            subscriptions: vec![("a".into(), 0), ("b".into(), 1), ("$share/g/c".into(), 2)],
-            ..StoredSession::default()
-        };
-        let expected = [("a", QoS::AtMostOnce), ("b", QoS::AtLeastOnce), ("$share/g/c", QoS::AtLeastOnce)];
-        let expected: Vec<(String, QoS)> = expected.iter().map(|(f, q)| (f.to_string(), *q)).collect();
-        assert_eq!(s.subscriptions(), expected);
+    fn stored_subscriptions_come_back_with_their_qos_and_options() {
+        let subs = vec![
+            Subscription::plain("a", QoS::AtMostOnce),
+            Subscription { no_local: true, id: Some(7), ..Subscription::plain("b", QoS::AtLeastOnce) },
+            Subscription { retain_as_published: true, ..Subscription::plain("$share/g/c", QoS::ExactlyOnce) },
+        ];
+        let s = StoredSession::default().with_subscriptions(subs.iter());
+        assert_eq!(s.subscriptions, vec![("a".into(), 0), ("b".into(), 1), ("$share/g/c".into(), 2)]);
+        assert_eq!(s.options.len(), 2, "only subscriptions with options store them");
+        let again: StoredSession = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(again.subscriptions(), subs);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{DisconnectReason, Outgoing, Version};
 use super::properties::MessageProperties;
-use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message};
+use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message, Origin};
 use super::session::{End, Session};
 use super::topics::{self, RETAINED_TOPIC};
 use super::writer::Out;
@@ -36,7 +36,7 @@ impl Session {
             return self.refuse_publish(topic, run.iter().map(|(_, qos, pkid, _)| (*qos, *pkid))).await;
         }
         let messages: Vec<Message<'_>> = run.iter().map(|(p, qos, _, props)| (p.as_ref(), *qos, props)).collect();
-        let appends = match publish_many(&self.server, topic, &messages).await {
+        let appends = match publish_many(&self.server, topic, &messages, self.publisher()).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -49,6 +49,13 @@ impl Session {
             self.send(Out::AfterCommit { appends, packets: acks, release: None }).await;
         }
         None
+    }
+
+    /// The client id to store with its messages: only while it holds a No
+    /// Local subscription, the only reader of it.
+    fn publisher(&self) -> Option<&str> {
+        let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+        filters.iter().any(|s| s.no_local).then_some(self.client_id.as_str())
     }
 
     /// Whether the principal may publish (or retain) to this MQTT topic.
@@ -111,7 +118,8 @@ impl Session {
         if !self.may_publish(&topic) {
             return self.refuse_publish(&topic, [(qos, pkid)].into_iter()).await;
         }
-        let mut appends = match publish(&self.server, &topic, &payload, qos, retain, &properties).await {
+        let publisher = self.publisher();
+        let mut appends = match publish(&self.server, &topic, &payload, qos, retain, &properties, publisher).await {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -155,7 +163,8 @@ pub(super) enum PublishError {
 }
 
 /// Submits an MQTT message as a record of its Cairn topic (and the retained
-/// store when `retain`); returns the appends to wait for.
+/// store when `retain`); returns the appends to wait for. `publisher`: the
+/// client id to store with it (for No Local).
 pub(super) async fn publish(
     server: &Server,
     mqtt_topic: &str,
@@ -163,10 +172,12 @@ pub(super) async fn publish(
     qos: QoS,
     retain: bool,
     properties: &MessageProperties,
+    publisher: Option<&str>,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     let now = server.broker.log().now_ms();
-    let batch = message_batch(&route, mqtt_topic, &[(payload, qos, properties)], now);
+    let origin = Origin { retain, publisher };
+    let batch = message_batch(&route, mqtt_topic, &[(payload, qos, properties)], now, origin);
     let mut appends = Vec::with_capacity(2);
     appends.push(produce(server, &route.topic, batch).await?);
     if retain {
@@ -185,9 +196,11 @@ async fn publish_many(
     server: &Server,
     mqtt_topic: &str,
     messages: &[Message<'_>],
+    publisher: Option<&str>,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
-    let batch = message_batch(&route, mqtt_topic, messages, server.broker.log().now_ms());
+    let origin = Origin { retain: false, publisher };
+    let batch = message_batch(&route, mqtt_topic, messages, server.broker.log().now_ms(), origin);
     Ok(vec![produce(server, &route.topic, batch).await?])
 }
 
@@ -221,18 +234,21 @@ mod tests {
     #[tokio::test]
     async fn publish_stores_in_the_topic_and_the_retained_store() {
         let (_dir, server) = testing::server();
-        for append in publish(&server, "t/a", b"1", QoS::AtLeastOnce, false, &Default::default()).await.ok().unwrap() {
+        for append in
+            publish(&server, "t/a", b"1", QoS::AtLeastOnce, false, &Default::default(), None).await.ok().unwrap()
+        {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (1, 0));
-        let appends = publish(&server, "t/a", b"2", QoS::AtLeastOnce, true, &Default::default()).await.ok().unwrap();
+        let appends =
+            publish(&server, "t/a", b"2", QoS::AtLeastOnce, true, &Default::default(), None).await.ok().unwrap();
         assert_eq!(appends.len(), 2);
         for append in appends {
             append.outcome().await.unwrap();
         }
         assert_eq!((stored(&server, "t"), stored(&server, RETAINED_TOPIC)), (2, 1));
         assert!(matches!(
-            publish(&server, "a/+/b", b"x", QoS::AtLeastOnce, false, &Default::default()).await,
+            publish(&server, "a/+/b", b"x", QoS::AtLeastOnce, false, &Default::default(), None).await,
             Err(PublishError::Topic(_))
         ));
     }

@@ -20,22 +20,44 @@ use crate::broker::Broker;
 /// retained store or the stored sessions).
 pub(super) const FEED_BYTES: usize = 256 * 1024;
 
-/// Messages to one MQTT topic as one batch of records: key from the route,
-/// and the MQTT topic in a header when a mapping rule chose topic and key.
-/// `now`: the arrival time, by the log's clock.
 /// One message for [`message_batch`]: payload, QoS, MQTT 5 properties.
 pub(super) type Message<'a> = (&'a [u8], QoS, &'a MessageProperties);
 
-pub(super) fn message_batch(route: &Route, mqtt_topic: &str, messages: &[Message<'_>], now: i64) -> Vec<u8> {
+/// What a batch's messages share besides their topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Origin<'a> {
+    /// Published with the retain flag.
+    pub(super) retain: bool,
+    /// The client id stored with them (for No Local subscriptions).
+    pub(super) publisher: Option<&'a str>,
+}
+
+/// Messages to one MQTT topic as one batch of records: key from the route,
+/// and the MQTT topic in a header when a mapping rule chose topic and key;
+/// headers only for what differs from the common case (QoS 1, not
+/// retained, no properties). `now`: the arrival time, by the log's clock.
+pub(super) fn message_batch(
+    route: &Route,
+    mqtt_topic: &str,
+    messages: &[Message<'_>],
+    now: i64,
+    origin: Origin<'_>,
+) -> Vec<u8> {
     let topic = route.mapped.then_some((topics::TOPIC_HEADER, mqtt_topic.as_bytes()));
+    let retain = origin.retain.then_some((topics::RETAIN_HEADER, &b"1"[..]));
+    let publisher = origin.publisher.map(|id| (topics::PUBLISHER_HEADER, id.as_bytes()));
     let size: usize = messages.iter().map(|(p, _, _)| p.len() + route.key.len() + 2 * mqtt_topic.len() + 40).sum();
     let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
     for (payload, qos, properties) in messages {
-        let qos0 = (*qos == QoS::AtMostOnce).then_some((topics::QOS_HEADER, &b"0"[..]));
+        let qos = match qos {
+            QoS::AtMostOnce => Some((topics::QOS_HEADER, &b"0"[..])),
+            QoS::AtLeastOnce => None,
+            QoS::ExactlyOnce => Some((topics::QOS_HEADER, &b"2"[..])),
+        };
         let stored = properties.headers();
         let stored = stored.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-        let _ =
-            writer.push_parts(Some(route.key.as_bytes()), payload, now, topic.into_iter().chain(qos0).chain(stored));
+        let headers = topic.into_iter().chain(qos).chain(retain).chain(publisher).chain(stored);
+        let _ = writer.push_parts(Some(route.key.as_bytes()), payload, now, headers);
     }
     writer.finish().unwrap_or_default()
 }
@@ -115,17 +137,24 @@ mod tests {
         let plain = Route { topic: "sensors".into(), key: "sensors/a".into(), mapped: false };
         let none = MessageProperties::default();
         let messages: [Message<'_>; 2] = [(b"1", QoS::AtLeastOnce, &none), (b"2", QoS::AtMostOnce, &none)];
-        let records = decode(&message_batch(&plain, "sensors/a", &messages, 1));
+        let records = decode(&message_batch(&plain, "sensors/a", &messages, 1, Origin::default()));
         let key = Some(b"sensors/a".to_vec());
         // A QoS 0 message says so, so it is delivered at QoS 0.
         let qos0 = (topics::QOS_HEADER.to_string(), b"0".to_vec());
         assert_eq!(records, vec![(key.clone(), b"1".to_vec(), vec![]), (key, b"2".to_vec(), vec![qos0])]);
 
-        // A rule's topic and key hide the MQTT topic: it travels in a header.
+        // A rule's topic and key hide the MQTT topic: it travels in a header;
+        // QoS 2, the retain flag and the publisher when asked for too.
         let mapped = Route { topic: "plant".into(), key: "line1".into(), mapped: true };
-        let records = decode(&message_batch(&mapped, "sensors/a", &[(b"x", QoS::ExactlyOnce, &none)], 1));
-        let header = (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec());
-        assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), vec![header])]);
+        let origin = Origin { retain: true, publisher: Some("dev-1") };
+        let records = decode(&message_batch(&mapped, "sensors/a", &[(b"x", QoS::ExactlyOnce, &none)], 1, origin));
+        let headers = vec![
+            (topics::TOPIC_HEADER.to_string(), b"sensors/a".to_vec()),
+            (topics::QOS_HEADER.to_string(), b"2".to_vec()),
+            (topics::RETAIN_HEADER.to_string(), b"1".to_vec()),
+            (topics::PUBLISHER_HEADER.to_string(), b"dev-1".to_vec()),
+        ];
+        assert_eq!(records, vec![(Some(b"line1".to_vec()), b"x".to_vec(), headers)]);
     }
 
     #[test]

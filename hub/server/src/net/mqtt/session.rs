@@ -22,7 +22,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use cairn_proto::acl::{Operation, ResourceKind};
 
-use super::codec::{Connect, Refusal, Version, Will};
+use super::codec::{Connect, Refusal, Subscription, Version, Will};
 use super::persist::{load_session, save_session, submit_session, StoredSession};
 use super::properties::MessageProperties;
 use super::writer::Out;
@@ -37,6 +37,8 @@ pub(super) struct Delivery {
     pub(super) retain: bool,
     /// Its MQTT 5 properties (sent to MQTT 5 subscribers).
     pub(super) properties: MessageProperties,
+    /// MQTT 5: the identifiers of the subscriptions it matched.
+    pub(super) subscription_ids: Vec<u32>,
     /// Where it came from, for committing the position once it is acknowledged.
     pub(super) source: Option<Source>,
 }
@@ -78,8 +80,9 @@ pub(super) enum End {
     Abnormal,
 }
 
-/// A subscription's filters, shared with its feeders: (filter, granted QoS).
-pub(super) type Filters = Arc<RwLock<Vec<(String, QoS)>>>;
+/// A subscription's filters (with the QoS granted and their options),
+/// shared with its feeders.
+pub(super) type Filters = Arc<RwLock<Vec<Subscription>>>;
 
 /// One client's session while it is connected.
 pub(super) struct Session {
@@ -111,8 +114,12 @@ pub(super) struct Session {
     pub(super) feeders: JoinSet<()>,
     pub(super) deliveries_tx: mpsc::Sender<Delivery>,
     pub(super) deliveries: mpsc::Receiver<Delivery>,
-    /// Our QoS 1 publishes awaiting PUBACK: packet id → source.
+    /// Our QoS 1 publishes awaiting PUBACK (QoS 2: PUBREC): packet id →
+    /// source.
     pub(super) inflight: HashMap<u16, Option<Source>>,
+    /// Our QoS 2 publishes PUBREC'd, PUBREL sent, awaiting PUBCOMP (they
+    /// count against the client's receive maximum until then).
+    pub(super) released: BTreeSet<u16>,
     /// Per feeder, offsets in flight (the lowest is not yet committable).
     pub(super) unacked: HashMap<FeedKey, BTreeSet<u64>>,
     /// Positions to commit at the next tick.
@@ -125,7 +132,7 @@ pub(super) struct Session {
     pub(super) kick: Option<oneshot::Receiver<()>>,
     pub(super) out: Option<mpsc::Sender<Out>>,
     /// Subscriptions of the stored session being resumed.
-    pub(super) resumed_filters: Vec<(String, QoS)>,
+    pub(super) resumed_filters: Vec<Subscription>,
     /// Some subscription reads every topic (its first level is a wildcard,
     /// or a rule may have stored its messages anywhere).
     pub(super) reads_all: bool,
@@ -134,6 +141,9 @@ pub(super) struct Session {
     pub(super) aliases: HashMap<u16, String>,
     /// MQTT 5: larger messages are not sent to this client (MQTT-3.1.2-25).
     pub(super) max_packet_out: Option<usize>,
+    /// MQTT 5: the keep-alive the hub holds the client to instead of the
+    /// one it asked for (told in CONNACK).
+    pub(super) server_keep_alive: Option<u16>,
 }
 
 impl Session {
@@ -194,6 +204,12 @@ impl Session {
             if let Some((_, old)) = slot.kick.replace((connection, kick_tx)) {
                 let _ = old.send(());
             }
+            // A will waiting out its delay: a clean start ends the old
+            // session, so it goes out now; resuming the session cancels it
+            // (MQTT-3.1.3-9).
+            if let Some(will) = slot.pending_will.take() {
+                let _ = will.send(c.clean);
+            }
             slot.owner = owner.clone();
             if c.clean {
                 slot.awaiting_release.clear();
@@ -230,7 +246,21 @@ impl Session {
         let session_present = stored.is_some();
         let max_inflight = usize::from(c.receive_maximum.unwrap_or(u16::MAX).min(server.config.max_inflight).max(1));
         let (deliveries_tx, deliveries) = mpsc::channel(max_inflight.max(16));
-        let keep_alive = (c.keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(c.keep_alive_secs) * 1500));
+        // MQTT 5 clients asking for no keep-alive or a longer one than
+        // `[mqtt] max_keep_alive_secs` are held to that (Server Keep Alive
+        // in CONNACK); a 3.1.1 client cannot be told, and is refused as
+        // Mosquitto does.
+        let max_keep_alive = server.config.max_keep_alive_secs;
+        let too_long = c.keep_alive_secs > max_keep_alive;
+        let (keep_alive_secs, server_keep_alive) = match version {
+            Version::V5 if c.keep_alive_secs == 0 || too_long => (max_keep_alive, Some(max_keep_alive)),
+            Version::V311 if too_long => {
+                tracing::info!(%peer, %client_id, keep_alive = c.keep_alive_secs, max_keep_alive, "MQTT CONNECT refused: keep-alive above max_keep_alive_secs");
+                return Err(Refusal::ClientIdNotValid);
+            }
+            _ => (c.keep_alive_secs, None),
+        };
+        let keep_alive = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
         tracing::debug!(%peer, %client_id, ?version, keep, session_present, "MQTT client connected");
         server.broker.metrics().mqtt_connections.inc();
         let session = Session {
@@ -254,6 +284,7 @@ impl Session {
             deliveries_tx,
             deliveries,
             inflight: HashMap::new(),
+            released: stored.as_ref().map(|s| s.released.iter().copied().collect()).unwrap_or_default(),
             unacked: HashMap::new(),
             to_commit: HashMap::new(),
             qos2,
@@ -265,6 +296,7 @@ impl Session {
             session_present,
             aliases: HashMap::new(),
             max_packet_out: c.max_packet_size.map(|m| m as usize),
+            server_keep_alive,
         };
         Ok(session)
     }
@@ -292,20 +324,21 @@ impl Session {
     /// What a persistent session stores: its subscriptions (shared ones as
     /// `$share/<group>/<filter>`), expiry, QoS 2 ids not yet released.
     pub(super) fn stored(&self, left_at_ms: Option<i64>) -> StoredSession {
-        let mut subscriptions: Vec<(String, u8)> =
-            self.filters.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(f, q)| (f.clone(), *q as u8)).collect();
+        let mut subscriptions = self.filters.read().unwrap_or_else(|e| e.into_inner()).clone();
         for (group, sub) in &self.shared {
-            for (f, q) in sub.filters.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                subscriptions.push((format!("$share/{group}/{f}"), *q as u8));
+            for s in sub.filters.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                subscriptions.push(Subscription { filter: format!("$share/{group}/{}", s.filter), ..s.clone() });
             }
         }
         StoredSession {
-            subscriptions,
             expiry_secs: self.expiry,
             left_at_ms,
             qos2: self.qos2.iter().copied().collect(),
             owner: self.owner.clone(),
+            released: self.released.iter().copied().collect(),
+            ..StoredSession::default()
         }
+        .with_subscriptions(subscriptions.iter())
     }
 
     /// Stores a persistent session, waiting for the commit.
@@ -420,7 +453,14 @@ pub(super) mod tests {
         assert_eq!(refusal(foreign).await, Some(Refusal::NotAuthorized), "stored session");
         open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "d1", false)).await;
         // A will the principal may not publish refuses the CONNECT.
-        let will = Will { topic: "alarms/x".into(), payload: Bytes::new(), retain: false };
+        let will = Will {
+            topic: "alarms/x".into(),
+            payload: Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            delay_secs: 0,
+            properties: None,
+        };
         let c = Connect { will: Some(will), ..login(Some(&dev), Some(&dev_secret), "d2", true) };
         assert_eq!(refusal(c).await, Some(Refusal::NotAuthorized));
     }
@@ -464,12 +504,14 @@ pub(super) mod tests {
             expiry_secs,
             left_at_ms,
             qos2: vec![5],
-            owner: None,
+            released: vec![9],
+            ..StoredSession::default()
         };
         save_session(broker, "a", Some(&away(Some(60), Some(now_ms())))).await.unwrap();
         let s = open(&server, Version::V311, testing::connect("a", false)).await;
         assert!(s.session_present);
-        assert_eq!(s.resumed_filters, vec![("x/#".to_string(), QoS::AtLeastOnce)]);
+        assert_eq!(s.resumed_filters, vec![Subscription::plain("x/#", QoS::AtLeastOnce)]);
+        assert_eq!(s.released, BTreeSet::from([9]), "PUBRELs to send again");
         assert_eq!(s.qos2, BTreeSet::from([5]), "stored ids refill the slot after a restart");
         assert!(s.stored_qos2(5));
 
@@ -484,9 +526,9 @@ pub(super) mod tests {
         let (_dir, server) = testing::server();
         let c = Connect { session_expiry: Some(30), ..testing::connect("a", true) };
         let mut s = open(&server, Version::V5, c).await;
-        s.filters.write().unwrap().push(("a/+".into(), QoS::AtMostOnce));
+        s.filters.write().unwrap().push(Subscription::plain("a/+", QoS::AtMostOnce));
         let shared = SharedSub {
-            filters: Arc::new(RwLock::new(vec![("b/#".into(), QoS::AtLeastOnce)])),
+            filters: Arc::new(RwLock::new(vec![Subscription::plain("b/#", QoS::AtLeastOnce)])),
             member_id: None,
             generation: 0,
             topics: Vec::new(),
@@ -498,7 +540,7 @@ pub(super) mod tests {
             expiry_secs: Some(30),
             left_at_ms: Some(9),
             qos2: vec![8],
-            owner: None,
+            ..StoredSession::default()
         };
         assert_eq!(s.stored(Some(9)), expected);
         // What is saved is what comes back.

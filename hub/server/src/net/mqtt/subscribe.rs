@@ -15,12 +15,12 @@ use rumqttc::mqttbytes::QoS;
 
 use cairn_proto::acl::{Operation, ResourceKind};
 
-use super::codec::{Outgoing, SubRefusal};
-use super::delivery::{best_qos, feed};
+use super::codec::{DisconnectReason, Outgoing, RetainHandling, SubRefusal, Subscription};
+use super::delivery::{feed, matching};
 use super::mapping::TopicsRead;
 use super::properties::MessageProperties;
 use super::records::{ensure_topic, FEED_BYTES};
-use super::session::{Delivery, FeedKey, Filters, Session, SharedSub, Sub};
+use super::session::{Delivery, End, FeedKey, Filters, Session, SharedSub, Sub};
 use super::topics::{self, RETAINED_TOPIC};
 use super::writer::Out;
 use crate::broker::GroupError;
@@ -43,37 +43,43 @@ enum Start {
 /// What SUBACK says of one filter: the QoS granted, or why it is refused.
 type Granted = Result<QoS, SubRefusal>;
 
-/// The QoS granted to each requested filter (or why it is refused) and the
-/// filters accepted; QoS 2 is granted as 1, as we publish at QoS 1 at most.
-/// `may_read(filter, shared group)` says whether the client may read it.
-fn grant(
-    filters: Vec<(String, QoS)>,
-    may_read: impl Fn(&str, Option<&str>) -> bool,
-) -> (Vec<Granted>, Vec<(String, QoS)>) {
+/// A requested subscription and when it gets retained messages.
+type Request = (Subscription, RetainHandling);
+
+/// The QoS granted to each requested filter (the QoS asked for) or why it
+/// is refused, and the requests accepted. `may_read(filter, shared group)`
+/// says whether the client may read it.
+fn grant(filters: Vec<Request>, may_read: impl Fn(&str, Option<&str>) -> bool) -> (Vec<Granted>, Vec<Request>) {
     let mut granted = Vec::with_capacity(filters.len());
     let mut accepted = Vec::new();
-    for (filter, qos) in filters {
-        let (group, plain) = match topics::shared(&filter) {
+    for (sub, retain) in filters {
+        let (group, plain) = match topics::shared(&sub.filter) {
             Some((group, plain)) => (Some(group), plain),
-            None => (None, filter.as_str()),
+            None => (None, sub.filter.as_str()),
         };
-        let valid = group.is_some() || (topics::valid_filter(&filter) && !filter.starts_with("$share"));
+        let valid = group.is_some() || (topics::valid_filter(&sub.filter) && !sub.filter.starts_with("$share"));
         if !valid {
             granted.push(Err(SubRefusal::InvalidFilter));
         } else if !may_read(plain, group) {
             granted.push(Err(SubRefusal::NotAuthorized));
         } else {
-            let qos = if qos == QoS::AtMostOnce { qos } else { QoS::AtLeastOnce };
-            granted.push(Ok(qos));
-            accepted.push((filter, qos));
+            granted.push(Ok(sub.qos));
+            accepted.push((sub, retain));
         }
     }
     (granted, accepted)
 }
 
 impl Session {
-    /// SUBSCRIBE: SUBACK, then the accepted filters subscribed.
-    pub(super) async fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, QoS)>) {
+    /// SUBSCRIBE: SUBACK, then the accepted filters subscribed. No Local
+    /// on a shared subscription is a protocol error (MQTT-3.8.3-4) that
+    /// ends the connection.
+    pub(super) async fn on_subscribe(&mut self, pkid: u16, filters: Vec<Request>) -> Option<End> {
+        if filters.iter().any(|(s, _)| s.no_local && topics::shared(&s.filter).is_some()) {
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, "No Local on a shared subscription; closing");
+            self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::ProtocolError))).await;
+            return Some(End::Abnormal);
+        }
         let auth = self.server.broker.auth();
         let (principal, client_id) = (&self.principal, Some(self.client_id.as_str()));
         let (granted, accepted) = grant(filters, |filter, group| {
@@ -88,33 +94,37 @@ impl Session {
         let (granted, accepted) = self.within_quota(granted, accepted);
         self.send(Out::Packet(Outgoing::SubAck { pkid, granted })).await;
         self.subscribe(accepted, false).await;
+        None
     }
 
-    /// Refuses the new filters past `[mqtt] max_subscriptions` (a filter
-    /// already held is replaced, not counted again).
-    fn within_quota(
-        &self,
-        mut granted: Vec<Granted>,
-        accepted: Vec<(String, QoS)>,
-    ) -> (Vec<Granted>, Vec<(String, QoS)>) {
+    /// The filters the session holds now, shared ones as
+    /// `$share/<group>/<filter>`.
+    fn held(&self) -> HashSet<String> {
         let mut held: HashSet<String> =
-            self.filters.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(f, _)| f.clone()).collect();
+            self.filters.read().unwrap_or_else(|e| e.into_inner()).iter().map(|s| s.filter.clone()).collect();
         for (group, sub) in &self.shared {
             held.extend(
                 sub.filters
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .iter()
-                    .map(|(f, _)| format!("$share/{group}/{f}")),
+                    .map(|s| format!("$share/{group}/{}", s.filter)),
             );
         }
+        held
+    }
+
+    /// Refuses the new filters past `[mqtt] max_subscriptions` (a filter
+    /// already held is replaced, not counted again).
+    fn within_quota(&self, mut granted: Vec<Granted>, accepted: Vec<Request>) -> (Vec<Granted>, Vec<Request>) {
+        let mut held = self.held();
         let max = self.server.config.max_subscriptions;
         let mut kept = Vec::with_capacity(accepted.len());
         let mut refused = accepted.iter().map(|_| false).collect::<Vec<_>>();
-        for (i, (filter, qos)) in accepted.into_iter().enumerate() {
-            if held.contains(&filter) || held.len() < max {
-                held.insert(filter.clone());
-                kept.push((filter, qos));
+        for (i, request) in accepted.into_iter().enumerate() {
+            if held.contains(&request.0.filter) || held.len() < max {
+                held.insert(request.0.filter.clone());
+                kept.push(request);
             } else {
                 refused[i] = true;
             }
@@ -136,7 +146,7 @@ impl Session {
     pub(super) async fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
         {
             let mut current = self.filters.write().unwrap_or_else(|e| e.into_inner());
-            current.retain(|(f, _)| !filters.contains(f));
+            current.retain(|s| !filters.contains(&s.filter));
         }
         for filter in &filters {
             if let Some((group, inner)) = topics::shared(filter) {
@@ -161,38 +171,51 @@ impl Session {
 
     /// Adds filters and starts feeders for their partitions (from the end,
     /// or from the committed position when resuming), and sends the
-    /// retained messages they match (not when resuming, and not for shared
-    /// subscriptions, as MQTT 5 says). A `$share/<group>/…` filter joins
-    /// that consumer group; its feeders follow the group's assignment.
-    pub(super) async fn subscribe(&mut self, new: Vec<(String, QoS)>, resuming: bool) {
+    /// retained messages they match as their retain handling says (not
+    /// when resuming, and not for shared subscriptions, MQTT-3.8.4-4). A
+    /// `$share/<group>/…` filter joins that consumer group; its feeders
+    /// follow the group's assignment.
+    pub(super) async fn subscribe(&mut self, new: Vec<Request>, resuming: bool) {
         if new.is_empty() {
             return;
         }
+        let held = self.held();
         let mut own = Vec::new();
+        let mut retained_for = Vec::new();
         let mut groups = BTreeSet::new();
-        for (filter, qos) in &new {
-            match topics::shared(filter) {
+        for (sub, retain) in &new {
+            match topics::shared(&sub.filter) {
                 Some((group, inner)) => {
-                    let sub = self.shared.entry(group.to_string()).or_insert_with(|| SharedSub {
+                    let shared = self.shared.entry(group.to_string()).or_insert_with(|| SharedSub {
                         filters: Arc::default(),
                         member_id: None,
                         generation: 0,
                         topics: Vec::new(),
                     });
-                    let mut current = sub.filters.write().unwrap_or_else(|e| e.into_inner());
-                    current.retain(|(f, _)| f != inner);
-                    current.push((inner.to_string(), *qos));
+                    let mut current = shared.filters.write().unwrap_or_else(|e| e.into_inner());
+                    current.retain(|s| s.filter != inner);
+                    current.push(Subscription { filter: inner.to_string(), ..sub.clone() });
                     groups.insert(group.to_string());
                 }
-                None => own.push((filter.clone(), *qos)),
+                None => {
+                    let wanted = match retain {
+                        RetainHandling::Always => true,
+                        RetainHandling::IfNew => !held.contains(&sub.filter),
+                        RetainHandling::Never => false,
+                    };
+                    if wanted {
+                        retained_for.push(sub.clone());
+                    }
+                    own.push(sub.clone());
+                }
             }
         }
         if !own.is_empty() {
             {
                 let mut current = self.filters.write().unwrap_or_else(|e| e.into_inner());
-                for (filter, qos) in &own {
-                    current.retain(|(f, _)| f != filter);
-                    current.push((filter.clone(), *qos));
+                for sub in &own {
+                    current.retain(|s| s.filter != sub.filter);
+                    current.push(sub.clone());
                 }
             }
             self.feed_own(if resuming { Start::Committed } else { Start::End }).await;
@@ -201,8 +224,8 @@ impl Session {
             self.follow_group(&group).await;
         }
         self.save().await;
-        if !resuming {
-            self.send_retained(&own).await;
+        if !resuming && !retained_for.is_empty() {
+            self.send_retained(&retained_for).await;
         }
     }
 
@@ -210,12 +233,12 @@ impl Session {
     /// mapping rule (created when `create`), and every existing topic for a
     /// filter whose messages may be in any. The flag tells whether some
     /// filter reads any topic.
-    async fn topics_of(&self, filters: &[(String, QoS)], create: bool) -> (BTreeSet<String>, bool) {
+    async fn topics_of(&self, filters: &[Subscription], create: bool) -> (BTreeSet<String>, bool) {
         let log = self.server.broker.log();
         let mut out = BTreeSet::new();
         let mut all = false;
-        for (filter, _) in filters {
-            match self.server.config.mapping.topics_for(filter) {
+        for sub in filters {
+            match self.server.config.mapping.topics_for(&sub.filter) {
                 TopicsRead::Named(names) => {
                     for topic in names {
                         if create {
@@ -280,7 +303,8 @@ impl Session {
     }
 
     fn spawn_feeder(&mut self, key: FeedKey, position: u64, filters: Filters) {
-        let feeder = feed(self.server.broker.clone(), key.clone(), position, filters, self.deliveries_tx.clone());
+        let (broker, client_id, tx) = (self.server.broker.clone(), self.client_id.clone(), self.deliveries_tx.clone());
+        let feeder = feed(broker, key.clone(), position, filters, client_id, tx);
         let handle = self.feeders.spawn(feeder);
         self.feeding.insert(key, handle);
     }
@@ -372,7 +396,7 @@ impl Session {
         let Some(sub) = self.shared.get(group) else { return };
         let empty = {
             let mut current = sub.filters.write().unwrap_or_else(|e| e.into_inner());
-            current.retain(|(f, _)| f != filter);
+            current.retain(|s| s.filter != filter);
             current.is_empty()
         };
         if !empty {
@@ -413,8 +437,9 @@ impl Session {
         }
     }
 
-    /// Sends the retained messages matching `filters`.
-    async fn send_retained(&self, filters: &[(String, QoS)]) {
+    /// Sends the retained messages matching `filters` (with the retain flag
+    /// set, MQTT-3.3.1-9).
+    async fn send_retained(&self, filters: &[Subscription]) {
         let log = self.server.broker.log();
         if log.partition_count(RETAINED_TOPIC).is_err() {
             return;
@@ -439,9 +464,17 @@ impl Session {
             if payload.is_empty() || properties.expired(now) {
                 continue; // an empty retained message clears the topic; an expired one is gone
             }
-            let best = best_qos(filters.iter().filter(|(f, _)| topics::matches(f, &topic)).map(|(_, q)| *q));
-            if let Some(qos) = best {
-                deliveries.push(Delivery { topic, payload, qos, retain: true, properties, source: None });
+            if let Some(m) = matching(filters, &topic, false) {
+                let (qos, subscription_ids) = (m.qos, m.ids);
+                deliveries.push(Delivery {
+                    topic,
+                    payload,
+                    qos,
+                    retain: true,
+                    properties,
+                    subscription_ids,
+                    source: None,
+                });
             }
         }
         // Queued from a task of their own: the deliveries queue is bounded
@@ -471,8 +504,12 @@ mod tests {
     use crate::net::mqtt::session::tests::open;
     use crate::net::mqtt::testing;
 
+    fn requests(asked: &[(&str, QoS)]) -> Vec<Request> {
+        asked.iter().map(|(f, q)| (Subscription::plain(*f, *q), RetainHandling::Always)).collect()
+    }
+
     #[test]
-    fn grants_valid_filters_at_qos_1_at_most() {
+    fn grants_valid_filters_at_the_qos_asked_for() {
         let asked = [
             ("a/+", QoS::AtMostOnce),
             ("b/#", QoS::ExactlyOnce),
@@ -481,19 +518,18 @@ mod tests {
             ("$share/g", QoS::AtLeastOnce),
             ("$shared/x", QoS::AtMostOnce),
         ];
-        let asked: Vec<(String, QoS)> = asked.iter().map(|(f, q)| (f.to_string(), *q)).collect();
-        let (granted, accepted) = grant(asked.clone(), |_, _| true);
-        let (q0, q1, bad) = (Ok(QoS::AtMostOnce), Ok(QoS::AtLeastOnce), Err(SubRefusal::InvalidFilter));
-        assert_eq!(granted, vec![q0, q1, bad, q1, bad, bad]);
+        let (granted, accepted) = grant(requests(&asked), |_, _| true);
+        let (q0, q1, q2) = (Ok(QoS::AtMostOnce), Ok(QoS::AtLeastOnce), Ok(QoS::ExactlyOnce));
+        let bad = Err(SubRefusal::InvalidFilter);
+        assert_eq!(granted, vec![q0, q2, bad, q1, bad, bad]);
         // Valid but not allowed: refused as such, and not subscribed.
-        let (granted, none) = grant(asked, |filter, group| filter == "a/+" && group.is_none());
+        let (granted, none) = grant(requests(&asked), |filter, group| filter == "a/+" && group.is_none());
         let no = Err(SubRefusal::NotAuthorized);
         assert_eq!(granted, vec![q0, no, bad, no, bad, bad]);
-        assert_eq!(none, vec![("a/+".to_string(), QoS::AtMostOnce)]);
-        let accepted: Vec<(&str, QoS)> = accepted.iter().map(|(f, q)| (f.as_str(), *q)).collect();
+        assert_eq!(none, requests(&[("a/+", QoS::AtMostOnce)]));
         assert_eq!(
             accepted,
-            vec![("a/+", QoS::AtMostOnce), ("b/#", QoS::AtLeastOnce), ("$share/g/e/#", QoS::AtLeastOnce)]
+            requests(&[("a/+", QoS::AtMostOnce), ("b/#", QoS::ExactlyOnce), ("$share/g/e/#", QoS::AtLeastOnce)])
         );
     }
 
@@ -508,7 +544,7 @@ mod tests {
         let mut s = open(&server, Version::V311, testing::connect("a", false)).await;
         let (tx, mut sent) = mpsc::channel(16);
         s.out = Some(tx);
-        s.on_subscribe(1, vec![("t/#".into(), QoS::ExactlyOnce)]).await;
+        s.on_subscribe(1, requests(&[("t/#", QoS::AtLeastOnce)])).await;
         assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::SubAck { pkid: 1, .. }))));
         // The topic is created and fed; a persistent session records where it starts.
         assert!(s.feeding.contains_key(&(Sub::Own, "t".to_string(), 0)));
@@ -532,7 +568,7 @@ mod tests {
     async fn a_shared_subscription_follows_its_group() {
         let (_dir, server) = testing::server();
         let mut s = open(&server, Version::V311, testing::connect("a", true)).await;
-        s.subscribe(vec![("$share/g/t/#".into(), QoS::AtLeastOnce)], false).await;
+        s.subscribe(requests(&[("$share/g/t/#", QoS::AtLeastOnce)]), false).await;
         let kind = Sub::Shared("g".into());
         assert!(s.feeding.contains_key(&(kind.clone(), "t".to_string(), 0)));
         assert!(s.shared["g"].member_id.is_some());

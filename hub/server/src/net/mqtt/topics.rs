@@ -59,12 +59,20 @@ pub fn cairn_topic(mqtt_topic: &str) -> Result<&str, TopicError> {
 /// was published to).
 pub const TOPIC_HEADER: &str = "mqtt-topic";
 
-/// Record header marking a message published at QoS 0 (value `0`): it is
-/// delivered at QoS 0 whatever the subscription was granted, as the lower of
-/// the two (MQTT-3.8.4-8 in 3.1.1, 3.3.5 in 5.0). Records without it (QoS 1
-/// and 2 publishes, records produced natively) are delivered at the granted
-/// QoS.
+/// Record header with the QoS a message was published at, `0` or `2`: it is
+/// delivered at the lower of that and the subscription's granted QoS
+/// (MQTT-3.8.4-8 in 3.1.1, 3.3.5 in 5.0). Records without it (QoS 1
+/// publishes, records produced natively) count as QoS 1.
 pub const QOS_HEADER: &str = "mqtt-qos";
+
+/// Record header (value `1`) of a message published with the retain flag:
+/// subscriptions with Retain As Published see the flag on live messages.
+pub const RETAIN_HEADER: &str = "mqtt-retain";
+
+/// Record header naming the client id that published the message. Written
+/// only while that client holds a No Local subscription, which is the only
+/// reader of it.
+pub const PUBLISHER_HEADER: &str = "mqtt-client-id";
 
 /// The MQTT topic a record of `cairn_topic` is delivered under: its
 /// [`TOPIC_HEADER`] when a mapping rule stored it, otherwise from its key.
