@@ -665,3 +665,104 @@ async fn the_hub_holds_clients_to_its_maximum_keep_alive() {
     socket.read_exact(&mut connack).unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_retained_messages_sessions_and_queues_say_what_happened() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet as P5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    let limits = "[mqtt]\nmax_retained_messages = 3\nmax_sessions = 3\nmax_queued_messages = 5\n";
+    std::fs::write(&config, limits).unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+
+    // Retained messages: three topics fit; a fourth is refused with 0x97
+    // (MQTT 5) and not stored; replacing one is fine.
+    let (r5, mut r5_events) = client5(&hub, "r5", true, None);
+    assert!(matches!(next5(&mut r5_events).await, P5::ConnAck(_)));
+    let mut reasons = Vec::new();
+    for topic in ["r/1", "r/2", "r/3", "r/4", "r/1"] {
+        r5.publish(topic, Q5::AtLeastOnce, true, topic).await.unwrap();
+        loop {
+            if let P5::PubAck(ack) = next5(&mut r5_events).await {
+                reasons.push(ack.reason);
+                break;
+            }
+        }
+    }
+    let ok = PubAckReason::Success;
+    assert_eq!(reasons, [ok, ok, ok, PubAckReason::QuotaExceeded, ok]);
+    // MQTT 3.1.1 cannot be told: published, not retained.
+    let (r4, mut r4_events) = client(&hub, "r4", 10);
+    assert!(matches!(next(&mut r4_events).await, Ok(Packet::ConnAck(_))));
+    r4.publish("r/5", QoS::AtLeastOnce, true, "r/5").await.unwrap();
+    while !matches!(next(&mut r4_events).await, Ok(Packet::PubAck(_))) {}
+    let (late, mut late_events) = client5(&hub, "late-r", true, None);
+    assert!(matches!(next5(&mut late_events).await, P5::ConnAck(_)));
+    late.subscribe("r/#", Q5::AtLeastOnce).await.unwrap();
+    let mut retained = Vec::new();
+    while let Some(p) = publish5_within(&mut late_events, Duration::from_millis(1500)).await {
+        retained.push(String::from_utf8_lossy(&p.topic).into_owned());
+    }
+    retained.sort();
+    assert_eq!(retained, ["r/1", "r/2", "r/3"]);
+    let (_, stored, _) = hub.cli(&["consume", "r", "--from-beginning"], None);
+    assert!(stored.contains("r/5") && !stored.contains("r/4"), "{stored}");
+    let (_, metrics, _) = hub.cli(&["metrics"], None);
+    assert!(metrics.lines().any(|l| l.split_whitespace().eq(["mqtt_retained_refused", "2"])), "{metrics}");
+
+    // A session away keeps at most max_queued_messages per partition: the
+    // newest.
+    let (q, mut q_events) = client5(&hub, "queue", false, Some(3600));
+    assert!(matches!(next5(&mut q_events).await, P5::ConnAck(_)));
+    q.subscribe("queued/#", Q5::AtLeastOnce).await.unwrap();
+    suback5(&mut q_events).await;
+    q.disconnect().await.unwrap();
+    for i in 0..20 {
+        r5.publish("queued/x", Q5::AtLeastOnce, false, format!("{i}")).await.unwrap();
+    }
+    let mut acks = 0;
+    while acks < 20 {
+        if let P5::PubAck(_) = next5(&mut r5_events).await {
+            acks += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await; // two sweeps
+    let (_q, mut q_events) = client5(&hub, "queue", false, Some(3600));
+    assert!(matches!(next5(&mut q_events).await, P5::ConnAck(_)));
+    let mut got = Vec::new();
+    while let Some(p) = publish5_within(&mut q_events, Duration::from_millis(1500)).await {
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    assert_eq!(got, ["15", "16", "17", "18", "19"]);
+
+    // Stored sessions: "queue" and two more fit; a fourth is refused in
+    // CONNACK, until an expired one is swept away.
+    let (brief, mut brief_events) = client5(&hub, "brief", true, Some(1));
+    assert!(matches!(next5(&mut brief_events).await, P5::ConnAck(_)));
+    brief.subscribe("brief/#", Q5::AtLeastOnce).await.unwrap();
+    suback5(&mut brief_events).await;
+    let (_s2, mut s2_events) = client5(&hub, "s2", true, Some(3600));
+    let P5::ConnAck(ack) = next5(&mut s2_events).await else { panic!("no CONNACK") };
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    // (Each is stored once it subscribes or leaves.)
+    brief.disconnect().await.unwrap();
+    _s2.subscribe("s2/#", Q5::AtLeastOnce).await.unwrap();
+    suback5(&mut s2_events).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_s3, mut s3_events) = client5(&hub, "s3", true, Some(3600));
+    match s3_events.recv().await {
+        Some(Ok(P5::ConnAck(ack))) => assert_eq!(ack.code, ConnectReturnCode::QuotaExceeded),
+        Some(Err(e)) => assert!(e.contains("QuotaExceeded"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let (_, groups, _) = hub.cli(&["group", "list"], None);
+    assert!(groups.contains("mqtt.brief"), "{groups}");
+    tokio::time::sleep(Duration::from_millis(4500)).await; // expired, then swept
+    let (_, groups, _) = hub.cli(&["group", "list"], None);
+    assert!(!groups.contains("mqtt.brief") && groups.contains("mqtt.queue"), "{groups}");
+    let (_s3, mut s3_events) = client5(&hub, "s3", true, Some(3600));
+    let P5::ConnAck(ack) = next5(&mut s3_events).await else { panic!("no CONNACK") };
+    assert_eq!(ack.code, ConnectReturnCode::Success, "room again once the expired session is gone");
+}

@@ -28,6 +28,10 @@
 //! max_connections = 10000          # MQTT connections at once
 //! max_subscriptions = 100          # filters one session may hold
 //! max_keep_alive_secs = 65535      # longest keep-alive (MQTT 5: told in CONNACK)
+//! max_retained_messages = 100000   # retained topics
+//! max_retained_bytes = 67108864    # retained topics and payloads, bytes
+//! max_sessions = 100000            # stored persistent sessions
+//! max_queued_messages = 0          # per partition for a client away; 0: no limit (oldest skipped)
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -138,6 +142,10 @@ pub struct MqttSettings {
     pub max_connections: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub max_keep_alive_secs: Option<u16>,
+    pub max_retained_messages: Option<usize>,
+    pub max_retained_bytes: Option<usize>,
+    pub max_sessions: Option<usize>,
+    pub max_queued_messages: Option<u64>,
     pub topic_partitions: Option<u32>,
     pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
 }
@@ -229,6 +237,10 @@ pub struct ServeConfig {
     pub mqtt_max_connections: usize,
     pub mqtt_max_subscriptions: usize,
     pub mqtt_max_keep_alive_secs: u16,
+    pub mqtt_max_retained_messages: usize,
+    pub mqtt_max_retained_bytes: usize,
+    pub mqtt_max_sessions: usize,
+    pub mqtt_max_queued_messages: u64,
     pub mqtt_topic_partitions: u32,
     pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
     /// Serial-over-TCP listener (off when `None`).
@@ -265,6 +277,10 @@ impl Default for ServeConfig {
             mqtt_max_connections: 10_000,
             mqtt_max_subscriptions: 100,
             mqtt_max_keep_alive_secs: u16::MAX,
+            mqtt_max_retained_messages: 100_000,
+            mqtt_max_retained_bytes: 64 * 1024 * 1024,
+            mqtt_max_sessions: 100_000,
+            mqtt_max_queued_messages: 0,
             mqtt_topic_partitions: 1,
             mqtt_mapping: Vec::new(),
             serial_tcp_addr: None,
@@ -333,6 +349,10 @@ impl ServeConfig {
             mqtt_max_connections: pick!(mqtt.max_connections, d.mqtt_max_connections),
             mqtt_max_subscriptions: pick!(mqtt.max_subscriptions, d.mqtt_max_subscriptions),
             mqtt_max_keep_alive_secs: pick!(mqtt.max_keep_alive_secs, d.mqtt_max_keep_alive_secs),
+            mqtt_max_retained_messages: pick!(mqtt.max_retained_messages, d.mqtt_max_retained_messages),
+            mqtt_max_retained_bytes: pick!(mqtt.max_retained_bytes, d.mqtt_max_retained_bytes),
+            mqtt_max_sessions: pick!(mqtt.max_sessions, d.mqtt_max_sessions),
+            mqtt_max_queued_messages: pick!(mqtt.max_queued_messages, d.mqtt_max_queued_messages),
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),

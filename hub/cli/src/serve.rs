@@ -191,6 +191,10 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
             max_connections: args.mqtt_max_connections.max(1),
             max_subscriptions: args.mqtt_max_subscriptions.max(1),
             max_keep_alive_secs: args.mqtt_max_keep_alive_secs.max(1),
+            max_retained_messages: args.mqtt_max_retained_messages,
+            max_retained_bytes: args.mqtt_max_retained_bytes,
+            max_sessions: args.mqtt_max_sessions,
+            max_queued_messages: args.mqtt_max_queued_messages,
             topic_partitions: args.mqtt_topic_partitions.max(1),
             mapping,
         };

@@ -272,6 +272,12 @@ impl Log {
         self.call(|reply| Command::CommitOffsets { group: group.to_string(), topic_id, offsets, reply }).await
     }
 
+    /// Removes every committed offset of a group (a group nobody will
+    /// resume, such as an expired MQTT session's).
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.call(|reply| Command::DeleteGroup { group: group.to_string(), reply }).await
+    }
+
     /// Runs retention (delete policy) and compaction (compact policy) on
     /// every topic now. The background ticker calls the same thing.
     pub async fn enforce_retention(&self) -> Result<RetentionReport> {

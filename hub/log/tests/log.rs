@@ -383,6 +383,12 @@ async fn group_offsets_are_stored_and_survive_reopen() {
     assert_eq!(log.committed_offsets("g2", "t").unwrap(), vec![(1, 1)]);
     let groups = log.list_groups().unwrap();
     assert_eq!(groups, vec![("g1".to_string(), vec!["t".to_string()]), ("g2".to_string(), vec!["t".to_string()])]);
+    // Deleting a group removes its offsets only ("g1x" shares a prefix).
+    log.commit_offsets("g1x", "t", &[(0, 2)]).await.unwrap();
+    log.delete_group("g1").await.unwrap();
+    assert!(log.committed_offsets("g1", "t").unwrap().is_empty());
+    assert_eq!(log.committed_offsets("g1x", "t").unwrap(), vec![(0, 2)]);
+    assert_eq!(log.committed_offsets("g2", "t").unwrap(), vec![(1, 1)]);
     log.delete_topic("t").await.unwrap();
     assert!(log.list_groups().unwrap().is_empty());
 }

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub mqtt_messages_out: Counter,
     /// MQTT PUBACK/PUBREC sent after the durable commit.
     pub mqtt_acks_out: Counter,
+    /// Messages an MQTT session away from the hub skipped because more than
+    /// `[mqtt] max_queued_messages` were waiting for it (the oldest go).
+    pub mqtt_queued_dropped: Counter,
+    /// Stored MQTT sessions removed by the sweeper once expired.
+    pub mqtt_sessions_expired: Counter,
+    /// Retained MQTT messages refused over `max_retained_messages` /
+    /// `max_retained_bytes`.
+    pub mqtt_retained_refused: Counter,
 }
 
 /// One monotonically increasing count.
@@ -63,6 +71,9 @@ impl Metrics {
             ("mqtt_messages_in", self.mqtt_messages_in.get()),
             ("mqtt_messages_out", self.mqtt_messages_out.get()),
             ("mqtt_acks_out", self.mqtt_acks_out.get()),
+            ("mqtt_queued_dropped", self.mqtt_queued_dropped.get()),
+            ("mqtt_sessions_expired", self.mqtt_sessions_expired.get()),
+            ("mqtt_retained_refused", self.mqtt_retained_refused.get()),
         ]
     }
 }

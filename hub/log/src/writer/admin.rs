@@ -13,6 +13,9 @@ impl Writer {
             Command::DeleteTopic { name, reply } => {
                 let _ = reply.send(self.delete_topic(&name));
             }
+            Command::DeleteGroup { group, reply } => {
+                let _ = reply.send(self.delete_group(&group));
+            }
             Command::AlterTopic { name, config, reply } => {
                 let _ = reply.send(self.alter_topic(name, config));
             }
@@ -164,6 +167,17 @@ impl Writer {
         self.catalog.remove(name);
         self.compacted_at.retain(|k, _| k.0 != id);
         tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    pub(super) fn delete_group(&mut self, group: &str) -> Result<()> {
+        let txn = self.begin(true)?;
+        {
+            let mut offsets = txn.open_table(tables::GROUP_OFFSETS).map_err(LogError::storage)?;
+            offsets.retain_in((group, 0, 0)..=(group, u32::MAX, u32::MAX), |_, _| false).map_err(LogError::storage)?;
+        }
+        self.commit(txn)?;
+        self.unflushed_since = None;
         Ok(())
     }
 

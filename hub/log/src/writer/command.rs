@@ -31,6 +31,11 @@ pub(crate) enum Command {
         offsets: Vec<(u32, u64)>,
         reply: Reply<()>,
     },
+    /// Every committed offset of a group removed.
+    DeleteGroup {
+        group: String,
+        reply: Reply<()>,
+    },
     CreateTopic {
         name: String,
         config: TopicConfig,

@@ -128,6 +128,17 @@ pub enum Refusal {
     /// No key where one is required, a client id owned by another
     /// principal, or a will the principal may not publish.
     NotAuthorized,
+    /// A new persistent session over `[mqtt] max_sessions`.
+    QuotaExceeded,
+}
+
+/// Why a PUBLISH is refused (MQTT 5 reason codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubRefusal {
+    /// 0x87: the principal may not publish there.
+    NotAuthorized,
+    /// 0x97: over a limit (retained messages).
+    QuotaExceeded,
 }
 
 /// Why a filter of a SUBSCRIBE is refused.
@@ -163,11 +174,12 @@ pub enum Outgoing {
     },
     PubAck(u16),
     PubRec(u16),
-    /// MQTT 5: the PUBLISH was not stored, the principal may not publish
-    /// there (PUBACK / PUBREC with reason 0x87, by QoS).
-    PubDenied {
+    /// MQTT 5: the PUBLISH was not stored (PUBACK / PUBREC with a reason
+    /// code, by QoS).
+    PubRefused {
         pkid: u16,
         qos: QoS,
+        why: PubRefusal,
     },
     PubRel(u16),
     PubComp(u16),
@@ -475,6 +487,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 Some(Refusal::BadUserNamePassword) => v4::ConnectReturnCode::BadUserNamePassword,
                 Some(Refusal::ClientIdNotValid) => v4::ConnectReturnCode::BadClientId,
                 Some(Refusal::NotAuthorized) => v4::ConnectReturnCode::NotAuthorized,
+                Some(Refusal::QuotaExceeded) => v4::ConnectReturnCode::ServiceUnavailable,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
@@ -497,7 +510,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
         )),
         // 3.1.1 cannot refuse a PUBLISH: the session closes the connection
         // instead (MQTT-3.3.5-2).
-        Outgoing::PubDenied { .. } => return None,
+        Outgoing::PubRefused { .. } => return None,
         Outgoing::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck::new(pkid)),
         Outgoing::PingResp => v4::Packet::PingResp,
         // 3.1.1 has no server DISCONNECT: the connection just closes.
@@ -513,6 +526,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
                 Some(Refusal::ClientIdNotValid) => v5::ConnectReturnCode::ClientIdentifierNotValid,
                 Some(Refusal::NotAuthorized) => v5::ConnectReturnCode::NotAuthorized,
+                Some(Refusal::QuotaExceeded) => v5::ConnectReturnCode::QuotaExceeded,
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -548,11 +562,19 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
         }
         Outgoing::PubAck(pkid) => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
         Outgoing::PubRec(pkid) => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
-        Outgoing::PubDenied { pkid, qos: QoS::ExactlyOnce } => {
-            v5::Packet::PubRec(v5::PubRec { pkid, reason: v5::PubRecReason::NotAuthorized, properties: None })
+        Outgoing::PubRefused { pkid, qos: QoS::ExactlyOnce, why } => {
+            let reason = match why {
+                PubRefusal::NotAuthorized => v5::PubRecReason::NotAuthorized,
+                PubRefusal::QuotaExceeded => v5::PubRecReason::QuotaExceeded,
+            };
+            v5::Packet::PubRec(v5::PubRec { pkid, reason, properties: None })
         }
-        Outgoing::PubDenied { pkid, .. } => {
-            v5::Packet::PubAck(v5::PubAck { pkid, reason: v5::PubAckReason::NotAuthorized, properties: None })
+        Outgoing::PubRefused { pkid, why, .. } => {
+            let reason = match why {
+                PubRefusal::NotAuthorized => v5::PubAckReason::NotAuthorized,
+                PubRefusal::QuotaExceeded => v5::PubAckReason::QuotaExceeded,
+            };
+            v5::Packet::PubAck(v5::PubAck { pkid, reason, properties: None })
         }
         Outgoing::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
         Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, RetainHandling, Version, Will};
 use super::persist::save_session;
 use super::properties::MessageProperties;
-use super::publish::publish;
+use super::publish::{publish, PublishError};
 use super::session::{End, Session};
 use super::writer::{write_packets, Out};
 use super::Server;
@@ -373,10 +373,10 @@ impl Session {
         };
         if last && self.keep {
             stored.qos2 = self.with_slot(|slot| slot.awaiting_release.iter().copied().collect());
-            let _ = save_session(&self.server.broker, &self.client_id, Some(&stored)).await;
+            let _ = save_session(&self.server, &self.client_id, Some(&stored)).await;
         } else if last && self.session_present {
             // A resumed session with expiry 0 ends with its connection.
-            let _ = save_session(&self.server.broker, &self.client_id, None).await;
+            let _ = save_session(&self.server, &self.client_id, None).await;
         }
         self.out = None;
         tracing::debug!(peer = %self.peer, client_id = %self.client_id, ?end, "MQTT client disconnected");
@@ -434,7 +434,13 @@ async fn publish_will(server: &Server, client_id: &str, will: Will) {
     tracing::debug!(client_id, topic = %will.topic, "publishing will");
     let properties = MessageProperties::from_v5(will.properties, server.broker.log().now_ms());
     let (topic, payload, qos, retain) = (&will.topic, &will.payload, will.qos, will.retain);
-    if let Ok(appends) = publish(server, topic, payload, qos, retain, &properties, None).await {
+    let mut published = publish(server, topic, payload, qos, retain, &properties, None).await;
+    if let Err(PublishError::RetainedQuota) = published {
+        server.broker.metrics().mqtt_retained_refused.inc();
+        tracing::warn!(client_id, %topic, "retained store full: will published but not retained");
+        published = publish(server, topic, payload, qos, false, &properties, None).await;
+    }
+    if let Ok(appends) = published {
         for append in appends {
             let _ = append.outcome().await;
         }

@@ -23,8 +23,10 @@ mod persist;
 mod properties;
 mod publish;
 mod records;
+mod retained;
 mod session;
 mod subscribe;
+mod sweep;
 #[cfg(test)]
 mod testing;
 pub mod topics;
@@ -60,6 +62,18 @@ pub struct MqttConfig {
     /// QoS 1 messages in flight to one subscriber (MQTT 5 clients may ask
     /// for fewer with receive maximum).
     pub max_inflight: u16,
+    /// Most retained messages; a new retained topic past it is refused
+    /// (MQTT 5: 0x97 quota exceeded; 3.1.1: published, not retained).
+    pub max_retained_messages: usize,
+    /// Most bytes (topics and payloads) of retained messages, likewise.
+    pub max_retained_bytes: usize,
+    /// Most stored persistent sessions; a new one past it is refused in
+    /// CONNACK (MQTT 5: 0x97; 3.1.1: 3 server unavailable).
+    pub max_sessions: usize,
+    /// Most messages waiting for a persistent session whose client is
+    /// away, per partition it reads; the oldest are skipped past it. 0: no
+    /// limit (the topic's retention bounds them).
+    pub max_queued_messages: u64,
     /// Partitions of Cairn topics created by an MQTT publish or subscribe.
     pub topic_partitions: u32,
     /// Rules choosing the Cairn topic and key of a published message.
@@ -74,6 +88,10 @@ impl Default for MqttConfig {
             max_subscriptions: 100,
             max_keep_alive_secs: u16::MAX,
             max_inflight: 64,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+            max_sessions: 100_000,
+            max_queued_messages: 0,
             topic_partitions: 1,
             mapping: mapping::Mapping::default(),
         }
@@ -101,6 +119,29 @@ pub(crate) struct Server {
     config: MqttConfig,
     slots: Mutex<HashMap<String, Slot>>,
     next_connection: std::sync::atomic::AtomicU64,
+    /// Every stored persistent session (mirrors `__mqtt_sessions`).
+    sessions: persist::Sessions,
+    /// The retained messages (mirrors `__mqtt_retained`).
+    retained: Mutex<retained::Retained>,
+}
+
+impl Server {
+    /// The shared state, with the stored sessions read from the log.
+    fn new(broker: Broker, config: MqttConfig) -> Server {
+        Server {
+            sessions: persist::Sessions::load(&broker),
+            broker,
+            config,
+            slots: Mutex::new(HashMap::new()),
+            next_connection: Default::default(),
+            retained: Mutex::default(),
+        }
+    }
+
+    fn retain_limits(&self) -> retained::RetainLimits {
+        let c = &self.config;
+        retained::RetainLimits { max_messages: c.max_retained_messages, max_bytes: c.max_retained_bytes }
+    }
 }
 
 /// Binds the MQTT address and logs the address it got.
@@ -132,8 +173,8 @@ pub enum Transport {
 /// until shutdown, each with its transport.
 pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
     let acceptor = Acceptor::new("MQTT", config.max_connections);
-    let server =
-        Arc::new(Server { broker, config, slots: Mutex::new(HashMap::new()), next_connection: Default::default() });
+    let server = Arc::new(Server::new(broker, config));
+    let sweeper = tokio::spawn(sweep::run(server.clone(), shutdown.clone()));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, transport)| {
@@ -166,4 +207,5 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, con
         let _ = task.await;
     }
     acceptor.drain().await;
+    let _ = sweeper.await;
 }

@@ -1,11 +1,13 @@
 //! Persistent sessions saved in and restored from the `__mqtt_sessions`
-//! topic: what is stored ([`StoredSession`]), when it has expired, and the
-//! records that save, forget and find it.
+//! topic: what is stored ([`StoredSession`]), when it has expired, the
+//! records that save and forget it, and [`Sessions`], all of them in
+//! memory (read from the topic once, when MQTT starts).
 //!
 //! What a live session stores is built by `Session::stored` (`session.rs`);
 //! this file knows nothing of the live session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
@@ -15,6 +17,7 @@ use super::codec::Subscription;
 
 use super::records::{ensure_internal_topic, single_record, FEED_BYTES};
 use super::topics::SESSIONS_TOPIC;
+use super::Server;
 use crate::broker::Broker;
 
 /// A persistent session as stored in `__mqtt_sessions` (JSON, keyed by
@@ -97,28 +100,109 @@ impl StoredSession {
     }
 }
 
+/// Every stored persistent session by client id: what `__mqtt_sessions`
+/// holds, in memory, so a CONNECT does not read the topic, and the sweeper
+/// can find the expired ones.
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    stored: Mutex<HashMap<String, StoredSession>>,
+}
+
+impl Sessions {
+    /// Reads the sessions topic once (the last record per client id
+    /// counts; an empty one forgets the session, an unreadable one is
+    /// skipped with a warning).
+    pub(super) fn load(broker: &Broker) -> Sessions {
+        let log = broker.log();
+        let mut last: HashMap<String, Vec<u8>> = HashMap::new();
+        if let Ok(offsets) = log.offsets(SESSIONS_TOPIC, 0) {
+            let mut offset = offsets.start;
+            while let Ok(fetch) = log.fetch(SESSIONS_TOPIC, 0, offset, FEED_BYTES) {
+                if fetch.batches.is_empty() {
+                    break;
+                }
+                for r in fetch.records() {
+                    if let Some(id) = r.key.and_then(|k| std::str::from_utf8(k).ok()) {
+                        last.insert(id.to_string(), r.value.to_vec());
+                    }
+                }
+                offset = fetch.next_offset();
+            }
+        }
+        let mut stored = HashMap::new();
+        for (client_id, value) in last.into_iter().filter(|(_, v)| !v.is_empty()) {
+            match serde_json::from_slice(&value) {
+                Ok(session) => {
+                    stored.insert(client_id, session);
+                }
+                Err(err) => {
+                    tracing::warn!(%client_id, error = %err, "stored MQTT session unreadable; it starts anew")
+                }
+            }
+        }
+        Sessions { stored: Mutex::new(stored) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredSession>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn get(&self, client_id: &str) -> Option<StoredSession> {
+        self.map().get(client_id).cloned()
+    }
+
+    fn put(&self, client_id: &str, session: Option<&StoredSession>) {
+        match session {
+            Some(s) => self.map().insert(client_id.to_string(), s.clone()),
+            None => self.map().remove(client_id),
+        };
+    }
+
+    /// How many are stored.
+    pub(super) fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub(super) fn contains(&self, client_id: &str) -> bool {
+        self.map().contains_key(client_id)
+    }
+
+    /// The client ids of sessions expired by `now_ms`.
+    pub(super) fn expired(&self, now_ms: i64) -> Vec<String> {
+        self.map().iter().filter(|(_, s)| s.expired(now_ms)).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The client ids of sessions whose client is away.
+    pub(super) fn away(&self) -> Vec<String> {
+        self.map().iter().filter(|(_, s)| s.left_at_ms.is_some()).map(|(id, _)| id.clone()).collect()
+    }
+}
+
 /// The record storing (or with `None` forgetting) a persistent session.
 async fn session_append(
-    broker: &Broker,
+    server: &Server,
     client_id: &str,
     session: Option<&StoredSession>,
 ) -> Result<Option<PendingAppend>, LogError> {
-    if session.is_none() && broker.log().partition_count(SESSIONS_TOPIC).is_err() {
-        return Ok(None);
+    let broker = &server.broker;
+    if session.is_none() && !server.sessions.contains(client_id) {
+        return Ok(None); // nothing stored to forget
     }
     ensure_internal_topic(broker, SESSIONS_TOPIC).await?;
     let value = session.map(|s| serde_json::to_vec(s).unwrap_or_default()).unwrap_or_default();
     let batch = single_record(client_id, &value, broker.log().now_ms());
-    broker.log().submit(SESSIONS_TOPIC, 0, batch).await.map(Some)
+    let append = broker.log().submit(SESSIONS_TOPIC, 0, batch).await?;
+    server.sessions.put(client_id, session);
+    Ok(Some(append))
 }
 
 /// Stores (or forgets) a persistent session and waits for the commit.
 pub(super) async fn save_session(
-    broker: &Broker,
+    server: &Server,
     client_id: &str,
     session: Option<&StoredSession>,
 ) -> Result<(), LogError> {
-    match session_append(broker, client_id, session).await? {
+    match session_append(server, client_id, session).await? {
         Some(append) => append.outcome().await.map(|_| ()),
         None => Ok(()),
     }
@@ -126,38 +210,21 @@ pub(super) async fn save_session(
 
 /// Stores a persistent session without waiting for the commit.
 pub(super) async fn submit_session(
-    broker: &Broker,
+    server: &Server,
     client_id: &str,
     session: Option<&StoredSession>,
 ) -> Result<PendingAppend, LogError> {
-    session_append(broker, client_id, session).await?.ok_or(LogError::Closed)
+    session_append(server, client_id, session).await?.ok_or(LogError::Closed)
+}
+
+/// The consumer group holding a persistent session's positions.
+pub(super) fn session_group(client_id: &str) -> String {
+    format!("mqtt.{client_id}")
 }
 
 /// A stored persistent session, if any.
-pub(super) async fn load_session(broker: &Broker, client_id: &str) -> Option<StoredSession> {
-    let log = broker.log();
-    log.partition_count(SESSIONS_TOPIC).ok()?;
-    let mut found = None;
-    let mut offset = log.offsets(SESSIONS_TOPIC, 0).ok()?.start;
-    while let Ok(fetch) = log.fetch(SESSIONS_TOPIC, 0, offset, FEED_BYTES) {
-        if fetch.batches.is_empty() {
-            break;
-        }
-        for r in fetch.records() {
-            if r.key == Some(client_id.as_bytes()) {
-                found = Some(r.value.to_vec());
-            }
-        }
-        offset = fetch.next_offset();
-    }
-    let value = found.filter(|v| !v.is_empty())?;
-    match serde_json::from_slice(&value) {
-        Ok(session) => Some(session),
-        Err(err) => {
-            tracing::warn!(client_id, error = %err, "stored MQTT session unreadable; starting a new one");
-            None
-        }
-    }
+pub(super) fn load_session(server: &Server, client_id: &str) -> Option<StoredSession> {
+    server.sessions.get(client_id)
 }
 
 #[cfg(test)]
@@ -218,20 +285,24 @@ mod tests {
     async fn saved_sessions_load_back_until_forgotten() {
         let (_dir, server) = testing::server();
         let broker = &server.broker;
-        assert_eq!(load_session(broker, "a").await, None);
+        assert_eq!(load_session(&server, "a"), None);
         // Forgetting a session of a hub that never stored one creates nothing.
-        save_session(broker, "a", None).await.unwrap();
+        save_session(&server, "a", None).await.unwrap();
         assert!(broker.log().partition_count(SESSIONS_TOPIC).is_err());
 
-        save_session(broker, "a", Some(&stored("first", None))).await.unwrap();
-        save_session(broker, "b", Some(&stored("other", None))).await.unwrap();
-        submit_session(broker, "a", Some(&stored("last", Some(7)))).await.unwrap().outcome().await.unwrap();
-        assert_eq!(load_session(broker, "a").await, Some(stored("last", Some(7))), "the last one counts");
-        assert_eq!(load_session(broker, "b").await, Some(stored("other", None)));
+        save_session(&server, "a", Some(&stored("first", None))).await.unwrap();
+        save_session(&server, "b", Some(&stored("other", None))).await.unwrap();
+        submit_session(&server, "a", Some(&stored("last", Some(7)))).await.unwrap().outcome().await.unwrap();
+        assert_eq!(load_session(&server, "a"), Some(stored("last", Some(7))), "the last one counts");
+        assert_eq!(load_session(&server, "b"), Some(stored("other", None)));
 
-        save_session(broker, "a", None).await.unwrap();
-        assert_eq!(load_session(broker, "a").await, None);
-        assert_eq!(load_session(broker, "b").await, Some(stored("other", None)));
+        save_session(&server, "a", None).await.unwrap();
+        assert_eq!(load_session(&server, "a"), None);
+        assert_eq!(load_session(&server, "b"), Some(stored("other", None)));
+        // What the topic holds is what a restarted hub loads.
+        let reloaded = Sessions::load(broker);
+        assert_eq!((reloaded.get("a"), reloaded.get("b")), (None, Some(stored("other", None))));
+        assert_eq!(reloaded.len(), 1);
 
         // An unreadable record is a new session, not an error.
         broker
@@ -242,6 +313,6 @@ mod tests {
             .outcome()
             .await
             .unwrap();
-        assert_eq!(load_session(broker, "b").await, None);
+        assert_eq!(Sessions::load(broker).get("b"), None);
     }
 }

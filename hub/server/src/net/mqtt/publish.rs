@@ -12,7 +12,7 @@ use rumqttc::mqttbytes::QoS;
 
 use cairn_proto::acl::{Operation, ResourceKind};
 
-use super::codec::{DisconnectReason, Outgoing, Version};
+use super::codec::{DisconnectReason, Outgoing, PubRefusal, Version};
 use super::properties::MessageProperties;
 use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message, Origin};
 use super::session::{End, Session};
@@ -75,7 +75,7 @@ impl Session {
             Version::V311 => Some(End::Abnormal),
             Version::V5 => {
                 for (qos, pkid) in packets.filter(|(qos, _)| *qos != QoS::AtMostOnce) {
-                    self.send(Out::Packet(Outgoing::PubDenied { pkid, qos })).await;
+                    self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why: PubRefusal::NotAuthorized })).await;
                 }
                 None
             }
@@ -94,6 +94,8 @@ impl Session {
             PublishError::Log(err) => {
                 tracing::warn!(client_id = %self.client_id, error = %err, "MQTT publish could not be stored; closing so the client retries");
             }
+            // Handled by `on_publish` before it gets here.
+            PublishError::RetainedQuota => {}
         }
         End::Abnormal
     }
@@ -119,7 +121,28 @@ impl Session {
             return self.refuse_publish(&topic, [(qos, pkid)].into_iter()).await;
         }
         let publisher = self.publisher();
-        let mut appends = match publish(&self.server, &topic, &payload, qos, retain, &properties, publisher).await {
+        let mut published = publish(&self.server, &topic, &payload, qos, retain, &properties, publisher).await;
+        if let Err(PublishError::RetainedQuota) = published {
+            self.server.broker.metrics().mqtt_retained_refused.inc();
+            let (client_id, max) = (&self.client_id, self.server.config.max_retained_messages);
+            match self.version {
+                // MQTT 5 is told, and nothing is stored.
+                Version::V5 => {
+                    tracing::info!(%client_id, %topic, max, "retained message refused: max_retained_messages or max_retained_bytes reached");
+                    if qos != QoS::AtMostOnce {
+                        let why = PubRefusal::QuotaExceeded;
+                        self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why })).await;
+                    }
+                    return None;
+                }
+                // 3.1.1 cannot be told: the message is published, not retained.
+                Version::V311 => {
+                    tracing::warn!(%client_id, %topic, max, "retained store full (max_retained_messages or max_retained_bytes): message published but not retained");
+                    published = publish(&self.server, &topic, &payload, qos, false, &properties, publisher).await;
+                }
+            }
+        }
+        let mut appends = match published {
             Ok(appends) => appends,
             Err(err) => return Some(self.publish_failed(err).await),
         };
@@ -160,6 +183,8 @@ impl Session {
 pub(super) enum PublishError {
     Topic(topics::TopicError),
     Log(LogError),
+    /// Retaining it would pass `max_retained_messages` or `max_retained_bytes`.
+    RetainedQuota,
 }
 
 /// Submits an MQTT message as a record of its Cairn topic (and the retained
@@ -175,6 +200,13 @@ pub(super) async fn publish(
     publisher: Option<&str>,
 ) -> Result<Vec<PendingAppend>, PublishError> {
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
+    if retain {
+        let mut retained = server.retained.lock().unwrap_or_else(|e| e.into_inner());
+        retained.sync(server.broker.log());
+        if !retained.admits(mqtt_topic, payload, server.retain_limits()) {
+            return Err(PublishError::RetainedQuota);
+        }
+    }
     let now = server.broker.log().now_ms();
     let origin = Origin { retain, publisher };
     let batch = message_batch(&route, mqtt_topic, &[(payload, qos, properties)], now, origin);
@@ -295,7 +327,7 @@ mod tests {
         for append in appends {
             append.outcome().await.unwrap();
         }
-        assert_eq!(load_session(&server.broker, "a").await.unwrap().qos2, vec![7]);
+        assert_eq!(load_session(&server, "a").unwrap().qos2, vec![7]);
         // The writer marks the id once stored; a retransmission is only answered.
         s.with_slot(|slot| slot.awaiting_release.insert(7));
         assert_eq!(s.on_publish("t/a".into(), payload, QoS::ExactlyOnce, false, 7, Default::default()).await, None);

@@ -23,7 +23,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{Connect, Refusal, Subscription, Version, Will};
-use super::persist::{load_session, save_session, submit_session, StoredSession};
+use super::persist::{load_session, save_session, session_group, submit_session, StoredSession};
 use super::properties::MessageProperties;
 use super::writer::Out;
 use super::{Server, Slot};
@@ -179,7 +179,7 @@ impl Session {
         // A client id belongs to the principal whose session it is: another
         // principal may neither take it over nor wipe it with a clean start.
         let owner = auth.required().then(|| principal.name.clone());
-        let stored = if !c.clean || owner.is_some() { load_session(&server.broker, &client_id).await } else { None };
+        let stored = if !c.clean || owner.is_some() { load_session(&server, &client_id) } else { None };
         let foreign = |o: &Option<String>| owner.is_some() && o.is_some() && *o != owner;
         if stored.as_ref().is_some_and(|s| foreign(&s.owner)) {
             return refuse("the client id's stored session belongs to another principal");
@@ -192,6 +192,11 @@ impl Session {
                 secs => (true, Some(secs)),
             },
         };
+        if keep && !server.sessions.contains(&client_id) && server.sessions.len() >= server.config.max_sessions {
+            let max = server.config.max_sessions;
+            tracing::warn!(%peer, %client_id, max, "MQTT CONNECT refused: max_sessions persistent sessions are stored");
+            return Err(Refusal::QuotaExceeded);
+        }
         // Take the client id over: the connection using it now is closed.
         let (kick_tx, kick_rx) = oneshot::channel();
         {
@@ -232,7 +237,7 @@ impl Session {
         if c.clean || expired {
             // A clean start (or an expired session) forgets what an earlier
             // session stored.
-            let _ = save_session(&server.broker, &client_id, None).await;
+            let _ = save_session(&server, &client_id, None).await;
         }
         let qos2: BTreeSet<u16> = {
             let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -318,7 +323,7 @@ impl Session {
 
     /// The consumer group holding a persistent session's positions.
     pub(super) fn group(&self) -> String {
-        format!("mqtt.{}", self.client_id)
+        session_group(&self.client_id)
     }
 
     /// What a persistent session stores: its subscriptions (shared ones as
@@ -344,14 +349,14 @@ impl Session {
     /// Stores a persistent session, waiting for the commit.
     pub(super) async fn save(&self) {
         if self.keep {
-            let _ = save_session(&self.server.broker, &self.client_id, Some(&self.stored(None))).await;
+            let _ = save_session(&self.server, &self.client_id, Some(&self.stored(None))).await;
         }
     }
 
     /// Stores a persistent session without waiting; the append is returned
     /// for a caller that must wait for it.
     pub(super) async fn save_submit(&self) -> Option<PendingAppend> {
-        submit_session(&self.server.broker, &self.client_id, Some(&self.stored(None))).await.ok()
+        submit_session(&self.server, &self.client_id, Some(&self.stored(None))).await.ok()
     }
 }
 
@@ -498,7 +503,6 @@ pub(super) mod tests {
     #[tokio::test]
     async fn a_stored_session_resumes_unless_expired() {
         let (_dir, server) = testing::server();
-        let broker = &server.broker;
         let away = |expiry_secs, left_at_ms| StoredSession {
             subscriptions: vec![("x/#".into(), 1)],
             expiry_secs,
@@ -507,7 +511,7 @@ pub(super) mod tests {
             released: vec![9],
             ..StoredSession::default()
         };
-        save_session(broker, "a", Some(&away(Some(60), Some(now_ms())))).await.unwrap();
+        save_session(&server, "a", Some(&away(Some(60), Some(now_ms())))).await.unwrap();
         let s = open(&server, Version::V311, testing::connect("a", false)).await;
         assert!(s.session_present);
         assert_eq!(s.resumed_filters, vec![Subscription::plain("x/#", QoS::AtLeastOnce)]);
@@ -515,10 +519,10 @@ pub(super) mod tests {
         assert_eq!(s.qos2, BTreeSet::from([5]), "stored ids refill the slot after a restart");
         assert!(s.stored_qos2(5));
 
-        save_session(broker, "b", Some(&away(Some(1), Some(now_ms() - 5_000)))).await.unwrap();
+        save_session(&server, "b", Some(&away(Some(1), Some(now_ms() - 5_000)))).await.unwrap();
         let s = open(&server, Version::V311, testing::connect("b", false)).await;
         assert!(!s.session_present && s.resumed_filters.is_empty());
-        assert_eq!(load_session(broker, "b").await, None, "the expired session is forgotten");
+        assert_eq!(load_session(&server, "b"), None, "the expired session is forgotten");
     }
 
     #[tokio::test]
@@ -545,6 +549,6 @@ pub(super) mod tests {
         assert_eq!(s.stored(Some(9)), expected);
         // What is saved is what comes back.
         s.save().await;
-        assert_eq!(load_session(&server.broker, "a").await, Some(StoredSession { left_at_ms: None, ..expected }));
+        assert_eq!(load_session(&server, "a"), Some(StoredSession { left_at_ms: None, ..expected }));
     }
 }

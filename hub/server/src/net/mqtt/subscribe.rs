@@ -10,7 +10,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rumqttc::mqttbytes::QoS;
 
 use cairn_proto::acl::{Operation, ResourceKind};
@@ -18,10 +17,9 @@ use cairn_proto::acl::{Operation, ResourceKind};
 use super::codec::{DisconnectReason, Outgoing, RetainHandling, SubRefusal, Subscription};
 use super::delivery::{feed, matching};
 use super::mapping::TopicsRead;
-use super::properties::MessageProperties;
-use super::records::{ensure_topic, FEED_BYTES};
+use super::records::ensure_topic;
 use super::session::{Delivery, End, FeedKey, Filters, Session, SharedSub, Sub};
-use super::topics::{self, RETAINED_TOPIC};
+use super::topics;
 use super::writer::Out;
 use crate::broker::GroupError;
 
@@ -441,31 +439,19 @@ impl Session {
     /// set, MQTT-3.3.1-9).
     async fn send_retained(&self, filters: &[Subscription]) {
         let log = self.server.broker.log();
-        if log.partition_count(RETAINED_TOPIC).is_err() {
-            return;
-        }
-        let mut last: HashMap<String, (Bytes, MessageProperties)> = HashMap::new();
-        let mut offset = log.offsets(RETAINED_TOPIC, 0).map(|o| o.start).unwrap_or(0);
-        while let Ok(fetch) = log.fetch(RETAINED_TOPIC, 0, offset, FEED_BYTES) {
-            if fetch.batches.is_empty() {
-                break;
-            }
-            for r in fetch.records() {
-                if let Some(topic) = r.key.and_then(|k| std::str::from_utf8(k).ok()) {
-                    let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
-                    last.insert(topic.to_string(), (Bytes::copy_from_slice(r.value), properties));
-                }
-            }
-            offset = fetch.next_offset();
-        }
+        let found = {
+            let mut retained = self.server.retained.lock().unwrap_or_else(|e| e.into_inner());
+            retained.sync(log);
+            retained.matching(|topic| matching(filters, topic, false).is_some())
+        };
         let mut deliveries = Vec::new();
         let now = log.now_ms();
-        for (topic, (payload, properties)) in last {
-            if payload.is_empty() || properties.expired(now) {
-                continue; // an empty retained message clears the topic; an expired one is gone
+        for (topic, message) in found {
+            if message.properties.expired(now) {
+                continue; // an expired retained message is gone
             }
             if let Some(m) = matching(filters, &topic, false) {
-                let (qos, subscription_ids) = (m.qos, m.ids);
+                let (qos, subscription_ids, payload, properties) = (m.qos, m.ids, message.payload, message.properties);
                 deliveries.push(Delivery {
                     topic,
                     payload,
@@ -503,6 +489,7 @@ mod tests {
     use crate::net::mqtt::records::{ensure_retained_topic, single_record};
     use crate::net::mqtt::session::tests::open;
     use crate::net::mqtt::testing;
+    use crate::net::mqtt::topics::RETAINED_TOPIC;
 
     fn requests(asked: &[(&str, QoS)]) -> Vec<Request> {
         asked.iter().map(|(f, q)| (Subscription::plain(*f, *q), RetainHandling::Always)).collect()
@@ -549,7 +536,7 @@ mod tests {
         // The topic is created and fed; a persistent session records where it starts.
         assert!(s.feeding.contains_key(&(Sub::Own, "t".to_string(), 0)));
         assert_eq!(log.committed_offsets(&s.group(), "t").unwrap(), vec![(0, 0)]);
-        let saved = load_session(&server.broker, "a").await.unwrap();
+        let saved = load_session(&server, "a").unwrap();
         assert_eq!(saved.subscriptions, vec![("t/#".to_string(), 1)]);
         // Only the matching retained message, and not a cleared one (queued
         // by a task of its own).
@@ -560,7 +547,7 @@ mod tests {
         s.on_unsubscribe(2, vec!["t/#".into()]).await;
         assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::UnsubAck { pkid: 2, count: 1 }))));
         assert!(s.filters.read().unwrap().is_empty());
-        assert!(load_session(&server.broker, "a").await.unwrap().subscriptions.is_empty());
+        assert!(load_session(&server, "a").unwrap().subscriptions.is_empty());
         assert!(s.feeding.is_empty(), "no feeder left reading for nothing");
     }
 

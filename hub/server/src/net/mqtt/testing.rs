@@ -1,8 +1,7 @@
 //! Test helpers: a `Server` over a log in a temporary directory, and
 //! CONNECT packets.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cairn_log::{Log, LogOptions};
 
@@ -19,13 +18,7 @@ pub(super) fn server_with(config: MqttConfig) -> (tempfile::TempDir, Arc<Server>
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions { retention_check_interval: None, ..LogOptions::default() };
     let log = Log::open(dir.path().join("mqtt.redb"), options).unwrap();
-    let server = Server {
-        broker: Broker::new(log),
-        config,
-        slots: Mutex::new(HashMap::new()),
-        next_connection: Default::default(),
-    };
-    (dir, Arc::new(server))
+    (dir, Arc::new(Server::new(Broker::new(log), config)))
 }
 
 /// An anonymous CONNECT without a will.
