@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod plugins;

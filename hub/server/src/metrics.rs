@@ -26,6 +26,8 @@ pub struct Metrics {
     pub serial_skipped_not_a_request: Counter,
     /// MQTT connections accepted (CONNACK success).
     pub mqtt_connections: Counter,
+    /// MQTT connections ended (any way).
+    pub mqtt_disconnects: Counter,
     /// MQTT PUBLISH packets received from clients.
     pub mqtt_messages_in: Counter,
     /// MQTT PUBLISH packets sent to subscribers.
@@ -68,6 +70,7 @@ impl Metrics {
             ("serial_skipped_too_large", self.serial_skipped_too_large.get()),
             ("serial_skipped_not_a_request", self.serial_skipped_not_a_request.get()),
             ("mqtt_connections", self.mqtt_connections.get()),
+            ("mqtt_disconnects", self.mqtt_disconnects.get()),
             ("mqtt_messages_in", self.mqtt_messages_in.get()),
             ("mqtt_messages_out", self.mqtt_messages_out.get()),
             ("mqtt_acks_out", self.mqtt_acks_out.get()),

@@ -379,6 +379,7 @@ impl Session {
             let _ = save_session(&self.server, &self.client_id, None).await;
         }
         self.out = None;
+        self.server.broker.metrics().mqtt_disconnects.inc();
         tracing::debug!(peer = %self.peer, client_id = %self.client_id, ?end, "MQTT client disconnected");
     }
 }

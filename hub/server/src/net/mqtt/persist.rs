@@ -158,6 +158,15 @@ impl Sessions {
         };
     }
 
+    /// Gives back the map's spare room after many sessions went (a hash
+    /// map keeps the capacity of its busiest moment).
+    pub(super) fn shrink(&self) {
+        let mut map = self.map();
+        if map.len() * 4 < map.capacity() {
+            map.shrink_to_fit();
+        }
+    }
+
     /// How many are stored.
     pub(super) fn len(&self) -> usize {
         self.map().len()

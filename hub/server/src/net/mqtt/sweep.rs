@@ -19,20 +19,41 @@ use crate::net::Shutdown;
 /// How often the sweeper looks.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-/// Sweeps until shutdown.
+/// Sweeps until shutdown. After clients have gone, the memory their
+/// connections and sessions freed is handed back to the OS: the
+/// allocator would otherwise keep it, and a gateway's RSS would stay at the
+/// high-water mark of its busiest minute.
 pub(super) async fn run(server: Arc<Server>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let metrics = server.broker.metrics().clone();
+    let mut gone = metrics.mqtt_disconnects.get();
     loop {
         tokio::select! {
-            _ = tick.tick() => sweep(&server).await,
+            _ = tick.tick() => {
+                let removed = sweep(&server).await;
+                let now_gone = metrics.mqtt_disconnects.get();
+                if now_gone != gone || removed > 0 {
+                    gone = now_gone;
+                    server.sessions.shrink();
+                    {
+                        let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+                        if slots.len() * 4 < slots.capacity() {
+                            slots.shrink_to_fit();
+                        }
+                    }
+                    tokio::task::spawn_blocking(crate::memory::release_free_memory);
+                }
+            }
             _ = shutdown.recv() => return,
         }
     }
 }
 
-/// One look: expired sessions removed, then queues trimmed.
-pub(super) async fn sweep(server: &Server) {
+/// One look: expired sessions removed (returns how many), then queues
+/// trimmed.
+pub(super) async fn sweep(server: &Server) -> usize {
     let now = server.broker.log().now_ms();
+    let mut removed = 0;
     for client_id in server.sessions.expired(now) {
         if connected(server, &client_id) {
             continue; // its new connection decides what becomes of it
@@ -47,10 +68,12 @@ pub(super) async fn sweep(server: &Server) {
         }
         server.broker.metrics().mqtt_sessions_expired.inc();
         tracing::debug!(%client_id, "expired MQTT session removed");
+        removed += 1;
     }
     if server.config.max_queued_messages > 0 {
         trim_queues(server).await;
     }
+    removed
 }
 
 fn connected(server: &Server, client_id: &str) -> bool {
