@@ -169,8 +169,9 @@ pub enum Outgoing {
         qos: QoS,
         retain: bool,
         pkid: u16,
-        /// MQTT 5 only.
-        properties: Option<v5::PublishProperties>,
+        /// MQTT 5 only. Boxed: most messages have none, and every queued
+        /// packet would otherwise take their room.
+        properties: Option<Box<v5::PublishProperties>>,
     },
     PubAck(u16),
     PubRec(u16),
@@ -474,9 +475,9 @@ pub fn v5_publish_size(
     topic: &str,
     payload: &bytes::Bytes,
     qos: QoS,
-    properties: &Option<v5::PublishProperties>,
+    properties: &Option<Box<v5::PublishProperties>>,
 ) -> usize {
-    v5::Publish::new(topic, to_q5(qos), payload.clone(), properties.clone()).size()
+    v5::Publish::new(topic, to_q5(qos), payload.clone(), properties.as_deref().cloned()).size()
 }
 
 fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
@@ -555,7 +556,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             v5::Packet::ConnAck(v5::ConnAck { session_present, code, properties: Some(properties) })
         }
         Outgoing::Publish { topic, payload, qos, retain, pkid, properties } => {
-            let mut p = v5::Publish::new(topic, to_q5(qos), payload, properties);
+            let mut p = v5::Publish::new(topic, to_q5(qos), payload, properties.map(|p| *p));
             p.retain = retain;
             p.pkid = pkid;
             v5::Packet::Publish(p)

@@ -61,7 +61,7 @@ pub(super) async fn run<S>(
 {
     let (mut reader, mut writer) = tokio::io::split(socket);
     let limit = server.config.max_packet_bytes;
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(2048);
     let connect = tokio::select! {
         c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut buf, limit)) => c,
         _ = shutdown.recv() => return,
@@ -83,7 +83,7 @@ pub(super) async fn run<S>(
             return;
         }
     };
-    let mut session = match Session::open(server.clone(), version, connect, certificate, peer).await {
+    let mut session = match Box::pin(Session::open(server.clone(), version, connect, certificate, peer)).await {
         Ok(s) => s,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -105,9 +105,12 @@ pub(super) async fn run<S>(
     let (out_tx, out_rx) = mpsc::channel::<Out>(256);
     let writer_task = tokio::spawn(write_packets(writer, out_rx, version, server.clone(), session.client_id.clone()));
     session.out = Some(out_tx);
-    session.start().await;
+    // The steps that run once are boxed: a task keeps room for its largest
+    // step for as long as it lives, and 10,000 idle connections should not
+    // each hold the room CONNACK or the close needed once.
+    Box::pin(session.start()).await;
     let end = session.serve(&mut reader, &mut buf, &mut shutdown).await;
-    session.close(end).await;
+    Box::pin(session.close(end)).await;
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
 }
@@ -182,8 +185,10 @@ impl Session {
             }
         };
         tokio::pin!(writer_gone);
+        // Handlers are boxed: the loop waits on reads far more often than it
+        // handles anything, and the task keeps room for its largest step.
         // Packets that arrived with the CONNECT.
-        if let Some(end) = self.handle_buffered(buf, limit).await {
+        if let Some(end) = Box::pin(self.handle_buffered(buf, limit)).await {
             return end;
         }
         loop {
@@ -193,12 +198,12 @@ impl Session {
                     Ok(0) | Err(_) => return End::Abnormal,
                     Ok(_) => {
                         deadline = Instant::now() + self.keep_alive.unwrap_or(far);
-                        if let Some(end) = self.handle_buffered(buf, limit).await {
+                        if let Some(end) = Box::pin(self.handle_buffered(buf, limit)).await {
                             return end;
                         }
                     }
                 },
-                Some(delivery) = self.deliveries.recv(), if can_deliver => self.deliver(delivery).await,
+                Some(delivery) = self.deliveries.recv(), if can_deliver => Box::pin(self.deliver(*delivery)).await,
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, "MQTT keep-alive timeout");
                     self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::KeepAliveTimeout))).await;
@@ -225,8 +230,8 @@ impl Session {
                         return End::Clean;
                     }
                 }
-                _ = commit_tick.tick() => self.commit_positions().await,
-                _ = refresh_tick.tick() => self.refresh().await,
+                _ = commit_tick.tick() => Box::pin(self.commit_positions()).await,
+                _ = refresh_tick.tick() => Box::pin(self.refresh()).await,
             }
         }
     }

@@ -43,7 +43,7 @@ impl Session {
                     let ids = d.subscription_ids.iter().map(|id| *id as usize).collect();
                     p.get_or_insert_with(Default::default).subscription_identifiers = ids;
                 }
-                p
+                p.map(Box::new)
             }
             Version::V311 => None,
         };
@@ -188,7 +188,7 @@ pub(super) async fn feed(
     mut position: u64,
     filters: Filters,
     client_id: String,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Box<Delivery>>,
 ) {
     let (topic, partition) = (key.1.clone(), key.2);
     loop {
@@ -242,7 +242,7 @@ pub(super) async fn feed(
                     subscription_ids: m.ids,
                     source: Some(Source { feed: key.clone(), offset: r.offset }),
                 };
-                if tx.send(delivery).await.is_err() {
+                if tx.send(Box::new(delivery)).await.is_err() {
                     return;
                 }
             }

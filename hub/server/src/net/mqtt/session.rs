@@ -112,8 +112,10 @@ pub(super) struct Session {
     /// The feeders running.
     pub(super) feeding: HashMap<FeedKey, AbortHandle>,
     pub(super) feeders: JoinSet<()>,
-    pub(super) deliveries_tx: mpsc::Sender<Delivery>,
-    pub(super) deliveries: mpsc::Receiver<Delivery>,
+    /// Deliveries from the feeders (boxed: the queue's storage is
+    /// allocated up front, per connection).
+    pub(super) deliveries_tx: mpsc::Sender<Box<Delivery>>,
+    pub(super) deliveries: mpsc::Receiver<Box<Delivery>>,
     /// Our QoS 1 publishes awaiting PUBACK (QoS 2: PUBREC): packet id →
     /// source.
     pub(super) inflight: HashMap<u16, Option<Source>>,

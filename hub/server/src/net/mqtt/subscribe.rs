@@ -471,7 +471,7 @@ impl Session {
         let queue = self.deliveries_tx.clone();
         tokio::spawn(async move {
             for delivery in deliveries {
-                if queue.send(delivery).await.is_err() {
+                if queue.send(Box::new(delivery)).await.is_err() {
                     return;
                 }
             }

@@ -38,7 +38,8 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
     server: Arc<Server>,
     client_id: String,
 ) {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Grows to what is written at once; an idle connection keeps little.
+    let mut buf = BytesMut::new();
     while let Some(item) = queue.recv().await {
         let packets = match item {
             Out::Packet(p) => vec![p],
