@@ -268,3 +268,52 @@ fn a_client_certificate_names_the_principal() {
         text(&out)
     );
 }
+
+#[test]
+fn mqtt_over_secure_websocket_serves_a_browser_style_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "site");
+    let (cert, key) = ca.issue("server", "gateway", &["localhost", "127.0.0.1"], false);
+    let hub = tls_hub(&dir.path().join("data"), &cert, &key, &["--mqtt-wss-addr", "127.0.0.1:0"]);
+    let line =
+        hub.startup_log.iter().find(|l| l.contains("MQTT over secure WebSocket listening")).expect("a wss:// listener");
+    let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    // paho-mqtt over wss:// (TLS with the site CA, then the WebSocket
+    // handshake), MQTT 5, subscribing and publishing through the hub.
+    let script = r#"
+import sys, time
+import paho.mqtt.client as mqtt
+got = []
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wss-client", transport="websockets", protocol=mqtt.MQTTv5)
+c.tls_set(ca_certs=sys.argv[3])
+c.on_message = lambda client, userdata, message: got.append(message.payload)
+c.connect(sys.argv[1], int(sys.argv[2]))
+c.loop_start()
+c.subscribe("wss/#", qos=1)
+time.sleep(0.5)
+c.publish("wss/a", b"over wss", qos=1).wait_for_publish(timeout=10)
+deadline = time.time() + 10
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+c.disconnect()
+c.loop_stop()
+print(got[0].decode() if got else "nothing received")
+"#;
+    let out = Command::new("python3").args(["-c", script, host, port, path(&ca.ca_file())]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over wss", "paho-mqtt: {}", text(&out));
+    // Plain ws:// on the wss:// port gets nowhere.
+    let plain = r#"
+import sys
+import paho.mqtt.client as mqtt
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="plain", transport="websockets")
+try:
+    rc = c.connect(sys.argv[1], int(sys.argv[2]), keepalive=5)
+    c.loop(timeout=3)
+    print("connected" if c.is_connected() else "refused")
+except Exception as e:
+    print("refused", e)
+"#;
+    let out = Command::new("python3").args(["-c", plain, host, port]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("refused"), "{}", text(&out));
+}

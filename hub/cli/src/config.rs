@@ -22,6 +22,7 @@
 //! addr = "0.0.0.0:1883"          # or a list; default: 127.0.0.1 until an API key exists
 //! tls_addr = "0.0.0.0:8883"      # or a list; off unless set
 //! ws_addr = "0.0.0.0:8080"       # MQTT over WebSocket (ws://), or a list; off unless set
+//! wss_addr = "0.0.0.0:8443"      # MQTT over secure WebSocket (wss://, [tls]), or a list; off unless set
 //! enabled = true
 //! max_packet_bytes = 1048576
 //! max_inflight = 64
@@ -136,6 +137,8 @@ pub struct MqttSettings {
     pub tls_addr: Option<Addrs>,
     /// MQTT-over-WebSocket listeners, likewise.
     pub ws_addr: Option<Addrs>,
+    /// MQTT-over-secure-WebSocket listeners, likewise.
+    pub wss_addr: Option<Addrs>,
     pub enabled: Option<bool>,
     pub max_packet_bytes: Option<usize>,
     pub max_inflight: Option<u16>,
@@ -231,6 +234,8 @@ pub struct ServeConfig {
     pub mqtt_tls_addrs: Vec<SocketAddr>,
     /// MQTT over WebSocket listeners (none unless configured).
     pub mqtt_ws_addrs: Vec<SocketAddr>,
+    /// MQTT over secure WebSocket listeners (none unless configured).
+    pub mqtt_wss_addrs: Vec<SocketAddr>,
     pub tls: Option<cairn_hub::net::tls::TlsFiles>,
     pub mqtt_max_packet_bytes: usize,
     pub mqtt_max_inflight: u16,
@@ -271,6 +276,7 @@ impl Default for ServeConfig {
             native_tls_addr: None,
             mqtt_tls_addrs: Vec::new(),
             mqtt_ws_addrs: Vec::new(),
+            mqtt_wss_addrs: Vec::new(),
             tls: None,
             mqtt_max_packet_bytes: 1024 * 1024,
             mqtt_max_inflight: 64,
@@ -333,6 +339,11 @@ impl ServeConfig {
             },
             mqtt_ws_addrs: if pick!(mqtt.enabled, true) {
                 overrides.mqtt.ws_addr.as_ref().or(file.mqtt.ws_addr.as_ref()).map(Addrs::to_vec).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            mqtt_wss_addrs: if pick!(mqtt.enabled, true) {
+                overrides.mqtt.wss_addr.as_ref().or(file.mqtt.wss_addr.as_ref()).map(Addrs::to_vec).unwrap_or_default()
             } else {
                 Vec::new()
             },

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// clients); repeat for several [default: off].
     #[arg(long, env = "CAIRN_MQTT_WS_ADDR", value_delimiter = ',')]
     mqtt_ws_addr: Vec<SocketAddr>,
+    /// Address of an MQTT-over-secure-WebSocket listener (`wss://`, with
+    /// the TLS certificate); repeat for several [default: off].
+    #[arg(long, env = "CAIRN_MQTT_WSS_ADDR", value_delimiter = ',')]
+    mqtt_wss_addr: Vec<SocketAddr>,
     /// The TLS listeners' certificate chain (PEM), reloaded on SIGHUP.
     #[arg(long, env = "CAIRN_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -113,6 +117,7 @@ impl ServeArgs {
                 addr: (!self.mqtt_addr.is_empty()).then(|| Addrs::Many(self.mqtt_addr.clone())),
                 tls_addr: (!self.mqtt_tls_addr.is_empty()).then(|| Addrs::Many(self.mqtt_tls_addr.clone())),
                 ws_addr: (!self.mqtt_ws_addr.is_empty()).then(|| Addrs::Many(self.mqtt_ws_addr.clone())),
+                wss_addr: (!self.mqtt_wss_addr.is_empty()).then(|| Addrs::Many(self.mqtt_wss_addr.clone())),
                 enabled: self.mqtt,
                 ..MqttSettings::default()
             },
@@ -163,7 +168,11 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let stop = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (trigger, shutdown) = net::shutdown_channel();
     let mut listeners = Vec::new();
-    if !mqtt_addrs.is_empty() || !args.mqtt_tls_addrs.is_empty() || !args.mqtt_ws_addrs.is_empty() {
+    let any_mqtt = !mqtt_addrs.is_empty()
+        || !args.mqtt_tls_addrs.is_empty()
+        || !args.mqtt_ws_addrs.is_empty()
+        || !args.mqtt_wss_addrs.is_empty();
+    if any_mqtt {
         let mut mqtt_listeners = Vec::new();
         for &addr in &mqtt_addrs {
             let listener = net::mqtt::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (MQTT): {e}"))?;
@@ -182,6 +191,14 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr} (MQTT over WebSocket): {e}"))?;
             mqtt_listeners.push((listener, Transport::WebSocket));
+        }
+        for &addr in &args.mqtt_wss_addrs {
+            let listener = net::mqtt::bind_wss(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (MQTT over secure WebSocket): {e}"))?;
+            if let Some(tls) = tls.clone() {
+                mqtt_listeners.push((listener, Transport::SecureWebSocket(tls)));
+            }
         }
         let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
             .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
@@ -263,7 +280,8 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
         .into_iter()
         .chain(args.native_tls_addr)
         .chain(args.mqtt_tls_addrs.iter().copied())
-        .chain(args.mqtt_ws_addrs.iter().copied());
+        .chain(args.mqtt_ws_addrs.iter().copied())
+        .chain(args.mqtt_wss_addrs.iter().copied());
     let exposed: Vec<SocketAddr> =
         std::iter::once(native).chain(mqtt.iter().copied()).chain(others).filter(|a| !a.ip().is_loopback()).collect();
     if keys_exist {
@@ -295,7 +313,7 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
 
 /// The TLS settings of the TLS listeners, when any is configured.
 fn load_tls(args: &ServeConfig) -> Result<Option<Arc<Tls>>, AnyError> {
-    let wanted = args.native_tls_addr.is_some() || !args.mqtt_tls_addrs.is_empty();
+    let wanted = args.native_tls_addr.is_some() || !args.mqtt_tls_addrs.is_empty() || !args.mqtt_wss_addrs.is_empty();
     match (&args.tls, wanted) {
         (Some(files), true) => Ok(Some(Tls::load(files.clone())?)),
         (None, true) => Err("a TLS listener needs [tls] cert_file and key_file (--tls-cert, --tls-key)".into()),

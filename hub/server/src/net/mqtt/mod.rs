@@ -159,6 +159,11 @@ pub async fn bind_ws(addr: SocketAddr) -> std::io::Result<TcpListener> {
     super::accept::bind(addr, "MQTT over WebSocket").await
 }
 
+/// Binds an MQTT-over-secure-WebSocket (`wss://`) listener's address and logs it.
+pub async fn bind_wss(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    super::accept::bind(addr, "MQTT over secure WebSocket").await
+}
+
 /// How a listener's connections carry MQTT.
 #[derive(Clone)]
 pub enum Transport {
@@ -167,6 +172,8 @@ pub enum Transport {
     Tls(Arc<Tls>),
     /// A WebSocket handshake first (`ws://`).
     WebSocket,
+    /// TLS, then a WebSocket handshake (`wss://`).
+    SecureWebSocket(Arc<Tls>),
 }
 
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
@@ -193,6 +200,21 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, con
                                 Ok(stream) => connection::run(server, stream, None, peer, shutdown).await,
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT WebSocket handshake failed"),
                             },
+                            Transport::SecureWebSocket(tls) => {
+                                let secure = match tls.accept(socket).await {
+                                    Ok(secure) => secure,
+                                    Err(err) => {
+                                        return tracing::info!(%peer, error = %err, "MQTT wss:// TLS handshake failed")
+                                    }
+                                };
+                                let (stream, name) = secure;
+                                match websocket::accept(stream).await {
+                                    Ok(stream) => connection::run(server, stream, name, peer, shutdown).await,
+                                    Err(err) => {
+                                        tracing::info!(%peer, error = %err, "MQTT wss:// WebSocket handshake failed")
+                                    }
+                                }
+                            }
                         }
                     }
                 };

@@ -1,5 +1,6 @@
-//! MQTT over WebSocket (`ws://`), for browser dashboards (MQTT.js) and sites
-//! whose firewalls pass only HTTP: the WebSocket handshake, then the
+//! MQTT over WebSocket (`ws://`, and `wss://` once TLS is done), for browser
+//! dashboards (MQTT.js) and sites whose firewalls pass only HTTP(S): the
+//! WebSocket handshake, then the
 //! connection's binary messages read and written as one byte stream, which
 //! the ordinary MQTT connection code serves (MQTT 5.0 §6).
 //!
@@ -11,18 +12,21 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use ws_stream_tungstenite::WsStream;
 
 /// A client has this long to finish the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The WebSocket handshake on `socket`; the result carries MQTT packets.
+/// The WebSocket handshake on `socket` (TCP, or TLS for `wss://`); the
+/// result carries MQTT packets.
 /// The `mqtt` subprotocol is confirmed when the client offers it, as the
 /// MQTT spec asks of clients and browsers expect of servers.
 // The callback's error type (an HTTP response) is tungstenite's, not ours.
 #[allow(clippy::result_large_err)]
-pub async fn accept(socket: TcpStream) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+pub async fn accept<S>(socket: S) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin + Send + 'static>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let choose_mqtt = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         let offered = request
             .headers()
