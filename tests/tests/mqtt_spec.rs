@@ -766,3 +766,44 @@ async fn limits_on_retained_messages_sessions_and_queues_say_what_happened() {
     let P5::ConnAck(ack) = next5(&mut s3_events).await else { panic!("no CONNACK") };
     assert_eq!(ack.code, ConnectReturnCode::Success, "room again once the expired session is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_sends_topic_aliases_within_the_clients_maximum() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (sub, mut sub_events) = client5_with(&hub, "alias-sub", |o| {
+        o.set_topic_alias_max(Some(2));
+    });
+    assert!(matches!(next5(&mut sub_events).await, P5::ConnAck(_)));
+    sub.subscribe("al/#", Q5::AtLeastOnce).await.unwrap();
+    suback5(&mut sub_events).await;
+    let (publisher, mut pub_events) = client(&hub, "alias-pub", 10);
+    assert!(matches!(next(&mut pub_events).await, Ok(Packet::ConnAck(_))));
+    for topic in ["al/1", "al/1", "al/2", "al/3", "al/1"] {
+        publisher.publish(topic, QoS::AtLeastOnce, false, topic).await.unwrap();
+    }
+    // As sent: a topic's first PUBLISH names it with its alias, later ones
+    // carry only the alias; past the client's maximum, no alias.
+    let mut got = Vec::new();
+    let mut aliases = std::collections::HashMap::new();
+    for _ in 0..5 {
+        let p = publish5_within(&mut sub_events, Duration::from_secs(10)).await.expect("delivered");
+        let alias = p.properties.and_then(|p| p.topic_alias);
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if let (Some(alias), false) = (alias, topic.is_empty()) {
+            aliases.insert(alias, topic.clone());
+        }
+        let resolved = if topic.is_empty() {
+            aliases[&alias.expect("an empty topic with no alias")].clone()
+        } else {
+            topic.clone()
+        };
+        assert_eq!(resolved.as_bytes(), &p.payload[..], "the alias stood for another topic");
+        got.push((topic, alias));
+    }
+    let expected = [("al/1", Some(1)), ("", Some(1)), ("al/2", Some(2)), ("al/3", None), ("", Some(1))];
+    assert_eq!(got, expected.map(|(t, a)| (t.to_string(), a)));
+}

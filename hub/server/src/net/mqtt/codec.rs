@@ -79,6 +79,9 @@ pub struct Connect {
     pub receive_maximum: Option<u16>,
     /// MQTT 5: the largest packet the client accepts.
     pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many topic aliases the hub may use on PUBLISHes to the
+    /// client (0 or absent: none).
+    pub topic_alias_max: Option<u16>,
 }
 
 /// Topic aliases a client may use on its PUBLISHes (MQTT 5), 1 to this.
@@ -302,6 +305,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             password: c.login.map(|l| l.password),
             receive_maximum: None,
             max_packet_size: None,
+            topic_alias_max: None,
         }),
         v4::Packet::Publish(p) => {
             let (payload, qos, retain, pkid) = (p.payload, p.qos, p.retain, p.pkid);
@@ -372,6 +376,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 password: login.map(|l| l.password),
                 receive_maximum: props.receive_maximum,
                 max_packet_size: props.max_packet_size,
+                topic_alias_max: props.topic_alias_max,
             })
         }
         v5::Packet::Publish(p) => {

@@ -14,6 +14,8 @@ use cairn_log::LogError;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
 use super::codec::{self, Outgoing, Subscription, Version};
 use super::properties::MessageProperties;
 use super::records::FEED_BYTES;
@@ -49,6 +51,7 @@ impl Session {
         };
         let (topic, payload, qos, retain) = (d.topic, d.payload, d.qos, d.retain);
         if let Some(max) = self.max_packet_out {
+            // Sized with the whole topic: an alias only makes it smaller.
             let size = codec::v5_publish_size(&topic, &payload, qos, &properties);
             if size > max {
                 // Discarded as if sent and acknowledged (MQTT-3.1.2-25).
@@ -58,8 +61,35 @@ impl Session {
             }
         }
         self.server.broker.metrics().mqtt_messages_out.inc();
+        let (topic, properties) = self.alias_out(topic, properties);
         let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, properties };
         self.send(Out::Packet(packet)).await;
+    }
+
+    /// MQTT 5 topic aliases to the client, within its Topic Alias Maximum:
+    /// a topic's first PUBLISH names it and sets an alias, later ones send
+    /// the alias and an empty topic. The first topics get the aliases and
+    /// keep them for the connection.
+    fn alias_out(
+        &mut self,
+        topic: String,
+        properties: Option<Box<PublishProperties>>,
+    ) -> (String, Option<Box<PublishProperties>>) {
+        if self.alias_max_out == 0 {
+            return (topic, properties);
+        }
+        let (alias, known) = match self.aliases_out.get(&topic) {
+            Some(alias) => (*alias, true),
+            None if self.aliases_out.len() < usize::from(self.alias_max_out) => {
+                let alias = self.aliases_out.len() as u16 + 1;
+                self.aliases_out.insert(topic.clone(), alias);
+                (alias, false)
+            }
+            None => return (topic, properties),
+        };
+        let mut properties = properties.unwrap_or_default();
+        properties.topic_alias = Some(alias);
+        (if known { String::new() } else { topic }, Some(properties))
     }
 
     fn next_free_pkid(&mut self) -> u16 {
@@ -360,6 +390,23 @@ mod tests {
         s.deliver(delivery(&feed, 6, QoS::ExactlyOnce)).await;
         s.received(4, false).await;
         assert_eq!(s.stored(None).released, vec![4]);
+    }
+
+    #[tokio::test]
+    async fn topic_aliases_to_the_client_stay_within_its_maximum() {
+        let (_dir, server) = testing::server();
+        let c = crate::net::mqtt::codec::Connect { topic_alias_max: Some(2), ..testing::connect("a", true) };
+        let mut s = open(&server, Version::V5, c).await;
+        let mut sent = Vec::new();
+        for topic in ["t/1", "t/1", "t/2", "t/3", "t/1"] {
+            let (topic, p) = s.alias_out(topic.to_string(), None);
+            sent.push((topic, p.and_then(|p| p.topic_alias)));
+        }
+        let expected = [("t/1", Some(1)), ("", Some(1)), ("t/2", Some(2)), ("t/3", None), ("", Some(1))];
+        assert_eq!(sent, expected.map(|(t, a)| (t.to_string(), a)));
+        // A client that allows none gets none.
+        let mut s = open(&server, Version::V5, testing::connect("b", true)).await;
+        assert_eq!(s.alias_out("t/1".into(), None), ("t/1".to_string(), None));
     }
 
     #[tokio::test]

@@ -141,6 +141,10 @@ pub(super) struct Session {
     pub(super) session_present: bool,
     /// MQTT 5: the client's topic aliases (alias → topic).
     pub(super) aliases: HashMap<u16, String>,
+    /// MQTT 5: our topic aliases on PUBLISHes to the client (topic →
+    /// alias), at most the client's Topic Alias Maximum.
+    pub(super) aliases_out: HashMap<String, u16>,
+    pub(super) alias_max_out: u16,
     /// MQTT 5: larger messages are not sent to this client (MQTT-3.1.2-25).
     pub(super) max_packet_out: Option<usize>,
     /// MQTT 5: the keep-alive the hub holds the client to instead of the
@@ -302,6 +306,8 @@ impl Session {
             reads_all: false,
             session_present,
             aliases: HashMap::new(),
+            aliases_out: HashMap::new(),
+            alias_max_out: c.topic_alias_max.unwrap_or(0),
             max_packet_out: c.max_packet_size.map(|m| m as usize),
             server_keep_alive,
         };

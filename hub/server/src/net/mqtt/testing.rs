@@ -33,6 +33,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         password: None,
         receive_maximum: None,
         max_packet_size: None,
+        topic_alias_max: None,
     }
 }
 
