@@ -494,6 +494,15 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
                 "run {run}: subscribers received {} of {} = {:.0} msg/s delivered",
                 r.delivered, r.expected_deliveries, r.delivered_per_sec
             );
+            let each = r.expected_deliveries / config.subscribers;
+            if r.short_subscribers == 0 {
+                println!("run {run}: every one of the {} subscribers received all {each}", config.subscribers);
+            } else {
+                println!(
+                    "run {run}: MISSING: {} of {} subscribers received fewer than {each} (the fewest: {})",
+                    r.short_subscribers, config.subscribers, r.fewest_received
+                );
+            }
             deliveries.push(r.delivered_per_sec);
         }
         rates.push(r.messages_per_sec);

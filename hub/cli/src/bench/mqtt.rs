@@ -48,6 +48,10 @@ pub struct MqttBenchReport {
     pub delivered: usize,
     /// What they should have received (with the QoS 0 barrier messages).
     pub expected_deliveries: usize,
+    /// Subscribers that received fewer than every message, and the fewest
+    /// one of them received.
+    pub short_subscribers: usize,
+    pub fewest_received: usize,
     pub delivered_per_sec: f64,
 }
 
@@ -180,11 +184,15 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     let seconds = start.elapsed().as_secs_f64();
     let messages = config.publishers * config.messages_per_publisher;
     let (mut delivered, mut last) = (0, start);
+    let (mut short_subscribers, mut fewest_received) = (0, per_subscriber);
     for task in receiving {
-        if let Ok((received, at)) = task.await {
-            delivered += received;
-            last = last.max(at);
+        let (received, at) = task.await.unwrap_or((0, start));
+        delivered += received;
+        last = last.max(at);
+        if received < per_subscriber {
+            short_subscribers += 1;
         }
+        fewest_received = fewest_received.min(received);
     }
     let delivery_seconds = last.duration_since(start).as_secs_f64().max(f64::EPSILON);
     Ok(MqttBenchReport {
@@ -194,6 +202,8 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         mb_per_sec: (messages * config.payload_bytes) as f64 / seconds / 1e6,
         delivered,
         expected_deliveries: per_subscriber * config.subscribers,
+        short_subscribers,
+        fewest_received: if config.subscribers == 0 { 0 } else { fewest_received },
         delivered_per_sec: if delivered == 0 { 0.0 } else { delivered as f64 / delivery_seconds },
     })
 }

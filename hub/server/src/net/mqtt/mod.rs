@@ -34,7 +34,9 @@ mod websocket;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -187,35 +189,40 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, con
         .map(|(listener, transport)| {
             let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let serve = |socket: TcpStream, peer: SocketAddr| {
-                    let (server, shutdown, transport) = (server.clone(), shutdown.clone(), transport.clone());
-                    async move {
-                        match transport {
-                            Transport::Tcp => connection::run(server, socket, None, peer, shutdown).await,
-                            Transport::Tls(tls) => match tls.accept(socket).await {
+                // Each transport's connection is boxed on its own: a task
+                // keeps room for the largest future it could be, and the TLS
+                // and WebSocket handshakes are far larger than a plain TCP
+                // connection, which would otherwise pay for them.
+                let serve = |socket: TcpStream, peer: SocketAddr| -> Pin<Box<dyn Future<Output = ()> + Send>> {
+                    let (server, shutdown) = (server.clone(), shutdown.clone());
+                    match transport.clone() {
+                        Transport::Tcp => Box::pin(connection::run(server, socket, None, peer, shutdown)),
+                        Transport::Tls(tls) => Box::pin(async move {
+                            match tls.accept(socket).await {
                                 Ok((stream, name)) => connection::run(server, stream, name, peer, shutdown).await,
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT TLS handshake failed"),
-                            },
-                            Transport::WebSocket => match websocket::accept(socket).await {
+                            }
+                        }),
+                        Transport::WebSocket => Box::pin(async move {
+                            match websocket::accept(socket).await {
                                 Ok(stream) => connection::run(server, stream, None, peer, shutdown).await,
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT WebSocket handshake failed"),
-                            },
-                            Transport::SecureWebSocket(tls) => {
-                                let secure = match tls.accept(socket).await {
-                                    Ok(secure) => secure,
-                                    Err(err) => {
-                                        return tracing::info!(%peer, error = %err, "MQTT wss:// TLS handshake failed")
-                                    }
-                                };
-                                let (stream, name) = secure;
-                                match websocket::accept(stream).await {
-                                    Ok(stream) => connection::run(server, stream, name, peer, shutdown).await,
-                                    Err(err) => {
-                                        tracing::info!(%peer, error = %err, "MQTT wss:// WebSocket handshake failed")
-                                    }
+                            }
+                        }),
+                        Transport::SecureWebSocket(tls) => Box::pin(async move {
+                            let (stream, name) = match tls.accept(socket).await {
+                                Ok(secure) => secure,
+                                Err(err) => {
+                                    return tracing::info!(%peer, error = %err, "MQTT wss:// TLS handshake failed")
+                                }
+                            };
+                            match websocket::accept(stream).await {
+                                Ok(stream) => connection::run(server, stream, name, peer, shutdown).await,
+                                Err(err) => {
+                                    tracing::info!(%peer, error = %err, "MQTT wss:// WebSocket handshake failed")
                                 }
                             }
-                        }
+                        }),
                     }
                 };
                 // Over the limit the socket is closed at once: MQTT has no

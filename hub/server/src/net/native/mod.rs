@@ -9,7 +9,9 @@ pub(crate) mod connection;
 pub(crate) mod handler;
 mod outgoing;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -62,25 +64,30 @@ pub async fn serve(
     let acceptor = Acceptor::new(name, limits.max_connections);
     let limits = Arc::new(limits);
     let max_connections = limits.max_connections;
-    let serve = |socket: TcpStream, peer: SocketAddr| {
-        let (broker, limits, shutdown, tls) = (broker.clone(), limits.clone(), shutdown.clone(), tls.clone());
-        async move {
-            broker.metrics().native_connections.inc();
-            let framing = connection::Framing::LengthPrefixed;
-            let Some(tls) = tls else {
+    // Each kind of connection is boxed on its own: a task keeps room for the
+    // largest future it could be, and a TLS handshake is far larger than a
+    // plain connection, which would otherwise pay for it.
+    let serve = |socket: TcpStream, peer: SocketAddr| -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (broker, limits, shutdown) = (broker.clone(), limits.clone(), shutdown.clone());
+        broker.metrics().native_connections.inc();
+        let framing = connection::Framing::LengthPrefixed;
+        match tls.clone() {
+            None => Box::pin(async move {
                 let identity = Identity::Key { peer: peer.ip(), certificate: None };
                 let (read_half, write_half) = socket.into_split();
-                return connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await;
-            };
-            match tls.accept(socket).await {
-                Ok((stream, name)) => {
-                    let certificate = name.map(|n| Principal::named(&n));
-                    let identity = Identity::Key { peer: peer.ip(), certificate };
-                    let (read_half, write_half) = tokio::io::split(stream);
-                    connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
+                connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
+            }),
+            Some(tls) => Box::pin(async move {
+                match tls.accept(socket).await {
+                    Ok((stream, name)) => {
+                        let certificate = name.map(|n| Principal::named(&n));
+                        let identity = Identity::Key { peer: peer.ip(), certificate };
+                        let (read_half, write_half) = tokio::io::split(stream);
+                        connection::run(read_half, write_half, peer, framing, identity, broker, limits, shutdown).await
+                    }
+                    Err(err) => tracing::info!(%peer, error = %err, "TLS handshake failed"),
                 }
-                Err(err) => tracing::info!(%peer, error = %err, "TLS handshake failed"),
-            }
+            }),
         }
     };
     let refuse = move |socket, peer| connection::refuse_too_many(socket, peer, max_connections);
