@@ -489,12 +489,11 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
             "run {run}: {} messages in {:.2} s = {:.0} msg/s ({:.1} MB/s)",
             r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
         );
-        if config.subscribers > 0 {
+        if let Some(each) = r.expected_deliveries.checked_div(config.subscribers) {
             println!(
                 "run {run}: subscribers received {} of {} = {:.0} msg/s delivered",
                 r.delivered, r.expected_deliveries, r.delivered_per_sec
             );
-            let each = r.expected_deliveries / config.subscribers;
             if r.short_subscribers == 0 {
                 println!("run {run}: every one of the {} subscribers received all {each}", config.subscribers);
             } else {
