@@ -516,6 +516,12 @@ async fn subscription_options_and_identifiers_shape_what_each_subscriber_gets() 
     ids.sort();
     assert_eq!((&p.topic[..], p.retain, p.qos, ids), (&b"o/b"[..], true, Q5::AtLeastOnce, vec![1, 2]));
     assert!(publish5_within(&mut my_events, Duration::from_millis(700)).await.is_none(), "one copy only");
+    // Overlapping o/# (QoS 1) and o/+ (QoS 2): one copy, at QoS 2 when
+    // published at QoS 2 (MQTT-3.3.4-2, the highest granted).
+    other.publish("o/q", Q5::ExactlyOnce, false, "two").await.unwrap();
+    let p = publish5_within(&mut my_events, Duration::from_secs(10)).await.expect("o/q delivered");
+    assert_eq!((&p.topic[..], p.qos), (&b"o/q"[..], Q5::ExactlyOnce));
+    assert!(publish5_within(&mut my_events, Duration::from_millis(700)).await.is_none(), "one copy only");
     // Only o/# (no Retain As Published) matches o/c/d: the flag is cleared.
     other.publish("o/c/d", Q5::AtLeastOnce, true, "deep").await.unwrap();
     let p = publish5_within(&mut my_events, Duration::from_secs(10)).await.expect("o/c/d delivered");
@@ -806,4 +812,44 @@ async fn the_hub_sends_topic_aliases_within_the_clients_maximum() {
     }
     let expected = [("al/1", Some(1)), ("", Some(1)), ("al/2", Some(2)), ("al/3", None), ("", Some(1))];
     assert_eq!(got, expected.map(|(t, a)| (t.to_string(), a)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_session_is_present_again_after_a_restart_and_a_kill_9_within_its_expiry() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(dir.path(), &[]);
+    let (device, mut events) = client5(&hub, "dev-5", true, Some(3600));
+    assert!(matches!(next5(&mut events).await, P5::ConnAck(_)));
+    device.subscribe("cmd/dev-5/#", Q5::ExactlyOnce).await.unwrap();
+    suback5(&mut events).await;
+    device.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (n, stop) in ["terminate", "kill -9"].into_iter().enumerate() {
+        let (publisher, mut pub_events) = client(&hub, "controller", 10);
+        assert!(matches!(next(&mut pub_events).await, Ok(Packet::ConnAck(_))));
+        publisher.publish("cmd/dev-5/set", QoS::ExactlyOnce, false, format!("while away {n}")).await.unwrap();
+        while !matches!(next(&mut pub_events).await, Ok(Packet::PubComp(_))) {}
+        drop(publisher);
+        if n == 0 {
+            assert!(hub.terminate(), "clean shutdown");
+        } else {
+            hub.kill9();
+        }
+        hub = Hub::start(dir.path(), &[]);
+        // Back without clean start: the session, its subscription (at QoS 2)
+        // and what was published while away are all there.
+        let (device, mut events) = client5(&hub, "dev-5", false, Some(3600));
+        let P5::ConnAck(ack) = next5(&mut events).await else { panic!("no CONNACK") };
+        assert!(ack.session_present, "session present after {stop}");
+        let p = publish5_within(&mut events, Duration::from_secs(10)).await.expect("the message sent while away");
+        assert_eq!((&p.payload[..], p.qos), (format!("while away {n}").as_bytes(), Q5::ExactlyOnce), "after {stop}");
+        // Let PUBREC, PUBREL and PUBCOMP finish: a new rumqttc client keeps no
+        // session state, so a PUBREL owed from before would surprise it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        device.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
