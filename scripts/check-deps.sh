@@ -27,4 +27,5 @@ check() {
 check cairn-client "" wasmtime cranelift-codegen wit-component redb rumqttc clap tokio-serial toml tempfile
 check cairn-log "" wasmtime cranelift-codegen rumqttc clap tokio-serial
 check cairn-hub "--no-default-features" wasmtime cranelift-codegen wit-component
+check cairn-uplink "" wasmtime cranelift-codegen wit-component clap tokio-serial
 exit $fail

@@ -3,8 +3,8 @@
 # tests need first, then `cargo test`:
 # - rustup targets for the device SDK (thumbv6m, thumbv7m, thumbv7em);
 # - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
-#   (footprint) and mosquitto-clients (MQTT end-to-end tests), from Debian's
-#   packages, when missing;
+#   (footprint), mosquitto-clients (MQTT end-to-end tests) and mosquitto (the
+#   upstream broker of the uplink tests), from Debian's packages, when missing;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +17,13 @@ fi
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null
 
 if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/dev/null \
-    || ! command -v mosquitto_pub >/dev/null; then
-    echo "installing qemu-system-arm, binutils-arm-none-eabi and mosquitto-clients (Debian packages)"
+    || ! command -v mosquitto_pub >/dev/null || ! [ -x /usr/sbin/mosquitto ]; then
+    echo "installing qemu-system-arm, binutils-arm-none-eabi, mosquitto-clients and mosquitto (Debian packages)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        qemu-system-arm binutils-arm-none-eabi mosquitto-clients >/dev/null
+        qemu-system-arm binutils-arm-none-eabi mosquitto-clients mosquitto >/dev/null
 fi
 
 if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then

@@ -56,6 +56,16 @@
 //! max_upload_bytes = 8388608
 //! max_versions = 100               # versions kept per plugin
 //!
+//! [[uplink]]                     # store and forward to an upstream broker (docs/uplinks.md)
+//! name = "cloud"                 # its progress is consumer group __uplink.cloud
+//! kind = "mqtt"
+//! topics = ["sensors"]           # local topics forwarded
+//! host = "broker.example.com"
+//! port = 1883
+//! remote_topic = "site-7/{key}"  # {topic}, {key}, {partition}
+//! subscribe = ["site-7/cmd/#"]   # upstream filters brought into the hub …
+//! local_topic = "cmd/{topic}"    # … as this local MQTT topic
+//!
 //! [log]
 //! max_batch_bytes = 1048576
 //! flush_interval_ms = 1000
@@ -96,6 +106,7 @@ pub struct Settings {
     pub serial: SerialSettings,
     pub log: LogSettings,
     pub plugins: PluginSettings,
+    pub uplink: Vec<cairn_uplink::UplinkSettings>,
 }
 
 /// `[auth]`: who may connect without a key.
@@ -261,6 +272,8 @@ pub struct ServeConfig {
     /// Run WebAssembly plugins at all.
     pub plugins_enabled: bool,
     pub plugin_defaults: cairn_hub::plugins::Defaults,
+    /// `[[uplink]]` tables, as written (checked when the hub starts).
+    pub uplinks: Vec<cairn_uplink::UplinkSettings>,
 }
 
 impl Default for ServeConfig {
@@ -296,6 +309,7 @@ impl Default for ServeConfig {
             log: LogOptions::default(),
             plugins_enabled: true,
             plugin_defaults: cairn_hub::plugins::Defaults::default(),
+            uplinks: Vec::new(),
         }
     }
 }
@@ -391,6 +405,8 @@ impl ServeConfig {
                 max_upload_bytes: pick!(plugins.max_upload_bytes, d.plugin_defaults.max_upload_bytes),
                 max_versions: pick!(plugins.max_versions, d.plugin_defaults.max_versions),
             },
+            // From the file only: an uplink has too many settings for flags.
+            uplinks: file.uplink.clone(),
         }
     }
 }

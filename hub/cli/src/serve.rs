@@ -129,6 +129,7 @@ impl ServeArgs {
             },
             log: self.log.clone(),
             plugins: PluginSettings { enabled: self.plugins, ..PluginSettings::default() },
+            uplink: Vec::new(),
         }
     }
 }
@@ -172,6 +173,24 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         || !args.mqtt_tls_addrs.is_empty()
         || !args.mqtt_ws_addrs.is_empty()
         || !args.mqtt_wss_addrs.is_empty();
+    let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
+        .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
+    let config = net::mqtt::MqttConfig {
+        max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
+        max_inflight: args.mqtt_max_inflight.max(1),
+        max_connections: args.mqtt_max_connections.max(1),
+        max_subscriptions: args.mqtt_max_subscriptions.max(1),
+        max_keep_alive_secs: args.mqtt_max_keep_alive_secs.max(1),
+        max_retained_messages: args.mqtt_max_retained_messages,
+        max_retained_bytes: args.mqtt_max_retained_bytes,
+        max_sessions: args.mqtt_max_sessions,
+        max_queued_messages: args.mqtt_max_queued_messages,
+        topic_partitions: args.mqtt_topic_partitions.max(1),
+        mapping,
+    };
+    // Shared by the MQTT listeners and the uplinks (what comes down from an
+    // upstream broker is published here as a local client would).
+    let mqtt = net::mqtt::MqttHub::new(broker.clone(), config);
     if any_mqtt {
         let mut mqtt_listeners = Vec::new();
         for &addr in &mqtt_addrs {
@@ -200,22 +219,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
                 mqtt_listeners.push((listener, Transport::SecureWebSocket(tls)));
             }
         }
-        let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
-            .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
-        let config = net::mqtt::MqttConfig {
-            max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
-            max_inflight: args.mqtt_max_inflight.max(1),
-            max_connections: args.mqtt_max_connections.max(1),
-            max_subscriptions: args.mqtt_max_subscriptions.max(1),
-            max_keep_alive_secs: args.mqtt_max_keep_alive_secs.max(1),
-            max_retained_messages: args.mqtt_max_retained_messages,
-            max_retained_bytes: args.mqtt_max_retained_bytes,
-            max_sessions: args.mqtt_max_sessions,
-            max_queued_messages: args.mqtt_max_queued_messages,
-            topic_partitions: args.mqtt_topic_partitions.max(1),
-            mapping,
-        };
-        listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, broker.clone(), config, shutdown.clone())));
+        listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, mqtt.clone(), shutdown.clone())));
     }
     let mut serial = Vec::new();
     if let Some(addr) = args.serial_tcp_addr {
@@ -241,6 +245,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     if let Some(tls) = tls {
         reload_on_sighup(tls)?;
     }
+    let uplinks = start_uplinks(&log, &args.uplinks, mqtt)?;
     let native = tokio::spawn(net::native::serve(listener, None, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(
@@ -258,12 +263,45 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     // The listeners returned once their connections had answered what was
     // in flight; derived topics finish their batch; then the log finishes
     // its queued commits and closes the database.
+    uplinks.shutdown().await;
     if let Some(plugins) = plugins {
         plugins.shutdown().await;
     }
     log.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the `[[uplink]]`s of the config; what they bring down from an
+/// upstream broker is published through the hub's MQTT side.
+fn start_uplinks(
+    log: &Log,
+    settings: &[cairn_uplink::UplinkSettings],
+    mqtt: net::mqtt::MqttHub,
+) -> Result<cairn_uplink::Uplinks, AnyError> {
+    let specs = settings
+        .iter()
+        .map(cairn_uplink::UplinkSpec::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid [[uplink]] in the config: {e}"))?;
+    for spec in &specs {
+        tracing::info!(uplink = %spec.name, upstream = %format!("{}:{}", spec.mqtt.host, spec.mqtt.port), topics = ?spec.topics, "starting uplink");
+    }
+    let sink: Arc<dyn cairn_uplink::LocalSink> = Arc::new(HubSink(mqtt));
+    Ok(cairn_uplink::Uplinks::start(log.clone(), specs, Some(sink))?)
+}
+
+/// The hub's MQTT publish path, as the uplinks see it.
+struct HubSink(net::mqtt::MqttHub);
+
+impl cairn_uplink::LocalSink for HubSink {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        payload: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.0.publish(topic, payload))
+    }
 }
 
 /// Where the native and MQTT listeners bind. As Mosquitto 2.0 does, a hub

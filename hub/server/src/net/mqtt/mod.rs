@@ -178,11 +178,50 @@ pub enum Transport {
     SecureWebSocket(Arc<Tls>),
 }
 
+/// The MQTT side of the hub (sessions, retained messages, mapping rules),
+/// shared by its listeners and by publishers inside the hub: an uplink
+/// bringing messages down from an upstream broker.
+#[derive(Clone)]
+pub struct MqttHub(Arc<Server>);
+
+impl MqttHub {
+    /// The shared state, with the stored sessions read from the log.
+    pub fn new(broker: Broker, config: MqttConfig) -> MqttHub {
+        MqttHub(Arc::new(Server::new(broker, config)))
+    }
+
+    /// Stores a QoS 1 message to `mqtt_topic` as a local client's PUBLISH
+    /// would be (mapping rules apply, subscribers receive it); returns once
+    /// it is committed.
+    pub async fn publish(&self, mqtt_topic: &str, payload: &[u8]) -> Result<(), String> {
+        let properties = properties::MessageProperties::default();
+        let appends = publish::publish(
+            &self.0,
+            mqtt_topic,
+            payload,
+            rumqttc::mqttbytes::QoS::AtLeastOnce,
+            false,
+            &properties,
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            publish::PublishError::Topic(e) => e.to_string(),
+            publish::PublishError::Log(e) => e.to_string(),
+            publish::PublishError::RetainedQuota => "retained message quota reached".to_string(),
+        })?;
+        for append in appends {
+            append.outcome().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
 /// until shutdown, each with its transport.
-pub async fn serve(listeners: Vec<(TcpListener, Transport)>, broker: Broker, config: MqttConfig, shutdown: Shutdown) {
-    let acceptor = Acceptor::new("MQTT", config.max_connections);
-    let server = Arc::new(Server::new(broker, config));
+pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutdown: Shutdown) {
+    let server = hub.0;
+    let acceptor = Acceptor::new("MQTT", server.config.max_connections);
     let sweeper = tokio::spawn(sweep::run(server.clone(), shutdown.clone()));
     let accepting: Vec<_> = listeners
         .into_iter()

@@ -1,0 +1,318 @@
+//! One uplink's task: connect, send what the log holds past the uplink's
+//! committed offsets, commit each run once the upstream acknowledged it,
+//! and on any failure drop the link, wait (backoff with jitter) and start
+//! again from the committed offsets.
+//!
+//! Progress is a consumer group in the log (`__uplink.<name>`), committed
+//! only after acknowledgement: records stay in the log while the link is
+//! down, go out in order per partition once it is back, and a hub killed
+//! mid-forward resends at most what was in flight.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn_log::{Log, LogError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::config::{StartAt, UplinkSpec};
+use crate::link::{Link, Outgoing};
+use crate::mqtt::MqttLink;
+use crate::state::{Counters, LinkState, Shared};
+use crate::{Control, LocalSink};
+
+/// Bytes read from one partition per fetch.
+const FETCH_BYTES: usize = 1 << 20;
+/// How often an idle uplink looks for topics and partitions that appeared.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Where the uplink is in one local partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+/// A run of records of one partition, ready to send.
+struct Run {
+    cursor: usize,
+    records: Vec<Outgoing>,
+    /// The offset after the run (skipped records included).
+    next: u64,
+    bytes: u64,
+    /// All the records the partition had: no point lingering for more.
+    full: bool,
+}
+
+pub(crate) async fn run(
+    log: Log,
+    spec: Arc<UplinkSpec>,
+    sink: Option<Arc<dyn LocalSink>>,
+    shared: Arc<Shared>,
+    mut control: watch::Receiver<Control>,
+) {
+    let mut cursors = Vec::new();
+    let mut backoff = Backoff::new(spec.max_backoff);
+    let mut throttle = Throttle::new(spec.max_bytes_per_sec);
+    loop {
+        let asked = *control.borrow_and_update();
+        match asked {
+            Control::Stop => break,
+            Control::Pause => {
+                shared.set_state(LinkState::Paused);
+                let _ = control.changed().await;
+                continue;
+            }
+            Control::Run => {}
+        }
+        shared.set_state(LinkState::Connecting);
+        let window = spec.batch_records;
+        let connected = tokio::select! {
+            link = MqttLink::connect(&spec.mqtt, window, spec.ack_timeout, sink.clone(), shared.clone()) => link,
+            _ = control.changed() => continue,
+        };
+        let error = match connected {
+            Ok(mut link) => {
+                Counters::add(&shared.counters.connects, 1);
+                shared.set_state(LinkState::Connected);
+                tracing::info!(uplink = %spec.name, host = %spec.mqtt.host, port = spec.mqtt.port, "uplink connected");
+                backoff.reset();
+                match forward(&log, &spec, &shared, &mut link, &mut cursors, &mut throttle, &mut control).await {
+                    None => continue, // paused or stopped: looked at above
+                    Some(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        Counters::add(&shared.counters.link_failures, 1);
+        let wait = backoff.next_wait();
+        tracing::warn!(uplink = %spec.name, %error, retry_in = ?wait, "uplink down; records wait in the log");
+        shared.set_error(error);
+        shared.set_state(LinkState::BackingOff { until: SystemTime::now() + wait });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = control.changed() => {}
+        }
+    }
+    shared.set_state(LinkState::Stopped);
+}
+
+/// Forwards until the link fails (the reason) or the operator pauses or
+/// stops the uplink (`None`).
+async fn forward(
+    log: &Log,
+    spec: &UplinkSpec,
+    shared: &Shared,
+    link: &mut MqttLink,
+    cursors: &mut Vec<Cursor>,
+    throttle: &mut Throttle,
+    control: &mut watch::Receiver<Control>,
+) -> Option<String> {
+    let group = spec.group();
+    let mut turn = 0usize;
+    let mut lingered = false;
+    loop {
+        if *control.borrow() != Control::Run {
+            return None;
+        }
+        refresh_cursors(log, spec, cursors).await;
+        let Some(run) = next_run(log, spec, shared, cursors, turn) else {
+            lingered = false;
+            tokio::select! {
+                _ = wait_any(log, cursors) => {}
+                error = link.failed() => return Some(error),
+                _ = control.changed() => {}
+            }
+            continue;
+        };
+        // A short run waits once for company: fewer, fuller sends on a thin link.
+        if !run.full && !lingered && !spec.linger.is_zero() && run.records.len() < spec.batch_records {
+            lingered = true;
+            tokio::time::sleep(spec.linger).await;
+            continue;
+        }
+        lingered = false;
+        turn = run.cursor + 1;
+        throttle.wait(run.bytes).await;
+        let cursor = &mut cursors[run.cursor];
+        let (acked_to, error) = match link.send(&run.records).await {
+            Ok(()) => (run.next, None),
+            Err(failed) => {
+                Counters::add(&shared.counters.records_resent, failed.in_flight as u64);
+                let to = run.records.get(failed.acked).map_or(run.next, |r| r.offset);
+                (to, Some(failed.error))
+            }
+        };
+        let acked: Vec<&Outgoing> = run.records.iter().take_while(|r| r.offset < acked_to).collect();
+        Counters::add(&shared.counters.records_sent, acked.len() as u64);
+        Counters::add(&shared.counters.bytes_sent, acked.iter().map(|r| r.value.len() as u64).sum());
+        if acked_to > cursor.offset {
+            let offsets = [(cursor.partition, acked_to)];
+            if let Err(e) = log.commit_offsets(&group, &cursor.topic, &offsets).await {
+                // Not committed: after a restart these go out again (at-least-once).
+                tracing::warn!(uplink = %spec.name, error = %e, "cannot commit the uplink's progress");
+            }
+            cursor.offset = acked_to;
+        }
+        if let Some(error) = error {
+            return Some(error);
+        }
+    }
+}
+
+/// Adds a cursor for every partition of the uplink's topics not yet known
+/// (topics are often created by their first MQTT message, after the uplink
+/// started), starting from the committed offset or, for a new uplink, from
+/// `start_at` (committed at once, so a restart starts at the same place).
+async fn refresh_cursors(log: &Log, spec: &UplinkSpec, cursors: &mut Vec<Cursor>) {
+    let group = spec.group();
+    for topic in &spec.topics {
+        let Ok(partitions) = log.partition_count(topic) else { continue };
+        let known = cursors.iter().filter(|c| &c.topic == topic).count() as u32;
+        if known >= partitions {
+            continue;
+        }
+        let committed = log.committed_offsets(&group, topic).unwrap_or_default();
+        for partition in known..partitions {
+            let offset = match committed.iter().find(|(p, _)| *p == partition) {
+                Some((_, o)) => *o,
+                None => {
+                    let Ok(offsets) = log.offsets(topic, partition) else { continue };
+                    let start = if spec.start_at == StartAt::Latest { offsets.end } else { offsets.start };
+                    let _ = log.commit_offsets(&group, topic, &[(partition, start)]).await;
+                    start
+                }
+            };
+            cursors.push(Cursor { topic: topic.clone(), partition, offset });
+        }
+    }
+}
+
+/// The next run to send: from the first partition with records, taking
+/// turns from `turn` so a busy partition does not starve the others.
+fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor], turn: usize) -> Option<Run> {
+    let n = cursors.len();
+    for i in (0..n).map(|k| (turn + k) % n) {
+        let cursor = &mut cursors[i];
+        let fetch = match log.fetch(&cursor.topic, cursor.partition, cursor.offset, FETCH_BYTES) {
+            Ok(fetch) => fetch,
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                // Retention removed records before they were sent: they are
+                // gone for every reader; go on from the partition's start.
+                let start = log.offsets(&cursor.topic, cursor.partition).map_or(cursor.offset, |o| o.start);
+                if start > cursor.offset {
+                    tracing::warn!(uplink = %spec.name, topic = %cursor.topic, partition = cursor.partition,
+                        lost = start - cursor.offset, "records expired before the uplink sent them");
+                    cursor.offset = start;
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut run = Run { cursor: i, records: Vec::new(), next: cursor.offset, bytes: 0, full: false };
+        for record in fetch.records() {
+            if run.records.len() >= spec.batch_records {
+                break;
+            }
+            run.next = record.offset + 1;
+            let key = record.key.map(String::from_utf8_lossy);
+            let partition = cursor.partition.to_string();
+            let remote_topic = spec.mqtt.remote_topic.render(|name| match name {
+                "topic" => Cow::Borrowed(cursor.topic.as_str()),
+                "partition" => Cow::Borrowed(partition.as_str()),
+                _ => key.clone().unwrap_or(Cow::Borrowed(cursor.topic.as_str())),
+            });
+            if !valid_topic(&remote_topic) {
+                Counters::add(&shared.counters.records_skipped, 1);
+                let error = format!(
+                    "record {} of {}/{}: upstream topic '{remote_topic}' is not a valid MQTT topic; skipped",
+                    record.offset, cursor.topic, cursor.partition
+                );
+                tracing::warn!(uplink = %spec.name, "{error}");
+                shared.set_error(error);
+                continue;
+            }
+            run.bytes += record.value.len() as u64;
+            run.records.push(Outgoing { offset: record.offset, remote_topic, value: record.value.to_vec() });
+        }
+        run.full = run.next >= fetch.end_offset;
+        if run.next > cursor.offset {
+            return Some(run);
+        }
+    }
+    None
+}
+
+/// A topic a PUBLISH may carry: not empty, no wildcards, no NUL, at most
+/// 65,535 bytes.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= u16::MAX as usize && !topic.contains(['+', '#', '\0'])
+}
+
+/// Resolves when any partition gets past its cursor, or after a while (new
+/// topics or partitions are looked for then).
+async fn wait_any(log: &Log, cursors: &[Cursor]) {
+    if cursors.is_empty() {
+        return tokio::time::sleep(IDLE_WAIT).await;
+    }
+    let waits = cursors.iter().map(|c| Box::pin(log.wait_for(&c.topic, c.partition, c.offset, IDLE_WAIT)));
+    let _ = futures::future::select_all(waits).await;
+}
+
+/// Keeps forwarded payload bytes per second under a limit.
+struct Throttle {
+    bytes_per_sec: u64,
+    since: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_sec: u64) -> Self {
+        Throttle { bytes_per_sec, since: Instant::now(), bytes: 0 }
+    }
+
+    /// Waits until sending `bytes` more keeps within the limit.
+    async fn wait(&mut self, bytes: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let due = self.since + Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        if due + Duration::from_secs(1) < now {
+            // Idle for a while: unused allowance does not pile up into a burst.
+            self.since = now;
+            self.bytes = 0;
+        } else if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        self.bytes += bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_throttle_spreads_bytes_over_time() {
+        let mut t = Throttle::new(1000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            t.wait(500).await;
+        }
+        // 2,000 bytes had to be sent before the fifth run could go: two seconds.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(1990) && waited < Duration::from_millis(2100), "{waited:?}");
+    }
+
+    #[test]
+    fn wildcards_cannot_be_published_to() {
+        assert!(valid_topic("site-7/sensors/t1"));
+        assert!(!valid_topic("a/+/b"));
+        assert!(!valid_topic("a/#"));
+        assert!(!valid_topic(""));
+    }
+}

@@ -1,0 +1,38 @@
+//! What the forwarder needs of a remote end, whatever its protocol: send a
+//! run of records and say once the remote side has acknowledged them.
+
+use std::future::Future;
+
+/// One record on its way out, read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The record's offset in its local partition.
+    pub offset: u64,
+    /// The upstream topic, from the uplink's template.
+    pub remote_topic: String,
+    pub value: Vec<u8>,
+}
+
+/// A send that did not complete: the records before `acked` were
+/// acknowledged (their progress may be committed); the rest must be sent
+/// again on a new link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    pub acked: usize,
+    /// Records handed to the connection past `acked`: the upstream may have
+    /// them already, so sending them again may duplicate them.
+    pub in_flight: usize,
+    pub error: String,
+}
+
+/// A connection to the upstream. A link that fails is dropped and a new one
+/// opened, so a link never has to recover by itself.
+pub trait Link {
+    /// Sends `records` in order; returns once the upstream acknowledged every
+    /// one of them.
+    fn send(&mut self, records: &[Outgoing]) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Resolves when the link fails while nothing is being sent (keep-alive
+    /// lost, connection closed), with the reason.
+    fn failed(&mut self) -> impl Future<Output = String> + Send;
+}

@@ -1,0 +1,264 @@
+//! Uplinks end to end: the real `cairn serve` forwarding to a real Mosquitto
+//! on 127.0.0.1 (started by each test), read there by an independent client
+//! (rumqttc with a persistent session), and commands published upstream
+//! reaching local subscribers. Outages are real: the broker stopped and
+//! restarted, a proxy that goes silent without closing, the hub killed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Hub;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Debian's Mosquitto on 127.0.0.1:`port`, persisting its sessions in `dir`
+/// (so a subscriber's session survives a restart), with no queue limit (so
+/// it never drops what the test counts).
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn_mosquitto(&conf);
+        wait_for_port(port);
+        Mosquitto { child, port, conf }
+    }
+
+    /// SIGTERM: Mosquitto saves its sessions and exits.
+    fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.child = spawn_mosquitto(&self.conf);
+        wait_for_port(self.port);
+    }
+}
+
+fn spawn_mosquitto(conf: &Path) -> Child {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
+    let bin = bin.expect("mosquitto is missing: run ./scripts/test.sh, which installs it");
+    Command::new(bin).arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What an upstream subscriber received: (topic, payload), in arrival order.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A client of the upstream broker with a persistent session (it gets
+/// what arrived while it was away), subscribed to `filter`, reconnecting
+/// by itself until the test ends.
+async fn upstream_reader(port: u16, filter: &str) -> Received {
+    let mut options = MqttOptions::new(format!("reader-{port}"), "127.0.0.1", port);
+    options.set_clean_session(false).set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let received: Received = Arc::default();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    let keep = received.clone();
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    keep.lock().unwrap().push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed).await.expect("SUBACK from mosquitto").unwrap();
+    received
+}
+
+/// Waits until `received` holds `n` distinct messages (duplicates allowed).
+async fn wait_distinct(received: &Received, n: usize, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let distinct = received.lock().unwrap().iter().collect::<HashSet<_>>().len();
+        if distinct >= n {
+            return;
+        }
+        assert!(started.elapsed() < within, "only {distinct} of {n} distinct messages arrived upstream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks that each topic's payloads, duplicates removed, are `0..n` in
+/// order; returns the number of duplicates.
+fn assert_in_order(received: &Received, expected: &BTreeMap<String, usize>) -> usize {
+    let got = received.lock().unwrap().clone();
+    let mut per_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    for (topic, payload) in &got {
+        if !seen.insert((topic.clone(), payload.clone())) {
+            duplicates += 1;
+            continue;
+        }
+        per_topic.entry(topic.clone()).or_default().push(payload.parse().unwrap());
+    }
+    for (topic, n) in expected {
+        let seqs = per_topic.remove(topic).unwrap_or_default();
+        assert_eq!(seqs, (0..*n).collect::<Vec<_>>(), "messages of {topic}: missing or out of order");
+    }
+    assert!(per_topic.is_empty(), "unexpected topics upstream: {:?}", per_topic.keys());
+    duplicates
+}
+
+/// Starts the hub with one MQTT uplink to 127.0.0.1:`upstream` forwarding
+/// topic `sensors` as `site-7/data/{key}`, plus `extra` settings.
+fn hub_with_uplink(dir: &Path, upstream: u16, extra: &str) -> Hub {
+    let config = dir.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[uplink]]\nname = \"cloud\"\nkind = \"mqtt\"\ntopics = [\"sensors\"]\nhost = \"127.0.0.1\"\nport = {upstream}\n\
+             remote_topic = \"site-7/data/{{key}}\"\nack_timeout_secs = 2\nmax_backoff_secs = 1\n{extra}"
+        ),
+    )
+    .unwrap();
+    Hub::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
+}
+
+/// Produces records with values `values` for each of `keys` keys (`dev0`,
+/// …) over the native protocol.
+fn produce(hub: &Hub, keys: usize, values: std::ops::Range<usize>) {
+    let mut lines = String::new();
+    for i in values {
+        for k in 0..keys {
+            lines.push_str(&format!("dev{k},{i}\n"));
+        }
+    }
+    let (ok, _, err) = hub.cli(&["produce", "sensors", "--key-separator", ","], Some(&lines));
+    assert!(ok, "produce failed: {err}");
+}
+
+fn create_sensors(hub: &Hub) {
+    let (ok, _, err) = hub.cli(&["topic", "create", "sensors", "--partitions", "2"], None);
+    assert!(ok, "{err}");
+}
+
+fn expected(keys: usize, per_key: usize) -> BTreeMap<String, usize> {
+    (0..keys).map(|k| (format!("site-7/data/dev{k}"), per_key)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_and_mqtt_records_go_upstream_in_order_and_commands_come_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/data/#").await;
+    let toml = "subscribe = [\"site-7/cmd/#\"]\nlocal_topic = \"cmd/{topic}\"\n";
+    let hub = hub_with_uplink(dir.path(), port, toml);
+    create_sensors(&hub);
+    produce(&hub, 4, 0..50);
+
+    // Over MQTT into the hub: Cairn topic `sensors`, key = the MQTT topic.
+    let hub_mqtt = hub.mqtt_addr.clone().unwrap();
+    let (host, hub_port) = hub_mqtt.rsplit_once(':').unwrap();
+    let options = MqttOptions::new("device-1", host, hub_port.parse().unwrap());
+    let (device, mut device_loop) = AsyncClient::new(options, 100);
+    let acks = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < 50 {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = device_loop.poll().await {
+                acked += 1;
+            }
+        }
+    });
+    for i in 0..50 {
+        device.publish("sensors/t1", QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), acks).await.expect("PUBACKs from the hub").unwrap();
+
+    wait_distinct(&received, 250, Duration::from_secs(20)).await;
+    let mut want = expected(4, 50);
+    want.insert("site-7/data/sensors/t1".into(), 50);
+    let duplicates = assert_in_order(&received, &want);
+    assert_eq!(duplicates, 0, "no failure, so no message is sent twice");
+
+    // A command published upstream reaches a local MQTT subscriber, and the log.
+    let local = Command::new("mosquitto_sub")
+        .args(["-h", host, "-p", hub_port, "-t", "cmd/#", "-q", "1", "-v", "-C", "1", "-W", "15"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // mosquitto_sub subscribed
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "site-7/cmd/valve", "-m", "open", "-q", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = local.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cmd/site-7/cmd/valve open");
+    let (ok, out, err) = hub.cli(&["consume", "cmd", "--from-beginning", "--max", "1"], None);
+    assert!(ok && out.contains("open"), "{out} {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_outage_loses_nothing_and_drains_without_a_new_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/data/#").await;
+    let hub = hub_with_uplink(dir.path(), port, "");
+    create_sensors(&hub);
+    produce(&hub, 2, 0..100);
+    wait_distinct(&received, 200, Duration::from_secs(20)).await;
+
+    // The broker goes away; records keep arriving at the hub, and wait there.
+    mosquitto.stop();
+    produce(&hub, 2, 100..1100);
+    produce(&hub, 2, 1100..1600);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    mosquitto.restart();
+    // Nothing new is produced: the backlog drains by itself.
+    wait_distinct(&received, 3200, Duration::from_secs(60)).await;
+    let duplicates = assert_in_order(&received, &expected(2, 1600));
+    println!("outage: 3,000 records forwarded after the broker came back, {duplicates} duplicates");
+}
