@@ -178,6 +178,25 @@ fn produce(hub: &Hub, keys: usize, values: std::ops::Range<usize>) {
     assert!(ok, "produce failed: {err}");
 }
 
+/// `cairn uplink describe cloud --output json`.
+fn describe(hub: &Hub) -> serde_json::Value {
+    let (ok, out, err) = hub.cli(&["uplink", "describe", "cloud", "--output", "json"], None);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// [`describe`] once `ready` holds (within 10 s).
+fn describe_when(hub: &Hub, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let status = describe(hub);
+        if ready(&status) || started.elapsed() > Duration::from_secs(10) {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn create_sensors(hub: &Hub) {
     let (ok, _, err) = hub.cli(&["topic", "create", "sensors", "--partitions", "2"], None);
     assert!(ok, "{err}");
@@ -221,6 +240,25 @@ async fn native_and_mqtt_records_go_upstream_in_order_and_commands_come_down() {
     want.insert("site-7/data/sensors/t1".into(), 50);
     let duplicates = assert_in_order(&received, &want);
     assert_eq!(duplicates, 0, "no failure, so no message is sent twice");
+    // The upstream's reader may see the last run before its PUBACKs are back.
+    let status = describe_when(&hub, |s| s["records_sent"] == 250);
+    assert_eq!(status["state"], "connected");
+    assert_eq!(status["backlog_records"], 0);
+    assert_eq!(status["oldest_unsent_age_ms"], serde_json::Value::Null);
+
+    // Paused, records wait in the log; resumed, they go.
+    let (ok, _, err) = hub.cli(&["uplink", "pause", "cloud"], None);
+    assert!(ok, "{err}");
+    produce(&hub, 4, 50..60);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(received.lock().unwrap().len(), 250, "a paused uplink sent");
+    let status = describe(&hub);
+    assert_eq!((status["state"].as_str(), status["backlog_records"].as_u64()), (Some("paused"), Some(40)));
+    let (ok, _, err) = hub.cli(&["uplink", "resume", "cloud"], None);
+    assert!(ok, "{err}");
+    wait_distinct(&received, 290, Duration::from_secs(20)).await;
+    let (ok, _, err) = hub.cli(&["uplink", "pause", "nope"], None);
+    assert!(!ok && err.contains("no uplink is named 'nope'"), "{err}");
 
     // A command published upstream reaches a local MQTT subscriber, and the log.
     let local = Command::new("mosquitto_sub")
@@ -256,9 +294,122 @@ async fn an_upstream_outage_loses_nothing_and_drains_without_a_new_record() {
     produce(&hub, 2, 100..1100);
     produce(&hub, 2, 1100..1600);
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let status = describe(&hub);
+    assert_eq!(status["state"], "backing off");
+    assert_eq!(status["backlog_records"], 3000);
+    assert!(status["oldest_unsent_age_ms"].as_i64().unwrap() >= 9000, "{status}");
+    assert!(status["last_error"].as_str().unwrap().contains("cannot connect"), "{status}");
     mosquitto.restart();
     // Nothing new is produced: the backlog drains by itself.
     wait_distinct(&received, 3200, Duration::from_secs(60)).await;
     let duplicates = assert_in_order(&received, &expected(2, 1600));
     println!("outage: 3,000 records forwarded after the broker came back, {duplicates} duplicates");
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream`. [`Proxy::cut_silently`]
+/// makes every connection open at that moment stop forwarding in both
+/// directions without closing (a dead link with no FIN and no RST, as a
+/// cellular modem dropping out looks); connections made later work.
+struct Proxy {
+    port: u16,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let gen = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                let born = gen.load(Ordering::SeqCst);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, gen.clone(), born));
+                tokio::spawn(pipe(sr, cw, gen.clone(), born));
+            }
+        });
+        Proxy { port, generation }
+    }
+
+    fn cut_silently(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, or holds both open and
+/// silent forever once the proxy's generation moved past `born`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    born: u64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if generation.load(std::sync::atomic::Ordering::SeqCst) > born {
+            // Silent: keep the sockets, never forward, never close.
+            let _keep = (from, to);
+            std::future::pending::<()>().await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Slow enough (about 4 s for 6,000 records) that a fault lands mid-drain.
+const SLOW: &str = "batch_records = 100\nmax_bytes_per_sec = 6000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_cut_mid_backlog_is_detected_by_timeout_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/data/#").await;
+    let proxy = Proxy::start(port).await;
+    let hub = hub_with_uplink(dir.path(), proxy.port, SLOW);
+    create_sensors(&hub);
+    produce(&hub, 2, 0..3000);
+    wait_distinct(&received, 1500, Duration::from_secs(30)).await;
+    proxy.cut_silently();
+    let cut_at = received.lock().unwrap().len();
+    wait_distinct(&received, 6000, Duration::from_secs(60)).await;
+    let duplicates = assert_in_order(&received, &expected(2, 3000));
+    let log = hub.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("no acknowledgement from the upstream"),
+        "the cut was not detected by the ack timeout:\n{log}"
+    );
+    assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
+    println!("silent cut after {cut_at} messages: all 6,000 arrived, {duplicates} duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_forward_resumes_from_its_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/data/#").await;
+    let mut hub = hub_with_uplink(dir.path(), port, SLOW);
+    create_sensors(&hub);
+    produce(&hub, 2, 0..3000);
+    wait_distinct(&received, 1500, Duration::from_secs(30)).await;
+    hub.kill9();
+    let killed_at = received.lock().unwrap().len();
+    assert!(killed_at < 6000, "the drain finished before the kill");
+    let _hub = hub_with_uplink(dir.path(), port, SLOW);
+    wait_distinct(&received, 6000, Duration::from_secs(60)).await;
+    let duplicates = assert_in_order(&received, &expected(2, 3000));
+    assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
+    println!("kill -9 after {killed_at} messages: all 6,000 arrived, {duplicates} duplicates");
 }

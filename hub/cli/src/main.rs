@@ -72,6 +72,14 @@ enum Command {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Uplinks to an upstream broker (declared under [[uplink]] in the hub's
+    /// config): state, backlog, pause and resume.
+    Uplink {
+        #[command(subcommand)]
+        command: cmd::uplink::UplinkCommand,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// API keys: create the first admin key, create, list and revoke keys.
     #[command(subcommand)]
     Auth(cmd::access::AuthCommand),
@@ -116,6 +124,7 @@ fn main() -> ExitCode {
             Command::Group { command, hub } => cmd::group::run(command, hub).await,
             Command::Metrics { hub } => cmd::metrics::run(hub).await,
             Command::Plugin { command, hub } => cmd::plugin::run(command, hub).await,
+            Command::Uplink { command, hub } => cmd::uplink::run(command, hub).await,
             Command::Auth(command) => cmd::access::run_auth(command).await,
             Command::Acl { command, hub } => cmd::access::run_acl(command, hub).await,
             Command::Bench(command) => bench::command::run(command).await,

@@ -246,6 +246,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         reload_on_sighup(tls)?;
     }
     let uplinks = start_uplinks(&log, &args.uplinks, mqtt)?;
+    broker.set_uplinks(uplinks.clone());
     let native = tokio::spawn(net::native::serve(listener, None, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(
@@ -263,7 +264,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     // The listeners returned once their connections had answered what was
     // in flight; derived topics finish their batch; then the log finishes
     // its queued commits and closes the database.
-    uplinks.shutdown().await;
+    uplinks.0.shutdown().await;
     if let Some(plugins) = plugins {
         plugins.shutdown().await;
     }
@@ -278,7 +279,7 @@ fn start_uplinks(
     log: &Log,
     settings: &[cairn_uplink::UplinkSettings],
     mqtt: net::mqtt::MqttHub,
-) -> Result<cairn_uplink::Uplinks, AnyError> {
+) -> Result<Arc<HubUplinks>, AnyError> {
     let specs = settings
         .iter()
         .map(cairn_uplink::UplinkSpec::try_from)
@@ -288,7 +289,21 @@ fn start_uplinks(
         tracing::info!(uplink = %spec.name, upstream = %format!("{}:{}", spec.mqtt.host, spec.mqtt.port), topics = ?spec.topics, "starting uplink");
     }
     let sink: Arc<dyn cairn_uplink::LocalSink> = Arc::new(HubSink(mqtt));
-    Ok(cairn_uplink::Uplinks::start(log.clone(), specs, Some(sink))?)
+    Ok(Arc::new(HubUplinks(cairn_uplink::Uplinks::start(log.clone(), specs, Some(sink))?)))
+}
+
+/// The uplinks, as the native protocol's requests reach them.
+struct HubUplinks(cairn_uplink::Uplinks);
+
+impl cairn_hub::broker::UplinkControl for HubUplinks {
+    fn list(&self) -> Vec<cairn_proto::frame::UplinkInfo> {
+        self.0.describe()
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<(), String> {
+        let done = if paused { self.0.pause(name) } else { self.0.resume(name) };
+        done.map_err(|e| e.to_string())
+    }
 }
 
 /// The hub's MQTT publish path, as the uplinks see it.

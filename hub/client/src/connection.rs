@@ -241,6 +241,7 @@ fn variant_name(body: &ResponseBody<'_>) -> &'static str {
         ResponseBody::ApiKeys { .. } => "api_keys",
         ResponseBody::AclAdded { .. } => "acl_added",
         ResponseBody::Acls { .. } => "acls",
+        ResponseBody::Uplinks { .. } => "uplinks",
     }
 }
 

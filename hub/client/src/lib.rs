@@ -22,7 +22,9 @@ use std::time::Duration;
 
 pub use cairn_proto::fetch::Fetch;
 use cairn_proto::frame::ErrorCode;
-pub use cairn_proto::frame::{AttachSpec, AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom as AttachFrom};
+pub use cairn_proto::frame::{
+    AttachSpec, AttachmentInfo, PluginInfo, PluginVersionInfo, StartFrom as AttachFrom, UplinkInfo,
+};
 pub use cairn_proto::group::{GroupState, Membership, PartitionLag};
 pub use cairn_proto::topic::{CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
@@ -35,6 +37,7 @@ mod producer;
 mod records;
 mod tls;
 mod topics;
+mod uplinks;
 pub use access::{Authenticated, ConnectOptions, Credentials, NewApiKey};
 pub use cairn_proto::acl::{AclEntry, AclRule, ApiKeyInfo, Operation, PatternKind, ResourceKind};
 pub use connection::{Client, DEFAULT_REQUEST_TIMEOUT};

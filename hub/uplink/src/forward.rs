@@ -89,7 +89,13 @@ pub(crate) async fn run(
         };
         Counters::add(&shared.counters.link_failures, 1);
         let wait = backoff.next_wait();
-        tracing::warn!(uplink = %spec.name, %error, retry_in = ?wait, "uplink down; records wait in the log");
+        // A link down for hours fails every few seconds: a warning when the
+        // reason changes, the repeats at debug level.
+        if shared.last_error().as_deref() != Some(error.as_str()) {
+            tracing::warn!(uplink = %spec.name, %error, retry_in = ?wait, "uplink down; records wait in the log");
+        } else {
+            tracing::debug!(uplink = %spec.name, %error, retry_in = ?wait, "uplink still down");
+        }
         shared.set_error(error);
         shared.set_state(LinkState::BackingOff { until: SystemTime::now() + wait });
         tokio::select! {

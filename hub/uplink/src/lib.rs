@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_log::Log;
+use cairn_proto::frame::UplinkInfo;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -62,33 +63,11 @@ pub(crate) enum Control {
     Stop,
 }
 
-/// An uplink as `describe` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UplinkStatus {
-    pub name: String,
-    pub kind: &'static str,
-    pub state: LinkState,
-    pub upstream: String,
-    pub topics: Vec<String>,
-    /// Records in the log not yet acknowledged by the upstream.
-    pub backlog_records: u64,
-    /// Age of the oldest of them, in milliseconds (by the log's clock).
-    pub oldest_unsent_age_ms: Option<i64>,
-    pub records_sent: u64,
-    pub bytes_sent: u64,
-    pub records_resent: u64,
-    pub records_skipped: u64,
-    pub records_received: u64,
-    pub connects: u64,
-    pub link_failures: u64,
-    pub last_error: Option<String>,
-}
-
 struct Running {
     spec: Arc<UplinkSpec>,
     shared: Arc<Shared>,
     control: watch::Sender<Control>,
-    task: JoinHandle<()>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The hub's uplinks, each run by its own task.
@@ -109,13 +88,13 @@ impl Uplinks {
             let shared = Arc::new(Shared::default());
             let (control, watch) = watch::channel(Control::Run);
             let task = tokio::spawn(forward::run(log.clone(), spec.clone(), sink.clone(), shared.clone(), watch));
-            running.push(Running { spec, shared, control, task });
+            running.push(Running { spec, shared, control, task: std::sync::Mutex::new(Some(task)) });
         }
         Ok(Uplinks { log, running })
     }
 
     /// Every uplink's state and counters, in config order.
-    pub fn describe(&self) -> Vec<UplinkStatus> {
+    pub fn describe(&self) -> Vec<UplinkInfo> {
         self.running.iter().map(|r| self.status(r)).collect()
     }
 
@@ -132,12 +111,15 @@ impl Uplinks {
 
     /// Stops every uplink: a run in flight is dropped unacknowledged and
     /// goes out again after the next start.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for r in &self.running {
             r.control.send_replace(Control::Stop);
         }
-        for r in self.running {
-            let _ = r.task.await;
+        for r in &self.running {
+            let task = r.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
         }
     }
 
@@ -145,13 +127,13 @@ impl Uplinks {
         self.running.iter().find(|r| r.spec.name == name).ok_or_else(|| UplinkError::Unknown(name.into()))
     }
 
-    fn status(&self, r: &Running) -> UplinkStatus {
+    fn status(&self, r: &Running) -> UplinkInfo {
         let (backlog_records, oldest) = backlog(&self.log, &r.spec);
         let c = &r.shared.counters;
-        UplinkStatus {
+        UplinkInfo {
             name: r.spec.name.clone(),
-            kind: "mqtt",
-            state: r.shared.state(),
+            kind: "mqtt".into(),
+            state: r.shared.state().to_string(),
             upstream: format!("{}:{}", r.spec.mqtt.host, r.spec.mqtt.port),
             topics: r.spec.topics.clone(),
             backlog_records,

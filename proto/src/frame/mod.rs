@@ -26,7 +26,7 @@ pub use request::{Acks, Request, RequestBody, StartFrom, TopicSettings};
 #[cfg(feature = "alloc")]
 pub use response::{
     AttachmentInfo, GroupDescription, GroupMember, GroupPartition, GroupSummary, PluginInfo, PluginVersionInfo,
-    TopicDescription,
+    TopicDescription, UplinkInfo,
 };
 pub use response::{PartitionDescription, Response, ResponseBody};
 

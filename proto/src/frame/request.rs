@@ -212,6 +212,14 @@ pub enum RequestBody<'a> {
         topic: &'a str,
         last: u32,
     },
+    /// Every uplink: state, backlog, counters, last error.
+    ListUplinks,
+    /// Stop (`paused`) or restart sending on an uplink; its records wait in
+    /// the log meanwhile. Not kept across a restart of the hub.
+    PauseUplink {
+        name: &'a str,
+        paused: bool,
+    },
 }
 
 /// Where a derived attachment starts reading its source topic.

@@ -150,6 +150,40 @@ pub enum ResponseBody<'a> {
         /// Why the plugin failed, if it did (nothing is written either way).
         error: Option<alloc::string::String>,
     },
+    /// Answer to list_uplinks.
+    #[cfg(feature = "alloc")]
+    Uplinks {
+        uplinks: alloc::vec::Vec<UplinkInfo>,
+    },
+}
+
+/// An uplink as the hub reports it (counters since the hub started).
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkInfo {
+    pub name: alloc::string::String,
+    /// `mqtt`.
+    pub kind: alloc::string::String,
+    /// `connecting`, `connected`, `backing off`, `paused` or `stopped`.
+    pub state: alloc::string::String,
+    /// The upstream, `host:port`.
+    pub upstream: alloc::string::String,
+    pub topics: alloc::vec::Vec<alloc::string::String>,
+    /// Records in the log the upstream has not acknowledged yet.
+    pub backlog_records: u64,
+    /// Age of the oldest of them, in milliseconds.
+    pub oldest_unsent_age_ms: Option<i64>,
+    pub records_sent: u64,
+    pub bytes_sent: u64,
+    /// Records sent again after a link failure (the upstream may hold them twice).
+    pub records_resent: u64,
+    /// Records whose upstream topic could not be made, skipped.
+    pub records_skipped: u64,
+    /// Messages brought down from the upstream's subscriptions.
+    pub records_received: u64,
+    pub connects: u64,
+    pub link_failures: u64,
+    pub last_error: Option<alloc::string::String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod produce;
 pub mod topic;
+pub mod uplink;
 
 use std::time::Duration;
 

@@ -43,6 +43,17 @@ pub struct Broker {
     metrics: std::sync::Arc<Metrics>,
     plugins: Option<std::sync::Arc<Plugins>>,
     auth: std::sync::Arc<Auth>,
+    /// Set once the uplinks have started (they need the broker first).
+    uplinks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn UplinkControl>>>,
+}
+
+/// The hub's uplinks as the native protocol sees them (started by `cairn
+/// serve`, which knows the uplink crate; the broker only forwards requests).
+pub trait UplinkControl: Send + Sync {
+    /// Every uplink's state, backlog and counters.
+    fn list(&self) -> Vec<cairn_proto::frame::UplinkInfo>;
+    /// Pauses or resumes uplink `name`; an error says why not (unknown name).
+    fn set_paused(&self, name: &str, paused: bool) -> Result<(), String>;
 }
 
 impl Broker {
@@ -52,7 +63,15 @@ impl Broker {
     pub fn new(log: Log) -> Self {
         let groups = std::sync::Arc::new(Coordinator::new(log.clone()));
         let auth = Auth::open_mode(log.clone());
-        Broker { log, partitioner: Partitioner::default(), groups, metrics: Default::default(), plugins: None, auth }
+        Broker {
+            log,
+            partitioner: Partitioner::default(),
+            groups,
+            metrics: Default::default(),
+            plugins: None,
+            auth,
+            uplinks: Default::default(),
+        }
     }
 
     /// The broker with this hub's keys and access rules: every listener
@@ -78,6 +97,16 @@ impl Broker {
     /// The plugin registry, when the hub runs plugins.
     pub fn plugins(&self) -> Option<&std::sync::Arc<Plugins>> {
         self.plugins.as_ref()
+    }
+
+    /// Hands the running uplinks to this broker and its clones (once).
+    pub fn set_uplinks(&self, uplinks: std::sync::Arc<dyn UplinkControl>) {
+        let _ = self.uplinks.set(uplinks);
+    }
+
+    /// The uplinks, once started.
+    pub fn uplinks(&self) -> Option<&std::sync::Arc<dyn UplinkControl>> {
+        self.uplinks.get()
     }
 
     /// The hub's traffic counters.

@@ -101,13 +101,17 @@ impl Handler {
             RequestBody::CommitOffsets { group, topic, .. } => vec![(Read, Group, group), (Read, Topic, topic)],
             RequestBody::FetchCommitted { group, topic } => vec![(Describe, Group, group), (Describe, Topic, topic)],
             RequestBody::DescribeGroup { group } => vec![(Describe, Group, group)],
-            RequestBody::Metrics | RequestBody::ListApiKeys | RequestBody::ListAcls { .. } => {
+            RequestBody::Metrics
+            | RequestBody::ListApiKeys
+            | RequestBody::ListAcls { .. }
+            | RequestBody::ListUplinks => {
                 vec![(Describe, Cluster, "")]
             }
             RequestBody::CreateApiKey { .. }
             | RequestBody::RevokeApiKey { .. }
             | RequestBody::AddAcl { .. }
-            | RequestBody::RemoveAcl { .. } => vec![(Alter, Cluster, "")],
+            | RequestBody::RemoveAcl { .. }
+            | RequestBody::PauseUplink { .. } => vec![(Alter, Cluster, "")],
             RequestBody::UploadPlugin { name, .. } => vec![(Write, Plugin, name)],
             RequestBody::DescribePlugin { name } => vec![(Describe, Plugin, name)],
             RequestBody::Attach { attachment: a } => {

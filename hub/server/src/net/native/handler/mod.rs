@@ -9,6 +9,7 @@ mod groups;
 mod plugins;
 mod records;
 mod topics;
+mod uplinks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,6 +109,7 @@ impl Handler {
             | RequestBody::AddAcl { .. }
             | RequestBody::ListAcls { .. }
             | RequestBody::RemoveAcl { .. }) => self.access_request(id, body).await,
+            body @ (RequestBody::ListUplinks | RequestBody::PauseUplink { .. }) => self.uplink_request(id, body).await,
         }
         Next::Continue
     }
