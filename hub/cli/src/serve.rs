@@ -286,7 +286,7 @@ fn start_uplinks(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid [[uplink]] in the config: {e}"))?;
     for spec in &specs {
-        tracing::info!(uplink = %spec.name, upstream = %format!("{}:{}", spec.mqtt.host, spec.mqtt.port), topics = ?spec.topics, "starting uplink");
+        tracing::info!(uplink = %spec.name, kind = spec.kind(), upstream = %spec.upstream(), topics = ?spec.topics, "starting uplink");
     }
     let sink: Arc<dyn cairn_uplink::LocalSink> = Arc::new(HubSink(mqtt));
     Ok(Arc::new(HubUplinks(cairn_uplink::Uplinks::start(log.clone(), specs, Some(sink))?)))

@@ -11,8 +11,21 @@
 //! remote_topic = "site-7/{key}"     # {topic}, {key}, {partition}
 //! subscribe = ["site-7/cmd/#"]      # upstream filters brought down …
 //! local_topic = "cmd/{topic}"       # … to this local MQTT topic ({topic}: the upstream one)
+//!
+//! [[uplink]]
+//! name = "confluent"
+//! kind = "kafka"
+//! topics = ["sensors"]
+//! bootstrap_servers = "pkc-xxxxx.europe-west1.gcp.confluent.cloud:9092"
+//! tls = true
+//! sasl_mechanism = "PLAIN"          # or SCRAM-SHA-256, SCRAM-SHA-512
+//! username = "API_KEY"
+//! password = "API_SECRET"
+//! remote_topic = "site-7.{topic}"
+//! compression = "zstd"
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -37,17 +50,32 @@ pub enum StartAt {
 #[serde(deny_unknown_fields)]
 pub struct UplinkSettings {
     pub name: String,
-    /// `mqtt` (the only kind so far).
+    /// `mqtt` or `kafka`.
     pub kind: String,
     /// Local topics to forward.
     #[serde(default)]
     pub topics: Vec<String>,
-    pub host: String,
+    /// MQTT: the upstream broker.
+    pub host: Option<String>,
     pub port: Option<u16>,
+    /// Kafka: `host:port[,host:port…]`.
+    pub bootstrap_servers: Option<String>,
+    /// Kafka: connect with TLS [default: false], checking the brokers'
+    /// certificates against this CA file (PEM) [default: the system's roots].
+    pub tls: Option<bool>,
+    pub tls_ca_file: Option<PathBuf>,
+    /// Kafka: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, with `username`
+    /// and `password` (Confluent Cloud: PLAIN with an API key and secret).
+    pub sasl_mechanism: Option<String>,
+    /// Kafka: `none`, `gzip`, `snappy`, `lz4` or `zstd` [default: none].
+    pub compression: Option<String>,
+    /// Kafka: `key` (the remote partition from the record's key, as Java
+    /// clients choose it) or `kept` (the local partition's number) [default: key].
+    pub partitioning: Option<String>,
     pub client_id: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Upstream topic of a forwarded record [default: `{key}`].
+    /// Upstream topic of a forwarded record [default: MQTT `{key}`, Kafka `{topic}`].
     pub remote_topic: Option<String>,
     /// Upstream filters subscribed to, brought into the hub.
     #[serde(default)]
@@ -74,7 +102,9 @@ pub struct UplinkSettings {
 pub struct UplinkSpec {
     pub name: String,
     pub topics: Vec<String>,
-    pub mqtt: MqttSpec,
+    pub target: Target,
+    /// Upstream topic of a record.
+    pub remote_topic: Template,
     pub start_at: StartAt,
     pub batch_records: usize,
     pub linger: Duration,
@@ -83,23 +113,58 @@ pub struct UplinkSpec {
     pub max_backoff: Duration,
 }
 
-/// The upstream MQTT broker and what goes to and comes from it.
+/// Where an uplink sends.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Mqtt(MqttSpec),
+    Kafka(KafkaSpec),
+}
+
+/// The upstream MQTT broker and what comes down from it.
 #[derive(Debug, Clone)]
 pub struct MqttSpec {
     pub host: String,
     pub port: u16,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
-    pub remote_topic: Template,
     pub subscribe: Vec<String>,
     pub local_topic: Template,
     pub keep_alive: Duration,
+}
+
+/// The upstream Kafka cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaSpec {
+    pub bootstrap_servers: String,
+    pub tls: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    /// (mechanism, username, password).
+    pub sasl: Option<(String, String, String)>,
+    pub compression: String,
+    /// Send to the local partition's number instead of partitioning by key.
+    pub keep_partition: bool,
 }
 
 impl UplinkSpec {
     /// The consumer group that holds this uplink's progress.
     pub fn group(&self) -> String {
         group_name(&self.name)
+    }
+
+    /// `mqtt` or `kafka`.
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            Target::Mqtt(_) => "mqtt",
+            Target::Kafka(_) => "kafka",
+        }
+    }
+
+    /// The upstream, as people name it.
+    pub fn upstream(&self) -> String {
+        match &self.target {
+            Target::Mqtt(m) => format!("{}:{}", m.host, m.port),
+            Target::Kafka(k) => k.bootstrap_servers.clone(),
+        }
     }
 }
 
@@ -120,25 +185,12 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
         if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(bad("the name must be letters, digits, '-', '_' or '.'".into()));
         }
-        if s.kind != "mqtt" {
-            return Err(bad(format!("kind '{}' is not supported (supported: mqtt)", s.kind)));
-        }
         if s.topics.is_empty() && s.subscribe.is_empty() {
             return Err(bad("it forwards no `topics` and subscribes to nothing".into()));
         }
         for topic in &s.topics {
             cairn_log::validate_topic_name(topic).map_err(|e| bad(format!("topic '{topic}': {e}")))?;
         }
-        for filter in &s.subscribe {
-            if filter.is_empty() || !valid_filter(filter) {
-                return Err(bad(format!("'{filter}' is not a valid MQTT topic filter")));
-            }
-        }
-        let credentials = match (&s.username, &s.password) {
-            (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
-            (None, Some(_)) => return Err(bad("a password needs a username".into())),
-            (None, None) => None,
-        };
         let template = |text: &Option<String>, default: &str, allowed: &[&str]| {
             Template::parse(text.as_deref().unwrap_or(default), allowed).map_err(|e| bad(e.to_string()))
         };
@@ -146,19 +198,17 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
         if batch_records == 0 || batch_records > MAX_BATCH_RECORDS {
             return Err(bad(format!("batch_records must be 1..={MAX_BATCH_RECORDS}")));
         }
+        let placeholders = ["topic", "key", "partition"];
+        let (target, remote_topic) = match s.kind.as_str() {
+            "mqtt" => (Target::Mqtt(mqtt_spec(s, &bad)?), template(&s.remote_topic, "{key}", &placeholders)?),
+            "kafka" => (Target::Kafka(kafka_spec(s, &bad)?), template(&s.remote_topic, "{topic}", &placeholders)?),
+            other => return Err(bad(format!("kind '{other}' is not supported (supported: mqtt, kafka)"))),
+        };
         Ok(UplinkSpec {
             name: s.name.clone(),
             topics: s.topics.clone(),
-            mqtt: MqttSpec {
-                host: s.host.clone(),
-                port: s.port.unwrap_or(1883),
-                client_id: s.client_id.clone().unwrap_or_else(|| format!("cairn-uplink-{}", s.name)),
-                credentials,
-                remote_topic: template(&s.remote_topic, "{key}", &["topic", "key", "partition"])?,
-                subscribe: s.subscribe.clone(),
-                local_topic: template(&s.local_topic, "{topic}", &["topic"])?,
-                keep_alive: Duration::from_secs(s.keep_alive_secs.unwrap_or(15).max(1)),
-            },
+            target,
+            remote_topic,
             start_at: s.start_at.unwrap_or_default(),
             batch_records,
             linger: Duration::from_millis(s.linger_ms.unwrap_or(5)),
@@ -167,6 +217,99 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
             max_backoff: Duration::from_secs(s.max_backoff_secs.unwrap_or(30).max(1)),
         })
     }
+}
+
+/// Settings that only another kind reads, named if set, so a typo'd kind
+/// or a misplaced setting is not silently ignored.
+fn not_for(kind: &str, set: &[(&str, bool)], bad: &dyn Fn(String) -> UplinkError) -> Result<(), UplinkError> {
+    match set.iter().find(|(_, is_set)| *is_set) {
+        Some((name, _)) => Err(bad(format!("`{name}` is not a setting of a {kind} uplink"))),
+        None => Ok(()),
+    }
+}
+
+fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<MqttSpec, UplinkError> {
+    not_for(
+        "mqtt",
+        &[
+            ("bootstrap_servers", s.bootstrap_servers.is_some()),
+            ("tls", s.tls.is_some()),
+            ("tls_ca_file", s.tls_ca_file.is_some()),
+            ("sasl_mechanism", s.sasl_mechanism.is_some()),
+            ("compression", s.compression.is_some()),
+            ("partitioning", s.partitioning.is_some()),
+        ],
+        bad,
+    )?;
+    let host = s.host.clone().ok_or_else(|| bad("an mqtt uplink needs `host`".into()))?;
+    for filter in &s.subscribe {
+        if filter.is_empty() || !valid_filter(filter) {
+            return Err(bad(format!("'{filter}' is not a valid MQTT topic filter")));
+        }
+    }
+    let credentials = match (&s.username, &s.password) {
+        (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
+        (None, Some(_)) => return Err(bad("a password needs a username".into())),
+        (None, None) => None,
+    };
+    let local = s.local_topic.as_deref().unwrap_or("{topic}");
+    Ok(MqttSpec {
+        host,
+        port: s.port.unwrap_or(1883),
+        client_id: s.client_id.clone().unwrap_or_else(|| format!("cairn-uplink-{}", s.name)),
+        credentials,
+        subscribe: s.subscribe.clone(),
+        local_topic: Template::parse(local, &["topic"]).map_err(|e| bad(e.to_string()))?,
+        keep_alive: Duration::from_secs(s.keep_alive_secs.unwrap_or(15).max(1)),
+    })
+}
+
+fn kafka_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<KafkaSpec, UplinkError> {
+    not_for(
+        "kafka",
+        &[
+            ("host", s.host.is_some()),
+            ("port", s.port.is_some()),
+            ("client_id", s.client_id.is_some()),
+            ("subscribe", !s.subscribe.is_empty()),
+            ("local_topic", s.local_topic.is_some()),
+            ("keep_alive_secs", s.keep_alive_secs.is_some()),
+        ],
+        bad,
+    )?;
+    let bootstrap_servers =
+        s.bootstrap_servers.clone().ok_or_else(|| bad("a kafka uplink needs `bootstrap_servers`".into()))?;
+    if s.topics.is_empty() {
+        return Err(bad("it forwards no `topics`".into()));
+    }
+    let sasl = match (&s.sasl_mechanism, &s.username, &s.password) {
+        (None, None, None) => None,
+        (Some(m), Some(u), Some(p)) => {
+            let m = m.to_ascii_uppercase();
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&m.as_str()) {
+                return Err(bad(format!("sasl_mechanism '{m}' is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")));
+            }
+            Some((m, u.clone(), p.clone()))
+        }
+        _ => return Err(bad("SASL needs all of `sasl_mechanism`, `username` and `password`".into())),
+    };
+    let compression = s.compression.clone().unwrap_or_else(|| "none".into()).to_ascii_lowercase();
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+        return Err(bad(format!("compression '{compression}' is not one of none, gzip, snappy, lz4, zstd")));
+    }
+    let keep_partition = match s.partitioning.as_deref().unwrap_or("key") {
+        "key" => false,
+        "kept" => true,
+        other => return Err(bad(format!("partitioning '{other}' is not `key` or `kept`"))),
+    };
+    Ok(KafkaSpec {
+        bootstrap_servers,
+        tls: s.tls.unwrap_or(false) || s.tls_ca_file.is_some(),
+        tls_ca_file: s.tls_ca_file.clone(),
+        sasl,
+        compression,
+        keep_partition,
+    })
 }
 
 /// An MQTT filter: `#` only as the last level, wildcards only as whole levels.
@@ -188,8 +331,14 @@ mod tests {
             name: "cloud".into(),
             kind: "mqtt".into(),
             topics: vec!["sensors".into()],
-            host: "127.0.0.1".into(),
+            host: Some("127.0.0.1".into()),
             port: None,
+            bootstrap_servers: None,
+            tls: None,
+            tls_ca_file: None,
+            sasl_mechanism: None,
+            compression: None,
+            partitioning: None,
             client_id: None,
             username: None,
             password: None,
@@ -209,8 +358,9 @@ mod tests {
     #[test]
     fn defaults_are_applied() {
         let spec = UplinkSpec::try_from(&settings()).unwrap();
-        assert_eq!(spec.mqtt.port, 1883);
-        assert_eq!(spec.mqtt.client_id, "cairn-uplink-cloud");
+        let Target::Mqtt(mqtt) = &spec.target else { panic!("an mqtt uplink") };
+        assert_eq!(mqtt.port, 1883);
+        assert_eq!(mqtt.client_id, "cairn-uplink-cloud");
         assert_eq!(spec.group(), "__uplink.cloud");
         assert_eq!(spec.batch_records, 500);
         assert_eq!(spec.start_at, StartAt::Earliest);
@@ -233,5 +383,27 @@ mod tests {
         let mut s = settings();
         s.password = Some("p".into());
         assert!(UplinkSpec::try_from(&s).is_err());
+        let mut s = settings();
+        s.compression = Some("zstd".into());
+        assert!(UplinkSpec::try_from(&s).unwrap_err().to_string().contains("`compression` is not a setting of a mqtt"));
+    }
+
+    #[test]
+    fn a_kafka_uplink_is_checked() {
+        let mut s = settings();
+        s.kind = "kafka".into();
+        s.host = None;
+        assert!(UplinkSpec::try_from(&s).unwrap_err().to_string().contains("needs `bootstrap_servers`"));
+        s.bootstrap_servers = Some("127.0.0.1:9092".into());
+        s.sasl_mechanism = Some("plain".into());
+        assert!(UplinkSpec::try_from(&s).unwrap_err().to_string().contains("SASL needs all of"));
+        s.username = Some("key".into());
+        s.password = Some("secret".into());
+        s.compression = Some("ZSTD".into());
+        let spec = UplinkSpec::try_from(&s).unwrap();
+        let Target::Kafka(k) = &spec.target else { panic!("a kafka uplink") };
+        assert_eq!(k.sasl, Some(("PLAIN".into(), "key".into(), "secret".into())));
+        assert_eq!((k.compression.as_str(), k.tls, k.keep_partition), ("zstd", false, false));
+        assert_eq!(spec.kind(), "kafka");
     }
 }

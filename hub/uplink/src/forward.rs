@@ -17,8 +17,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::config::{StartAt, UplinkSpec};
-use crate::link::{Link, Outgoing};
+use crate::config::{StartAt, Target, UplinkSpec};
+use crate::kafka::KafkaLink;
+use crate::link::{Link, Outgoing, SendError};
 use crate::mqtt::MqttLink;
 use crate::state::{Counters, LinkState, Shared};
 use crate::{Control, LocalSink};
@@ -69,16 +70,15 @@ pub(crate) async fn run(
             Control::Run => {}
         }
         shared.set_state(LinkState::Connecting);
-        let window = spec.batch_records;
         let connected = tokio::select! {
-            link = MqttLink::connect(&spec.mqtt, window, spec.ack_timeout, sink.clone(), shared.clone()) => link,
+            link = connect(&spec, sink.clone(), shared.clone()) => link,
             _ = control.changed() => continue,
         };
         let error = match connected {
             Ok(mut link) => {
                 Counters::add(&shared.counters.connects, 1);
                 shared.set_state(LinkState::Connected);
-                tracing::info!(uplink = %spec.name, host = %spec.mqtt.host, port = spec.mqtt.port, "uplink connected");
+                tracing::info!(uplink = %spec.name, upstream = %spec.upstream(), "uplink connected");
                 backoff.reset();
                 match forward(&log, &spec, &shared, &mut link, &mut cursors, &mut throttle, &mut control).await {
                     None => continue, // paused or stopped: looked at above
@@ -106,13 +106,44 @@ pub(crate) async fn run(
     shared.set_state(LinkState::Stopped);
 }
 
+/// A link of the uplink's kind.
+enum AnyLink {
+    Mqtt(MqttLink),
+    Kafka(KafkaLink),
+}
+
+async fn connect(spec: &UplinkSpec, sink: Option<Arc<dyn LocalSink>>, shared: Arc<Shared>) -> Result<AnyLink, String> {
+    match &spec.target {
+        Target::Mqtt(mqtt) => {
+            MqttLink::connect(mqtt, spec.batch_records, spec.ack_timeout, sink, shared).await.map(AnyLink::Mqtt)
+        }
+        Target::Kafka(kafka) => KafkaLink::connect(kafka, spec.ack_timeout).await.map(AnyLink::Kafka),
+    }
+}
+
+impl Link for AnyLink {
+    async fn send(&mut self, records: &[Outgoing]) -> Result<(), SendError> {
+        match self {
+            AnyLink::Mqtt(link) => link.send(records).await,
+            AnyLink::Kafka(link) => link.send(records).await,
+        }
+    }
+
+    async fn failed(&mut self) -> String {
+        match self {
+            AnyLink::Mqtt(link) => link.failed().await,
+            AnyLink::Kafka(link) => link.failed().await,
+        }
+    }
+}
+
 /// Forwards until the link fails (the reason) or the operator pauses or
 /// stops the uplink (`None`).
 async fn forward(
     log: &Log,
     spec: &UplinkSpec,
     shared: &Shared,
-    link: &mut MqttLink,
+    link: &mut AnyLink,
     cursors: &mut Vec<Cursor>,
     throttle: &mut Throttle,
     control: &mut watch::Receiver<Control>,
@@ -226,12 +257,12 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
             run.next = record.offset + 1;
             let key = record.key.map(String::from_utf8_lossy);
             let partition = cursor.partition.to_string();
-            let remote_topic = spec.mqtt.remote_topic.render(|name| match name {
+            let remote_topic = spec.remote_topic.render(|name| match name {
                 "topic" => Cow::Borrowed(cursor.topic.as_str()),
                 "partition" => Cow::Borrowed(partition.as_str()),
                 _ => key.clone().unwrap_or(Cow::Borrowed(cursor.topic.as_str())),
             });
-            if !valid_topic(&remote_topic) {
+            if !valid_topic(&spec.target, &remote_topic) {
                 Counters::add(&shared.counters.records_skipped, 1);
                 let error = format!(
                     "record {} of {}/{}: upstream topic '{remote_topic}' is not a valid MQTT topic; skipped",
@@ -242,7 +273,15 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
                 continue;
             }
             run.bytes += record.value.len() as u64;
-            run.records.push(Outgoing { offset: record.offset, remote_topic, value: record.value.to_vec() });
+            run.records.push(Outgoing {
+                offset: record.offset,
+                partition: cursor.partition,
+                remote_topic,
+                key: record.key.map(<[u8]>::to_vec),
+                value: record.value.to_vec(),
+                timestamp: record.timestamp,
+                headers: record.headers.clone().map(|h| (h.name.to_string(), h.value.to_vec())).collect(),
+            });
         }
         run.full = run.next >= fetch.end_offset;
         if run.next > cursor.offset {
@@ -252,10 +291,18 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
     None
 }
 
-/// A topic a PUBLISH may carry: not empty, no wildcards, no NUL, at most
-/// 65,535 bytes.
-fn valid_topic(topic: &str) -> bool {
-    !topic.is_empty() && topic.len() <= u16::MAX as usize && !topic.contains(['+', '#', '\0'])
+/// A topic the upstream accepts. MQTT: not empty, no wildcards, no NUL, at
+/// most 65,535 bytes. Kafka: 1 to 249 of ASCII letters, digits, `.`, `_`, `-`.
+fn valid_topic(target: &Target, topic: &str) -> bool {
+    match target {
+        Target::Mqtt(_) => !topic.is_empty() && topic.len() <= u16::MAX as usize && !topic.contains(['+', '#', '\0']),
+        Target::Kafka(_) => {
+            (1..=249).contains(&topic.len())
+                && topic != "."
+                && topic != ".."
+                && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        }
+    }
 }
 
 /// Resolves when any partition gets past its cursor, or after a while (new
@@ -315,10 +362,30 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_cannot_be_published_to() {
-        assert!(valid_topic("site-7/sensors/t1"));
-        assert!(!valid_topic("a/+/b"));
-        assert!(!valid_topic("a/#"));
-        assert!(!valid_topic(""));
+    fn upstream_topics_follow_their_protocol() {
+        let mqtt = Target::Mqtt(crate::config::MqttSpec {
+            host: String::new(),
+            port: 0,
+            client_id: String::new(),
+            credentials: None,
+            subscribe: vec![],
+            local_topic: crate::template::Template::parse("{topic}", &["topic"]).unwrap(),
+            keep_alive: Duration::from_secs(1),
+        });
+        assert!(valid_topic(&mqtt, "site-7/sensors/t1"));
+        assert!(!valid_topic(&mqtt, "a/+/b"));
+        assert!(!valid_topic(&mqtt, "a/#"));
+        assert!(!valid_topic(&mqtt, ""));
+        let kafka = Target::Kafka(crate::config::KafkaSpec {
+            bootstrap_servers: String::new(),
+            tls: false,
+            tls_ca_file: None,
+            sasl: None,
+            compression: "none".into(),
+            keep_partition: false,
+        });
+        assert!(valid_topic(&kafka, "site-7.sensors"));
+        assert!(!valid_topic(&kafka, "site-7/sensors"));
+        assert!(!valid_topic(&kafka, ".."));
     }
 }

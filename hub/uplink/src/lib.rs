@@ -6,6 +6,7 @@
 //!   offsets, sends, and commits after the upstream's acknowledgement.
 //! * [`mqtt`]: the link to an upstream MQTT broker (and what its
 //!   subscriptions bring down, stored through a [`LocalSink`]).
+//! * [`kafka`]: the link to a Kafka cluster (librdkafka's idempotent producer).
 //! * [`state`]: what an operator sees: state, counters, last error.
 //!
 //! Data flows one way: the log → uplink → the network; what comes down goes
@@ -15,6 +16,7 @@
 mod backoff;
 pub mod config;
 mod forward;
+pub mod kafka;
 pub mod link;
 pub mod mqtt;
 pub mod state;
@@ -132,9 +134,9 @@ impl Uplinks {
         let c = &r.shared.counters;
         UplinkInfo {
             name: r.spec.name.clone(),
-            kind: "mqtt".into(),
+            kind: r.spec.kind().into(),
             state: r.shared.state().to_string(),
-            upstream: format!("{}:{}", r.spec.mqtt.host, r.spec.mqtt.port),
+            upstream: r.spec.upstream(),
             topics: r.spec.topics.clone(),
             backlog_records,
             oldest_unsent_age_ms: oldest.map(|ts| (self.log.now_ms() - ts).max(0)),

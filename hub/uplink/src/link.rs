@@ -8,9 +8,15 @@ use std::future::Future;
 pub struct Outgoing {
     /// The record's offset in its local partition.
     pub offset: u64,
+    /// The local partition.
+    pub partition: u32,
     /// The upstream topic, from the uplink's template.
     pub remote_topic: String,
+    pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A send that did not complete: the records before `acked` were

@@ -1,0 +1,139 @@
+//! The link to a Kafka cluster: librdkafka (the reference client, through
+//! the `rdkafka` crate) with its idempotent producer, so the broker drops
+//! any retry of a batch it already has: within one link, nothing is written
+//! twice and order per partition holds.
+//!
+//! librdkafka reconnects by itself; a link here fails only through its
+//! sends: a record not acknowledged within the ack timeout
+//! (`message.timeout.ms`) fails the run, and the forwarder drops the
+//! producer and opens a new one (a new producer id: records that were in
+//! flight then may be written twice, and are counted as resent).
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaSpec;
+use crate::link::{Link, Outgoing, SendError};
+
+/// A Kafka producer, checked to reach the cluster.
+pub struct KafkaLink {
+    producer: Option<FutureProducer>,
+    keep_partition: bool,
+}
+
+impl Drop for KafkaLink {
+    fn drop(&mut self) {
+        // Dropping a producer purges and flushes it, blocking up to 500 ms:
+        // not on the async runtime's threads.
+        if let Some(producer) = self.producer.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(move || drop(producer));
+            }
+        }
+    }
+}
+
+impl KafkaLink {
+    /// Creates the producer and fetches the cluster's metadata, so an
+    /// unreachable cluster or refused credentials fail here, with librdkafka's reason.
+    pub async fn connect(spec: &KafkaSpec, ack_timeout: Duration) -> Result<KafkaLink, String> {
+        let producer = client_config(spec, ack_timeout)
+            .create::<FutureProducer>()
+            .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        let probe = producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe.client().fetch_metadata(None, ack_timeout).map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match metadata {
+            Ok(0) => Err(format!("{} named no brokers", spec.bootstrap_servers)),
+            Ok(_) => Ok(KafkaLink { producer: Some(producer), keep_partition: spec.keep_partition }),
+            Err(e) => Err(format!("cannot reach {}: {e}", spec.bootstrap_servers)),
+        }
+    }
+}
+
+/// librdkafka's settings for `spec` (names as in its CONFIGURATION.md).
+fn client_config(spec: &KafkaSpec, ack_timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    let timeout_ms = ack_timeout.as_millis().to_string();
+    config
+        .set("bootstrap.servers", &spec.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", &spec.compression)
+        // The Java client's partitioner: a key lands where a Java or
+        // Confluent producer would put it.
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", &timeout_ms)
+        .set("socket.timeout.ms", &timeout_ms)
+        .set("linger.ms", "5");
+    let protocol = match (spec.tls, spec.sasl.is_some()) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    config.set("security.protocol", protocol);
+    if let Some(ca) = &spec.tls_ca_file {
+        config.set("ssl.ca.location", ca.display().to_string());
+    }
+    if let Some((mechanism, username, password)) = &spec.sasl {
+        config.set("sasl.mechanism", mechanism).set("sasl.username", username).set("sasl.password", password);
+    }
+    config
+}
+
+impl Link for KafkaLink {
+    async fn send(&mut self, records: &[Outgoing]) -> Result<(), SendError> {
+        let Some(producer) = &self.producer else {
+            return Err(SendError { acked: 0, in_flight: 0, error: "the producer is closed".into() });
+        };
+        // Everything is queued first (librdkafka batches it), then each
+        // acknowledgement is awaited in order.
+        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
+        let mut queue_error = None;
+        for r in records {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (name, value) in &r.headers {
+                headers = headers.insert(Header { key: name, value: Some(value) });
+            }
+            let mut record =
+                FutureRecord::to(&r.remote_topic).payload(&r.value).timestamp(r.timestamp).headers(headers);
+            if let Some(key) = &r.key {
+                record = record.key(key);
+            }
+            if self.keep_partition {
+                record = record.partition(r.partition as i32);
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => {
+                    queue_error = Some(format!("cannot queue a record for Kafka: {e}"));
+                    break;
+                }
+            }
+        }
+        let queued = deliveries.len();
+        for (acked, delivery) in deliveries.into_iter().enumerate() {
+            let error = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => format!("Kafka did not acknowledge a record: {e}"),
+                Err(_) => "the Kafka producer went away".to_string(),
+            };
+            return Err(SendError { acked, in_flight: queued - acked, error });
+        }
+        match queue_error {
+            Some(error) => Err(SendError { acked: queued, in_flight: 0, error }),
+            None => Ok(()),
+        }
+    }
+
+    async fn failed(&mut self) -> String {
+        // librdkafka reconnects by itself; failures show in `send`.
+        std::future::pending().await
+    }
+}
