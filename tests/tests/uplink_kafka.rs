@@ -28,6 +28,10 @@ struct Tansu {
 
 impl Tansu {
     fn start(port: u16, advertised: u16) -> Tansu {
+        Tansu::start_with(port, advertised, &[])
+    }
+
+    fn start_with(port: u16, advertised: u16, extra: &[&str]) -> Tansu {
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -40,6 +44,7 @@ impl Tansu {
         let child = Command::new(bin)
             .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
             .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -232,4 +237,26 @@ async fn an_unreachable_cluster_and_a_killed_hub_lose_nothing() {
     let duplicates = assert_in_order_per_key(&records, 2, 4100);
     assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
     println!("kafka: 8,200 records after a 10 s outage and a kill -9, {duplicates} duplicates");
+}
+
+/// SASL is spoken, and refused credentials are the operator's to see: Tansu
+/// with authentication required (the memory-only build here has no way to
+/// add users, so every login is refused), the uplink backing off with
+/// librdkafka's reason, and its records kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sasl_credentials_are_reported_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _tansu = Tansu::start_with(port, port, &["--authentication"]);
+    let bootstrap = format!("127.0.0.1:{port}");
+    let sasl = "sasl_mechanism = \"SCRAM-SHA-256\"\nusername = \"site-7\"\npassword = \"wrong\"\n";
+    let hub = hub_with_kafka_uplink(dir.path(), &bootstrap, sasl);
+    let (ok, _, err) = hub.cli(&["topic", "create", "sensors"], None);
+    assert!(ok, "{err}");
+    produce(&hub, 1, 0..10);
+    let status = describe_when(&hub, Duration::from_secs(20), |s| s["last_error"].as_str().is_some());
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("SASL") || error.contains("uthentication"), "{status}");
+    assert_eq!(status["state"], "backing off", "{status}");
+    assert_eq!((status["records_sent"].as_u64(), status["backlog_records"].as_u64()), (Some(0), Some(10)));
 }

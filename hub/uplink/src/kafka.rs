@@ -9,9 +9,12 @@
 //! producer and opens a new one (a new producer id: records that were in
 //! flight then may be written twice, and are counted as resent).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
@@ -20,8 +23,55 @@ use crate::link::{Link, Outgoing, SendError};
 
 /// A Kafka producer, checked to reach the cluster.
 pub struct KafkaLink {
-    producer: Option<FutureProducer>,
+    producer: Option<FutureProducer<Reasons>>,
+    reasons: Reasons,
     keep_partition: bool,
+}
+
+/// librdkafka's logs go to `tracing`; its errors since the last call (say,
+/// "SASL authentication error: …", then "1/1 brokers are down") are kept,
+/// because the error a failed call returns is often only "broker transport
+/// failure".
+#[derive(Default, Clone)]
+pub struct Reasons {
+    recent: Arc<Mutex<Vec<String>>>,
+}
+
+/// Distinct reasons kept between two calls.
+const MAX_REASONS: usize = 4;
+
+impl Reasons {
+    /// `error`, with librdkafka's reasons when they say more.
+    fn explain(&self, error: impl std::fmt::Display) -> String {
+        let reasons = std::mem::take(&mut *self.recent.lock().unwrap_or_else(|e| e.into_inner()));
+        if reasons.is_empty() {
+            error.to_string()
+        } else {
+            format!("{error} ({})", reasons.join("; "))
+        }
+    }
+}
+
+impl ClientContext for Reasons {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::warn!(target: "librdkafka", %facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                tracing::info!(target: "librdkafka", %facility, "{message}")
+            }
+            _ => tracing::debug!(target: "librdkafka", %facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, "{reason}");
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() < MAX_REASONS && !recent.iter().any(|r| r == reason) {
+            recent.push(reason.to_string());
+        }
+    }
 }
 
 impl Drop for KafkaLink {
@@ -40,8 +90,9 @@ impl KafkaLink {
     /// Creates the producer and fetches the cluster's metadata, so an
     /// unreachable cluster or refused credentials fail here, with librdkafka's reason.
     pub async fn connect(spec: &KafkaSpec, ack_timeout: Duration) -> Result<KafkaLink, String> {
+        let reasons = Reasons::default();
         let producer = client_config(spec, ack_timeout)
-            .create::<FutureProducer>()
+            .create_with_context::<_, FutureProducer<Reasons>>(reasons.clone())
             .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
         let probe = producer.clone();
         let metadata = tokio::task::spawn_blocking(move || {
@@ -51,8 +102,8 @@ impl KafkaLink {
         .map_err(|e| e.to_string())?;
         match metadata {
             Ok(0) => Err(format!("{} named no brokers", spec.bootstrap_servers)),
-            Ok(_) => Ok(KafkaLink { producer: Some(producer), keep_partition: spec.keep_partition }),
-            Err(e) => Err(format!("cannot reach {}: {e}", spec.bootstrap_servers)),
+            Ok(_) => Ok(KafkaLink { producer: Some(producer), reasons, keep_partition: spec.keep_partition }),
+            Err(e) => Err(format!("cannot reach {}: {}", spec.bootstrap_servers, reasons.explain(e))),
         }
     }
 }
@@ -121,7 +172,7 @@ impl Link for KafkaLink {
         for (acked, delivery) in deliveries.into_iter().enumerate() {
             let error = match delivery.await {
                 Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => format!("Kafka did not acknowledge a record: {e}"),
+                Ok(Err((e, _))) => format!("Kafka did not acknowledge a record: {}", self.reasons.explain(e)),
                 Err(_) => "the Kafka producer went away".to_string(),
             };
             return Err(SendError { acked, in_flight: queued - acked, error });

@@ -29,6 +29,10 @@ pub enum BenchCommand {
     /// MQTT publishers against any MQTT broker (Cairn, Mosquitto, ...):
     /// messages/s until the broker has accepted (PUBACKed) everything.
     Mqtt(BenchMqttArgs),
+    /// librdkafka's idempotent producer straight to a Kafka-API broker:
+    /// records/s until everything is acknowledged (the reference for Kafka
+    /// uplinks).
+    Kafka(super::kafka::BenchKafkaArgs),
     /// One WebAssembly plugin stage alone: records/s through the plugin
     /// (batches in, validated output batches out), compile and cached-load time.
     Plugin(BenchPluginArgs),
@@ -238,6 +242,7 @@ pub async fn run(command: BenchCommand) -> Result<(), AnyError> {
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::E2e(args) => bench_e2e(args).await,
         BenchCommand::Mqtt(args) => bench_mqtt(args).await,
+        BenchCommand::Kafka(args) => super::kafka::run(args).await,
         BenchCommand::Plugin(args) => bench_plugin(args),
     }
 }
