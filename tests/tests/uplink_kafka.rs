@@ -259,4 +259,14 @@ async fn refused_sasl_credentials_are_reported_and_nothing_is_sent() {
     assert!(error.contains("SASL") || error.contains("uthentication"), "{status}");
     assert_eq!(status["state"], "backing off", "{status}");
     assert_eq!((status["records_sent"].as_u64(), status["backlog_records"].as_u64()), (Some(0), Some(10)));
+    // The records are stamped 2023 and the topic keeps 7 days: retention
+    // would delete them before they are sent, and the log says so.
+    // (checked every 10 s)
+    let started = Instant::now();
+    let warned =
+        || hub.log.lock().unwrap().iter().any(|l| l.contains("the uplink's backlog nears the topic's retention"));
+    while !warned() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(warned(), "no warning: {:#?}", hub.log.lock().unwrap());
 }

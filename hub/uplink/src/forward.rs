@@ -28,6 +28,10 @@ use crate::{Control, LocalSink};
 const FETCH_BYTES: usize = 1 << 20;
 /// How often an idle uplink looks for topics and partitions that appeared.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// How often the backlog's age is held against the topics' retention.
+const RETENTION_CHECK: Duration = Duration::from_secs(10);
+/// A backlog older than this share of its topic's retention is warned about.
+const RETENTION_WARN_SHARE: f64 = 0.8;
 
 /// Where the uplink is in one local partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,7 @@ pub(crate) async fn run(
     mut control: watch::Receiver<Control>,
 ) {
     let mut cursors = Vec::new();
+    let mut retention = RetentionWatch::default();
     let mut backoff = Backoff::new(spec.max_backoff);
     let mut throttle = Throttle::new(spec.max_bytes_per_sec);
     loop {
@@ -69,6 +74,9 @@ pub(crate) async fn run(
             }
             Control::Run => {}
         }
+        // Also while the link is down: a backlog nearing retention is worth a warning then most.
+        refresh_cursors(&log, &spec, &mut cursors).await;
+        retention.check(&log, &spec, &cursors);
         shared.set_state(LinkState::Connecting);
         let connected = tokio::select! {
             link = connect(&spec, sink.clone(), shared.clone()) => link,
@@ -80,7 +88,9 @@ pub(crate) async fn run(
                 shared.set_state(LinkState::Connected);
                 tracing::info!(uplink = %spec.name, upstream = %spec.upstream(), "uplink connected");
                 backoff.reset();
-                match forward(&log, &spec, &shared, &mut link, &mut cursors, &mut throttle, &mut control).await {
+                let forwarded =
+                    forward(&log, &spec, &shared, &mut link, &mut cursors, &mut throttle, &mut retention, &mut control);
+                match forwarded.await {
                     None => continue, // paused or stopped: looked at above
                     Some(error) => error,
                 }
@@ -146,6 +156,7 @@ async fn forward(
     link: &mut AnyLink,
     cursors: &mut Vec<Cursor>,
     throttle: &mut Throttle,
+    retention: &mut RetentionWatch,
     control: &mut watch::Receiver<Control>,
 ) -> Option<String> {
     let group = spec.group();
@@ -156,6 +167,7 @@ async fn forward(
             return None;
         }
         refresh_cursors(log, spec, cursors).await;
+        retention.check(log, spec, cursors);
         let Some(run) = next_run(log, spec, shared, cursors, turn) else {
             lingered = false;
             tokio::select! {
@@ -313,6 +325,43 @@ async fn wait_any(log: &Log, cursors: &[Cursor]) {
     }
     let waits = cursors.iter().map(|c| Box::pin(log.wait_for(&c.topic, c.partition, c.offset, IDLE_WAIT)));
     let _ = futures::future::select_all(waits).await;
+}
+
+/// Warns when a partition's oldest unsent record is older than
+/// [`RETENTION_WARN_SHARE`] of its topic's retention: records retention
+/// deletes before the uplink sends them never reach the upstream.
+#[derive(Default)]
+struct RetentionWatch {
+    last: Option<Instant>,
+    /// Partitions warned about, until they are no longer behind.
+    warned: std::collections::HashSet<(String, u32)>,
+}
+
+impl RetentionWatch {
+    fn check(&mut self, log: &Log, spec: &UplinkSpec, cursors: &[Cursor]) {
+        if cursors.is_empty() || self.last.is_some_and(|at| at.elapsed() < RETENTION_CHECK) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        for c in cursors {
+            let Some(retention_ms) = log.describe_topic(&c.topic).ok().and_then(|t| t.config.retention_ms) else {
+                continue;
+            };
+            let oldest = log
+                .fetch(&c.topic, c.partition, c.offset, 1)
+                .ok()
+                .and_then(|f| f.records().next().map(|r| r.timestamp));
+            let age = oldest.map_or(0, |ts| log.now_ms() - ts);
+            let behind = age as f64 > retention_ms as f64 * RETENTION_WARN_SHARE;
+            let key = (c.topic.clone(), c.partition);
+            if behind && self.warned.insert(key.clone()) {
+                tracing::warn!(uplink = %spec.name, topic = %c.topic, partition = c.partition, backlog_age_ms = age,
+                    retention_ms, "the uplink's backlog nears the topic's retention: unsent records will be deleted");
+            } else if !behind {
+                self.warned.remove(&key);
+            }
+        }
+    }
 }
 
 /// Keeps forwarded payload bytes per second under a limit.
