@@ -7,9 +7,10 @@
 #   scripts/bench-uplink.sh [RECORDS] [RUNS]     (defaults: 1000000, 3)
 #
 # Each run, for each upstream:
-# - direct: one client sending RECORDS records of 100 bytes in runs of 500
-#   awaited whole, as an uplink sends: `cairn bench mqtt` (rumqttc, QoS 1,
-#   500 in flight) or `cairn bench kafka` (librdkafka, idempotent);
+# - direct: one client sending RECORDS records of 100 bytes with the
+#   uplink's window: `cairn bench mqtt` (rumqttc, QoS 1, 1,000 in flight,
+#   the MQTT link's window) or `cairn bench kafka` (librdkafka, idempotent,
+#   runs of BATCH records awaited whole, as the Kafka link sends);
 # - uplink: RECORDS records of 100 bytes produced into topic `sensors` of a
 #   fresh hub with no uplink yet (a backlog, as after an outage), then the
 #   hub restarted with the `[[uplink]]`: records/s from the restart until
@@ -21,6 +22,10 @@ cd "$(dirname "$0")/.."
 
 RECORDS=${1:-1000000}
 RUNS=${2:-3}
+# The uplinks' run (batch_records, their default), and the direct clients'
+# window: the same as the uplink's (an MQTT link keeps at most 1,000 in flight).
+BATCH=${BATCH:-5000}
+MQTT_WINDOW=$((BATCH < 1000 ? BATCH : 1000))
 WORK=$(mktemp -d)
 MOSQ_PORT=$((20000 + RANDOM % 10000))
 KAFKA_PORT=$((MOSQ_PORT + 1))
@@ -47,11 +52,11 @@ uplink_run() {
         >/dev/null
     kill -TERM $HUB; wait $HUB || true
     if [ "$kind" = mqtt ]; then
-        printf '[[uplink]]\nname = "cloud"\nkind = "mqtt"\ntopics = ["sensors"]\nhost = "127.0.0.1"\nport = %s\nremote_topic = "up/{topic}/{partition}"\n' \
-            $MOSQ_PORT >"$WORK/uplink.toml"
+        printf '[[uplink]]\nname = "cloud"\nkind = "mqtt"\ntopics = ["sensors"]\nhost = "127.0.0.1"\nport = %s\nremote_topic = "up/{topic}/{partition}"\nbatch_records = %s\n' \
+            $MOSQ_PORT "$BATCH" >"$WORK/uplink.toml"
     else
-        printf '[[uplink]]\nname = "cloud"\nkind = "kafka"\ntopics = ["sensors"]\nbootstrap_servers = "127.0.0.1:%s"\nremote_topic = "up.{topic}"\n' \
-            $KAFKA_PORT >"$WORK/uplink.toml"
+        printf '[[uplink]]\nname = "cloud"\nkind = "kafka"\ntopics = ["sensors"]\nbootstrap_servers = "127.0.0.1:%s"\nremote_topic = "up.{topic}"\nbatch_records = %s\n' \
+            $KAFKA_PORT "$BATCH" >"$WORK/uplink.toml"
     fi
     start_hub --config "$WORK/uplink.toml"
     local started peak=0 rss backlog ended
@@ -72,10 +77,10 @@ uplink_run() {
 
 for run in $(seq 1 "$RUNS"); do
     "$CAIRN" bench mqtt --broker 127.0.0.1:$MOSQ_PORT --publishers 1 --messages "$RECORDS" --payload-bytes 100 \
-        --qos 1 --in-flight 500 | awk '/^median:/ {print $2}' >>"$WORK/direct-mqtt.txt"
+        --qos 1 --in-flight "$MQTT_WINDOW" | awk '/^median:/ {print $2}' >>"$WORK/direct-mqtt.txt"
     uplink_run mqtt
     "$CAIRN" bench kafka --bootstrap-servers 127.0.0.1:$KAFKA_PORT --topic direct --records "$RECORDS" \
-        --value-bytes 100 --in-flight 500 | awk '/^median:/ {print $2}' >>"$WORK/direct-kafka.txt"
+        --value-bytes 100 --in-flight "$BATCH" | awk '/^median:/ {print $2}' >>"$WORK/direct-kafka.txt"
     uplink_run kafka
 done
 

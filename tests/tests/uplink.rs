@@ -330,7 +330,8 @@ async fn a_silent_cut_mid_backlog_is_detected_by_timeout_and_loses_nothing() {
         log.contains("no acknowledgement from the upstream"),
         "the cut was not detected by the ack timeout:\n{log}"
     );
-    assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
+    // Two runs of 100 may be in flight (one sent, the one before it committing).
+    assert!(duplicates <= 200, "{duplicates} duplicates: more than two runs of 100 were resent");
     println!("silent cut after {cut_at} messages: all 6,000 arrived, {duplicates} duplicates");
 }
 
@@ -350,6 +351,7 @@ async fn a_hub_killed_mid_forward_resumes_from_its_committed_offsets() {
     let _hub = hub_with_uplink(dir.path(), port, SLOW);
     wait_distinct(&received, 6000, Duration::from_secs(60)).await;
     let duplicates = assert_in_order(&received, &expected(2, 3000));
-    assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
+    // Two runs of 100 may be in flight (one sent, the one before it committing).
+    assert!(duplicates <= 200, "{duplicates} duplicates: more than two runs of 100 were resent");
     println!("kill -9 after {killed_at} messages: all 6,000 arrived, {duplicates} duplicates");
 }

@@ -217,8 +217,11 @@ async fn an_unreachable_cluster_and_a_killed_hub_lose_nothing() {
     proxy.set_down(true);
     produce(&hub, 2, 100..1100);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let status = describe(&hub);
-    assert_eq!(status["state"], "backing off", "{status}");
+    // Down, it alternates between backing off and trying (each try fails
+    // within the 2 s ack timeout).
+    let status = describe_when(&hub, Duration::from_secs(5), |s| s["state"] == "backing off");
+    assert_eq!(status["state"], "backing off", "{status} {:#?}", hub.log.lock().unwrap());
+    assert!(status["link_failures"].as_u64().unwrap() >= 2, "{status}");
     assert_eq!(status["backlog_records"], 2000, "{status}");
     proxy.set_down(false);
     // No new record: the backlog drains by itself.
@@ -235,7 +238,8 @@ async fn an_unreachable_cluster_and_a_killed_hub_lose_nothing() {
 
     let records = read_remote(&bootstrap, "site-7.sensors", 8200);
     let duplicates = assert_in_order_per_key(&records, 2, 4100);
-    assert!(duplicates <= 100, "{duplicates} duplicates: more than one run of 100 was resent");
+    // Two runs of 100 may be in flight (one sent, the one before it committing).
+    assert!(duplicates <= 200, "{duplicates} duplicates: more than two runs of 100 were resent");
     println!("kafka: 8,200 records after a 10 s outage and a kill -9, {duplicates} duplicates");
 }
 

@@ -60,8 +60,8 @@ pub struct UplinkSettings {
     pub port: Option<u16>,
     /// Kafka: `host:port[,host:port…]`.
     pub bootstrap_servers: Option<String>,
-    /// Kafka: connect with TLS [default: false], checking the brokers'
-    /// certificates against this CA file (PEM) [default: the system's roots].
+    /// Connect with TLS [default: false], checking the upstream's
+    /// certificate against this CA file (PEM) [default: the system's roots].
     pub tls: Option<bool>,
     pub tls_ca_file: Option<PathBuf>,
     /// Kafka: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, with `username`
@@ -83,7 +83,7 @@ pub struct UplinkSettings {
     /// Local MQTT topic of what comes down [default: `{topic}`, the upstream topic].
     pub local_topic: Option<String>,
     pub start_at: Option<StartAt>,
-    /// Records per batch sent before waiting for the upstream's acknowledgements [default: 500].
+    /// Records per run: sent, acknowledged, then committed as one step [default: 5000].
     pub batch_records: Option<usize>,
     /// How long a partial batch waits for more records, in milliseconds [default: 5].
     pub linger_ms: Option<u64>,
@@ -125,6 +125,8 @@ pub enum Target {
 pub struct MqttSpec {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
+    pub tls_ca_file: Option<PathBuf>,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub subscribe: Vec<String>,
@@ -194,7 +196,7 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
         let template = |text: &Option<String>, default: &str, allowed: &[&str]| {
             Template::parse(text.as_deref().unwrap_or(default), allowed).map_err(|e| bad(e.to_string()))
         };
-        let batch_records = s.batch_records.unwrap_or(500);
+        let batch_records = s.batch_records.unwrap_or(5000);
         if batch_records == 0 || batch_records > MAX_BATCH_RECORDS {
             return Err(bad(format!("batch_records must be 1..={MAX_BATCH_RECORDS}")));
         }
@@ -233,8 +235,6 @@ fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<
         "mqtt",
         &[
             ("bootstrap_servers", s.bootstrap_servers.is_some()),
-            ("tls", s.tls.is_some()),
-            ("tls_ca_file", s.tls_ca_file.is_some()),
             ("sasl_mechanism", s.sasl_mechanism.is_some()),
             ("compression", s.compression.is_some()),
             ("partitioning", s.partitioning.is_some()),
@@ -253,9 +253,12 @@ fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<
         (None, None) => None,
     };
     let local = s.local_topic.as_deref().unwrap_or("{topic}");
+    let tls = s.tls.unwrap_or(false) || s.tls_ca_file.is_some();
     Ok(MqttSpec {
         host,
-        port: s.port.unwrap_or(1883),
+        port: s.port.unwrap_or(if tls { 8883 } else { 1883 }),
+        tls,
+        tls_ca_file: s.tls_ca_file.clone(),
         client_id: s.client_id.clone().unwrap_or_else(|| format!("cairn-uplink-{}", s.name)),
         credentials,
         subscribe: s.subscribe.clone(),
@@ -362,7 +365,7 @@ mod tests {
         assert_eq!(mqtt.port, 1883);
         assert_eq!(mqtt.client_id, "cairn-uplink-cloud");
         assert_eq!(spec.group(), "__uplink.cloud");
-        assert_eq!(spec.batch_records, 500);
+        assert_eq!(spec.batch_records, 5000);
         assert_eq!(spec.start_at, StartAt::Earliest);
     }
 

@@ -9,10 +9,13 @@
 //! mid-forward resends at most what was in flight.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cairn_log::Fetch;
 use cairn_log::{Log, LogError};
+use cairn_proto::{BatchHeader, BatchView, RecordView};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -26,6 +29,10 @@ use crate::{Control, LocalSink};
 
 /// Bytes read from one partition per fetch.
 const FETCH_BYTES: usize = 1 << 20;
+/// Most QoS 1 publishes in flight on an MQTT link (a run larger than this
+/// flows through it, so the wait for a run's last acknowledgements comes
+/// once per run, not once per window).
+const MQTT_WINDOW: usize = 1000;
 /// How often an idle uplink looks for topics and partitions that appeared.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// How often the backlog's age is held against the topics' retention.
@@ -34,11 +41,24 @@ const RETENTION_CHECK: Duration = Duration::from_secs(10);
 const RETENTION_WARN_SHARE: f64 = 0.8;
 
 /// Where the uplink is in one local partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Cursor {
     topic: String,
     partition: u32,
-    offset: u64,
+    /// Next offset to send.
+    sent: u64,
+    /// Everything before it is acknowledged (and committed, or being committed).
+    acked: u64,
+    /// The last fetch, read on by the next runs until the cursor passes
+    /// its end (a fetch holds many runs' worth of small records).
+    fetched: Option<Fetch>,
+}
+
+/// What an uplink's task keeps across links.
+struct Progress {
+    cursors: Vec<Cursor>,
+    throttle: Throttle,
+    retention: RetentionWatch,
 }
 
 /// A run of records of one partition, ready to send.
@@ -59,10 +79,12 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut control: watch::Receiver<Control>,
 ) {
-    let mut cursors = Vec::new();
-    let mut retention = RetentionWatch::default();
+    let mut progress = Progress {
+        cursors: Vec::new(),
+        throttle: Throttle::new(spec.max_bytes_per_sec),
+        retention: Default::default(),
+    };
     let mut backoff = Backoff::new(spec.max_backoff);
-    let mut throttle = Throttle::new(spec.max_bytes_per_sec);
     loop {
         let asked = *control.borrow_and_update();
         match asked {
@@ -75,8 +97,8 @@ pub(crate) async fn run(
             Control::Run => {}
         }
         // Also while the link is down: a backlog nearing retention is worth a warning then most.
-        refresh_cursors(&log, &spec, &mut cursors).await;
-        retention.check(&log, &spec, &cursors);
+        refresh_cursors(&log, &spec, &mut progress.cursors).await;
+        progress.retention.check(&log, &spec, &progress.cursors);
         shared.set_state(LinkState::Connecting);
         let connected = tokio::select! {
             link = connect(&spec, sink.clone(), shared.clone()) => link,
@@ -88,9 +110,7 @@ pub(crate) async fn run(
                 shared.set_state(LinkState::Connected);
                 tracing::info!(uplink = %spec.name, upstream = %spec.upstream(), "uplink connected");
                 backoff.reset();
-                let forwarded =
-                    forward(&log, &spec, &shared, &mut link, &mut cursors, &mut throttle, &mut retention, &mut control);
-                match forwarded.await {
+                match forward(&log, &spec, &shared, &mut link, &mut progress, &mut control).await {
                     None => continue, // paused or stopped: looked at above
                     Some(error) => error,
                 }
@@ -125,7 +145,8 @@ enum AnyLink {
 async fn connect(spec: &UplinkSpec, sink: Option<Arc<dyn LocalSink>>, shared: Arc<Shared>) -> Result<AnyLink, String> {
     match &spec.target {
         Target::Mqtt(mqtt) => {
-            MqttLink::connect(mqtt, spec.batch_records, spec.ack_timeout, sink, shared).await.map(AnyLink::Mqtt)
+            let window = spec.batch_records.min(MQTT_WINDOW);
+            MqttLink::connect(mqtt, window, spec.ack_timeout, sink, shared).await.map(AnyLink::Mqtt)
         }
         Target::Kafka(kafka) => KafkaLink::connect(kafka, spec.ack_timeout).await.map(AnyLink::Kafka),
     }
@@ -136,6 +157,13 @@ impl Link for AnyLink {
         match self {
             AnyLink::Mqtt(link) => link.send(records).await,
             AnyLink::Kafka(link) => link.send(records).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SendError> {
+        match self {
+            AnyLink::Mqtt(link) => link.flush().await,
+            AnyLink::Kafka(link) => link.flush().await,
         }
     }
 
@@ -154,25 +182,32 @@ async fn forward(
     spec: &UplinkSpec,
     shared: &Shared,
     link: &mut AnyLink,
-    cursors: &mut Vec<Cursor>,
-    throttle: &mut Throttle,
-    retention: &mut RetentionWatch,
+    progress: &mut Progress,
     control: &mut watch::Receiver<Control>,
 ) -> Option<String> {
-    let group = spec.group();
+    let mut acks = Acks { group: spec.group(), name: spec.name.clone(), unacked: VecDeque::new(), committing: None };
     let mut turn = 0usize;
     let mut lingered = false;
-    loop {
+    let outcome = loop {
         if *control.borrow() != Control::Run {
-            return None;
+            // Paused or stopped: what is in flight is waited for first.
+            break link.flush().await.err();
         }
-        refresh_cursors(log, spec, cursors).await;
-        retention.check(log, spec, cursors);
-        let Some(run) = next_run(log, spec, shared, cursors, turn) else {
+        refresh_cursors(log, spec, &mut progress.cursors).await;
+        progress.retention.check(log, spec, &progress.cursors);
+        let Some(run) = next_run(log, spec, shared, &mut progress.cursors, turn) else {
             lingered = false;
+            if !acks.unacked.is_empty() {
+                // Caught up: the last runs are acknowledged before waiting.
+                match link.flush().await {
+                    Ok(()) => acks.all_acked(log, shared, &mut progress.cursors).await,
+                    Err(failed) => break Some(failed),
+                }
+                continue;
+            }
             tokio::select! {
-                _ = wait_any(log, cursors) => {}
-                error = link.failed() => return Some(error),
+                _ = wait_any(log, &progress.cursors) => {}
+                error = link.failed() => break Some(SendError { acked: 0, in_flight: 0, error }),
                 _ = control.changed() => {}
             }
             continue;
@@ -185,29 +220,96 @@ async fn forward(
         }
         lingered = false;
         turn = run.cursor + 1;
-        throttle.wait(run.bytes).await;
-        let cursor = &mut cursors[run.cursor];
-        let (acked_to, error) = match link.send(&run.records).await {
-            Ok(()) => (run.next, None),
-            Err(failed) => {
-                Counters::add(&shared.counters.records_resent, failed.in_flight as u64);
-                let to = run.records.get(failed.acked).map_or(run.next, |r| r.offset);
-                (to, Some(failed.error))
-            }
-        };
-        let acked: Vec<&Outgoing> = run.records.iter().take_while(|r| r.offset < acked_to).collect();
-        Counters::add(&shared.counters.records_sent, acked.len() as u64);
-        Counters::add(&shared.counters.bytes_sent, acked.iter().map(|r| r.value.len() as u64).sum());
-        if acked_to > cursor.offset {
-            let offsets = [(cursor.partition, acked_to)];
-            if let Err(e) = log.commit_offsets(&group, &cursor.topic, &offsets).await {
-                // Not committed: after a restart these go out again (at-least-once).
-                tracing::warn!(uplink = %spec.name, error = %e, "cannot commit the uplink's progress");
-            }
-            cursor.offset = acked_to;
+        progress.throttle.wait(run.bytes).await;
+        progress.cursors[run.cursor].sent = run.next;
+        let sent = link.send(&run.records).await;
+        if sent.is_ok() {
+            // Every run sent before this one is acknowledged.
+            acks.all_acked(log, shared, &mut progress.cursors).await;
         }
-        if let Some(error) = error {
-            return Some(error);
+        acks.unacked.push_back(run);
+        if let Err(failed) = sent {
+            break Some(failed);
+        }
+    };
+    let error = match outcome {
+        None => {
+            acks.all_acked(log, shared, &mut progress.cursors).await;
+            None
+        }
+        Some(failed) => {
+            acks.partly_acked(log, shared, &mut progress.cursors, failed.acked).await;
+            Counters::add(&shared.counters.records_resent, failed.in_flight as u64);
+            Some(failed.error)
+        }
+    };
+    acks.finish().await;
+    // What was not acknowledged is sent again, on the next link.
+    for cursor in &mut progress.cursors {
+        cursor.sent = cursor.acked;
+    }
+    error
+}
+
+/// Runs sent and not yet known acknowledged, and the commit of the last
+/// acknowledged one.
+struct Acks {
+    group: String,
+    name: String,
+    unacked: VecDeque<Run>,
+    /// The last commit, awaited before the next one (commits stay in
+    /// order) but not before the next send: an fsync per run would halve
+    /// the rate. A hub killed meanwhile resends at most two runs.
+    committing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Acks {
+    /// Every run in `unacked` was acknowledged.
+    async fn all_acked(&mut self, log: &Log, shared: &Shared, cursors: &mut [Cursor]) {
+        while let Some(run) = self.unacked.pop_front() {
+            self.acked(log, shared, cursors, &run, run.records.len()).await;
+        }
+    }
+
+    /// The first `n` records of `unacked` (across runs, in order) were acknowledged.
+    async fn partly_acked(&mut self, log: &Log, shared: &Shared, cursors: &mut [Cursor], mut n: usize) {
+        while let Some(run) = self.unacked.pop_front() {
+            let k = n.min(run.records.len());
+            self.acked(log, shared, cursors, &run, k).await;
+            n -= k;
+            if k < run.records.len() {
+                break;
+            }
+        }
+        self.unacked.clear();
+    }
+
+    /// The first `k` records of `run` were acknowledged: counted, committed.
+    async fn acked(&mut self, log: &Log, shared: &Shared, cursors: &mut [Cursor], run: &Run, k: usize) {
+        let records = &run.records[..k];
+        Counters::add(&shared.counters.records_sent, k as u64);
+        Counters::add(&shared.counters.bytes_sent, records.iter().map(|r| r.value.len() as u64).sum());
+        // A whole run moves the cursor past records it skipped, too.
+        let to = run.records.get(k).map_or(run.next, |r| r.offset);
+        let cursor = &mut cursors[run.cursor];
+        if to <= cursor.acked {
+            return;
+        }
+        cursor.acked = to;
+        self.finish().await;
+        let (log, group, topic, name) = (log.clone(), self.group.clone(), cursor.topic.clone(), self.name.clone());
+        let offsets = [(cursor.partition, to)];
+        self.committing = Some(tokio::spawn(async move {
+            if let Err(e) = log.commit_offsets(&group, &topic, &offsets).await {
+                // Not committed: after a restart these go out again (at-least-once).
+                tracing::warn!(uplink = %name, error = %e, "cannot commit the uplink's progress");
+            }
+        }));
+    }
+
+    async fn finish(&mut self) {
+        if let Some(task) = self.committing.take() {
+            let _ = task.await;
         }
     }
 }
@@ -235,7 +337,7 @@ async fn refresh_cursors(log: &Log, spec: &UplinkSpec, cursors: &mut Vec<Cursor>
                     start
                 }
             };
-            cursors.push(Cursor { topic: topic.clone(), partition, offset });
+            cursors.push(Cursor { topic: topic.clone(), partition, sent: offset, acked: offset, fetched: None });
         }
     }
 }
@@ -246,23 +348,31 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
     let n = cursors.len();
     for i in (0..n).map(|k| (turn + k) % n) {
         let cursor = &mut cursors[i];
-        let fetch = match log.fetch(&cursor.topic, cursor.partition, cursor.offset, FETCH_BYTES) {
-            Ok(fetch) => fetch,
-            Err(LogError::OffsetOutOfRange { .. }) => {
-                // Retention removed records before they were sent: they are
-                // gone for every reader; go on from the partition's start.
-                let start = log.offsets(&cursor.topic, cursor.partition).map_or(cursor.offset, |o| o.start);
-                if start > cursor.offset {
-                    tracing::warn!(uplink = %spec.name, topic = %cursor.topic, partition = cursor.partition,
-                        lost = start - cursor.offset, "records expired before the uplink sent them");
-                    cursor.offset = start;
+        let reusable =
+            cursor.fetched.as_ref().is_some_and(|f| f.offset <= cursor.sent && cursor.sent < f.next_offset());
+        if !reusable {
+            cursor.fetched = None;
+        }
+        let fetched = cursor.fetched.take();
+        let fetch =
+            match fetched.map_or_else(|| log.fetch(&cursor.topic, cursor.partition, cursor.sent, FETCH_BYTES), Ok) {
+                Ok(fetch) => fetch,
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    // Retention removed records before they were sent: they are
+                    // gone for every reader; go on from the partition's start.
+                    let start = log.offsets(&cursor.topic, cursor.partition).map_or(cursor.sent, |o| o.start);
+                    if start > cursor.sent {
+                        tracing::warn!(uplink = %spec.name, topic = %cursor.topic, partition = cursor.partition,
+                        lost = start - cursor.sent, "records expired before the uplink sent them");
+                        cursor.sent = start;
+                        cursor.acked = cursor.acked.max(start);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let mut run = Run { cursor: i, records: Vec::new(), next: cursor.offset, bytes: 0, full: false };
-        for record in fetch.records() {
+                Err(_) => continue,
+            };
+        let mut run = Run { cursor: i, records: Vec::new(), next: cursor.sent, bytes: 0, full: false };
+        for record in records_from(&fetch, cursor.sent) {
             if run.records.len() >= spec.batch_records {
                 break;
             }
@@ -277,7 +387,7 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
             if !valid_topic(&spec.target, &remote_topic) {
                 Counters::add(&shared.counters.records_skipped, 1);
                 let error = format!(
-                    "record {} of {}/{}: upstream topic '{remote_topic}' is not a valid MQTT topic; skipped",
+                    "record {} of {}/{}: '{remote_topic}' is not a valid upstream topic; skipped",
                     record.offset, cursor.topic, cursor.partition
                 );
                 tracing::warn!(uplink = %spec.name, "{error}");
@@ -296,11 +406,24 @@ fn next_run(log: &Log, spec: &UplinkSpec, shared: &Shared, cursors: &mut [Cursor
             });
         }
         run.full = run.next >= fetch.end_offset;
-        if run.next > cursor.offset {
+        cursor.fetched = Some(fetch);
+        if run.next > cursor.sent {
             return Some(run);
         }
     }
     None
+}
+
+/// The records of `fetch` from offset `from` on, skipping whole batches
+/// before it by their headers.
+fn records_from(fetch: &Fetch, from: u64) -> impl Iterator<Item = RecordView<'_>> {
+    fetch
+        .batches
+        .iter()
+        .filter(move |b| BatchHeader::read(b).is_ok_and(|h| h.next_offset() > from))
+        .filter_map(|b| BatchView::parse(b).ok())
+        .flat_map(|view| view.records())
+        .filter(move |r| r.offset >= from)
 }
 
 /// A topic the upstream accepts. MQTT: not empty, no wildcards, no NUL, at
@@ -323,7 +446,7 @@ async fn wait_any(log: &Log, cursors: &[Cursor]) {
     if cursors.is_empty() {
         return tokio::time::sleep(IDLE_WAIT).await;
     }
-    let waits = cursors.iter().map(|c| Box::pin(log.wait_for(&c.topic, c.partition, c.offset, IDLE_WAIT)));
+    let waits = cursors.iter().map(|c| Box::pin(log.wait_for(&c.topic, c.partition, c.sent, IDLE_WAIT)));
     let _ = futures::future::select_all(waits).await;
 }
 
@@ -347,10 +470,8 @@ impl RetentionWatch {
             let Some(retention_ms) = log.describe_topic(&c.topic).ok().and_then(|t| t.config.retention_ms) else {
                 continue;
             };
-            let oldest = log
-                .fetch(&c.topic, c.partition, c.offset, 1)
-                .ok()
-                .and_then(|f| f.records().next().map(|r| r.timestamp));
+            let oldest =
+                log.fetch(&c.topic, c.partition, c.acked, 1).ok().and_then(|f| f.records().next().map(|r| r.timestamp));
             let age = oldest.map_or(0, |ts| log.now_ms() - ts);
             let behind = age as f64 > retention_ms as f64 * RETENTION_WARN_SHARE;
             let key = (c.topic.clone(), c.partition);
@@ -415,6 +536,8 @@ mod tests {
         let mqtt = Target::Mqtt(crate::config::MqttSpec {
             host: String::new(),
             port: 0,
+            tls: false,
+            tls_ca_file: None,
             client_id: String::new(),
             credentials: None,
             subscribe: vec![],

@@ -9,6 +9,7 @@
 //! producer and opens a new one (a new producer id: records that were in
 //! flight then may be written twice, and are counted as resent).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct KafkaLink {
     producer: Option<FutureProducer<Reasons>>,
     reasons: Reasons,
     keep_partition: bool,
+    /// Delivery reports of the records queued and not yet awaited, oldest first.
+    deliveries: VecDeque<DeliveryFuture>,
 }
 
 /// librdkafka's logs go to `tracing`; its errors since the last call (say,
@@ -102,7 +105,12 @@ impl KafkaLink {
         .map_err(|e| e.to_string())?;
         match metadata {
             Ok(0) => Err(format!("{} named no brokers", spec.bootstrap_servers)),
-            Ok(_) => Ok(KafkaLink { producer: Some(producer), reasons, keep_partition: spec.keep_partition }),
+            Ok(_) => Ok(KafkaLink {
+                producer: Some(producer),
+                reasons,
+                keep_partition: spec.keep_partition,
+                deliveries: VecDeque::new(),
+            }),
             Err(e) => Err(format!("cannot reach {}: {}", spec.bootstrap_servers, reasons.explain(e))),
         }
     }
@@ -138,15 +146,30 @@ fn client_config(spec: &KafkaSpec, ack_timeout: Duration) -> ClientConfig {
     config
 }
 
+impl KafkaLink {
+    /// Awaits the oldest `n` delivery reports, in order.
+    async fn await_oldest(&mut self, n: usize) -> Result<(), SendError> {
+        for acked in 0..n {
+            let Some(delivery) = self.deliveries.pop_front() else { break };
+            let error = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => format!("Kafka did not acknowledge a record: {}", self.reasons.explain(e)),
+                Err(_) => "the Kafka producer went away".to_string(),
+            };
+            return Err(SendError { acked, in_flight: self.deliveries.len() + 1, error });
+        }
+        Ok(())
+    }
+}
+
 impl Link for KafkaLink {
     async fn send(&mut self, records: &[Outgoing]) -> Result<(), SendError> {
+        let earlier = self.deliveries.len();
         let Some(producer) = &self.producer else {
-            return Err(SendError { acked: 0, in_flight: 0, error: "the producer is closed".into() });
+            return Err(SendError { acked: 0, in_flight: earlier, error: "the producer is closed".into() });
         };
-        // Everything is queued first (librdkafka batches it), then each
-        // acknowledgement is awaited in order.
-        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(records.len());
-        let mut queue_error = None;
+        // The run is queued whole (librdkafka batches it), then the reports
+        // of the earlier runs are awaited in order.
         for r in records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (name, value) in &r.headers {
@@ -161,26 +184,18 @@ impl Link for KafkaLink {
                 record = record.partition(r.partition as i32);
             }
             match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
+                Ok(delivery) => self.deliveries.push_back(delivery),
                 Err((e, _)) => {
-                    queue_error = Some(format!("cannot queue a record for Kafka: {e}"));
-                    break;
+                    let error = format!("cannot queue a record for Kafka: {e}");
+                    return Err(SendError { acked: 0, in_flight: self.deliveries.len(), error });
                 }
             }
         }
-        let queued = deliveries.len();
-        for (acked, delivery) in deliveries.into_iter().enumerate() {
-            let error = match delivery.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => format!("Kafka did not acknowledge a record: {}", self.reasons.explain(e)),
-                Err(_) => "the Kafka producer went away".to_string(),
-            };
-            return Err(SendError { acked, in_flight: queued - acked, error });
-        }
-        match queue_error {
-            Some(error) => Err(SendError { acked: queued, in_flight: 0, error }),
-            None => Ok(()),
-        }
+        self.await_oldest(earlier).await
+    }
+
+    async fn flush(&mut self) -> Result<(), SendError> {
+        self.await_oldest(self.deliveries.len()).await
     }
 
     async fn failed(&mut self) -> String {

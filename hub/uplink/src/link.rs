@@ -1,5 +1,6 @@
-//! What the forwarder needs of a remote end, whatever its protocol: send a
-//! run of records and say once the remote side has acknowledged them.
+//! What the forwarder needs of a remote end, whatever its protocol: send
+//! runs of records, two in flight at most, and say when the remote side
+//! has acknowledged them, in order.
 
 use std::future::Future;
 
@@ -19,7 +20,8 @@ pub struct Outgoing {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// A send that did not complete: the records before `acked` were
+/// A link that failed: of the records not yet reported acknowledged (by an
+/// `Ok` of [`Link::send`] or [`Link::flush`]), the first `acked` were
 /// acknowledged (their progress may be committed); the rest must be sent
 /// again on a new link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +36,14 @@ pub struct SendError {
 /// A connection to the upstream. A link that fails is dropped and a new one
 /// opened, so a link never has to recover by itself.
 pub trait Link {
-    /// Sends `records` in order; returns once the upstream acknowledged every
-    /// one of them.
+    /// Queues `records` after those of earlier calls and returns once every
+    /// record of the earlier calls is acknowledged (this call's may still
+    /// be in flight): the upstream is not left idle while the next run is
+    /// read and prepared, and at most two runs are in flight.
     fn send(&mut self, records: &[Outgoing]) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Returns once every record sent is acknowledged.
+    fn flush(&mut self) -> impl Future<Output = Result<(), SendError>> + Send;
 
     /// Resolves when the link fails while nothing is being sent (keep-alive
     /// lost, connection closed), with the reason.

@@ -10,12 +10,15 @@
 //! connects anew, resending from its last committed offset. rumqttc's own
 //! resend-on-reconnect is therefore not used.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use rumqttc::{Outgoing as Sent, SubscribeReasonCode};
+use rumqttc::{TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -40,6 +43,16 @@ pub struct MqttLink {
     events: mpsc::UnboundedReceiver<LinkEvent>,
     ack_timeout: Duration,
     tasks: Vec<JoinHandle<()>>,
+    /// Records are numbered from 0 in the order they were queued. The
+    /// first `acked` are acknowledged; `done` holds the acknowledgement
+    /// flags of those queued after them (PUBACKs may come out of order).
+    acked: u64,
+    done: VecDeque<bool>,
+    /// Acknowledged records already reported by an `Ok` of send or flush.
+    reported: u64,
+    /// Publishes written so far, and each unacknowledged packet id's record.
+    written: u64,
+    in_flight: HashMap<u16, u64>,
 }
 
 impl Drop for MqttLink {
@@ -70,9 +83,15 @@ impl MqttLink {
         if let Some((user, password)) = &spec.credentials {
             options.set_credentials(user.clone(), password.clone());
         }
+        if spec.tls {
+            let config = tls_config(spec.tls_ca_file.as_deref())?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config))));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, window.max(1));
         let mut network = eventloop.network_options();
         network.set_connection_timeout(ack_timeout.as_secs().max(1));
+        // The end of a run must not wait out Nagle and a delayed ACK (40 ms a run).
+        network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
         let connected = tokio::time::timeout(ack_timeout, connack(&mut eventloop)).await;
         match connected {
@@ -87,7 +106,17 @@ impl MqttLink {
             let local = spec.local_topic.clone();
             tasks.push(tokio::spawn(store_down(down_rx, client.clone(), sink, local, shared, events_tx)));
         }
-        let mut link = MqttLink { client, events, ack_timeout, tasks };
+        let mut link = MqttLink {
+            client,
+            events,
+            ack_timeout,
+            tasks,
+            acked: 0,
+            done: VecDeque::new(),
+            reported: 0,
+            written: 0,
+            in_flight: HashMap::new(),
+        };
         for filter in &spec.subscribe {
             link.subscribe(filter).await?;
         }
@@ -108,6 +137,42 @@ impl MqttLink {
             }
         }
     }
+}
+
+/// rustls client settings (ring, as the hub's listeners): the upstream's
+/// certificate is checked against `ca_file`, or the system's roots.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let shown = path.display();
+            let cas =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
+            for ca in cas {
+                let ca = ca.map_err(|e| format!("the CA file {shown} is not valid PEM: {e}"))?;
+                roots.add(ca).map_err(|e| format!("the CA file {shown}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("the CA file {shown} holds no certificate"));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no CA certificates found on this system: set tls_ca_file".into());
+            }
+        }
+    }
+    // ring, deprecated in rustls 0.23.48 only for lacking post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// Polls until the broker's CONNACK, which must accept the connection.
@@ -177,52 +242,80 @@ async fn store_down(
     }
 }
 
-impl Link for MqttLink {
-    async fn send(&mut self, records: &[Outgoing]) -> Result<(), SendError> {
-        let n = records.len();
-        let (mut queued, mut written, mut acked) = (0usize, 0usize, 0usize);
-        let mut done = vec![false; n];
-        // Packet id → index of the record it carries.
-        let mut in_flight: HashMap<u16, usize> = HashMap::new();
-        let fail = |acked: usize, queued: usize, error: String| SendError { acked, in_flight: queued - acked, error };
+impl MqttLink {
+    /// Handles link events until `ready` holds, publishing `records[*next..]`
+    /// as the window allows.
+    async fn pump(
+        &mut self,
+        records: &[Outgoing],
+        next: &mut usize,
+        ready: impl Fn(&Self) -> bool,
+    ) -> Result<(), SendError> {
         loop {
-            while queued < n {
-                let r = &records[queued];
+            while *next < records.len() {
+                let r = &records[*next];
                 match self.client.try_publish(r.remote_topic.as_str(), QoS::AtLeastOnce, false, r.value.clone()) {
-                    Ok(()) => queued += 1,
+                    Ok(()) => {
+                        *next += 1;
+                        self.done.push_back(false);
+                    }
                     Err(ClientError::TryRequest(_)) => break,
-                    Err(e) => return Err(fail(acked, queued, e.to_string())),
+                    Err(e) => return Err(self.fail(e.to_string())),
                 }
             }
-            if acked == n {
+            if *next == records.len() && ready(self) {
                 return Ok(());
             }
             let event = match tokio::time::timeout(self.ack_timeout, self.events.recv()).await {
                 Err(_) => {
                     let error = format!("no acknowledgement from the upstream for {:?}", self.ack_timeout);
-                    return Err(fail(acked, queued, error));
+                    return Err(self.fail(error));
                 }
-                Ok(None) => return Err(fail(acked, queued, "the connection closed".into())),
+                Ok(None) => return Err(self.fail("the connection closed".into())),
                 Ok(Some(event)) => event,
             };
             match event {
                 // Publishes are written in the order they were queued.
                 LinkEvent::Sent(pkid) => {
-                    in_flight.insert(pkid, written);
-                    written += 1;
+                    self.in_flight.insert(pkid, self.written);
+                    self.written += 1;
                 }
                 LinkEvent::Acked(pkid) => {
-                    if let Some(i) = in_flight.remove(&pkid) {
-                        done[i] = true;
-                        while acked < n && done[acked] {
-                            acked += 1;
+                    if let Some(i) = self.in_flight.remove(&pkid) {
+                        if let Some(done) = self.done.get_mut((i - self.acked) as usize) {
+                            *done = true;
+                        }
+                        while self.done.front() == Some(&true) {
+                            self.done.pop_front();
+                            self.acked += 1;
                         }
                     }
                 }
-                LinkEvent::Failed(e) => return Err(fail(acked, queued, e)),
+                LinkEvent::Failed(e) => return Err(self.fail(e)),
                 LinkEvent::Subscribed(_) => {}
             }
         }
+    }
+
+    fn fail(&self, error: String) -> SendError {
+        SendError { acked: (self.acked - self.reported) as usize, in_flight: self.done.len(), error }
+    }
+}
+
+impl Link for MqttLink {
+    async fn send(&mut self, records: &[Outgoing]) -> Result<(), SendError> {
+        let earlier = self.acked + self.done.len() as u64;
+        let mut next = 0;
+        self.pump(records, &mut next, |link| link.acked >= earlier).await?;
+        self.reported = earlier;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SendError> {
+        let mut next = 0;
+        self.pump(&[], &mut next, |link| link.done.is_empty()).await?;
+        self.reported = self.acked;
+        Ok(())
     }
 
     async fn failed(&mut self) -> String {
