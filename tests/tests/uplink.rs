@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::certs::Ca;
 use common::proxy::Proxy;
 use common::Hub;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -40,12 +41,17 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, port: u16) -> Mosquitto {
+        Mosquitto::start_with(dir, port, "")
+    }
+
+    /// With `extra` lines in its config (after the listener's).
+    fn start_with(dir: &Path, port: u16, extra: &str) -> Mosquitto {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n",
+                "listener {port} 127.0.0.1\n{extra}allow_anonymous true\nuser root\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n",
                 dir.display()
             ),
         )
@@ -354,4 +360,108 @@ async fn a_hub_killed_mid_forward_resumes_from_its_committed_offsets() {
     // Two runs of 100 may be in flight (one sent, the one before it committing).
     assert!(duplicates <= 200, "{duplicates} duplicates: more than two runs of 100 were resent");
     println!("kill -9 after {killed_at} messages: all 6,000 arrived, {duplicates} duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_upstream_is_checked_against_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "upstream");
+    let (cert, key) = ca.issue("mosquitto", "127.0.0.1", &["127.0.0.1"], false);
+    let port = free_port();
+    let tls = format!("certfile {}\nkeyfile {}\n", cert.display(), key.display());
+    let _mosquitto = Mosquitto::start_with(dir.path(), port, &tls);
+    let ca_file = ca.ca_file().display().to_string();
+    let reader = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile", &ca_file])
+        .args(["-t", "site-7/data/#", "-q", "1", "-v", "-C", "20", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // subscribed
+    let hub = hub_with_uplink(dir.path(), port, &format!("tls_ca_file = \"{ca_file}\"\n"));
+    create_sensors(&hub);
+    produce(&hub, 2, 0..10);
+    let out = reader.wait_with_output().unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 20, "over TLS: {lines:?}");
+    for k in 0..2 {
+        let values: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix(&format!("site-7/data/dev{k} "))).collect();
+        assert_eq!(values, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    // Another CA: the upstream's certificate is refused, and the uplink says why.
+    let other = Ca::new(dir.path(), "other");
+    let settings = format!(
+        "name = \"wrong-ca\"\nkind = \"mqtt\"\ntopics = [\"sensors\"]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         tls_ca_file = \"{}\"\nmax_backoff_secs = 1\n",
+        other.ca_file().display()
+    );
+    let (ok, out, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
+    assert!(ok && out.contains("uplink wrong-ca added"), "{out} {err}");
+    let started = Instant::now();
+    let status = loop {
+        let (ok, out, err) = hub.cli(&["uplink", "describe", "wrong-ca", "--output", "json"], None);
+        assert!(ok, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if status["last_error"].is_string() || started.elapsed() > Duration::from_secs(15) {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = status["last_error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate") || error.contains("issuer"), "{status}");
+    assert_eq!(status["records_sent"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplinks_added_at_runtime_survive_a_restart_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/alarms/#").await;
+    let mut hub = hub_with_uplink(dir.path(), port, "");
+    let (ok, _, err) = hub.cli(&["topic", "create", "alarms"], None);
+    assert!(ok, "{err}");
+    let settings = format!(
+        "[[uplink]]\nname = \"alarms\"\nkind = \"mqtt\"\ntopics = [\"alarms\"]\nhost = \"127.0.0.1\"\n\
+         port = {port}\nremote_topic = \"site-7/alarms/{{key}}\"\n"
+    );
+    let file = dir.path().join("alarms.toml");
+    std::fs::write(&file, &settings).unwrap();
+    let (ok, out, err) = hub.cli(&["uplink", "add", file.to_str().unwrap()], None);
+    assert!(ok && out.contains("uplink alarms added (mqtt to 127.0.0.1:"), "{out} {err}");
+    let (ok, _, err) = hub.cli(&["uplink", "add", file.to_str().unwrap()], None);
+    assert!(!ok && err.contains("an uplink named 'alarms' exists already"), "{err}");
+    let (ok, _, err) =
+        hub.cli(&["uplink", "add", "-"], Some("name = \"x\"\nkind = \"amqp\"\nhost = \"h\"\ntopics = [\"t\"]\n"));
+    assert!(!ok && err.contains("kind 'amqp' is not supported"), "{err}");
+
+    let alarm = |hub: &Hub, values: std::ops::Range<usize>| {
+        let lines: String = values.map(|i| format!("door,{i}\n")).collect();
+        let (ok, _, err) = hub.cli(&["produce", "alarms", "--key-separator", ","], Some(&lines));
+        assert!(ok, "{err}");
+    };
+    alarm(&hub, 0..10);
+    wait_distinct(&received, 10, Duration::from_secs(20)).await;
+
+    // Kept across a restart of the hub.
+    assert!(hub.terminate(), "the hub did not stop cleanly");
+    let hub = hub_with_uplink(dir.path(), port, "");
+    let (ok, out, err) = hub.cli(&["uplink", "list"], None);
+    assert!(ok && out.contains("cloud\tmqtt") && out.contains("alarms\tmqtt"), "{out} {err}");
+    alarm(&hub, 10..20);
+    wait_distinct(&received, 20, Duration::from_secs(20)).await;
+
+    // Removed, it sends no more; the config file's cannot be removed at runtime.
+    let (ok, _, err) = hub.cli(&["uplink", "remove", "cloud"], None);
+    assert!(!ok && err.contains("declared in the config file"), "{err}");
+    let (ok, out, err) = hub.cli(&["uplink", "remove", "alarms"], None);
+    assert!(ok && out.contains("uplink alarms removed"), "{out} {err}");
+    alarm(&hub, 20..25);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut want = BTreeMap::new();
+    want.insert("site-7/alarms/door".to_string(), 20);
+    assert_eq!(assert_in_order(&received, &want), 0);
+    let (ok, out, _) = hub.cli(&["uplink", "list"], None);
+    assert!(ok && !out.contains("alarms"), "{out}");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_hub::auth::{Auth, Principal};
-use cairn_hub::broker::Broker;
+use cairn_hub::broker::{Broker, UplinkFuture};
 use cairn_hub::net::mqtt::Transport;
 use cairn_hub::net::tls::Tls;
 use cairn_hub::net::{self, native::NativeLimits};
@@ -303,6 +303,14 @@ impl cairn_hub::broker::UplinkControl for HubUplinks {
     fn set_paused(&self, name: &str, paused: bool) -> Result<(), String> {
         let done = if paused { self.0.pause(name) } else { self.0.resume(name) };
         done.map_err(|e| e.to_string())
+    }
+
+    fn add<'a>(&'a self, settings: &'a str) -> UplinkFuture<'a, cairn_proto::frame::UplinkInfo> {
+        Box::pin(async move { self.0.add(settings).await.map_err(|e| e.to_string()) })
+    }
+
+    fn remove<'a>(&'a self, name: &'a str) -> UplinkFuture<'a, ()> {
+        Box::pin(async move { self.0.remove(name).await.map_err(|e| e.to_string()) })
     }
 }
 

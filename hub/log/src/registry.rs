@@ -23,6 +23,17 @@ impl Log {
         self.call(|reply| Command::PutAttachment { name, spec, reply }).await
     }
 
+    /// Stores (`Some`) or removes (`None`) an uplink declared at runtime, durably.
+    pub async fn put_uplink(&self, name: &str, settings: Option<Vec<u8>>) -> Result<()> {
+        let name = name.to_string();
+        self.call(|reply| Command::PutUplink { name, settings, reply }).await
+    }
+
+    /// Every uplink declared at runtime: (name, settings), by name.
+    pub fn uplinks(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.named_rows(tables::UPLINKS)
+    }
+
     /// Every stored plugin version: (name, version, metadata), by name then version.
     pub fn plugin_versions(&self) -> Result<Vec<(String, u32, Vec<u8>)>> {
         let txn = self.db().begin_read().map_err(LogError::storage)?;
@@ -46,8 +57,13 @@ impl Log {
 
     /// Every stored attachment: (name, spec), by name.
     pub fn attachments(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.named_rows(tables::ATTACHMENTS)
+    }
+
+    /// Every row of a name → bytes table, by name.
+    fn named_rows(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>> {
         let txn = self.db().begin_read().map_err(LogError::storage)?;
-        let table = txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
+        let table = txn.open_table(table).map_err(LogError::storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(LogError::storage)? {
             let (name, spec) = row.map_err(LogError::storage)?;

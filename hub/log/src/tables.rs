@@ -50,6 +50,10 @@ pub const PLUGIN_VERSIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition
 /// parameters; see `plugins::registry`). The log does not read it.
 pub const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
 
+/// Uplink name → its settings as declared at runtime (`cairn uplink add`;
+/// TOML text). The uplink crate owns the format; the log does not read it.
+pub const UPLINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("uplinks");
+
 /// (kind, name) → CBOR of one access-control entry: `("key", key id)` for an
 /// API key (its salted hash, never the secret), `("acl", rule id)` for an
 /// ACL rule. The hub's `auth` module owns the format; the log does not read it.

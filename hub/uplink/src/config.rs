@@ -97,6 +97,21 @@ pub struct UplinkSettings {
     pub max_backoff_secs: Option<u64>,
 }
 
+/// Reads one uplink's settings from TOML: the keys of an `[[uplink]]`
+/// table, bare or under that header (the first table then).
+pub fn parse_settings(toml: &str) -> Result<UplinkSettings, UplinkError> {
+    #[derive(Deserialize)]
+    struct File {
+        uplink: Vec<UplinkSettings>,
+    }
+    if let Ok(File { uplink }) = toml::from_str::<File>(toml) {
+        if let Some(first) = uplink.into_iter().next() {
+            return Ok(first);
+        }
+    }
+    toml::from_str::<UplinkSettings>(toml).map_err(|e| UplinkError::Toml(e.to_string()))
+}
+
 /// An uplink's settings, checked, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct UplinkSpec {
@@ -389,6 +404,16 @@ mod tests {
         let mut s = settings();
         s.compression = Some("zstd".into());
         assert!(UplinkSpec::try_from(&s).unwrap_err().to_string().contains("`compression` is not a setting of a mqtt"));
+    }
+
+    #[test]
+    fn settings_are_read_bare_or_under_their_header() {
+        let bare = "name = \"a\"\nkind = \"mqtt\"\nhost = \"h\"\ntopics = [\"t\"]\n";
+        assert_eq!(parse_settings(bare).unwrap().name, "a");
+        let table = format!("[[uplink]]\n{bare}");
+        assert_eq!(parse_settings(&table).unwrap().host.as_deref(), Some("h"));
+        let e = parse_settings("name = \"a\"\nkind = \"mqtt\"\nhots = \"h\"\n").unwrap_err();
+        assert!(e.to_string().contains("hots"), "{e}");
     }
 
     #[test]

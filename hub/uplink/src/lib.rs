@@ -24,7 +24,7 @@ pub mod template;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cairn_log::Log;
 use cairn_proto::frame::UplinkInfo;
@@ -51,10 +51,16 @@ pub trait LocalSink: Send + Sync + 'static {
 pub enum UplinkError {
     #[error("uplink '{name}': {problem}")]
     Config { name: String, problem: String },
-    #[error("two uplinks are named '{0}'")]
+    #[error("not an uplink's settings: {0}")]
+    Toml(String),
+    #[error("an uplink named '{0}' exists already")]
     Duplicate(String),
     #[error("no uplink is named '{0}'")]
     Unknown(String),
+    #[error("uplink '{0}' is declared in the config file: change it there")]
+    Declared(String),
+    #[error("cannot store the uplink: {0}")]
+    Storage(String),
 }
 
 /// What the operator asks of a running uplink.
@@ -67,66 +73,133 @@ pub(crate) enum Control {
 
 struct Running {
     spec: Arc<UplinkSpec>,
+    /// Declared in the config file (not removable at runtime), or with
+    /// `cairn uplink add` (stored in the log).
+    from_config: bool,
     shared: Arc<Shared>,
     control: watch::Sender<Control>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
-/// The hub's uplinks, each run by its own task.
+/// The hub's uplinks, each run by its own task: those of the config file,
+/// then those declared at runtime (stored in the log, so they survive a
+/// restart).
 pub struct Uplinks {
     log: Log,
-    running: Vec<Running>,
+    sink: Option<Arc<dyn LocalSink>>,
+    running: Mutex<Vec<Running>>,
 }
 
 impl Uplinks {
-    /// Starts every uplink in `specs`.
+    /// Starts every uplink in `specs` (the config file's) and those stored
+    /// by `add`. A stored one that no longer checks out is logged and left.
     pub fn start(log: Log, specs: Vec<UplinkSpec>, sink: Option<Arc<dyn LocalSink>>) -> Result<Uplinks, UplinkError> {
-        let mut running: Vec<Running> = Vec::new();
+        let uplinks = Uplinks { log, sink, running: Mutex::new(Vec::new()) };
         for spec in specs {
-            if running.iter().any(|r| r.spec.name == spec.name) {
-                return Err(UplinkError::Duplicate(spec.name));
-            }
-            let spec = Arc::new(spec);
-            let shared = Arc::new(Shared::default());
-            let (control, watch) = watch::channel(Control::Run);
-            let task = tokio::spawn(forward::run(log.clone(), spec.clone(), sink.clone(), shared.clone(), watch));
-            running.push(Running { spec, shared, control, task: std::sync::Mutex::new(Some(task)) });
+            uplinks.run(spec, true)?;
         }
-        Ok(Uplinks { log, running })
+        let stored = uplinks.log.uplinks().map_err(|e| UplinkError::Storage(e.to_string()))?;
+        for (name, text) in stored {
+            let checked = config::parse_settings(&String::from_utf8_lossy(&text))
+                .and_then(|settings| UplinkSpec::try_from(&settings));
+            match checked.and_then(|spec| uplinks.run(spec, false)) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(uplink = %name, error = %e, "a stored uplink cannot start"),
+            }
+        }
+        Ok(uplinks)
     }
 
-    /// Every uplink's state and counters, in config order.
+    /// Declares an uplink at runtime from `toml` (the keys of an
+    /// `[[uplink]]` table), stores it in the log and starts it.
+    pub async fn add(&self, toml: &str) -> Result<UplinkInfo, UplinkError> {
+        let settings = config::parse_settings(toml)?;
+        let spec = UplinkSpec::try_from(&settings)?;
+        let name = spec.name.clone();
+        if self.lock().iter().any(|r| r.spec.name == name) {
+            return Err(UplinkError::Duplicate(name));
+        }
+        let stored = self.log.put_uplink(&name, Some(toml.as_bytes().to_vec())).await;
+        stored.map_err(|e| UplinkError::Storage(e.to_string()))?;
+        self.run(spec, false)?;
+        tracing::info!(uplink = %name, "uplink added");
+        self.describe().into_iter().find(|u| u.name == name).ok_or(UplinkError::Unknown(name))
+    }
+
+    /// Stops and forgets an uplink declared at runtime. Its progress (the
+    /// consumer group) is kept: added again, it goes on where it stopped.
+    pub async fn remove(&self, name: &str) -> Result<(), UplinkError> {
+        let task = {
+            let mut running = self.lock();
+            let at = running.iter().position(|r| r.spec.name == name).ok_or(UplinkError::Unknown(name.into()))?;
+            if running[at].from_config {
+                return Err(UplinkError::Declared(name.into()));
+            }
+            let mut removed = running.remove(at);
+            removed.control.send_replace(Control::Stop);
+            removed.task.take()
+        };
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.log.put_uplink(name, None).await.map_err(|e| UplinkError::Storage(e.to_string()))?;
+        tracing::info!(uplink = %name, "uplink removed");
+        Ok(())
+    }
+
+    fn run(&self, spec: UplinkSpec, from_config: bool) -> Result<(), UplinkError> {
+        let mut running = self.lock();
+        if running.iter().any(|r| r.spec.name == spec.name) {
+            return Err(UplinkError::Duplicate(spec.name));
+        }
+        let spec = Arc::new(spec);
+        let shared = Arc::new(Shared::default());
+        let (control, watch) = watch::channel(Control::Run);
+        let task = forward::run(self.log.clone(), spec.clone(), self.sink.clone(), shared.clone(), watch);
+        let task = Some(tokio::spawn(task));
+        running.push(Running { spec, from_config, shared, control, task });
+        Ok(())
+    }
+
+    /// Every uplink's state and counters: the config file's in its order,
+    /// then those added at runtime.
     pub fn describe(&self) -> Vec<UplinkInfo> {
-        self.running.iter().map(|r| self.status(r)).collect()
+        self.lock().iter().map(|r| self.status(r)).collect()
     }
 
     /// Stops sending on uplink `name` until [`Uplinks::resume`]; records wait in the log.
     pub fn pause(&self, name: &str) -> Result<(), UplinkError> {
-        self.find(name)?.control.send_replace(Control::Pause);
-        Ok(())
+        self.control(name, Control::Pause)
     }
 
     pub fn resume(&self, name: &str) -> Result<(), UplinkError> {
-        self.find(name)?.control.send_replace(Control::Run);
+        self.control(name, Control::Run)
+    }
+
+    fn control(&self, name: &str, control: Control) -> Result<(), UplinkError> {
+        let running = self.lock();
+        let r = running.iter().find(|r| r.spec.name == name).ok_or_else(|| UplinkError::Unknown(name.into()))?;
+        r.control.send_replace(control);
         Ok(())
     }
 
-    /// Stops every uplink: a run in flight is dropped unacknowledged and
-    /// goes out again after the next start.
+    /// Stops every uplink: runs in flight are acknowledged first when the
+    /// upstream answers, otherwise they go out again after the next start.
     pub async fn shutdown(&self) {
-        for r in &self.running {
-            r.control.send_replace(Control::Stop);
-        }
-        for r in &self.running {
-            let task = r.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(task) = task {
-                let _ = task.await;
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut running = self.lock();
+            for r in running.iter() {
+                r.control.send_replace(Control::Stop);
             }
+            running.iter_mut().filter_map(|r| r.task.take()).collect()
+        };
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
-    fn find(&self, name: &str) -> Result<&Running, UplinkError> {
-        self.running.iter().find(|r| r.spec.name == name).ok_or_else(|| UplinkError::Unknown(name.into()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn status(&self, r: &Running) -> UplinkInfo {

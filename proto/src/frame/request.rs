@@ -220,6 +220,16 @@ pub enum RequestBody<'a> {
         name: &'a str,
         paused: bool,
     },
+    /// Declare an uplink at runtime: the keys of an `[[uplink]]` table, as
+    /// TOML. Stored in the hub's database; answered with its `Uplinks`.
+    AddUplink {
+        settings: &'a str,
+    },
+    /// Stop and forget an uplink declared at runtime (its progress, a
+    /// consumer group, is kept).
+    RemoveUplink {
+        name: &'a str,
+    },
 }
 
 /// Where a derived attachment starts reading its source topic.

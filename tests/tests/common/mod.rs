@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

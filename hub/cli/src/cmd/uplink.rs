@@ -17,6 +17,13 @@ pub enum UplinkCommand {
     Pause { name: String },
     /// Start sending again after `pause`.
     Resume { name: String },
+    /// Declare an uplink at runtime from a TOML file ("-": standard input)
+    /// with the keys of an `[[uplink]]` table (docs/uplinks.md); the hub
+    /// stores it and starts it, and keeps it across restarts.
+    Add { file: String },
+    /// Stop and forget an uplink declared with `add` (its progress, consumer
+    /// group `__uplink.<name>`, is kept: added again, it resumes).
+    Remove { name: String },
 }
 
 pub async fn run(command: UplinkCommand, hub: HubArgs) -> Result<(), AnyError> {
@@ -50,6 +57,22 @@ pub async fn run(command: UplinkCommand, hub: HubArgs) -> Result<(), AnyError> {
         UplinkCommand::Resume { name } => {
             client.pause_uplink(&name, false).await?;
             println!("uplink {name} resumed");
+        }
+        UplinkCommand::Add { file } => {
+            let settings = if file == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("cannot read {file}: {e}"))?
+            };
+            let u = client.add_uplink(&settings).await?;
+            match hub.output {
+                Output::Json => println!("{}", serde_json::to_string(&u)?),
+                Output::Text => println!("uplink {} added ({} to {})", u.name, u.kind, u.upstream),
+            }
+        }
+        UplinkCommand::Remove { name } => {
+            client.remove_uplink(&name).await?;
+            println!("uplink {name} removed");
         }
     }
     Ok(())

@@ -26,7 +26,10 @@ impl Writer {
                 let _ = reply.send(self.put_plugin_version(&name, &hash, &bytes, &meta));
             }
             Command::PutAttachment { name, spec, reply } => {
-                let _ = reply.send(self.put_attachment(&name, spec.as_deref()));
+                let _ = reply.send(self.put_named(tables::ATTACHMENTS, &name, spec.as_deref()));
+            }
+            Command::PutUplink { name, settings, reply } => {
+                let _ = reply.send(self.put_named(tables::UPLINKS, &name, settings.as_deref()));
             }
             Command::PutSecurity { kind, name, value, reply } => {
                 let _ = reply.send(self.put_security(&kind, &name, value.as_deref()));
@@ -74,11 +77,18 @@ impl Writer {
         Ok(version)
     }
 
-    pub(super) fn put_attachment(&mut self, name: &str, spec: Option<&[u8]>) -> Result<()> {
+    /// Stores (`Some`) or removes (`None`) a row of a name → bytes table,
+    /// durably.
+    pub(super) fn put_named(
+        &mut self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
         let txn = self.begin(true)?;
         {
-            let mut table = txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
-            match spec {
+            let mut table = txn.open_table(table).map_err(LogError::storage)?;
+            match value {
                 Some(spec) => table.insert(name, spec).map(drop),
                 None => table.remove(name).map(drop),
             }

@@ -67,6 +67,12 @@ pub(crate) enum Command {
         spec: Option<Vec<u8>>,
         reply: Reply<()>,
     },
+    /// An uplink declared at runtime stored (`Some`) or removed (`None`).
+    PutUplink {
+        name: String,
+        settings: Option<Vec<u8>>,
+        reply: Reply<()>,
+    },
     /// An access-control entry stored (`Some`) or removed (`None`).
     PutSecurity {
         kind: String,

@@ -69,6 +69,7 @@ impl Writer {
             txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
             txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
             txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
+            txn.open_table(tables::UPLINKS).map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
 

@@ -54,7 +54,14 @@ pub trait UplinkControl: Send + Sync {
     fn list(&self) -> Vec<cairn_proto::frame::UplinkInfo>;
     /// Pauses or resumes uplink `name`; an error says why not (unknown name).
     fn set_paused(&self, name: &str, paused: bool) -> Result<(), String>;
+    /// Declares an uplink from TOML settings, stores and starts it.
+    fn add<'a>(&'a self, settings: &'a str) -> UplinkFuture<'a, cairn_proto::frame::UplinkInfo>;
+    /// Stops and forgets an uplink declared at runtime.
+    fn remove<'a>(&'a self, name: &'a str) -> UplinkFuture<'a, ()>;
 }
+
+/// What [`UplinkControl`]'s requests that wait return.
+pub type UplinkFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
 
 impl Broker {
     /// A broker whose listeners let everyone do everything (open mode,

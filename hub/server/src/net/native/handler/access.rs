@@ -111,7 +111,9 @@ impl Handler {
             | RequestBody::RevokeApiKey { .. }
             | RequestBody::AddAcl { .. }
             | RequestBody::RemoveAcl { .. }
-            | RequestBody::PauseUplink { .. } => vec![(Alter, Cluster, "")],
+            | RequestBody::PauseUplink { .. }
+            | RequestBody::AddUplink { .. }
+            | RequestBody::RemoveUplink { .. } => vec![(Alter, Cluster, "")],
             RequestBody::UploadPlugin { name, .. } => vec![(Write, Plugin, name)],
             RequestBody::DescribePlugin { name } => vec![(Describe, Plugin, name)],
             RequestBody::Attach { attachment: a } => {

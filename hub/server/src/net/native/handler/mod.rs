@@ -109,7 +109,10 @@ impl Handler {
             | RequestBody::AddAcl { .. }
             | RequestBody::ListAcls { .. }
             | RequestBody::RemoveAcl { .. }) => self.access_request(id, body).await,
-            body @ (RequestBody::ListUplinks | RequestBody::PauseUplink { .. }) => self.uplink_request(id, body).await,
+            body @ (RequestBody::ListUplinks
+            | RequestBody::PauseUplink { .. }
+            | RequestBody::AddUplink { .. }
+            | RequestBody::RemoveUplink { .. }) => self.uplink_request(id, body).await,
         }
         Next::Continue
     }

@@ -24,6 +24,26 @@ impl Handler {
                     Err(e) => self.send_error(id, ErrorCode::InvalidConfig, &e).await,
                 }
             }
+            RequestBody::AddUplink { settings } => {
+                let Some(uplinks) = uplinks else {
+                    return self.send_error(id, ErrorCode::InvalidConfig, "this hub runs no uplinks").await;
+                };
+                match uplinks.add(settings).await {
+                    Ok(info) => self.send(id, ResponseBody::Uplinks { uplinks: vec![info] }).await,
+                    Err(e) => self.send_error(id, ErrorCode::InvalidConfig, &e).await,
+                }
+            }
+            RequestBody::RemoveUplink { name } => {
+                let Some(uplinks) = uplinks else {
+                    return self
+                        .send_error(id, ErrorCode::InvalidConfig, &format!("no uplink is named '{name}'"))
+                        .await;
+                };
+                match uplinks.remove(name).await {
+                    Ok(()) => self.send(id, ResponseBody::Done).await,
+                    Err(e) => self.send_error(id, ErrorCode::InvalidConfig, &e).await,
+                }
+            }
             _ => self.send_error(id, ErrorCode::UnknownRequest, "not an uplink request").await,
         }
     }
