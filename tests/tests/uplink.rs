@@ -465,3 +465,46 @@ async fn uplinks_added_at_runtime_survive_a_restart_until_removed() {
     let (ok, out, _) = hub.cli(&["uplink", "list"], None);
     assert!(ok && !out.contains("alarms"), "{out}");
 }
+
+/// With `hold_retention`, retention keeps what the uplink has not sent: the
+/// upstream is unreachable, the topic keeps 1 s, and nothing goes, while a
+/// topic no uplink reads loses its records as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uplink_holding_retention_keeps_what_it_has_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let unreachable = free_port();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nretention_check_secs = 1\n\n[[uplink]]\nname = \"cloud\"\nkind = \"mqtt\"\ntopics = [\"sensors\"]\n\
+             host = \"127.0.0.1\"\nport = {unreachable}\nhold_retention = true\nmax_backoff_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    for topic in ["sensors", "other"] {
+        let (ok, _, err) = hub.cli(&["topic", "create", topic, "--retention-ms", "1000"], None);
+        assert!(ok, "{err}");
+        let (ok, _, err) = hub.cli(&["produce", topic, "--key-separator", ","], Some("dev0,1\ndev0,2\ndev0,3\n"));
+        assert!(ok, "{err}");
+    }
+    let start_of = |topic: &str| {
+        let (ok, out, err) = hub.cli(&["topic", "describe", topic], None);
+        assert!(ok, "{err}");
+        out.lines()
+            .find(|l| l.contains("partition 0"))
+            .and_then(|l| l.split("start=").nth(1))
+            .map(|s| s.split_whitespace().next().unwrap().to_string())
+    };
+    let started = Instant::now();
+    while start_of("other").as_deref() != Some("3") {
+        assert!(started.elapsed() < Duration::from_secs(15), "retention never ran on `other`");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(start_of("sensors").as_deref(), Some("0"), "the uplink's unsent records were deleted");
+    let status = describe(&hub);
+    assert_eq!(status["backlog_records"], 3, "{status}");
+    let log = hub.log.lock().unwrap().join("\n");
+    assert!(log.contains("partitions_held: 1"), "{log}");
+}

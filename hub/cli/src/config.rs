@@ -65,6 +65,7 @@
 //! remote_topic = "site-7/{key}"  # {topic}, {key}, {partition}
 //! subscribe = ["site-7/cmd/#"]   # upstream filters brought into the hub …
 //! local_topic = "cmd/{topic}"    # … as this local MQTT topic
+//! hold_retention = false         # true: retention keeps what it has not sent (up to [log] retention_hold_max_bytes)
 //!
 //! [log]
 //! max_batch_bytes = 1048576
@@ -72,6 +73,7 @@
 //! retention_check_secs = 30
 //! quick_repair = false
 //! cache_bytes = 16777216         # redb's page cache, most of the hub's memory under load
+//! retention_hold_max_bytes = 1073741824  # uplinks' retention holds end above this (docs/uplinks.md)
 //! ```
 
 use std::net::SocketAddr;
@@ -217,6 +219,10 @@ pub struct LogSettings {
     /// [default: 16 MiB].
     #[arg(long, env = "CAIRN_CACHE_BYTES")]
     pub cache_bytes: Option<usize>,
+    /// Uplinks with `hold_retention` keep retention from deleting what they
+    /// have not sent while the log stores at most this many bytes [default: 1 GiB].
+    #[arg(long, env = "CAIRN_RETENTION_HOLD_MAX_BYTES")]
+    pub retention_hold_max_bytes: Option<u64>,
     /// How often retention and compaction run, in seconds [default: 30].
     #[arg(long, env = "CAIRN_RETENTION_CHECK_SECS")]
     pub retention_check_secs: Option<u64>,
@@ -393,6 +399,7 @@ impl ServeConfig {
                 )),
                 quick_repair: pick!(log.quick_repair, d.log.quick_repair),
                 cache_bytes: pick!(log.cache_bytes, d.log.cache_bytes),
+                retention_hold_max_bytes: pick!(log.retention_hold_max_bytes, d.log.retention_hold_max_bytes),
                 ..d.log.clone()
             },
             plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),

@@ -23,6 +23,7 @@ mod append;
 mod catalog;
 pub mod clock;
 mod error;
+mod holds;
 mod options;
 mod producer_state;
 mod read;
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use append::{OffsetCommit, PendingAppend, PreparedBatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{LogError, Result};
+pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
 pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
@@ -270,6 +272,13 @@ impl Log {
         }
         let (topic_id, offsets) = (entry.id, offsets.to_vec());
         self.call(|reply| Command::CommitOffsets { group: group.to_string(), topic_id, offsets, reply }).await
+    }
+
+    /// Makes retention keep what `groups` have not read (their committed
+    /// offsets), replacing the groups set before; bounded by
+    /// `retention_hold_max_bytes`.
+    pub fn hold_retention_for(&self, groups: impl IntoIterator<Item = String>) {
+        self.shared.options.retention_holds.set(groups);
     }
 
     /// Removes every committed offset of a group (a group nobody will

@@ -30,6 +30,13 @@ pub struct LogOptions {
     pub cache_bytes: usize,
     /// Time source for retention by age and arrival timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Consumer groups whose unread records retention keeps (uplinks that
+    /// hold retention), shared with the writer; see [`Log::hold_retention_for`](crate::Log::hold_retention_for).
+    pub retention_holds: Arc<crate::RetentionHolds>,
+    /// Holds are released while the log stores more than this many bytes
+    /// (retention then applies as if there were none), so a link down for
+    /// weeks cannot fill the disk.
+    pub retention_hold_max_bytes: u64,
 }
 
 /// redb's page cache by default. It is most of the hub's memory under load;
@@ -47,6 +54,8 @@ impl Default for LogOptions {
             quick_repair: false,
             cache_bytes: DEFAULT_CACHE_BYTES,
             clock: Arc::new(SystemClock),
+            retention_holds: Arc::default(),
+            retention_hold_max_bytes: 1 << 30,
         }
     }
 }
@@ -60,6 +69,7 @@ impl std::fmt::Debug for LogOptions {
             .field("queue_depth", &self.queue_depth)
             .field("quick_repair", &self.quick_repair)
             .field("cache_bytes", &self.cache_bytes)
+            .field("retention_hold_max_bytes", &self.retention_hold_max_bytes)
             .finish_non_exhaustive()
     }
 }

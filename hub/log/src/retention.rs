@@ -27,6 +27,8 @@ pub struct RetentionReport {
     pub bytes_deleted: u64,
     /// Records removed by compaction because a later record has the same key.
     pub records_compacted: u64,
+    /// Partitions where a retention hold kept batches retention would have deleted.
+    pub partitions_held: u64,
 }
 
 type BatchTable<'t> = Table<'t, (u32, u32, u64), &'static [u8]>;
@@ -41,6 +43,7 @@ pub(crate) fn enforce(
     txn: &WriteTransaction,
     topics: &HashMap<u32, WriterTopic>,
     compacted_at: &HashMap<PartitionKey, u64>,
+    held: &HashMap<PartitionKey, u64>,
     now_ms: i64,
 ) -> Result<Enforced> {
     let mut report = RetentionReport::default();
@@ -55,8 +58,12 @@ pub(crate) fn enforce(
             let key = (id, p as u32);
             let new_state = match config.cleanup_policy {
                 CleanupPolicy::Delete if config.retention_ms.is_some() || config.retention_bytes.is_some() => {
-                    let limits =
-                        Limits { now_ms, retention_ms: config.retention_ms, retention_bytes: config.retention_bytes };
+                    let limits = Limits {
+                        now_ms,
+                        retention_ms: config.retention_ms,
+                        retention_bytes: config.retention_bytes,
+                        hold: held.get(&key).copied(),
+                    };
                     delete_old(&mut batches, &mut time_index, key, *state, limits, &mut report)?
                 }
                 CleanupPolicy::Compact if compacted_at.get(&key) != Some(&state.next) => {
@@ -79,6 +86,8 @@ struct Limits {
     now_ms: i64,
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
+    /// No batch holding a record at or past this offset goes.
+    hold: Option<u64>,
 }
 
 /// Deletes batches from the front while the oldest is past `retention_ms`
@@ -107,6 +116,10 @@ fn delete_old(
         let too_old = limits.retention_ms.is_some_and(|ms| limits.now_ms.saturating_sub(header.max_timestamp) > ms);
         let too_big = limits.retention_bytes.is_some_and(|max| new.bytes > max);
         if !(too_old || too_big) {
+            break;
+        }
+        if limits.hold.is_some_and(|hold| header.next_offset() > hold) {
+            report.partitions_held += 1;
             break;
         }
         doomed.push(key.value().2);

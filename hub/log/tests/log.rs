@@ -261,6 +261,46 @@ async fn retention_by_age_deletes_whole_batches_and_moves_the_start() {
 }
 
 #[tokio::test]
+async fn a_holding_group_keeps_what_it_has_not_read_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let log = Log::open(dir.path().join("cairn.redb"), LogOptions { clock: clock.clone(), ..options() }).unwrap();
+    let config = TopicConfig { retention_ms: Some(60_000), ..TopicConfig::default() };
+    log.create_topic("t", config).await.unwrap();
+    for i in 0..4 {
+        log.append("t", 0, batch(&[&format!("r{i}")], 1_000_000)).await.unwrap();
+    }
+    log.commit_offsets("__uplink.cloud", "t", &[(0, 1)]).await.unwrap();
+    log.hold_retention_for(["__uplink.cloud".to_string()]);
+    clock.set(2_000_000);
+
+    // Everything is past retention; the group has read offset 0 only.
+    let report = log.enforce_retention().await.unwrap();
+    assert_eq!((report.batches_deleted, report.partitions_held), (1, 1));
+    assert_eq!(log.offsets("t", 0).unwrap().start, 1);
+
+    // It reads on: retention follows.
+    log.commit_offsets("__uplink.cloud", "t", &[(0, 3)]).await.unwrap();
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 2);
+    assert_eq!(log.offsets("t", 0).unwrap().start, 3);
+
+    // Released, retention applies as usual.
+    log.hold_retention_for(Vec::new());
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 1);
+    drop(log);
+
+    // Over the cap, holds are ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { clock: clock.clone(), retention_hold_max_bytes: 10, ..options() };
+    let log = Log::open(dir.path().join("cairn.redb"), options).unwrap();
+    log.create_topic("t", TopicConfig { retention_ms: Some(60_000), ..TopicConfig::default() }).await.unwrap();
+    log.append("t", 0, batch(&["old"], 1_000_000)).await.unwrap();
+    log.commit_offsets("__uplink.cloud", "t", &[(0, 0)]).await.unwrap();
+    log.hold_retention_for(["__uplink.cloud".to_string()]);
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 1);
+}
+
+#[tokio::test]
 async fn retention_by_bytes_keeps_the_partition_under_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);

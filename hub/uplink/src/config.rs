@@ -95,6 +95,9 @@ pub struct UplinkSettings {
     pub keep_alive_secs: Option<u64>,
     /// Longest wait between reconnect attempts, in seconds [default: 30].
     pub max_backoff_secs: Option<u64>,
+    /// Retention keeps the records of `topics` this uplink has not sent
+    /// (while the log stores at most `[log] retention_hold_max_bytes`) [default: false].
+    pub hold_retention: Option<bool>,
 }
 
 /// Reads one uplink's settings from TOML: the keys of an `[[uplink]]`
@@ -126,6 +129,7 @@ pub struct UplinkSpec {
     pub max_bytes_per_sec: u64,
     pub ack_timeout: Duration,
     pub max_backoff: Duration,
+    pub hold_retention: bool,
 }
 
 /// Where an uplink sends.
@@ -232,6 +236,7 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
             max_bytes_per_sec: s.max_bytes_per_sec.unwrap_or(0),
             ack_timeout: Duration::from_secs(s.ack_timeout_secs.unwrap_or(10).max(1)),
             max_backoff: Duration::from_secs(s.max_backoff_secs.unwrap_or(30).max(1)),
+            hold_retention: s.hold_retention.unwrap_or(false),
         })
     }
 }
@@ -370,6 +375,7 @@ mod tests {
             ack_timeout_secs: None,
             keep_alive_secs: None,
             max_backoff_secs: None,
+            hold_retention: None,
         }
     }
 

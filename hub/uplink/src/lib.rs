@@ -137,6 +137,7 @@ impl Uplinks {
             }
             let mut removed = running.remove(at);
             removed.control.send_replace(Control::Stop);
+            Self::hold(&self.log, &running);
             removed.task.take()
         };
         if let Some(task) = task {
@@ -158,7 +159,14 @@ impl Uplinks {
         let task = forward::run(self.log.clone(), spec.clone(), self.sink.clone(), shared.clone(), watch);
         let task = Some(tokio::spawn(task));
         running.push(Running { spec, from_config, shared, control, task });
+        Self::hold(&self.log, &running);
         Ok(())
+    }
+
+    /// Tells the log which groups hold retention: those of the running
+    /// uplinks with `hold_retention`.
+    fn hold(log: &Log, running: &[Running]) {
+        log.hold_retention_for(running.iter().filter(|r| r.spec.hold_retention).map(|r| r.spec.group()));
     }
 
     /// Every uplink's state and counters: the config file's in its order,

@@ -221,16 +221,37 @@ impl Writer {
     pub(super) fn retention(&mut self) -> Result<RetentionReport> {
         let now = self.options.clock.now_ms();
         let txn = self.begin(true)?;
-        let (report, changes, compacted) = retention::enforce(&txn, &self.topics, &self.compacted_at, now)?;
+        let held = self.retention_holds(&txn)?;
+        let (report, changes, compacted) = retention::enforce(&txn, &self.topics, &self.compacted_at, &held, now)?;
         self.commit(txn)?;
         self.unflushed_since = None;
         for (key, state) in changes {
             self.set_part_state(key, state);
         }
         self.compacted_at.extend(compacted);
-        if report.batches_deleted > 0 || report.records_compacted > 0 {
+        if report.batches_deleted > 0 || report.records_compacted > 0 || report.partitions_held > 0 {
             tracing::info!(?report, "retention");
         }
         Ok(report)
+    }
+
+    /// The offsets the holding groups keep, unless the log stores more than
+    /// `retention_hold_max_bytes` (then none, with a warning).
+    fn retention_holds(&self, txn: &redb::WriteTransaction) -> Result<HashMap<PartitionKey, u64>> {
+        let groups = self.options.retention_holds.groups();
+        if groups.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stored: u64 = self.topics.values().flat_map(|t| t.parts.iter()).map(|p| p.bytes).sum();
+        if stored > self.options.retention_hold_max_bytes {
+            tracing::warn!(
+                stored,
+                max = self.options.retention_hold_max_bytes,
+                ?groups,
+                "the log is over retention_hold_max_bytes: retention deletes records the holding groups have not read"
+            );
+            return Ok(HashMap::new());
+        }
+        crate::holds::held_offsets(txn, &groups)
     }
 }
