@@ -252,6 +252,14 @@ async fn native_and_mqtt_records_go_upstream_in_order_and_commands_come_down() {
     assert_eq!(status["state"], "connected");
     assert_eq!(status["backlog_records"], 0);
     assert_eq!(status["oldest_unsent_age_ms"], serde_json::Value::Null);
+    let (ok, out, err) = hub.cli(&["metrics", "--output", "json"], None);
+    assert!(ok, "{err}");
+    let metrics: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(metrics["uplink.cloud.records_sent"], 250, "{metrics}");
+    assert_eq!(
+        (metrics["uplink.cloud.connected"].as_u64(), metrics["uplink.cloud.backlog_records"].as_u64()),
+        (Some(1), Some(0))
+    );
 
     // Paused, records wait in the log; resumed, they go.
     let (ok, _, err) = hub.cli(&["uplink", "pause", "cloud"], None);
@@ -507,4 +515,45 @@ async fn an_uplink_holding_retention_keeps_what_it_has_not_sent() {
     assert_eq!(status["backlog_records"], 3, "{status}");
     let log = hub.log.lock().unwrap().join("\n");
     assert!(log.contains("partitions_held: 1"), "{log}");
+}
+
+/// A derived topic goes up instead of the raw one: a plugin (the threshold
+/// example, built by scripts/build-plugins.sh) keeps readings of 30 and over
+/// in `alerts`, and only those leave the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_derived_topic_is_forwarded_filtered_by_its_plugin() {
+    let plugin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-unknown-unknown/release/cairn_plugin_threshold.wasm");
+    assert!(plugin.exists(), "{} is missing: run scripts/build-plugins.sh first", plugin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _mosquitto = Mosquitto::start(dir.path(), port);
+    let received = upstream_reader(port, "site-7/alerts/#").await;
+    let hub = hub_with_uplink(dir.path(), port, "");
+    let (ok, _, err) = hub.cli(&["plugin", "upload", plugin.to_str().unwrap(), "--name", "threshold"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = hub.cli(&["topic", "create", "readings"], None);
+    assert!(ok, "{err}");
+    let attach = ["plugin", "attach", "readings", "threshold", "--derived-to", "alerts", "--params", "min=30"];
+    let (ok, _, err) = hub.cli(&attach, None);
+    assert!(ok, "{err}");
+    let settings = format!(
+        "name = \"alerts\"\nkind = \"mqtt\"\ntopics = [\"alerts\"]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         remote_topic = \"site-7/alerts/{{key}}\"\n"
+    );
+    let (ok, _, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
+    assert!(ok, "{err}");
+    let (ok, _, err) =
+        hub.cli(&["produce", "readings", "--key-separator", ","], Some("boiler,12\nboiler,35\nboiler,20\nboiler,41\n"));
+    assert!(ok, "{err}");
+    wait_distinct(&received, 2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = received.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            ("site-7/alerts/boiler".to_string(), "35".to_string()),
+            ("site-7/alerts/boiler".to_string(), "41".to_string())
+        ]
+    );
 }

@@ -95,13 +95,39 @@ impl Handler {
                 Err(err) => self.send_log_error(id, &err).await,
             },
             RequestBody::Metrics => {
-                let mut counters = self.broker.metrics().snapshot();
+                let mut counters: Vec<(&str, u64)> = self.broker.metrics().snapshot();
                 // The log's group commit at work: batches per commit, and
                 // how long commits (mostly the disk's fsync) take.
                 counters.extend(self.broker.log().stats().counters());
+                let uplinks = uplink_counters(self.broker.uplinks().map(|u| u.list()).unwrap_or_default());
+                counters.extend(uplinks.iter().map(|(name, value)| (name.as_str(), *value)));
                 self.send(id, ResponseBody::Metrics { counters }).await;
             }
             _ => self.send_error(id, ErrorCode::UnknownRequest, "not a records request").await,
         }
     }
+}
+
+/// Each uplink's backlog and counters, named `uplink.<name>.<counter>`.
+fn uplink_counters(uplinks: Vec<cairn_proto::frame::UplinkInfo>) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for u in uplinks {
+        let age = u.oldest_unsent_age_ms.map_or(0, |ms| ms.max(0) as u64);
+        let connected = u64::from(u.state == "connected");
+        for (counter, value) in [
+            ("connected", connected),
+            ("backlog_records", u.backlog_records),
+            ("oldest_unsent_age_ms", age),
+            ("records_sent", u.records_sent),
+            ("bytes_sent", u.bytes_sent),
+            ("records_resent", u.records_resent),
+            ("records_skipped", u.records_skipped),
+            ("records_received", u.records_received),
+            ("connects", u.connects),
+            ("link_failures", u.link_failures),
+        ] {
+            out.push((format!("uplink.{}.{counter}", u.name), value));
+        }
+    }
+    out
 }
