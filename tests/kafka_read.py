@@ -3,9 +3,11 @@
 an independent client, and prints one JSON object per record:
 {"partition", "offset", "key", "value", "timestamp", "headers"}.
 
-    kafka_read.py BOOTSTRAP TOPIC COUNT [SECONDS]
+    kafka_read.py BOOTSTRAP TOPIC COUNT [SECONDS [CA_FILE]]
 
-Stops after COUNT records or SECONDS (default 30) without reaching it.
+Stops once it has seen COUNT distinct (key, value) pairs (duplicates are
+printed, not counted), or after SECONDS (default 30) without reaching it.
+With CA_FILE it connects with TLS, checking the broker against it.
 Used by tests/tests/uplink_kafka.rs."""
 import json
 import sys
@@ -16,22 +18,25 @@ from confluent_kafka import Consumer
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
-consumer = Consumer({
+config = {
     "bootstrap.servers": bootstrap,
     "group.id": f"reader-{uuid.uuid4()}",
     "auto.offset.reset": "earliest",
     "enable.auto.commit": False,
-})
+}
+if len(sys.argv) > 5:
+    config.update({"security.protocol": "ssl", "ssl.ca.location": sys.argv[5]})
+consumer = Consumer(config)
 consumer.subscribe([topic])
-read, deadline = 0, time.time() + seconds
-while read < count and time.time() < deadline:
+seen, deadline = set(), time.time() + seconds
+while len(seen) < count and time.time() < deadline:
     m = consumer.poll(0.5)
     if m is None:
         continue
     if m.error():
         print(f"kafka_read: {m.error()}", file=sys.stderr)
         continue
-    read += 1
+    seen.add((m.key(), m.value()))
     print(json.dumps({
         "partition": m.partition(),
         "offset": m.offset(),

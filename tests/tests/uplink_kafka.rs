@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::certs::Ca;
 use common::proxy::Proxy;
 use common::Hub;
 
@@ -83,10 +84,24 @@ impl Drop for Tansu {
     }
 }
 
-/// Every record of `topic` as confluent-kafka reads it (waits for `count`).
+/// Every record of `topic` as confluent-kafka reads it, duplicates too
+/// (waits for `count` distinct key and value pairs).
 fn read_remote(bootstrap: &str, topic: &str, count: usize) -> Vec<serde_json::Value> {
+    read_remote_with(bootstrap, topic, count, &[])
+}
+
+/// [`read_remote`] over TLS, checking the broker against `ca_file`.
+fn read_remote_tls(bootstrap: &str, topic: &str, count: usize, ca_file: &str) -> Vec<serde_json::Value> {
+    read_remote_with(bootstrap, topic, count, &[ca_file])
+}
+
+fn read_remote_with(bootstrap: &str, topic: &str, count: usize, extra: &[&str]) -> Vec<serde_json::Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/kafka_read.py");
-    let out = Command::new("python3").args([script, bootstrap, topic, &count.to_string(), "60"]).output().unwrap();
+    let out = Command::new("python3")
+        .args([script, bootstrap, topic, &count.to_string(), "60"])
+        .args(extra)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "kafka_read.py: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -273,4 +288,79 @@ async fn refused_sasl_credentials_are_reported_and_nothing_is_sent() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(warned(), "no warning: {:#?}", hub.log.lock().unwrap());
+}
+
+/// A TLS listener in front of Tansu (whose own TLS listener does not work in
+/// this build): rustls, with a certificate from the test's CA, forwarding
+/// each connection in the clear to `upstream`. The Kafka link's TLS is real;
+/// only the broker's end of it is this proxy.
+async fn tls_front(cert: &Path, key: &Path, upstream: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_kafka_over_tls_checked_against_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "kafka");
+    let (cert, key) = ca.issue("broker", "127.0.0.1", &["127.0.0.1"], false);
+    let port = free_port();
+    let front = tls_front(&cert, &key, port).await;
+    let tansu = Tansu::start(port, front);
+    tansu.create_topic("site-7.sensors", 2);
+    let bootstrap = format!("127.0.0.1:{front}");
+    let ca_file = ca.ca_file().display().to_string();
+    let hub = hub_with_kafka_uplink(dir.path(), &bootstrap, &format!("tls_ca_file = \"{ca_file}\"\n"));
+    let (ok, _, err) = hub.cli(&["topic", "create", "sensors", "--partitions", "2"], None);
+    assert!(ok, "{err}");
+    produce(&hub, 2, 0..50);
+    let records = read_remote_tls(&bootstrap, "site-7.sensors", 100, &ca_file);
+    assert_eq!(assert_in_order_per_key(&records, 2, 50), 0);
+
+    // Another CA: the broker's certificate is refused, and the uplink says why.
+    let other = Ca::new(dir.path(), "other");
+    let settings = format!(
+        "name = \"wrong-ca\"\nkind = \"kafka\"\ntopics = [\"sensors\"]\nbootstrap_servers = \"{bootstrap}\"\n\
+         tls_ca_file = \"{}\"\nack_timeout_secs = 2\nmax_backoff_secs = 1\n",
+        other.ca_file().display()
+    );
+    let (ok, _, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
+    assert!(ok, "{err}");
+    let started = Instant::now();
+    let status = loop {
+        let (ok, out, err) = hub.cli(&["uplink", "describe", "wrong-ca", "--output", "json"], None);
+        assert!(ok, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if status["last_error"].is_string() || started.elapsed() > Duration::from_secs(15) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = status["last_error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate") || error.contains("ssl"), "{status}");
+    assert_eq!(status["records_sent"], 0);
 }

@@ -246,7 +246,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         reload_on_sighup(tls)?;
     }
     let uplinks = start_uplinks(&log, &args.uplinks, mqtt)?;
-    broker.set_uplinks(uplinks.clone());
+    let control: Arc<dyn cairn_hub::broker::UplinkControl> = uplinks.clone();
+    broker.set_uplinks(&control);
     let native = tokio::spawn(net::native::serve(listener, None, broker, limits, shutdown));
     let topics = log.list_topics();
     tracing::info!(

@@ -287,7 +287,7 @@ impl Acks {
     /// The first `k` records of `run` were acknowledged: counted, committed.
     async fn acked(&mut self, log: &Log, shared: &Shared, cursors: &mut [Cursor], run: &Run, k: usize) {
         let records = &run.records[..k];
-        Counters::add(&shared.counters.records_sent, k as u64);
+        shared.acked(k as u64);
         Counters::add(&shared.counters.bytes_sent, records.iter().map(|r| r.value.len() as u64).sum());
         // A whole run moves the cursor past records it skipped, too.
         let to = run.records.get(k).map_or(run.next, |r| r.offset);

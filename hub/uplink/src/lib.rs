@@ -211,7 +211,7 @@ impl Uplinks {
     }
 
     fn status(&self, r: &Running) -> UplinkInfo {
-        let (backlog_records, oldest) = backlog(&self.log, &r.spec);
+        let (backlog_records, backlog_bytes, oldest) = backlog(&self.log, &r.spec);
         let c = &r.shared.counters;
         UplinkInfo {
             name: r.spec.name.clone(),
@@ -220,9 +220,11 @@ impl Uplinks {
             upstream: r.spec.upstream(),
             topics: r.spec.topics.clone(),
             backlog_records,
+            backlog_bytes,
             oldest_unsent_age_ms: oldest.map(|ts| (self.log.now_ms() - ts).max(0)),
             records_sent: Counters::get(&c.records_sent),
             bytes_sent: Counters::get(&c.bytes_sent),
+            records_per_sec: r.shared.records_per_sec(),
             records_resent: Counters::get(&c.records_resent),
             records_skipped: Counters::get(&c.records_skipped),
             records_received: Counters::get(&c.records_received),
@@ -233,10 +235,10 @@ impl Uplinks {
     }
 }
 
-/// Records past the uplink's committed offsets, and the timestamp of the
-/// oldest of them.
-fn backlog(log: &Log, spec: &UplinkSpec) -> (u64, Option<i64>) {
-    let (mut records, mut oldest) = (0u64, None::<i64>);
+/// Records past the uplink's committed offsets, their estimated bytes, and
+/// the timestamp of the oldest of them.
+fn backlog(log: &Log, spec: &UplinkSpec) -> (u64, u64, Option<i64>) {
+    let (mut records, mut bytes, mut oldest) = (0u64, 0u64, None::<i64>);
     for topic in &spec.topics {
         let Ok(partitions) = log.partition_count(topic) else { continue };
         let committed = log.committed_offsets(&spec.group(), topic).unwrap_or_default();
@@ -244,7 +246,10 @@ fn backlog(log: &Log, spec: &UplinkSpec) -> (u64, Option<i64>) {
             let Ok(offsets) = log.offsets(topic, partition) else { continue };
             let at = committed.iter().find(|(p, _)| *p == partition).map_or(offsets.start, |(_, o)| *o);
             let at = at.max(offsets.start);
-            records += offsets.end.saturating_sub(at);
+            let unsent = offsets.end.saturating_sub(at);
+            records += unsent;
+            let stored = offsets.end.saturating_sub(offsets.start).max(1);
+            bytes += (offsets.bytes as u128 * unsent as u128 / stored as u128) as u64;
             if at < offsets.end {
                 if let Ok(fetch) = log.fetch(topic, partition, at, 1) {
                     if let Some(first) = fetch.records().next() {
@@ -254,5 +259,5 @@ fn backlog(log: &Log, spec: &UplinkSpec) -> (u64, Option<i64>) {
             }
         }
     }
-    (records, oldest)
+    (records, bytes, oldest)
 }

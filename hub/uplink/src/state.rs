@@ -1,9 +1,10 @@
 //! What an operator sees of an uplink: its state, its counters, its last
 //! error. Written by the uplink's task, read by `describe`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where an uplink is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +69,20 @@ impl Counters {
 pub struct Shared {
     pub counters: Counters,
     state: Mutex<(LinkState, Option<String>)>,
+    /// Records acknowledged, per moment, over the last [`RATE_WINDOW`].
+    acked: Mutex<VecDeque<(Instant, u64)>>,
 }
+
+/// The window `records_per_sec` is taken over.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared { counters: Counters::default(), state: Mutex::new((LinkState::Connecting, None)) }
+        Shared {
+            counters: Counters::default(),
+            state: Mutex::new((LinkState::Connecting, None)),
+            acked: Mutex::new(VecDeque::new()),
+        }
     }
 }
 
@@ -91,6 +101,25 @@ impl Shared {
 
     pub fn last_error(&self) -> Option<String> {
         self.lock().1.clone()
+    }
+
+    /// Counts `records` acknowledged now.
+    pub fn acked(&self, records: u64) {
+        Counters::add(&self.counters.records_sent, records);
+        let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        acked.push_back((now, records));
+        while acked.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+            acked.pop_front();
+        }
+    }
+
+    /// Records acknowledged per second over the last 10 s.
+    pub fn records_per_sec(&self) -> u64 {
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let recent: u64 = acked.iter().filter(|(at, _)| now.duration_since(*at) <= RATE_WINDOW).map(|(_, n)| n).sum();
+        recent / RATE_WINDOW.as_secs()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (LinkState, Option<String>)> {

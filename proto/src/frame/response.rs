@@ -171,10 +171,14 @@ pub struct UplinkInfo {
     pub topics: alloc::vec::Vec<alloc::string::String>,
     /// Records in the log the upstream has not acknowledged yet.
     pub backlog_records: u64,
+    /// Their size, estimated from each partition's average record size.
+    pub backlog_bytes: u64,
     /// Age of the oldest of them, in milliseconds.
     pub oldest_unsent_age_ms: Option<i64>,
     pub records_sent: u64,
     pub bytes_sent: u64,
+    /// Records acknowledged per second, over the last 10 s.
+    pub records_per_sec: u64,
     /// Records sent again after a link failure (the upstream may hold them twice).
     pub records_resent: u64,
     /// Records whose upstream topic could not be made, skipped.

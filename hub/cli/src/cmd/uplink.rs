@@ -82,8 +82,11 @@ fn describe(u: &UplinkInfo) {
     println!("uplink {} ({}) to {}: {}", u.name, u.kind, u.upstream, u.state);
     println!("topics\t{}", u.topics.join(", "));
     let age = u.oldest_unsent_age_ms.map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-    println!("backlog\t{} records, oldest {age}", u.backlog_records);
-    println!("sent\t{} records, {} bytes", u.records_sent, u.bytes_sent);
+    println!("backlog\t{} records (~{} bytes), oldest {age}", u.backlog_records, u.backlog_bytes);
+    println!(
+        "sent\t{} records, {} bytes; {} records/s over the last 10 s",
+        u.records_sent, u.bytes_sent, u.records_per_sec
+    );
     println!("resent\t{} (after link failures; the upstream may hold them twice)", u.records_resent);
     println!("skipped\t{}", u.records_skipped);
     println!("received\t{} (from upstream subscriptions)", u.records_received);

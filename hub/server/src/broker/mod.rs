@@ -43,8 +43,10 @@ pub struct Broker {
     metrics: std::sync::Arc<Metrics>,
     plugins: Option<std::sync::Arc<Plugins>>,
     auth: std::sync::Arc<Auth>,
-    /// Set once the uplinks have started (they need the broker first).
-    uplinks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn UplinkControl>>>,
+    /// Set once the uplinks have started (they need the broker first). Weak:
+    /// the uplinks hold the broker (through the MQTT side), and a cycle
+    /// would keep the log open past shutdown.
+    uplinks: std::sync::Arc<std::sync::OnceLock<std::sync::Weak<dyn UplinkControl>>>,
 }
 
 /// The hub's uplinks as the native protocol sees them (started by `cairn
@@ -106,14 +108,15 @@ impl Broker {
         self.plugins.as_ref()
     }
 
-    /// Hands the running uplinks to this broker and its clones (once).
-    pub fn set_uplinks(&self, uplinks: std::sync::Arc<dyn UplinkControl>) {
-        let _ = self.uplinks.set(uplinks);
+    /// Hands the running uplinks to this broker and its clones (once); the
+    /// caller keeps them alive.
+    pub fn set_uplinks(&self, uplinks: &std::sync::Arc<dyn UplinkControl>) {
+        let _ = self.uplinks.set(std::sync::Arc::downgrade(uplinks));
     }
 
-    /// The uplinks, once started.
-    pub fn uplinks(&self) -> Option<&std::sync::Arc<dyn UplinkControl>> {
-        self.uplinks.get()
+    /// The uplinks, once started (and until the hub drops them).
+    pub fn uplinks(&self) -> Option<std::sync::Arc<dyn UplinkControl>> {
+        self.uplinks.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// The hub's traffic counters.

@@ -117,6 +117,8 @@ fn uplink_counters(uplinks: Vec<cairn_proto::frame::UplinkInfo>) -> Vec<(String,
         for (counter, value) in [
             ("connected", connected),
             ("backlog_records", u.backlog_records),
+            ("backlog_bytes", u.backlog_bytes),
+            ("records_per_sec", u.records_per_sec),
             ("oldest_unsent_age_ms", age),
             ("records_sent", u.records_sent),
             ("bytes_sent", u.bytes_sent),
