@@ -161,16 +161,13 @@ fn assert_in_order(received: &Received, expected: &BTreeMap<String, usize>) -> u
 /// Starts the hub with one MQTT uplink to 127.0.0.1:`upstream` forwarding
 /// topic `sensors` as `site-7/data/{key}`, plus `extra` settings.
 fn hub_with_uplink(dir: &Path, upstream: u16, extra: &str) -> Hub {
-    let config = dir.join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
+    Hub::start_with_config(
+        dir,
+        &format!(
             "[[uplink]]\nname = \"cloud\"\nkind = \"mqtt\"\ntopics = [\"sensors\"]\nhost = \"127.0.0.1\"\nport = {upstream}\n\
              remote_topic = \"site-7/data/{{key}}\"\nack_timeout_secs = 2\nmax_backoff_secs = 1\n{extra}"
         ),
     )
-    .unwrap();
-    Hub::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
 /// Produces records with values `values` for each of `keys` keys (`dev0`,
@@ -188,21 +185,12 @@ fn produce(hub: &Hub, keys: usize, values: std::ops::Range<usize>) {
 
 /// `cairn uplink describe cloud --output json`.
 fn describe(hub: &Hub) -> serde_json::Value {
-    let (ok, out, err) = hub.cli(&["uplink", "describe", "cloud", "--output", "json"], None);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
+    hub.uplink("cloud")
 }
 
 /// [`describe`] once `ready` holds (within 10 s).
 fn describe_when(hub: &Hub, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let status = describe(hub);
-        if ready(&status) || started.elapsed() > Duration::from_secs(10) {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    hub.uplink_when("cloud", Duration::from_secs(10), ready)
 }
 
 fn create_sensors(hub: &Hub) {
@@ -407,16 +395,7 @@ async fn tls_to_the_upstream_is_checked_against_the_ca() {
     );
     let (ok, out, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
     assert!(ok && out.contains("uplink wrong-ca added"), "{out} {err}");
-    let started = Instant::now();
-    let status = loop {
-        let (ok, out, err) = hub.cli(&["uplink", "describe", "wrong-ca", "--output", "json"], None);
-        assert!(ok, "{err}");
-        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if status["last_error"].is_string() || started.elapsed() > Duration::from_secs(15) {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = hub.uplink_when("wrong-ca", Duration::from_secs(15), |s| s["last_error"].is_string());
     let error = status["last_error"].as_str().unwrap_or_default().to_lowercase();
     assert!(error.contains("certificate") || error.contains("issuer"), "{status}");
     assert_eq!(status["records_sent"], 0);
@@ -482,16 +461,13 @@ async fn uplinks_added_at_runtime_survive_a_restart_until_removed() {
 async fn an_uplink_holding_retention_keeps_what_it_has_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let unreachable = free_port();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let hub = Hub::start_with_config(
+        dir.path(),
+        &format!(
             "[log]\nretention_check_secs = 1\n\n[[uplink]]\nname = \"cloud\"\nkind = \"mqtt\"\ntopics = [\"sensors\"]\n\
              host = \"127.0.0.1\"\nport = {unreachable}\nhold_retention = true\nmax_backoff_secs = 1\n"
         ),
-    )
-    .unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    );
     for topic in ["sensors", "other"] {
         let (ok, _, err) = hub.cli(&["topic", "create", topic, "--retention-ms", "1000"], None);
         assert!(ok, "{err}");

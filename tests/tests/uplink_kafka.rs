@@ -107,16 +107,13 @@ fn read_remote_with(bootstrap: &str, topic: &str, count: usize, extra: &[&str]) 
 }
 
 fn hub_with_kafka_uplink(dir: &Path, bootstrap: &str, extra: &str) -> Hub {
-    let config = dir.join("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
+    Hub::start_with_config(
+        dir,
+        &format!(
             "[[uplink]]\nname = \"cloud\"\nkind = \"kafka\"\ntopics = [\"sensors\"]\nbootstrap_servers = \"{bootstrap}\"\n\
              remote_topic = \"site-7.{{topic}}\"\ncompression = \"zstd\"\nack_timeout_secs = 2\nmax_backoff_secs = 1\n{extra}"
         ),
     )
-    .unwrap();
-    Hub::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
 /// Produces, over the native protocol, JSON records for keys `dev0`, … with
@@ -133,21 +130,8 @@ fn produce(hub: &Hub, keys: usize, values: std::ops::Range<usize>) {
     assert!(ok, "produce failed: {err}");
 }
 
-fn describe(hub: &Hub) -> serde_json::Value {
-    let (ok, out, err) = hub.cli(&["uplink", "describe", "cloud", "--output", "json"], None);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 fn describe_when(hub: &Hub, within: Duration, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let status = describe(hub);
-        if ready(&status) || started.elapsed() > within {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    hub.uplink_when("cloud", within, ready)
 }
 
 /// Values per key in arrival order (Kafka keeps order per partition, and a
@@ -350,16 +334,7 @@ async fn records_reach_kafka_over_tls_checked_against_the_ca() {
     );
     let (ok, _, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
     assert!(ok, "{err}");
-    let started = Instant::now();
-    let status = loop {
-        let (ok, out, err) = hub.cli(&["uplink", "describe", "wrong-ca", "--output", "json"], None);
-        assert!(ok, "{err}");
-        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if status["last_error"].is_string() || started.elapsed() > Duration::from_secs(15) {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = hub.uplink_when("wrong-ca", Duration::from_secs(15), |s| s["last_error"].is_string());
     let error = status["last_error"].as_str().unwrap_or_default().to_lowercase();
     assert!(error.contains("certificate") || error.contains("ssl"), "{status}");
     assert_eq!(status["records_sent"], 0);

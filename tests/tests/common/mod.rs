@@ -125,6 +125,38 @@ impl Hub {
         panic!("cairn serve did not start: {seen:#?}");
     }
 
+    /// Starts `cairn serve` with `toml` as its config file (written to
+    /// `dir/cairn.toml`) and its data in `dir/data`.
+    pub fn start_with_config(dir: &Path, toml: &str) -> Hub {
+        let config = dir.join("cairn.toml");
+        std::fs::write(&config, toml).unwrap();
+        Hub::start(&dir.join("data"), &["--config", config.to_str().unwrap()])
+    }
+
+    /// `cairn uplink describe NAME --output json`.
+    pub fn uplink(&self, name: &str) -> serde_json::Value {
+        let (ok, out, err) = self.cli(&["uplink", "describe", name, "--output", "json"], None);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// [`Hub::uplink`] once `ready` holds, or as it is after `within`.
+    pub fn uplink_when(
+        &self,
+        name: &str,
+        within: Duration,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let status = self.uplink(name);
+            if ready(&status) || started.elapsed() > within {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL, like a power cut for the process.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
