@@ -351,9 +351,11 @@ async fn a_hub_killed_mid_forward_resumes_from_its_committed_offsets() {
     hub.kill9();
     let killed_at = received.lock().unwrap().len();
     assert!(killed_at < 6000, "the drain finished before the kill");
-    let _hub = hub_with_uplink(dir.path(), port, SLOW);
+    let hub = hub_with_uplink(dir.path(), port, SLOW);
     wait_distinct(&received, 6000, Duration::from_secs(60)).await;
     let duplicates = assert_in_order(&received, &expected(2, 3000));
+    let logged = hub.startup_log.iter().chain(hub.log.lock().unwrap().iter()).any(|l| l.contains("uplink resumes"));
+    assert!(logged, "the restart did not say it may resend");
     // Two runs of 100 may be in flight (one sent, the one before it committing).
     assert!(duplicates <= 200, "{duplicates} duplicates: more than two runs of 100 were resent");
     println!("kill -9 after {killed_at} messages: all 6,000 arrived, {duplicates} duplicates");

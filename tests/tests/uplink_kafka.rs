@@ -194,6 +194,29 @@ async fn records_reach_kafka_with_keys_values_timestamps_and_headers_in_order() 
     assert_eq!((status["kind"].as_str(), status["state"].as_str()), (Some("kafka"), Some("connected")));
     assert_eq!(status["records_sent"], 301);
     assert_eq!(status["backlog_records"], 0);
+
+    // `partitioning = "kept"`: each record in the remote partition of its
+    // local partition's number (3 remote partitions, where by key some
+    // would land elsewhere).
+    tansu.create_topic("site-7.kept", 3);
+    let settings = format!(
+        "name = \"kept\"\nkind = \"kafka\"\ntopics = [\"sensors\"]\nbootstrap_servers = \"{bootstrap}\"\n\
+         remote_topic = \"site-7.kept\"\npartitioning = \"kept\"\n"
+    );
+    let (ok, _, err) = hub.cli(&["uplink", "add", "-"], Some(&settings));
+    assert!(ok, "{err}");
+    let (ok, out, err) = hub.cli(&["consume", "sensors", "--from-beginning", "--max", "301", "--output", "json"], None);
+    assert!(ok, "{err}");
+    let local: std::collections::HashMap<String, u64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r["partition"].as_u64().unwrap()))
+        .collect();
+    let kept = read_remote(&bootstrap, "site-7.kept", 301);
+    assert_eq!(kept.len(), 301);
+    for r in &kept {
+        assert_eq!(Some(&r["partition"].as_u64().unwrap()), local.get(r["key"].as_str().unwrap()), "{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ use crate::kafka::KafkaLink;
 use crate::link::{Link, Outgoing, SendError};
 use crate::mqtt::MqttLink;
 use crate::state::{Counters, LinkState, Shared};
+use crate::throttle::Throttle;
 use crate::{Control, LocalSink};
 
 /// Bytes read from one partition per fetch.
@@ -329,7 +330,16 @@ async fn refresh_cursors(log: &Log, spec: &UplinkSpec, cursors: &mut Vec<Cursor>
         let committed = log.committed_offsets(&group, topic).unwrap_or_default();
         for partition in known..partitions {
             let offset = match committed.iter().find(|(p, _)| *p == partition) {
-                Some((_, o)) => *o,
+                Some((_, o)) => {
+                    let end = log.offsets(topic, partition).map_or(*o, |offsets| offsets.end);
+                    if end > *o {
+                        // After a crash the runs that were in flight go out
+                        // again: the upstream may hold them twice.
+                        tracing::info!(uplink = %spec.name, %topic, partition, from = *o, backlog = end - *o,
+                            "uplink resumes from its committed offset; up to two runs sent before a crash may be sent again");
+                    }
+                    *o
+                }
                 None => {
                     let Ok(offsets) = log.offsets(topic, partition) else { continue };
                     let start = if spec.start_at == StartAt::Latest { offsets.end } else { offsets.start };
@@ -485,51 +495,9 @@ impl RetentionWatch {
     }
 }
 
-/// Keeps forwarded payload bytes per second under a limit.
-struct Throttle {
-    bytes_per_sec: u64,
-    since: Instant,
-    bytes: u64,
-}
-
-impl Throttle {
-    fn new(bytes_per_sec: u64) -> Self {
-        Throttle { bytes_per_sec, since: Instant::now(), bytes: 0 }
-    }
-
-    /// Waits until sending `bytes` more keeps within the limit.
-    async fn wait(&mut self, bytes: u64) {
-        if self.bytes_per_sec == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let due = self.since + Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
-        if due + Duration::from_secs(1) < now {
-            // Idle for a while: unused allowance does not pile up into a burst.
-            self.since = now;
-            self.bytes = 0;
-        } else if due > now {
-            tokio::time::sleep(due - now).await;
-        }
-        self.bytes += bytes;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_throttle_spreads_bytes_over_time() {
-        let mut t = Throttle::new(1000);
-        let start = tokio::time::Instant::now();
-        for _ in 0..5 {
-            t.wait(500).await;
-        }
-        // 2,000 bytes had to be sent before the fifth run could go: two seconds.
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(1990) && waited < Duration::from_millis(2100), "{waited:?}");
-    }
 
     #[test]
     fn upstream_topics_follow_their_protocol() {

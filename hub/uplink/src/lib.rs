@@ -21,6 +21,7 @@ pub mod link;
 pub mod mqtt;
 pub mod state;
 pub mod template;
+mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
