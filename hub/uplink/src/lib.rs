@@ -8,6 +8,7 @@
 //!   subscriptions bring down, stored through a [`LocalSink`]).
 //! * [`kafka`]: the link to a Kafka cluster (librdkafka's idempotent producer).
 //! * [`state`]: what an operator sees: state, counters, last error.
+//! * `throttle`: the bandwidth limit; `backoff`: waits between reconnects.
 //!
 //! Data flows one way: the log → uplink → the network; what comes down goes
 //! to the hub through the [`LocalSink`] it is given (the hub's MQTT publish
