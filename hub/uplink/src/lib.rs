@@ -2,7 +2,7 @@
 //! commands come back down, with the log as the store in between.
 //!
 //! * [`config`]: an `[[uplink]]` table, checked into an [`UplinkSpec`].
-//! * [`forward`](crate::forward): one task per uplink reads its topics past its committed
+//! * `forward`: one task per uplink reads its topics past its committed
 //!   offsets, sends, and commits after the upstream's acknowledgement.
 //! * [`mqtt`]: the link to an upstream MQTT broker (and what its
 //!   subscriptions bring down, stored through a [`LocalSink`]).
