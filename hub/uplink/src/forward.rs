@@ -480,8 +480,7 @@ impl RetentionWatch {
             let Some(retention_ms) = log.describe_topic(&c.topic).ok().and_then(|t| t.config.retention_ms) else {
                 continue;
             };
-            let oldest =
-                log.fetch(&c.topic, c.partition, c.acked, 1).ok().and_then(|f| f.records().next().map(|r| r.timestamp));
+            let oldest = crate::oldest_unsent(log, &c.topic, c.partition, c.acked);
             let age = oldest.map_or(0, |ts| log.now_ms() - ts);
             let behind = age as f64 > retention_ms as f64 * RETENTION_WARN_SHARE;
             let key = (c.topic.clone(), c.partition);

@@ -252,14 +252,18 @@ fn backlog(log: &Log, spec: &UplinkSpec) -> (u64, u64, Option<i64>) {
             records += unsent;
             let stored = offsets.end.saturating_sub(offsets.start).max(1);
             bytes += (offsets.bytes as u128 * unsent as u128 / stored as u128) as u64;
-            if at < offsets.end {
-                if let Ok(fetch) = log.fetch(topic, partition, at, 1) {
-                    if let Some(first) = fetch.records().next() {
-                        oldest = Some(oldest.map_or(first.timestamp, |o: i64| o.min(first.timestamp)));
-                    }
-                }
+            if let Some(ts) = oldest_unsent(log, topic, partition, at) {
+                oldest = Some(oldest.map_or(ts, |o: i64| o.min(ts)));
             }
         }
     }
     (records, bytes, oldest)
+}
+
+/// The timestamp of the record at `from` in a partition (the oldest one an
+/// uplink at `from` has not sent), if there is one.
+pub(crate) fn oldest_unsent(log: &Log, topic: &str, partition: u32, from: u64) -> Option<i64> {
+    let fetch = log.fetch(topic, partition, from, 1).ok()?;
+    let first = fetch.records().next().map(|r| r.timestamp);
+    first
 }

@@ -17,8 +17,6 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ClientError, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use rumqttc::{Outgoing as Sent, SubscribeReasonCode};
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -139,34 +137,23 @@ impl MqttLink {
     }
 }
 
-/// rustls client settings (ring, as the hub's listeners): the upstream's
-/// certificate is checked against `ca_file`, or the system's roots.
+/// rustls client settings: the upstream's certificate is checked against
+/// `ca_file` (read as the Cairn client reads its CA file), or the system's
+/// roots.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let shown = path.display();
-            let cas =
-                CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read the CA file {shown}: {e}"))?;
-            for ca in cas {
-                let ca = ca.map_err(|e| format!("the CA file {shown} is not valid PEM: {e}"))?;
-                roots.add(ca).map_err(|e| format!("the CA file {shown}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("the CA file {shown} holds no certificate"));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no CA certificates found on this system: set tls_ca_file".into());
-            }
-        }
+    if let Some(ca_file) = ca_file {
+        let options = cairn_client::TlsOptions { ca_file: ca_file.to_path_buf(), server_name: None, client_cert: None };
+        return options.client_config().map_err(|e| e.to_string());
     }
-    // ring, deprecated in rustls 0.23.48 only for lacking post-quantum key exchange.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err("no CA certificates found on this system: set tls_ca_file".into());
+    }
+    // ring, as the hub's listeners (deprecated in rustls 0.23.48 only for
+    // lacking post-quantum key exchange).
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
