@@ -34,11 +34,16 @@
 //! max_sessions = 100000            # stored persistent sessions
 //! max_queued_messages = 0          # per partition for a client away; 0: no limit (oldest skipped)
 //! topic_partitions = 1             # partitions of topics MQTT creates
+//! sys_interval_secs = 10           # $SYS/broker/... statistics to subscribers; 0: none
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
 //! filter = "factory/+/sensors/#"
 //! topic = "factory-{2}"            # {N}: level N of the MQTT topic
 //! key = "{topic}"                  # {topic}: the whole MQTT topic (the default)
+//!
+//! [http]                         # status page, /metrics, /healthz (docs/observability.md)
+//! addr = "0.0.0.0:7880"          # default: 127.0.0.1 until an API key exists
+//! enabled = true
 //!
 //! [serial]
 //! tcp_addr = "0.0.0.0:7879"     # serial-over-TCP (QEMU, ser2net); off unless set
@@ -105,6 +110,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub native: NativeSettings,
     pub mqtt: MqttSettings,
+    pub http: HttpSettings,
     pub serial: SerialSettings,
     pub log: LogSettings,
     pub plugins: PluginSettings,
@@ -163,6 +169,7 @@ pub struct MqttSettings {
     pub max_sessions: Option<usize>,
     pub max_queued_messages: Option<u64>,
     pub topic_partitions: Option<u32>,
+    pub sys_interval_secs: Option<u32>,
     pub mapping: Option<Vec<cairn_hub::net::mqtt::mapping::RuleSettings>>,
 }
 
@@ -181,6 +188,14 @@ impl Addrs {
             Addrs::Many(v) => v.clone(),
         }
     }
+}
+
+/// `[http]`: the status page, `/metrics` and the health endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub addr: Option<SocketAddr>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -264,7 +279,12 @@ pub struct ServeConfig {
     pub mqtt_max_sessions: usize,
     pub mqtt_max_queued_messages: u64,
     pub mqtt_topic_partitions: u32,
+    pub mqtt_sys_interval_secs: u32,
     pub mqtt_mapping: Vec<cairn_hub::net::mqtt::mapping::RuleSettings>,
+    /// The HTTP listener (`None`: the default, as for `native_addr`), and
+    /// whether there is one at all.
+    pub http_addr: Option<SocketAddr>,
+    pub http_enabled: bool,
     /// Serial-over-TCP listener (off when `None`).
     pub serial_tcp_addr: Option<SocketAddr>,
     /// Serial device (off when `None`) and its baud rate.
@@ -307,7 +327,10 @@ impl Default for ServeConfig {
             mqtt_max_sessions: 100_000,
             mqtt_max_queued_messages: 0,
             mqtt_topic_partitions: 1,
+            mqtt_sys_interval_secs: 10,
             mqtt_mapping: Vec::new(),
+            http_addr: None,
+            http_enabled: true,
             serial_tcp_addr: None,
             serial_device: None,
             serial_baud: 115_200,
@@ -385,7 +408,10 @@ impl ServeConfig {
             mqtt_max_sessions: pick!(mqtt.max_sessions, d.mqtt_max_sessions),
             mqtt_max_queued_messages: pick!(mqtt.max_queued_messages, d.mqtt_max_queued_messages),
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
+            mqtt_sys_interval_secs: pick!(mqtt.sys_interval_secs, d.mqtt_sys_interval_secs),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
+            http_addr: overrides.http.addr.or(file.http.addr),
+            http_enabled: pick!(http.enabled, d.http_enabled),
             serial_tcp_addr: overrides.serial.tcp_addr.or(file.serial.tcp_addr),
             serial_device: overrides.serial.device.clone().or_else(|| file.serial.device.clone()),
             serial_baud: pick!(serial.baud, d.serial_baud),

@@ -16,8 +16,8 @@ use cairn_log::Log;
 use clap::Args;
 
 use crate::config::{
-    Addrs, AuthSettings, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings, ServeConfig,
-    Settings, TlsSettings,
+    Addrs, AuthSettings, HttpSettings, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings,
+    ServeConfig, Settings, TlsSettings,
 };
 use crate::{shutdown_signal, AnyError};
 
@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// Serve MQTT at all [default: true].
     #[arg(long, env = "CAIRN_MQTT")]
     mqtt: Option<bool>,
+    /// Address of the HTTP listener: status page, Prometheus `/metrics`,
+    /// `/healthz` and `/readyz`; port 0 picks a free port [default:
+    /// 127.0.0.1:7880 while no API key exists, then 0.0.0.0:7880].
+    #[arg(long, env = "CAIRN_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Serve HTTP at all [default: true].
+    #[arg(long, env = "CAIRN_HTTP")]
+    http: Option<bool>,
     /// Serial-over-TCP listener: each connection is one serial line speaking
     /// COBS-framed native protocol (QEMU `-serial tcp:`, ser2net) [default: off].
     #[arg(long, env = "CAIRN_SERIAL_TCP_ADDR")]
@@ -121,6 +129,7 @@ impl ServeArgs {
                 enabled: self.mqtt,
                 ..MqttSettings::default()
             },
+            http: HttpSettings { addr: self.http_addr, enabled: self.http },
             serial: SerialSettings {
                 tcp_addr: self.serial_tcp_addr,
                 device: self.serial_device.clone(),
@@ -146,7 +155,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let options = args.log.clone();
     let log = Log::open(&path, options).map_err(|e| format!("cannot open the log at {}: {e}", path.display()))?;
     let auth = Auth::open(log.clone(), args.allow_anonymous).map_err(|e| format!("cannot load API keys: {e}"))?;
-    let (native_addr, mqtt_addrs) = listen_addrs(&args, auth.required())?;
+    let Addresses { native: native_addr, mqtt: mqtt_addrs, http: http_addr } = listen_addrs(&args, auth.required())?;
     let mut broker = Broker::new(log.clone()).with_auth(auth.clone());
     let mut plugins = None;
     if args.plugins_enabled {
@@ -186,6 +195,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         max_sessions: args.mqtt_max_sessions,
         max_queued_messages: args.mqtt_max_queued_messages,
         topic_partitions: args.mqtt_topic_partitions.max(1),
+        sys_interval_secs: args.mqtt_sys_interval_secs,
         mapping,
     };
     // Shared by the MQTT listeners and the uplinks (what comes down from an
@@ -221,6 +231,22 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         }
         listeners.push(tokio::spawn(net::mqtt::serve(mqtt_listeners, mqtt.clone(), shutdown.clone())));
     }
+    // The operator's view: status page, /metrics, health.
+    let console = cairn_console::Console::new(broker.clone(), mqtt.clone(), args.data_dir.clone(), path.clone());
+    if let Some(addr) = http_addr {
+        match cairn_console::bind(addr).await {
+            Ok(listener) => {
+                listeners.push(tokio::spawn(cairn_console::serve(listener, console.clone(), shutdown.clone())));
+            }
+            // The default port taken (a second hub on the box): the hub
+            // runs without its page rather than not at all. An address
+            // asked for is a hard error, as for every listener.
+            Err(e) if args.http_addr.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(%addr, "HTTP port in use: no status page or /metrics; set [http] addr (--http-addr)")
+            }
+            Err(e) => return Err(format!("cannot listen on {addr} (HTTP): {e}").into()),
+        }
+    }
     let mut serial = Vec::new();
     if let Some(addr) = args.serial_tcp_addr {
         let listener =
@@ -255,8 +281,10 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         topics = topics.len(),
         "cairn is running; stop with Ctrl-C"
     );
+    console.set_ready(true);
     stop.await;
     tracing::info!("shutting down: closing connections, finishing queued commits");
+    console.set_ready(false);
     trigger.trigger();
     let _ = native.await;
     for listener in serial.into_iter().chain(listeners) {
@@ -328,14 +356,23 @@ impl cairn_uplink::LocalSink for HubSink {
     }
 }
 
-/// Where the native and MQTT listeners bind. As Mosquitto 2.0 does, a hub
-/// without credentials serves loopback only: unset addresses default to
-/// 127.0.0.1 until an API key exists (then to every interface), and an
+/// Where the listeners with a default address bind.
+struct Addresses {
+    native: SocketAddr,
+    mqtt: Vec<SocketAddr>,
+    /// `None`: HTTP is off.
+    http: Option<SocketAddr>,
+}
+
+/// Where the native, MQTT and HTTP listeners bind. As Mosquitto 2.0 does, a
+/// hub without credentials serves loopback only: unset addresses default
+/// to 127.0.0.1 until an API key exists (then to every interface), and an
 /// address beyond loopback with no key needs an explicit `allow_anonymous`.
-fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec<SocketAddr>), AnyError> {
+fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<Addresses, AnyError> {
     let host = if keys_exist { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
     let native = args.native_addr.unwrap_or(SocketAddr::new(host, 7878));
     let mqtt = args.mqtt_addrs.clone().unwrap_or_else(|| vec![SocketAddr::new(host, 1883)]);
+    let http = args.http_enabled.then(|| args.http_addr.unwrap_or(SocketAddr::new(host, 7880)));
     // Every listener counts, TLS and WebSocket ones too.
     let others = args
         .serial_tcp_addr
@@ -343,7 +380,8 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
         .chain(args.native_tls_addr)
         .chain(args.mqtt_tls_addrs.iter().copied())
         .chain(args.mqtt_ws_addrs.iter().copied())
-        .chain(args.mqtt_wss_addrs.iter().copied());
+        .chain(args.mqtt_wss_addrs.iter().copied())
+        .chain(http);
     let exposed: Vec<SocketAddr> =
         std::iter::once(native).chain(mqtt.iter().copied()).chain(others).filter(|a| !a.ip().is_loopback()).collect();
     if keys_exist {
@@ -370,7 +408,7 @@ fn listen_addrs(args: &ServeConfig, keys_exist: bool) -> Result<(SocketAddr, Vec
         )
         .into());
     }
-    Ok((native, mqtt))
+    Ok(Addresses { native, mqtt, http })
 }
 
 /// The TLS settings of the TLS listeners, when any is configured.

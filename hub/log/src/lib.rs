@@ -50,7 +50,7 @@ pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
 pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
-pub use stats::{LogStats, SLOW_COMMIT_BOUNDS};
+pub use stats::{Histogram, HistogramSnapshot, LogStats, COMMIT_BUCKETS, SLOW_COMMIT_BOUNDS};
 pub use topic::{validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
 use catalog::{Catalog, TopicEntry};

@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Retained MQTT messages refused over `max_retained_messages` /
     /// `max_retained_bytes`.
     pub mqtt_retained_refused: Counter,
+    /// Records read by native-protocol consumers (fetch responses).
+    pub records_fetched: Counter,
+    /// Their bytes, as stored (record batches).
+    pub bytes_fetched: Counter,
 }
 
 /// One monotonically increasing count.
@@ -51,6 +55,10 @@ pub struct Counter(AtomicU64);
 impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -77,6 +85,8 @@ impl Metrics {
             ("mqtt_queued_dropped", self.mqtt_queued_dropped.get()),
             ("mqtt_sessions_expired", self.mqtt_sessions_expired.get()),
             ("mqtt_retained_refused", self.mqtt_retained_refused.get()),
+            ("records_fetched", self.records_fetched.get()),
+            ("bytes_fetched", self.bytes_fetched.get()),
         ]
     }
 }

@@ -39,6 +39,8 @@ pub struct Hub {
     /// The TLS listeners' addresses, when started with them.
     pub native_tls_addr: Option<String>,
     pub mqtt_tls_addr: Option<String>,
+    /// The HTTP listener's address (status page, /metrics).
+    pub http_addr: Option<String>,
     pub data: PathBuf,
     /// What the hub logged until it said it was running.
     pub startup_log: Vec<String>,
@@ -59,6 +61,9 @@ impl Hub {
         if !extra.contains(&"--mqtt-addr") {
             cmd.args(["--mqtt-addr", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--http-addr") && !extra.contains(&"--http") {
+            cmd.args(["--http-addr", "127.0.0.1:0"]);
+        }
         let mut child = cmd
             .arg("--data-dir")
             .arg(data)
@@ -74,6 +79,7 @@ impl Hub {
         let mut serial_addr = None;
         let mut mqtt_addrs = Vec::new();
         let (mut native_tls_addr, mut mqtt_tls_addr) = (None, None);
+        let mut http_addr = None;
         let mut seen = Vec::new();
         while started.elapsed() < Duration::from_secs(30) {
             let Some(Ok(line)) = lines.next() else { break };
@@ -90,6 +96,8 @@ impl Hub {
                     native_tls_addr = value;
                 } else if line.contains("MQTT over TLS listening") {
                     mqtt_tls_addr = value;
+                } else if line.contains("HTTP listening") {
+                    http_addr = value;
                 }
             }
             let running = line.contains("cairn is running");
@@ -114,6 +122,7 @@ impl Hub {
                     mqtt_addrs,
                     native_tls_addr,
                     mqtt_tls_addr,
+                    http_addr,
                     data: data.to_path_buf(),
                     startup_log: seen,
                     log,

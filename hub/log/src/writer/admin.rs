@@ -72,7 +72,7 @@ impl Writer {
             versions.insert((name, version), meta).map_err(LogError::storage)?;
             version
         };
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         Ok(version)
     }
@@ -94,7 +94,7 @@ impl Writer {
             }
             .map_err(LogError::storage)?;
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         Ok(())
     }
@@ -109,7 +109,7 @@ impl Writer {
             }
             .map_err(LogError::storage)?;
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         Ok(())
     }
@@ -123,7 +123,7 @@ impl Writer {
             counters.insert(name, value + 1).map_err(LogError::storage)?;
             value
         };
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         Ok(value)
     }
@@ -147,7 +147,7 @@ impl Writer {
             }
             meta
         };
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         tracing::info!(topic = %name, partitions = meta.config.partitions, "topic created");
         let parts = vec![PartState::EMPTY; meta.config.partitions as usize];
@@ -170,7 +170,7 @@ impl Writer {
             t.producers.retain(|k, _| k.1 != id).map_err(LogError::storage)?;
             t.group_offsets.retain(|k, _| k.1 != id).map_err(LogError::storage)?;
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         self.topics.remove(&id);
         self.ids.remove(name);
@@ -186,7 +186,7 @@ impl Writer {
             let mut offsets = txn.open_table(tables::GROUP_OFFSETS).map_err(LogError::storage)?;
             offsets.retain_in((group, 0, 0)..=(group, u32::MAX, u32::MAX), |_, _| false).map_err(LogError::storage)?;
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         Ok(())
     }
@@ -208,7 +208,7 @@ impl Writer {
                 partitions.insert((id, p), PartState::EMPTY.row()).map_err(LogError::storage)?;
             }
         }
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         let old = self.topics.remove(&id).expect("topic present");
         let mut parts = old.parts;
@@ -223,12 +223,13 @@ impl Writer {
         let txn = self.begin(true)?;
         let held = self.retention_holds(&txn)?;
         let (report, changes, compacted) = retention::enforce(&txn, &self.topics, &self.compacted_at, &held, now)?;
-        self.commit(txn)?;
+        self.commit(txn, true)?;
         self.unflushed_since = None;
         for (key, state) in changes {
             self.set_part_state(key, state);
         }
         self.compacted_at.extend(compacted);
+        self.catalog.stats.record_retention(&report);
         if report.batches_deleted > 0 || report.records_compacted > 0 || report.partitions_held > 0 {
             tracing::info!(?report, "retention");
         }

@@ -66,7 +66,7 @@ impl Writer {
                 t.partitions.insert(*key, state.row()).map_err(LogError::storage)?;
             }
         }
-        self.commit(txn)?;
+        self.commit(txn, durable)?;
         Ok(outcomes)
     }
 

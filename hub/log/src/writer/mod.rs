@@ -20,7 +20,6 @@ mod data;
 use data::DataTables;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -209,14 +208,21 @@ impl Writer {
                 for (cmd, outcome) in data.into_iter().zip(outcomes) {
                     match cmd {
                         Command::Append(a) => {
-                            if matches!(&outcome, Ok(o) if o.first().is_some_and(|o| !o.duplicate)) {
-                                self.catalog.stats.batches_appended.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(o) = &outcome {
+                                if let Some(o) = o.first().filter(|o| !o.duplicate) {
+                                    let records = o.last_offset + 1 - o.base_offset;
+                                    self.catalog.stats.record_append(records, a.append.batch.len() as u64);
+                                }
                             }
                             let _ = a.reply.send(outcome.map(|mut o| o.swap_remove(0)));
                         }
-                        Command::Transaction { reply, .. } => {
-                            if let Ok(o) = &outcome {
-                                self.catalog.stats.batches_appended.fetch_add(o.len() as u64, Ordering::Relaxed);
+                        Command::Transaction { reply, appends, .. } => {
+                            if outcome.is_ok() {
+                                for a in &appends {
+                                    self.catalog
+                                        .stats
+                                        .record_append(u64::from(a.header.record_count), a.batch.len() as u64);
+                                }
                             }
                             let _ = reply.send(outcome);
                         }
@@ -257,12 +263,13 @@ impl Writer {
         Ok(txn)
     }
 
-    /// Commits, counting it and its time in the stats.
-    pub(super) fn commit(&self, txn: WriteTransaction) -> Result<()> {
+    /// Commits, counting it and its time in the stats (`durable`: the
+    /// transaction was begun with an fsync).
+    pub(super) fn commit(&self, txn: WriteTransaction, durable: bool) -> Result<()> {
         let started = Instant::now();
         txn.commit().map_err(LogError::storage)?;
         let took = started.elapsed();
-        self.catalog.stats.record_commit(took);
+        self.catalog.stats.record_commit(took, durable);
         if took >= VERY_SLOW_COMMIT {
             // Every producer waiting on this commit waited as long.
             tracing::warn!(
@@ -279,7 +286,7 @@ impl Writer {
         if self.unflushed_since.is_none() {
             return;
         }
-        let result = self.begin(true).and_then(|txn| self.commit(txn));
+        let result = self.begin(true).and_then(|txn| self.commit(txn, true));
         match result {
             Ok(()) => self.unflushed_since = None,
             Err(err) => {

@@ -373,6 +373,7 @@ impl Session {
                 slots.remove(&self.client_id);
             } else if let Some(slot) = slots.get_mut(&self.client_id).filter(|_| last) {
                 slot.kick = None;
+                slot.client = None;
             }
             last
         };

@@ -35,6 +35,7 @@ impl Session {
                 self.unacked.entry(source.feed.clone()).or_default().insert(source.offset);
             }
             self.inflight.insert(pkid, d.source);
+            self.status.set_in_flight(self.in_flight());
             pkid
         };
         // Properties exist on the wire in MQTT 5 only.
@@ -120,6 +121,7 @@ impl Session {
         }
         if ours {
             self.released.insert(pkid);
+            self.status.set_in_flight(self.in_flight());
         }
         self.send(Out::Packet(Outgoing::PubRel(pkid))).await;
     }
@@ -127,11 +129,14 @@ impl Session {
     /// PUBCOMP: the QoS 2 delivery is complete, its packet id free again.
     pub(super) fn completed(&mut self, pkid: u16) {
         self.released.remove(&pkid);
+        self.status.set_in_flight(self.in_flight());
     }
 
     /// A PUBACK for one of our deliveries: its position may be committed.
     pub(super) fn acknowledged(&mut self, pkid: u16) {
-        let Some(Some(Source { feed, offset })) = self.inflight.remove(&pkid) else { return };
+        let removed = self.inflight.remove(&pkid);
+        self.status.set_in_flight(self.in_flight());
+        let Some(Some(Source { feed, offset })) = removed else { return };
         let Some(pending) = self.unacked.get_mut(&feed) else { return };
         pending.remove(&offset);
         // Everything below the lowest unacknowledged offset is delivered.

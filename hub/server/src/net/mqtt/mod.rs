@@ -25,8 +25,10 @@ mod publish;
 mod records;
 mod retained;
 mod session;
+pub mod status;
 mod subscribe;
 mod sweep;
+mod sys;
 #[cfg(test)]
 mod testing;
 pub mod topics;
@@ -78,6 +80,9 @@ pub struct MqttConfig {
     pub max_queued_messages: u64,
     /// Partitions of Cairn topics created by an MQTT publish or subscribe.
     pub topic_partitions: u32,
+    /// How often `$SYS/broker/…` statistics go to their subscribers
+    /// (seconds); 0: no `$SYS` topics.
+    pub sys_interval_secs: u32,
     /// Rules choosing the Cairn topic and key of a published message.
     pub mapping: mapping::Mapping,
 }
@@ -95,6 +100,7 @@ impl Default for MqttConfig {
             max_sessions: 100_000,
             max_queued_messages: 0,
             topic_partitions: 1,
+            sys_interval_secs: 10,
             mapping: mapping::Mapping::default(),
         }
     }
@@ -105,6 +111,8 @@ impl Default for MqttConfig {
 struct Slot {
     /// Closes the connection currently using this client id (takeover).
     kick: Option<(u64, oneshot::Sender<()>)>,
+    /// The connection using it now, as the status page and `$SYS` see it.
+    client: Option<Arc<status::ClientStatus>>,
     /// The principal of the connection using it (only it may take over).
     owner: Option<String>,
     /// QoS 2 packet ids stored and not yet released by PUBREL: a
@@ -125,6 +133,8 @@ pub(crate) struct Server {
     sessions: persist::Sessions,
     /// The retained messages (mirrors `__mqtt_retained`).
     retained: Mutex<retained::Retained>,
+    /// When the MQTT side started (`$SYS/broker/uptime`).
+    started: std::time::Instant,
 }
 
 impl Server {
@@ -137,6 +147,7 @@ impl Server {
             slots: Mutex::new(HashMap::new()),
             next_connection: Default::default(),
             retained: Mutex::default(),
+            started: std::time::Instant::now(),
         }
     }
 

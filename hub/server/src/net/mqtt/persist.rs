@@ -181,6 +181,11 @@ impl Sessions {
         self.map().iter().filter(|(_, s)| s.expired(now_ms)).map(|(id, _)| id.clone()).collect()
     }
 
+    /// How many sessions' clients are away.
+    pub(super) fn away_count(&self) -> usize {
+        self.map().values().filter(|s| s.left_at_ms.is_some()).count()
+    }
+
     /// The client ids of sessions whose client is away.
     pub(super) fn away(&self) -> Vec<String> {
         self.map().iter().filter(|(_, s)| s.left_at_ms.is_some()).map(|(id, _)| id.clone()).collect()

@@ -116,6 +116,11 @@ impl Retained {
         self.messages.iter().filter(|(t, _)| wanted(t)).map(|(t, m)| (t.clone(), m.clone())).collect()
     }
 
+    /// How many messages are retained, and their topic and payload bytes.
+    pub(super) fn totals(&self) -> (usize, usize) {
+        (self.messages.len(), self.bytes)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.messages.len()

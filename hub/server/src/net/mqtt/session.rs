@@ -26,7 +26,7 @@ use super::codec::{Connect, Refusal, Subscription, Version, Will};
 use super::persist::{load_session, save_session, session_group, submit_session, StoredSession};
 use super::properties::MessageProperties;
 use super::writer::Out;
-use super::{Server, Slot};
+use super::{status, Server, Slot};
 use crate::auth::Principal;
 
 /// A record on its way to the subscriber.
@@ -107,6 +107,9 @@ pub(super) struct Session {
     pub(super) max_inflight: usize,
     /// The session's own (not shared) subscriptions.
     pub(super) filters: Filters,
+    /// What the status page and `$SYS` see of this connection (its slot
+    /// holds it too).
+    pub(super) status: Arc<status::ClientStatus>,
     /// Shared subscriptions by consumer group.
     pub(super) shared: HashMap<String, SharedSub>,
     /// The feeders running.
@@ -205,6 +208,7 @@ impl Session {
         }
         // Take the client id over: the connection using it now is closed.
         let (kick_tx, kick_rx) = oneshot::channel();
+        let status = status::new_status(peer, version, server.broker.log().now_ms());
         {
             let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = slots.entry(client_id.clone()).or_default();
@@ -215,6 +219,7 @@ impl Session {
             if let Some((_, old)) = slot.kick.replace((connection, kick_tx)) {
                 let _ = old.send(());
             }
+            slot.client = Some(status.clone());
             // A will waiting out its delay: a clean start ends the old
             // session, so it goes out now; resuming the session cancels it
             // (MQTT-3.1.3-9).
@@ -288,7 +293,8 @@ impl Session {
             will: c.will,
             keep_alive,
             max_inflight,
-            filters: Arc::new(RwLock::new(Vec::new())),
+            filters: status.filters.clone(),
+            status,
             shared: HashMap::new(),
             feeding: HashMap::new(),
             feeders: JoinSet::new(),

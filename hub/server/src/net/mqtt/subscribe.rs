@@ -19,13 +19,19 @@ use super::delivery::{feed, matching};
 use super::mapping::TopicsRead;
 use super::records::ensure_topic;
 use super::session::{Delivery, End, FeedKey, Filters, Session, SharedSub, Sub};
-use super::topics;
 use super::writer::Out;
+use super::{sys, topics};
 use crate::broker::GroupError;
 
 /// Session timeout of a shared subscription's group membership. A
 /// connection that ends leaves at once; this only covers a stuck one.
 const SHARED_SESSION: Duration = Duration::from_secs(10);
+
+/// The feeder key of the task sending `$SYS` statistics (no partition of
+/// the log is named `$SYS`: it is not a valid topic name).
+fn sys_key() -> FeedKey {
+    (Sub::Own, "$SYS".to_string(), 0)
+}
 
 /// Where a feeder starts on a partition it has not read yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,10 +160,17 @@ impl Session {
         // Feeders of topics no remaining filter reads stop.
         let own = self.filters.read().unwrap_or_else(|e| e.into_inner()).clone();
         let (still, all) = self.topics_of(&own, false).await;
+        let reads_sys = own.iter().any(|s| sys::reads_sys(&s.filter));
         let stale: Vec<FeedKey> = self
             .feeding
             .keys()
-            .filter(|(sub, topic, _)| *sub == Sub::Own && (own.is_empty() || !all && !still.contains(topic)))
+            .filter(|key| {
+                let (sub, topic, _) = key;
+                if **key == sys_key() {
+                    return !reads_sys;
+                }
+                *sub == Sub::Own && (own.is_empty() || !all && !still.contains(topic))
+            })
             .cloned()
             .collect();
         for key in stale {
@@ -217,6 +230,9 @@ impl Session {
                 }
             }
             self.feed_own(if resuming { Start::Committed } else { Start::End }).await;
+            if own.iter().any(|s| sys::reads_sys(&s.filter)) {
+                self.feed_sys();
+            }
         }
         for group in groups {
             self.follow_group(&group).await;
@@ -298,6 +314,21 @@ impl Session {
                 let _ = log.commit_offsets(&group, &topic, &positions).await;
             }
         }
+    }
+
+    /// (Re)starts the task sending `$SYS` statistics: a new `$SYS` filter
+    /// gets the current values at once.
+    fn feed_sys(&mut self) {
+        let secs = self.server.config.sys_interval_secs;
+        if secs == 0 {
+            return;
+        }
+        let key = sys_key();
+        self.stop_feeder(&key);
+        let interval = std::time::Duration::from_secs(u64::from(secs));
+        let task = sys::feed(self.server.clone(), self.filters.clone(), self.deliveries_tx.clone(), interval);
+        let handle = self.feeders.spawn(task);
+        self.feeding.insert(key, handle);
     }
 
     fn spawn_feeder(&mut self, key: FeedKey, position: u64, filters: Filters) {

@@ -65,6 +65,7 @@ impl Handler {
                     let mut out = Vec::new();
                     match fetched {
                         Ok(f) => {
+                            count_fetched(broker.metrics(), &f);
                             // Sized once: the response is the batches plus a little CBOR.
                             out.reserve(f.batches.iter().map(|b| b.len() + 8).sum::<usize>() + 128);
                             let body = ResponseBody::Fetched {
@@ -106,6 +107,15 @@ impl Handler {
             _ => self.send_error(id, ErrorCode::UnknownRequest, "not a records request").await,
         }
     }
+}
+
+/// Counts the records and bytes of a fetch response: from the offset asked
+/// for (a first batch may start before it) to the end of its last batch.
+fn count_fetched(metrics: &crate::metrics::Metrics, f: &cairn_proto::fetch::Fetch) {
+    let Some(last) = f.batches.last() else { return };
+    let Ok(header) = cairn_proto::batch::BatchHeader::read(last) else { return };
+    metrics.records_fetched.add(header.next_offset().saturating_sub(f.offset));
+    metrics.bytes_fetched.add(f.batches.iter().map(|b| b.len() as u64).sum());
 }
 
 /// Each uplink's backlog and counters, named `uplink.<name>.<counter>`.
