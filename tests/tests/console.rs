@@ -1,0 +1,242 @@
+//! The operator's view end to end: the real `cairn serve`, its HTTP
+//! listener scraped as Prometheus would (the exposition parsed by the
+//! Prometheus project's own parser, tests/prom_parse.py), its health
+//! endpoints, its access control, and `$SYS` topics read by
+//! `mosquitto_sub`. The status page in a real browser is in
+//! tests/console_browser.rs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::Hub;
+
+/// GET `path` from the hub's HTTP listener: (status, body).
+fn get(hub: &Hub, path: &str, auth: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let url = format!("http://{}{path}", hub.http_addr.as_ref().expect("the hub logged its HTTP address"));
+    let mut request = agent.get(&url);
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// One sample of the exposition.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: serde_json::Value,
+}
+
+/// Scrapes `/metrics` and parses it with the Prometheus client library's
+/// OpenMetrics parser (which rejects anything malformed).
+fn scrape(hub: &Hub, auth: Option<&str>) -> Vec<Sample> {
+    let (status, text) = get(hub, "/metrics", auth);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
+    let mut parser = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/prom_parse.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = parser.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Prometheus parser rejected /metrics: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The value of the sample named `name` whose labels include `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .and_then(|s| s.value.as_f64())
+}
+
+fn must(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(samples, name, labels).unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+fn produce(hub: &Hub, topic: &str, lines: &[String]) {
+    let input = lines.join("\n") + "\n";
+    let (ok, _, err) = hub.cli(&["produce", topic, "--key-separator", ":"], Some(&input));
+    assert!(ok, "{err}");
+}
+
+fn mqtt_publish(hub: &Hub, topic: &str, count: usize) {
+    let port = hub.mqtt_addr.as_ref().unwrap().rsplit(':').next().unwrap().to_string();
+    for i in 0..count {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", topic, "-m", &format!("m{i}")])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn metrics_move_by_exactly_what_was_produced_and_idle_groups_show_their_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    assert!(hub.cli(&["topic", "create", "readings", "--partitions", "2"], None).0);
+    let before = scrape(&hub, None);
+    assert_eq!(must(&before, "cairn_ready", &[]), 1.0);
+    let appended_before = must(&before, "cairn_log_appended_records_total", &[]);
+    let mqtt_in_before = must(&before, "cairn_mqtt_received_messages_total", &[]);
+
+    // 30 records with keys over two partitions, natively; 7 MQTT messages
+    // to another topic.
+    let lines: Vec<String> = (0..30).map(|i| format!("k{}:v{i}", i % 5)).collect();
+    produce(&hub, "readings", &lines);
+    mqtt_publish(&hub, "plant/line1", 7);
+    // A group reads 12 records and leaves: idle, its lag must still be
+    // shown.
+    let (ok, _, err) = hub.cli(&["consume", "readings", "--group", "audit", "--from-beginning", "--max", "12"], None);
+    assert!(ok, "{err}");
+
+    let after = scrape(&hub, None);
+    let records =
+        |s: &[Sample], p: &str| value(s, "cairn_partition_records_total", &[("topic", "readings"), ("partition", p)]);
+    let produced = records(&after, "0").unwrap() + records(&after, "1").unwrap();
+    assert_eq!(produced, 30.0);
+    assert_eq!(records(&before, "0").unwrap_or(0.0) + records(&before, "1").unwrap_or(0.0), 0.0);
+    assert_eq!(must(&after, "cairn_partition_records_total", &[("topic", "plant"), ("partition", "0")]), 7.0);
+    assert_eq!(must(&after, "cairn_log_appended_records_total", &[]) - appended_before, 37.0);
+    assert_eq!(must(&after, "cairn_mqtt_received_messages_total", &[]) - mqtt_in_before, 7.0);
+    let stored = must(&after, "cairn_partition_stored_bytes", &[("topic", "readings"), ("partition", "0")]);
+    assert!(stored > 0.0);
+
+    // The idle group's lag per partition is what `cairn group describe` says.
+    let (ok, out, err) = hub.cli(&["group", "describe", "audit", "--output", "json"], None);
+    assert!(ok, "{err}");
+    let described: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(described["members"].as_array().unwrap().is_empty(), "the group is idle: {described}");
+    let mut total = 0.0;
+    for p in described["partitions"].as_array().unwrap() {
+        let partition = p["partition"].as_u64().unwrap().to_string();
+        let labels = [("group", "audit"), ("topic", "readings"), ("partition", partition.as_str())];
+        let lag = must(&after, "cairn_group_lag_records", &labels);
+        assert_eq!(lag, p["lag"].as_f64().unwrap(), "partition {partition}");
+        total += lag;
+    }
+    assert_eq!(total, 18.0, "30 produced, 12 consumed");
+    assert_eq!(must(&after, "cairn_group_members", &[("group", "audit")]), 0.0);
+
+    // Commit times are a histogram whose +Inf bucket counts every commit.
+    let count = must(&after, "cairn_log_commit_seconds_count", &[]);
+    assert!(count >= 3.0);
+    assert_eq!(must(&after, "cairn_log_commit_seconds_bucket", &[("le", "+Inf")]), count);
+    // The process and its disk.
+    assert!(must(&after, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(must(&after, "cairn_disk_free_bytes", &[]) > 0.0);
+    assert!(must(&after, "process_open_fds", &[]) > 3.0);
+}
+
+#[test]
+fn health_endpoints_answer_and_the_page_needs_an_admin_key_once_keys_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    assert_eq!(get(&hub, "/healthz", None), (200, "ok\n".to_string()));
+    assert_eq!(get(&hub, "/readyz", None), (200, "ready\n".to_string()));
+    let (status, page) = get(&hub, "/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>") && page.len() < 200 * 1024, "the page is small: {} bytes", page.len());
+    // Nothing loaded from outside (a gateway is often offline): no remote
+    // scripts, styles, images or fonts.
+    for remote in ["src=\"http", "href=\"http", "url(http", "@import", "src=\"//", "href=\"//"] {
+        assert!(!page.contains(remote), "the page loads {remote}… from outside");
+    }
+    drop(hub);
+
+    // With an API key, everything but the health endpoints needs an admin key.
+    let out = Command::new(common::cairn())
+        .args(["auth", "init", "--output", "json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (key, secret) = (made["key"].as_str().unwrap(), made["secret"].as_str().unwrap());
+    let hub = Hub::start(dir.path(), &[]);
+    assert_eq!(get(&hub, "/healthz", None).0, 200);
+    assert_eq!(get(&hub, "/readyz", None).0, 200);
+    for path in ["/metrics", "/", "/api/overview", "/api/tail?topic=x"] {
+        assert_eq!(get(&hub, path, None).0, 401, "{path} without a key");
+    }
+    let basic =
+        |k: &str, s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{k}:{s}")));
+    assert_eq!(get(&hub, "/metrics", Some(&basic(key, "wrong"))).0, 401);
+    let samples = scrape(&hub, Some(&basic(key, secret)));
+    assert_eq!(must(&samples, "cairn_ready", &[]), 1.0);
+    // Prometheus' `authorization` setting: a bearer token `key:secret`.
+    assert_eq!(get(&hub, "/api/overview", Some(&format!("Bearer {key}:{secret}"))).0, 200);
+
+    // A key that is not an admin's may not look.
+    let env = [("CAIRN_API_KEY", key), ("CAIRN_API_SECRET", secret)];
+    let (ok, out, err) =
+        hub.cli_env(&env, &["auth", "key", "create", "--principal", "sensor", "--output", "json"], None);
+    assert!(ok, "{err}");
+    let device: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (dkey, dsecret) = (device["key"].as_str().unwrap(), device["secret"].as_str().unwrap());
+    assert_eq!(get(&hub, "/metrics", Some(&basic(dkey, dsecret))).0, 403);
+}
+
+#[test]
+fn sys_topics_reach_mosquitto_sub_and_follow_the_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nsys_interval_secs = 1\n");
+    let port = hub.mqtt_addr.as_ref().unwrap().rsplit(':').next().unwrap().to_string();
+    let sub = |filter: &str, count: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", filter, "-v", "-C", count, "-W", "10"])
+            .output()
+            .unwrap()
+    };
+    // The command: five messages of broker statistics.
+    let out = sub("$SYS/#", "5");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("$SYS/broker/")), "{text}");
+    assert!(text.contains("$SYS/broker/version cairn "), "{text}");
+
+    // The values follow the hub: messages received count what was
+    // published (one round a second).
+    mqtt_publish(&hub, "plant/line1", 3);
+    let started = Instant::now();
+    loop {
+        let out = sub("$SYS/broker/messages/received", "2");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let last = text.lines().last().and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<u64>().ok());
+        if last == Some(3) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "messages/received never showed 3: {text}");
+    }
+
+    // A leading wildcard does not match `$SYS` (MQTT-4.7.2-1): `#` gets
+    // the live message only.
+    let all = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "#", "-v", "-C", "1", "-W", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    mqtt_publish(&hub, "plant/line2", 1);
+    let out = all.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "plant/line2 m0");
+}
