@@ -3,13 +3,19 @@
 chromedriver, with Selenium) for tests/tests/console_browser.rs:
 
   console_browser.py URL MQTT_PORT TOPIC EXPECTED_LAGS_JSON [SCREENSHOT.png]
+  console_browser.py --load URL N     (scripts/bench-console.sh)
 
 Checks that the page loads with no console errors, that the lag shown per
 partition equals EXPECTED_LAGS_JSON ([{"group","topic","partition","lag"}],
 from `cairn group describe`), and that a message published over MQTT (paho)
 after the live tail of TOPIC opened shows up within 2 s. Prints one JSON line
 with what it measured (load time, bytes transferred, tail latency); exits
-non-zero with the reason on any failure."""
+non-zero with the reason on any failure.
+
+With --load it loads the page N times with the browser's cache off and
+prints the medians of the time to the load event, to the first rendered
+overview, and the bytes transferred (document and its requests)."""
+import statistics
 import json
 import sys
 import tempfile
@@ -38,7 +44,38 @@ def fail(why):
     sys.exit(1)
 
 
+def load(url, n):
+    with tempfile.TemporaryDirectory() as profile:
+        driver = browser(profile)
+        try:
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+            loads = []
+            for _ in range(n):
+                driver.get("about:blank")
+                driver.get(url)
+                WebDriverWait(driver, 15).until(
+                    lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "1")
+                loads.append(driver.execute_script(
+                    "const n = performance.getEntriesByType('navigation')[0];"
+                    "const r = performance.getEntriesByName('rendered')[0];"
+                    "const res = performance.getEntriesByType('resource');"
+                    "return {load_ms: n.loadEventEnd - n.startTime, rendered_ms: r ? r.startTime : null,"
+                    " bytes: n.transferSize + res.reduce((a, e) => a + e.transferSize, 0)};"))
+        finally:
+            driver.quit()
+    med = lambda k: statistics.median(l[k] for l in loads)
+    for i, l in enumerate(loads, 1):
+        print(f"  load {i}: load event {l['load_ms']:.1f} ms, first render {l['rendered_ms']:.1f} ms, "
+              f"{l['bytes']} bytes")
+    print(f"page: median load event {med('load_ms'):.1f} ms, median first render {med('rendered_ms'):.1f} ms, "
+          f"median {med('bytes'):.0f} bytes transferred ({n} loads, cache off)")
+
+
 def main():
+    if sys.argv[1] == "--load":
+        load(sys.argv[2], int(sys.argv[3]))
+        return
     url, mqtt_port, topic, lags = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
     screenshot = sys.argv[5] if len(sys.argv) > 5 else None
     with tempfile.TemporaryDirectory() as profile:

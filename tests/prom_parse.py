@@ -15,6 +15,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 def main():
     text = sys.stdin.read()
     for family in text_string_to_metric_families(text):
+        if not family.samples:
+            # A family with no sample yet (no plugin attached, no uplink):
+            # still a name the exposition declares.
+            print(json.dumps({"family": family.name, "type": family.type, "name": "", "labels": {},
+                              "value": None}))
         for s in family.samples:
             value = s.value
             if isinstance(value, float) and math.isinf(value):

@@ -35,6 +35,9 @@ fn get(hub: &Hub, path: &str, auth: Option<&str>) -> (u16, String) {
 /// One sample of the exposition.
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Sample {
+    /// The family (a counter's name without `_total`, a histogram's
+    /// without `_bucket`, …); `name` is empty for a family with no sample.
+    family: String,
     name: String,
     labels: BTreeMap<String, String>,
     value: serde_json::Value,
@@ -119,6 +122,14 @@ fn metrics_move_by_exactly_what_was_produced_and_idle_groups_show_their_lag() {
     assert_eq!(must(&after, "cairn_mqtt_received_messages_total", &[]) - mqtt_in_before, 7.0);
     let stored = must(&after, "cairn_partition_stored_bytes", &[("topic", "readings"), ("partition", "0")]);
     assert!(stored > 0.0);
+    // Bytes in per partition add up to the hub's total.
+    let per_partition: f64 = after
+        .iter()
+        .filter(|s| s.name == "cairn_partition_appended_bytes_total")
+        .filter_map(|s| s.value.as_f64())
+        .sum();
+    assert_eq!(per_partition, must(&after, "cairn_log_appended_bytes_total", &[]));
+    assert!(must(&after, "cairn_partition_appended_bytes_total", &[("topic", "readings"), ("partition", "1")]) > 0.0);
 
     // The idle group's lag per partition is what `cairn group describe` says.
     let (ok, out, err) = hub.cli(&["group", "describe", "audit", "--output", "json"], None);
@@ -144,6 +155,39 @@ fn metrics_move_by_exactly_what_was_produced_and_idle_groups_show_their_lag() {
     assert!(must(&after, "process_resident_memory_bytes", &[]) > 1e6);
     assert!(must(&after, "cairn_disk_free_bytes", &[]) > 0.0);
     assert!(must(&after, "process_open_fds", &[]) > 3.0);
+
+    // A persistent MQTT session whose client went away: what is published
+    // meanwhile waits for it, and shows as queued.
+    let port = hub.mqtt_addr.as_ref().unwrap().rsplit(':').next().unwrap().to_string();
+    let away = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-c", "-i", "away-1", "-q", "1", "-t", "plant/#", "-W", "1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&away.stdout).is_empty(), "nothing was published yet");
+    mqtt_publish(&hub, "plant/line3", 4);
+    let later = scrape(&hub, None);
+    assert_eq!(must(&later, "cairn_mqtt_sessions_stored", &[]), 1.0);
+    assert_eq!(must(&later, "cairn_mqtt_queued_messages", &[]), 4.0);
+    assert_eq!(must(&later, "cairn_mqtt_connections", &[]), 0.0);
+
+    // Every metric the Grafana dashboard in docs/ queries is one the hub
+    // exposes.
+    let dashboard =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/cairn-dashboard.json")).unwrap();
+    let families: std::collections::BTreeSet<&str> = after.iter().map(|s| s.family.as_str()).collect();
+    let mut queried = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !(word.starts_with("cairn_") || word.starts_with("process_")) {
+            continue;
+        }
+        let family = ["_total", "_bucket", "_count", "_sum", "_info"]
+            .iter()
+            .find_map(|suffix| word.strip_suffix(suffix).filter(|f| families.contains(f)))
+            .unwrap_or(word);
+        assert!(families.contains(family), "the dashboard queries {word}, which /metrics does not have");
+        queried += 1;
+    }
+    assert!(queried > 20, "the dashboard queries the hub's metrics");
 }
 
 #[test]

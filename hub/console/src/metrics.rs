@@ -173,6 +173,12 @@ impl Collector for HubCollector {
         let parts = || topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str(), p)));
         let help = "Records ever appended to the partition (its end offset).";
         counters(e, "cairn_partition_records", help, None, parts().map(|(t, p)| (part(t, p.partition), p.end_offset)))?;
+        let bytes_in = topics.iter().flat_map(|t| {
+            let counts = log.bytes_appended(&t.name).unwrap_or_default();
+            counts.into_iter().enumerate().map(move |(p, n)| (part(&t.name, p as u32), n))
+        });
+        let help = "Bytes appended to the partition since the hub started (record batches).";
+        counters(e, "cairn_partition_appended", help, Some(Unit::Bytes), bytes_in)?;
         let help = "First offset still stored: records before it were removed by retention.";
         let rows = parts().map(|(t, p)| (part(t, p.partition), p.start_offset as f64));
         gauges(e, "cairn_partition_start_offset", help, None, rows)?;

@@ -4,6 +4,11 @@
 //! records go to the browser as JSON with the value shown as text: JSON or
 //! text as is, CBOR decoded to JSON, anything else as hex.
 //!
+//! A person reads a few records a second, a gateway may take in hundreds
+//! of thousands: each partition is polled at most [`POLLS_PER_SEC`] times a
+//! second for at most its [`NEWEST`] newest records, so an open page costs
+//! the hub the same at any rate (older records in between are skipped).
+//!
 //! A tail ends when the browser goes away, or when the hub shuts down (so a
 //! graceful stop does not wait for open pages).
 
@@ -25,8 +30,14 @@ use crate::{access, AppState};
 /// How long one long poll waits for new records before polling again.
 const POLL: Duration = Duration::from_secs(5);
 
+/// Polls per second and partition, at most.
+const POLLS_PER_SEC: u32 = 5;
+
+/// Records per poll and partition, at most: the newest.
+const NEWEST: u64 = 100;
+
 /// Most bytes read per poll.
-const POLL_BYTES: usize = 256 * 1024;
+const POLL_BYTES: usize = 64 * 1024;
 
 /// Records waiting for a slow browser; past it the oldest are not shown.
 const BACKLOG: usize = 256;
@@ -79,7 +90,14 @@ async fn follow(
     mut offset: u64,
     tx: &mpsc::Sender<Result<Event, Infallible>>,
 ) {
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / POLLS_PER_SEC);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        pace.tick().await;
+        // Far behind (a busy topic): only the newest records are worth showing.
+        if let Ok(o) = broker.log().offsets(topic, partition) {
+            offset = offset.max(o.end.saturating_sub(NEWEST));
+        }
         let fetch = match broker.fetch(topic, partition, offset, POLL_BYTES, POLL).await {
             Ok(f) => f,
             Err(cairn_log::LogError::OffsetOutOfRange { .. }) => {
@@ -94,7 +112,7 @@ async fn follow(
                 return;
             }
         };
-        for r in fetch.records() {
+        for r in fetch.records().take(NEWEST as usize) {
             // A full queue (a slow browser) skips records rather than
             // holding the log.
             let _ = tx.try_send(Ok(Event::default().data(describe(partition, &r).to_string())));

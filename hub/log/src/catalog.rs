@@ -3,6 +3,7 @@
 //! offsets (long polls wake on them).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -22,6 +23,9 @@ pub(crate) struct TopicEntry {
     pub name: String,
     pub config: TopicConfig,
     pub partitions: Vec<watch::Sender<PartitionOffsets>>,
+    /// Bytes appended to each partition since the log was opened (kept
+    /// when partitions are added).
+    pub bytes_in: Vec<Arc<AtomicU64>>,
 }
 
 impl Catalog {

@@ -215,6 +215,13 @@ impl Log {
         Ok(topic_info(&*self.shared.catalog.get(name)?))
     }
 
+    /// Bytes appended to each partition of `topic` since the log was opened
+    /// (record batches as stored; retries of a stored batch not counted).
+    pub fn bytes_appended(&self, topic: &str) -> Result<Vec<u64>> {
+        let entry = self.shared.catalog.get(topic)?;
+        Ok(entry.bytes_in.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).collect())
+    }
+
     /// Largest record batch accepted, in bytes.
     pub fn max_batch_bytes(&self) -> usize {
         self.shared.options.max_batch_bytes

@@ -130,7 +130,9 @@ impl Writer {
                 None => watch::channel(st.offsets()).0,
             })
             .collect();
-        let entry = TopicEntry { id: meta.id, name: name.clone(), config: meta.config.clone(), partitions };
+        let bytes_in =
+            (0..parts.len()).map(|i| old.and_then(|o| o.bytes_in.get(i).cloned()).unwrap_or_default()).collect();
+        let entry = TopicEntry { id: meta.id, name: name.clone(), config: meta.config.clone(), partitions, bytes_in };
         self.catalog.insert(entry);
         let entry = self.catalog.get(&name).expect("just inserted");
         self.ids.insert(name, meta.id);
@@ -211,7 +213,9 @@ impl Writer {
                             if let Ok(o) = &outcome {
                                 if let Some(o) = o.first().filter(|o| !o.duplicate) {
                                     let records = o.last_offset + 1 - o.base_offset;
-                                    self.catalog.stats.record_append(records, a.append.batch.len() as u64);
+                                    let bytes = a.append.batch.len() as u64;
+                                    self.catalog.stats.record_append(records, bytes);
+                                    self.count_bytes_in(a.append.topic_id, a.append.partition, bytes);
                                 }
                             }
                             let _ = a.reply.send(outcome.map(|mut o| o.swap_remove(0)));
@@ -219,9 +223,9 @@ impl Writer {
                         Command::Transaction { reply, appends, .. } => {
                             if outcome.is_ok() {
                                 for a in &appends {
-                                    self.catalog
-                                        .stats
-                                        .record_append(u64::from(a.header.record_count), a.batch.len() as u64);
+                                    let bytes = a.batch.len() as u64;
+                                    self.catalog.stats.record_append(u64::from(a.header.record_count), bytes);
+                                    self.count_bytes_in(a.topic_id, a.partition, bytes);
                                 }
                             }
                             let _ = reply.send(outcome);
@@ -252,6 +256,13 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    /// Adds an appended batch's bytes to its partition's count.
+    fn count_bytes_in(&self, topic_id: u32, partition: u32, bytes: u64) {
+        if let Some(counter) = self.topics.get(&topic_id).and_then(|t| t.entry.bytes_in.get(partition as usize)) {
+            counter.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
