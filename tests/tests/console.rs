@@ -207,14 +207,8 @@ fn health_endpoints_answer_and_the_page_needs_an_admin_key_once_keys_exist() {
     drop(hub);
 
     // With an API key, everything but the health endpoints needs an admin key.
-    let out = Command::new(common::cairn())
-        .args(["auth", "init", "--output", "json", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (key, secret) = (made["key"].as_str().unwrap(), made["secret"].as_str().unwrap());
+    let (key, secret) = common::auth_init(dir.path());
+    let (key, secret) = (key.as_str(), secret.as_str());
     let hub = Hub::start(dir.path(), &[]);
     assert_eq!(get(&hub, "/healthz", None).0, 200);
     assert_eq!(get(&hub, "/readyz", None).0, 200);

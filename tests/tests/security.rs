@@ -451,14 +451,8 @@ fn without_keys_the_hub_refuses_to_serve_the_network_unless_told_to() {
 
     // `cairn auth init` makes an admin key offline; then the hub may serve
     // the network and requires it.
-    let out = Command::new(common::cairn())
-        .args(["auth", "init", "--output", "json", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let admin = Key { key: made["key"].as_str().unwrap().into(), secret: made["secret"].as_str().unwrap().into() };
+    let (key, secret) = common::auth_init(dir.path());
+    let admin = Key { key, secret };
     let hub = Hub::start(dir.path(), &["--native-addr", "0.0.0.0:0"]);
     let local = hub.addr.replace("0.0.0.0", "127.0.0.1");
     let run = |env: &[(&str, &str)]| {

@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `cairn auth init` on a stopped hub's data directory: the admin key it
+/// made offline, as (key id, secret).
+pub fn auth_init(data: &Path) -> (String, String) {
+    let out =
+        Command::new(cairn()).args(["auth", "init", "--output", "json", "--data-dir"]).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (made["key"].as_str().unwrap().to_string(), made["secret"].as_str().unwrap().to_string())
+}
+
 /// The `cairn` binary built by `cargo test --workspace` (the `cairn` crate's
 /// integration tests make cargo build it before any test runs), next to
 /// this test's own executable in `target/<profile>/`.
