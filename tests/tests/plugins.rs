@@ -420,6 +420,19 @@ async fn hostile_plugins_are_dead_lettered_and_paused_while_other_topics_go_on()
         assert_eq!((a.failures, a.dead_lettered), (2, 3), "{name}");
         assert!(a.last_error.unwrap().contains(reason), "{name}");
     }
+    // Prometheus sees the same, per attachment.
+    let samples = common::http::scrape(&hub, None);
+    for (name, ..) in &cases {
+        let who = [("plugin", *name), ("attachment", &format!("{name}.{name}")[..]), ("topic", *name)];
+        let at = |metric: &str| common::http::must(&samples, metric, &who);
+        assert_eq!(at("cairn_plugin_paused"), 1.0, "{name}");
+        assert_eq!(at("cairn_plugin_failures_total"), 2.0, "{name}");
+        assert_eq!(at("cairn_plugin_dead_lettered_records_total"), 3.0, "{name}");
+    }
+    let good = [("plugin", "threshold"), ("attachment", "good.threshold"), ("topic", "good")];
+    assert_eq!(common::http::must(&samples, "cairn_plugin_paused", &good), 0.0);
+    assert_eq!(common::http::must(&samples, "cairn_plugin_in_records_total", &good), 3.0);
+    assert_eq!(common::http::must(&samples, "cairn_plugin_out_records_total", &good), 3.0);
     // Attaching again (same name) resumes it: with a budget the loop cannot
     // escape, it fails again, counted.
     let mut s = spec("loop", "loop", vec![]);

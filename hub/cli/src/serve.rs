@@ -275,13 +275,15 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
     let control: Arc<dyn cairn_hub::broker::UplinkControl> = uplinks.clone();
     broker.set_uplinks(&control);
     let native = tokio::spawn(net::native::serve(listener, None, broker, limits, shutdown));
+    // Every listener is bound (and accepting: the sockets queue
+    // connections until their tasks run): ready.
+    console.set_ready(true);
     let topics = log.list_topics();
     tracing::info!(
         data = %path.display(),
         topics = topics.len(),
         "cairn is running; stop with Ctrl-C"
     );
-    console.set_ready(true);
     stop.await;
     tracing::info!("shutting down: closing connections, finishing queued commits");
     console.set_ready(false);
