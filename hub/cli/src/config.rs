@@ -79,6 +79,8 @@
 //! quick_repair = false
 //! cache_bytes = 16777216         # redb's page cache, most of the hub's memory under load
 //! retention_hold_max_bytes = 1073741824  # uplinks' retention holds end above this (docs/uplinks.md)
+//! max_disk_bytes = 8589934592    # appends refused (disk full) past this many bytes of records; default: none
+//! min_free_disk_bytes = 33554432 # appends refused while less would stay free on the filesystem
 //! ```
 
 use std::net::SocketAddr;
@@ -244,6 +246,15 @@ pub struct LogSettings {
     /// fsync interval for topics with `flush = interval`, in milliseconds [default: 1000].
     #[arg(long, env = "CAIRN_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// Refuse appends (disk full) once the log stores this many bytes of
+    /// records [default: no limit but the disk].
+    #[arg(long, env = "CAIRN_MAX_DISK_BYTES")]
+    pub max_disk_bytes: Option<u64>,
+    /// Refuse appends (disk full) while fewer bytes than this would stay
+    /// free on the data directory's filesystem, keeping room for the
+    /// commits that free space [default: 32 MiB].
+    #[arg(long, env = "CAIRN_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
 }
 
 /// The settings `serve` runs with, every value decided.
@@ -426,6 +437,8 @@ impl ServeConfig {
                 quick_repair: pick!(log.quick_repair, d.log.quick_repair),
                 cache_bytes: pick!(log.cache_bytes, d.log.cache_bytes),
                 retention_hold_max_bytes: pick!(log.retention_hold_max_bytes, d.log.retention_hold_max_bytes),
+                max_disk_bytes: overrides.log.max_disk_bytes.or(file.log.max_disk_bytes),
+                min_free_disk_bytes: pick!(log.min_free_disk_bytes, d.log.min_free_disk_bytes),
                 ..d.log.clone()
             },
             plugins_enabled: pick!(plugins.enabled, d.plugins_enabled),

@@ -2,6 +2,11 @@
 //! sampler notes the totals (records in and out, each topic's end, each
 //! group's lag), and rates are the differences between samples. Kept in
 //! memory only; the page shows the minutes since the hub started.
+//!
+//! The totals are counters in memory and cost nothing to read. Groups' lag
+//! reads their committed offsets from the log (and listing groups reads
+//! every MQTT session's too), so it is sampled only while someone watches:
+//! for ten minutes after the page last asked for the overview.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -88,14 +93,21 @@ impl History {
     }
 }
 
-/// Takes a sample of the hub now.
-pub(crate) fn sample(console: &Console) -> Sample {
+/// How long after the page's last request groups' lag is still sampled.
+const WATCHED_FOR: Duration = Duration::from_secs(600);
+
+/// Takes a sample of the hub now (groups' lag only when `with_lag`).
+pub(crate) fn sample(console: &Console, with_lag: bool) -> Sample {
     let broker = &console.0.broker;
     let m = broker.metrics();
     let log = broker.log();
     let topic_ends =
         log.list_topics().into_iter().map(|t| (t.name, t.partitions.iter().map(|p| p.end_offset).sum())).collect();
-    let lag = lag::groups(broker).into_iter().map(|g| (g.state.group.clone(), g.total())).collect();
+    let lag = if with_lag {
+        lag::groups(broker).into_iter().map(|g| (g.state.group.clone(), g.total())).collect()
+    } else {
+        BTreeMap::new()
+    };
     Sample {
         at: Instant::now(),
         t_ms: log.now_ms(),
@@ -112,8 +124,14 @@ pub(crate) async fn run(console: Console, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let c = console.clone();
-                let Ok(s) = tokio::task::spawn_blocking(move || sample(&c)).await else { continue };
+                let watched = console.last_viewed().is_some_and(|at| at.elapsed() < WATCHED_FOR);
+                let s = if watched {
+                    let c = console.clone();
+                    let Ok(s) = tokio::task::spawn_blocking(move || sample(&c, true)).await else { continue };
+                    s
+                } else {
+                    sample(&console, false)
+                };
                 console.0.history.lock().unwrap_or_else(|e| e.into_inner()).push(s);
             }
             _ = shutdown.recv() => return,

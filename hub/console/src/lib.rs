@@ -56,6 +56,9 @@ struct Inner {
     /// shutdown starts (`/readyz`).
     ready: AtomicBool,
     history: Mutex<history::History>,
+    /// When the page last asked for the overview (groups' lag is sampled
+    /// for the charts only while someone watches).
+    viewed: Mutex<Option<Instant>>,
     registry: prometheus_client::registry::Registry,
 }
 
@@ -74,9 +77,14 @@ impl Console {
                 started: Instant::now(),
                 ready: AtomicBool::new(false),
                 history: Mutex::new(history::History::default()),
+                viewed: Mutex::new(None),
                 registry,
             }
         }))
+    }
+
+    fn last_viewed(&self) -> Option<Instant> {
+        *self.0.viewed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks the hub ready (listeners up) or not (shutting down).
@@ -157,6 +165,7 @@ async fn overview(State((console, _)): State<AppState>, peer: ConnectInfo<Socket
     if let Err(refused) = access::check(&console, peer.0, &headers).await {
         return refused;
     }
+    *console.0.viewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     match tokio::task::spawn_blocking(move || overview::build(&console)).await {
         Ok(body) => axum::Json(body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "could not build the overview\n").into_response(),

@@ -167,6 +167,10 @@ impl Collector for HubCollector {
         counter(e, "cairn_log_retention_deleted", "Bytes retention deleted.", Some(Unit::Bytes), freed)?;
         let compacted = load(&stats.records_compacted);
         counter(e, "cairn_log_compacted_records", "Records compaction removed.", None, compacted)?;
+        let help = "Appends refused because the disk is full (or max_disk_bytes reached).";
+        counter(e, "cairn_log_disk_full_refusals", help, None, load(&stats.disk_full_refusals))?;
+        let help = "Times the log's database was reopened after a storage error.";
+        counter(e, "cairn_log_reopens", help, None, load(&stats.reopens))?;
 
         // Topics and partitions.
         let topics = log.list_topics();

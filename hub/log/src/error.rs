@@ -45,6 +45,10 @@ pub enum LogError {
     Storage(#[from] redb::Error),
     #[error("the log at {0} is already open in another process (is another `cairn serve` using this data directory?)")]
     AlreadyOpen(String),
+    #[error("disk full: {0}; nothing was stored. Free space (retention, `cairn topic delete`, or other files on that disk) or raise the limit; appends resume by themselves")]
+    DiskFull(String),
+    #[error("the log is being reopened after a storage error; retry in a moment")]
+    Reopening,
     #[error("the log is shut down")]
     Closed,
 }
@@ -61,8 +65,13 @@ impl From<cairn_proto::topic::TopicError> for LogError {
 
 impl LogError {
     /// Wraps any of redb's specific error types.
+    /// redb's "previous I/O error" means the database is about to be
+    /// reopened (the writer does it): a retriable [`LogError::Reopening`].
     pub(crate) fn storage(err: impl Into<redb::Error>) -> Self {
-        LogError::Storage(err.into())
+        match err.into() {
+            redb::Error::PreviousIo => LogError::Reopening,
+            other => LogError::Storage(other),
+        }
     }
 }
 

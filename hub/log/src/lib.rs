@@ -22,6 +22,7 @@
 mod append;
 mod catalog;
 pub mod clock;
+mod database;
 mod error;
 mod holds;
 mod options;
@@ -29,6 +30,7 @@ mod producer_state;
 mod read;
 mod registry;
 mod retention;
+mod space;
 mod state;
 mod stats;
 mod tables;
@@ -50,6 +52,7 @@ pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
 pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
+pub use space::DEFAULT_MIN_FREE_DISK_BYTES;
 pub use stats::{Histogram, HistogramSnapshot, LogStats, COMMIT_BUCKETS, SLOW_COMMIT_BOUNDS};
 pub use topic::{validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 
@@ -80,7 +83,7 @@ pub struct Log {
 }
 
 struct Shared {
-    db: Arc<Database>,
+    db: Arc<database::DbSlot>,
     catalog: Arc<Catalog>,
     commands: mpsc::Sender<Command>,
     options: LogOptions,
@@ -100,17 +103,10 @@ impl Log {
     pub fn open(path: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         let path = path.as_ref();
         let started = std::time::Instant::now();
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .set_repair_callback(log_repair_progress())
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
-                other => LogError::storage(other),
-            })?;
-        let db = Arc::new(db);
+        let db = Arc::new(database::DbSlot::open(path, options.cache_bytes)?);
         let catalog = Arc::new(Catalog::default());
-        let writer = Writer::load(db.clone(), catalog.clone(), options.clone())?;
+        let space = space::SpaceGuard::new(path, options.max_disk_bytes, options.min_free_disk_bytes);
+        let writer = Writer::load(db.clone(), catalog.clone(), options.clone(), space)?;
         let (commands, rx) = mpsc::channel(options.queue_depth.max(1));
         let weak = commands.downgrade();
         let writer_thread = std::thread::Builder::new()
@@ -300,8 +296,10 @@ impl Log {
         self.call(|reply| Command::Retention { reply: Some(reply) }).await
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.shared.db
+    /// The database now (none for the moment it is reopened after a
+    /// storage error).
+    pub(crate) fn db(&self) -> Result<Arc<Database>> {
+        self.shared.db.get()
     }
 
     pub(crate) fn topic_entry(&self, topic: &str) -> Result<Arc<TopicEntry>> {
@@ -311,7 +309,7 @@ impl Log {
     /// Bytes of record batches stored, over all topics (the file itself is
     /// larger by redb's pages and free space; see docs/BENCHMARKS.md).
     pub fn stored_bytes(&self) -> Result<u64> {
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
         let mut total = 0;
         for row in table.iter().map_err(LogError::storage)? {
@@ -338,7 +336,7 @@ impl Drop for Shared {
 /// A redb repair callback that says what is happening: after a crash the
 /// open can take seconds on a large log, and an operator watching the logs
 /// should know why the hub is not up yet. Logs at the start, then every 25 %.
-fn log_repair_progress() -> impl Fn(&mut redb::RepairSession) + 'static {
+pub(crate) fn log_repair_progress() -> impl Fn(&mut redb::RepairSession) + 'static {
     let next_step = std::cell::Cell::new(0.0_f64);
     move |session| {
         let progress = session.progress();

@@ -37,6 +37,14 @@ pub struct LogOptions {
     /// (retention then applies as if there were none), so a link down for
     /// weeks cannot fill the disk.
     pub retention_hold_max_bytes: u64,
+    /// Appends are refused (disk full) once the log stores this many bytes
+    /// of record batches; `None`: only the filesystem's size bounds it.
+    pub max_disk_bytes: Option<u64>,
+    /// Appends are refused (disk full) while fewer bytes than this would be
+    /// left free on the log's filesystem, so redb always has room for the
+    /// commits that free space (deletes, retention). 0: no such check (a
+    /// full filesystem then fails a commit, and the log reopens itself).
+    pub min_free_disk_bytes: u64,
 }
 
 /// redb's page cache by default. It is most of the hub's memory under load;
@@ -56,6 +64,8 @@ impl Default for LogOptions {
             clock: Arc::new(SystemClock),
             retention_holds: Arc::default(),
             retention_hold_max_bytes: 1 << 30,
+            max_disk_bytes: None,
+            min_free_disk_bytes: crate::space::DEFAULT_MIN_FREE_DISK_BYTES,
         }
     }
 }
@@ -70,6 +80,8 @@ impl std::fmt::Debug for LogOptions {
             .field("quick_repair", &self.quick_repair)
             .field("cache_bytes", &self.cache_bytes)
             .field("retention_hold_max_bytes", &self.retention_hold_max_bytes)
+            .field("max_disk_bytes", &self.max_disk_bytes)
+            .field("min_free_disk_bytes", &self.min_free_disk_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -28,7 +28,7 @@ impl Log {
         let entry = self.topic_entry(topic)?;
         entry.partition(partition)?;
         let id = entry.id;
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let (start, end) = partition_range(&txn, topic, id, partition)?;
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { topic: topic.to_string(), partition, offset, start, end });
@@ -102,7 +102,7 @@ impl Log {
         let entry = self.topic_entry(topic)?;
         entry.partition(partition)?;
         let id = entry.id;
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let (start, _) = partition_range(&txn, topic, id, partition)?;
         let index = txn.open_table(tables::TIME_INDEX).map_err(LogError::storage)?;
         // First batch at which the running max timestamp reached the target:
@@ -130,7 +130,7 @@ impl Log {
     /// A group's committed offsets on a topic, by partition.
     pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(u32, u64)>> {
         let id = self.topic_entry(topic)?.id;
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::GROUP_OFFSETS).map_err(LogError::storage)?;
         let mut out = Vec::new();
         for row in table.range((group, id, 0)..=(group, id, u32::MAX)).map_err(LogError::storage)? {
@@ -145,7 +145,7 @@ impl Log {
     pub fn list_groups(&self) -> Result<Vec<(String, Vec<String>)>> {
         let names: std::collections::HashMap<u32, String> =
             self.list_topics().into_iter().filter_map(|t| Some((self.topic_entry(&t.name).ok()?.id, t.name))).collect();
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::GROUP_OFFSETS).map_err(LogError::storage)?;
         let mut groups: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         for row in table.iter().map_err(LogError::storage)? {

@@ -36,7 +36,7 @@ impl Log {
 
     /// Every stored plugin version: (name, version, metadata), by name then version.
     pub fn plugin_versions(&self) -> Result<Vec<(String, u32, Vec<u8>)>> {
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::PLUGIN_VERSIONS).map_err(LogError::storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(LogError::storage)? {
@@ -49,7 +49,7 @@ impl Log {
 
     /// The bytes uploaded with this SHA-256, if stored.
     pub fn plugin_bytes(&self, hash: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::PLUGIN_BLOBS).map_err(LogError::storage)?;
         let row = table.get(hash).map_err(LogError::storage)?;
         Ok(row.map(|r| r.value().to_vec()))
@@ -62,7 +62,7 @@ impl Log {
 
     /// Every row of a name → bytes table, by name.
     fn named_rows(&self, table: redb::TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(table).map_err(LogError::storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(LogError::storage)? {
@@ -81,7 +81,7 @@ impl Log {
 
     /// Every stored access-control entry of `kind`: (name, value), by name.
     pub fn security_entries(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db().begin_read().map_err(LogError::storage)?;
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let table = txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
         let mut out = Vec::new();
         for row in table.range((kind, "")..).map_err(LogError::storage)? {

@@ -30,6 +30,10 @@ pub struct LogStats {
     pub retention_batches_deleted: AtomicU64,
     pub retention_bytes_deleted: AtomicU64,
     pub records_compacted: AtomicU64,
+    /// Appends refused because the disk is full (`LogError::DiskFull`),
+    /// and times the database was reopened after a storage error.
+    pub disk_full_refusals: AtomicU64,
+    pub reopens: AtomicU64,
     /// How long commits took: every commit, and those with an fsync.
     pub commit_seconds: Histogram,
     pub fsync_commit_seconds: Histogram,
@@ -135,6 +139,8 @@ impl LogStats {
             ("log_bytes_appended", self.bytes_appended.load(Ordering::Relaxed)),
             ("log_retention_batches_deleted", self.retention_batches_deleted.load(Ordering::Relaxed)),
             ("log_retention_bytes_deleted", self.retention_bytes_deleted.load(Ordering::Relaxed)),
+            ("log_disk_full_refusals", self.disk_full_refusals.load(Ordering::Relaxed)),
+            ("log_reopens", self.reopens.load(Ordering::Relaxed)),
         ];
         for ((_, name), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
             counters.push((name, count.load(Ordering::Relaxed)));

@@ -56,11 +56,15 @@ pub enum ErrorCode {
     NotAuthorized,
     UnknownApiKey,
     UnknownAcl,
+    /// The hub's disk is full (or the log holds `max_disk_bytes`): nothing
+    /// was stored. Retrying at once will not help; appends resume by
+    /// themselves once space is freed.
+    DiskFull,
 }
 
 impl ErrorCode {
     /// Every code, for lookups by name.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::MalformedRequest,
         ErrorCode::UnknownRequest,
         ErrorCode::FrameTooLarge,
@@ -88,6 +92,7 @@ impl ErrorCode {
         ErrorCode::NotAuthorized,
         ErrorCode::UnknownApiKey,
         ErrorCode::UnknownAcl,
+        ErrorCode::DiskFull,
     ];
 
     /// The code's name on the wire (as serde writes it; a test checks).
@@ -120,6 +125,7 @@ impl ErrorCode {
             ErrorCode::NotAuthorized => "not_authorized",
             ErrorCode::UnknownApiKey => "unknown_api_key",
             ErrorCode::UnknownAcl => "unknown_acl",
+            ErrorCode::DiskFull => "disk_full",
         }
     }
 

@@ -9,6 +9,12 @@
 //! changed only after a commit succeeds, so a failed commit leaves memory and
 //! disk in agreement.
 //!
+//! A commit that fails for an I/O error (a full disk) leaves redb refusing
+//! everything until the database is opened again: the writer reopens it
+//! before its next transaction and reloads its state from the file. Before
+//! that happens, the space guard (`space.rs`) refuses appends while the disk
+//! is nearly full, so redb keeps room for the commits that free space.
+//!
 //! Files: this one runs the loop and commits; `command` is what callers send,
 //! `data` applies appends, offset commits and transactions, `admin` topic
 //! changes, plugin rows and retention.
@@ -27,9 +33,11 @@ use cairn_proto::batch::set_base_offset;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::database::DbSlot;
 use super::error::{LogError, Result};
 use super::producer_state::{ProducerWindow, RecentBatch, SequenceCheck};
 use super::retention::{self, RetentionReport};
+use super::space::SpaceGuard;
 use super::state::{PartState, WriterTopic};
 use super::tables::{self, PartitionKey};
 use super::topic::{TopicConfig, TopicMeta};
@@ -42,7 +50,14 @@ pub(crate) use command::{AppendRequest, BatchToAppend, Command, GroupCommit, Pro
 const MAX_GROUP: usize = 1024;
 
 pub(crate) struct Writer {
-    db: Arc<Database>,
+    slot: Arc<DbSlot>,
+    /// The database (`None` after a storage error, until reopened).
+    db: Option<Arc<Database>>,
+    /// A commit failed for an I/O error: reopen before the next transaction.
+    broken: std::cell::Cell<bool>,
+    space: SpaceGuard,
+    /// Appends are being refused for lack of space (logged once per spell).
+    disk_full: bool,
     catalog: Arc<Catalog>,
     options: LogOptions,
     topics: HashMap<u32, WriterTopic>,
@@ -57,7 +72,8 @@ pub(crate) struct Writer {
 impl Writer {
     /// Reads topics and partition states (not the log itself) and fills the
     /// catalog. This is all a reopen costs.
-    pub fn load(db: Arc<Database>, catalog: Arc<Catalog>, options: LogOptions) -> Result<Writer> {
+    pub fn load(slot: Arc<DbSlot>, catalog: Arc<Catalog>, options: LogOptions, space: SpaceGuard) -> Result<Writer> {
+        let db = slot.get()?;
         // Create every table up front so readers never meet a missing one.
         let txn = db.begin_write().map_err(LogError::storage)?;
         {
@@ -73,7 +89,11 @@ impl Writer {
         txn.commit().map_err(LogError::storage)?;
 
         let mut writer = Writer {
-            db,
+            slot,
+            db: Some(db),
+            broken: std::cell::Cell::new(false),
+            space,
+            disk_full: false,
             catalog,
             options,
             topics: HashMap::new(),
@@ -81,7 +101,16 @@ impl Writer {
             unflushed_since: None,
             compacted_at: HashMap::new(),
         };
-        let txn = writer.db.begin_read().map_err(LogError::storage)?;
+        writer.load_topics()?;
+        tracing::debug!(topics = writer.topics.len(), "log state loaded");
+        Ok(writer)
+    }
+
+    /// Reads every topic's settings and partition states from the file into
+    /// the writer and the catalog (existing catalog entries are reused, so
+    /// waiting readers stay subscribed).
+    fn load_topics(&mut self) -> Result<()> {
+        let txn = self.db()?.begin_read().map_err(LogError::storage)?;
         let topics = txn.open_table(tables::TOPICS).map_err(LogError::storage)?;
         let partitions = txn.open_table(tables::PARTITIONS).map_err(LogError::storage)?;
         for row in topics.iter().map_err(LogError::storage)? {
@@ -104,10 +133,59 @@ impl Writer {
                 };
                 parts.push(state);
             }
-            writer.install_topic(name, meta, parts, None);
+            let old = self.catalog.get(&name).ok();
+            self.install_topic(name, meta, parts, old.as_deref());
         }
-        tracing::debug!(topics = writer.topics.len(), "log state loaded");
-        Ok(writer)
+        Ok(())
+    }
+
+    fn db(&self) -> Result<&Arc<Database>> {
+        self.db.as_ref().ok_or(LogError::Reopening)
+    }
+
+    /// After an I/O error: closes the database, opens it again (redb checks
+    /// the file as after a crash) and reloads the state from it, dropping
+    /// topics and partition states that only the failed commits had.
+    fn reopen(&mut self) -> Result<()> {
+        tracing::warn!("reopening the log after a storage error");
+        let db = self.slot.reopen(self.db.take())?;
+        self.db = Some(db);
+        self.broken.set(false);
+        self.catalog.stats.reopens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.unflushed_since = None;
+        self.compacted_at.clear();
+        let known: Vec<String> = self.ids.keys().cloned().collect();
+        self.load_topics()?;
+        // A topic only a failed commit created is gone from the file.
+        let now: std::collections::HashSet<String> = self.topics.values().map(|t| t.entry.name.clone()).collect();
+        for name in known.into_iter().filter(|n| !now.contains(n)) {
+            if let Some(id) = self.ids.remove(&name) {
+                self.topics.remove(&id);
+            }
+            self.catalog.remove(&name);
+        }
+        tracing::info!(topics = self.topics.len(), "log reopened");
+        Ok(())
+    }
+
+    /// Reopens the database if a commit broke it; false if that failed (the
+    /// next command tries again).
+    fn ready(&mut self) -> bool {
+        if !self.broken.get() && self.db.is_some() {
+            return true;
+        }
+        match self.reopen() {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot reopen the log; retrying with the next command");
+                false
+            }
+        }
+    }
+
+    /// Bytes of record batches stored, all topics.
+    fn stored_bytes(&self) -> u64 {
+        self.topics.values().flat_map(|t| t.parts.iter()).map(|p| p.bytes).sum()
     }
 
     /// Puts a topic into the writer's state and the readers' catalog,
@@ -163,6 +241,10 @@ impl Writer {
     }
 
     pub(super) fn process(&mut self, group: Vec<Command>, shutdown: &mut Vec<oneshot::Sender<()>>) {
+        // A failed reopen (or an admin transaction's I/O error) leaves the
+        // database to reopen: every transaction fails with `Reopening`
+        // meanwhile, and each group tries again.
+        self.ready();
         let mut data = Vec::new();
         for cmd in group {
             match cmd {
@@ -196,6 +278,30 @@ impl Writer {
         let overdue = self.unflushed_since.is_some_and(|since| since.elapsed() >= self.options.flush_interval);
         let durable = durable || overdue;
         let mut overlay: HashMap<PartitionKey, PartState> = HashMap::new();
+        // Appends wait for room on the disk; offset commits never do.
+        let needed: u64 = data
+            .iter()
+            .map(|cmd| match cmd {
+                Command::Append(a) => a.append.batch.len() as u64,
+                Command::Transaction { appends, .. } => appends.iter().map(|a| a.batch.len() as u64).sum(),
+                _ => 0,
+            })
+            .sum();
+        if needed > 0 {
+            match self.space.check(self.stored_bytes(), needed) {
+                Err(why) => {
+                    data = self.refuse_appends(data, &why);
+                    if data.is_empty() {
+                        return;
+                    }
+                }
+                Ok(()) if self.disk_full => {
+                    self.disk_full = false;
+                    tracing::info!("space freed on the disk: appends resume");
+                }
+                Ok(()) => {}
+            }
+        }
         match self.write_data(&mut data, &mut overlay, durable) {
             Ok(outcomes) => {
                 for (key, state) in overlay {
@@ -239,9 +345,22 @@ impl Writer {
             }
             Err(err) => {
                 tracing::error!(error = %err, commands = data.len(), "commit failed; nothing from this group was stored");
+                let full = is_out_of_space(&err);
+                if full {
+                    self.space.filled(self.stored_bytes());
+                }
+                // Reopened before anyone hears of the failure, so what they
+                // do next (a read, a retry) finds a working database.
+                self.ready();
                 let message = err.to_string();
                 for cmd in data {
-                    let fail = || LogError::CommitFailed(message.clone());
+                    let fail = || {
+                        if full {
+                            LogError::DiskFull(format!("the filesystem has no room left ({message})"))
+                        } else {
+                            LogError::CommitFailed(message.clone())
+                        }
+                    };
                     match cmd {
                         Command::Append(a) => {
                             let _ = a.reply.send(Err(fail()));
@@ -266,8 +385,37 @@ impl Writer {
         }
     }
 
+    /// Answers the appends of `data` with "disk full" and returns what is
+    /// left (offset commits).
+    fn refuse_appends(&mut self, data: Vec<Command>, why: &str) -> Vec<Command> {
+        if !self.disk_full {
+            self.disk_full = true;
+            tracing::warn!(reason = why, "disk full: appends refused until space is freed");
+        }
+        let mut rest = Vec::new();
+        let refused = || self.catalog.stats.disk_full_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for cmd in data {
+            match cmd {
+                Command::Append(a) => {
+                    refused();
+                    let _ = a.reply.send(Err(LogError::DiskFull(why.to_string())));
+                }
+                Command::Transaction { reply, .. } => {
+                    refused();
+                    let _ = reply.send(Err(LogError::DiskFull(why.to_string())));
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
     pub(super) fn begin(&self, durable: bool) -> Result<WriteTransaction> {
-        let mut txn = self.db.begin_write().map_err(LogError::storage)?;
+        let mut txn = self.db()?.begin_write().map_err(|e| {
+            let err = LogError::storage(e);
+            self.broken.set(self.broken.get() || is_io(&err));
+            err
+        })?;
         let durability = if durable { Durability::Immediate } else { Durability::None };
         txn.set_durability(durability).map_err(LogError::storage)?;
         txn.set_quick_repair(self.options.quick_repair);
@@ -278,7 +426,14 @@ impl Writer {
     /// transaction was begun with an fsync).
     pub(super) fn commit(&self, txn: WriteTransaction, durable: bool) -> Result<()> {
         let started = Instant::now();
-        txn.commit().map_err(LogError::storage)?;
+        if let Err(err) = txn.commit() {
+            let err = LogError::storage(err);
+            if is_io(&err) {
+                // redb refuses everything after this until reopened.
+                self.broken.set(true);
+            }
+            return Err(err);
+        }
         let took = started.elapsed();
         self.catalog.stats.record_commit(took, durable);
         if took >= VERY_SLOW_COMMIT {
@@ -369,4 +524,19 @@ pub(crate) fn spawn_ticker(
         }
     })?;
     Ok(())
+}
+
+/// An error from the disk itself (redb wants a reopen after one).
+fn is_io(err: &LogError) -> bool {
+    matches!(err, LogError::Storage(redb::Error::Io(_)) | LogError::Reopening)
+}
+
+/// The filesystem had no room for the commit.
+fn is_out_of_space(err: &LogError) -> bool {
+    match err {
+        LogError::Storage(redb::Error::Io(io)) => {
+            io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+        }
+        _ => false,
+    }
 }

@@ -142,7 +142,13 @@ pub enum PubRefusal {
     NotAuthorized,
     /// 0x97: over a limit (retained messages).
     QuotaExceeded,
+    /// 0x97 with the reason string "disk full": the hub's disk is full
+    /// (nothing was stored; it will take messages again once space is freed).
+    DiskFull,
 }
+
+/// The reason string of a PUBACK / PUBREC refusing a message for a full disk.
+const DISK_FULL: &str = "disk full: nothing was stored; the hub takes messages again once space is freed";
 
 /// Why a filter of a SUBSCRIBE is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,16 +577,20 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
         Outgoing::PubRefused { pkid, qos: QoS::ExactlyOnce, why } => {
             let reason = match why {
                 PubRefusal::NotAuthorized => v5::PubRecReason::NotAuthorized,
-                PubRefusal::QuotaExceeded => v5::PubRecReason::QuotaExceeded,
+                PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubRecReason::QuotaExceeded,
             };
-            v5::Packet::PubRec(v5::PubRec { pkid, reason, properties: None })
+            let properties = (why == PubRefusal::DiskFull)
+                .then(|| v5::PubRecProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });
+            v5::Packet::PubRec(v5::PubRec { pkid, reason, properties })
         }
         Outgoing::PubRefused { pkid, why, .. } => {
             let reason = match why {
                 PubRefusal::NotAuthorized => v5::PubAckReason::NotAuthorized,
-                PubRefusal::QuotaExceeded => v5::PubAckReason::QuotaExceeded,
+                PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubAckReason::QuotaExceeded,
             };
-            v5::Packet::PubAck(v5::PubAck { pkid, reason, properties: None })
+            let properties = (why == PubRefusal::DiskFull)
+                .then(|| v5::PubAckProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });
+            v5::Packet::PubAck(v5::PubAck { pkid, reason, properties })
         }
         Outgoing::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
         Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),

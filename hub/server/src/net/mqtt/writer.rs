@@ -7,11 +7,12 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use cairn_log::PendingAppend;
+use cairn_log::{LogError, PendingAppend};
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::codec::{self, Outgoing, Version};
+use super::codec::{self, Outgoing, PubRefusal, Version};
 use super::Server;
 
 /// Longest a write may wait for a client that does not read.
@@ -44,23 +45,39 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
         let packets = match item {
             Out::Packet(p) => vec![p],
             Out::AfterCommit { appends, packets, release } => {
-                let mut stored = true;
+                let mut failure = None;
                 for append in appends {
-                    stored &= append.outcome().await.is_ok();
+                    if let Err(err) = append.outcome().await {
+                        failure = Some(err);
+                    }
                 }
-                if !stored {
-                    // Not acknowledged: closing makes the client resend.
-                    tracing::warn!(%client_id, "MQTT message not stored; closing the connection");
-                    break;
+                match failure {
+                    None => {
+                        if let Some(pkid) = release {
+                            let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+                            slots.entry(client_id.clone()).or_default().awaiting_release.insert(pkid);
+                        }
+                        for _ in &packets {
+                            server.broker.metrics().mqtt_acks_out.inc();
+                        }
+                        packets
+                    }
+                    // A full disk: MQTT 5 is told (0x97, "disk full") and
+                    // the connection stays; 3.1.1 cannot be told, so the
+                    // connection closes (nothing was acknowledged).
+                    Some(LogError::DiskFull(why)) if version == Version::V5 => {
+                        tracing::warn!(%client_id, reason = %why, "MQTT message refused: disk full");
+                        let refused = packets.iter().filter_map(acknowledged);
+                        refused
+                            .map(|(pkid, qos)| Outgoing::PubRefused { pkid, qos, why: PubRefusal::DiskFull })
+                            .collect()
+                    }
+                    Some(err) => {
+                        // Not acknowledged: closing makes the client resend.
+                        tracing::warn!(%client_id, error = %err, "MQTT message not stored; closing the connection");
+                        break;
+                    }
                 }
-                if let Some(pkid) = release {
-                    let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
-                    slots.entry(client_id.clone()).or_default().awaiting_release.insert(pkid);
-                }
-                for _ in &packets {
-                    server.broker.metrics().mqtt_acks_out.inc();
-                }
-                packets
             }
         };
         let mut closing = false;
@@ -89,6 +106,15 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
         let _ = socket.write_all(&buf).await;
     }
     let _ = socket.shutdown().await;
+}
+
+/// The packet id and QoS a PUBACK or PUBREC acknowledges.
+fn acknowledged(packet: &Outgoing) -> Option<(u16, QoS)> {
+    match packet {
+        Outgoing::PubAck(pkid) => Some((*pkid, QoS::AtLeastOnce)),
+        Outgoing::PubRec(pkid) => Some((*pkid, QoS::ExactlyOnce)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,9 @@ pub(super) fn error_code(err: &LogError) -> ErrorCode {
         LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         LogError::MissingKeyOnCompactedTopic(_) => ErrorCode::MissingKey,
         LogError::Closed => ErrorCode::ShuttingDown,
+        LogError::DiskFull(_) => ErrorCode::DiskFull,
         LogError::CommitFailed(_)
+        | LogError::Reopening
         | LogError::Storage(_)
         | LogError::CorruptBatch { .. }
         | LogError::CorruptMetadata(_)

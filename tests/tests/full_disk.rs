@@ -1,0 +1,194 @@
+//! A real full disk: the data directory on a small tmpfs (root mounts one
+//! here; where that is impossible the test says so loudly and skips). Produces
+//! fail with a clear "disk full" over the native protocol and MQTT (5: PUBACK
+//! 0x97; 3.1.1: the connection closes), nothing acknowledged is lost, reads
+//! go on, writes resume without a restart once space is freed, and the file
+//! opens cleanly afterwards. Both ways a disk fills: caught by the hub's own
+//! guard (`min_free_disk_bytes`), and redb's commit failing with ENOSPC.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_client::{Client, ClientError};
+use cairn_proto::frame::{Acks, ErrorCode, TopicSettings};
+use cairn_proto::BatchWriter;
+use common::Hub;
+
+/// A tmpfs mounted on a temporary directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (after saying why) where this process cannot mount one.
+    fn mount(megabytes: u32) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                eprintln!("SKIPPED: cannot mount a tmpfs for the full-disk test (needs root): {why}");
+                None
+            }
+            Err(err) => {
+                eprintln!("SKIPPED: cannot run mount for the full-disk test: {err}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn batch(count: usize, value_bytes: usize, first: usize) -> Vec<u8> {
+    let mut w = BatchWriter::new(Vec::new()).unwrap();
+    for i in first..first + count {
+        let value = format!("{:0width$}", i % 10usize.pow(value_bytes.min(18) as u32), width = value_bytes);
+        w.push_parts(None, value.as_bytes(), 1_700_000_000_000, std::iter::empty()).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// Produces to `topic` until the hub says the disk is full, in 100-record
+/// batches of 500-byte values, then in single 1-byte records (so that even
+/// a small message no longer fits); returns the records acknowledged and
+/// the refusal's message.
+async fn fill(client: &Client, topic: &str) -> (u64, String) {
+    let mut acked = 0;
+    for (records, value_bytes) in [(100, 500), (1, 1)] {
+        let mut refused = None;
+        for _ in 0..2_000 {
+            match client.produce(topic, Some(0), &batch(records, value_bytes, acked as usize), Acks::Durable).await {
+                Ok(Some(p)) => acked += p.last_offset + 1 - p.base_offset,
+                Ok(None) => panic!("no acknowledgement"),
+                Err(ClientError::Server { code: ErrorCode::DiskFull, message }) => {
+                    refused = Some(message);
+                    break;
+                }
+                Err(err) => panic!("a produce on a filling disk failed otherwise: {err}"),
+            }
+        }
+        let Some(message) = refused else { panic!("2,000 batches fit on a 24 MB disk?") };
+        if value_bytes == 1 {
+            return (acked, message);
+        }
+    }
+    unreachable!()
+}
+
+/// Every record of partition 0 of `topic`, counted by reading it all.
+async fn count(client: &Client, topic: &str) -> u64 {
+    let (mut offset, mut n) = (0, 0);
+    loop {
+        let f = client.fetch(topic, 0, offset, 1 << 20, Duration::ZERO).await.unwrap();
+        n += f.records().count() as u64;
+        let next = f.next_offset();
+        if next == f.end_offset || next == offset {
+            return n;
+        }
+        offset = next;
+    }
+}
+
+fn mqtt_port(hub: &Hub) -> String {
+    hub.mqtt_addr.as_ref().unwrap().rsplit(':').next().unwrap().to_string()
+}
+
+/// Stops the hub gracefully and starts it again on the same data: it must
+/// open cleanly (no crash recovery) with `topic` holding `records`.
+async fn restarts_cleanly(mut hub: Hub, data: &Path, extra: &[&str], topic: &str, records: u64) {
+    assert!(hub.terminate(), "the hub stopped on SIGTERM");
+    let hub = Hub::start(data, extra);
+    let dirty: Vec<&String> = hub.startup_log.iter().filter(|l| l.contains("not closed cleanly")).collect();
+    assert!(dirty.is_empty(), "the log did not close cleanly: {dirty:?}");
+    let client = Client::connect(&hub.addr).await.unwrap();
+    assert_eq!(count(&client, topic).await, records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restart() {
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data: PathBuf = disk.path().join("data");
+    let extra = ["--min-free-disk-bytes", "4194304"];
+    let hub = Hub::start(&data, &extra);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    for topic in ["bulk", "readings"] {
+        client.create_topic(topic, TopicSettings { partitions: Some(1), ..Default::default() }).await.unwrap();
+    }
+
+    let (acked, message) = fill(&client, "bulk").await;
+    assert!(acked > 10_000, "most of the disk was used first: {acked} records");
+    assert!(message.contains("disk full") && message.contains("min_free_disk_bytes"), "{message}");
+    // Nothing acknowledged is lost, and reads go on.
+    assert_eq!(client.describe_topic("bulk").await.unwrap().partitions[0].end_offset, acked);
+    assert_eq!(count(&client, "bulk").await, acked);
+
+    // MQTT 5 is told (PUBACK 0x97 with a reason); 3.1.1 is disconnected.
+    let v5 = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &mqtt_port(&hub), "-V", "5", "-q", "1", "-d", "-t", "readings/a", "-m", "x"])
+        .args(["-i", "full-v5"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&v5.stdout);
+    assert!(said.contains("received PUBACK (Mid: 1, RC:151)"), "{said}");
+    let v311 = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &mqtt_port(&hub), "-V", "311", "-q", "1", "-t", "readings/a", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!v311.status.success(), "3.1.1 publish on a full disk must not succeed");
+    let readings = client.describe_topic("readings").await.unwrap().partitions[0].end_offset;
+    let samples = common::http::scrape(&hub, None);
+    assert!(common::http::must(&samples, "cairn_log_disk_full_refusals_total", &[]) >= 3.0);
+
+    // A topic deleted frees room inside the log's file: writes resume, no
+    // restart.
+    client.delete_topic("bulk").await.unwrap();
+    let p = client.produce("readings", Some(0), &batch(10, 100, 0), Acks::Durable).await.unwrap().unwrap();
+    assert_eq!(p.last_offset + 1, readings + 10);
+    restarts_cleanly(hub, &data, &extra, "readings", readings + 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_failing_for_lack_of_space_is_survived_in_place() {
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data: PathBuf = disk.path().join("data");
+    // The hub's guard off: redb's commit meets ENOSPC, and the log reopens
+    // itself after it.
+    let extra = ["--min-free-disk-bytes", "0"];
+    let hub = Hub::start(&data, &extra);
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 6 << 20]).unwrap();
+    let client = Client::connect(&hub.addr).await.unwrap();
+    client.create_topic("bulk", TopicSettings { partitions: Some(1), ..Default::default() }).await.unwrap();
+
+    let (acked, message) = fill(&client, "bulk").await;
+    assert!(message.contains("disk full") && message.contains("No space left on device"), "{message}");
+    assert_eq!(count(&client, "bulk").await, acked, "every acknowledged record, and only those");
+    assert!(
+        hub.log.lock().unwrap().iter().any(|l| l.contains("log reopened")),
+        "the log reopened itself after the failed commit"
+    );
+    let samples = common::http::scrape(&hub, None);
+    assert!(common::http::must(&samples, "cairn_log_reopens_total", &[]) >= 1.0);
+
+    // Space freed outside the log: writes resume without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let p = client.produce("bulk", Some(0), &batch(10, 100, 0), Acks::Durable).await.unwrap().unwrap();
+    assert_eq!(p.base_offset, acked);
+    restarts_cleanly(hub, &data, &extra, "bulk", acked + 10).await;
+}
