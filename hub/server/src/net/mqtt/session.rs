@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use cairn_proto::acl::{Operation, ResourceKind};
 use super::codec::{Connect, Refusal, Subscription, Version, Will};
 use super::persist::{load_session, save_session, session_group, submit_session, StoredSession};
 use super::properties::MessageProperties;
+pub(super) use super::status::Filters;
 use super::writer::Out;
 use super::{status, Server, Slot};
 use crate::auth::Principal;
@@ -79,10 +80,6 @@ pub(super) enum End {
     /// Anything else: the will is published.
     Abnormal,
 }
-
-/// A subscription's filters (with the QoS granted and their options),
-/// shared with its feeders.
-pub(super) type Filters = Arc<RwLock<Vec<Subscription>>>;
 
 /// One client's session while it is connected.
 pub(super) struct Session {
@@ -546,7 +543,7 @@ pub(super) mod tests {
         let mut s = open(&server, Version::V5, c).await;
         s.filters.write().unwrap().push(Subscription::plain("a/+", QoS::AtMostOnce));
         let shared = SharedSub {
-            filters: Arc::new(RwLock::new(vec![Subscription::plain("b/#", QoS::AtLeastOnce)])),
+            filters: Arc::new(std::sync::RwLock::new(vec![Subscription::plain("b/#", QoS::AtLeastOnce)])),
             member_id: None,
             generation: 0,
             topics: Vec::new(),

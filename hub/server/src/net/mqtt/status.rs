@@ -9,9 +9,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::codec::Version;
-use super::session::Filters;
+use super::codec::{Subscription, Version};
 use super::{MqttHub, Server};
+
+/// A subscription's filters (with the QoS granted and their options),
+/// shared with its feeders.
+pub(super) type Filters = Arc<std::sync::RwLock<Vec<Subscription>>>;
 
 /// A connected client, as its slot holds it while the connection lasts.
 pub(super) struct ClientStatus {
