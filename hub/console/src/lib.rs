@@ -6,8 +6,9 @@
 //! `/healthz` and `/readyz`, `/` (the status page, one HTML file built into
 //! the binary), `/api/overview` (`overview.rs`: the page's JSON, with the
 //! charts' history kept by `history.rs`) and `/api/tail` (`tail.rs`: a
-//! topic's new records as server-sent events). Credentials are checked in
-//! `access.rs`; process and disk figures come from `process.rs`.
+//! topic's new records as server-sent events). Groups' lag is computed in
+//! `lag.rs`, credentials are checked in `access.rs`, process figures come
+//! from `process.rs`.
 //!
 //! Nothing here is on the message path: every figure is read when asked
 //! for (or every few seconds by the history sampler) from counters the hub

@@ -140,7 +140,7 @@ impl Collector for HubCollector {
             let start = p.start_time_seconds;
             gauge(e, "process_start_time", "When the hub started, since the epoch.", Some(Unit::Seconds), start)?;
         }
-        if let Some(d) = process::disk(&c.data_dir) {
+        if let Some(d) = cairn_log::disk_space(&c.data_dir) {
             let free = d.free_bytes as f64;
             gauge(e, "cairn_disk_free", "Free space on the data directory's filesystem.", Some(Unit::Bytes), free)?;
             let total = d.total_bytes as f64;

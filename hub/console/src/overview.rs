@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{lag, process, Console};
+use crate::{lag, Console};
 
 /// The overview now.
 pub(crate) fn build(console: &Console) -> Value {
@@ -18,7 +18,7 @@ pub(crate) fn build(console: &Console) -> Value {
     let last = points.last();
     let topics = log.list_topics();
     let stored: u64 = topics.iter().flat_map(|t| &t.partitions).map(|p| p.bytes).sum();
-    let disk = process::disk(&c.data_dir).unwrap_or_default();
+    let disk = cairn_log::disk_space(&c.data_dir).unwrap_or_default();
     let file_bytes = std::fs::metadata(&c.log_file).map(|m| m.len()).unwrap_or(0);
     let m = broker.metrics();
     let totals = c.mqtt.totals();

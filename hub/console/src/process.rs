@@ -1,8 +1,7 @@
 //! The process and its disk, as Prometheus' process collector reports them:
 //! memory, CPU time and open files from `/proc/self` (Linux; elsewhere they
-//! are left out), free space from `statvfs` on the data directory.
-
-use std::path::Path;
+//! are left out). Free disk space is the log's own reading
+//! (`cairn_log::disk_space`), which its guard against a full disk uses.
 
 /// The process now.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -14,14 +13,6 @@ pub(crate) struct ProcessStats {
     pub max_fds: u64,
     /// When it started, seconds since the epoch.
     pub start_time_seconds: f64,
-}
-
-/// The filesystem holding the data directory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct DiskStats {
-    /// Space an unprivileged writer may still use.
-    pub free_bytes: u64,
-    pub total_bytes: u64,
 }
 
 /// Reads `/proc/self`; `None` where there is no such thing.
@@ -43,27 +34,6 @@ pub(crate) fn process() -> Option<ProcessStats> {
         max_fds: max_fds().unwrap_or(0),
         start_time_seconds: boot as f64 + field(22)? as f64 / ticks,
     })
-}
-
-/// Free and total space of the filesystem holding `dir`.
-pub(crate) fn disk(dir: &Path) -> Option<DiskStats> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is a valid C string and `st` a writable statvfs.
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            return None;
-        }
-        let block = st.f_frsize as u64;
-        Some(DiskStats { free_bytes: st.f_bavail as u64 * block, total_bytes: st.f_blocks as u64 * block })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        None
-    }
 }
 
 fn clock_ticks() -> Option<u64> {
@@ -102,7 +72,5 @@ mod tests {
         assert!(p.open_fds >= 3 && p.max_fds >= p.open_fds, "{p:?}");
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         assert!(p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 3600.0, "{p:?}");
-        let d = disk(Path::new(".")).expect("statvfs works on the current directory");
-        assert!(d.total_bytes > 0 && d.free_bytes <= d.total_bytes, "{d:?}");
     }
 }

@@ -52,7 +52,7 @@ pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
 pub use read::{Fetch, FetchedRecord};
 pub use retention::RetentionReport;
-pub use space::DEFAULT_MIN_FREE_DISK_BYTES;
+pub use space::{disk_space, DiskSpace, DEFAULT_MIN_FREE_DISK_BYTES};
 pub use stats::{Histogram, HistogramSnapshot, LogStats, COMMIT_BUCKETS, SLOW_COMMIT_BOUNDS};
 pub use topic::{validate_topic_name, CleanupPolicy, FlushPolicy, PartitionInfo, TopicConfig, TopicInfo};
 

@@ -47,7 +47,7 @@ impl SpaceGuard {
                 return Err(format!("the log stores {stored} bytes of records and max_disk_bytes is {max}"));
             }
         }
-        let Some(free) = free_bytes(&self.dir) else { return Ok(()) };
+        let Some(DiskSpace { free_bytes: free, .. }) = disk_space(&self.dir) else { return Ok(()) };
         self.check_free(free, stored, needed)
     }
 
@@ -77,8 +77,18 @@ impl SpaceGuard {
     }
 }
 
-/// Bytes an unprivileged writer may still use on the filesystem of `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Room on a filesystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer may still use.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Free and total space of the filesystem holding `dir` (`statvfs`);
+/// `None` where it cannot be read. The guard uses it, and so does the
+/// hub's `/metrics`.
+pub fn disk_space(dir: &Path) -> Option<DiskSpace> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -88,7 +98,8 @@ fn free_bytes(dir: &Path) -> Option<u64> {
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
             return None;
         }
-        Some(st.f_bavail as u64 * st.f_frsize as u64)
+        let block = st.f_frsize as u64;
+        Some(DiskSpace { free_bytes: st.f_bavail as u64 * block, total_bytes: st.f_blocks as u64 * block })
     }
     #[cfg(not(unix))]
     {
@@ -128,6 +139,8 @@ mod tests {
         let err = g.check(9 * MIB, MIB + 1).unwrap_err();
         assert!(err.contains("max_disk_bytes is 10485760"), "{err}");
         assert_eq!(g.dir, Path::new("."));
+        let d = disk_space(Path::new(".")).expect("statvfs works on the current directory");
+        assert!(d.total_bytes > 0 && d.free_bytes <= d.total_bytes, "{d:?}");
         // 0: no filesystem check.
         let mut off = SpaceGuard::new(Path::new("cairn.redb"), None, 0);
         assert!(off.check_free(0, 10 * MIB, MIB).is_ok());
