@@ -252,6 +252,29 @@ async fn will_is_published_when_a_client_vanishes_but_not_on_disconnect() {
     assert!(tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(), "no will for a DISCONNECT");
 }
 
+/// Once a client has its SUBACK, what is published next reaches it: the
+/// subscriptions' start positions are fixed before SUBACK goes out. (Each
+/// round's SUBSCRIBE names 30 new topics, so creating them takes a while;
+/// the message goes to the first. 90 filters in all: under the default
+/// `max_subscriptions`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_right_after_suback_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (subscriber, mut rx) = client(&addr, "subscriber", true, None).await;
+    let (publisher, mut pub_rx) = client(&addr, "publisher", true, None).await;
+    for round in 0..3 {
+        let filters = (0..30).map(|t| rumqttc::SubscribeFilter::new(format!("r{round}t{t:02}/#"), QoS::AtLeastOnce));
+        subscriber.subscribe_many(filters).await.unwrap();
+        next(&mut rx, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+        let topic = format!("r{round}t00/x");
+        publisher.publish(&topic, QoS::AtLeastOnce, false, format!("m{round}")).await.unwrap();
+        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+        assert_eq!(publishes(&mut rx, 1).await, vec![(topic, format!("m{round}"), false)], "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_gets_what_was_published_while_it_was_away_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -96,8 +96,14 @@ impl Session {
             tracing::info!(%client_id, %principal, refused, "MQTT subscription filters not authorized");
         }
         let (granted, accepted) = self.within_quota(granted, accepted);
+        // SUBACK only once the feeders' start positions are fixed: a client
+        // may publish the moment it has its SUBACK and expects the message
+        // back. The retained messages follow SUBACK.
+        let retained_for = self.subscribe(accepted, false).await;
         self.send(Out::Packet(Outgoing::SubAck { pkid, granted })).await;
-        self.subscribe(accepted, false).await;
+        if !retained_for.is_empty() {
+            self.send_retained(&retained_for).await;
+        }
         None
     }
 
@@ -181,14 +187,14 @@ impl Session {
     }
 
     /// Adds filters and starts feeders for their partitions (from the end,
-    /// or from the committed position when resuming), and sends the
-    /// retained messages they match as their retain handling says (not
-    /// when resuming, and not for shared subscriptions, MQTT-3.8.4-4). A
-    /// `$share/<group>/…` filter joins that consumer group; its feeders
-    /// follow the group's assignment.
-    pub(super) async fn subscribe(&mut self, new: Vec<Request>, resuming: bool) {
+    /// or from the committed position when resuming). Returns the filters
+    /// whose retained messages are to be sent, as their retain handling
+    /// says (none when resuming, and none for shared subscriptions,
+    /// MQTT-3.8.4-4). A `$share/<group>/…` filter joins that consumer
+    /// group; its feeders follow the group's assignment.
+    pub(super) async fn subscribe(&mut self, new: Vec<Request>, resuming: bool) -> Vec<Subscription> {
         if new.is_empty() {
-            return;
+            return Vec::new();
         }
         let held = self.held();
         let mut own = Vec::new();
@@ -238,9 +244,10 @@ impl Session {
             self.follow_group(&group).await;
         }
         self.save().await;
-        if !resuming && !retained_for.is_empty() {
-            self.send_retained(&retained_for).await;
+        if resuming {
+            retained_for.clear();
         }
+        retained_for
     }
 
     /// The Cairn topics `filters` read now: those named by the filter or a
