@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks that each crate's dependencies say what its role is (run by
 # scripts/test.sh, so it stays true):
+# - cairn-proto, the wire format, needs no runtime (the MQTT codec, on
+#   rumqttc, only with its `mqtt` feature);
 # - cairn-client, what a Rust application depends on, pulls in none of the
 #   hub's server-side stack (plugin runtime, storage, MQTT, CLI, serial);
 # - cairn-hub without default features builds without the plugin runtime.
@@ -24,6 +26,7 @@ check() {
     echo "$crate ${flags:+($flags) }: $(awk '{print $1}' <<<"$tree" | sort -u | wc -l) crates, none of: $*"
 }
 
+check cairn-proto "" rumqttc tokio redb
 check cairn-client "" wasmtime cranelift-codegen wit-component redb rumqttc clap tokio-serial toml tempfile
 check cairn-log "" wasmtime cranelift-codegen rumqttc clap tokio-serial
 check cairn-hub "--no-default-features" wasmtime cranelift-codegen wit-component

@@ -20,9 +20,12 @@
 //!   clients hold, defined once.
 //! * [`checksum`]: the CRC-32 of batches and serial frames.
 //! * [`varint`]: the LEB128 / zig-zag integers used inside records.
+//! * `mqtt` (feature `mqtt`): MQTT 3.1.1 and 5 packets as the hub's MQTT
+//!   listener reads and writes them.
 //!
 //! Features: `alloc` adds owned records and `Vec`-backed batch building; `std`
-//! (default) adds `std::error::Error` impls through `thiserror`.
+//! (default) adds `std::error::Error` impls through `thiserror`; `mqtt` adds
+//! the MQTT codec (on rumqttc's `mqttbytes`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -40,6 +43,8 @@ pub mod fetch;
 pub mod frame;
 #[cfg(feature = "alloc")]
 pub mod group;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod partition;
 pub mod record;
 pub mod serial;

@@ -20,15 +20,26 @@ mod serial_frames {
 mod device_response {
     include!("../fuzz/checks/device_response.rs");
 }
+mod mqtt_packets {
+    include!("../fuzz/checks/mqtt_packets.rs");
+}
+mod plugin_output {
+    include!("../fuzz/checks/plugin_output.rs");
+}
+
+/// A target's name and its check.
+type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_seed_and_every_input_that_once_crashed_goes_through_its_decoder() {
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 7] = [
         ("native_request", native_request::run),
         ("record_batch", record_batch::run),
         ("record_batch_resealed", record_batch_resealed::run),
         ("serial_frames", serial_frames::run),
         ("device_response", device_response::run),
+        ("mqtt_packets", mqtt_packets::run),
+        ("plugin_output", plugin_output::run),
     ];
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (target, run) in targets {

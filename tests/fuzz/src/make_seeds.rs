@@ -1,13 +1,16 @@
 //! Writes the seed corpora (`corpus/<target>/`) from real encodings: a few
 //! requests of each kind, record batches with and without keys and headers,
-//! framed serial messages, device responses. Run once; the corpora are
-//! checked in, and fuzzing adds to them.
+//! framed serial messages, device responses, MQTT client packets (3.1.1 and
+//! 5, written by rumqttc), plugin outputs. Run once; the corpora are checked
+//! in, and fuzzing adds to them.
 
 use std::path::Path;
 
 use cairn_proto::batch::BatchWriter;
 use cairn_proto::frame::{self, Acks, Request, RequestBody, Response, ResponseBody, TopicSettings};
 use cairn_proto::serial::encode_frame;
+use rumqttc::mqttbytes::{v4, QoS};
+use rumqttc::v5::mqttbytes::{v5, QoS as V5QoS};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -70,5 +73,83 @@ fn main() {
         write("record_batch", name, bytes);
         write("record_batch_resealed", name, bytes);
     }
+    // A plugin output: the topic name's length, the name, the batch.
+    for (name, bytes) in [("one", &one), ("three_keyed_headers", &three)] {
+        let mut output = vec![7];
+        output.extend_from_slice(b"derived");
+        output.extend_from_slice(bytes);
+        write("plugin_output", name, &output);
+    }
+    mqtt_seeds();
     println!("seed corpora written under {}", Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").display());
+}
+
+/// What MQTT clients send, each sequence as one connection's bytes after a
+/// plan byte (bit 0: version when there is no CONNECT; bit 1: small limit).
+fn mqtt_seeds() {
+    let max = 1 << 20;
+    // 3.1.1: CONNECT with a will and a login, PUBLISH at each QoS, SUBSCRIBE,
+    // PUBREL, PINGREQ, DISCONNECT.
+    let mut connect = v4::Connect::new("seed-311");
+    connect.last_will = Some(v4::LastWill::new("status/seed", "gone", QoS::AtLeastOnce, true));
+    connect.login = Some(v4::Login::new("key", "secret"));
+    let mut publish = v4::Publish::new("sensors/room1/temp", QoS::AtLeastOnce, "21.5");
+    publish.pkid = 1;
+    let mut publish2 = v4::Publish::new("sensors/room1/temp", QoS::ExactlyOnce, "21.6");
+    publish2.pkid = 2;
+    let packets = [
+        v4::Packet::Connect(connect),
+        v4::Packet::Publish(v4::Publish::new("sensors/room1/temp", QoS::AtMostOnce, "21.4")),
+        v4::Packet::Publish(publish),
+        v4::Packet::Publish(publish2),
+        v4::Packet::PubRel(v4::PubRel::new(2)),
+        v4::Packet::Subscribe(v4::Subscribe::new("sensors/#", QoS::AtLeastOnce)),
+        v4::Packet::PingReq,
+        v4::Packet::Disconnect,
+    ];
+    let mut session = bytes::BytesMut::from(&[0u8][..]);
+    for packet in packets {
+        packet.write(&mut session, max).unwrap();
+    }
+    write("mqtt_packets", "v311_session", &session);
+
+    // 5: CONNECT with properties, PUBLISH with the properties Cairn keeps
+    // (and a topic alias), SUBSCRIBE with options and an identifier.
+    let mut connect = v5::Connect { keep_alive: 30, client_id: "seed-5".into(), clean_start: false, properties: None };
+    connect.properties = Some(v5::ConnectProperties {
+        session_expiry_interval: Some(3600),
+        receive_maximum: Some(10),
+        max_packet_size: Some(4096),
+        topic_alias_max: Some(4),
+        ..v5::ConnectProperties::new()
+    });
+    let properties = v5::PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(60),
+        topic_alias: Some(1),
+        response_topic: Some("replies/seed".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"42")),
+        user_properties: vec![("unit".into(), "celsius".into())],
+        subscription_identifiers: Vec::new(),
+        content_type: Some("application/json".into()),
+    };
+    let mut publish = v5::Publish::new("sensors/room2/temp", V5QoS::AtLeastOnce, "{\"c\":19}", Some(properties));
+    publish.pkid = 3;
+    let mut filter = v5::Filter::new("sensors/+/temp", V5QoS::ExactlyOnce);
+    filter.nolocal = true;
+    filter.preserve_retain = true;
+    let subscribe_properties = v5::SubscribeProperties { id: Some(7), user_properties: Vec::new() };
+    let mut subscribe = v5::Subscribe::new(filter, Some(subscribe_properties));
+    subscribe.pkid = 4;
+    let packets = [
+        v5::Packet::Connect(connect, None, Some(v5::Login::new("key", "secret"))),
+        v5::Packet::Publish(publish),
+        v5::Packet::Subscribe(subscribe),
+        v5::Packet::Disconnect(v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection)),
+    ];
+    let mut session = bytes::BytesMut::from(&[1u8][..]);
+    for packet in packets {
+        packet.write(&mut session, None).unwrap();
+    }
+    write("mqtt_packets", "v5_session", &session);
 }

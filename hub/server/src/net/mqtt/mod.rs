@@ -6,7 +6,8 @@
 //! `publish.rs`, subscriptions in `subscribe.rs`, messages out in
 //! `delivery.rs`, stored sessions in `persist.rs`, the packets it writes in
 //! `writer.rs`, records in `records.rs`) → broker / log. Packets are read
-//! and written by rumqttc's codecs behind `codec.rs`; how MQTT topics map
+//! and written by `cairn_proto::mqtt` (on rumqttc's codecs), known here as
+//! `codec`; how MQTT topics map
 //! to Cairn topics and keys is in `topics.rs`.
 //!
 //! What differs from an ordinary broker: a QoS 1/2 PUBLISH is acknowledged
@@ -15,7 +16,8 @@
 //! hub restart, and records produced over the native protocol reach MQTT
 //! subscribers too.
 
-mod codec;
+// The MQTT packet codec is part of the wire format, in `cairn-proto`.
+use cairn_proto::mqtt as codec;
 mod connection;
 mod delivery;
 pub mod mapping;

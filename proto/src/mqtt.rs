@@ -1,7 +1,7 @@
 //! MQTT packets in and out, for both protocol versions, through rumqttc's
 //! `mqttbytes` codecs (v4 = MQTT 3.1.1, v5 = MQTT 5).
 //!
-//! The rest of the MQTT code sees one set of types, [`Incoming`] and
+//! The hub's MQTT listener sees one set of types, [`Incoming`] and
 //! [`Outgoing`], holding what Cairn acts on; this module converts them from
 //! and to the version a client connected with. The version is read from the
 //! CONNECT packet's protocol level byte before either codec parses it.
