@@ -93,13 +93,7 @@ fn free_port() -> String {
 /// Produces `key_value(n)` for n = 0, 1, … with an idempotent producer
 /// that retries through the kills (for up to 20 s per batch), recording
 /// what was acknowledged.
-async fn produce(
-    addr: String,
-    topic: &'static str,
-    key_value: KeyValue,
-    stop: Arc<AtomicBool>,
-    acked: Acked,
-) -> u64 {
+async fn produce(addr: String, topic: &'static str, key_value: KeyValue, stop: Arc<AtomicBool>, acked: Acked) -> u64 {
     let config = ProducerConfig { retries: 200, retry_backoff: Duration::from_millis(100), ..Default::default() };
     let producer = Producer::connect(&addr, config).await.expect("connect the producer");
     let window = Arc::new(tokio::sync::Semaphore::new(256));
@@ -251,6 +245,19 @@ async fn read_all(client: &Client, topic: &str) -> Vec<(u32, String, String)> {
     out
 }
 
+/// Each key's records are stored in the order they were sent: the number
+/// ending each value grows.
+fn in_order(name: &str, stored: &[(u32, String, String)], failures: &mut Vec<String>) {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, k, v) in stored {
+        let n: u64 = v.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if let Some(prev) = last.insert(k, n).filter(|prev| *prev >= n) {
+            failures.push(format!("{name}: key {k} out of order ({n} after {prev})"));
+            return;
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, cairn, plugins, rounds] = &args[..] else {
@@ -382,14 +389,7 @@ async fn run(cairn: PathBuf, plugins: &Path, rounds: u32) -> Vec<String> {
     };
     let native_records = read_all(&client, "native").await;
     audit_once("native", &native_records, &mut failures);
-    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
-    for (_, k, v) in &native_records {
-        let n: u64 = v.parse().unwrap_or(0);
-        if last.get(k.as_str()).is_some_and(|prev| *prev >= n) {
-            failures.push(format!("native: key {k} out of order ({n} after {})", last[k.as_str()]));
-        }
-        last.insert(k, n);
-    }
+    in_order("native", &native_records, &mut failures);
 
     // The ingest filter: only readings >= 20 stored; those acknowledged all there.
     let temps = read_all(&client, "temps").await;
@@ -426,6 +426,7 @@ async fn run(cairn: PathBuf, plugins: &Path, rounds: u32) -> Vec<String> {
     // MQTT: every PUBACKed / PUBRECed message exactly once.
     let mqtt: Vec<_> = read_all(&client, "chaos").await;
     audit_once("mqtt", &mqtt, &mut failures);
+    in_order("mqtt", &mqtt, &mut failures);
 
     let acked_total: usize = acked.values().map(|a| a.lock().unwrap().len()).sum();
     println!(
