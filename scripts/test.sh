@@ -4,7 +4,8 @@
 # - rustup targets for the device SDK (thumbv6m, thumbv7m, thumbv7em);
 # - qemu-system-arm (boots the example firmware), binutils-arm-none-eabi
 #   (footprint), mosquitto-clients (MQTT end-to-end tests) and mosquitto (the
-#   upstream broker of the uplink tests), from Debian's packages, when missing;
+#   upstream broker of the uplink tests) and faketime (steps the hub's clock
+#   in the clock-jump test), from Debian's packages, when missing;
 # - chromium and chromium-driver (the status page in a real browser), from
 #   Debian's packages, when missing;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
@@ -22,13 +23,13 @@ fi
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null
 
 if ! command -v qemu-system-arm >/dev/null || ! command -v arm-none-eabi-size >/dev/null \
-    || ! command -v mosquitto_pub >/dev/null || ! [ -x /usr/sbin/mosquitto ]; then
-    echo "installing qemu-system-arm, binutils-arm-none-eabi, mosquitto-clients and mosquitto (Debian packages)"
+    || ! command -v mosquitto_pub >/dev/null || ! [ -x /usr/sbin/mosquitto ] || ! command -v faketime >/dev/null; then
+    echo "installing qemu-system-arm, binutils-arm-none-eabi, mosquitto-clients, mosquitto and faketime (Debian packages)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        qemu-system-arm binutils-arm-none-eabi mosquitto-clients mosquitto >/dev/null
+        qemu-system-arm binutils-arm-none-eabi mosquitto-clients mosquitto faketime >/dev/null
 fi
 
 if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then

@@ -171,6 +171,8 @@ impl Collector for HubCollector {
         counter(e, "cairn_log_disk_full_refusals", help, None, load(&stats.disk_full_refusals))?;
         let help = "Times the log's database was reopened after a storage error.";
         counter(e, "cairn_log_reopens", help, None, load(&stats.reopens))?;
+        let help = "Jumps of the system clock the log noticed (docs/operations.md, Clock jumps).";
+        counter(e, "cairn_clock_jumps", help, None, load(&stats.clock_jumps))?;
 
         // Topics and partitions.
         let topics = log.list_topics();

@@ -16,6 +16,8 @@ use crate::{LogError, LogStats, PartitionOffsets, Result, TopicConfig};
 pub(crate) struct Catalog {
     pub(crate) topics: RwLock<HashMap<String, Arc<TopicEntry>>>,
     pub stats: LogStats,
+    /// The clock jumps the log has seen, oldest first.
+    pub(crate) clock_jumps: RwLock<Vec<crate::ClockJump>>,
 }
 
 pub(crate) struct TopicEntry {

@@ -25,6 +25,7 @@ pub mod clock;
 mod database;
 mod error;
 mod holds;
+mod jumps;
 mod options;
 mod producer_state;
 mod read;
@@ -46,7 +47,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use append::{OffsetCommit, PendingAppend, PreparedBatch};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ClockJump, ManualClock, SystemClock, JUMP_TOLERANCE_MS};
 pub use error::{LogError, Result};
 pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
@@ -176,6 +177,21 @@ impl Log {
     /// `ManualClock` in tests): arrival timestamps, upload times.
     pub fn now_ms(&self) -> i64 {
         self.shared.options.clock.now_ms()
+    }
+
+    /// The log's steady clock: [`Log::now_ms`] without the clock jumps the
+    /// log has seen, so it never steps (it carries on from where it was
+    /// when the wall clock is set back, and does not leap when it jumps
+    /// ahead). Deadlines and "how long since" (MQTT session and message
+    /// expiry) are kept on it; record timestamps stay on the wall clock.
+    pub fn steady_ms(&self) -> i64 {
+        let jumps = self.shared.catalog.clock_jumps.read().expect("lock poisoned");
+        self.now_ms().saturating_sub(jumps.iter().map(|j| j.delta_ms).sum())
+    }
+
+    /// The jumps of the wall clock the log has seen, oldest first.
+    pub fn clock_jumps(&self) -> Vec<ClockJump> {
+        self.shared.catalog.clock_jumps.read().expect("lock poisoned").clone()
     }
 
     /// Deletes a topic, its records and the group offsets committed for it.

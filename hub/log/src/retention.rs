@@ -14,6 +14,7 @@ use cairn_proto::{BatchHeader, BatchView, BatchWriter};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::error::{LogError, Result};
+use super::jumps::{self, StoredJump};
 use super::state::{PartState, WriterTopic};
 use super::tables::{self, PartitionKey};
 use super::topic::CleanupPolicy;
@@ -45,6 +46,7 @@ pub(crate) fn enforce(
     compacted_at: &HashMap<PartitionKey, u64>,
     held: &HashMap<PartitionKey, u64>,
     now_ms: i64,
+    jumps: &[StoredJump],
 ) -> Result<Enforced> {
     let mut report = RetentionReport::default();
     let mut changes = Vec::new();
@@ -63,6 +65,7 @@ pub(crate) fn enforce(
                         retention_ms: config.retention_ms,
                         retention_bytes: config.retention_bytes,
                         hold: held.get(&key).copied(),
+                        jumps,
                     };
                     delete_old(&mut batches, &mut time_index, key, *state, limits, &mut report)?
                 }
@@ -82,23 +85,26 @@ pub(crate) fn enforce(
 }
 
 #[derive(Clone, Copy)]
-struct Limits {
+struct Limits<'a> {
     now_ms: i64,
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
     /// No batch holding a record at or past this offset goes.
     hold: Option<u64>,
+    /// Clock jumps: a batch written before one is judged without it.
+    jumps: &'a [StoredJump],
 }
 
 /// Deletes batches from the front while the oldest is past `retention_ms`
-/// (judged by its newest record, so no record goes early) or the partition
+/// (judged by its newest record, so no record goes early, and without the
+/// clock jumps since it was written) or the partition
 /// holds more than `retention_bytes`. Returns the new state if anything went.
 fn delete_old(
     batches: &mut BatchTable<'_>,
     time_index: &mut TimeIndex<'_>,
     (id, p): PartitionKey,
     state: PartState,
-    limits: Limits,
+    limits: Limits<'_>,
     report: &mut RetentionReport,
 ) -> Result<Option<PartState>> {
     let mut new = state;
@@ -113,7 +119,11 @@ fn delete_old(
                 break;
             }
         };
-        let too_old = limits.retention_ms.is_some_and(|ms| limits.now_ms.saturating_sub(header.max_timestamp) > ms);
+        let age = || {
+            let jumped = jumps::correction(limits.jumps, (id, p), header.next_offset());
+            limits.now_ms.saturating_sub(header.max_timestamp).saturating_sub(jumped)
+        };
+        let too_old = limits.retention_ms.is_some_and(|ms| age() > ms);
         let too_big = limits.retention_bytes.is_some_and(|max| new.bytes > max);
         if !(too_old || too_big) {
             break;

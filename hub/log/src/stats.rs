@@ -34,6 +34,8 @@ pub struct LogStats {
     /// and times the database was reopened after a storage error.
     pub disk_full_refusals: AtomicU64,
     pub reopens: AtomicU64,
+    /// Jumps of the wall clock seen (`clock.rs`).
+    pub clock_jumps: AtomicU64,
     /// How long commits took: every commit, and those with an fsync.
     pub commit_seconds: Histogram,
     pub fsync_commit_seconds: Histogram,
@@ -141,6 +143,7 @@ impl LogStats {
             ("log_retention_bytes_deleted", self.retention_bytes_deleted.load(Ordering::Relaxed)),
             ("log_disk_full_refusals", self.disk_full_refusals.load(Ordering::Relaxed)),
             ("log_reopens", self.reopens.load(Ordering::Relaxed)),
+            ("log_clock_jumps", self.clock_jumps.load(Ordering::Relaxed)),
         ];
         for ((_, name), count) in SLOW_COMMIT_BOUNDS.iter().zip(&self.slow_commits) {
             counters.push((name, count.load(Ordering::Relaxed)));

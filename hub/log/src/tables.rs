@@ -12,7 +12,8 @@ pub type PartitionKey = (u32, u32);
 /// Topic name → topic metadata (CBOR of `topic::TopicMeta`: id, config).
 pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 
-/// Counters that must survive restarts ("next_topic_id", "next_producer_id").
+/// Counters that must survive restarts ("next_topic_id", "next_producer_id",
+/// the wall clock's last reading).
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 /// (topic id, partition, base offset) → one record batch, in `proto`'s batch
@@ -58,3 +59,7 @@ pub const UPLINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("uplinks"
 /// API key (its salted hash, never the secret), `("acl", rule id)` for an
 /// ACL rule. The hub's `auth` module owns the format; the log does not read it.
 pub const SECURITY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("security");
+
+/// Sequence → a clock jump the log saw and where each partition ended then
+/// (`jumps.rs`).
+pub const CLOCK_JUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("clock_jumps");

@@ -624,3 +624,65 @@ async fn a_rewritten_batch_keeps_its_producers_sequence_and_writes_all_or_nothin
     let log = open(&dir);
     assert_eq!(values(&log, "t", 1, 0).iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
 }
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The wall clock jumping a year ahead (a bad NTP step) makes no record a
+/// year old: records written before the jump are aged without it, still
+/// expire once they really are old, and the jump is remembered across a
+/// reopen.
+#[tokio::test]
+async fn a_clock_jumping_a_year_ahead_does_not_make_records_a_year_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let opts = || LogOptions { clock: clock.clone(), ..options() };
+    let log = Log::open(dir.path().join("cairn.redb"), opts()).unwrap();
+    let config = TopicConfig { retention_ms: Some(DAY_MS), ..TopicConfig::default() };
+    log.create_topic("t", config).await.unwrap();
+    log.append("t", 0, batch(&["before"], start)).await.unwrap();
+
+    clock.step(365 * DAY_MS);
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 0, "a year-old record by the jumped clock");
+    let jumps = log.clock_jumps();
+    assert_eq!(jumps.len(), 1);
+    assert_eq!((jumps[0].at_ms, jumps[0].delta_ms), (start + 365 * DAY_MS, 365 * DAY_MS));
+    assert_eq!(log.steady_ms(), start, "no time passed");
+
+    clock.advance(DAY_MS / 2);
+    log.append("t", 0, batch(&["after"], log.now_ms())).await.unwrap();
+    clock.advance(DAY_MS / 2 + 3_600_000);
+    // 25 h since "before" was written, 13 h since "after".
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 1);
+    assert_eq!(values(&log, "t", 0, 1), vec![(1, "after".into())]);
+
+    drop(log);
+    let log = Log::open(dir.path().join("cairn.redb"), opts()).unwrap();
+    assert_eq!(log.clock_jumps(), jumps, "the jump is stored");
+    assert_eq!(log.enforce_retention().await.unwrap().batches_deleted, 0);
+    assert_eq!(values(&log, "t", 0, 1), vec![(1, "after".into())]);
+}
+
+/// A clock set back while the log was closed (a gateway without a
+/// real-time clock booting in 1970) is noticed at the next open: the steady
+/// clock carries on from where it was.
+#[tokio::test]
+async fn a_clock_set_back_while_closed_is_noticed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock::new(start));
+    let opts = || LogOptions { clock: clock.clone(), ..options() };
+    let log = Log::open(dir.path().join("cairn.redb"), opts()).unwrap();
+    log.close().await.unwrap();
+    drop(log);
+
+    clock.step(-start);
+    let log = Log::open(dir.path().join("cairn.redb"), opts()).unwrap();
+    let jumps = log.clock_jumps();
+    assert_eq!(jumps.len(), 1, "{jumps:?}");
+    assert_eq!(jumps[0].delta_ms, -start);
+    clock.advance(1_000);
+    assert_eq!(log.now_ms(), 1_000);
+    assert_eq!(log.steady_ms(), start + 1_000);
+    assert_eq!(log.stats().clock_jumps.load(Ordering::Relaxed), 1);
+}

@@ -63,7 +63,13 @@ impl Hub {
     /// Starts `cairn serve` on 127.0.0.1 with a free port and waits until it
     /// says it is running.
     pub fn start(data: &Path, extra: &[&str]) -> Hub {
+        Hub::start_with_env(data, extra, &[])
+    }
+
+    /// [`Hub::start`] with environment variables set for the hub process.
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Hub {
         let mut cmd = Command::new(cairn());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if !extra.contains(&"--native-addr") {
             cmd.args(["--native-addr", "127.0.0.1:0"]);

@@ -222,7 +222,9 @@ impl Writer {
         let now = self.options.clock.now_ms();
         let txn = self.begin(true)?;
         let held = self.retention_holds(&txn)?;
-        let (report, changes, compacted) = retention::enforce(&txn, &self.topics, &self.compacted_at, &held, now)?;
+        let (report, changes, compacted) =
+            retention::enforce(&txn, &self.topics, &self.compacted_at, &held, now, &self.jumps)?;
+        crate::jumps::save_wall_clock(&txn, now)?;
         self.commit(txn, true)?;
         self.unflushed_since = None;
         for (key, state) in changes {

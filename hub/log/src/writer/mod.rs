@@ -17,11 +17,12 @@
 //!
 //! Files: this one runs the loop and commits; `command` is what callers send,
 //! `data` applies appends, offset commits and transactions, `admin` topic
-//! changes, plugin rows and retention.
+//! changes, plugin rows and retention, `time` clock jumps.
 
 mod admin;
 mod command;
 mod data;
+mod time;
 
 use data::DataTables;
 
@@ -67,6 +68,10 @@ pub(crate) struct Writer {
     unflushed_since: Option<Instant>,
     /// Partition end offset at the last compaction, to skip unchanged ones.
     compacted_at: HashMap<PartitionKey, u64>,
+    /// Watches the wall clock for jumps (set once the state is loaded).
+    watch: Option<crate::clock::ClockWatch>,
+    /// The clock jumps seen, oldest first (retention corrects ages by them).
+    jumps: Vec<crate::jumps::StoredJump>,
 }
 
 impl Writer {
@@ -85,6 +90,7 @@ impl Writer {
             txn.open_table(tables::ATTACHMENTS).map_err(LogError::storage)?;
             txn.open_table(tables::SECURITY).map_err(LogError::storage)?;
             txn.open_table(tables::UPLINKS).map_err(LogError::storage)?;
+            txn.open_table(tables::CLOCK_JUMPS).map_err(LogError::storage)?;
         }
         txn.commit().map_err(LogError::storage)?;
 
@@ -100,8 +106,11 @@ impl Writer {
             ids: HashMap::new(),
             unflushed_since: None,
             compacted_at: HashMap::new(),
+            watch: None,
+            jumps: Vec::new(),
         };
         writer.load_topics()?;
+        writer.start_clock_watch()?;
         tracing::debug!(topics = writer.topics.len(), "log state loaded");
         Ok(writer)
     }
@@ -234,6 +243,9 @@ impl Writer {
             }
         }
         self.flush();
+        if let Err(err) = self.save_wall_clock() {
+            tracing::warn!(error = %err, "cannot store the clock's last reading");
+        }
         tracing::info!("log writer stopped");
         for reply in shutdown {
             let _ = reply.send(());
@@ -245,6 +257,7 @@ impl Writer {
         // database to reopen: every transaction fails with `Reopening`
         // meanwhile, and each group tries again.
         self.ready();
+        self.watch_clock();
         let mut data = Vec::new();
         for cmd in group {
             match cmd {

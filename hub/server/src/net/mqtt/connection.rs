@@ -243,7 +243,7 @@ impl Session {
         // slot, and their acknowledgements go out together after it.
         let mut run: Vec<(Bytes, QoS, u16, MessageProperties)> = Vec::new();
         let mut run_topic = String::new();
-        let now = self.server.broker.log().now_ms();
+        let now = self.server.broker.log().steady_ms();
         loop {
             let packet = match codec::read(self.version, buf, limit) {
                 Ok(Some(publish @ Incoming::Publish { .. })) => match self.resolve_alias(publish) {
@@ -328,7 +328,7 @@ impl Session {
                 return Some(End::Abnormal);
             }
             Incoming::Publish { topic, payload, qos, retain, pkid, properties } => {
-                let properties = MessageProperties::from_v5(properties, self.server.broker.log().now_ms());
+                let properties = MessageProperties::from_v5(properties, self.server.broker.log().steady_ms());
                 return self.on_publish(topic, payload, qos, retain, pkid, properties).await;
             }
             Incoming::PubRel(pkid) => self.on_pubrel(pkid).await,
@@ -356,7 +356,7 @@ impl Session {
         self.feeders.abort_all();
         self.commit_positions().await;
         let groups: Vec<String> = self.shared.keys().cloned().collect();
-        let mut stored = self.stored(Some(self.server.broker.log().now_ms()));
+        let mut stored = self.stored(Some(self.server.broker.log().steady_ms()));
         for group in groups {
             self.leave_group(&group);
         }
@@ -439,7 +439,7 @@ impl Session {
 /// Publishes a will and waits for its commit.
 async fn publish_will(server: &Server, client_id: &str, will: Will) {
     tracing::debug!(client_id, topic = %will.topic, "publishing will");
-    let properties = MessageProperties::from_v5(will.properties, server.broker.log().now_ms());
+    let properties = MessageProperties::from_v5(will.properties, server.broker.log().steady_ms());
     let (topic, payload, qos, retain) = (&will.topic, &will.payload, will.qos, will.retain);
     let mut published = publish(server, topic, payload, qos, retain, &properties, None).await;
     if let Err(PublishError::RetainedQuota) = published {

@@ -41,7 +41,7 @@ impl Session {
         // Properties exist on the wire in MQTT 5 only.
         let properties = match self.version {
             Version::V5 => {
-                let mut p = d.properties.to_v5(self.server.broker.log().now_ms());
+                let mut p = d.properties.to_v5(self.server.broker.log().steady_ms());
                 if !d.subscription_ids.is_empty() {
                     let ids = d.subscription_ids.iter().map(|id| *id as usize).collect();
                     p.get_or_insert_with(Default::default).subscription_identifiers = ids;
@@ -264,7 +264,7 @@ pub(super) async fn feed(
             // Delivered at the lower of the granted and the published QoS;
             // an expired message not at all (MQTT-3.3.2-5).
             let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
-            let expired = properties.expired(broker.log().now_ms());
+            let expired = properties.expired(broker.log().steady_ms());
             if let Some(m) = found.filter(|_| !expired) {
                 let delivery = Delivery {
                     topic: mqtt_topic,

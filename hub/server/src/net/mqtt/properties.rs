@@ -25,7 +25,8 @@ const USER_PREFIX: &str = "mqtt-user:";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageProperties {
     pub payload_format: Option<u8>,
-    /// When the message expires (ms since the epoch), if it does.
+    /// When the message expires, if it does: ms since the epoch on the log's
+    /// steady clock (`Log::steady_ms`: the wall clock without its jumps).
     pub expires_at_ms: Option<i64>,
     pub content_type: Option<String>,
     pub response_topic: Option<String>,

@@ -229,7 +229,7 @@ impl Session {
             }
         }
         let stored = stored.filter(|_| !c.clean);
-        let now = server.broker.log().now_ms();
+        let now = server.broker.log().steady_ms();
         let expired = stored.as_ref().is_some_and(|s| s.expired(now));
         if expired {
             // The QoS 2 ids of an expired session went with it.

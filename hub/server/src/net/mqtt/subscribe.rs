@@ -483,7 +483,7 @@ impl Session {
             retained.matching(|topic| matching(filters, topic, false).is_some())
         };
         let mut deliveries = Vec::new();
-        let now = log.now_ms();
+        let now = log.steady_ms();
         for (topic, message) in found {
             if message.properties.expired(now) {
                 continue; // an expired retained message is gone

@@ -52,7 +52,7 @@ pub(super) async fn run(server: Arc<Server>, mut shutdown: Shutdown) {
 /// One look: expired sessions removed (returns how many), then queues
 /// trimmed.
 pub(super) async fn sweep(server: &Server) -> usize {
-    let now = server.broker.log().now_ms();
+    let now = server.broker.log().steady_ms();
     let mut removed = 0;
     for client_id in server.sessions.expired(now) {
         if connected(server, &client_id) {
