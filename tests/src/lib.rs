@@ -1,8 +1,11 @@
 //! Helpers shared by the end-to-end tests and the serial-link benchmark.
 //!
-//! [`StdLink`] gives the device SDK (`cairn-firmware`, written against
+//! [`hub_process::HubProcess`] runs `cairn serve` on fixed ports for the
+//! crash audit and the soak. [`StdLink`] gives the device SDK (`cairn-firmware`, written against
 //! `embedded-io`) a real TCP socket to the hub, and can play a bad link: cut
 //! after a given number of bytes, or paced to a serial line's byte rate.
+
+pub mod hub_process;
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpStream;

@@ -18,15 +18,13 @@
 //! with what was wrong.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, GroupConsumer, Producer, ProducerConfig, StartFrom};
+use cairn_e2e::hub_process::HubProcess;
 use cairn_proto::OwnedRecord;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::task::JoinSet;
@@ -39,56 +37,6 @@ type Acked = Arc<Mutex<Vec<(String, String)>>>;
 
 /// The key and value of a producer's n-th record.
 type KeyValue = fn(u64) -> (String, String);
-
-/// The hub under test: always the same ports and data directory.
-struct Hub {
-    cairn: PathBuf,
-    data: PathBuf,
-    native: String,
-    mqtt: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Hub {
-    fn start(&mut self) {
-        let log = File::options().create(true).append(true).open(&self.log).expect("hub log file");
-        let child = Command::new(&self.cairn)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--native-addr", &self.native, "--mqtt-addr", &self.mqtt, "--http-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start cairn serve");
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(&self.native).is_err() || TcpStream::connect(&self.mqtt).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(60), "the hub did not start in 60 s (see {:?})", self.log);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: a power cut, as far as the process can tell.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL the hub");
-            child.wait().expect("reap the hub");
-        }
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let out = Command::new(&self.cairn).args(args).args(["--hub", &self.native]).output().expect("run cairn");
-        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-fn free_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().unwrap().to_string()
-}
 
 /// Produces `key_value(n)` for n = 0, 1, … with an idempotent producer
 /// that retries through the kills (for up to 20 s per batch), recording
@@ -277,11 +225,10 @@ fn main() {
 
 async fn run(cairn: PathBuf, plugins: &Path, rounds: u32) -> Vec<String> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (native, mqtt) = (free_port(), free_port());
-    let mqtt_port: u16 = mqtt.rsplit_once(':').unwrap().1.parse().unwrap();
     let log = std::env::var_os("CHAOS_HUB_LOG").map(PathBuf::from).unwrap_or_else(|| dir.path().join("hub.log"));
-    let mut hub = Hub { cairn, data: dir.path().join("data"), native: native.clone(), mqtt, log, child: None };
+    let mut hub = HubProcess::new(cairn, dir.path().join("data"), log);
     hub.start();
+    let (native, mqtt_port) = (hub.native.clone(), hub.mqtt_port());
 
     // An ingest filter (threshold: keeps readings >= 20) and a derived topic
     // (celsius → fahrenheit).
