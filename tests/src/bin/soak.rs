@@ -5,7 +5,9 @@
 //! files, the end-to-end latency from publish to subscriber (p50, p99), the
 //! commit latency (p99, from `/metrics`), and what was published and
 //! received, as a CSV row. At the end every acknowledged message must have
-//! reached every subscriber and the group exactly as often as it was sent.
+//! reached every subscriber and the group exactly as often as it was sent,
+//! and (runs of 3 minutes or more) the RSS must be within 10 % of the
+//! sample at minute 2: memory does not creep.
 //!
 //! Usage: `soak <cairn binary> <clients> <subscribers> <seconds> <sample
 //! seconds> <csv file>`; exits non-zero with what was wrong.
@@ -254,7 +256,7 @@ async fn run(
             p99 as f64 / 1000.0,
         );
         (last_sent, last_received) = (sent, received);
-        rss_samples.push(rss_kib);
+        rss_samples.push((started.elapsed(), rss_kib));
         writeln!(out, "{row}").unwrap();
         println!("{row}");
     }
@@ -288,7 +290,21 @@ async fn run(
     if consumed != sent {
         failures.push(format!("the consumer group read {consumed} of {sent}"));
     }
-    let peak = rss_samples.iter().max().copied().unwrap_or(0);
+    let peak = rss_samples.iter().map(|(_, rss)| *rss).max().unwrap_or(0);
+    let minute_2 = rss_samples.iter().find(|(t, _)| *t >= Duration::from_secs(115)).map(|(_, rss)| *rss);
+    let checked = length >= Duration::from_secs(180);
+    if let (true, Some(m2), Some(&(t, last))) = (checked, minute_2, rss_samples.last()) {
+        let change = (last as f64 - m2 as f64) / m2 as f64 * 100.0;
+        println!(
+            "soak: RSS {:.1} MiB at minute 2, {:.1} MiB at {:.0} s ({change:+.1} %)",
+            m2 as f64 / 1024.0,
+            last as f64 / 1024.0,
+            t.as_secs_f64()
+        );
+        if change.abs() > 10.0 {
+            failures.push(format!("RSS changed {change:+.1} % from minute 2 to the end (limit 10 %)"));
+        }
+    }
     println!(
         "soak: {sent} published, {acked} acknowledged, {} delivered to {subscribers} subscribers, {consumed} read by the group; \
          peak RSS {:.1} MiB; {}",
