@@ -18,6 +18,12 @@ pub(crate) struct Catalog {
     pub stats: LogStats,
     /// The clock jumps the log has seen, oldest first.
     pub(crate) clock_jumps: RwLock<Vec<crate::ClockJump>>,
+    /// `Log::steady_ms` minus the clock's monotonic reading: the steady
+    /// clock runs on the monotonic one, so it never leaps, not even before
+    /// the writer has noticed a jump. Set when the log opens and after
+    /// each jump (to the wall clock without the jumps). Read for every MQTT
+    /// message delivered, so without a lock.
+    pub(crate) steady_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 pub(crate) struct TopicEntry {

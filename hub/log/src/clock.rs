@@ -101,13 +101,12 @@ impl ClockWatch {
         ClockWatch { clock, wall_ms, monotonic_ms }
     }
 
-    /// The wall clock now; and the jump, if it stepped since the last look.
-    pub(crate) fn look(&mut self) -> (i64, Option<ClockJump>) {
+    /// The jump, if the wall clock stepped since the last look.
+    pub(crate) fn look(&mut self) -> Option<ClockJump> {
         let (wall_ms, monotonic_ms) = (self.clock.now_ms(), self.clock.monotonic_ms());
         let elapsed_ms = monotonic_ms - self.monotonic_ms;
         let delta_ms = wall_ms.saturating_sub(self.wall_ms).saturating_sub(elapsed_ms);
         (self.wall_ms, self.monotonic_ms) = (wall_ms, monotonic_ms);
-        let jump = (delta_ms.abs() > JUMP_TOLERANCE_MS).then_some(ClockJump { at_ms: wall_ms, delta_ms });
-        (wall_ms, jump)
+        (delta_ms.abs() > JUMP_TOLERANCE_MS).then_some(ClockJump { at_ms: wall_ms, delta_ms })
     }
 }

@@ -47,7 +47,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use append::{OffsetCommit, PendingAppend, PreparedBatch};
-pub use clock::{Clock, ClockJump, ManualClock, SystemClock, JUMP_TOLERANCE_MS};
+pub use clock::{Clock, ClockJump, ManualClock, SystemClock};
 pub use error::{LogError, Result};
 pub use holds::RetentionHolds;
 pub use options::{LogOptions, DEFAULT_CACHE_BYTES};
@@ -180,13 +180,13 @@ impl Log {
     }
 
     /// The log's steady clock: [`Log::now_ms`] without the clock jumps the
-    /// log has seen, so it never steps (it carries on from where it was
-    /// when the wall clock is set back, and does not leap when it jumps
-    /// ahead). Deadlines and "how long since" (MQTT session and message
+    /// log has seen, run on the monotonic clock, so it never steps (it
+    /// carries on from where it was when the wall clock is set back, and
+    /// does not leap when it jumps ahead). Deadlines and "how long since" (MQTT session and message
     /// expiry) are kept on it; record timestamps stay on the wall clock.
     pub fn steady_ms(&self) -> i64 {
-        let jumps = self.shared.catalog.clock_jumps.read().expect("lock poisoned");
-        self.now_ms().saturating_sub(jumps.iter().map(|j| j.delta_ms).sum())
+        let offset = self.shared.catalog.steady_offset_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.shared.options.clock.monotonic_ms().saturating_add(offset)
     }
 
     /// The jumps of the wall clock the log has seen, oldest first.

@@ -34,7 +34,7 @@ impl Writer {
     /// One look at the clock (each commit group, and the ticker's flush at
     /// least once a second when idle).
     pub(super) fn watch_clock(&mut self) {
-        let Some(jump) = self.watch.as_mut().and_then(|w| w.look().1) else { return };
+        let Some(jump) = self.watch.as_mut().and_then(ClockWatch::look) else { return };
         if let Err(err) = self.record_jump(jump) {
             tracing::error!(error = %err, "cannot store a clock jump");
         }
@@ -67,8 +67,12 @@ impl Writer {
         self.commit(txn, true)
     }
 
-    /// What readers see (`Log::clock_jumps`, `Log::age_ms`).
+    /// What readers see (`Log::clock_jumps`, `Log::steady_ms`).
     fn publish_jumps(&self) {
+        let jumped: i64 = self.jumps.iter().map(|j| j.jump.delta_ms).sum();
         *self.catalog.clock_jumps.write().expect("lock poisoned") = self.jumps.iter().map(|j| j.jump).collect();
+        let clock = &self.options.clock;
+        let steady = clock.now_ms().saturating_sub(jumped);
+        self.catalog.steady_offset_ms.store(steady.saturating_sub(clock.monotonic_ms()), Ordering::Relaxed);
     }
 }
