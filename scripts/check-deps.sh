@@ -6,6 +6,8 @@
 # - cairn-client, what a Rust application depends on, pulls in none of the
 #   hub's server-side stack (plugin runtime, storage, MQTT, CLI, serial);
 # - cairn-hub without default features builds without the plugin runtime.
+# - cairn-config, the config file, is plain data and checks: no runtime, no
+#   storage, no network (it is fuzzed on its own, tests/fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +32,6 @@ check cairn-proto "" rumqttc tokio redb
 check cairn-client "" wasmtime cranelift-codegen wit-component redb rumqttc clap tokio-serial toml tempfile
 check cairn-log "" wasmtime cranelift-codegen rumqttc clap tokio-serial
 check cairn-hub "--no-default-features" wasmtime cranelift-codegen wit-component
+check cairn-config "" tokio redb rumqttc rdkafka rustls clap wasmtime
 check cairn-uplink "" wasmtime cranelift-codegen wit-component clap tokio-serial
 exit $fail

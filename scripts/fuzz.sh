@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the decoders that read outside input
 # (tests/fuzz: native frames and request bodies, record batches checked and
 # resealed, serial COBS frames, device responses, MQTT packets of both
-# versions, plugin output batches). Installs the nightly
+# versions, plugin output batches, the config file). Installs the nightly
 # toolchain and cargo-fuzz when missing, then runs each target for SECONDS
 # (default 30: the CI smoke run) from its checked-in seed corpus. A crash
 # stops the script with the input that caused it (tests/fuzz/artifacts/);

@@ -26,13 +26,16 @@ mod mqtt_packets {
 mod plugin_output {
     include!("../fuzz/checks/plugin_output.rs");
 }
+mod config_file {
+    include!("../fuzz/checks/config_file.rs");
+}
 
 /// A target's name and its check.
 type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_seed_and_every_input_that_once_crashed_goes_through_its_decoder() {
-    let targets: [Target; 7] = [
+    let targets: [Target; 8] = [
         ("native_request", native_request::run),
         ("record_batch", record_batch::run),
         ("record_batch_resealed", record_batch_resealed::run),
@@ -40,6 +43,7 @@ fn every_seed_and_every_input_that_once_crashed_goes_through_its_decoder() {
         ("device_response", device_response::run),
         ("mqtt_packets", mqtt_packets::run),
         ("plugin_output", plugin_output::run),
+        ("config_file", config_file::run),
     ];
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (target, run) in targets {

@@ -190,7 +190,9 @@ async fn records_reach_kafka_with_keys_values_timestamps_and_headers_in_order() 
         "headers: {}",
         mqtt[0]["headers"]
     );
-    let status = describe_when(&hub, Duration::from_secs(10), |s| s["records_sent"] == 301);
+    // Committed just after counted sent: wait for both.
+    let status =
+        describe_when(&hub, Duration::from_secs(10), |s| s["records_sent"] == 301 && s["backlog_records"] == 0);
     assert_eq!((status["kind"].as_str(), status["state"].as_str()), (Some("kafka"), Some("connected")));
     assert_eq!(status["records_sent"], 301);
     assert_eq!(status["backlog_records"], 0);

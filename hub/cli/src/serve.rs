@@ -15,10 +15,12 @@ use cairn_hub::plugins::Plugins;
 use cairn_log::Log;
 use clap::Args;
 
-use crate::config::{
+use cairn_config::{
     Addrs, AuthSettings, HttpSettings, LogSettings, MqttSettings, NativeSettings, PluginSettings, SerialSettings,
-    ServeConfig, Settings, TlsSettings,
+    Settings, TlsSettings,
 };
+
+use crate::config::ServeConfig;
 use crate::{shutdown_signal, AnyError};
 
 #[derive(Args)]

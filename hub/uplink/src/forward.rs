@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::config::{StartAt, Target, UplinkSpec};
 use crate::kafka::KafkaLink;
 use crate::link::{Link, Outgoing, SendError};
 use crate::mqtt::MqttLink;
 use crate::state::{Counters, LinkState, Shared};
 use crate::throttle::Throttle;
 use crate::{Control, LocalSink};
+use cairn_config::uplink::{StartAt, Target, UplinkSpec};
 
 /// Bytes read from one partition per fetch.
 const FETCH_BYTES: usize = 1 << 20;
@@ -500,7 +500,7 @@ mod tests {
 
     #[test]
     fn upstream_topics_follow_their_protocol() {
-        let mqtt = Target::Mqtt(crate::config::MqttSpec {
+        let mqtt = Target::Mqtt(cairn_config::uplink::MqttSpec {
             host: String::new(),
             port: 0,
             tls: false,
@@ -508,14 +508,14 @@ mod tests {
             client_id: String::new(),
             credentials: None,
             subscribe: vec![],
-            local_topic: crate::template::Template::parse("{topic}", &["topic"]).unwrap(),
+            local_topic: cairn_config::template::Template::parse("{topic}", &["topic"]).unwrap(),
             keep_alive: Duration::from_secs(1),
         });
         assert!(valid_topic(&mqtt, "site-7/sensors/t1"));
         assert!(!valid_topic(&mqtt, "a/+/b"));
         assert!(!valid_topic(&mqtt, "a/#"));
         assert!(!valid_topic(&mqtt, ""));
-        let kafka = Target::Kafka(crate::config::KafkaSpec {
+        let kafka = Target::Kafka(cairn_config::uplink::KafkaSpec {
             bootstrap_servers: String::new(),
             tls: false,
             tls_ca_file: None,

@@ -19,8 +19,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::config::KafkaSpec;
 use crate::link::{Link, Outgoing, SendError};
+use cairn_config::uplink::KafkaSpec;
 
 /// A Kafka producer, checked to reach the cluster.
 pub struct KafkaLink {

@@ -1,7 +1,8 @@
 //! Cairn's uplinks: the gateway's records leave for an upstream broker, and
 //! commands come back down, with the log as the store in between.
 //!
-//! * [`config`]: an `[[uplink]]` table, checked into an [`UplinkSpec`].
+//! * an `[[uplink]]` table and its check into an [`UplinkSpec`] are
+//!   `cairn_config::uplink` (the config file's crate, with the templates).
 //! * `forward`: one task per uplink reads its topics past its committed
 //!   offsets, sends, and commits after the upstream's acknowledgement.
 //! * [`mqtt`]: the link to an upstream MQTT broker (and what its
@@ -15,13 +16,11 @@
 //! path, so mapping rules, retained messages and subscribers all apply).
 
 mod backoff;
-pub mod config;
 mod forward;
 pub mod kafka;
 pub mod link;
 pub mod mqtt;
 pub mod state;
-pub mod template;
 mod throttle;
 
 use std::future::Future;
@@ -33,7 +32,7 @@ use cairn_proto::frame::UplinkInfo;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{UplinkSettings, UplinkSpec};
+pub use cairn_config::uplink::{UplinkSettings, UplinkSpec};
 pub use state::LinkState;
 use state::{Counters, Shared};
 
@@ -51,10 +50,8 @@ pub trait LocalSink: Send + Sync + 'static {
 /// Errors of the uplinks, with what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UplinkError {
-    #[error("uplink '{name}': {problem}")]
-    Config { name: String, problem: String },
-    #[error("not an uplink's settings: {0}")]
-    Toml(String),
+    #[error(transparent)]
+    Settings(#[from] cairn_config::uplink::UplinkSettingsError),
     #[error("an uplink named '{0}' exists already")]
     Duplicate(String),
     #[error("no uplink is named '{0}'")]
@@ -102,8 +99,9 @@ impl Uplinks {
         }
         let stored = uplinks.log.uplinks().map_err(|e| UplinkError::Storage(e.to_string()))?;
         for (name, text) in stored {
-            let checked = config::parse_settings(&String::from_utf8_lossy(&text))
-                .and_then(|settings| UplinkSpec::try_from(&settings));
+            let checked = cairn_config::uplink::parse_settings(&String::from_utf8_lossy(&text))
+                .and_then(|settings| UplinkSpec::try_from(&settings))
+                .map_err(UplinkError::from);
             match checked.and_then(|spec| uplinks.run(spec, false)) {
                 Ok(()) => {}
                 Err(e) => tracing::error!(uplink = %name, error = %e, "a stored uplink cannot start"),
@@ -115,7 +113,7 @@ impl Uplinks {
     /// Declares an uplink at runtime from `toml` (the keys of an
     /// `[[uplink]]` table), stores it in the log and starts it.
     pub async fn add(&self, toml: &str) -> Result<UplinkInfo, UplinkError> {
-        let settings = config::parse_settings(toml)?;
+        let settings = cairn_config::uplink::parse_settings(toml)?;
         let spec = UplinkSpec::try_from(&settings)?;
         let name = spec.name.clone();
         if self.lock().iter().any(|r| r.spec.name == name) {

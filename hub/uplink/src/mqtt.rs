@@ -20,10 +20,10 @@ use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::MqttSpec;
 use crate::link::{Link, Outgoing, SendError};
 use crate::state::{Counters, Shared};
 use crate::LocalSink;
+use cairn_config::uplink::MqttSpec;
 
 /// What the event-loop task tells the link.
 #[derive(Debug)]
@@ -211,7 +211,7 @@ async fn store_down(
     mut down: mpsc::UnboundedReceiver<Publish>,
     client: AsyncClient,
     sink: Arc<dyn LocalSink>,
-    local: crate::template::Template,
+    local: cairn_config::template::Template,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) {

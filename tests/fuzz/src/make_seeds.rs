@@ -1,7 +1,8 @@
 //! Writes the seed corpora (`corpus/<target>/`) from real encodings: a few
 //! requests of each kind, record batches with and without keys and headers,
 //! framed serial messages, device responses, MQTT client packets (3.1.1 and
-//! 5, written by rumqttc), plugin outputs. Run once; the corpora are checked
+//! 5, written by rumqttc), plugin outputs, config files (every TOML example
+//! of the docs and the config crate). Run once; the corpora are checked
 //! in, and fuzzing adds to them.
 
 use std::path::Path;
@@ -81,6 +82,7 @@ fn main() {
         write("plugin_output", name, &output);
     }
     mqtt_seeds();
+    config_seeds();
     println!("seed corpora written under {}", Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").display());
 }
 
@@ -152,4 +154,44 @@ fn mqtt_seeds() {
         packet.write(&mut session, None).unwrap();
     }
     write("mqtt_packets", "v5_session", &session);
+}
+
+/// Every ```toml block a user may copy: the config crate's documented
+/// examples and those of docs/*.md.
+fn config_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut sources = Vec::new();
+    for dir in ["hub/config/src", "docs"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        sources.extend(files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "rs" || e == "md")));
+    }
+    for path in sources {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut block: Option<String> = None;
+        let mut n = 0;
+        for line in text.lines() {
+            // Rust doc comments carry the block behind `//! ` or `/// `.
+            let line = line.trim_start();
+            let line = ["//! ", "/// ", "//!", "///"].iter().find_map(|p| line.strip_prefix(p)).unwrap_or(line);
+            match (&mut block, line.trim_end()) {
+                (None, "```toml") => block = Some(String::new()),
+                (Some(b), "```") => {
+                    n += 1;
+                    let stem = path.file_stem().unwrap().to_string_lossy();
+                    write("config_file", &format!("{stem}_{n}.toml"), b.as_bytes());
+                    block = None;
+                }
+                (Some(b), _) => {
+                    b.push_str(line);
+                    b.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    // Mistakes users make: a misspelt key, a wrong type, an address list.
+    write("config_file", "typo.toml", b"[native]\nadress = \"127.0.0.1:7878\"\n");
+    write("config_file", "wrong_type.toml", b"[log]\nquick_repair = \"yes\"\n");
+    write("config_file", "addr_list.toml", b"[mqtt]\naddr = [\"0.0.0.0:1883\", \"[::]:1884\"]\n");
 }

@@ -22,19 +22,11 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-
 use super::topics::{self, TopicError, INTERNAL_PREFIX};
 use cairn_log::validate_topic_name;
 
-/// A rule as written in the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSettings {
-    pub filter: String,
-    pub topic: String,
-    pub key: Option<String>,
-}
+/// A rule as written in the config file (`[[mqtt.mapping]]`).
+pub use cairn_config::RuleSettings;
 
 /// Why a rule in the config cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

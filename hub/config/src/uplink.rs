@@ -28,10 +28,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_proto::topic::validate_topic_name;
 use serde::Deserialize;
 
 use crate::template::Template;
-use crate::UplinkError;
+
+/// Why an uplink's settings cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkSettingsError {
+    #[error("uplink '{name}': {problem}")]
+    Invalid { name: String, problem: String },
+    #[error("not an uplink's settings: {0}")]
+    Toml(String),
+}
 
 /// Where a new uplink starts reading its topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -102,7 +111,7 @@ pub struct UplinkSettings {
 
 /// Reads one uplink's settings from TOML: the keys of an `[[uplink]]`
 /// table, bare or under that header (the first table then).
-pub fn parse_settings(toml: &str) -> Result<UplinkSettings, UplinkError> {
+pub fn parse_settings(toml: &str) -> Result<UplinkSettings, UplinkSettingsError> {
     #[derive(Deserialize)]
     struct File {
         uplink: Vec<UplinkSettings>,
@@ -112,7 +121,7 @@ pub fn parse_settings(toml: &str) -> Result<UplinkSettings, UplinkError> {
             return Ok(first);
         }
     }
-    toml::from_str::<UplinkSettings>(toml).map_err(|e| UplinkError::Toml(e.to_string()))
+    toml::from_str::<UplinkSettings>(toml).map_err(|e| UplinkSettingsError::Toml(e.to_string()))
 }
 
 /// An uplink's settings, checked, with defaults applied.
@@ -199,10 +208,10 @@ pub fn group_name(name: &str) -> String {
 const MAX_BATCH_RECORDS: usize = 10_000;
 
 impl TryFrom<&UplinkSettings> for UplinkSpec {
-    type Error = UplinkError;
+    type Error = UplinkSettingsError;
 
-    fn try_from(s: &UplinkSettings) -> Result<Self, UplinkError> {
-        let bad = |problem: String| UplinkError::Config { name: s.name.clone(), problem };
+    fn try_from(s: &UplinkSettings) -> Result<Self, UplinkSettingsError> {
+        let bad = |problem: String| UplinkSettingsError::Invalid { name: s.name.clone(), problem };
         if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(bad("the name must be letters, digits, '-', '_' or '.'".into()));
         }
@@ -210,7 +219,7 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
             return Err(bad("it forwards no `topics` and subscribes to nothing".into()));
         }
         for topic in &s.topics {
-            cairn_log::validate_topic_name(topic).map_err(|e| bad(format!("topic '{topic}': {e}")))?;
+            validate_topic_name(topic).map_err(|e| bad(format!("topic '{topic}': {e}")))?;
         }
         let template = |text: &Option<String>, default: &str, allowed: &[&str]| {
             Template::parse(text.as_deref().unwrap_or(default), allowed).map_err(|e| bad(e.to_string()))
@@ -243,14 +252,18 @@ impl TryFrom<&UplinkSettings> for UplinkSpec {
 
 /// Settings that only another kind reads, named if set, so a typo'd kind
 /// or a misplaced setting is not silently ignored.
-fn not_for(kind: &str, set: &[(&str, bool)], bad: &dyn Fn(String) -> UplinkError) -> Result<(), UplinkError> {
+fn not_for(
+    kind: &str,
+    set: &[(&str, bool)],
+    bad: &dyn Fn(String) -> UplinkSettingsError,
+) -> Result<(), UplinkSettingsError> {
     match set.iter().find(|(_, is_set)| *is_set) {
         Some((name, _)) => Err(bad(format!("`{name}` is not a setting of a {kind} uplink"))),
         None => Ok(()),
     }
 }
 
-fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<MqttSpec, UplinkError> {
+fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkSettingsError) -> Result<MqttSpec, UplinkSettingsError> {
     not_for(
         "mqtt",
         &[
@@ -287,7 +300,10 @@ fn mqtt_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<
     })
 }
 
-fn kafka_spec(s: &UplinkSettings, bad: &dyn Fn(String) -> UplinkError) -> Result<KafkaSpec, UplinkError> {
+fn kafka_spec(
+    s: &UplinkSettings,
+    bad: &dyn Fn(String) -> UplinkSettingsError,
+) -> Result<KafkaSpec, UplinkSettingsError> {
     not_for(
         "kafka",
         &[
