@@ -6,6 +6,8 @@
 # - cairn-client, what a Rust application depends on, pulls in none of the
 #   hub's server-side stack (plugin runtime, storage, MQTT, CLI, serial);
 # - cairn-hub without default features builds without the plugin runtime.
+# - `cairn` without default features (the small gateway build) has neither
+#   the plugin runtime nor librdkafka and OpenSSL;
 # - cairn-config, the config file, is plain data and checks: no runtime, no
 #   storage, no network (it is fuzzed on its own, tests/fuzz).
 set -euo pipefail
@@ -34,4 +36,5 @@ check cairn-log "" wasmtime cranelift-codegen rumqttc clap tokio-serial
 check cairn-hub "--no-default-features" wasmtime cranelift-codegen wit-component
 check cairn-config "" tokio redb rumqttc rdkafka rustls clap wasmtime
 check cairn-uplink "" wasmtime cranelift-codegen wit-component clap tokio-serial
+check cairn "--no-default-features" wasmtime cranelift-codegen rdkafka-sys openssl-sys
 exit $fail

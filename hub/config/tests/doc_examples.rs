@@ -61,3 +61,24 @@ fn every_toml_example_in_the_docs_is_accepted() {
     }
     assert!(checked >= 5, "the docs have TOML examples ({checked} found)");
 }
+
+#[test]
+fn the_packaged_config_file_is_accepted_and_keeps_the_data_in_var_lib() {
+    // /etc/cairn/cairn.toml of the Debian package (hub/cli/debian/).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/debian/cairn.toml");
+    let settings = Settings::from_toml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(settings.data_dir.as_deref(), Some(Path::new("/var/lib/cairn")));
+    // Every commented key, uncommented, is a valid setting too.
+    let uncommented: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with('[') || rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let all = Settings::from_toml(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+    assert!(all.mqtt.tls_addr.is_some() && all.uplink.len() == 1, "the keys were uncommented");
+    UplinkSpec::try_from(&all.uplink[0]).unwrap();
+}

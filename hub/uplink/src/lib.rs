@@ -17,6 +17,7 @@
 
 mod backoff;
 mod forward;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod link;
 pub mod mqtt;
@@ -60,6 +61,8 @@ pub enum UplinkError {
     Declared(String),
     #[error("cannot store the uplink: {0}")]
     Storage(String),
+    #[error("uplink '{0}' is of kind kafka, and this cairn was built without Kafka (cargo feature `kafka`)")]
+    NoKafka(String),
 }
 
 /// What the operator asks of a running uplink.
@@ -152,6 +155,9 @@ impl Uplinks {
         let mut running = self.lock();
         if running.iter().any(|r| r.spec.name == spec.name) {
             return Err(UplinkError::Duplicate(spec.name));
+        }
+        if !cfg!(feature = "kafka") && matches!(spec.target, cairn_config::uplink::Target::Kafka(_)) {
+            return Err(UplinkError::NoKafka(spec.name));
         }
         let spec = Arc::new(spec);
         let shared = Arc::new(Shared::default());

@@ -70,6 +70,20 @@ impl Hub {
     pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Hub {
         let mut cmd = Command::new(cairn());
         cmd.envs(env.iter().copied());
+        Hub::start_command(cmd, data, extra)
+    }
+
+    /// [`Hub::start`] with another `cairn` binary, run by `runner` (an
+    /// emulator such as `qemu-aarch64 -L /usr/aarch64-linux-gnu`, or
+    /// `runuser -u cairn --`).
+    pub fn start_via(runner: &[&str], binary: &Path, data: &Path, extra: &[&str]) -> Hub {
+        let mut cmd = Command::new(runner[0]);
+        cmd.args(&runner[1..]).arg(binary);
+        Hub::start_command(cmd, data, extra)
+    }
+
+    /// Runs `cmd serve …` (`cmd` names the binary) and waits until it says it is running.
+    fn start_command(mut cmd: Command, data: &Path, extra: &[&str]) -> Hub {
         cmd.arg("serve");
         if !extra.contains(&"--native-addr") {
             cmd.args(["--native-addr", "127.0.0.1:0"]);

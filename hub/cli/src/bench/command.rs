@@ -32,6 +32,7 @@ pub enum BenchCommand {
     /// librdkafka's idempotent producer straight to a Kafka-API broker:
     /// records/s until everything is acknowledged (the reference for Kafka
     /// uplinks).
+    #[cfg(feature = "kafka")]
     Kafka(super::kafka::BenchKafkaArgs),
     /// One WebAssembly plugin stage alone: records/s through the plugin
     /// (batches in, validated output batches out), compile and cached-load time.
@@ -242,6 +243,7 @@ pub async fn run(command: BenchCommand) -> Result<(), AnyError> {
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::E2e(args) => bench_e2e(args).await,
         BenchCommand::Mqtt(args) => bench_mqtt(args).await,
+        #[cfg(feature = "kafka")]
         BenchCommand::Kafka(args) => super::kafka::run(args).await,
         BenchCommand::Plugin(args) => bench_plugin(args),
     }

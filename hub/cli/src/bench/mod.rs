@@ -2,6 +2,7 @@
 //! Method and figures: docs/BENCHMARKS.md.
 
 pub mod command;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mqtt;
 pub mod native;
