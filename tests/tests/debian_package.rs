@@ -5,6 +5,9 @@
 //! unit's ExecStart line is run as its User=; then an upgrade keeps the
 //! log and the operator's edit of the config, and a purge removes them.
 //!
+//! A plugin crate scaffolded by the installed binary builds: the scaffold
+//! carries the SDK, nothing points into a source tree.
+//!
 //! It packages the `cairn` binary the tests run (the debug build), with
 //! cargo-deb (installed by scripts/test.sh), and needs root (dpkg).
 
@@ -84,6 +87,41 @@ async fn values(hub: &Hub, topic: &str) -> Vec<String> {
     fetched.records().map(|r| String::from_utf8_lossy(r.value).into_owned()).collect()
 }
 
+/// `cairn plugin new` from the installed binary, then a WebAssembly build:
+/// nothing in the crate points into a source tree.
+fn scaffold_and_build_a_plugin(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out =
+        Command::new("/usr/bin/cairn").args(["plugin", "new", "packaged-filter"]).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crate_dir = dir.join("packaged-filter");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap();
+    let mut pending = vec![crate_dir.clone()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains(workspace.to_str().unwrap()), "{} names the source tree", path.display());
+        }
+    }
+    // Built as scripts/build-plugins.sh builds the examples; with the
+    // workspace's lock file and target directory, offline, so it is quick.
+    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target");
+    let wasm = target.join("wasm32-unknown-unknown/release/packaged_filter.wasm");
+    let _ = std::fs::remove_file(&wasm);
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--offline", "--release", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .current_dir(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    assert!(wasm.exists(), "{} was built", wasm.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_package_installs_runs_as_its_user_upgrades_keeping_data_and_config_and_purges() {
     let me = run("id", &["-u"]);
@@ -113,6 +151,9 @@ async fn the_package_installs_runs_as_its_user_upgrades_keeping_data_and_config_
     }
     run("systemd-analyze", &["verify", unit_path]);
     run("/usr/bin/cairn", &["--version"]);
+
+    // A plugin author with only the package: the scaffold carries its SDK.
+    scaffold_and_build_a_plugin(&dir.path().join("author"));
 
     // The service, as systemd would start it: writes its log as `cairn`.
     let exec = exec_start(&unit);

@@ -612,6 +612,12 @@ async fn a_scaffolded_plugin_builds_uploads_and_filters() {
         .output()
         .unwrap();
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // It carries the SDK it builds with, and no path into this source tree.
+    let manifest = std::fs::read_to_string(dir.path().join("my-filter/Cargo.toml")).unwrap();
+    assert!(manifest.contains(r#"path = "cairn-sdk/cairn-plugin-sdk""#), "{manifest}");
+    assert!(dir.path().join("my-filter/cairn-sdk/wit/cairn.wit").exists());
+    let sdk = std::fs::read_to_string(dir.path().join("my-filter/cairn-sdk/cairn-plugin-sdk/Cargo.toml")).unwrap();
+    assert!(sdk.contains(r#"path = "../cairn-proto""#) && !sdk.contains("workspace"), "{sdk}");
     // Built like scripts/build-plugins.sh builds the examples, into the
     // workspace's target directory so the SDK's dependencies are reused;
     // with the workspace's lock file, offline.

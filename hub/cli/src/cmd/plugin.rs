@@ -36,12 +36,14 @@ pub enum PluginCommand {
     /// Show what a plugin would do to the last records of a topic, without
     /// attaching it or writing anything.
     DryRun(DryRunArgs),
-    /// Create a new plugin crate (Cargo.toml, src/lib.rs) in ./NAME.
+    /// Create a new plugin crate (Cargo.toml, src/lib.rs) in ./NAME, with
+    /// the plugin SDK of this cairn in NAME/cairn-sdk/ (it builds anywhere).
     New {
         name: String,
-        /// Path of the cairn-plugin-sdk crate to depend on.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/sdk"))]
-        sdk: PathBuf,
+        /// Depend on this cairn-plugin-sdk crate instead (a Cairn source
+        /// checkout's plugins/sdk) of writing the bundled SDK.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -121,7 +123,7 @@ fn start_from(s: &str) -> Result<AttachFrom, AnyError> {
 
 pub async fn run(command: PluginCommand, hub: HubArgs) -> Result<(), AnyError> {
     if let PluginCommand::New { name, sdk } = &command {
-        return scaffold(name, sdk);
+        return scaffold(name, sdk.as_deref());
     }
     let client = hub.connect().await?;
     match command {
@@ -283,16 +285,37 @@ fn attachment_line(a: &AttachmentInfo) -> String {
     format!("{} = {}@{} on {place} [{}] {status}", a.name, a.plugin, a.version, params.join(" "))
 }
 
-/// Writes a new plugin crate: a threshold-style filter to edit.
-fn scaffold(name: &str, sdk: &std::path::Path) -> Result<(), AnyError> {
+/// The plugin SDK this binary was built with, bundled by build.rs.
+mod sdk_bundle {
+    include!(concat!(env!("OUT_DIR"), "/sdk_bundle.rs"));
+}
+
+/// Where the new crate's SDK is, bundled within it.
+const BUNDLED_SDK_DIR: &str = "cairn-sdk";
+
+/// Writes a new plugin crate: a threshold-style filter to edit, depending on
+/// the SDK at `sdk` or (by default) on a copy of the bundled one.
+fn scaffold(name: &str, sdk: Option<&std::path::Path>) -> Result<(), AnyError> {
     let dir = PathBuf::from(name);
     if dir.exists() {
         return Err(format!("{} already exists; choose another name", dir.display()).into());
     }
     let crate_name = dir.file_name().map(|n| n.to_string_lossy().to_string()).ok_or("give the plugin a name")?;
-    let sdk = std::fs::canonicalize(sdk)
-        .map_err(|e| format!("the plugin SDK is not at {} ({e}); pass --sdk <path to plugins/sdk>", sdk.display()))?;
+    let sdk_path = match sdk {
+        Some(sdk) => std::fs::canonicalize(sdk)
+            .map_err(|e| format!("the plugin SDK is not at {} ({e}); pass --sdk <path to plugins/sdk>", sdk.display()))?
+            .display()
+            .to_string(),
+        None => format!("{BUNDLED_SDK_DIR}/cairn-plugin-sdk"),
+    };
     std::fs::create_dir_all(dir.join("src"))?;
+    if sdk.is_none() {
+        for (path, contents) in sdk_bundle::FILES {
+            let file = dir.join(BUNDLED_SDK_DIR).join(path);
+            std::fs::create_dir_all(file.parent().expect("a bundled file is in a directory"))?;
+            std::fs::write(file, contents)?;
+        }
+    }
     std::fs::write(
         dir.join("Cargo.toml"),
         format!(
@@ -307,13 +330,12 @@ edition = "2021"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-cairn-plugin-sdk = {{ path = "{sdk}" }}
+cairn-plugin-sdk = {{ path = "{sdk_path}" }}
 
 # Its own workspace, not a member of any around it.
 [workspace]
 "#,
             lib = crate_name.replace('-', "_"),
-            sdk = sdk.display()
         ),
     )?;
     std::fs::write(dir.join("src/lib.rs"), SCAFFOLD_LIB)?;
