@@ -20,7 +20,6 @@ trap 'kill $HUB 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' E
 # name: the dist profile's settings overridden (CARGO_PROFILE_DIST_*).
 VARIANTS=(
     "dist:"
-    "dist+thin-lto:LTO=thin"
     "dist+fat-lto+1cgu:LTO=fat CODEGEN_UNITS=1"
     "dist+fat-lto+1cgu+abort:LTO=fat CODEGEN_UNITS=1 PANIC=abort"
     "dist+opt-s+fat-lto+1cgu:OPT_LEVEL=s LTO=fat CODEGEN_UNITS=1"

@@ -27,6 +27,10 @@ for option in "$@"; do
     esac
 done
 FEATURES="$(echo "${FEATURES[*]}" | xargs | tr ' ' ',')"
+if [ "$TARGET" = armv7-unknown-linux-gnueabihf ] && [[ ",$FEATURES," == *,wasm,* ]]; then
+    echo "error: plugins need wasmtime's Cranelift compiler, which has no 32-bit ARM backend: add --no-plugins" >&2
+    exit 2
+fi
 
 case "$TARGET" in
     aarch64-unknown-linux-gnu) GNU=aarch64-linux-gnu; PKGS="gcc-aarch64-linux-gnu g++-aarch64-linux-gnu" ;;
