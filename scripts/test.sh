@@ -8,8 +8,9 @@
 #   in the clock-jump test), from Debian's packages, when missing;
 # - chromium and chromium-driver (the status page in a real browser), from
 #   Debian's packages, when missing;
-# - for the gateway: the aarch64 cross compiler and qemu-user (the hub
-#   cross-built and run under qemu-aarch64), from Debian's packages, and
+# - for the gateway: qemu-user (runs the hub cross-built for aarch64 by
+#   scripts/build-gateway.sh, which installs the cross compilers), from
+#   Debian's packages, and
 #   cargo-deb (the Debian package, installed with dpkg by a test), from
 #   crates.io;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
@@ -45,13 +46,12 @@ if ! [ -x /usr/bin/chromium ] || ! [ -x /usr/bin/chromedriver ]; then
         chromium chromium-driver >/dev/null
 fi
 
-if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
-    echo "installing the aarch64 cross compilers and qemu-user (Debian packages)"
+if ! command -v qemu-aarch64 >/dev/null; then
+    echo "installing qemu-user (Debian package)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
 fi
 if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
     echo "installing cargo-deb 3.8.0"

@@ -16,7 +16,6 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use cairn_client::Client;
 use common::Hub;
@@ -82,9 +81,7 @@ fn start_as_service(exec: &[String]) -> Hub {
 }
 
 async fn values(hub: &Hub, topic: &str) -> Vec<String> {
-    let client = Client::connect(&hub.addr).await.unwrap();
-    let fetched = client.fetch(topic, 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
-    fetched.records().map(|r| String::from_utf8_lossy(r.value).into_owned()).collect()
+    common::values(&Client::connect(&hub.addr).await.unwrap(), topic).await
 }
 
 /// `cairn plugin new` from the installed binary, then a WebAssembly build:
@@ -105,21 +102,7 @@ fn scaffold_and_build_a_plugin(dir: &Path) {
             assert!(!text.contains(workspace.to_str().unwrap()), "{} names the source tree", path.display());
         }
     }
-    // Built as scripts/build-plugins.sh builds the examples; with the
-    // workspace's lock file and target directory, offline, so it is quick.
-    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
-    let target = workspace.join("target");
-    let wasm = target.join("wasm32-unknown-unknown/release/packaged_filter.wasm");
-    let _ = std::fs::remove_file(&wasm);
-    let build = Command::new(env!("CARGO"))
-        .args(["build", "--offline", "--release", "--target", "wasm32-unknown-unknown"])
-        .env("CARGO_TARGET_DIR", &target)
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .current_dir(&crate_dir)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    assert!(wasm.exists(), "{} was built", wasm.display());
+    common::build_plugin_crate(&crate_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_client::Client;
-use common::Hub;
+use common::{values, Hub};
 
 fn aarch64_binary() -> PathBuf {
     let bin = std::env::var_os("CAIRN_AARCH64_BIN").map(PathBuf::from).unwrap_or_else(|| {
@@ -33,7 +33,9 @@ fn aarch64_binary() -> PathBuf {
 
 /// ELF's machine field (bytes 18–19, little-endian): 0xB7 is AArch64.
 fn elf_machine(path: &Path) -> u16 {
-    let bytes = std::fs::read(path).unwrap();
+    use std::io::Read;
+    let mut bytes = [0u8; 20];
+    std::fs::File::open(path).unwrap().read_exact(&mut bytes).unwrap();
     assert_eq!(&bytes[..4], b"\x7fELF", "{} is an ELF file", path.display());
     u16::from_le_bytes([bytes[18], bytes[19]])
 }
@@ -43,11 +45,6 @@ fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-async fn values(client: &Client, topic: &str) -> Vec<String> {
-    let fetched = client.fetch(topic, 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
-    fetched.records().map(|r| String::from_utf8_lossy(r.value).into_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -618,23 +618,7 @@ async fn a_scaffolded_plugin_builds_uploads_and_filters() {
     assert!(dir.path().join("my-filter/cairn-sdk/wit/cairn.wit").exists());
     let sdk = std::fs::read_to_string(dir.path().join("my-filter/cairn-sdk/cairn-plugin-sdk/Cargo.toml")).unwrap();
     assert!(sdk.contains(r#"path = "../cairn-proto""#) && !sdk.contains("workspace"), "{sdk}");
-    // Built like scripts/build-plugins.sh builds the examples, into the
-    // workspace's target directory so the SDK's dependencies are reused;
-    // with the workspace's lock file, offline.
-    let crate_dir = dir.path().join("my-filter");
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
-    let target = workspace.join("target");
-    let build = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--offline", "--release", "--target", "wasm32-unknown-unknown"])
-        .env("CARGO_TARGET_DIR", &target)
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        .current_dir(&crate_dir)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    let wasm = target.join("wasm32-unknown-unknown/release/my_filter.wasm");
+    let wasm = common::build_plugin_crate(&dir.path().join("my-filter"));
     let (ok, out, err) = hub.cli(&["plugin", "upload", wasm.to_str().unwrap()], None);
     assert!(ok && out.contains("uploaded my-filter@1"), "{out} {err}");
     let (ok, _, err) = hub.cli(&["topic", "create", "t"], None);

@@ -75,7 +75,7 @@ impl Hub {
 
     /// [`Hub::start`] with another `cairn` binary, run by `runner` (an
     /// emulator such as `qemu-aarch64 -L /usr/aarch64-linux-gnu`, or
-    /// `runuser -u cairn --`).
+    /// `setpriv --reuid=cairn …` to run it as another user).
     pub fn start_via(runner: &[&str], binary: &Path, data: &Path, extra: &[&str]) -> Hub {
         let mut cmd = Command::new(runner[0]);
         cmd.args(&runner[1..]).arg(binary);
@@ -284,4 +284,34 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// The values of partition 0 of `topic`, as text, from the start.
+pub async fn values(client: &cairn_client::Client, topic: &str) -> Vec<String> {
+    let fetched = client.fetch(topic, 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+    fetched.records().map(|r| String::from_utf8_lossy(r.value).into_owned()).collect()
+}
+
+/// Builds a plugin crate made by `cairn plugin new` as scripts/build-plugins.sh
+/// builds the examples, into the workspace's target directory with the
+/// workspace's lock file, offline (the SDK's dependencies are reused, so it is
+/// quick); returns the `.wasm`, deleted first so an older build cannot pass.
+pub fn build_plugin_crate(crate_dir: &Path) -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = workspace.join("target");
+    let lib = crate_dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let wasm = target.join(format!("wasm32-unknown-unknown/release/{lib}.wasm"));
+    let _ = std::fs::remove_file(&wasm);
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--offline", "--release", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .current_dir(crate_dir)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    assert!(wasm.exists(), "{} was built", wasm.display());
+    wasm
 }
