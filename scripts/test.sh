@@ -89,9 +89,9 @@ cargo build --locked -p cairn-firmware -p cairn-tmp102 --target thumbv7em-none-e
 
 # The hub cross-built for 64-bit ARM gateways, which tests/gateway_qemu.rs
 # runs under qemu-aarch64: the dev profile (as the tests) and no Kafka
-# uplinks (librdkafka and OpenSSL from source would add minutes; they
-# cross-build in the full build). The `dist` build and the armv7 one are
-# built by hand (docs/gateway.md, docs/BENCHMARKS.md).
+# uplinks (librdkafka's C build would add minutes, and Debian's arm64
+# OpenSSL a multiarch install). The `dist` builds with Kafka, and the armv7
+# one, are built by hand (docs/gateway.md, docs/BENCHMARKS.md).
 PROFILE=dev ./scripts/build-gateway.sh aarch64-unknown-linux-gnu --no-kafka
 
 # Each crate's dependencies match its role (a light client, a hub that

@@ -57,8 +57,13 @@ async fn the_aarch64_build_serves_mqtt_native_and_a_plugin_under_qemu() {
     );
     let dir = tempfile::tempdir().unwrap();
     // -L: where the ARM C library and dynamic loader are (Debian's
-    // libc6-arm64-cross, installed with the cross compiler).
-    let mut hub = Hub::start_via(&["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"], &bin, dir.path(), &[]);
+    // libc6-arm64-cross, installed with the cross compiler). The loader
+    // must load that C library, not the one of libc6:arm64 (installed with
+    // libssl-dev:arm64 for a build with Kafka, and named in this machine's
+    // ld.so.cache): a loader and libc of different builds hang at start.
+    // Other ARM libraries (libssl3) are still found where Debian puts them.
+    let runner = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", "-E", "LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib"];
+    let mut hub = Hub::start_via(&runner, &bin, dir.path(), &[]);
     // Idle, as an operator would see it on the box (here the emulator's own
     // memory is included, so the real figure is lower).
     tokio::time::sleep(Duration::from_millis(500)).await;
