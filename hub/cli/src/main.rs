@@ -98,10 +98,10 @@ enum Command {
 }
 
 /// Which log lines are written: `RUST_LOG` as a level, or a level per
-/// target (`cairn_hub=debug,info`), and `info` without it. A per-target
-/// filter (not tracing's `EnvFilter`, whose span and field matching needs a
-/// regex engine: 0.3 MB of binary a gateway has no use for). One it cannot
-/// read is reported, not silently ignored.
+/// target (`cairn_hub=debug,info`), and `info` without it. tracing's
+/// per-target filter rather than its `EnvFilter`, whose span and field
+/// matching brings a regex engine (370 KB of binary). A `RUST_LOG` it
+/// cannot read is reported, not silently ignored.
 fn log_filter() -> Targets {
     let default = Targets::new().with_default(tracing::Level::INFO);
     match std::env::var("RUST_LOG") {
