@@ -9,15 +9,67 @@
 # two cores. Then the page's first load in headless chromium (time to the
 # load event, bytes transferred), median of several loads.
 # Usage: scripts/bench-console.sh [runs]
+#        scripts/bench-console.sh --gateway [loads]
+# --gateway measures only the page's first load, served by the aarch64
+# gateway build (scripts/build-gateway.sh; built when missing) under
+# qemu-aarch64, and by this machine's build in the same run for reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS="${1:-5}"
 source scripts/lib-hub.sh
-ensure_cairn
 WORK="$(mktemp -d)"
 HUB="" OBSERVERS=()
 stop_observers() { for p in "${OBSERVERS[@]}"; do kill "$p" 2>/dev/null || true; done; OBSERVERS=(); }
 trap 'stop_observers; kill $HUB 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+if [ "${1:-}" = --gateway ]; then
+    LOADS="${2:-7}"
+    ARM=target/aarch64-unknown-linux-gnu/dist/cairn
+    if [ ! -x "$ARM" ]; then scripts/build-gateway.sh aarch64-unknown-linux-gnu; fi
+    if ! command -v qemu-aarch64 >/dev/null; then
+        echo "error: qemu-aarch64 is missing: install Debian's qemu-user (scripts/test.sh does)" >&2
+        exit 1
+    fi
+    ensure_cairn
+    # Both hubs hold the same data: a 4-partition topic with 20,000
+    # records and a consumer group part-way through, so the page has
+    # topics, sizes and lag to show. The client is this machine's build.
+    PIDS=()
+    for hub in aarch64 native; do
+        if [ $hub = aarch64 ]; then
+            HUB_BIN=$ARM HUB_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib"
+        else
+            HUB_BIN="" HUB_RUNNER=""
+        fi
+        serve_hub $hub --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --http-addr 127.0.0.1:0
+        PIDS+=("$PID")
+        HUB="${PIDS[*]}"
+        native=$(listening $hub "native protocol")
+        "$CAIRN" topic create sensors --hub "$native" --partitions 4 >/dev/null
+        "$CAIRN" bench produce --hub "$native" --topic sensors --records 20000 >/dev/null
+        "$CAIRN" consume sensors --hub "$native" --group dashboard --from-beginning --max 5000 >/dev/null
+    done
+    for hub in aarch64 native; do
+        echo "== $hub hub: the status page's first load in headless chromium ($LOADS loads)"
+        python3 tests/console_browser.py --load "http://$(listening $hub HTTP)/" "$LOADS"
+    done
+    # The hub's share of a load: the page and the overview it then asks
+    # for, fetched by curl, alternating between the hubs.
+    for path in / /api/overview; do
+        for hub in aarch64 native; do : >"$WORK/$hub.times"; done
+        for _ in $(seq 20); do
+            for hub in aarch64 native; do
+                curl -s -o /dev/null -w '%{time_total}\n' "http://$(listening $hub HTTP)$path" >>"$WORK/$hub.times"
+            done
+        done
+        for hub in aarch64 native; do
+            echo "$hub hub: GET $path median $(median <"$WORK/$hub.times" | awk '{printf "%.1f", $1 * 1000}') ms (20 requests)"
+        done
+    done
+    exit 0
+fi
+
+RUNS="${1:-5}"
+ensure_cairn
 
 serve_hub data --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --http-addr 127.0.0.1:0
 HUB=$PID

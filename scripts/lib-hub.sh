@@ -15,10 +15,13 @@ ensure_cairn() {
 
 # serve_hub NAME ARGS...: starts a release `cairn serve` with its data in
 # $WORK/NAME and its log in $WORK/NAME.log, waits until it runs, and sets
-# PID. Extra arguments go to `serve`. Needs CAIRN and WORK set.
+# PID. Extra arguments go to `serve`. Needs CAIRN and WORK set. The hub is
+# $HUB_BIN instead when that is set, run by $HUB_RUNNER when that is set
+# (an emulator command line, split on spaces).
 serve_hub() {
     local name=$1; shift
-    NO_COLOR=1 RUST_LOG=info "$CAIRN" serve --data-dir "$WORK/$name" "$@" 2>"$WORK/$name.log" &
+    # shellcheck disable=SC2086
+    NO_COLOR=1 RUST_LOG=info ${HUB_RUNNER:-} "${HUB_BIN:-$CAIRN}" serve --data-dir "$WORK/$name" "$@" 2>"$WORK/$name.log" &
     PID=$!
     for _ in $(seq 1 300); do
         grep -q "cairn is running" "$WORK/$name.log" 2>/dev/null && break
