@@ -8,11 +8,11 @@
 # threshold example) and librdkafka producing to a local Kafka-API broker
 # (`cairn bench kafka` to Tansu, in memory).
 #
-# Each run, for each build in turn (the order reversed every other run): a fresh hub of that build takes the
-# batched native produce (2 M × 100 B, 4 producers × 4 batches in flight)
-# and 10 MQTT QoS 1 publishers × 100 in flight, driven by the first build's
-# client so only the hub differs; then the build's own plugin and Kafka
-# benchmarks. Medians of RUNS runs, ratios to the first build.
+# Each run, for each build in turn (the order reversed every other run): a
+# fresh hub of that build takes the loads of bench-profiles.sh (hub_loads in
+# lib-hub.sh), driven by the first build's client so only the hub differs;
+# then the build's own plugin and Kafka benchmarks. Medians of RUNS runs,
+# ratios to the first build.
 # Usage: scripts/bench-builds.sh RUNS CAIRN_BINARY...   (the first is the reference)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,12 @@ CLIENT="${BUILDS[0]}"
 LOADS=(native mqtt plugin compile kafka)
 for i in "${!BUILDS[@]}"; do
     [ -x "${BUILDS[$i]}" ] || { echo "error: ${BUILDS[$i]} is not an executable" >&2; exit 2; }
+    for command in plugin kafka; do
+        if ! "${BUILDS[$i]}" bench "$command" --help >/dev/null 2>&1; then
+            echo "error: ${BUILDS[$i]} has no \`cairn bench $command\`: compare builds with plugins and Kafka" >&2
+            exit 2
+        fi
+    done
     for load in "${LOADS[@]}"; do : >"$WORK/$i.$load"; done
 done
 for run in $(seq "$RUNS"); do
@@ -43,16 +49,8 @@ for run in $(seq "$RUNS"); do
     if [ $((run % 2)) = 0 ]; then mapfile -t ORDER < <(printf '%s\n' "${ORDER[@]}" | tac); fi
     for i in "${ORDER[@]}"; do
         CAIRN="${BUILDS[$i]}"
-        rm -rf "$WORK/hub" "$WORK/hub.log"
-        serve_hub hub --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --http false
-        HUB=$PID
-        ADDR=$(listening hub "native protocol")
-        MQTT=$(listening hub MQTT)
-        "$CLIENT" bench produce --hub "$ADDR" --topic bench --records 2000000 --batch-records 1000 \
-            --producers 4 --in-flight 4 | sed -n 's/^run 1: *\([0-9]*\) rec\/s.*/\1/p' >>"$WORK/$i.native"
-        "$CLIENT" bench mqtt --broker "$MQTT" --publishers 10 --messages 20000 --qos 1 --in-flight 100 \
-            | sed -n 's/^run 1:.* \([0-9]*\) msg\/s.*/\1/p' >>"$WORK/$i.mqtt"
-        kill $HUB; wait $HUB 2>/dev/null || true; HUB=""
+        hub_loads "$CLIENT"
+        echo "$NATIVE_RATE" >>"$WORK/$i.native"; echo "$MQTT_RATE" >>"$WORK/$i.mqtt"
         # One plugin run: its compile (no cache) and its records/s.
         "$CAIRN" bench plugin --plugin "$PLUGIN" --records 2000000 --runs 1 2>/dev/null >"$WORK/plugin.txt"
         sed -n 's/^run 1:.* = \([0-9]*\) rec\/s.*/\1/p' "$WORK/plugin.txt" >>"$WORK/$i.plugin"

@@ -45,8 +45,8 @@ for variant in "${VARIANTS[@]}"; do
     env_args=("RUSTFLAGS=")
     for s in $settings; do
         case "$s" in
-            ICF=1) env_args[0]+=" -C link-arg=-Wl,--icf=all" ;;
-            RELR=1) env_args[0]+=" -C link-arg=-Wl,-z,pack-relative-relocs" ;;
+            ICF=1) env_args[0]+=" $LINK_ICF" ;;
+            RELR=1) env_args[0]+=" $LINK_RELR" ;;
             *) env_args+=("CARGO_PROFILE_DIST_$s") ;;
         esac
     done
@@ -65,16 +65,8 @@ for run in $(seq "$RUNS"); do
     for variant in "${VARIANTS[@]}"; do
         name="${variant%%:*}"
         CAIRN="$WORK/cairn-$name"
-        rm -rf "$WORK/hub" "$WORK/hub.log"
-        serve_hub hub --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --http false
-        HUB=$PID
-        ADDR=$(listening hub "native protocol")
-        MQTT=$(listening hub MQTT)
-        native=$("$CLIENT" bench produce --hub "$ADDR" --topic bench --records 2000000 --batch-records 1000 \
-            --producers 4 --in-flight 4 | sed -n 's/^run 1: *\([0-9]*\) rec\/s.*/\1/p')
-        mqtt=$("$CLIENT" bench mqtt --broker "$MQTT" --publishers 10 --messages 20000 --qos 1 --in-flight 100 \
-            | sed -n 's/^run 1:.* \([0-9]*\) msg\/s.*/\1/p')
-        kill $HUB; wait $HUB 2>/dev/null || true; HUB=""
+        hub_loads "$CLIENT"
+        native=$NATIVE_RATE mqtt=$MQTT_RATE
         echo "run $run $name: native $native rec/s, mqtt $mqtt msg/s"
         echo "$native" >>"$WORK/$name.native"; echo "$mqtt" >>"$WORK/$name.mqtt"
     done

@@ -75,7 +75,8 @@ VAR="$(tr 'a-z-' 'A-Z_' <<<"$TARGET")"
 # RUSTFLAGS reach the target's code only, because --target is given (build
 # scripts are left alone).
 LLD_DIR="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
-export RUSTFLAGS="-C link-arg=-fuse-ld=lld -C link-arg=-B$LLD_DIR -C link-arg=-Wl,--icf=all -C link-arg=-Wl,-z,pack-relative-relocs"
+source scripts/lib-hub.sh
+export RUSTFLAGS="-C link-arg=-fuse-ld=lld -C link-arg=-B$LLD_DIR $LINK_ICF $LINK_RELR"
 if [ $CROSS = 1 ]; then
     # Cargo's and the cc crate's per-target variables: the cross gcc links
     # the binary and compiles the C parts (librdkafka, zstd, zlib, ring).
@@ -132,7 +133,7 @@ BIN="${CARGO_TARGET_DIR:-target}/$TARGET/$DIR/cairn"
 echo "$BIN: $(stat -c %s "$BIN") bytes"
 
 if [ $DEB = 1 ]; then
-    if ! cargo deb --version >/dev/null 2>&1; then
+    if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
         echo "installing cargo-deb 3.8.0"
         cargo install cargo-deb --version 3.8.0 --locked --quiet
     fi

@@ -1,4 +1,4 @@
-# Shared by the benchmark scripts.
+# Shared by the benchmark scripts and scripts/build-gateway.sh.
 
 # The median of the numbers on stdin, one per line; the upper one of the two
 # middle numbers for an even count, as `cairn bench` reports medians.
@@ -28,6 +28,32 @@ serve_hub() {
         sleep 0.1
     done
 }
+
+# hub_loads CLIENT: a fresh hub of $CAIRN (data in $WORK/hub) takes the
+# batched native produce (2 M × 100 B, 4 producers × 4 batches in flight)
+# and 10 MQTT QoS 1 publishers × 100 in flight, both driven by the `cairn`
+# CLIENT (one build's client for every hub compared, so only the hub
+# differs); sets NATIVE_RATE (rec/s) and MQTT_RATE (msg/s), and HUB while
+# the hub runs. Needs CAIRN and WORK set.
+hub_loads() {
+    local client=$1 native mqtt
+    rm -rf "$WORK/hub" "$WORK/hub.log"
+    serve_hub hub --native-addr 127.0.0.1:0 --mqtt-addr 127.0.0.1:0 --http false
+    HUB=$PID
+    native=$(listening hub "native protocol")
+    mqtt=$(listening hub MQTT)
+    NATIVE_RATE=$("$client" bench produce --hub "$native" --topic bench --records 2000000 --batch-records 1000 \
+        --producers 4 --in-flight 4 | sed -n 's/^run 1: *\([0-9]*\) rec\/s.*/\1/p')
+    MQTT_RATE=$("$client" bench mqtt --broker "$mqtt" --publishers 10 --messages 20000 --qos 1 --in-flight 100 \
+        | sed -n 's/^run 1:.* \([0-9]*\) msg\/s.*/\1/p')
+    kill "$HUB"; wait "$HUB" 2>/dev/null || true; HUB=""
+}
+
+# The link options of the shipped build (scripts/build-gateway.sh; measured
+# in scripts/bench-profiles.sh): fold identical functions, and pack the
+# relocations the loader applies at start (DT_RELR, glibc 2.36).
+LINK_ICF="-C link-arg=-Wl,--icf=all"
+LINK_RELR="-C link-arg=-Wl,-z,pack-relative-relocs"
 
 # listening NAME WHAT: the address hub NAME logged for listener WHAT
 # ("native protocol", "MQTT", "MQTT over TLS").
