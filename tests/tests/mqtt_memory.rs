@@ -135,8 +135,15 @@ async fn ten_thousand_vanishing_clients_leave_no_memory_behind() {
             assert!(Instant::now() < deadline, "sessions not swept: {} of {want}", expired(&hub));
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = rss_kib(pid);
+        // The sweeper hands freed memory back every 2 s while clients
+        // leave, and once more when they are gone: wait up to 10 s for the
+        // RSS to come back within the bound (the lowest reading counts).
+        let settle = Instant::now() + Duration::from_secs(10);
+        let mut after = rss_kib(pid);
+        while after as f64 > start as f64 * 1.2 && Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            after = after.min(rss_kib(pid));
+        }
         report.push((connected, after));
         println!(
             "round {n}: RSS {start} KiB at the start, {connected} KiB with {CLIENTS} clients connected \

@@ -27,12 +27,17 @@ pub(super) async fn run(server: Arc<Server>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     let metrics = server.broker.metrics().clone();
     let mut gone = metrics.mqtt_disconnects.get();
+    // Connections and sessions are still being freed while a wave of
+    // clients leaves, some after a look's trim: so the first quiet look
+    // after a busy one trims once more.
+    let mut busy = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let removed = sweep(&server).await;
                 let now_gone = metrics.mqtt_disconnects.get();
-                if now_gone != gone || removed > 0 {
+                let was_busy = std::mem::replace(&mut busy, now_gone != gone || removed > 0);
+                if busy || was_busy {
                     gone = now_gone;
                     server.sessions.shrink();
                     {
