@@ -82,6 +82,9 @@ pub struct Connect {
     /// MQTT 5: how many topic aliases the hub may use on PUBLISHes to the
     /// client (0 or absent: none).
     pub topic_alias_max: Option<u16>,
+    /// MQTT 5 enhanced authentication: the method the client asked for.
+    /// Cairn has none, so such a CONNECT is refused (MQTT-4.12.0-1).
+    pub auth_method: Option<String>,
 }
 
 /// Topic aliases a client may use on its PUBLISHes (MQTT 5), 1 to this.
@@ -118,8 +121,11 @@ pub enum Incoming {
     },
     PingReq,
     /// `with_will`: MQTT 5 reason 0x04, the will is published all the same.
+    /// `session_expiry`: MQTT 5, a new session expiry interval (seconds)
+    /// replacing the one of the CONNECT.
     Disconnect {
         with_will: bool,
+        session_expiry: Option<u32>,
     },
 }
 
@@ -133,6 +139,8 @@ pub enum Refusal {
     NotAuthorized,
     /// A new persistent session over `[mqtt] max_sessions`.
     QuotaExceeded,
+    /// MQTT 5: an authentication method; Cairn supports none (0x8C).
+    BadAuthenticationMethod,
 }
 
 /// Why a PUBLISH is refused (MQTT 5 reason codes).
@@ -198,9 +206,11 @@ pub enum Outgoing {
         pkid: u16,
         granted: Vec<Result<QoS, SubRefusal>>,
     },
+    /// One entry per filter: whether the session had that subscription
+    /// (MQTT 5 says 0x11 "no subscription existed" where it had not).
     UnsubAck {
         pkid: u16,
-        count: usize,
+        existed: Vec<bool>,
     },
     PingResp,
     /// MQTT 5 only (3.1.1 just closes): tell the client why it is closed.
@@ -257,16 +267,27 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
         return Ok(None);
     };
     let Some(&level) = buf.get(i + 2 + name_len) else { return Ok(None) };
-    match level {
-        4 => Ok(Some(Version::V311)),
-        5 => Ok(Some(Version::V5)),
-        other => Err(CodecError::UnsupportedVersion(other)),
+    let version = match level {
+        4 => Version::V311,
+        5 => Version::V5,
+        other => return Err(CodecError::UnsupportedVersion(other)),
+    };
+    // The connect flags: bit 0 is reserved (MQTT-3.1.2-3), and in 3.1.1 a
+    // password needs a user name (MQTT-3.1.2-22).
+    let Some(&flags) = buf.get(i + 3 + name_len) else { return Ok(None) };
+    if flags & 0x01 != 0 {
+        return Err(CodecError::Malformed("reserved CONNECT flag set".into()));
     }
+    if version == Version::V311 && flags & 0x40 != 0 && flags & 0x80 == 0 {
+        return Err(CodecError::Malformed("a password without a user name".into()));
+    }
+    Ok(Some(version))
 }
 
 /// Reads one packet from `buf` if a whole one is there (`Ok(None)`: read
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
+    check_fixed_header(buf)?;
     match version {
         Version::V311 => match v4::Packet::read(buf, limit) {
             Ok(p) => from_v4(p).map(Some),
@@ -278,7 +299,7 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
             // A v5 DISCONNECT may have no body at all; mqttbytes wants one.
             if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
                 let _ = buf.split_to(2);
-                return Ok(Some(Incoming::Disconnect { with_will: false }));
+                return Ok(Some(Incoming::Disconnect { with_will: false, session_expiry: None }));
             }
             match v5::Packet::read(buf, Some(limit as u32)) {
                 Ok(p) => from_v5(p).map(Some),
@@ -290,6 +311,54 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
             }
         }
     }
+}
+
+/// A topic name may not hold U+0000 (MQTT-1.5.3-2, MQTT-4.7.3-2).
+fn check_name(topic: &str) -> Result<(), CodecError> {
+    if topic.contains('\0') {
+        return Err(CodecError::Malformed("topic name with a null character".into()));
+    }
+    Ok(())
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE names at least one filter (MQTT-3.8.3-3,
+/// MQTT-3.10.3-2), none with U+0000.
+fn check_filters<'a>(mut filters: impl Iterator<Item = &'a str>) -> Result<(), CodecError> {
+    let mut any = false;
+    for filter in filters.by_ref() {
+        any = true;
+        check_name(filter)?;
+    }
+    if !any {
+        return Err(CodecError::Malformed("no topic filter".into()));
+    }
+    Ok(())
+}
+
+/// The fixed header's flags, which the spec fixes for every packet type
+/// but PUBLISH (MQTT-2.2.2-2; §2.1.3 in 5.0: other flags are a malformed
+/// packet), a QoS 0 PUBLISH without DUP (MQTT-3.3.1-2), and an empty
+/// PINGREQ. mqttbytes does not check these.
+fn check_fixed_header(buf: &[u8]) -> Result<(), CodecError> {
+    let Some(&first) = buf.first() else { return Ok(()) };
+    let (kind, flags) = (first >> 4, first & 0x0F);
+    let expected = match kind {
+        3 => {
+            if flags & 0b0110 == 0 && flags & 0b1000 != 0 {
+                return Err(CodecError::Malformed("DUP set on a QoS 0 PUBLISH".into()));
+            }
+            return Ok(());
+        }
+        6 | 8 | 10 => 0b0010, // PUBREL, SUBSCRIBE, UNSUBSCRIBE
+        _ => 0,
+    };
+    if flags != expected {
+        return Err(CodecError::Malformed(format!("reserved flags {flags:#06b} in a packet of type {kind}")));
+    }
+    if kind == 12 && buf.get(1).is_some_and(|&len| len != 0) {
+        return Err(CodecError::Malformed("PINGREQ with a body".into()));
+    }
+    Ok(())
 }
 
 fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
@@ -312,8 +381,10 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             receive_maximum: None,
             max_packet_size: None,
             topic_alias_max: None,
+            auth_method: None,
         }),
         v4::Packet::Publish(p) => {
+            check_name(&p.topic)?;
             let (payload, qos, retain, pkid) = (p.payload, p.qos, p.retain, p.pkid);
             Incoming::Publish { topic: p.topic, payload, qos, retain, pkid, properties: None }
         }
@@ -321,17 +392,18 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
         v4::Packet::PubRec(a) => Incoming::PubRec { pkid: a.pkid, failed: false },
         v4::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
         v4::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
-        v4::Packet::Subscribe(s) => Incoming::Subscribe {
-            pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| (Subscription::plain(f.path, f.qos), RetainHandling::Always))
-                .collect(),
-        },
-        v4::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.topics },
+        v4::Packet::Subscribe(s) => {
+            check_filters(s.filters.iter().map(|f| f.path.as_str()))?;
+            let filters =
+                s.filters.into_iter().map(|f| (Subscription::plain(f.path, f.qos), RetainHandling::Always)).collect();
+            Incoming::Subscribe { pkid: s.pkid, filters }
+        }
+        v4::Packet::Unsubscribe(u) => {
+            check_filters(u.topics.iter().map(String::as_str))?;
+            Incoming::Unsubscribe { pkid: u.pkid, filters: u.topics }
+        }
         v4::Packet::PingReq => Incoming::PingReq,
-        v4::Packet::Disconnect => Incoming::Disconnect { with_will: false },
+        v4::Packet::Disconnect => Incoming::Disconnect { with_will: false, session_expiry: None },
         other => return Err(CodecError::Malformed(format!("a client may not send {:?}", packet_name_v4(&other)))),
     })
 }
@@ -340,6 +412,13 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
     Ok(match packet {
         v5::Packet::Connect(c, will, login) => {
             let props = c.properties.unwrap_or_default();
+            // Both are protocol errors (§3.1.2.11.3, §3.1.2.11.4).
+            if props.receive_maximum == Some(0) {
+                return Err(CodecError::Malformed("receive maximum 0".into()));
+            }
+            if props.max_packet_size == Some(0) {
+                return Err(CodecError::Malformed("maximum packet size 0".into()));
+            }
             let will = match will {
                 Some(w) => {
                     let p = w.properties.unwrap_or(v5::LastWillProperties {
@@ -383,11 +462,22 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 receive_maximum: props.receive_maximum,
                 max_packet_size: props.max_packet_size,
                 topic_alias_max: props.topic_alias_max,
+                auth_method: props.authentication_method,
             })
         }
         v5::Packet::Publish(p) => {
             let topic = String::from_utf8(p.topic.to_vec())
                 .map_err(|_| CodecError::Malformed("topic name is not UTF-8".into()))?;
+            check_name(&topic)?;
+            if let Some(props) = &p.properties {
+                if !props.subscription_identifiers.is_empty() {
+                    // Only the server sends them (MQTT-3.3.4-6).
+                    return Err(CodecError::Malformed("a client's PUBLISH with a subscription identifier".into()));
+                }
+                if props.payload_format_indicator.is_some_and(|f| f > 1) {
+                    return Err(CodecError::Malformed("payload format indicator other than 0 or 1".into()));
+                }
+            }
             let (payload, qos, retain, pkid) = (p.payload, from_q5(p.qos), p.retain, p.pkid);
             Incoming::Publish { topic, payload, qos, retain, pkid, properties: p.properties }
         }
@@ -409,6 +499,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 ),
                 None => None,
             };
+            check_filters(s.filters.iter().map(|f| f.path.as_str()))?;
             let filters = s
                 .filters
                 .into_iter()
@@ -430,11 +521,15 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 .collect();
             Incoming::Subscribe { pkid: s.pkid, filters }
         }
-        v5::Packet::Unsubscribe(u) => Incoming::Unsubscribe { pkid: u.pkid, filters: u.filters },
-        v5::Packet::PingReq(_) => Incoming::PingReq,
-        v5::Packet::Disconnect(d) => {
-            Incoming::Disconnect { with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage }
+        v5::Packet::Unsubscribe(u) => {
+            check_filters(u.filters.iter().map(String::as_str))?;
+            Incoming::Unsubscribe { pkid: u.pkid, filters: u.filters }
         }
+        v5::Packet::PingReq(_) => Incoming::PingReq,
+        v5::Packet::Disconnect(d) => Incoming::Disconnect {
+            with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+            session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
+        },
         _ => return Err(CodecError::Malformed("a client may not send this packet type".into())),
     })
 }
@@ -500,6 +595,8 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 Some(Refusal::ClientIdNotValid) => v4::ConnectReturnCode::BadClientId,
                 Some(Refusal::NotAuthorized) => v4::ConnectReturnCode::NotAuthorized,
                 Some(Refusal::QuotaExceeded) => v4::ConnectReturnCode::ServiceUnavailable,
+                // Only an MQTT 5 CONNECT can ask for an authentication method.
+                Some(Refusal::BadAuthenticationMethod) => v4::ConnectReturnCode::NotAuthorized,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
@@ -539,6 +636,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 Some(Refusal::ClientIdNotValid) => v5::ConnectReturnCode::ClientIdentifierNotValid,
                 Some(Refusal::NotAuthorized) => v5::ConnectReturnCode::NotAuthorized,
                 Some(Refusal::QuotaExceeded) => v5::ConnectReturnCode::QuotaExceeded,
+                Some(Refusal::BadAuthenticationMethod) => v5::ConnectReturnCode::BadAuthenticationMethod,
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -607,9 +705,12 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 .collect(),
             properties: None,
         }),
-        Outgoing::UnsubAck { pkid, count } => v5::Packet::UnsubAck(v5::UnsubAck {
+        Outgoing::UnsubAck { pkid, existed } => v5::Packet::UnsubAck(v5::UnsubAck {
             pkid,
-            reasons: vec![v5::UnsubAckReason::Success; count],
+            reasons: existed
+                .into_iter()
+                .map(|had| if had { v5::UnsubAckReason::Success } else { v5::UnsubAckReason::NoSubscriptionExisted })
+                .collect(),
             properties: None,
         }),
         Outgoing::PingResp => v5::Packet::PingResp(v5::PingResp),
@@ -652,6 +753,91 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_v4(bytes: &[u8]) -> Result<Option<Incoming>, CodecError> {
+        read(Version::V311, &mut BytesMut::from(bytes), 1 << 20)
+    }
+
+    #[test]
+    fn reserved_flags_and_protocol_violations_are_malformed() {
+        let bad: &[(&str, &[u8])] = &[
+            ("SUBSCRIBE with flags 0000", &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
+            ("UNSUBSCRIBE with flags 0000", &[0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
+            ("UNSUBSCRIBE without a filter", &[0xA2, 0x02, 0x00, 0x01]),
+            ("PUBREL with flags 0000", &[0x60, 0x02, 0x00, 0x01]),
+            ("PINGREQ with flags 0001", &[0xC1, 0x00]),
+            ("PINGREQ with a body", &[0xC0, 0x01, 0x00]),
+            ("QoS 0 PUBLISH with DUP", &[0x38, 0x04, 0x00, 0x01, b'a', b'x']),
+            ("PUBLISH to a topic with U+0000", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
+            ("SUBSCRIBE to a filter with U+0000", &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', 0x00, 0x00]),
+        ];
+        for (what, bytes) in bad {
+            assert!(matches!(read_v4(bytes), Err(CodecError::Malformed(_))), "{what} was accepted");
+        }
+        // The same packets with the flags the spec fixes are read.
+        let good: &[(&str, &[u8])] = &[
+            ("SUBSCRIBE", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
+            ("UNSUBSCRIBE", &[0xA2, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
+            ("PUBREL", &[0x62, 0x02, 0x00, 0x01]),
+            ("PINGREQ", &[0xC0, 0x00]),
+            ("QoS 0 PUBLISH", &[0x30, 0x04, 0x00, 0x01, b'a', b'x']),
+            ("QoS 1 PUBLISH with DUP", &[0x3A, 0x06, 0x00, 0x01, b'a', 0x00, 0x07, b'x']),
+        ];
+        for (what, bytes) in good {
+            assert!(matches!(read_v4(bytes), Ok(Some(_))), "{what}: {:?}", read_v4(bytes));
+        }
+    }
+
+    #[test]
+    fn connect_flags_are_checked_before_the_connect_is_read() {
+        let connect = |level: u8, flags: u8| {
+            vec![0x10, 13, 0x00, 0x04, b'M', b'Q', b'T', b'T', level, flags, 0x00, 0x3C, 0x00, 0x01, b'c']
+        };
+        assert!(matches!(connect_version(&connect(4, 0x02)), Ok(Some(Version::V311))));
+        assert!(matches!(connect_version(&connect(4, 0x03)), Err(CodecError::Malformed(_))), "reserved bit");
+        assert!(matches!(connect_version(&connect(4, 0x42)), Err(CodecError::Malformed(_))), "password alone");
+        assert!(matches!(connect_version(&connect(4, 0xC2)), Ok(Some(Version::V311))), "user name and password");
+        assert!(matches!(connect_version(&connect(4, 0x02)[..9]), Ok(None)), "flags not here yet");
+    }
+
+    #[test]
+    fn v5_connect_properties_the_spec_forbids_are_malformed_and_an_auth_method_is_kept() {
+        let encode = |props: v5::ConnectProperties| {
+            let connect =
+                v5::Connect { keep_alive: 60, client_id: "c".into(), clean_start: true, properties: Some(props) };
+            let mut buf = BytesMut::new();
+            v5::Packet::Connect(connect, None, None).write(&mut buf, None).unwrap();
+            buf
+        };
+        for props in [
+            v5::ConnectProperties { receive_maximum: Some(0), ..Default::default() },
+            v5::ConnectProperties { max_packet_size: Some(0), ..Default::default() },
+        ] {
+            let mut buf = encode(props.clone());
+            assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Malformed(_))), "{props:?}");
+        }
+        let mut buf =
+            encode(v5::ConnectProperties { authentication_method: Some("SCRAM".into()), ..Default::default() });
+        let Ok(Some(Incoming::Connect(c))) = read(Version::V5, &mut buf, 1 << 20) else { panic!("not read") };
+        assert_eq!(c.auth_method.as_deref(), Some("SCRAM"));
+    }
+
+    #[test]
+    fn a_client_publish_may_not_carry_a_subscription_identifier() {
+        let mut publish = v5::Publish::new("t", rumqttc::v5::mqttbytes::QoS::AtMostOnce, "x", None);
+        publish.properties = Some(v5::PublishProperties { subscription_identifiers: vec![3], ..Default::default() });
+        let mut buf = BytesMut::new();
+        v5::Packet::Publish(publish).write(&mut buf, None).unwrap();
+        assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Malformed(_))));
+    }
+
+    #[test]
+    fn unsuback_says_which_filters_had_no_subscription_in_v5() {
+        let mut out = BytesMut::new();
+        write(Version::V5, Outgoing::UnsubAck { pkid: 9, existed: vec![true, false] }, &mut out);
+        let Ok(v5::Packet::UnsubAck(u)) = v5::Packet::read(&mut out, None) else { panic!("not an UNSUBACK") };
+        assert_eq!(u.reasons, [v5::UnsubAckReason::Success, v5::UnsubAckReason::NoSubscriptionExisted]);
+    }
 
     #[test]
     fn a_v5_disconnect_with_a_reason_reads_back_whole() {

@@ -109,6 +109,28 @@ async fn a_message_is_delivered_at_the_lower_of_its_published_and_granted_qos() 
     while !matches!(next(&mut low_events).await, Ok(Packet::SubAck(_))) {}
     publisher.publish("q/again", QoS::AtLeastOnce, false, "1").await.unwrap();
     assert_eq!(next_publish(&mut low_events).await.qos, QoS::AtMostOnce);
+
+    // Retained messages too: a QoS 2 subscriber gets each at the QoS it was
+    // published with (MQTT-3.8.4-6).
+    publisher.publish("r/zero", QoS::AtMostOnce, true, "0").await.unwrap();
+    publisher.publish("r/one", QoS::AtLeastOnce, true, "1").await.unwrap();
+    // PUBACKs of q/one, q/again and r/one: the retained one is stored.
+    let mut acks = 0;
+    while acks < 3 {
+        if let Ok(Packet::PubAck(_)) = next(&mut pub_events).await {
+            acks += 1;
+        }
+    }
+    let (high, mut high_events) = client(&hub, "q2-sub", 10);
+    assert!(matches!(next(&mut high_events).await, Ok(Packet::ConnAck(_))));
+    high.subscribe("r/#", QoS::ExactlyOnce).await.unwrap();
+    let mut got: Vec<(String, QoS, bool)> = Vec::new();
+    while got.len() < 2 {
+        let p = next_publish(&mut high_events).await;
+        got.push((p.topic, p.qos, p.retain));
+    }
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, [("r/one".into(), QoS::AtLeastOnce, true), ("r/zero".into(), QoS::AtMostOnce, true)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

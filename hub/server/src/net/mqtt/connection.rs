@@ -30,11 +30,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::codec::{self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, RetainHandling, Version, Will};
+use super::codec::{
+    self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Refusal, RetainHandling, Version, Will,
+};
 use super::persist::save_session;
 use super::properties::MessageProperties;
 use super::publish::{publish, PublishError};
-use super::session::{End, Session};
+use super::session::{persistence, End, Session};
 use super::writer::{write_packets, Out};
 use super::Server;
 use crate::net::Shutdown;
@@ -83,7 +85,15 @@ pub(super) async fn run<S>(
             return;
         }
     };
-    let mut session = match Box::pin(Session::open(server.clone(), version, connect, certificate, peer)).await {
+    let opened = if connect.auth_method.is_some() {
+        // No enhanced authentication (MQTT 5 AUTH): refused, and the
+        // connection closes (MQTT-4.12.0-1).
+        tracing::info!(%peer, method = ?connect.auth_method, "MQTT 5 CONNECT with an authentication method; refused");
+        Err(Refusal::BadAuthenticationMethod)
+    } else {
+        Box::pin(Session::open(server.clone(), version, connect, certificate, peer)).await
+    };
+    let mut session = match opened {
         Ok(s) => s,
         Err(refusal) => {
             let mut out = BytesMut::new();
@@ -339,8 +349,32 @@ impl Session {
             Incoming::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, filters).await,
             Incoming::PingReq => self.send(Out::Packet(Outgoing::PingResp)).await,
             // MQTT 5 "disconnect with will message": the will goes out.
-            Incoming::Disconnect { with_will } => return Some(if with_will { End::Abnormal } else { End::Clean }),
+            Incoming::Disconnect { with_will, session_expiry } => {
+                if let Some(end) = self.expiry_on_disconnect(session_expiry).await {
+                    return Some(end);
+                }
+                return Some(if with_will { End::Abnormal } else { End::Clean });
+            }
         }
+        None
+    }
+
+    /// MQTT 5: a DISCONNECT may set a new session expiry interval, except
+    /// on a session whose CONNECT had none (0): that is a protocol error,
+    /// answered with DISCONNECT 0x82 and the will (§3.14.2.2.2).
+    async fn expiry_on_disconnect(&mut self, session_expiry: Option<u32>) -> Option<End> {
+        let secs = session_expiry?;
+        if !self.keep && secs != 0 {
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, "MQTT 5 DISCONNECT set a session expiry the CONNECT had not; closing");
+            self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::ProtocolError))).await;
+            return Some(End::Abnormal);
+        }
+        let (keep, expiry) = persistence(secs);
+        if self.keep && !keep {
+            // The session ends with this connection: its stored copy goes.
+            let _ = save_session(&self.server, &self.client_id, None).await;
+        }
+        (self.keep, self.expiry) = (keep, expiry);
         None
     }
 

@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 use super::codec::{self, Outgoing, Subscription, Version};
 use super::properties::MessageProperties;
-use super::records::FEED_BYTES;
+use super::records::{published_qos, FEED_BYTES};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
 use super::topics;
 use super::writer::Out;
@@ -207,7 +207,7 @@ pub(super) fn matching(subs: &[Subscription], topic: &str, own: bool) -> Option<
 }
 
 /// The lower of two QoS levels.
-fn lower(a: QoS, b: QoS) -> QoS {
+pub(super) fn lower(a: QoS, b: QoS) -> QoS {
     if a < b {
         a
     } else {
@@ -250,8 +250,7 @@ pub(super) async fn feed(
             let (mut published, mut retained, mut own) = (QoS::AtLeastOnce, false, false);
             for h in r.headers.clone() {
                 match h.name {
-                    topics::QOS_HEADER if h.value == b"0" => published = QoS::AtMostOnce,
-                    topics::QOS_HEADER if h.value == b"2" => published = QoS::ExactlyOnce,
+                    topics::QOS_HEADER => published = published_qos(Some(h.value)),
                     topics::RETAIN_HEADER => retained = true,
                     topics::PUBLISHER_HEADER => own = h.value == client_id.as_bytes(),
                     _ => {}

@@ -177,11 +177,17 @@ impl Mapping {
     pub fn route(&self, mqtt_topic: &str) -> Result<Route, TopicError> {
         let default_topic = topics::cairn_topic(mqtt_topic);
         let Some(rule) = self.rules.iter().find(|r| topics::matches(&r.filter, mqtt_topic)) else {
-            let topic = default_topic?;
-            return Ok(Route { topic: topic.to_string(), key: mqtt_topic.to_string(), mapped: false });
+            return match default_topic {
+                Ok(topic) => Ok(Route { topic: topic.to_string(), key: mqtt_topic.to_string(), mapped: false }),
+                // A valid MQTT topic whose first level cannot name a Cairn topic.
+                Err(TopicError::FirstLevel(_)) => {
+                    Ok(Route { topic: topics::OTHER_TOPIC.to_string(), key: mqtt_topic.to_string(), mapped: true })
+                }
+                Err(e) => Err(e),
+            };
         };
         // The checks of the default path that do not depend on the first level.
-        if let Err(e @ (TopicError::Empty | TopicError::Wildcard(_))) = default_topic {
+        if let Err(e @ (TopicError::Empty | TopicError::Wildcard(_) | TopicError::Reserved(_))) = default_topic {
             return Err(e);
         }
         let levels: Vec<&str> = mqtt_topic.split('/').collect();
@@ -200,11 +206,15 @@ impl Mapping {
     /// rules whose filters overlap it.
     pub fn topics_for(&self, filter: &str) -> TopicsRead {
         let mut named = BTreeSet::new();
-        match topics::filter_topic(filter) {
-            Some(first) if topics::cairn_topic(first).is_ok() => {
+        match topics::filter_topic(filter).map(|first| (first, topics::cairn_topic(first))) {
+            Some((first, Ok(_))) => {
                 named.insert(first.to_string());
             }
-            Some(_) => {} // no message can be stored under that first level
+            // `/a`, `a b/#`: stored in the topic for such names.
+            Some((_, Err(TopicError::Empty | TopicError::FirstLevel(_)))) => {
+                named.insert(topics::OTHER_TOPIC.to_string());
+            }
+            Some(_) => {} // `$…` and the hub's own: no message is stored there
             None => return TopicsRead::All,
         }
         for rule in self.rules.iter().filter(|r| topics::overlaps(&r.filter, filter)) {
@@ -233,7 +243,17 @@ mod tests {
         let m = Mapping::default();
         let r = m.route("sensors/room1/temp").unwrap();
         assert_eq!((r.topic.as_str(), r.key.as_str(), r.mapped), ("sensors", "sensors/room1/temp", false));
-        assert!(matches!(m.route("bad topic/x"), Err(TopicError::FirstLevel(_))));
+        // Any other valid MQTT topic name goes to one topic, under its name.
+        for name in ["bad topic/x", "/TopicA", "café/z"] {
+            let r = m.route(name).unwrap();
+            assert_eq!((r.topic.as_str(), r.key.as_str(), r.mapped), (topics::OTHER_TOPIC, name, true));
+        }
+        assert!(matches!(m.route("$TopicA/B"), Err(TopicError::Reserved(_))));
+        assert!(matches!(m.route("__mqtt_retained/x"), Err(TopicError::Reserved(_))));
+        for filter in ["/TopicA", "/#", "x y/+"] {
+            let read = m.topics_for(filter);
+            assert!(matches!(&read, TopicsRead::Named(t) if t.contains(topics::OTHER_TOPIC)), "{filter}: {read:?}");
+        }
     }
 
     #[test]

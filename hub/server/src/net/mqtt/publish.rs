@@ -215,7 +215,7 @@ pub(super) async fn publish(
     if retain {
         // The retained store is keyed by the MQTT topic itself.
         ensure_retained_topic(server).await.map_err(PublishError::Log)?;
-        let batch = retained_record(mqtt_topic, payload, properties, now);
+        let batch = retained_record(mqtt_topic, payload, qos, properties, now);
         let (_, pending) =
             server.broker.produce_batch(RETAINED_TOPIC, Some(0), batch).await.map_err(PublishError::Log)?;
         appends.push(pending);

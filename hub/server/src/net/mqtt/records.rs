@@ -49,11 +49,7 @@ pub(super) fn message_batch(
     let size: usize = messages.iter().map(|(p, _, _)| p.len() + route.key.len() + 2 * mqtt_topic.len() + 40).sum();
     let mut writer = BatchWriter::new(Vec::with_capacity(size + 64)).expect("a Vec grows");
     for (payload, qos, properties) in messages {
-        let qos = match qos {
-            QoS::AtMostOnce => Some((topics::QOS_HEADER, &b"0"[..])),
-            QoS::AtLeastOnce => None,
-            QoS::ExactlyOnce => Some((topics::QOS_HEADER, &b"2"[..])),
-        };
+        let qos = qos_header(*qos);
         let stored = properties.headers();
         let stored = stored.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
         let headers = topic.into_iter().chain(qos).chain(retain).chain(publisher).chain(stored);
@@ -62,11 +58,37 @@ pub(super) fn message_batch(
     writer.finish().unwrap_or_default()
 }
 
+/// The header saying a message's QoS: none for QoS 1, the common case.
+fn qos_header(qos: QoS) -> Option<(&'static str, &'static [u8])> {
+    match qos {
+        QoS::AtMostOnce => Some((topics::QOS_HEADER, b"0")),
+        QoS::AtLeastOnce => None,
+        QoS::ExactlyOnce => Some((topics::QOS_HEADER, b"2")),
+    }
+}
+
+/// The QoS a message was published with, from its QoS header's value
+/// (none: QoS 1).
+pub(super) fn published_qos(header: Option<&[u8]>) -> QoS {
+    match header {
+        Some(b"0") => QoS::AtMostOnce,
+        Some(b"2") => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
 /// A retained message: key = the MQTT topic, value = the payload, and its
-/// MQTT 5 properties as headers.
-pub(super) fn retained_record(mqtt_topic: &str, payload: &[u8], properties: &MessageProperties, now: i64) -> Vec<u8> {
+/// QoS and MQTT 5 properties as headers.
+pub(super) fn retained_record(
+    mqtt_topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    properties: &MessageProperties,
+    now: i64,
+) -> Vec<u8> {
     let headers = properties.headers();
-    record(mqtt_topic, payload, headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())), now)
+    let headers = qos_header(qos).into_iter().chain(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    record(mqtt_topic, payload, headers, now)
 }
 
 /// One record: key = the MQTT topic, value = the payload.

@@ -13,15 +13,19 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use cairn_log::{Log, LogError};
+use rumqttc::mqttbytes::QoS;
 
 use super::properties::MessageProperties;
-use super::records::FEED_BYTES;
-use super::topics::RETAINED_TOPIC;
+use super::records::{published_qos, FEED_BYTES};
+use super::topics::{QOS_HEADER, RETAINED_TOPIC};
 
 /// One retained message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RetainedMessage {
     pub(super) payload: Bytes,
+    /// As published: a subscriber gets it at the lower of this and its
+    /// subscription's QoS (MQTT-3.8.4-6 in 3.1.1, -3.8.4-8 in 5.0).
+    pub(super) qos: QoS,
     pub(super) properties: MessageProperties,
 }
 
@@ -80,6 +84,7 @@ impl Retained {
                 if let Some(topic) = r.key.and_then(|k| std::str::from_utf8(k).ok()) {
                     let message = (!r.value.is_empty()).then(|| RetainedMessage {
                         payload: Bytes::copy_from_slice(r.value),
+                        qos: published_qos(r.headers.clone().find(|h| h.name == QOS_HEADER).map(|h| h.value)),
                         properties: MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value))),
                     });
                     self.set(topic, message);
@@ -144,7 +149,7 @@ mod tests {
         let none = MessageProperties::default();
         let keep = |topic: &str, payload: &[u8]| {
             let log = log.clone();
-            let batch = retained_record(topic, payload, &none, 1);
+            let batch = retained_record(topic, payload, QoS::AtLeastOnce, &none, 1);
             async move { log.submit(RETAINED_TOPIC, 0, batch).await.unwrap().outcome().await.unwrap() }
         };
         keep("a/1", b"one").await;

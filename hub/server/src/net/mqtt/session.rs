@@ -81,6 +81,16 @@ pub(super) enum End {
     Abnormal,
 }
 
+/// Whether an MQTT 5 session with this expiry interval outlives its
+/// connection, and when it expires (None: never).
+pub(super) fn persistence(expiry_secs: u32) -> (bool, Option<u32>) {
+    match expiry_secs {
+        0 => (false, None),
+        u32::MAX => (true, None),
+        secs => (true, Some(secs)),
+    }
+}
+
 /// One client's session while it is connected.
 pub(super) struct Session {
     pub(super) server: Arc<Server>,
@@ -192,11 +202,7 @@ impl Session {
         }
         let (keep, expiry) = match version {
             Version::V311 => (!c.clean, None),
-            Version::V5 => match c.session_expiry.unwrap_or(0) {
-                0 => (false, None),
-                u32::MAX => (true, None),
-                secs => (true, Some(secs)),
-            },
+            Version::V5 => persistence(c.session_expiry.unwrap_or(0)),
         };
         if keep && !server.sessions.contains(&client_id) && server.sessions.len() >= server.config.max_sessions {
             let max = server.config.max_sessions;

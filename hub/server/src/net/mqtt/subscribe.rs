@@ -15,7 +15,7 @@ use rumqttc::mqttbytes::QoS;
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{DisconnectReason, Outgoing, RetainHandling, SubRefusal, Subscription};
-use super::delivery::{feed, matching};
+use super::delivery::{feed, lower, matching};
 use super::mapping::TopicsRead;
 use super::records::ensure_topic;
 use super::session::{Delivery, End, FeedKey, Filters, Session, SharedSub, Sub};
@@ -154,6 +154,8 @@ impl Session {
     /// UNSUBSCRIBE: the filters removed (a shared subscription left without
     /// filters leaves its group), then UNSUBACK.
     pub(super) async fn on_unsubscribe(&mut self, pkid: u16, filters: Vec<String>) {
+        let held = self.held();
+        let existed: Vec<bool> = filters.iter().map(|f| held.contains(f)).collect();
         {
             let mut current = self.filters.write().unwrap_or_else(|e| e.into_inner());
             current.retain(|s| !filters.contains(&s.filter));
@@ -183,7 +185,7 @@ impl Session {
             self.stop_feeder(&key);
         }
         self.save().await;
-        self.send(Out::Packet(Outgoing::UnsubAck { pkid, count: filters.len() })).await;
+        self.send(Out::Packet(Outgoing::UnsubAck { pkid, existed })).await;
     }
 
     /// Adds filters and starts feeders for their partitions (from the end,
@@ -489,7 +491,8 @@ impl Session {
                 continue; // an expired retained message is gone
             }
             if let Some(m) = matching(filters, &topic, false) {
-                let (qos, subscription_ids, payload, properties) = (m.qos, m.ids, message.payload, message.properties);
+                let (subscription_ids, payload, properties) = (m.ids, message.payload, message.properties);
+                let qos = lower(m.qos, message.qos);
                 deliveries.push(Delivery {
                     topic,
                     payload,
@@ -583,7 +586,7 @@ mod tests {
         assert!(s.deliveries.try_recv().is_err());
 
         s.on_unsubscribe(2, vec!["t/#".into()]).await;
-        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::UnsubAck { pkid: 2, count: 1 }))));
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::UnsubAck { pkid: 2, .. }))));
         assert!(s.filters.read().unwrap().is_empty());
         assert!(load_session(&server, "a").unwrap().subscriptions.is_empty());
         assert!(s.feeding.is_empty(), "no feeder left reading for nothing");

@@ -34,6 +34,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         receive_maximum: None,
         max_packet_size: None,
         topic_alias_max: None,
+        auth_method: None,
     }
 }
 

@@ -36,13 +36,23 @@ pub enum TopicError {
     Mapped { mqtt: String, topic: String },
 }
 
-/// The Cairn topic an MQTT topic is stored in.
+/// The Cairn topic of MQTT topics whose first level is not a Cairn topic
+/// name (`/a`, `a b/c`, `café/x`): every MQTT topic name may be published
+/// (§4.7), and these are stored here, each with its MQTT topic in a header.
+pub const OTHER_TOPIC: &str = "mqtt-other";
+
+/// The Cairn topic an MQTT topic is stored in by default: its first level
+/// (`FirstLevel` when that is not a Cairn topic name: see [`OTHER_TOPIC`]).
+/// Topics starting with `$` are the server's (MQTT 4.7.2): refused.
 pub fn cairn_topic(mqtt_topic: &str) -> Result<&str, TopicError> {
     if mqtt_topic.is_empty() {
         return Err(TopicError::Empty);
     }
     if mqtt_topic.contains(['+', '#']) {
         return Err(TopicError::Wildcard(mqtt_topic.to_string()));
+    }
+    if mqtt_topic.starts_with('$') {
+        return Err(TopicError::Reserved(mqtt_topic.to_string()));
     }
     let first = mqtt_topic.split('/').next().unwrap_or_default();
     if validate_topic_name(first).is_err() {
