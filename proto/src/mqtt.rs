@@ -186,6 +186,9 @@ pub enum Outgoing {
         qos: QoS,
         retain: bool,
         pkid: u16,
+        /// Sent again: the client had not acknowledged it when the
+        /// session's last connection ended (MQTT-3.3.1-1, MQTT-4.4.0-1).
+        dup: bool,
         /// MQTT 5 only. Boxed: most messages have none, and every queued
         /// packet would otherwise take their room.
         properties: Option<Box<v5::PublishProperties>>,
@@ -600,10 +603,11 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
-        Outgoing::Publish { topic, payload, qos, retain, pkid, .. } => {
+        Outgoing::Publish { topic, payload, qos, retain, pkid, dup, .. } => {
             let mut p = v4::Publish::from_bytes(topic, qos, payload);
             p.retain = retain;
             p.pkid = pkid;
+            p.dup = dup;
             v4::Packet::Publish(p)
         }
         Outgoing::PubAck(pkid) => v4::Packet::PubAck(v4::PubAck::new(pkid)),
@@ -664,10 +668,11 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             };
             v5::Packet::ConnAck(v5::ConnAck { session_present, code, properties: Some(properties) })
         }
-        Outgoing::Publish { topic, payload, qos, retain, pkid, properties } => {
+        Outgoing::Publish { topic, payload, qos, retain, pkid, dup, properties } => {
             let mut p = v5::Publish::new(topic, to_q5(qos), payload, properties.map(|p| *p));
             p.retain = retain;
             p.pkid = pkid;
+            p.dup = dup;
             v5::Packet::Publish(p)
         }
         Outgoing::PubAck(pkid) => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),

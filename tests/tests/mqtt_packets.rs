@@ -273,3 +273,86 @@ async fn any_valid_topic_name_can_be_published_retained_and_subscribed_to() {
     let got = publishes(&mut late_events, 1).await;
     assert_eq!(got, [("/TopicA".to_string(), b"/TopicA".to_vec(), true)]);
 }
+
+/// A 3.1.1 connection whose client id is `id`: CONNECT, and whether the
+/// CONNACK said a session was present.
+fn connect4(hub: &Hub, id: &str, clean: bool) -> (TcpStream, BytesMut, bool) {
+    use rumqttc::mqttbytes::v4;
+    let mut socket = dial(hub);
+    let mut connect = v4::Connect::new(id);
+    connect.clean_session = clean;
+    connect.keep_alive = 30;
+    send4(&mut socket, v4::Packet::Connect(connect));
+    let mut buf = BytesMut::new();
+    match read4(&mut socket, &mut buf) {
+        Some(v4::Packet::ConnAck(ack)) => {
+            assert_eq!(ack.code, v4::ConnectReturnCode::Success);
+            (socket, buf, ack.session_present)
+        }
+        other => panic!("no CONNACK: {other:?}"),
+    }
+}
+
+fn send4(socket: &mut TcpStream, packet: rumqttc::mqttbytes::v4::Packet) {
+    let mut out = BytesMut::new();
+    packet.write(&mut out, 1 << 20).unwrap();
+    socket.write_all(&out).unwrap();
+}
+
+fn read4(socket: &mut TcpStream, buf: &mut BytesMut) -> Option<rumqttc::mqttbytes::v4::Packet> {
+    loop {
+        match rumqttc::mqttbytes::v4::Packet::read(buf, 1 << 20) {
+            Ok(packet) => return Some(packet),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => panic!("the hub sent a packet mqttbytes cannot read: {e:?}"),
+        }
+        if !fill(socket, buf) {
+            return None;
+        }
+    }
+}
+
+#[test]
+fn unacknowledged_messages_are_sent_again_with_their_packet_ids_and_dup() {
+    use rumqttc::mqttbytes::{v4, QoS};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (mut sub, mut sub_buf, _) = connect4(&hub, "redeliver", false);
+    send4(&mut sub, v4::Packet::Subscribe(v4::Subscribe::new("re/#", QoS::AtLeastOnce)));
+    assert!(matches!(read4(&mut sub, &mut sub_buf), Some(v4::Packet::SubAck(_))));
+
+    let (mut publisher, mut pub_buf, _) = connect4(&hub, "re-pub", true);
+    for (i, topic) in ["re/1", "re/2", "re/3"].into_iter().enumerate() {
+        let mut p = v4::Publish::new(topic, QoS::AtLeastOnce, topic);
+        p.pkid = i as u16 + 1;
+        send4(&mut publisher, v4::Packet::Publish(p));
+        assert!(matches!(read4(&mut publisher, &mut pub_buf), Some(v4::Packet::PubAck(_))));
+    }
+    let mut first = Vec::new();
+    while first.len() < 3 {
+        if let Some(v4::Packet::Publish(p)) = read4(&mut sub, &mut sub_buf) {
+            assert!(!p.dup, "a first delivery is not a duplicate: {p:?}");
+            first.push((p.topic, p.pkid));
+        }
+    }
+    // Only the first is acknowledged; then the connection drops.
+    send4(&mut sub, v4::Packet::PubAck(v4::PubAck::new(first[0].1)));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sub);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (mut sub, mut sub_buf, present) = connect4(&hub, "redeliver", false);
+    assert!(present);
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        match read4(&mut sub, &mut sub_buf) {
+            Some(v4::Packet::Publish(p)) => {
+                assert!(p.dup, "MQTT-3.3.1-1: a resend has DUP set: {p:?}");
+                again.push((p.topic, p.pkid));
+            }
+            Some(_) => {}
+            None => panic!("closed after {again:?}"),
+        }
+    }
+    assert_eq!(again, first[1..], "MQTT-4.4.0-1: sent again with their original packet ids");
+}

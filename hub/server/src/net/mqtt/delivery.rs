@@ -27,10 +27,21 @@ use crate::broker::Broker;
 impl Session {
     /// Sends one delivery to the client (a packet id for QoS 1).
     pub(super) async fn deliver(&mut self, d: Delivery) {
+        // A message the client had not acknowledged before it reconnected.
+        let resent = match &d.source {
+            Some(Source { feed: (Sub::Own, topic, partition), offset }) if !self.resend.is_empty() => {
+                self.resend.remove(&(topic.clone(), *partition, *offset))
+            }
+            _ => None,
+        };
+        let dup = resent.is_some() && d.qos != QoS::AtMostOnce;
         let pkid = if d.qos == QoS::AtMostOnce {
             0
         } else {
-            let pkid = self.next_free_pkid();
+            let pkid = match resent {
+                Some(pkid) if !self.inflight.contains_key(&pkid) && !self.released.contains(&pkid) => pkid,
+                _ => self.next_free_pkid(),
+            };
             if let Some(source) = &d.source {
                 self.unacked.entry(source.feed.clone()).or_default().insert(source.offset);
             }
@@ -63,7 +74,7 @@ impl Session {
         }
         self.server.broker.metrics().mqtt_messages_out.inc();
         let (topic, properties) = self.alias_out(topic, properties);
-        let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, properties };
+        let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, dup, properties };
         self.send(Out::Packet(packet)).await;
     }
 
@@ -97,7 +108,9 @@ impl Session {
         loop {
             let pkid = self.next_pkid;
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if !self.inflight.contains_key(&pkid) && !self.released.contains(&pkid) {
+            // Ids kept for messages to send again are not handed out.
+            let kept = !self.resend.is_empty() && self.resend.values().any(|&p| p == pkid);
+            if !self.inflight.contains_key(&pkid) && !self.released.contains(&pkid) && !kept {
                 return pkid;
             }
         }

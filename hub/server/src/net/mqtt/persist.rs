@@ -44,6 +44,21 @@ pub(super) struct StoredSession {
     /// yet PUBCOMP'd: PUBREL is sent again when the session resumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) released: Vec<u16>,
+    /// Our QoS 1/2 messages from the session's own subscriptions that the
+    /// client had not acknowledged: sent again on resume with these packet
+    /// ids and DUP (MQTT-4.4.0-1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) unacked: Vec<StoredUnacked>,
+}
+
+/// A delivery awaiting the client's acknowledgement, as stored: the record
+/// (Cairn topic, partition, offset) and its packet id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StoredUnacked {
+    pub(super) topic: String,
+    pub(super) partition: u32,
+    pub(super) offset: u64,
+    pub(super) pkid: u16,
 }
 
 /// A subscription's MQTT 5 options, as stored.

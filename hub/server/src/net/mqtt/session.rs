@@ -23,7 +23,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{Connect, Refusal, Subscription, Version, Will};
-use super::persist::{load_session, save_session, session_group, submit_session, StoredSession};
+use super::persist::{load_session, save_session, session_group, submit_session, StoredSession, StoredUnacked};
 use super::properties::MessageProperties;
 pub(super) use super::status::Filters;
 use super::writer::Out;
@@ -134,6 +134,11 @@ pub(super) struct Session {
     pub(super) released: BTreeSet<u16>,
     /// Per feeder, offsets in flight (the lowest is not yet committable).
     pub(super) unacked: HashMap<FeedKey, BTreeSet<u64>>,
+    /// Deliveries the client had not acknowledged when the session's last
+    /// connection ended, by record (Cairn topic, partition, offset): the
+    /// feeders read them again, and they go out with the same packet id
+    /// and DUP (MQTT-4.4.0-1).
+    pub(super) resend: HashMap<(String, u32, u64), u16>,
     /// Positions to commit at the next tick.
     pub(super) to_commit: HashMap<FeedKey, u64>,
     /// QoS 2 packet ids stored and not yet released (persisted with a
@@ -306,6 +311,10 @@ impl Session {
             inflight: HashMap::new(),
             released: stored.as_ref().map(|s| s.released.iter().copied().collect()).unwrap_or_default(),
             unacked: HashMap::new(),
+            resend: stored
+                .as_ref()
+                .map(|s| s.unacked.iter().map(|u| ((u.topic.clone(), u.partition, u.offset), u.pkid)).collect())
+                .unwrap_or_default(),
             to_commit: HashMap::new(),
             qos2,
             next_pkid: 1,
@@ -358,9 +367,25 @@ impl Session {
             qos2: self.qos2.iter().copied().collect(),
             owner: self.owner.clone(),
             released: self.released.iter().copied().collect(),
+            unacked: self.unacked_deliveries(),
             ..StoredSession::default()
         }
         .with_subscriptions(subscriptions.iter())
+    }
+
+    /// The deliveries of the session's own subscriptions awaiting the
+    /// client's acknowledgement, and those still to be sent again.
+    fn unacked_deliveries(&self) -> Vec<StoredUnacked> {
+        let in_flight = self.inflight.iter().filter_map(|(pkid, source)| {
+            let Source { feed: (sub, topic, partition), offset } = source.as_ref()?;
+            (*sub == Sub::Own).then(|| (topic.clone(), *partition, *offset, *pkid))
+        });
+        let to_resend =
+            self.resend.iter().map(|((topic, partition, offset), pkid)| (topic.clone(), *partition, *offset, *pkid));
+        in_flight
+            .chain(to_resend)
+            .map(|(topic, partition, offset, pkid)| StoredUnacked { topic, partition, offset, pkid })
+            .collect()
     }
 
     /// Stores a persistent session, waiting for the commit.
