@@ -291,6 +291,7 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     check_fixed_header(buf)?;
+    check_subscribe_options(version, buf)?;
     match version {
         Version::V311 => match v4::Packet::read(buf, limit) {
             Ok(p) => from_v4(p).map(Some),
@@ -360,6 +361,36 @@ fn check_fixed_header(buf: &[u8]) -> Result<(), CodecError> {
     }
     if kind == 12 && buf.get(1).is_some_and(|&len| len != 0) {
         return Err(CodecError::Malformed("PINGREQ with a body".into()));
+    }
+    Ok(())
+}
+
+/// The options byte of each SUBSCRIBE filter: in 3.1.1 only the QoS bits
+/// (MQTT-3.8.3-4); in 5.0 no reserved bits (MQTT-3.8.3-5), and neither QoS
+/// nor Retain Handling 3. mqttbytes masks these, so they are checked on the
+/// bytes of a whole SUBSCRIBE (MQTT's variable byte integer is LEB128).
+fn check_subscribe_options(version: Version, buf: &[u8]) -> Result<(), CodecError> {
+    if buf.first() != Some(&0x82) {
+        return Ok(());
+    }
+    let Ok((remaining, len_bytes)) = crate::varint::decode_u64(&buf[1..]) else { return Ok(()) };
+    let Some(body) = buf.get(1 + len_bytes..).and_then(|b| b.get(..remaining as usize)) else { return Ok(()) };
+    let mut pos = 2; // packet id
+    if version == Version::V5 {
+        let Ok((props, n)) = crate::varint::decode_u64(body.get(pos..).unwrap_or_default()) else { return Ok(()) };
+        pos += n + props as usize;
+    }
+    while let Some(len) = body.get(pos..pos + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) {
+        pos += 2 + len;
+        let Some(&options) = body.get(pos) else { return Ok(()) };
+        pos += 1;
+        let bad = match version {
+            Version::V311 => options & 0xFC != 0,
+            Version::V5 => options & 0xC0 != 0 || options & 0x03 == 3 || (options >> 4) & 0x03 == 3,
+        };
+        if bad {
+            return Err(CodecError::Malformed(format!("reserved bits in subscription options {options:#04x}")));
+        }
     }
     Ok(())
 }
@@ -775,6 +806,7 @@ mod tests {
             ("QoS 0 PUBLISH with DUP", &[0x38, 0x04, 0x00, 0x01, b'a', b'x']),
             ("PUBLISH to a topic with U+0000", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
             ("SUBSCRIBE to a filter with U+0000", &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', 0x00, 0x00]),
+            ("SUBSCRIBE options with reserved bits", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x05]),
         ];
         for (what, bytes) in bad {
             assert!(matches!(read_v4(bytes), Err(CodecError::Malformed(_))), "{what} was accepted");
@@ -791,6 +823,18 @@ mod tests {
         for (what, bytes) in good {
             assert!(matches!(read_v4(bytes), Ok(Some(_))), "{what}: {:?}", read_v4(bytes));
         }
+    }
+
+    #[test]
+    fn v5_subscription_options_with_reserved_bits_are_malformed() {
+        let subscribe = |options: u8| vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', options];
+        for options in [0xC1, 0x03, 0x31] {
+            let result = read(Version::V5, &mut BytesMut::from(&subscribe(options)[..]), 1 << 20);
+            assert!(matches!(result, Err(CodecError::Malformed(_))), "options {options:#04x}: {result:?}");
+        }
+        // No Local, Retain As Published, Retain Handling 2, QoS 2.
+        let result = read(Version::V5, &mut BytesMut::from(&subscribe(0x2E)[..]), 1 << 20);
+        assert!(matches!(result, Ok(Some(Incoming::Subscribe { .. }))), "{result:?}");
     }
 
     #[test]
