@@ -222,6 +222,9 @@ pub enum Outgoing {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectReason {
+    /// 0x81: bytes that are not a valid packet (5.0 §4.13).
+    MalformedPacket,
+    /// 0x82: a valid packet the protocol does not allow here.
     ProtocolError,
     TopicNameInvalid,
     PacketTooLarge,
@@ -238,6 +241,8 @@ pub enum DisconnectReason {
 pub enum CodecError {
     #[error("malformed packet: {0}")]
     Malformed(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
     #[error("packet of {size} bytes is larger than the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     #[error("unsupported protocol level {0} (Cairn speaks MQTT 3.1.1 and 5)")]
@@ -325,16 +330,20 @@ fn check_name(topic: &str) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// A SUBSCRIBE or UNSUBSCRIBE names at least one filter (MQTT-3.8.3-3,
-/// MQTT-3.10.3-2), none with U+0000.
-fn check_filters<'a>(mut filters: impl Iterator<Item = &'a str>) -> Result<(), CodecError> {
+/// A SUBSCRIBE or UNSUBSCRIBE has a packet id other than 0 (MQTT-2.3.1-1)
+/// and names at least one filter (MQTT-3.8.3-3, MQTT-3.10.3-2), none with
+/// U+0000.
+fn check_filters<'a>(pkid: u16, mut filters: impl Iterator<Item = &'a str>) -> Result<(), CodecError> {
+    if pkid == 0 {
+        return Err(CodecError::Protocol("packet id 0".into()));
+    }
     let mut any = false;
     for filter in filters.by_ref() {
         any = true;
         check_name(filter)?;
     }
     if !any {
-        return Err(CodecError::Malformed("no topic filter".into()));
+        return Err(CodecError::Protocol("no topic filter".into()));
     }
     Ok(())
 }
@@ -427,13 +436,13 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
         v4::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
         v4::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
         v4::Packet::Subscribe(s) => {
-            check_filters(s.filters.iter().map(|f| f.path.as_str()))?;
+            check_filters(s.pkid, s.filters.iter().map(|f| f.path.as_str()))?;
             let filters =
                 s.filters.into_iter().map(|f| (Subscription::plain(f.path, f.qos), RetainHandling::Always)).collect();
             Incoming::Subscribe { pkid: s.pkid, filters }
         }
         v4::Packet::Unsubscribe(u) => {
-            check_filters(u.topics.iter().map(String::as_str))?;
+            check_filters(u.pkid, u.topics.iter().map(String::as_str))?;
             Incoming::Unsubscribe { pkid: u.pkid, filters: u.topics }
         }
         v4::Packet::PingReq => Incoming::PingReq,
@@ -448,10 +457,10 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             let props = c.properties.unwrap_or_default();
             // Both are protocol errors (§3.1.2.11.3, §3.1.2.11.4).
             if props.receive_maximum == Some(0) {
-                return Err(CodecError::Malformed("receive maximum 0".into()));
+                return Err(CodecError::Protocol("receive maximum 0".into()));
             }
             if props.max_packet_size == Some(0) {
-                return Err(CodecError::Malformed("maximum packet size 0".into()));
+                return Err(CodecError::Protocol("maximum packet size 0".into()));
             }
             let will = match will {
                 Some(w) => {
@@ -506,7 +515,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             if let Some(props) = &p.properties {
                 if !props.subscription_identifiers.is_empty() {
                     // Only the server sends them (MQTT-3.3.4-6).
-                    return Err(CodecError::Malformed("a client's PUBLISH with a subscription identifier".into()));
+                    return Err(CodecError::Protocol("a client's PUBLISH with a subscription identifier".into()));
                 }
                 if props.payload_format_indicator.is_some_and(|f| f > 1) {
                     return Err(CodecError::Malformed("payload format indicator other than 0 or 1".into()));
@@ -527,13 +536,13 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
         v5::Packet::Subscribe(s) => {
             let id = match s.properties.and_then(|p| p.id) {
                 // 0 is a protocol error (MQTT-3.8.2-1 / §3.8.2.1.2).
-                Some(0) => return Err(CodecError::Malformed("subscription identifier 0".into())),
+                Some(0) => return Err(CodecError::Protocol("subscription identifier 0".into())),
                 Some(id) => Some(
                     u32::try_from(id).map_err(|_| CodecError::Malformed("subscription identifier too large".into()))?,
                 ),
                 None => None,
             };
-            check_filters(s.filters.iter().map(|f| f.path.as_str()))?;
+            check_filters(s.pkid, s.filters.iter().map(|f| f.path.as_str()))?;
             let filters = s
                 .filters
                 .into_iter()
@@ -556,7 +565,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             Incoming::Subscribe { pkid: s.pkid, filters }
         }
         v5::Packet::Unsubscribe(u) => {
-            check_filters(u.filters.iter().map(String::as_str))?;
+            check_filters(u.pkid, u.filters.iter().map(String::as_str))?;
             Incoming::Unsubscribe { pkid: u.pkid, filters: u.filters }
         }
         v5::Packet::PingReq(_) => Incoming::PingReq,
@@ -752,6 +761,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
         Outgoing::PingResp => v5::Packet::PingResp(v5::PingResp),
         Outgoing::Disconnect(reason) => {
             let reason_code = match reason {
+                DisconnectReason::MalformedPacket => v5::DisconnectReasonCode::MalformedPacket,
                 DisconnectReason::ProtocolError => v5::DisconnectReasonCode::ProtocolError,
                 DisconnectReason::TopicNameInvalid => v5::DisconnectReasonCode::TopicNameInvalid,
                 DisconnectReason::PacketTooLarge => v5::DisconnectReasonCode::PacketTooLarge,
@@ -766,6 +776,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             // code without properties one byte longer than announced, and
             // drops the reason code when the properties are empty.
             let why = match reason {
+                DisconnectReason::MalformedPacket => "malformed packet",
                 DisconnectReason::ProtocolError => "protocol error",
                 DisconnectReason::TopicNameInvalid => "this topic name cannot be published to",
                 DisconnectReason::PacketTooLarge => "packet larger than the hub's max_packet_bytes",
@@ -800,6 +811,7 @@ mod tests {
             ("SUBSCRIBE with flags 0000", &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
             ("UNSUBSCRIBE with flags 0000", &[0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
             ("UNSUBSCRIBE without a filter", &[0xA2, 0x02, 0x00, 0x01]),
+            ("SUBSCRIBE with packet id 0", &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
             ("PUBREL with flags 0000", &[0x60, 0x02, 0x00, 0x01]),
             ("PINGREQ with flags 0001", &[0xC1, 0x00]),
             ("PINGREQ with a body", &[0xC0, 0x01, 0x00]),
@@ -809,7 +821,8 @@ mod tests {
             ("SUBSCRIBE options with reserved bits", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x05]),
         ];
         for (what, bytes) in bad {
-            assert!(matches!(read_v4(bytes), Err(CodecError::Malformed(_))), "{what} was accepted");
+            let result = read_v4(bytes);
+            assert!(matches!(result, Err(CodecError::Malformed(_) | CodecError::Protocol(_))), "{what}: {result:?}");
         }
         // The same packets with the flags the spec fixes are read.
         let good: &[(&str, &[u8])] = &[
@@ -863,7 +876,7 @@ mod tests {
             v5::ConnectProperties { max_packet_size: Some(0), ..Default::default() },
         ] {
             let mut buf = encode(props.clone());
-            assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Malformed(_))), "{props:?}");
+            assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Protocol(_))), "{props:?}");
         }
         let mut buf =
             encode(v5::ConnectProperties { authentication_method: Some("SCRAM".into()), ..Default::default() });
@@ -877,7 +890,7 @@ mod tests {
         publish.properties = Some(v5::PublishProperties { subscription_identifiers: vec![3], ..Default::default() });
         let mut buf = BytesMut::new();
         v5::Packet::Publish(publish).write(&mut buf, None).unwrap();
-        assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Malformed(_))));
+        assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Protocol(_))));
     }
 
     #[test]

@@ -754,7 +754,8 @@ fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
     let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     let addr = mqtt_addr(&hub);
     let mut slow = RawClient::connect(&addr, "slow-reader");
-    let subscribe = rumqttc::Subscribe::new("flow/#", QoS::AtLeastOnce);
+    let mut subscribe = rumqttc::Subscribe::new("flow/#", QoS::AtLeastOnce);
+    subscribe.pkid = 1; // 0 is not a packet id (MQTT-2.3.1-1)
     slow.send(|b| subscribe.write(b).map(|_| ()));
     assert!(matches!(slow.read(), rumqttc::Packet::SubAck(_)));
 

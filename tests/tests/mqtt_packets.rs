@@ -115,6 +115,31 @@ fn a_disconnect_may_end_a_session_or_keep_it_longer_but_not_start_one() {
 }
 
 #[test]
+fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    // The client's receive maximum bounds what the hub sends it; CONNACK
+    // gives the hub's own (any number: absent or 65,535).
+    let props = v5::ConnectProperties { receive_maximum: Some(2), ..Default::default() };
+    let (mut s, mut buf, ack) = connect5(&hub, "reasons", true, props);
+    let granted = ack.properties.and_then(|p| p.receive_max).unwrap_or(u16::MAX);
+    assert_eq!(granted, u16::MAX, "the hub's receive maximum, not the client's");
+    // Reserved flags: a malformed packet (§2.1.3), DISCONNECT 0x81.
+    s.write_all(&[0xC1, 0x00]).unwrap();
+    match read5(&mut s, &mut buf) {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::MalformedPacket),
+        other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+    }
+    // An empty topic name without a topic alias: protocol error, 0x82.
+    let (mut s, mut buf, _) = connect5(&hub, "reasons", true, v5::ConnectProperties::default());
+    s.write_all(&[0x30, 0x04, 0x00, 0x00, 0x00, b'x']).unwrap();
+    match read5(&mut s, &mut buf) {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+}
+
+#[test]
 fn an_authentication_method_is_refused_and_the_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
@@ -130,7 +155,9 @@ fn unsuback_says_which_filters_had_no_subscription() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let (mut s, mut buf, _) = connect5(&hub, "unsub", true, expiry(None));
-    send5(&mut s, P5::Subscribe(v5::Subscribe::new(v5::Filter::new("a/b", QoS::AtLeastOnce), None)));
+    let mut subscribe = v5::Subscribe::new(v5::Filter::new("a/b", QoS::AtLeastOnce), None);
+    subscribe.pkid = 1;
+    send5(&mut s, P5::Subscribe(subscribe));
     assert!(matches!(read5(&mut s, &mut buf), Some(P5::SubAck(_))));
     let mut unsubscribe = v5::Unsubscribe::new("a/b", None);
     unsubscribe.filters.push("never/there".into());
@@ -160,6 +187,8 @@ fn reserved_flags_and_a_dup_on_qos_0_close_the_connection() {
         ("PINGREQ with flags 0001 (MQTT-2.2.2-2)", &[0xC1, 0x00]),
         ("QoS 0 PUBLISH with DUP (MQTT-3.3.1-2)", &[0x38, 0x04, 0x00, 0x01, b'a', b'x']),
         ("PUBLISH to a topic with U+0000 (MQTT-4.7.3-2)", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
+        ("SUBSCRIBE with packet id 0 (MQTT-2.3.1-1)", &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
+        ("PUBLISH to an empty topic name (MQTT-4.7.3-1)", &[0x30, 0x03, 0x00, 0x00, b'x']),
     ];
     for (what, bytes) in violations {
         let mut s = dial(&hub);
@@ -318,7 +347,9 @@ fn unacknowledged_messages_are_sent_again_with_their_packet_ids_and_dup() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let (mut sub, mut sub_buf, _) = connect4(&hub, "redeliver", false);
-    send4(&mut sub, v4::Packet::Subscribe(v4::Subscribe::new("re/#", QoS::AtLeastOnce)));
+    let mut subscribe = v4::Subscribe::new("re/#", QoS::AtLeastOnce);
+    subscribe.pkid = 1;
+    send4(&mut sub, v4::Packet::Subscribe(subscribe));
     assert!(matches!(read4(&mut sub, &mut sub_buf), Some(v4::Packet::SubAck(_))));
 
     let (mut publisher, mut pub_buf, _) = connect4(&hub, "re-pub", true);

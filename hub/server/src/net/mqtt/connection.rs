@@ -150,7 +150,11 @@ impl Session {
     /// Answers CONNACK, sends again the PUBRELs a resumed session still
     /// owes (MQTT-4.4.0-1), and resumes its subscriptions.
     async fn start(&mut self) {
-        let receive_maximum = self.max_inflight as u16;
+        // How many QoS 1/2 PUBLISHes the client may have unacknowledged
+        // towards the hub: any number (each PUBACK waits for its commit;
+        // the log's queue holds the rest back). Not the client's own
+        // receive maximum, which bounds the other direction.
+        let receive_maximum = u16::MAX;
         let assigned_client_id = self.assigned_id.then(|| self.client_id.clone());
         let connack = Outgoing::ConnAck {
             session_present: self.session_present,
@@ -301,6 +305,7 @@ impl Session {
                     tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT protocol error; closing");
                     let reason = match err {
                         CodecError::TooLarge { .. } => DisconnectReason::PacketTooLarge,
+                        CodecError::Malformed(_) => DisconnectReason::MalformedPacket,
                         _ => DisconnectReason::ProtocolError,
                     };
                     self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
@@ -315,6 +320,9 @@ impl Session {
     fn resolve_alias(&mut self, packet: Incoming) -> Result<Incoming, DisconnectReason> {
         let Incoming::Publish { topic, payload, qos, retain, pkid, mut properties } = packet else { return Ok(packet) };
         let topic = match properties.as_mut().and_then(|p| p.topic_alias.take()) {
+            // No name and no alias to stand for it (5.0 §3.3.2.3.4;
+            // 3.1.1 MQTT-4.7.3-1).
+            None if topic.is_empty() => return Err(DisconnectReason::ProtocolError),
             None => topic,
             Some(alias) if alias == 0 || alias > codec::TOPIC_ALIAS_MAX => {
                 return Err(DisconnectReason::TopicAliasInvalid)
