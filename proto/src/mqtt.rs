@@ -384,12 +384,19 @@ fn check_subscribe_options(version: Version, buf: &[u8]) -> Result<(), CodecErro
     }
     let Ok((remaining, len_bytes)) = crate::varint::decode_u64(&buf[1..]) else { return Ok(()) };
     let Some(body) = buf.get(1 + len_bytes..).and_then(|b| b.get(..remaining as usize)) else { return Ok(()) };
-    let mut pos = 2; // packet id
+    let mut pos: usize = 2; // packet id
     if version == Version::V5 {
+        // Checked: a hostile length must not overflow (mqttbytes refuses
+        // the packet later).
         let Ok((props, n)) = crate::varint::decode_u64(body.get(pos..).unwrap_or_default()) else { return Ok(()) };
-        pos += n + props as usize;
+        let Some(after) = usize::try_from(props).ok().and_then(|p| pos.checked_add(n)?.checked_add(p)) else {
+            return Ok(());
+        };
+        pos = after;
     }
-    while let Some(len) = body.get(pos..pos + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) {
+    while let Some(len) =
+        pos.checked_add(2).and_then(|end| body.get(pos..end)).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    {
         pos += 2 + len;
         let Some(&options) = body.get(pos) else { return Ok(()) };
         pos += 1;
@@ -848,6 +855,9 @@ mod tests {
         // No Local, Retain As Published, Retain Handling 2, QoS 2.
         let result = read(Version::V5, &mut BytesMut::from(&subscribe(0x2E)[..]), 1 << 20);
         assert!(matches!(result, Ok(Some(Incoming::Subscribe { .. }))), "{result:?}");
+        // A properties length near u64::MAX is refused, not an overflow.
+        let huge = [0x82, 0x0D, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00];
+        assert!(read(Version::V5, &mut BytesMut::from(&huge[..]), 1 << 20).is_err());
     }
 
     #[test]
