@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::raw_mqtt::RawMqtt;
 use common::Hub;
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
@@ -669,74 +670,32 @@ async fn mqtt5_session_expiry_is_enforced() {
     }
 }
 
-/// Writes packets on a raw socket and reads the answers (3.1.1).
-struct RawClient {
-    stream: TcpStream,
-    buf: bytes::BytesMut,
-}
-
-impl RawClient {
-    fn connect(addr: &str, id: &str) -> RawClient {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut raw = RawClient { stream, buf: bytes::BytesMut::new() };
-        let mut connect = rumqttc::Connect::new(id);
-        connect.clean_session = false;
-        raw.send(|b| connect.write(b).map(|_| ()));
-        assert!(matches!(raw.read(), rumqttc::Packet::ConnAck(_)));
-        raw
-    }
-
-    fn send(&mut self, write: impl FnOnce(&mut bytes::BytesMut) -> Result<(), rumqttc::mqttbytes::Error>) {
-        let mut out = bytes::BytesMut::new();
-        write(&mut out).unwrap();
-        self.stream.write_all(&out).unwrap();
-    }
-
-    fn read(&mut self) -> rumqttc::Packet {
-        self.try_read().expect("a packet within the read timeout")
-    }
-
-    /// The next packet, or None when none arrives within the read timeout.
-    fn try_read(&mut self) -> Option<rumqttc::Packet> {
-        loop {
-            if let Ok(packet) = rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, 1 << 20) {
-                return Some(packet);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).ok()?;
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
 #[test]
 fn qos2_retransmission_after_a_hub_restart_is_not_stored_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(dir.path(), &[]);
-    let mut raw = RawClient::connect(&mqtt_addr(&hub), "exactly-once");
+    let (mut raw, _) = RawMqtt::connect4(&mqtt_addr(&hub), "exactly-once", false);
     let mut publish = rumqttc::Publish::new("meter/energy", QoS::ExactlyOnce, "42 kWh");
     publish.pkid = 7;
-    raw.send(|b| publish.write(b).map(|_| ()));
-    assert!(matches!(raw.read(), rumqttc::Packet::PubRec(r) if r.pkid == 7));
+    raw.send4(rumqttc::Packet::Publish(publish.clone()));
+    assert!(matches!(raw.read4().expect("connection closed"), rumqttc::Packet::PubRec(r) if r.pkid == 7));
     // The hub dies before the PUBREL: the client must resend the PUBLISH.
     hub.kill9();
     let hub = Hub::start(dir.path(), &[]);
-    let mut raw = RawClient::connect(&mqtt_addr(&hub), "exactly-once");
+    let (mut raw, _) = RawMqtt::connect4(&mqtt_addr(&hub), "exactly-once", false);
     publish.dup = true;
-    raw.send(|b| publish.write(b).map(|_| ()));
-    assert!(matches!(raw.read(), rumqttc::Packet::PubRec(r) if r.pkid == 7));
-    raw.send(|b| rumqttc::PubRel::new(7).write(b).map(|_| ()));
-    assert!(matches!(raw.read(), rumqttc::Packet::PubComp(c) if c.pkid == 7));
+    raw.send4(rumqttc::Packet::Publish(publish.clone()));
+    assert!(matches!(raw.read4().expect("connection closed"), rumqttc::Packet::PubRec(r) if r.pkid == 7));
+    raw.send4(rumqttc::Packet::PubRel(rumqttc::PubRel::new(7)));
+    assert!(matches!(raw.read4().expect("connection closed"), rumqttc::Packet::PubComp(c) if c.pkid == 7));
     let stored = consume_json(&hub, "meter");
     assert_eq!(stored.len(), 1, "stored once: {stored:?}");
     // The id is released: the next message with id 7 is a new one.
     let mut next_publish = rumqttc::Publish::new("meter/energy", QoS::ExactlyOnce, "44 kWh");
     next_publish.pkid = 7;
-    raw.send(|b| next_publish.write(b).map(|_| ()));
+    raw.send4(rumqttc::Packet::Publish(next_publish));
     loop {
-        if let rumqttc::Packet::PubRec(r) = raw.read() {
+        if let rumqttc::Packet::PubRec(r) = raw.read4().expect("connection closed") {
             if r.pkid == 7 {
                 break;
             }
@@ -753,11 +712,11 @@ fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
     std::fs::write(&config, "[mqtt]\nmax_inflight = 8\n").unwrap();
     let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     let addr = mqtt_addr(&hub);
-    let mut slow = RawClient::connect(&addr, "slow-reader");
+    let (mut slow, _) = RawMqtt::connect4(&addr, "slow-reader", false);
     let mut subscribe = rumqttc::Subscribe::new("flow/#", QoS::AtLeastOnce);
     subscribe.pkid = 1; // 0 is not a packet id (MQTT-2.3.1-1)
-    slow.send(|b| subscribe.write(b).map(|_| ()));
-    assert!(matches!(slow.read(), rumqttc::Packet::SubAck(_)));
+    slow.send4(rumqttc::Packet::Subscribe(subscribe));
+    assert!(matches!(slow.read4().expect("connection closed"), rumqttc::Packet::SubAck(_)));
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
@@ -772,7 +731,7 @@ fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
     // Unacknowledged, only the in-flight limit arrives...
     let mut pkids = Vec::new();
     slow.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
-    while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+    while let Some(rumqttc::Packet::Publish(p)) = slow.try_read4() {
         pkids.push(p.pkid);
     }
     assert_eq!(pkids.len(), 8, "in flight without PUBACK: {pkids:?}");
@@ -781,9 +740,9 @@ fn a_subscriber_that_does_not_acknowledge_gets_at_most_the_inflight_limit() {
     slow.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     while received < 50 {
         for pkid in pkids.drain(..) {
-            slow.send(|b| rumqttc::PubAck::new(pkid).write(b).map(|_| ()));
+            slow.send4(rumqttc::Packet::PubAck(rumqttc::PubAck::new(pkid)));
         }
-        while let Some(rumqttc::Packet::Publish(p)) = slow.try_read() {
+        while let Some(rumqttc::Packet::Publish(p)) = slow.try_read4() {
             pkids.push(p.pkid);
             received += 1;
         }

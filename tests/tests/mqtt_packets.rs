@@ -6,62 +6,23 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use common::raw_mqtt::RawMqtt;
 use common::Hub;
 use rumqttc::v5::mqttbytes::v5::{self, Packet as P5};
 
-fn dial(hub: &Hub) -> TcpStream {
-    let socket = TcpStream::connect(hub.mqtt_addr.as_deref().expect("MQTT address")).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    socket
-}
-
-/// Reads more bytes; false once the hub closed the connection.
-fn fill(socket: &mut TcpStream, buf: &mut BytesMut) -> bool {
-    let mut chunk = [0u8; 4096];
-    match socket.read(&mut chunk) {
-        Ok(0) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => panic!("no answer within 10 s"),
-        Err(_) => false, // reset
-    }
-}
-
-fn send5(socket: &mut TcpStream, packet: P5) {
-    let mut out = BytesMut::new();
-    packet.write(&mut out, None).unwrap();
-    socket.write_all(&out).unwrap();
-}
-
-/// The next MQTT 5 packet, or None when the hub closed the connection.
-fn read5(socket: &mut TcpStream, buf: &mut BytesMut) -> Option<P5> {
-    loop {
-        match P5::read(buf, None) {
-            Ok(packet) => return Some(packet),
-            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => panic!("the hub sent a packet mqttbytes cannot read: {e:?}"),
-        }
-        if !fill(socket, buf) {
-            return None;
-        }
-    }
+fn addr(hub: &Hub) -> &str {
+    hub.mqtt_addr.as_deref().expect("MQTT address")
 }
 
 /// An MQTT 5 connection: CONNECT with these properties, and the CONNACK.
-fn connect5(hub: &Hub, id: &str, clean: bool, props: v5::ConnectProperties) -> (TcpStream, BytesMut, v5::ConnAck) {
-    let mut socket = dial(hub);
+fn connect5(hub: &Hub, id: &str, clean: bool, props: v5::ConnectProperties) -> (RawMqtt, v5::ConnAck) {
+    let mut raw = RawMqtt::dial(addr(hub));
     let connect = v5::Connect { keep_alive: 30, client_id: id.into(), clean_start: clean, properties: Some(props) };
-    send5(&mut socket, P5::Connect(connect, None, None));
-    let mut buf = BytesMut::new();
-    match read5(&mut socket, &mut buf) {
-        Some(P5::ConnAck(ack)) => (socket, buf, ack),
+    raw.send5(P5::Connect(connect, None, None));
+    match raw.read5() {
+        Some(P5::ConnAck(ack)) => (raw, ack),
         other => panic!("no CONNACK: {other:?}"),
     }
 }
@@ -88,30 +49,30 @@ fn a_disconnect_may_end_a_session_or_keep_it_longer_but_not_start_one() {
     let hub = Hub::start(dir.path(), &[]);
 
     // Expiry 0 in DISCONNECT: the session ends with the connection.
-    let (mut s, mut buf, ack) = connect5(&hub, "ends", false, expiry(Some(60)));
+    let (mut s, ack) = connect5(&hub, "ends", false, expiry(Some(60)));
     assert!(!ack.session_present);
-    send5(&mut s, disconnect_with_expiry(0));
-    assert!(read5(&mut s, &mut buf).is_none(), "the hub closes after DISCONNECT");
-    let (_s, _, ack) = connect5(&hub, "ends", false, expiry(Some(60)));
+    s.send5(disconnect_with_expiry(0));
+    assert!(s.read5().is_none(), "the hub closes after DISCONNECT");
+    let (_s, ack) = connect5(&hub, "ends", false, expiry(Some(60)));
     assert!(!ack.session_present, "the session ended at the DISCONNECT with expiry 0");
 
     // A longer expiry in DISCONNECT replaces the CONNECT's 1 s.
-    let (mut s, mut buf, _) = connect5(&hub, "longer", false, expiry(Some(1)));
-    send5(&mut s, disconnect_with_expiry(60));
-    assert!(read5(&mut s, &mut buf).is_none());
+    let (mut s, _) = connect5(&hub, "longer", false, expiry(Some(1)));
+    s.send5(disconnect_with_expiry(60));
+    assert!(s.read5().is_none());
     std::thread::sleep(Duration::from_millis(2500));
-    let (_s, _, ack) = connect5(&hub, "longer", false, expiry(Some(60)));
+    let (_s, ack) = connect5(&hub, "longer", false, expiry(Some(60)));
     assert!(ack.session_present, "the session outlived the CONNECT's 1 s expiry");
 
     // A session the CONNECT did not keep cannot be kept by DISCONNECT:
     // protocol error (§3.14.2.2.2).
-    let (mut s, mut buf, _) = connect5(&hub, "none", true, expiry(None));
-    send5(&mut s, disconnect_with_expiry(30));
-    match read5(&mut s, &mut buf) {
+    let (mut s, _) = connect5(&hub, "none", true, expiry(None));
+    s.send5(disconnect_with_expiry(30));
+    match s.read5() {
         Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ProtocolError),
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
     }
-    assert!(read5(&mut s, &mut buf).is_none());
+    assert!(s.read5().is_none());
 }
 
 #[test]
@@ -121,19 +82,19 @@ fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maxi
     // The client's receive maximum bounds what the hub sends it; CONNACK
     // gives the hub's own (any number: absent or 65,535).
     let props = v5::ConnectProperties { receive_maximum: Some(2), ..Default::default() };
-    let (mut s, mut buf, ack) = connect5(&hub, "reasons", true, props);
+    let (mut s, ack) = connect5(&hub, "reasons", true, props);
     let granted = ack.properties.and_then(|p| p.receive_max).unwrap_or(u16::MAX);
     assert_eq!(granted, u16::MAX, "the hub's receive maximum, not the client's");
     // Reserved flags: a malformed packet (§2.1.3), DISCONNECT 0x81.
-    s.write_all(&[0xC1, 0x00]).unwrap();
-    match read5(&mut s, &mut buf) {
+    s.send_bytes(&[0xC1, 0x00]);
+    match s.read5() {
         Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::MalformedPacket),
         other => panic!("expected DISCONNECT 0x81, got {other:?}"),
     }
     // An empty topic name without a topic alias: protocol error, 0x82.
-    let (mut s, mut buf, _) = connect5(&hub, "reasons", true, v5::ConnectProperties::default());
-    s.write_all(&[0x30, 0x04, 0x00, 0x00, 0x00, b'x']).unwrap();
-    match read5(&mut s, &mut buf) {
+    let (mut s, _) = connect5(&hub, "reasons", true, v5::ConnectProperties::default());
+    s.send_bytes(&[0x30, 0x04, 0x00, 0x00, 0x00, b'x']);
+    match s.read5() {
         Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ProtocolError),
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
     }
@@ -144,9 +105,9 @@ fn an_authentication_method_is_refused_and_the_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let props = v5::ConnectProperties { authentication_method: Some("SCRAM-SHA-1".into()), ..Default::default() };
-    let (mut s, mut buf, ack) = connect5(&hub, "scram", true, props);
+    let (mut s, ack) = connect5(&hub, "scram", true, props);
     assert_eq!(ack.code, v5::ConnectReturnCode::BadAuthenticationMethod);
-    assert!(read5(&mut s, &mut buf).is_none(), "MQTT-4.12.0-1: the connection closes");
+    assert!(s.read5().is_none(), "MQTT-4.12.0-1: the connection closes");
 }
 
 #[test]
@@ -154,16 +115,16 @@ fn unsuback_says_which_filters_had_no_subscription() {
     use rumqttc::v5::mqttbytes::QoS;
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
-    let (mut s, mut buf, _) = connect5(&hub, "unsub", true, expiry(None));
+    let (mut s, _) = connect5(&hub, "unsub", true, expiry(None));
     let mut subscribe = v5::Subscribe::new(v5::Filter::new("a/b", QoS::AtLeastOnce), None);
     subscribe.pkid = 1;
-    send5(&mut s, P5::Subscribe(subscribe));
-    assert!(matches!(read5(&mut s, &mut buf), Some(P5::SubAck(_))));
+    s.send5(P5::Subscribe(subscribe));
+    assert!(matches!(s.read5(), Some(P5::SubAck(_))));
     let mut unsubscribe = v5::Unsubscribe::new("a/b", None);
     unsubscribe.filters.push("never/there".into());
     unsubscribe.pkid = 2;
-    send5(&mut s, P5::Unsubscribe(unsubscribe));
-    match read5(&mut s, &mut buf) {
+    s.send5(P5::Unsubscribe(unsubscribe));
+    match s.read5() {
         Some(P5::UnsubAck(u)) => {
             assert_eq!(u.reasons, [v5::UnsubAckReason::Success, v5::UnsubAckReason::NoSubscriptionExisted])
         }
@@ -191,36 +152,27 @@ fn reserved_flags_and_a_dup_on_qos_0_close_the_connection() {
         ("PUBLISH to an empty topic name (MQTT-4.7.3-1)", &[0x30, 0x03, 0x00, 0x00, b'x']),
     ];
     for (what, bytes) in violations {
-        let mut s = dial(&hub);
-        s.write_all(&connect311(0x02)).unwrap();
-        let mut buf = BytesMut::new();
-        while buf.len() < 4 {
-            assert!(fill(&mut s, &mut buf), "no CONNACK");
-        }
-        assert_eq!(&buf[..4], [0x20, 0x02, 0x00, 0x00]);
-        buf.clear();
-        s.write_all(bytes).unwrap();
-        // A valid PINGREQ after it would be answered if the hub went on.
-        let _ = s.write_all(&[0xC0, 0x00]);
-        while fill(&mut s, &mut buf) {}
-        assert!(buf.is_empty(), "{what}: the hub answered {:02x?} instead of closing", &buf[..]);
+        let mut s = RawMqtt::dial(addr(&hub));
+        s.send_bytes(&connect311(0x02));
+        assert_eq!(s.read_bytes(4), [0x20, 0x02, 0x00, 0x00], "CONNACK");
+        s.send_bytes(bytes);
+        // A valid PINGREQ after it would be answered if the hub went on
+        // (the hub may have closed already: no unwrap).
+        let _ = std::io::Write::write_all(&mut s.stream, &[0xC0, 0x00]);
+        let answer = s.read_to_close();
+        assert!(answer.is_empty(), "{what}: the hub answered {answer:02x?} instead of closing");
     }
     for (what, flags) in [("reserved CONNECT flag (MQTT-3.1.2-3)", 0x03), ("password without user name", 0x42)] {
-        let mut s = dial(&hub);
-        s.write_all(&connect311(flags)).unwrap();
-        let mut buf = BytesMut::new();
-        while fill(&mut s, &mut buf) {}
-        assert!(buf.is_empty(), "{what}: the hub answered {:02x?} instead of closing", &buf[..]);
+        let mut s = RawMqtt::dial(addr(&hub));
+        s.send_bytes(&connect311(flags));
+        let answer = s.read_to_close();
+        assert!(answer.is_empty(), "{what}: the hub answered {answer:02x?} instead of closing");
     }
     // The hub still serves well-formed clients.
-    let mut s = dial(&hub);
-    s.write_all(&connect311(0x02)).unwrap();
-    s.write_all(&[0xC0, 0x00]).unwrap();
-    let mut buf = BytesMut::new();
-    while buf.len() < 6 {
-        assert!(fill(&mut s, &mut buf), "closed");
-    }
-    assert_eq!(&buf[..6], [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00], "CONNACK then PINGRESP");
+    let mut s = RawMqtt::dial(addr(&hub));
+    s.send_bytes(&connect311(0x02));
+    s.send_bytes(&[0xC0, 0x00]);
+    assert_eq!(s.read_bytes(6), [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00], "CONNACK then PINGRESP");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,80 +255,42 @@ async fn any_valid_topic_name_can_be_published_retained_and_subscribed_to() {
     assert_eq!(got, [("/TopicA".to_string(), b"/TopicA".to_vec(), true)]);
 }
 
-/// A 3.1.1 connection whose client id is `id`: CONNECT, and whether the
-/// CONNACK said a session was present.
-fn connect4(hub: &Hub, id: &str, clean: bool) -> (TcpStream, BytesMut, bool) {
-    use rumqttc::mqttbytes::v4;
-    let mut socket = dial(hub);
-    let mut connect = v4::Connect::new(id);
-    connect.clean_session = clean;
-    connect.keep_alive = 30;
-    send4(&mut socket, v4::Packet::Connect(connect));
-    let mut buf = BytesMut::new();
-    match read4(&mut socket, &mut buf) {
-        Some(v4::Packet::ConnAck(ack)) => {
-            assert_eq!(ack.code, v4::ConnectReturnCode::Success);
-            (socket, buf, ack.session_present)
-        }
-        other => panic!("no CONNACK: {other:?}"),
-    }
-}
-
-fn send4(socket: &mut TcpStream, packet: rumqttc::mqttbytes::v4::Packet) {
-    let mut out = BytesMut::new();
-    packet.write(&mut out, 1 << 20).unwrap();
-    socket.write_all(&out).unwrap();
-}
-
-fn read4(socket: &mut TcpStream, buf: &mut BytesMut) -> Option<rumqttc::mqttbytes::v4::Packet> {
-    loop {
-        match rumqttc::mqttbytes::v4::Packet::read(buf, 1 << 20) {
-            Ok(packet) => return Some(packet),
-            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(e) => panic!("the hub sent a packet mqttbytes cannot read: {e:?}"),
-        }
-        if !fill(socket, buf) {
-            return None;
-        }
-    }
-}
-
 #[test]
 fn unacknowledged_messages_are_sent_again_with_their_packet_ids_and_dup() {
     use rumqttc::mqttbytes::{v4, QoS};
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
-    let (mut sub, mut sub_buf, _) = connect4(&hub, "redeliver", false);
+    let (mut sub, _) = RawMqtt::connect4(addr(&hub), "redeliver", false);
     let mut subscribe = v4::Subscribe::new("re/#", QoS::AtLeastOnce);
     subscribe.pkid = 1;
-    send4(&mut sub, v4::Packet::Subscribe(subscribe));
-    assert!(matches!(read4(&mut sub, &mut sub_buf), Some(v4::Packet::SubAck(_))));
+    sub.send4(v4::Packet::Subscribe(subscribe));
+    assert!(matches!(sub.read4(), Some(v4::Packet::SubAck(_))));
 
-    let (mut publisher, mut pub_buf, _) = connect4(&hub, "re-pub", true);
+    let (mut publisher, _) = RawMqtt::connect4(addr(&hub), "re-pub", true);
     for (i, topic) in ["re/1", "re/2", "re/3"].into_iter().enumerate() {
         let mut p = v4::Publish::new(topic, QoS::AtLeastOnce, topic);
         p.pkid = i as u16 + 1;
-        send4(&mut publisher, v4::Packet::Publish(p));
-        assert!(matches!(read4(&mut publisher, &mut pub_buf), Some(v4::Packet::PubAck(_))));
+        publisher.send4(v4::Packet::Publish(p));
+        assert!(matches!(publisher.read4(), Some(v4::Packet::PubAck(_))));
     }
     let mut first = Vec::new();
     while first.len() < 3 {
-        if let Some(v4::Packet::Publish(p)) = read4(&mut sub, &mut sub_buf) {
+        if let Some(v4::Packet::Publish(p)) = sub.read4() {
             assert!(!p.dup, "a first delivery is not a duplicate: {p:?}");
             first.push((p.topic, p.pkid));
         }
     }
     // Only the first is acknowledged; then the connection drops.
-    send4(&mut sub, v4::Packet::PubAck(v4::PubAck::new(first[0].1)));
+    sub.send4(v4::Packet::PubAck(v4::PubAck::new(first[0].1)));
     std::thread::sleep(Duration::from_millis(300));
     drop(sub);
     std::thread::sleep(Duration::from_millis(500));
 
-    let (mut sub, mut sub_buf, present) = connect4(&hub, "redeliver", false);
+    let (mut sub, present) = RawMqtt::connect4(addr(&hub), "redeliver", false);
     assert!(present);
     let mut again = Vec::new();
     while again.len() < 2 {
-        match read4(&mut sub, &mut sub_buf) {
+        match sub.read4() {
             Some(v4::Packet::Publish(p)) => {
                 assert!(p.dup, "MQTT-3.3.1-1: a resend has DUP set: {p:?}");
                 again.push((p.topic, p.pkid));

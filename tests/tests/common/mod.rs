@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod http;
 pub mod proxy;
+pub mod raw_mqtt;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,154 @@
+//! The rules of MQTT that mqttbytes does not enforce, checked on the bytes
+//! before it parses them or on what it parsed: fixed-header flags, DUP on
+//! QoS 0, subscription options, packet id 0, empty (UN)SUBSCRIBEs and
+//! U+0000 in names. Each failure closes the connection.
+
+use super::{CodecError, Version};
+
+/// A topic name may not hold U+0000 (MQTT-1.5.3-2, MQTT-4.7.3-2).
+pub(super) fn name(topic: &str) -> Result<(), CodecError> {
+    if topic.contains('\0') {
+        return Err(CodecError::Malformed("topic name with a null character".into()));
+    }
+    Ok(())
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE has a packet id other than 0 (MQTT-2.3.1-1)
+/// and names at least one filter (MQTT-3.8.3-3, MQTT-3.10.3-2), none with
+/// U+0000.
+pub(super) fn filters<'a>(pkid: u16, mut filters: impl Iterator<Item = &'a str>) -> Result<(), CodecError> {
+    if pkid == 0 {
+        return Err(CodecError::Protocol("packet id 0".into()));
+    }
+    let mut any = false;
+    for filter in filters.by_ref() {
+        any = true;
+        name(filter)?;
+    }
+    if !any {
+        return Err(CodecError::Protocol("no topic filter".into()));
+    }
+    Ok(())
+}
+
+/// The fixed header's flags, which the spec fixes for every packet type
+/// but PUBLISH (MQTT-2.2.2-2; §2.1.3 in 5.0: other flags are a malformed
+/// packet), a QoS 0 PUBLISH without DUP (MQTT-3.3.1-2), and an empty
+/// PINGREQ. mqttbytes does not check these.
+pub(super) fn fixed_header(buf: &[u8]) -> Result<(), CodecError> {
+    let Some(&first) = buf.first() else { return Ok(()) };
+    let (kind, flags) = (first >> 4, first & 0x0F);
+    let expected = match kind {
+        3 => {
+            if flags & 0b0110 == 0 && flags & 0b1000 != 0 {
+                return Err(CodecError::Malformed("DUP set on a QoS 0 PUBLISH".into()));
+            }
+            return Ok(());
+        }
+        6 | 8 | 10 => 0b0010, // PUBREL, SUBSCRIBE, UNSUBSCRIBE
+        _ => 0,
+    };
+    if flags != expected {
+        return Err(CodecError::Malformed(format!("reserved flags {flags:#06b} in a packet of type {kind}")));
+    }
+    if kind == 12 && buf.get(1).is_some_and(|&len| len != 0) {
+        return Err(CodecError::Malformed("PINGREQ with a body".into()));
+    }
+    Ok(())
+}
+
+/// The options byte of each SUBSCRIBE filter: in 3.1.1 only the QoS bits
+/// (MQTT-3.8.3-4); in 5.0 no reserved bits (MQTT-3.8.3-5), and neither QoS
+/// nor Retain Handling 3. mqttbytes masks these, so they are checked on the
+/// bytes of a whole SUBSCRIBE (MQTT's variable byte integer is LEB128).
+pub(super) fn subscribe_options(version: Version, buf: &[u8]) -> Result<(), CodecError> {
+    if buf.first() != Some(&0x82) {
+        return Ok(());
+    }
+    let Ok((remaining, len_bytes)) = crate::varint::decode_u64(&buf[1..]) else { return Ok(()) };
+    let Some(body) = buf.get(1 + len_bytes..).and_then(|b| b.get(..remaining as usize)) else { return Ok(()) };
+    let mut pos: usize = 2; // packet id
+    if version == Version::V5 {
+        // Checked: a hostile length must not overflow (mqttbytes refuses
+        // the packet later).
+        let Ok((props, n)) = crate::varint::decode_u64(body.get(pos..).unwrap_or_default()) else { return Ok(()) };
+        let Some(after) = usize::try_from(props).ok().and_then(|p| pos.checked_add(n)?.checked_add(p)) else {
+            return Ok(());
+        };
+        pos = after;
+    }
+    while let Some(len) =
+        pos.checked_add(2).and_then(|end| body.get(pos..end)).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    {
+        pos += 2 + len;
+        let Some(&options) = body.get(pos) else { return Ok(()) };
+        pos += 1;
+        let bad = match version {
+            Version::V311 => options & 0xFC != 0,
+            Version::V5 => options & 0xC0 != 0 || options & 0x03 == 3 || (options >> 4) & 0x03 == 3,
+        };
+        if bad {
+            return Err(CodecError::Malformed(format!("reserved bits in subscription options {options:#04x}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::super::{read, CodecError, Incoming, Version};
+
+    fn read_v4(bytes: &[u8]) -> Result<Option<Incoming>, CodecError> {
+        read(Version::V311, &mut BytesMut::from(bytes), 1 << 20)
+    }
+
+    #[test]
+    fn reserved_flags_and_protocol_violations_are_malformed() {
+        let bad: &[(&str, &[u8])] = &[
+            ("SUBSCRIBE with flags 0000", &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
+            ("UNSUBSCRIBE with flags 0000", &[0xA0, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
+            ("UNSUBSCRIBE without a filter", &[0xA2, 0x02, 0x00, 0x01]),
+            ("SUBSCRIBE with packet id 0", &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
+            ("PUBREL with flags 0000", &[0x60, 0x02, 0x00, 0x01]),
+            ("PINGREQ with flags 0001", &[0xC1, 0x00]),
+            ("PINGREQ with a body", &[0xC0, 0x01, 0x00]),
+            ("QoS 0 PUBLISH with DUP", &[0x38, 0x04, 0x00, 0x01, b'a', b'x']),
+            ("PUBLISH to a topic with U+0000", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
+            ("SUBSCRIBE to a filter with U+0000", &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', 0x00, 0x00]),
+            ("SUBSCRIBE options with reserved bits", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x05]),
+        ];
+        for (what, bytes) in bad {
+            let result = read_v4(bytes);
+            assert!(matches!(result, Err(CodecError::Malformed(_) | CodecError::Protocol(_))), "{what}: {result:?}");
+        }
+        // The same packets with the flags the spec fixes are read.
+        let good: &[(&str, &[u8])] = &[
+            ("SUBSCRIBE", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
+            ("UNSUBSCRIBE", &[0xA2, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
+            ("PUBREL", &[0x62, 0x02, 0x00, 0x01]),
+            ("PINGREQ", &[0xC0, 0x00]),
+            ("QoS 0 PUBLISH", &[0x30, 0x04, 0x00, 0x01, b'a', b'x']),
+            ("QoS 1 PUBLISH with DUP", &[0x3A, 0x06, 0x00, 0x01, b'a', 0x00, 0x07, b'x']),
+        ];
+        for (what, bytes) in good {
+            assert!(matches!(read_v4(bytes), Ok(Some(_))), "{what}: {:?}", read_v4(bytes));
+        }
+    }
+
+    #[test]
+    fn v5_subscription_options_with_reserved_bits_are_malformed() {
+        let subscribe = |options: u8| vec![0x82, 0x07, 0x00, 0x01, 0x00, 0x00, 0x01, b'a', options];
+        for options in [0xC1, 0x03, 0x31] {
+            let result = read(Version::V5, &mut BytesMut::from(&subscribe(options)[..]), 1 << 20);
+            assert!(matches!(result, Err(CodecError::Malformed(_))), "options {options:#04x}: {result:?}");
+        }
+        // No Local, Retain As Published, Retain Handling 2, QoS 2.
+        let result = read(Version::V5, &mut BytesMut::from(&subscribe(0x2E)[..]), 1 << 20);
+        assert!(matches!(result, Ok(Some(Incoming::Subscribe { .. }))), "{result:?}");
+        // A properties length near u64::MAX is refused, not an overflow.
+        let huge = [0x82, 0x0D, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00];
+        assert!(read(Version::V5, &mut BytesMut::from(&huge[..]), 1 << 20).is_err());
+    }
+}
