@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 
+use crate::backend::ZeroFilledFile;
 use crate::{LogError, Result};
 
 /// The database, shared by the writer and the readers; empty while the
@@ -58,10 +59,18 @@ impl DbSlot {
 }
 
 fn open(path: &Path, cache_bytes: usize) -> Result<Database> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| LogError::storage(redb::DatabaseError::from(e)))?;
+    let backend = ZeroFilledFile::new(file).map_err(LogError::storage)?;
     Database::builder()
         .set_cache_size(cache_bytes)
         .set_repair_callback(crate::log_repair_progress())
-        .create(path)
+        .create_with_backend(backend)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => LogError::AlreadyOpen(path.display().to_string()),
             other => LogError::storage(other),

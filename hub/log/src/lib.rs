@@ -20,6 +20,7 @@
 //! are the tuning and the counters.
 
 mod append;
+mod backend;
 mod catalog;
 pub mod clock;
 mod database;
