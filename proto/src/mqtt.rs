@@ -205,7 +205,12 @@ pub enum Outgoing {
         why: PubRefusal,
     },
     PubRel(u16),
-    PubComp(u16),
+    /// `found`: the packet id was awaiting release; MQTT 5 answers an
+    /// unknown one with reason 0x92 (packet identifier not found).
+    PubComp {
+        pkid: u16,
+        found: bool,
+    },
     /// Granted QoS per filter, or why it is refused.
     SubAck {
         pkid: u16,
@@ -299,6 +304,9 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
     checks::subscribe_options(version, buf)?;
+    if version == Version::V5 {
+        checks::v5_properties(buf)?;
+    }
     match version {
         Version::V311 => match v4::Packet::read(buf, limit) {
             Ok(p) => from_v4(p).map(Some),
@@ -573,7 +581,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
         Outgoing::PubAck(pkid) => v4::Packet::PubAck(v4::PubAck::new(pkid)),
         Outgoing::PubRec(pkid) => v4::Packet::PubRec(v4::PubRec::new(pkid)),
         Outgoing::PubRel(pkid) => v4::Packet::PubRel(v4::PubRel::new(pkid)),
-        Outgoing::PubComp(pkid) => v4::Packet::PubComp(v4::PubComp::new(pkid)),
+        Outgoing::PubComp { pkid, .. } => v4::Packet::PubComp(v4::PubComp::new(pkid)),
         Outgoing::SubAck { pkid, granted } => v4::Packet::SubAck(v4::SubAck::new(
             pkid,
             granted
@@ -656,7 +664,10 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             v5::Packet::PubAck(v5::PubAck { pkid, reason, properties })
         }
         Outgoing::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
-        Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+        Outgoing::PubComp { pkid, found } => {
+            let reason = if found { v5::PubCompReason::Success } else { v5::PubCompReason::PacketIdentifierNotFound };
+            v5::Packet::PubComp(v5::PubComp { pkid, reason, properties: None })
+        }
         Outgoing::SubAck { pkid, granted } => v5::Packet::SubAck(v5::SubAck {
             pkid,
             return_codes: granted

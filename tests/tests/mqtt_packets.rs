@@ -101,6 +101,45 @@ fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maxi
 }
 
 #[test]
+fn mqtt5_pubcomp_says_when_the_packet_id_was_unknown_and_a_property_given_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (mut s, _) = connect5(&hub, "qos2", true, v5::ConnectProperties::default());
+    // A PUBREL for an id the hub never saw: PUBCOMP 0x92 (§3.7.2.1).
+    s.send5(P5::PubRel(v5::PubRel::new(9, None)));
+    match s.read5() {
+        Some(P5::PubComp(c)) => {
+            assert_eq!((c.pkid, c.reason), (9, v5::PubCompReason::PacketIdentifierNotFound))
+        }
+        other => panic!("expected PUBCOMP 0x92, got {other:?}"),
+    }
+    // The QoS 2 handshake of a stored message: PUBCOMP 0x00.
+    let mut publish = v5::Publish::new("t/x", rumqttc::v5::mqttbytes::QoS::ExactlyOnce, "v", None);
+    publish.pkid = 3;
+    s.send5(P5::Publish(publish));
+    assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == 3));
+    s.send5(P5::PubRel(v5::PubRel::new(3, None)));
+    match s.read5() {
+        Some(P5::PubComp(c)) => assert_eq!((c.pkid, c.reason), (3, v5::PubCompReason::Success)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // Content Type twice in one PUBLISH: a protocol error (§3.3.2.3.9),
+    // DISCONNECT 0x82. Topic "t/y", packet id 5, properties, payload "v".
+    let mut body = vec![0x00, 0x03, b't', b'/', b'y', 0x00, 0x05];
+    let props = [0x03, 0x00, 0x01, b'a', 0x03, 0x00, 0x01, b'b'];
+    body.push(props.len() as u8);
+    body.extend_from_slice(&props);
+    body.push(b'v');
+    let packet = [&[0x32, body.len() as u8][..], &body].concat();
+    s.send_bytes(&packet);
+    match s.read5() {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    assert!(s.read5().is_none(), "the connection closes");
+}
+
+#[test]
 fn an_authentication_method_is_refused_and_the_connection_closed() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);

@@ -94,6 +94,93 @@ pub(super) fn subscribe_options(version: Version, buf: &[u8]) -> Result<(), Code
     Ok(())
 }
 
+/// MQTT 5: no property but User Property appears twice in one property
+/// block ("It is a Protocol Error to include … more than once", in each
+/// property's section of the spec). mqttbytes keeps the last of two, so the
+/// property blocks of the packets a client sends are walked on the bytes:
+/// CONNECT (and its will), PUBLISH, PUBACK to PUBCOMP, SUBSCRIBE,
+/// UNSUBSCRIBE and DISCONNECT. Bytes too short to walk are left to mqttbytes,
+/// which refuses them.
+pub(super) fn v5_properties(buf: &[u8]) -> Result<(), CodecError> {
+    let Some(&first) = buf.first() else { return Ok(()) };
+    let Ok((remaining, len_bytes)) = crate::varint::decode_u64(&buf[1..]) else { return Ok(()) };
+    let Some(body) = buf.get(1 + len_bytes..).and_then(|b| b.get(..usize::try_from(remaining).ok()?)) else {
+        return Ok(());
+    };
+    match first >> 4 {
+        1 => {
+            // Protocol name, level, flags, keep alive; then the properties.
+            let Some(name) = string_len(body, 0) else { return Ok(()) };
+            let flags_at = 2 + name + 1;
+            let Some(&flags) = body.get(flags_at) else { return Ok(()) };
+            let Some(after) = properties(body, flags_at + 3)? else { return Ok(()) };
+            if flags & 0x04 != 0 {
+                // The will's properties follow the client id.
+                let Some(id) = string_len(body, after) else { return Ok(()) };
+                properties(body, after + 2 + id)?;
+            }
+        }
+        3 => {
+            let Some(topic) = string_len(body, 0) else { return Ok(()) };
+            let pkid = if first & 0b0110 != 0 { 2 } else { 0 };
+            properties(body, 2 + topic + pkid)?;
+        }
+        // PUBACK, PUBREC, PUBREL, PUBCOMP: packet id, reason code, properties.
+        4..=7 if body.len() > 3 => {
+            properties(body, 3)?;
+        }
+        8 | 10 => {
+            properties(body, 2)?;
+        }
+        14 if body.len() > 1 => {
+            properties(body, 1)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The length of the string (or binary data) whose 2-byte length is at `at`.
+fn string_len(body: &[u8], at: usize) -> Option<usize> {
+    let b = body.get(at..at.checked_add(2)?)?;
+    Some(usize::from(u16::from_be_bytes([b[0], b[1]])))
+}
+
+/// Walks the property block at `at`, refusing a property given twice;
+/// returns where the block ends (`None`: too short, or a property this
+/// walk does not know, left to mqttbytes).
+fn properties(body: &[u8], at: usize) -> Result<Option<usize>, CodecError> {
+    let Some(rest) = body.get(at..) else { return Ok(None) };
+    let Ok((len, n)) = crate::varint::decode_u64(rest) else { return Ok(None) };
+    let Some(block) = usize::try_from(len).ok().and_then(|len| rest.get(n..n.checked_add(len)?)) else {
+        return Ok(None);
+    };
+    let mut seen: u64 = 0;
+    let mut pos = 0;
+    while let Some(&id) = block.get(pos) {
+        pos += 1;
+        let size = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => Some(1),
+            0x13 | 0x21 | 0x22 | 0x23 => Some(2),
+            0x02 | 0x11 | 0x18 | 0x27 => Some(4),
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => string_len(block, pos).map(|n| 2 + n),
+            0x26 => string_len(block, pos).and_then(|k| Some(2 + k + 2 + string_len(block, pos + 2 + k)?)),
+            0x0B => crate::varint::decode_u64(block.get(pos..).unwrap_or_default()).ok().map(|(_, n)| n),
+            _ => None,
+        };
+        let Some(size) = size else { return Ok(None) };
+        if id != 0x26 {
+            let bit = 1u64 << (id & 63);
+            if seen & bit != 0 {
+                return Err(CodecError::Protocol(format!("property {id:#04x} given twice")));
+            }
+            seen |= bit;
+        }
+        pos += size;
+    }
+    Ok(Some(at + n + block.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
@@ -135,6 +222,40 @@ mod tests {
         for (what, bytes) in good {
             assert!(matches!(read_v4(bytes), Ok(Some(_))), "{what}: {:?}", read_v4(bytes));
         }
+    }
+
+    #[test]
+    fn v5_properties_given_twice_are_a_protocol_error() {
+        let v5 = |bytes: &[u8]| read(Version::V5, &mut BytesMut::from(bytes), 1 << 20);
+        // QoS 1 PUBLISH to "a", packet id 1, then the property block.
+        let publish = |props: &[u8]| {
+            let mut p = vec![0x32, (6 + props.len()) as u8, 0x00, 0x01, b'a', 0x00, 0x01];
+            p.push(props.len() as u8);
+            p.extend_from_slice(props);
+            p
+        };
+        let content_type = [0x03, 0x00, 0x01, b'x'];
+        let user = [0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v'];
+        let twice = [&content_type[..], &content_type[..]].concat();
+        assert!(matches!(v5(&publish(&twice)), Err(CodecError::Protocol(_))), "{:?}", v5(&publish(&twice)));
+        let expiry_twice = [0x02, 0, 0, 0, 9, 0x02, 0, 0, 0, 9];
+        assert!(matches!(v5(&publish(&expiry_twice)), Err(CodecError::Protocol(_))));
+        // Once each, and a User Property as often as wanted, is read.
+        let fine = [&content_type[..], &user[..], &user[..], &[0x01, 0x01]].concat();
+        assert!(matches!(v5(&publish(&fine)), Ok(Some(Incoming::Publish { .. }))), "{:?}", v5(&publish(&fine)));
+        // CONNECT with Receive Maximum twice; once is read.
+        let connect = |props: &[u8]| {
+            let mut p = vec![0x10, (13 + props.len()) as u8, 0x00, 0x04, b'M', b'Q', b'T', b'T', 5, 0x02, 0x00, 0x3C];
+            p.push(props.len() as u8);
+            p.extend_from_slice(props);
+            p.extend_from_slice(&[0x00, 0x00]);
+            p
+        };
+        assert!(matches!(v5(&connect(&[0x21, 0x00, 0x0A, 0x21, 0x00, 0x0A])), Err(CodecError::Protocol(_))));
+        assert!(matches!(v5(&connect(&[0x21, 0x00, 0x0A])), Ok(Some(Incoming::Connect(_)))));
+        // DISCONNECT with Session Expiry twice.
+        let disconnect = [0xE0, 0x0C, 0x00, 0x0A, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1];
+        assert!(matches!(v5(&disconnect), Err(CodecError::Protocol(_))));
     }
 
     #[test]

@@ -168,14 +168,16 @@ impl Session {
         None
     }
 
-    /// PUBREL: the QoS 2 packet id is released, PUBCOMP.
+    /// PUBREL: the QoS 2 packet id is released, PUBCOMP (MQTT 5 says
+    /// whether the id was known).
     pub(super) async fn on_pubrel(&mut self, pkid: u16) {
-        self.with_slot(|slot| slot.awaiting_release.remove(&pkid));
-        if self.qos2.remove(&pkid) && self.keep {
+        let awaited = self.with_slot(|slot| slot.awaiting_release.remove(&pkid));
+        let held = self.qos2.remove(&pkid);
+        if held && self.keep {
             // Forgetting the id need not be waited for.
             let _ = self.save_submit().await;
         }
-        self.send(Out::Packet(Outgoing::PubComp(pkid))).await;
+        self.send(Out::Packet(Outgoing::PubComp { pkid, found: awaited || held })).await;
     }
 }
 
@@ -335,7 +337,10 @@ mod tests {
         assert_eq!(stored(&server, "t"), 1);
 
         s.on_pubrel(7).await;
-        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubComp(7)))));
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubComp { pkid: 7, found: true }))));
         assert!(s.qos2.is_empty() && !s.stored_qos2(7));
+        // Released already: not found (MQTT 5 reason 0x92), answered all the same.
+        s.on_pubrel(7).await;
+        assert!(matches!(sent.try_recv(), Ok(Out::Packet(Outgoing::PubComp { pkid: 7, found: false }))));
     }
 }
