@@ -149,6 +149,26 @@ pub enum Refusal {
     QuotaExceeded,
     /// MQTT 5: an authentication method; Cairn supports none (0x8C).
     BadAuthenticationMethod,
+    /// MQTT 5: the CONNECT itself is malformed (0x81), breaks a protocol
+    /// rule (0x82) or is over the packet size limit (0x95). A 3.1.1 CONNECT
+    /// like that gets no CONNACK: the connection just closes (3.1.1 has no
+    /// code for it).
+    Malformed,
+    ProtocolError,
+    PacketTooLarge,
+}
+
+impl CodecError {
+    /// The MQTT 5 CONNACK that tells a client why its CONNECT could not be
+    /// read (§4.13.1 lets the server send it before closing), if any.
+    pub fn connect_refusal(&self) -> Option<Refusal> {
+        match self {
+            CodecError::Malformed(_) => Some(Refusal::Malformed),
+            CodecError::Protocol(_) => Some(Refusal::ProtocolError),
+            CodecError::TooLarge { .. } => Some(Refusal::PacketTooLarge),
+            CodecError::UnsupportedVersion(_) | CodecError::NotConnect => None,
+        }
+    }
 }
 
 /// Why a PUBLISH is refused (MQTT 5 reason codes).
@@ -262,13 +282,25 @@ pub enum CodecError {
 }
 
 /// Peeks at a CONNECT's protocol level: byte 9 after a 2-byte fixed header
-/// (remaining length < 128) or later with a longer length encoding.
+/// (remaining length < 128) or later with a longer length encoding. The
+/// CONNECT's other rules are checked by [`read`], so a client whose CONNECT
+/// breaks them can be told in its own version.
 pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
     let Some(&first) = buf.first() else { return Ok(None) };
     if first >> 4 != 1 {
         return Err(CodecError::NotConnect);
     }
-    // Skip the remaining-length varint (1..=4 bytes).
+    let Some((level, _)) = connect_start(buf)? else { return Ok(None) };
+    match level {
+        4 => Ok(Some(Version::V311)),
+        5 => Ok(Some(Version::V5)),
+        other => Err(CodecError::UnsupportedVersion(other)),
+    }
+}
+
+/// A CONNECT's protocol level and, once it has arrived, its flags byte.
+fn connect_start(buf: &[u8]) -> Result<Option<(u8, Option<u8>)>, CodecError> {
+    // Skip the fixed header's first byte and remaining-length varint (1..=4 bytes).
     let mut i = 1;
     loop {
         let Some(&b) = buf.get(i) else { return Ok(None) };
@@ -285,27 +317,18 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
         return Ok(None);
     };
     let Some(&level) = buf.get(i + 2 + name_len) else { return Ok(None) };
-    let version = match level {
-        4 => Version::V311,
-        5 => Version::V5,
-        other => return Err(CodecError::UnsupportedVersion(other)),
-    };
-    // The connect flags: bit 0 is reserved (MQTT-3.1.2-3), and in 3.1.1 a
-    // password needs a user name (MQTT-3.1.2-22).
-    let Some(&flags) = buf.get(i + 3 + name_len) else { return Ok(None) };
-    if flags & 0x01 != 0 {
-        return Err(CodecError::Malformed("reserved CONNECT flag set".into()));
-    }
-    if version == Version::V311 && flags & 0x40 != 0 && flags & 0x80 == 0 {
-        return Err(CodecError::Malformed("a password without a user name".into()));
-    }
-    Ok(Some(version))
+    Ok(Some((level, buf.get(i + 3 + name_len).copied())))
 }
 
 /// Reads one packet from `buf` if a whole one is there (`Ok(None)`: read
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
+    if buf.first().is_some_and(|&b| b >> 4 == 1) {
+        if let Some((_, Some(flags))) = connect_start(buf)? {
+            checks::connect_flags(version, flags)?;
+        }
+    }
     checks::subscribe_options(version, buf)?;
     if version == Version::V5 {
         checks::v5_properties(buf)?;
@@ -532,15 +555,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_flags_are_checked_before_the_connect_is_read() {
+    fn connect_flags_are_checked_before_the_connect_is_parsed() {
         let connect = |level: u8, flags: u8| {
             vec![0x10, 13, 0x00, 0x04, b'M', b'Q', b'T', b'T', level, flags, 0x00, 0x3C, 0x00, 0x01, b'c']
         };
-        assert!(matches!(connect_version(&connect(4, 0x02)), Ok(Some(Version::V311))));
-        assert!(matches!(connect_version(&connect(4, 0x03)), Err(CodecError::Malformed(_))), "reserved bit");
-        assert!(matches!(connect_version(&connect(4, 0x42)), Err(CodecError::Malformed(_))), "password alone");
-        assert!(matches!(connect_version(&connect(4, 0xC2)), Ok(Some(Version::V311))), "user name and password");
-        assert!(matches!(connect_version(&connect(4, 0x02)[..9]), Ok(None)), "flags not here yet");
+        let read4 = |bytes: &[u8]| read(Version::V311, &mut BytesMut::from(bytes), 1024);
+        assert!(
+            matches!(connect_version(&connect(4, 0x03)), Ok(Some(Version::V311))),
+            "the version, whatever the flags"
+        );
+        assert!(matches!(connect_version(&connect(6, 0x02)), Err(CodecError::UnsupportedVersion(6))));
+        assert!(matches!(connect_version(&connect(4, 0x02)[..8]), Ok(None)), "level not here yet");
+        assert!(matches!(read4(&connect(4, 0x02)), Ok(Some(Incoming::Connect(_)))));
+        assert!(matches!(read4(&connect(4, 0x03)), Err(CodecError::Malformed(_))), "reserved bit");
+        assert!(matches!(read4(&connect(4, 0x42)), Err(CodecError::Malformed(_))), "password alone");
+        assert!(matches!(read4(&connect(4, 0x02)[..9]), Ok(None)), "flags not here yet");
     }
 
     #[test]

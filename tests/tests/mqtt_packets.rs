@@ -100,6 +100,50 @@ fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maxi
     }
 }
 
+/// A CONNECT of client "a" at protocol `level`, with these flags and (MQTT
+/// 5) these properties.
+fn connect_bytes(level: u8, flags: u8, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', level, flags, 0x00, 0x1E];
+    if level == 5 {
+        body.push(props.len() as u8);
+        body.extend_from_slice(props);
+    }
+    body.extend_from_slice(&[0x00, 0x01, b'a']);
+    [&[0x10, body.len() as u8][..], &body].concat()
+}
+
+/// Each bad CONNECT on a fresh connection: what the hub answers, then it
+/// closes.
+fn answer_to(hub: &Hub, connect: &[u8]) -> Vec<u8> {
+    let mut raw = RawMqtt::dial(addr(hub));
+    raw.send_bytes(connect);
+    raw.read_to_close()
+}
+
+#[test]
+fn a_connect_that_breaks_the_rules_gets_an_mqtt5_reason_code_before_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    // The answer's packet type, session present flags and reason code
+    // (its properties do not matter here).
+    let connack = |answer: Vec<u8>| answer.get(..4).map(|b| (b[0], b[2], b[3]));
+    // The reserved CONNECT flag set: malformed (MQTT-3.1.2-3), 0x81.
+    assert_eq!(connack(answer_to(&hub, &connect_bytes(5, 0x03, &[]))), Some((0x20, 0, 0x81)));
+    // Receive Maximum 0: a protocol error (§3.1.2.11.3), 0x82.
+    let answer = answer_to(&hub, &connect_bytes(5, 0x02, &[0x21, 0x00, 0x00]));
+    assert_eq!(connack(answer), Some((0x20, 0, 0x82)));
+    // Over the hub's packet size limit (1 MiB): 0x95, without waiting for
+    // the rest of it. Remaining length 2,000,000, then the CONNECT's start.
+    let mut huge = vec![0x10, 0x80, 0x89, 0x7A];
+    huge.extend_from_slice(&connect_bytes(5, 0x02, &[])[2..]);
+    assert_eq!(connack(answer_to(&hub, &huge)), Some((0x20, 0, 0x95)));
+    // 3.1.1 has no code for these (MQTT-3.1.4-1): the connection closes.
+    assert_eq!(answer_to(&hub, &connect_bytes(4, 0x03, &[])), Vec::<u8>::new());
+    // A good CONNECT still gets in.
+    let (_s, ack) = connect5(&hub, "fine", true, v5::ConnectProperties::default());
+    assert_eq!(ack.code, v5::ConnectReturnCode::Success);
+}
+
 #[test]
 fn mqtt5_pubcomp_says_when_the_packet_id_was_unknown_and_a_property_given_twice_is_refused() {
     let dir = tempfile::tempdir().unwrap();

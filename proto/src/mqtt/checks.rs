@@ -31,6 +31,18 @@ pub(super) fn filters<'a>(pkid: u16, mut filters: impl Iterator<Item = &'a str>)
     Ok(())
 }
 
+/// A CONNECT's flags: bit 0 is reserved (MQTT-3.1.2-3), and in 3.1.1 a
+/// password needs a user name (MQTT-3.1.2-22).
+pub(super) fn connect_flags(version: Version, flags: u8) -> Result<(), CodecError> {
+    if flags & 0x01 != 0 {
+        return Err(CodecError::Malformed("reserved CONNECT flag set".into()));
+    }
+    if version == Version::V311 && flags & 0x40 != 0 && flags & 0x80 == 0 {
+        return Err(CodecError::Malformed("a password without a user name".into()));
+    }
+    Ok(())
+}
+
 /// The fixed header's flags, which the spec fixes for every packet type
 /// but PUBLISH (MQTT-2.2.2-2; §2.1.3 in 5.0: other flags are a malformed
 /// packet), a QoS 0 PUBLISH without DUP (MQTT-3.3.1-2), and an empty

@@ -46,6 +46,8 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 Some(Refusal::QuotaExceeded) => v4::ConnectReturnCode::ServiceUnavailable,
                 // Only an MQTT 5 CONNECT can ask for an authentication method.
                 Some(Refusal::BadAuthenticationMethod) => v4::ConnectReturnCode::NotAuthorized,
+                // No 3.1.1 code says so: the connection closes instead.
+                Some(Refusal::Malformed | Refusal::ProtocolError | Refusal::PacketTooLarge) => return None,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
@@ -87,6 +89,9 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 Some(Refusal::NotAuthorized) => v5::ConnectReturnCode::NotAuthorized,
                 Some(Refusal::QuotaExceeded) => v5::ConnectReturnCode::QuotaExceeded,
                 Some(Refusal::BadAuthenticationMethod) => v5::ConnectReturnCode::BadAuthenticationMethod,
+                Some(Refusal::Malformed) => v5::ConnectReturnCode::MalformedPacket,
+                Some(Refusal::ProtocolError) => v5::ConnectReturnCode::ProtocolError,
+                Some(Refusal::PacketTooLarge) => v5::ConnectReturnCode::PacketTooLarge,
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,

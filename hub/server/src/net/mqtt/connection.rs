@@ -70,14 +70,18 @@ pub(super) async fn run<S>(
     };
     let (version, connect) = match connect {
         Ok(Ok(c)) => c,
-        Ok(Err(CodecError::UnsupportedVersion(level))) => {
+        Ok(Err((_, CodecError::UnsupportedVersion(level)))) => {
             tracing::info!(%peer, level, "MQTT CONNECT with an unsupported protocol level");
             // CONNACK "unacceptable protocol version" in 3.1.1 form.
             let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
             return;
         }
-        Ok(Err(err)) => {
+        Ok(Err((version, err))) => {
             tracing::info!(%peer, error = %err, "MQTT connection closed before CONNECT");
+            // MQTT 5 is told why (0x81, 0x82 or 0x95) before the close.
+            if let (Some(version), Some(refused)) = (version, err.connect_refusal()) {
+                let _ = writer.write_all(&refusal(version, refused)).await;
+            }
             return;
         }
         Err(_) => {
@@ -95,20 +99,8 @@ pub(super) async fn run<S>(
     };
     let mut session = match opened {
         Ok(s) => s,
-        Err(refusal) => {
-            let mut out = BytesMut::new();
-            codec::write(
-                version,
-                Outgoing::ConnAck {
-                    session_present: false,
-                    refused: Some(refusal),
-                    receive_maximum: 0,
-                    assigned_client_id: None,
-                    server_keep_alive: None,
-                },
-                &mut out,
-            );
-            let _ = writer.write_all(&out).await;
+        Err(refused) => {
+            let _ = writer.write_all(&refusal(version, refused)).await;
             return;
         }
     };
@@ -125,25 +117,42 @@ pub(super) async fn run<S>(
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
 }
 
-/// Reads until a whole CONNECT has arrived.
+/// Reads until a whole CONNECT has arrived. An error comes with the
+/// protocol version when the CONNECT got as far as saying it.
 async fn read_connect(
     reader: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
     limit: usize,
-) -> Result<(Version, Connect), CodecError> {
+) -> Result<(Version, Connect), (Option<Version>, CodecError)> {
     loop {
-        if let Some(version) = codec::connect_version(buf)? {
-            match codec::read(version, buf, limit)? {
+        if let Some(version) = codec::connect_version(buf).map_err(|e| (None, e))? {
+            match codec::read(version, buf, limit).map_err(|e| (Some(version), e))? {
                 Some(Incoming::Connect(c)) => return Ok((version, c)),
-                Some(_) => return Err(CodecError::NotConnect),
+                Some(_) => return Err((Some(version), CodecError::NotConnect)),
                 None => {}
             }
         }
-        let n = reader.read_buf(buf).await.map_err(|e| CodecError::Malformed(e.to_string()))?;
+        // A connection that breaks off mid-CONNECT is not told anything.
+        let n = reader.read_buf(buf).await.map_err(|e| (None, CodecError::Malformed(e.to_string())))?;
         if n == 0 {
-            return Err(CodecError::Malformed("connection closed".into()));
+            return Err((None, CodecError::Malformed("connection closed".into())));
         }
     }
+}
+
+/// The CONNACK that refuses a CONNECT (empty when `version` has no code
+/// for `refused`).
+fn refusal(version: Version, refused: Refusal) -> BytesMut {
+    let mut out = BytesMut::new();
+    let connack = Outgoing::ConnAck {
+        session_present: false,
+        refused: Some(refused),
+        receive_maximum: 0,
+        assigned_client_id: None,
+        server_keep_alive: None,
+    };
+    codec::write(version, connack, &mut out);
+    out
 }
 
 impl Session {
@@ -503,7 +512,7 @@ mod tests {
     /// A 3.1.1 CONNECT: client id "abc", clean session, keep-alive 60 s.
     const CONNECT: [u8; 17] = [0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 3, b'a', b'b', b'c'];
 
-    async fn read(bytes: impl AsyncReadExt + Unpin) -> Result<(Version, Connect), CodecError> {
+    async fn read(bytes: impl AsyncReadExt + Unpin) -> Result<(Version, Connect), (Option<Version>, CodecError)> {
         read_connect(&mut { bytes }, &mut BytesMut::new(), 1024).await
     }
 
@@ -516,10 +525,15 @@ mod tests {
 
     #[tokio::test]
     async fn anything_but_a_whole_connect_is_refused() {
-        assert!(matches!(read(&[0xC0, 0x00][..]).await, Err(CodecError::NotConnect)), "PINGREQ first");
-        assert!(matches!(read(&CONNECT[..12]).await, Err(CodecError::Malformed(_))), "closed early");
+        assert!(matches!(read(&[0xC0, 0x00][..]).await, Err((None, CodecError::NotConnect))), "PINGREQ first");
+        assert!(matches!(read(&CONNECT[..12]).await, Err((None, CodecError::Malformed(_)))), "closed early");
         let mut v31 = CONNECT;
         v31[8] = 3;
-        assert!(matches!(read(&v31[..]).await, Err(CodecError::UnsupportedVersion(3))));
+        assert!(matches!(read(&v31[..]).await, Err((None, CodecError::UnsupportedVersion(3)))));
+        // Past the protocol level, the error comes with the version, so
+        // an MQTT 5 client can be told.
+        let mut reserved = CONNECT;
+        reserved[9] |= 0x01;
+        assert!(matches!(read(&reserved[..]).await, Err((Some(Version::V311), CodecError::Malformed(_)))));
     }
 }
