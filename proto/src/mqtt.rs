@@ -93,7 +93,14 @@ pub struct Connect {
     /// MQTT 5 enhanced authentication: the method the client asked for.
     /// Cairn has none, so such a CONNECT is refused (MQTT-4.12.0-1).
     pub auth_method: Option<String>,
+    /// A bridge from another broker that says so the way Mosquitto's do
+    /// (`try_private`): 3.1.1 with the protocol level's top bit set (0x84).
+    pub bridge: bool,
 }
+
+/// The protocol level a Mosquitto-style bridge sends for 3.1.1: 4 with the
+/// top bit set.
+const BRIDGE_V311: u8 = 0x80 | 4;
 
 /// Topic aliases a client may use on its PUBLISHes (MQTT 5), 1 to this.
 pub const TOPIC_ALIAS_MAX: u16 = 16;
@@ -290,21 +297,35 @@ pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
     if first >> 4 != 1 {
         return Err(CodecError::NotConnect);
     }
-    let Some((level, _)) = connect_start(buf)? else { return Ok(None) };
-    match level {
-        4 => Ok(Some(Version::V311)),
+    let Some(start) = connect_start(buf)? else { return Ok(None) };
+    match start.level {
+        4 | BRIDGE_V311 => Ok(Some(Version::V311)),
         5 => Ok(Some(Version::V5)),
         other => Err(CodecError::UnsupportedVersion(other)),
     }
 }
 
-/// A CONNECT's protocol level and, once it has arrived, its flags byte.
-fn connect_start(buf: &[u8]) -> Result<Option<(u8, Option<u8>)>, CodecError> {
-    // Skip the fixed header's first byte and remaining-length varint (1..=4 bytes).
-    let mut i = 1;
+/// What the first bytes of a CONNECT say.
+struct ConnectStart {
+    /// Bytes of the whole packet.
+    size: usize,
+    /// Where the protocol level is, and its value.
+    level_at: usize,
+    level: u8,
+    /// The connect flags, once they have arrived.
+    flags: Option<u8>,
+}
+
+/// Reads the start of a CONNECT (None: not enough bytes yet).
+fn connect_start(buf: &[u8]) -> Result<Option<ConnectStart>, CodecError> {
+    // The remaining length after the first byte, a varint of 1..=4 bytes
+    // (MQTT's variable byte integer is LEB128).
+    let (mut i, mut remaining, mut shift) = (1, 0usize, 0);
     loop {
         let Some(&b) = buf.get(i) else { return Ok(None) };
         i += 1;
+        remaining |= usize::from(b & 0x7F) << shift;
+        shift += 7;
         if b & 0x80 == 0 {
             break;
         }
@@ -316,18 +337,35 @@ fn connect_start(buf: &[u8]) -> Result<Option<(u8, Option<u8>)>, CodecError> {
     let Some(name_len) = buf.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
         return Ok(None);
     };
-    let Some(&level) = buf.get(i + 2 + name_len) else { return Ok(None) };
-    Ok(Some((level, buf.get(i + 3 + name_len).copied())))
+    let level_at = i + 2 + name_len;
+    let Some(&level) = buf.get(level_at) else { return Ok(None) };
+    Ok(Some(ConnectStart { size: i + remaining, level_at, level, flags: buf.get(level_at + 1).copied() }))
 }
 
 /// Reads one packet from `buf` if a whole one is there (`Ok(None)`: read
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
+    let mut bridge = false;
     if buf.first().is_some_and(|&b| b >> 4 == 1) {
-        if let Some((_, Some(flags))) = connect_start(buf)? {
-            checks::connect_flags(version, flags)?;
+        if let Some(start) = connect_start(buf)? {
+            if let Some(flags) = start.flags {
+                checks::connect_flags(version, flags)?;
+            }
+            // mqttbytes knows level 4 only: a bridge's CONNECT is read as
+            // that once it has all arrived (the bytes are consumed then).
+            if version == Version::V311 && start.level == BRIDGE_V311 && buf.len() >= start.size {
+                buf[start.level_at] = 4;
+                bridge = true;
+            }
         }
+    }
+    if bridge {
+        // Read again, now as a plain 3.1.1 CONNECT.
+        return match read(version, buf, limit)? {
+            Some(Incoming::Connect(c)) => Ok(Some(Incoming::Connect(Connect { bridge, ..c }))),
+            other => Ok(other),
+        };
     }
     checks::subscribe_options(version, buf)?;
     if version == Version::V5 {
@@ -379,6 +417,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             max_packet_size: None,
             topic_alias_max: None,
             auth_method: None,
+            bridge: false,
         }),
         v4::Packet::Publish(p) => {
             checks::name(&p.topic)?;
@@ -460,6 +499,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 max_packet_size: props.max_packet_size,
                 topic_alias_max: props.topic_alias_max,
                 auth_method: props.authentication_method,
+                bridge: false,
             })
         }
         v5::Packet::Publish(p) => {
@@ -570,6 +610,28 @@ mod tests {
         assert!(matches!(read4(&connect(4, 0x03)), Err(CodecError::Malformed(_))), "reserved bit");
         assert!(matches!(read4(&connect(4, 0x42)), Err(CodecError::Malformed(_))), "password alone");
         assert!(matches!(read4(&connect(4, 0x02)[..9]), Ok(None)), "flags not here yet");
+    }
+
+    #[test]
+    fn a_bridge_connect_is_read_as_3_1_1_and_marked_even_when_it_arrives_in_pieces() {
+        let connect = [0x10, 13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x84, 0x02, 0x00, 0x3C, 0x00, 0x01, b'c'];
+        assert!(matches!(connect_version(&connect), Ok(Some(Version::V311))));
+        let mut buf = BytesMut::from(&connect[..12]);
+        assert!(matches!(read(Version::V311, &mut buf, 1024), Ok(None)));
+        buf.extend_from_slice(&connect[12..]);
+        match read(Version::V311, &mut buf, 1024) {
+            Ok(Some(Incoming::Connect(c))) => assert!(c.bridge && c.client_id == "c"),
+            other => panic!("expected a bridge's CONNECT, got {other:?}"),
+        }
+        assert!(buf.is_empty());
+        // A plain CONNECT is no bridge; other levels with the top bit are refused.
+        let mut plain = connect;
+        plain[8] = 4;
+        assert!(
+            matches!(read(Version::V311, &mut BytesMut::from(&plain[..]), 1024), Ok(Some(Incoming::Connect(c))) if !c.bridge)
+        );
+        plain[8] = 0x85;
+        assert!(matches!(connect_version(&plain), Err(CodecError::UnsupportedVersion(0x85))));
     }
 
     #[test]

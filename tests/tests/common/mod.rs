@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod http;
+pub mod mosquitto;
 pub mod proxy;
 pub mod raw_mqtt;
 

@@ -137,7 +137,14 @@ pub(crate) struct Server {
     retained: Mutex<retained::Retained>,
     /// When the MQTT side started (`$SYS/broker/uptime`).
     started: std::time::Instant,
+    /// Bridges' last reported status by topic (`topics::bridge_state`),
+    /// shown under `$SYS`; in memory only.
+    bridge_states: Mutex<std::collections::BTreeMap<String, String>>,
 }
+
+/// Most bridge status topics kept (each is a few bytes; the bound is for
+/// clients that would make up many).
+const MAX_BRIDGE_STATES: usize = 1000;
 
 impl Server {
     /// The shared state, with the stored sessions read from the log.
@@ -150,6 +157,20 @@ impl Server {
             next_connection: Default::default(),
             retained: Mutex::default(),
             started: std::time::Instant::now(),
+            bridge_states: Mutex::default(),
+        }
+    }
+
+    /// Keeps a bridge's status message (an empty one clears it, as for a
+    /// retained message).
+    fn note_bridge_state(&self, topic: &str, payload: &[u8]) {
+        let mut states = self.bridge_states.lock().unwrap_or_else(|e| e.into_inner());
+        if payload.is_empty() {
+            states.remove(topic);
+        } else if states.len() < MAX_BRIDGE_STATES || states.contains_key(topic) {
+            states.insert(topic.to_string(), String::from_utf8_lossy(payload).into_owned());
+        } else {
+            tracing::warn!(topic, max = MAX_BRIDGE_STATES, "bridge status not kept: too many bridge status topics");
         }
     }
 

@@ -201,6 +201,11 @@ pub(super) async fn publish(
     properties: &MessageProperties,
     publisher: Option<&str>,
 ) -> Result<Vec<PendingAppend>, PublishError> {
+    if topics::bridge_state(mqtt_topic) {
+        // Nothing to store or wait for.
+        server.note_bridge_state(mqtt_topic, payload);
+        return Ok(Vec::new());
+    }
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     if retain {
         let mut retained = server.retained.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,6 +237,12 @@ async fn publish_many(
     messages: &[Message<'_>],
     publisher: Option<&str>,
 ) -> Result<Vec<PendingAppend>, PublishError> {
+    if topics::bridge_state(mqtt_topic) {
+        if let Some((payload, ..)) = messages.last() {
+            server.note_bridge_state(mqtt_topic, payload);
+        }
+        return Ok(Vec::new());
+    }
     let route = server.config.mapping.route(mqtt_topic).map_err(PublishError::Topic)?;
     let origin = Origin { retain: false, publisher };
     let batch = message_batch(&route, mqtt_topic, messages, server.broker.log().now_ms(), origin);

@@ -165,6 +165,9 @@ pub(super) struct Session {
     /// MQTT 5: the keep-alive the hub holds the client to instead of the
     /// one it asked for (told in CONNACK).
     pub(super) server_keep_alive: Option<u16>,
+    /// A bridge from another broker (3.1.1 `try_private`): its
+    /// subscriptions are No Local and Retain As Published.
+    pub(super) bridge: bool,
 }
 
 impl Session {
@@ -286,6 +289,9 @@ impl Session {
         };
         let keep_alive = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
         tracing::debug!(%peer, %client_id, ?version, keep, session_present, "MQTT client connected");
+        if c.bridge {
+            tracing::info!(%peer, %client_id, "MQTT bridge connected: its messages are not sent back to it, and keep their retain flag");
+        }
         server.broker.metrics().mqtt_connections.inc();
         let session = Session {
             server,
@@ -328,6 +334,7 @@ impl Session {
             alias_max_out: c.topic_alias_max.unwrap_or(0),
             max_packet_out: c.max_packet_size.map(|m| m as usize),
             server_keep_alive,
+            bridge: c.bridge,
         };
         Ok(session)
     }

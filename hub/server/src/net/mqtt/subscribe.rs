@@ -78,11 +78,20 @@ impl Session {
     /// SUBSCRIBE: SUBACK, then the accepted filters subscribed. No Local
     /// on a shared subscription is a protocol error (MQTT-3.8.3-4) that
     /// ends the connection.
-    pub(super) async fn on_subscribe(&mut self, pkid: u16, filters: Vec<Request>) -> Option<End> {
+    pub(super) async fn on_subscribe(&mut self, pkid: u16, mut filters: Vec<Request>) -> Option<End> {
         if filters.iter().any(|(s, _)| s.no_local && topics::shared(&s.filter).is_some()) {
             tracing::info!(peer = %self.peer, client_id = %self.client_id, "No Local on a shared subscription; closing");
             self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::ProtocolError))).await;
             return Some(End::Abnormal);
+        }
+        if self.bridge {
+            // As Mosquitto treats a bridge: what it forwarded here is not
+            // sent back (no loop), and retained messages reach the other
+            // broker as retained.
+            for (sub, _) in filters.iter_mut().filter(|(s, _)| topics::shared(&s.filter).is_none()) {
+                sub.no_local = true;
+                sub.retain_as_published = true;
+            }
         }
         let auth = self.server.broker.auth();
         let (principal, client_id) = (&self.principal, Some(self.client_id.as_str()));

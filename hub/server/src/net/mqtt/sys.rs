@@ -9,6 +9,7 @@
 //! The first round goes out at once with the retain flag set, as a
 //! broker's retained `$SYS` messages would; later rounds are live messages.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +27,18 @@ pub(super) fn reads_sys(filter: &str) -> bool {
     filter == "$SYS" || filter.starts_with("$SYS/")
 }
 
-/// The statistics now, as `$SYS` topics and their values.
-pub(super) fn snapshot(server: &Server) -> Vec<(&'static str, String)> {
+/// The statistics now, and the status bridges reported, as `$SYS` topics
+/// and their values.
+pub(super) fn snapshot(server: &Server) -> Vec<(Cow<'static, str>, String)> {
+    let mut all: Vec<(Cow<'static, str>, String)> =
+        statistics(server).into_iter().map(|(topic, value)| (Cow::Borrowed(topic), value)).collect();
+    let bridges = server.bridge_states.lock().unwrap_or_else(|e| e.into_inner());
+    all.extend(bridges.iter().map(|(topic, state)| (Cow::Owned(topic.clone()), state.clone())));
+    all
+}
+
+/// The hub's statistics in Mosquitto's `$SYS` topics.
+fn statistics(server: &Server) -> Vec<(&'static str, String)> {
     let m = server.broker.metrics();
     let totals = status::totals(server);
     let stored: u64 = server.broker.log().list_topics().iter().flat_map(|t| &t.partitions).map(|p| p.bytes).sum();
@@ -59,7 +70,7 @@ pub(super) async fn feed(server: Arc<Server>, filters: Filters, tx: mpsc::Sender
         for (topic, value) in snapshot(&server) {
             let ids: Option<Vec<u32>> = {
                 let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-                let matched: Vec<_> = filters.iter().filter(|s| topics::matches(&s.filter, topic)).collect();
+                let matched: Vec<_> = filters.iter().filter(|s| topics::matches(&s.filter, &topic)).collect();
                 (!matched.is_empty()).then(|| matched.iter().filter_map(|s| s.id).collect())
             };
             let Some(subscription_ids) = ids else { continue };

@@ -35,6 +35,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         max_packet_size: None,
         topic_alias_max: None,
         auth_method: None,
+        bridge: false,
     }
 }
 

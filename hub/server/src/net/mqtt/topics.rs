@@ -21,6 +21,16 @@ pub const RETAINED_TOPIC: &str = "__mqtt_retained";
 /// The compacted topic holding persistent sessions' subscriptions.
 pub const SESSIONS_TOPIC: &str = "__mqtt_sessions";
 
+/// Whether a topic is a bridge's status, as Mosquitto's bridges publish it
+/// (`$SYS/broker/connection/<client id>/state`: "1" while connected, "0"
+/// in its will). The one `$` topic a client may publish to.
+pub fn bridge_state(mqtt_topic: &str) -> bool {
+    mqtt_topic
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#']))
+}
+
 /// Why an MQTT topic name cannot be published to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -155,6 +165,16 @@ pub fn shared(filter: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_bridge_status_topic_is_one() {
+        assert!(bridge_state("$SYS/broker/connection/gw.site/state"));
+        for not in
+            ["$SYS/broker/connection//state", "$SYS/broker/connection/a/b/state", "$SYS/broker/uptime", "site/state"]
+        {
+            assert!(!bridge_state(not), "{not}");
+        }
+    }
 
     #[test]
     fn publish_topics_map_to_their_first_level() {
