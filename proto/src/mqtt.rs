@@ -6,12 +6,15 @@
 //! and to the version a client connected with. The version is read from the
 //! CONNECT packet's protocol level byte before either codec parses it.
 //!
-//! Files: this one holds the types and reading; `encode` writes
-//! [`Outgoing`]; `checks` enforces the rules mqttbytes does not.
+//! Files: this one holds the types and reading; `connect` reads the start
+//! of a CONNECT (version, MQTT 3.1, bridges); `encode` writes [`Outgoing`];
+//! `checks` enforces the rules mqttbytes does not.
 
 mod checks;
+mod connect;
 mod encode;
 
+pub use connect::connect_version;
 pub use encode::{v5_publish_size, write};
 
 use bytes::{Bytes, BytesMut};
@@ -94,13 +97,12 @@ pub struct Connect {
     /// Cairn has none, so such a CONNECT is refused (MQTT-4.12.0-1).
     pub auth_method: Option<String>,
     /// A bridge from another broker that says so the way Mosquitto's do
-    /// (`try_private`): 3.1.1 with the protocol level's top bit set (0x84).
+    /// (`try_private`): the protocol level's top bit set (0x83, 0x84).
     pub bridge: bool,
+    /// MQTT 3.1 (protocol "MQIsdp", level 3), read as 3.1.1: the same
+    /// packets but for CONNECT, and a CONNACK without session present.
+    pub v31: bool,
 }
-
-/// The protocol level a Mosquitto-style bridge sends for 3.1.1: 4 with the
-/// top bit set.
-const BRIDGE_V311: u8 = 0x80 | 4;
 
 /// Topic aliases a client may use on its PUBLISHes (MQTT 5), 1 to this.
 pub const TOPIC_ALIAS_MAX: u16 = 16;
@@ -288,84 +290,27 @@ pub enum CodecError {
     NotConnect,
 }
 
-/// Peeks at a CONNECT's protocol level: byte 9 after a 2-byte fixed header
-/// (remaining length < 128) or later with a longer length encoding. The
-/// CONNECT's other rules are checked by [`read`], so a client whose CONNECT
-/// breaks them can be told in its own version.
-pub fn connect_version(buf: &[u8]) -> Result<Option<Version>, CodecError> {
-    let Some(&first) = buf.first() else { return Ok(None) };
-    if first >> 4 != 1 {
-        return Err(CodecError::NotConnect);
-    }
-    let Some(start) = connect_start(buf)? else { return Ok(None) };
-    match start.level {
-        4 | BRIDGE_V311 => Ok(Some(Version::V311)),
-        5 => Ok(Some(Version::V5)),
-        other => Err(CodecError::UnsupportedVersion(other)),
-    }
-}
-
-/// What the first bytes of a CONNECT say.
-struct ConnectStart {
-    /// Bytes of the whole packet.
-    size: usize,
-    /// Where the protocol level is, and its value.
-    level_at: usize,
-    level: u8,
-    /// The connect flags, once they have arrived.
-    flags: Option<u8>,
-}
-
-/// Reads the start of a CONNECT (None: not enough bytes yet).
-fn connect_start(buf: &[u8]) -> Result<Option<ConnectStart>, CodecError> {
-    // The remaining length after the first byte, a varint of 1..=4 bytes
-    // (MQTT's variable byte integer is LEB128).
-    let (mut i, mut remaining, mut shift) = (1, 0usize, 0);
-    loop {
-        let Some(&b) = buf.get(i) else { return Ok(None) };
-        i += 1;
-        remaining |= usize::from(b & 0x7F) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if i > 4 {
-            return Err(CodecError::Malformed("bad remaining length".into()));
-        }
-    }
-    // Protocol name: 2-byte length then "MQTT" (or "MQIsdp" for 3.1).
-    let Some(name_len) = buf.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
-        return Ok(None);
-    };
-    let level_at = i + 2 + name_len;
-    let Some(&level) = buf.get(level_at) else { return Ok(None) };
-    Ok(Some(ConnectStart { size: i + remaining, level_at, level, flags: buf.get(level_at + 1).copied() }))
-}
-
 /// Reads one packet from `buf` if a whole one is there (`Ok(None)`: read
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
-    let mut bridge = false;
     if buf.first().is_some_and(|&b| b >> 4 == 1) {
-        if let Some(start) = connect_start(buf)? {
+        if let Some(start) = connect::start(buf)? {
             if let Some(flags) = start.flags {
                 checks::connect_flags(version, flags)?;
             }
-            // mqttbytes knows level 4 only: a bridge's CONNECT is read as
-            // that once it has all arrived (the bytes are consumed then).
-            if version == Version::V311 && start.level == BRIDGE_V311 && buf.len() >= start.size {
-                buf[start.level_at] = 4;
-                bridge = true;
+            // mqttbytes reads 3.1.1's "MQTT" level 4 only: a 3.1 or bridge
+            // CONNECT is rewritten as that once it has all arrived, then
+            // read again.
+            if let Some(dialect) = connect::as_v311(buf, &start) {
+                return match read(version, buf, limit)? {
+                    Some(Incoming::Connect(c)) => {
+                        Ok(Some(Incoming::Connect(Connect { bridge: dialect.bridge, v31: dialect.v31, ..c })))
+                    }
+                    other => Ok(other),
+                };
             }
         }
-    }
-    if bridge {
-        // Read again, now as a plain 3.1.1 CONNECT.
-        return match read(version, buf, limit)? {
-            Some(Incoming::Connect(c)) => Ok(Some(Incoming::Connect(Connect { bridge, ..c }))),
-            other => Ok(other),
-        };
     }
     checks::subscribe_options(version, buf)?;
     if version == Version::V5 {
@@ -418,6 +363,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             topic_alias_max: None,
             auth_method: None,
             bridge: false,
+            v31: false,
         }),
         v4::Packet::Publish(p) => {
             checks::name(&p.topic)?;
@@ -500,6 +446,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 topic_alias_max: props.topic_alias_max,
                 auth_method: props.authentication_method,
                 bridge: false,
+                v31: false,
             })
         }
         v5::Packet::Publish(p) => {
@@ -632,6 +579,33 @@ mod tests {
         );
         plain[8] = 0x85;
         assert!(matches!(connect_version(&plain), Err(CodecError::UnsupportedVersion(0x85))));
+    }
+
+    #[test]
+    fn an_mqtt_3_1_connect_is_read_as_3_1_1_and_what_follows_it_stays() {
+        let connect = |level: u8| {
+            vec![0x10, 15, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', level, 0x02, 0x00, 0x3C, 0x00, 0x01, b'c']
+        };
+        assert!(matches!(connect_version(&connect(3)), Ok(Some(Version::V311))));
+        let mut buf = BytesMut::from(&connect(3)[..10]);
+        assert!(matches!(read(Version::V311, &mut buf, 1024), Ok(None)));
+        buf.extend_from_slice(&connect(3)[10..]);
+        buf.extend_from_slice(&[0xC0, 0x00]);
+        match read(Version::V311, &mut buf, 1024) {
+            Ok(Some(Incoming::Connect(c))) => assert!(c.v31 && !c.bridge && c.client_id == "c" && c.clean),
+            other => panic!("expected a 3.1 CONNECT, got {other:?}"),
+        }
+        assert!(matches!(read(Version::V311, &mut buf, 1024), Ok(Some(Incoming::PingReq))));
+        assert!(buf.is_empty());
+        // A 3.1 bridge (Mosquitto's try_private): both.
+        match read(Version::V311, &mut BytesMut::from(&connect(0x83)[..]), 1024) {
+            Ok(Some(Incoming::Connect(c))) => assert!(c.v31 && c.bridge),
+            other => panic!("expected a 3.1 bridge's CONNECT, got {other:?}"),
+        }
+        // Level 3 is 3.1 only under its own name.
+        let mut mqtt_3 = connect(3);
+        mqtt_3[4..10].copy_from_slice(b"MQTTxx");
+        assert!(matches!(connect_version(&mqtt_3), Err(CodecError::UnsupportedVersion(3))));
     }
 
     #[test]

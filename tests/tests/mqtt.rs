@@ -344,12 +344,12 @@ fn mosquitto(bin: &str) -> Command {
 }
 
 #[test]
-fn mosquitto_clients_publish_and_subscribe_in_3_1_1_and_5() {
+fn mosquitto_clients_publish_and_subscribe_in_3_1_3_1_1_and_5() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let (host, port) = host_port(&mqtt_addr(&hub));
     let port = port.to_string();
-    for (version, qos) in [("mqttv311", "1"), ("mqttv5", "2"), ("mqttv311", "0")] {
+    for (version, qos) in [("mqttv311", "1"), ("mqttv5", "2"), ("mqttv311", "0"), ("mqttv31", "1")] {
         let topic = format!("yard/{version}/q{qos}");
         let mut sub = mosquitto("mosquitto_sub")
             .args(["-h", &host, "-p", &port, "-V", version, "-q", "1", "-t", "yard/#", "-C", "1", "-v", "-W", "20"])
@@ -374,7 +374,7 @@ fn mosquitto_clients_publish_and_subscribe_in_3_1_1_and_5() {
     }
     let (ok, out, _) = hub.cli(&["consume", "yard", "--from-beginning"], None);
     assert!(ok);
-    assert!(out.lines().count() >= 3, "every version and QoS stored: {out}");
+    assert!(out.lines().count() >= 4, "every version and QoS stored: {out}");
 }
 
 #[test]
@@ -443,9 +443,10 @@ fn protocol_errors_close_that_connection_and_the_hub_serves_others() {
     };
     // Not MQTT at all.
     assert!(closed(b"GET / HTTP/1.1\r\n\r\n").is_empty());
-    // MQTT 3.1 (protocol level 3): CONNACK "unacceptable protocol version".
-    let mqtt31 = [0x10, 0x12, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 4, b't', b'e', b's', b't'];
-    assert_eq!(closed(&mqtt31), vec![0x20, 0x02, 0x00, 0x01]);
+    // A protocol level Cairn does not speak (6): CONNACK "unacceptable
+    // protocol version".
+    let level6 = [0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 4, b't', b'e', b's', b't'];
+    assert_eq!(closed(&level6), vec![0x20, 0x02, 0x00, 0x01]);
     // A packet over the size limit (1 MiB) after a good CONNECT.
     let mut connect = bytes::BytesMut::new();
     rumqttc::Connect::new("big").write(&mut connect).unwrap();

@@ -145,6 +145,30 @@ fn a_connect_that_breaks_the_rules_gets_an_mqtt5_reason_code_before_the_close() 
 }
 
 #[test]
+fn mqtt_3_1_connects_and_its_connack_never_says_session_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    // MQTT 3.1: protocol "MQIsdp", level 3; persistent session (flags 0),
+    // keep-alive 30 s, client id "old".
+    let connect =
+        [0x10, 17, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x00, 0x00, 0x1E, 0x00, 0x03, b'o', b'l', b'd'];
+    for _ in 0..2 {
+        let mut raw = RawMqtt::dial(addr(&hub));
+        // A PINGREQ right behind the CONNECT, in the same write.
+        raw.send_bytes(&[&connect[..], &[0xC0, 0x00]].concat());
+        // CONNACK accepted; its first byte is reserved in 3.1, so the
+        // resumed session is not announced the second time either.
+        assert_eq!(raw.read_bytes(4), [0x20, 0x02, 0x00, 0x00]);
+        assert_eq!(raw.read_bytes(2), [0xD0, 0x00], "PINGRESP");
+        raw.send_bytes(&[0xE0, 0x00]);
+        assert_eq!(raw.read_to_close(), Vec::<u8>::new());
+    }
+    // The same session in 3.1.1 is told it was kept.
+    let (_raw, present) = RawMqtt::connect4(addr(&hub), "old", false);
+    assert!(present);
+}
+
+#[test]
 fn mqtt5_pubcomp_says_when_the_packet_id_was_unknown_and_a_property_given_twice_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);

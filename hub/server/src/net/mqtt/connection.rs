@@ -166,7 +166,8 @@ impl Session {
         let receive_maximum = u16::MAX;
         let assigned_client_id = self.assigned_id.then(|| self.client_id.clone());
         let connack = Outgoing::ConnAck {
-            session_present: self.session_present,
+            // MQTT 3.1 has no such flag: that byte is reserved, 0.
+            session_present: self.session_present && !self.v31,
             refused: None,
             receive_maximum,
             assigned_client_id,

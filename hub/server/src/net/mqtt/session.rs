@@ -168,6 +168,8 @@ pub(super) struct Session {
     /// A bridge from another broker (3.1.1 `try_private`): its
     /// subscriptions are No Local and Retain As Published.
     pub(super) bridge: bool,
+    /// MQTT 3.1: its CONNACK has no session present flag.
+    pub(super) v31: bool,
 }
 
 impl Session {
@@ -335,6 +337,7 @@ impl Session {
             max_packet_out: c.max_packet_size.map(|m| m as usize),
             server_keep_alive,
             bridge: c.bridge,
+            v31: c.v31,
         };
         Ok(session)
     }

@@ -36,6 +36,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         topic_alias_max: None,
         auth_method: None,
         bridge: false,
+        v31: false,
     }
 }
 
