@@ -10,12 +10,10 @@ use bytes::Bytes;
 use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
 
-use cairn_proto::acl::{Operation, ResourceKind};
-
 use super::codec::{DisconnectReason, Outgoing, PubRefusal, Version};
 use super::properties::MessageProperties;
 use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message, Origin};
-use super::session::{End, Session};
+use super::session::{may_write, End, Session};
 use super::topics::{self, RETAINED_TOPIC};
 use super::writer::Out;
 use super::Server;
@@ -60,8 +58,7 @@ impl Session {
 
     /// Whether the principal may publish (or retain) to this MQTT topic.
     fn may_publish(&self, topic: &str) -> bool {
-        let auth = self.server.broker.auth();
-        auth.allows(&self.principal, Some(&self.client_id), Operation::Write, ResourceKind::Topic, topic)
+        may_write(self.server.broker.auth(), &self.principal, &self.client_id, topic)
     }
 
     /// Refuses PUBLISHes the principal may not make; nothing is stored.

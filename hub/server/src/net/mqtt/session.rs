@@ -26,9 +26,10 @@ use super::codec::{Connect, Refusal, Subscription, Version, Will};
 use super::persist::{load_session, save_session, session_group, submit_session, StoredSession, StoredUnacked};
 use super::properties::MessageProperties;
 pub(super) use super::status::Filters;
+use super::topics;
 use super::writer::Out;
 use super::{status, Server, Slot};
-use crate::auth::Principal;
+use crate::auth::{Auth, Principal};
 
 /// A record on its way to the subscriber.
 pub(super) struct Delivery {
@@ -89,6 +90,14 @@ pub(super) fn persistence(expiry_secs: u32) -> (bool, Option<u32>) {
         u32::MAX => (true, None),
         secs => (true, Some(secs)),
     }
+}
+
+/// Whether `principal` may publish (or retain, or leave a will) to an MQTT
+/// topic. A bridge's status topic needs no rule, as in Mosquitto: a bridge
+/// sends it on connecting and in its will, and the hub only keeps it in
+/// memory (`Server::note_bridge_state`).
+pub(super) fn may_write(auth: &Auth, principal: &Principal, client_id: &str, topic: &str) -> bool {
+    topics::bridge_state(topic) || auth.allows(principal, Some(client_id), Operation::Write, ResourceKind::Topic, topic)
 }
 
 /// One client's session while it is connected.
@@ -198,7 +207,7 @@ impl Session {
             Err(Refusal::NotAuthorized)
         };
         if let Some(will) = &c.will {
-            if !auth.allows(&principal, Some(&client_id), Operation::Write, ResourceKind::Topic, &will.topic) {
+            if !may_write(auth, &principal, &client_id, &will.topic) {
                 return refuse("the principal may not publish to its will topic");
             }
         }
@@ -518,8 +527,13 @@ pub(super) mod tests {
             delay_secs: 0,
             properties: None,
         };
+        let bridge_will = Will { topic: "$SYS/broker/connection/gw/state".into(), ..will.clone() };
         let c = Connect { will: Some(will), ..login(Some(&dev), Some(&dev_secret), "d2", true) };
         assert_eq!(refusal(c).await, Some(Refusal::NotAuthorized));
+        // A bridge's status topic needs no rule: Mosquitto's bridges leave
+        // their will there.
+        let c = Connect { will: Some(bridge_will), ..login(Some(&dev), Some(&dev_secret), "d3", true) };
+        assert_eq!(refusal(c).await, None);
     }
 
     #[tokio::test]
