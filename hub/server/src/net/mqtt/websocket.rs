@@ -17,10 +17,16 @@ use ws_stream_tungstenite::WsStream;
 /// A client has this long to finish the WebSocket handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The subprotocols confirmed when a client offers them, in this order of
+/// preference: `mqtt` (MQTT 3.1.1 and 5, §6) and `mqttv3.1` (what MQTT 3.1
+/// clients such as Paho's JavaScript one and MQTT.js offer).
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
 /// The WebSocket handshake on `socket` (TCP, or TLS for `wss://`); the
 /// result carries MQTT packets.
-/// The `mqtt` subprotocol is confirmed when the client offers it, as the
-/// MQTT spec asks of clients and browsers expect of servers.
+/// A subprotocol of [`SUBPROTOCOLS`] the client offers is confirmed, as the
+/// MQTT spec asks of clients and browsers expect of servers (a browser
+/// that offered one fails a handshake that confirms none).
 // The callback's error type (an HTTP response) is tungstenite's, not ours.
 #[allow(clippy::result_large_err)]
 pub async fn accept<S>(socket: S) -> std::io::Result<impl AsyncRead + AsyncWrite + Unpin + Send + 'static>
@@ -28,13 +34,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let choose_mqtt = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        let offered = request
+        let offered: Vec<&str> = request
             .headers()
             .get_all("sec-websocket-protocol")
             .iter()
-            .any(|v| v.to_str().is_ok_and(|list| list.split(',').any(|p| p.trim().eq_ignore_ascii_case("mqtt"))));
-        if offered {
-            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(',').map(str::trim))
+            .collect();
+        if let Some(chosen) = SUBPROTOCOLS.into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p))) {
+            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(chosen));
         }
         Ok(response)
     };
@@ -43,4 +51,36 @@ where
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no WebSocket handshake within 10 s"))?
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("WebSocket handshake: {e}")))?;
     Ok(WsStream::new(ws))
+}
+
+#[cfg(test)]
+mod tests {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+
+    use super::*;
+
+    /// The subprotocol the hub confirms when a client offers `offer` (None:
+    /// none). tungstenite's client, like a browser, fails a handshake that
+    /// confirms none of the subprotocols it offered.
+    async fn confirmed(offer: Option<&str>) -> Result<Option<String>, String> {
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(accept(server));
+        let mut request = "ws://hub/mqtt".into_client_request().unwrap();
+        if let Some(offer) = offer {
+            request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(offer).unwrap());
+        }
+        let (_ws, response) =
+            async_tungstenite::tokio::client_async(request, client).await.map_err(|e| e.to_string())?;
+        Ok(response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string()))
+    }
+
+    #[tokio::test]
+    async fn mqtt_or_the_3_1_subprotocol_is_confirmed_when_offered() {
+        let mqtt = |p: &str| Ok(Some(p.to_string()));
+        assert_eq!(confirmed(Some("mqtt")).await, mqtt("mqtt"));
+        assert_eq!(confirmed(Some("mqttv3.1")).await, mqtt("mqttv3.1"));
+        assert_eq!(confirmed(Some("mqttv3.1, mqtt")).await, mqtt("mqtt"), "mqtt first");
+        assert_eq!(confirmed(None).await, Ok(None));
+        assert!(confirmed(Some("chat")).await.is_err(), "not a subprotocol of MQTT's");
+    }
 }
