@@ -602,6 +602,13 @@ mod tests {
             Ok(Some(Incoming::Connect(c))) => assert!(c.v31 && c.bridge),
             other => panic!("expected a 3.1 bridge's CONNECT, got {other:?}"),
         }
+        // A remaining length that ends before the protocol level: malformed
+        // (not a panic, nor a rewrite of the bytes after it).
+        for level in [3, 0x84] {
+            let mut short = BytesMut::from(&connect(level)[..]);
+            short[1] = 3;
+            assert!(matches!(read(Version::V311, &mut short, 1024), Err(CodecError::Malformed(_))));
+        }
         // Level 3 is 3.1 only under its own name.
         let mut mqtt_3 = connect(3);
         mqtt_3[4..10].copy_from_slice(b"MQTTxx");

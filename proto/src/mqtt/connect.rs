@@ -81,12 +81,15 @@ pub(super) struct Dialect {
 /// ("MQTT", level 4) it otherwise is, and says which it was. None: not one
 /// of those, or not all of it here yet.
 pub(super) fn as_v311(buf: &mut BytesMut, start: &Start) -> Option<Dialect> {
-    if buf.len() < start.size || !matches!(start.level, 3 | 0x83 | 0x84) {
+    let level_at = start.header + 2 + start.name_len;
+    // A packet too short to hold its own protocol level is left to the
+    // codec, which refuses it as malformed.
+    if buf.len() < start.size || start.size <= level_at || !matches!(start.level, 3 | 0x83 | 0x84) {
         return None;
     }
     let dialect = Dialect { bridge: start.level & BRIDGE != 0, v31: start.level & !BRIDGE == 3 };
     if !dialect.v31 {
-        buf[start.header + 2 + start.name_len] = 4;
+        buf[level_at] = 4;
         return Some(dialect);
     }
     if start.name(buf) != Some(b"MQIsdp") {
@@ -95,7 +98,7 @@ pub(super) fn as_v311(buf: &mut BytesMut, start: &Start) -> Option<Dialect> {
     // Everything after the protocol level stays; the name is 2 bytes
     // shorter, so the fixed header is written again.
     let packet = buf.split_to(start.size);
-    let rest = &packet[start.header + 2 + start.name_len + 1..];
+    let rest = &packet[level_at + 1..];
     let mut v311 = BytesMut::with_capacity(start.size);
     v311.put_u8(packet[0]);
     let mut remaining = 2 + 4 + 1 + rest.len();
