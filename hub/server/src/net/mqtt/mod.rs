@@ -142,9 +142,11 @@ pub(crate) struct Server {
     bridge_states: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
-/// Most bridge status topics kept (each is a few bytes; the bound is for
-/// clients that would make up many).
+/// Most bridge status topics kept, and the most bytes of each status kept
+/// (a status is "0" or "1"; the bounds are for clients that would send
+/// many, or large ones).
 const MAX_BRIDGE_STATES: usize = 1000;
+const MAX_BRIDGE_STATE_BYTES: usize = 64;
 
 impl Server {
     /// The shared state, with the stored sessions read from the log.
@@ -168,7 +170,8 @@ impl Server {
         if payload.is_empty() {
             states.remove(topic);
         } else if states.len() < MAX_BRIDGE_STATES || states.contains_key(topic) {
-            states.insert(topic.to_string(), String::from_utf8_lossy(payload).into_owned());
+            let state = &payload[..payload.len().min(MAX_BRIDGE_STATE_BYTES)];
+            states.insert(topic.to_string(), String::from_utf8_lossy(state).into_owned());
         } else {
             tracing::warn!(topic, max = MAX_BRIDGE_STATES, "bridge status not kept: too many bridge status topics");
         }

@@ -93,3 +93,35 @@ pub(super) async fn feed(server: Arc<Server>, filters: Filters, tx: mpsc::Sender
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::mqtt::testing;
+
+    /// The bridge status topics in a snapshot, with their values.
+    fn bridges(server: &Server) -> Vec<(String, String)> {
+        let all = snapshot(server).into_iter().map(|(topic, value)| (topic.into_owned(), value));
+        all.filter(|(topic, _)| topics::bridge_state(topic)).collect()
+    }
+
+    #[test]
+    fn bridge_states_show_under_sys_within_their_bounds() {
+        let (_dir, server) = testing::server();
+        let topic = |i: usize| format!("$SYS/broker/connection/gw-{i}/state");
+        server.note_bridge_state(&topic(0), b"1");
+        assert_eq!(bridges(&server), [(topic(0), "1".to_string())]);
+        // A status is short; a long one is cut.
+        server.note_bridge_state(&topic(0), &[b'0'; 1000]);
+        assert_eq!(bridges(&server)[0].1.len(), 64);
+        // At most 1,000 topics; those kept may still change; empty clears.
+        for i in 1..1100 {
+            server.note_bridge_state(&topic(i), b"1");
+        }
+        assert_eq!(bridges(&server).len(), 1000);
+        server.note_bridge_state(&topic(0), b"0");
+        server.note_bridge_state(&topic(5), b"");
+        let now = bridges(&server);
+        assert_eq!((now.len(), now.contains(&(topic(0), "0".to_string()))), (999, true));
+    }
+}

@@ -28,7 +28,7 @@ pub fn bridge_state(mqtt_topic: &str) -> bool {
     mqtt_topic
         .strip_prefix("$SYS/broker/connection/")
         .and_then(|rest| rest.strip_suffix("/state"))
-        .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#']))
+        .is_some_and(|id| !id.is_empty() && id.len() <= 1024 && !id.contains(['/', '+', '#']))
 }
 
 /// Why an MQTT topic name cannot be published to.
