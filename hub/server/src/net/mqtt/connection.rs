@@ -528,9 +528,10 @@ mod tests {
     async fn anything_but_a_whole_connect_is_refused() {
         assert!(matches!(read(&[0xC0, 0x00][..]).await, Err((None, CodecError::NotConnect))), "PINGREQ first");
         assert!(matches!(read(&CONNECT[..12]).await, Err((None, CodecError::Malformed(_)))), "closed early");
-        let mut v31 = CONNECT;
-        v31[8] = 3;
-        assert!(matches!(read(&v31[..]).await, Err((None, CodecError::UnsupportedVersion(3)))));
+        // Level 3 under the name "MQTT" (MQTT 3.1's is "MQIsdp").
+        let mut level3 = CONNECT;
+        level3[8] = 3;
+        assert!(matches!(read(&level3[..]).await, Err((None, CodecError::UnsupportedVersion(3)))));
         // Past the protocol level, the error comes with the version, so
         // an MQTT 5 client can be told.
         let mut reserved = CONNECT;
