@@ -8,72 +8,11 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mqtt_client::{client, host_port, mqtt_addr, next, subscribe};
 use common::raw_mqtt::RawMqtt;
 use common::Hub;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{LastWill, Packet, QoS};
 use tokio::sync::mpsc;
-
-fn host_port(addr: &str) -> (String, u16) {
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    (host.to_string(), port.parse().unwrap())
-}
-
-fn mqtt_addr(hub: &Hub) -> String {
-    hub.mqtt_addr.clone().expect("the hub logged its MQTT address")
-}
-
-/// A 3.1.1 client whose incoming packets arrive on a channel; returns once
-/// CONNACK is in.
-async fn client(
-    addr: &str,
-    id: &str,
-    clean: bool,
-    will: Option<LastWill>,
-) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
-    let (host, port) = host_port(addr);
-    let mut options = MqttOptions::new(id, host, port);
-    options.set_clean_session(clean).set_keep_alive(Duration::from_secs(30));
-    if let Some(will) = will {
-        options.set_last_will(will);
-    }
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(packet) = event {
-                if tx.send(packet).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-        Ok(Some(Packet::ConnAck(_))) => {}
-        other => panic!("no CONNACK: {other:?}"),
-    }
-    (client, rx)
-}
-
-/// Waits for the next packet matching `f`.
-async fn next<T>(rx: &mut mpsc::UnboundedReceiver<Packet>, mut f: impl FnMut(Packet) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(p)) => {
-                if let Some(t) = f(p) {
-                    return t;
-                }
-            }
-            other => panic!("expected packet did not arrive: {other:?}"),
-        }
-    }
-}
-
-async fn subscribe(client: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Packet>, filter: &str, qos: QoS) {
-    client.subscribe(filter, qos).await.unwrap();
-    next(rx, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
-}
 
 async fn publishes(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<(String, String, bool)> {
     let mut got = Vec::new();
@@ -551,69 +490,6 @@ async fn a_wildcard_subscription_receives_topics_created_after_it() {
         publishes(&mut rx, 2).await,
         vec![("brand-new/x".into(), "first".into(), false), ("brand-new/x".into(), "second".into(), false)]
     );
-}
-
-/// Collects publishes for `quiet` after the last one arrived.
-async fn drain(rx: &mut mpsc::UnboundedReceiver<Packet>, quiet: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
-        if let Packet::Publish(p) = p {
-            got.push(String::from_utf8_lossy(&p.payload).into_owned());
-        }
-    }
-    got
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_subscriptions_split_a_topic_and_a_leaving_member_hands_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path(), &[]);
-    let (ok, _, err) = hub.cli(&["topic", "create", "jobs", "--partitions", "4"], None);
-    assert!(ok, "{err}");
-    let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "worker-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
-    let (b, mut b_rx) = client(&addr, "worker-b", true, None).await;
-    subscribe(&b, &mut b_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
-    // worker-a learns of the rebalance at its next heartbeat (each second).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-
-    let (publisher, mut pub_rx) = client(&addr, "dispatcher", true, None).await;
-    let publish_all = |range: std::ops::Range<u32>| {
-        let publisher = publisher.clone();
-        async move {
-            for i in range {
-                publisher.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, format!("job-{i}")).await.unwrap();
-            }
-        }
-    };
-    publish_all(0..40).await;
-    for _ in 0..40 {
-        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
-    }
-    let (got_a, got_b) = (drain(&mut a_rx, Duration::from_millis(1500)).await, drain(&mut b_rx, Duration::ZERO).await);
-    assert!(!got_a.is_empty() && !got_b.is_empty(), "both members get a share: a {got_a:?}, b {got_b:?}");
-    let mut all: Vec<String> = got_a.iter().chain(&got_b).cloned().collect();
-    all.sort();
-    let mut expected: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
-    expected.sort();
-    assert_eq!(all, expected, "each job goes to exactly one member");
-
-    // worker-b leaves: its partitions move to worker-a, which goes on from
-    // worker-b's acknowledged position (nothing skipped, nothing twice).
-    b.disconnect().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    publish_all(40..60).await;
-    for _ in 0..20 {
-        next(&mut pub_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
-    }
-    let mut after = drain(&mut a_rx, Duration::from_millis(1500)).await;
-    after.sort();
-    let mut expected: Vec<String> = (40..60).map(|i| format!("job-{i}")).collect();
-    expected.sort();
-    assert_eq!(after, expected);
-    let (ok, out, err) = hub.cli(&["group", "describe", "workers"], None);
-    assert!(ok && out.contains("jobs"), "{out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod http;
 pub mod mosquitto;
+pub mod mqtt_client;
 pub mod proxy;
 pub mod raw_mqtt;
 

@@ -9,16 +9,19 @@
 //! - one feeder task per subscribed (Cairn topic, partition) long-polls the
 //!   log and passes on records matching the session's filters; a shared
 //!   subscription (`$share/<group>/<filter>`) has feeders only for the
-//!   partitions the consumer group assigns to this session.
+//!   partitions the consumer group assigns to this session, and they deal
+//!   what they read among the group's members.
 //!
 //! This file is the connection loop: CONNECT, then read a packet and hand
 //! it to its handler, keep-alive, takeover and shutdown, and the session's
 //! start (CONNACK) and close (will, positions, what a persistent session
 //! keeps). The handlers live with their jobs: `publish.rs`, `subscribe.rs`
 //! and `delivery.rs`, all `impl Session` over the state in `session.rs`;
-//! `persist.rs` stores sessions, `writer.rs` writes the packets. Imports
-//! go one way: connection → publish, subscribe → delivery → session →
-//! persist → records; writer is used by all of them and uses none.
+//! `persist.rs` stores sessions, `writer.rs` writes the packets,
+//! `shared.rs` deals shared subscriptions' messages. Imports go one way:
+//! connection → publish, subscribe → shared → delivery → session → persist
+//! → records, and session → dealt; writer is used by all of them and uses
+//! none.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -412,6 +415,7 @@ impl Session {
         for group in groups {
             self.leave_group(&group);
         }
+        self.hand_back_dealt();
         // Leave the slot to a connection that took it over; only the last
         // connection of a client id records when the client left.
         let connection = self.connection;

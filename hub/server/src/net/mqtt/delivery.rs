@@ -1,5 +1,6 @@
 //! Messages out to the client: the feeder task that long-polls one
-//! partition of the log for records the session's filters match, sending
+//! partition of the log and passes its records to a sink (the session's
+//! own filters, or a shared subscription's dealer in `shared.rs`), sending
 //! each delivery (with a packet id for QoS 1), and PUBACKs turning into
 //! positions committed for the session or its shared subscription's group.
 //!
@@ -7,6 +8,7 @@
 //! `subscribe.rs`'s job.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use tokio::sync::mpsc;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 use super::codec::{self, Outgoing, Subscription, Version};
+use super::dealt::Message;
 use super::properties::MessageProperties;
 use super::records::{published_qos, FEED_BYTES};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
@@ -29,7 +32,7 @@ impl Session {
     pub(super) async fn deliver(&mut self, d: Delivery) {
         // A message the client had not acknowledged before it reconnected.
         let resent = match &d.source {
-            Some(Source { feed: (Sub::Own, topic, partition), offset }) if !self.resend.is_empty() => {
+            Some(Source { feed: (Sub::Own, topic, partition), offset, .. }) if !self.resend.is_empty() => {
                 self.resend.remove(&(topic.clone(), *partition, *offset))
             }
             _ => None,
@@ -42,7 +45,8 @@ impl Session {
                 Some(pkid) if !self.inflight.contains_key(&pkid) && !self.released.contains(&pkid) => pkid,
                 _ => self.next_free_pkid(),
             };
-            if let Some(source) = &d.source {
+            // A shared subscription's dealer tracks what it dealt.
+            if let Some(source) = d.source.as_ref().filter(|s| s.dealt.is_none()) {
                 self.unacked.entry(source.feed.clone()).or_default().insert(source.offset);
             }
             self.inflight.insert(pkid, d.source);
@@ -149,7 +153,12 @@ impl Session {
     pub(super) fn acknowledged(&mut self, pkid: u16) {
         let removed = self.inflight.remove(&pkid);
         self.status.set_in_flight(self.in_flight());
-        let Some(Some(Source { feed, offset })) = removed else { return };
+        let Some(Some(Source { feed, offset, dealt })) = removed else { return };
+        if let Some(dealt) = dealt {
+            // Dealt by a shared subscription's feeder, which commits.
+            dealt.settled(offset);
+            return;
+        }
         let Some(pending) = self.unacked.get_mut(&feed) else { return };
         pending.remove(&offset);
         // Everything below the lowest unacknowledged offset is delivered.
@@ -163,6 +172,11 @@ impl Session {
     }
 
     pub(super) async fn commit_positions(&mut self) {
+        for (key, dealt) in &self.dealing {
+            if let Some(position) = dealt.progress() {
+                self.to_commit.insert(key.clone(), position);
+            }
+        }
         if self.to_commit.is_empty() {
             return;
         }
@@ -228,16 +242,56 @@ pub(super) fn lower(a: QoS, b: QoS) -> QoS {
     }
 }
 
-/// Long-polls one partition and passes on the records some filter matches.
-/// `client_id`: the session's, for its No Local subscriptions.
-pub(super) async fn feed(
-    broker: Broker,
-    key: FeedKey,
-    mut position: u64,
-    filters: Filters,
-    client_id: String,
-    tx: mpsc::Sender<Box<Delivery>>,
-) {
+/// Where a feeder's messages go: the session's own subscriptions, or a
+/// shared subscription's members (`shared.rs`).
+pub(super) trait Sink: Send + 'static {
+    /// Passes a message on; `false` when its receiver is gone (the feeder
+    /// stops).
+    fn pass(&mut self, message: Message) -> impl Future<Output = bool> + Send;
+    /// Every record before `position` has been passed on (or matched
+    /// nothing).
+    fn read_to(&mut self, _position: u64) {}
+}
+
+/// A session's own subscriptions: what their filters match goes to it.
+pub(super) struct Own {
+    pub(super) key: FeedKey,
+    pub(super) filters: Filters,
+    pub(super) tx: mpsc::Sender<Box<Delivery>>,
+}
+
+impl Sink for Own {
+    async fn pass(&mut self, message: Message) -> bool {
+        let found = {
+            let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+            matching(&filters, &message.topic, message.own)
+        };
+        let Some(m) = found else { return true };
+        let source = Source { feed: self.key.clone(), offset: message.offset, dealt: None };
+        self.tx.send(Box::new(delivery(message, m, source))).await.is_ok()
+    }
+}
+
+/// The delivery of `message` through subscriptions that matched it as `m`:
+/// at the lower of the granted and the published QoS; a live message's
+/// retain flag cleared unless a subscription asked for it as published
+/// (MQTT-3.3.1-12, -13).
+pub(super) fn delivery(message: Message, m: Match, source: Source) -> Delivery {
+    Delivery {
+        qos: lower(m.qos, message.published),
+        retain: message.retained && m.retain_as_published,
+        topic: message.topic,
+        payload: message.payload,
+        properties: message.properties,
+        subscription_ids: m.ids,
+        source: Some(source),
+    }
+}
+
+/// Long-polls one partition from `position` and passes its records on to
+/// `sink`, but expired ones (MQTT-3.3.2-5). `client_id`: the session's, for
+/// its No Local subscriptions.
+pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client_id: String, mut sink: impl Sink) {
     let (topic, partition) = (key.1.clone(), key.2);
     loop {
         let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, Duration::from_secs(5)).await {
@@ -269,33 +323,20 @@ pub(super) async fn feed(
                     _ => {}
                 }
             }
-            let found = {
-                let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-                matching(&filters, &mqtt_topic, own)
-            };
-            // Delivered at the lower of the granted and the published QoS;
-            // an expired message not at all (MQTT-3.3.2-5).
             let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
-            let expired = properties.expired(broker.log().steady_ms());
-            if let Some(m) = found.filter(|_| !expired) {
-                let delivery = Delivery {
-                    topic: mqtt_topic,
-                    payload: Bytes::copy_from_slice(r.value),
-                    qos: lower(m.qos, published),
-                    // A live message's retain flag is cleared unless a
-                    // subscription asked for it as published (MQTT-3.3.1-12, -13).
-                    retain: retained && m.retain_as_published,
-                    properties,
-                    subscription_ids: m.ids,
-                    source: Some(Source { feed: key.clone(), offset: r.offset }),
-                };
-                if tx.send(Box::new(delivery)).await.is_err() {
+            if !properties.expired(broker.log().steady_ms()) {
+                let payload = Bytes::copy_from_slice(r.value);
+                let message =
+                    Message { topic: mqtt_topic, payload, published, retained, own, properties, offset: r.offset };
+                if !sink.pass(message).await {
                     return;
                 }
             }
             position = r.offset + 1;
+            sink.read_to(position);
         }
         position = position.max(fetch.next_offset().min(fetch.end_offset));
+        sink.read_to(position);
     }
 }
 
@@ -310,7 +351,7 @@ mod tests {
     use crate::net::mqtt::testing;
 
     fn delivery(feed: &FeedKey, offset: u64, qos: QoS) -> Delivery {
-        let source = Some(Source { feed: feed.clone(), offset });
+        let source = Some(Source { feed: feed.clone(), offset, dealt: None });
         let properties = MessageProperties::default();
         let (topic, payload, subscription_ids) = ("t/x".into(), Bytes::from_static(b"v"), Vec::new());
         Delivery { topic, payload, qos, retain: false, properties, subscription_ids, source }
@@ -456,7 +497,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let key = (Sub::Own, "t".to_string(), 0);
         let filters = Arc::new(RwLock::new(filters));
-        let feeder = tokio::spawn(feed(broker.clone(), key.clone(), 0, filters, "c".into(), tx));
+        let sink = Own { key: key.clone(), filters, tx };
+        let feeder = tokio::spawn(feed(broker.clone(), key.clone(), 0, "c".into(), sink));
         let mut got = Vec::new();
         for n in 0..3 {
             if n == 2 {

@@ -4,7 +4,8 @@
 //! listener (this file) → connection (`connection.rs`: one client's
 //! packet loop; its session's state in `session.rs`, inbound PUBLISH in
 //! `publish.rs`, subscriptions in `subscribe.rs`, messages out in
-//! `delivery.rs`, stored sessions in `persist.rs`, the packets it writes in
+//! `delivery.rs`, shared subscriptions dealt among their members in
+//! `shared.rs` and `dealt.rs`, stored sessions in `persist.rs`, the packets it writes in
 //! `writer.rs`, records in `records.rs`) → broker / log. Packets are read
 //! and written by `cairn_proto::mqtt` (on rumqttc's codecs), known here as
 //! `codec`; how MQTT topics map
@@ -19,6 +20,7 @@
 // The MQTT packet codec is part of the wire format, in `cairn-proto`.
 use cairn_proto::mqtt as codec;
 mod connection;
+mod dealt;
 mod delivery;
 pub mod mapping;
 mod persist;
@@ -27,6 +29,7 @@ mod publish;
 mod records;
 mod retained;
 mod session;
+mod shared;
 pub mod status;
 mod subscribe;
 mod sweep;
@@ -137,6 +140,8 @@ pub(crate) struct Server {
     retained: Mutex<retained::Retained>,
     /// When the MQTT side started (`$SYS/broker/uptime`).
     started: std::time::Instant,
+    /// The members of shared subscription groups, to deal messages among.
+    shared: shared::Members,
     /// Bridges' last reported status by topic (`topics::bridge_state`),
     /// shown under `$SYS`; in memory only.
     bridge_states: Mutex<std::collections::BTreeMap<String, String>>,
@@ -160,6 +165,7 @@ impl Server {
             retained: Mutex::default(),
             started: std::time::Instant::now(),
             bridge_states: Mutex::default(),
+            shared: shared::Members::default(),
         }
     }
 

@@ -23,6 +23,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{Connect, Refusal, Subscription, Version, Will};
+use super::dealt::Dealt;
 use super::persist::{load_session, save_session, session_group, submit_session, StoredSession, StoredUnacked};
 use super::properties::MessageProperties;
 pub(super) use super::status::Filters;
@@ -61,6 +62,9 @@ pub(super) type FeedKey = (Sub, String, u32);
 pub(super) struct Source {
     pub(super) feed: FeedKey,
     pub(super) offset: u64,
+    /// Dealt by a shared subscription's feeder (perhaps another session's):
+    /// the acknowledgement goes to it.
+    pub(super) dealt: Option<Arc<Dealt>>,
 }
 
 /// A session's membership in the consumer group of its `$share/<group>/…`
@@ -141,6 +145,9 @@ pub(super) struct Session {
     /// Our QoS 2 publishes PUBREC'd, PUBREL sent, awaiting PUBCOMP (they
     /// count against the client's receive maximum until then).
     pub(super) released: BTreeSet<u16>,
+    /// What the feeders of shared subscriptions have dealt out, per feeder
+    /// (`shared.rs`).
+    pub(super) dealing: HashMap<FeedKey, Arc<Dealt>>,
     /// Per feeder, offsets in flight (the lowest is not yet committable).
     pub(super) unacked: HashMap<FeedKey, BTreeSet<u64>>,
     /// Deliveries the client had not acknowledged when the session's last
@@ -325,6 +332,7 @@ impl Session {
             feeders: JoinSet::new(),
             deliveries_tx,
             deliveries,
+            dealing: HashMap::new(),
             inflight: HashMap::new(),
             released: stored.as_ref().map(|s| s.released.iter().copied().collect()).unwrap_or_default(),
             unacked: HashMap::new(),
@@ -396,7 +404,7 @@ impl Session {
     /// client's acknowledgement, and those still to be sent again.
     fn unacked_deliveries(&self) -> Vec<StoredUnacked> {
         let in_flight = self.inflight.iter().filter_map(|(pkid, source)| {
-            let Source { feed: (sub, topic, partition), offset } = source.as_ref()?;
+            let Source { feed: (sub, topic, partition), offset, .. } = source.as_ref()?;
             (*sub == Sub::Own).then(|| (topic.clone(), *partition, *offset, *pkid))
         });
         let to_resend =

@@ -15,10 +15,12 @@ use rumqttc::mqttbytes::QoS;
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{DisconnectReason, Outgoing, RetainHandling, SubRefusal, Subscription};
-use super::delivery::{feed, lower, matching};
+use super::dealt::Dealt;
+use super::delivery::{feed, lower, matching, Own};
 use super::mapping::TopicsRead;
 use super::records::ensure_topic;
-use super::session::{Delivery, End, FeedKey, Filters, Session, SharedSub, Sub};
+use super::session::{Delivery, End, FeedKey, Session, SharedSub, Sub};
+use super::shared::Dealer;
 use super::writer::Out;
 use super::{sys, topics};
 use crate::broker::GroupError;
@@ -324,7 +326,7 @@ impl Session {
                     Start::Committed => committed.get(&partition).copied().unwrap_or(offsets.start),
                 };
                 positions.push((partition, position));
-                self.spawn_feeder(key, position, self.filters.clone());
+                self.spawn_feeder(key, position);
             }
             // A persistent session remembers where it starts, so messages
             // published while it is offline are delivered when it returns.
@@ -349,10 +351,23 @@ impl Session {
         self.feeding.insert(key, handle);
     }
 
-    fn spawn_feeder(&mut self, key: FeedKey, position: u64, filters: Filters) {
-        let (broker, client_id, tx) = (self.server.broker.clone(), self.client_id.clone(), self.deliveries_tx.clone());
-        let feeder = feed(broker, key.clone(), position, filters, client_id, tx);
-        let handle = self.feeders.spawn(feeder);
+    /// Starts the feeder of one partition of the own subscriptions.
+    fn spawn_feeder(&mut self, key: FeedKey, position: u64) {
+        let (broker, client_id) = (self.server.broker.clone(), self.client_id.clone());
+        let sink = Own { key: key.clone(), filters: self.filters.clone(), tx: self.deliveries_tx.clone() };
+        let handle = self.feeders.spawn(feed(broker, key.clone(), position, client_id, sink));
+        self.feeding.insert(key, handle);
+    }
+
+    /// Starts the feeder of one partition a shared subscription's group
+    /// assigned to this session: it deals what it reads among the group's
+    /// members (`shared.rs`).
+    fn spawn_dealer(&mut self, key: FeedKey, position: u64) {
+        let dealt = Arc::new(Dealt::new(self.connection, position));
+        self.dealing.insert(key.clone(), dealt.clone());
+        let dealer = Dealer::new(self.server.clone(), key.clone(), dealt);
+        let (broker, client_id) = (self.server.broker.clone(), self.client_id.clone());
+        let handle = self.feeders.spawn(feed(broker, key.clone(), position, client_id, dealer));
         self.feeding.insert(key, handle);
     }
 
@@ -395,6 +410,7 @@ impl Session {
             sub.member_id = Some(membership.member_id.clone());
             sub.generation = membership.generation;
             sub.topics = topics;
+            self.server.shared.join(group, self.connection, &sub.filters, &self.deliveries_tx);
         }
         let kind = Sub::Shared(group.to_string());
         let assigned: HashSet<(String, u32)> = membership.assignment.into_iter().collect();
@@ -403,7 +419,6 @@ impl Session {
         for key in lost {
             self.stop_feeder(&key);
         }
-        let Some(filters) = self.shared.get(group).map(|s| s.filters.clone()) else { return };
         let fence = (membership.member_id.as_str(), membership.generation);
         for (topic, partition) in assigned {
             let key = (kind.clone(), topic.clone(), partition);
@@ -425,7 +440,7 @@ impl Session {
                     end
                 }
             };
-            self.spawn_feeder(key, position, filters.clone());
+            self.spawn_dealer(key, position);
         }
     }
 
@@ -435,6 +450,7 @@ impl Session {
         }
         self.unacked.remove(key);
         self.to_commit.remove(key);
+        self.dealing.remove(key);
     }
 
     /// Removes a shared subscription's filter; without filters left, the
@@ -460,6 +476,7 @@ impl Session {
         for key in keys {
             self.stop_feeder(&key);
         }
+        self.server.shared.leave(group, self.connection);
         if let Some(member) = sub.member_id {
             let _ = self.server.broker.groups().leave(group, &member);
         }

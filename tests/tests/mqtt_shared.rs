@@ -1,0 +1,119 @@
+//! MQTT shared subscriptions (`$share/<group>/<filter>`), end to end: the
+//! real `cairn serve` and rumqttc clients as the group's members.
+
+mod common;
+
+use std::time::Duration;
+
+use common::mqtt_client::{client, connect, drain, mqtt_addr, next, options, subscribe};
+use common::Hub;
+use rumqttc::{AsyncClient, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// Publishes `payload-<i>` for each `i` to `topic(i)` at QoS 1 and waits
+/// for every PUBACK.
+async fn publish_all(
+    publisher: &AsyncClient,
+    acks: &mut mpsc::UnboundedReceiver<Packet>,
+    range: std::ops::Range<u32>,
+    topic: impl Fn(u32) -> String,
+    payload: &str,
+) {
+    for i in range.clone() {
+        publisher.publish(topic(i), QoS::AtLeastOnce, false, format!("{payload}-{i}")).await.unwrap();
+    }
+    for _ in range {
+        next(acks, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn expected(payload: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    sorted(range.map(|i| format!("{payload}-{i}")).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_split_a_topic_and_a_leaving_member_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, _, err) = hub.cli(&["topic", "create", "jobs", "--partitions", "4"], None);
+    assert!(ok, "{err}");
+    let addr = mqtt_addr(&hub);
+    let (a, mut a_rx) = client(&addr, "worker-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx) = client(&addr, "worker-b", true, None).await;
+    subscribe(&b, &mut b_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    // worker-a learns of the rebalance at its next heartbeat (each second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let (publisher, mut acks) = client(&addr, "dispatcher", true, None).await;
+    publish_all(&publisher, &mut acks, 0..40, |i| format!("jobs/{i}"), "job").await;
+    let (got_a, got_b) = (drain(&mut a_rx, Duration::from_millis(1500)).await, drain(&mut b_rx, Duration::ZERO).await);
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "both members get a share: a {got_a:?}, b {got_b:?}");
+    let all = got_a.into_iter().chain(got_b).collect();
+    assert_eq!(sorted(all), expected("job", 0..40), "each job goes to exactly one member");
+
+    // worker-b leaves: its partitions move to worker-a, which goes on from
+    // worker-b's acknowledged position (nothing skipped, nothing twice).
+    b.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    publish_all(&publisher, &mut acks, 40..60, |i| format!("jobs/{i}"), "job").await;
+    let after = drain(&mut a_rx, Duration::from_millis(1500)).await;
+    assert_eq!(sorted(after), expected("job", 40..60));
+    let (ok, out, err) = hub.cli(&["group", "describe", "workers"], None);
+    assert!(ok && out.contains("jobs"), "{out}{err}");
+}
+
+/// On a one-partition topic (what an MQTT publish or subscribe creates by
+/// default) the members take turns, as in Mosquitto, EMQX and HiveMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_take_turns_on_a_one_partition_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (a, mut a_rx) = client(&addr, "turn-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/turns/tasks/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx) = client(&addr, "turn-b", true, None).await;
+    subscribe(&b, &mut b_rx, "$share/turns/tasks/#", QoS::AtLeastOnce).await;
+    let (ok, out, err) = hub.cli(&["topic", "describe", "tasks"], None);
+    assert!(ok && out.contains("partitions=1 "), "{out}{err}");
+
+    let (publisher, mut acks) = client(&addr, "turn-pub", true, None).await;
+    publish_all(&publisher, &mut acks, 0..100, |i| format!("tasks/{}", i % 7), "task").await;
+    let got_a = drain(&mut a_rx, Duration::from_millis(1500)).await;
+    let got_b = drain(&mut b_rx, Duration::from_millis(200)).await;
+    // Each member is passed over only while its queue is full.
+    assert!(got_a.len() >= 40 && got_b.len() >= 40, "a got {}, b got {}", got_a.len(), got_b.len());
+    let all = got_a.into_iter().chain(got_b).collect();
+    assert_eq!(sorted(all), expected("task", 0..100), "each task reaches exactly one member");
+}
+
+/// A member whose connection drops hands the messages it had not
+/// acknowledged to the members left (MQTT 5, 4.8.2): nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_drops_hands_over_what_it_had_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (a, mut a_rx) = client(&addr, "hand-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/hands/orders/#", QoS::AtLeastOnce).await;
+    // Member b never acknowledges anything.
+    let mut b_options = options(&addr, "hand-b", true);
+    b_options.set_manual_acks(true);
+    let (b, mut b_rx, b_connection) = connect(b_options).await;
+    subscribe(&b, &mut b_rx, "$share/hands/orders/#", QoS::AtLeastOnce).await;
+
+    let (publisher, mut acks) = client(&addr, "hand-pub", true, None).await;
+    publish_all(&publisher, &mut acks, 0..20, |i| format!("orders/{i}"), "order").await;
+    let got_b = drain(&mut b_rx, Duration::from_millis(1000)).await;
+    assert!(!got_b.is_empty(), "b had its turns");
+    // b's connection drops without a DISCONNECT.
+    b_connection.abort();
+    drop(b);
+    let got_a = drain(&mut a_rx, Duration::from_millis(2000)).await;
+    assert_eq!(sorted(got_a), expected("order", 0..20), "a gets its own turns and b's, each once");
+}
