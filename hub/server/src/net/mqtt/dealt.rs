@@ -39,11 +39,20 @@ pub(super) struct Dealt {
     state: Mutex<State>,
 }
 
+/// A message dealt and not yet acknowledged.
+#[derive(Debug)]
+struct Out {
+    /// The connection it went to; None: nobody has it now.
+    to: Option<u64>,
+    /// The QoS it went out at.
+    qos: QoS,
+    message: Message,
+}
+
 #[derive(Debug)]
 struct State {
-    /// Offset → (connection it was dealt to, the message); None: nobody
-    /// has it now.
-    outstanding: BTreeMap<u64, (Option<u64>, Message)>,
+    /// By offset.
+    outstanding: BTreeMap<u64, Out>,
     /// The offset after the last record read.
     read_to: u64,
     /// The position last handed out for committing.
@@ -60,10 +69,10 @@ impl Dealt {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `message` went to `connection` (None: to nobody, for now) and waits
-    /// for its acknowledgement.
-    pub(super) fn dealt(&self, connection: Option<u64>, message: &Message) {
-        self.state().outstanding.insert(message.offset, (connection, message.clone()));
+    /// `message` went to `connection` at `qos` (None: to nobody, for now)
+    /// and waits for its acknowledgement.
+    pub(super) fn dealt(&self, connection: Option<u64>, qos: QoS, message: &Message) {
+        self.state().outstanding.insert(message.offset, Out { to: connection, qos, message: message.clone() });
     }
 
     /// Nothing more is owed for `offset`: acknowledged, sent at QoS 0, or
@@ -90,12 +99,18 @@ impl Dealt {
 
     /// Takes back the message at `offset` from `connection`, which left
     /// without acknowledging it: it stays outstanding until dealt again.
-    /// None if it is not outstanding with `connection`.
-    pub(super) fn reclaim(&self, offset: u64, connection: u64) -> Option<Message> {
+    /// None if it is not outstanding with `connection`, or if it is a QoS 2
+    /// message already `sent` to that client: such a message goes to no
+    /// other client (MQTT-4.8.2-5), so nothing more is owed for it.
+    pub(super) fn reclaim(&self, offset: u64, connection: u64, sent: bool) -> Option<Message> {
         let mut state = self.state();
-        let (to, message) = state.outstanding.get_mut(&offset).filter(|(to, _)| *to == Some(connection))?;
-        *to = None;
-        Some(message.clone())
+        let out = state.outstanding.get_mut(&offset).filter(|out| out.to == Some(connection))?;
+        if sent && out.qos == QoS::ExactlyOnce {
+            state.outstanding.remove(&offset);
+            return None;
+        }
+        out.to = None;
+        Some(out.message.clone())
     }
 }
 
@@ -114,7 +129,7 @@ mod tests {
         let dealt = Dealt::new(1, 10);
         assert_eq!(dealt.progress(), None, "nothing read yet");
         for offset in 10..13 {
-            dealt.dealt(Some(if offset == 11 { 2 } else { 1 }), &message(offset));
+            dealt.dealt(Some(if offset == 11 { 2 } else { 1 }), QoS::AtLeastOnce, &message(offset));
         }
         dealt.read_to(13);
         assert_eq!(dealt.progress(), None, "offset 10 is still out");
@@ -123,12 +138,24 @@ mod tests {
         assert_eq!(dealt.progress(), Some(11), "offset 11, dealt to connection 2, is not acknowledged");
         assert_eq!(dealt.progress(), None, "reported once");
         // Connection 2 leaves: its message stays outstanding until dealt again.
-        assert!(dealt.reclaim(11, 1).is_none(), "not dealt to connection 1");
-        assert_eq!(dealt.reclaim(11, 2).map(|m| m.offset), Some(11));
-        assert!(dealt.reclaim(11, 2).is_none(), "taken back once");
+        assert!(dealt.reclaim(11, 1, true).is_none(), "not dealt to connection 1");
+        assert_eq!(dealt.reclaim(11, 2, true).map(|m| m.offset), Some(11));
+        assert!(dealt.reclaim(11, 2, true).is_none(), "taken back once");
         assert_eq!(dealt.progress(), None);
-        dealt.dealt(Some(1), &message(11));
+        dealt.dealt(Some(1), QoS::AtLeastOnce, &message(11));
         dealt.settled(11);
         assert_eq!(dealt.progress(), Some(13));
+    }
+
+    #[test]
+    fn a_qos_2_message_sent_to_a_member_goes_to_no_other() {
+        let dealt = Dealt::new(1, 0);
+        for offset in 0..2 {
+            dealt.dealt(Some(2), QoS::ExactlyOnce, &message(offset));
+        }
+        dealt.read_to(2);
+        assert!(dealt.reclaim(0, 2, true).is_none(), "sent: the delivery had begun");
+        assert_eq!(dealt.reclaim(1, 2, false).map(|m| m.offset), Some(1), "still queued: dealt again");
+        assert_eq!(dealt.progress(), Some(1));
     }
 }

@@ -138,15 +138,14 @@ impl Dealer {
         }
         // Every member is leaving: the message waits (the group's position
         // stays before it) for the partition's next owner to read it again.
-        self.dealt.dealt(None, &message);
+        self.dealt.dealt(None, message.published, &message);
     }
 
     /// The delivery of `message` to candidate `c`, noted as dealt to it.
     fn deliver_to(&self, c: &Candidate, message: &Message) -> Box<Delivery> {
-        if lower(c.matched.qos, message.published) == QoS::AtMostOnce {
-            self.dealt.settled(message.offset); // nothing to acknowledge
-        } else {
-            self.dealt.dealt(Some(c.connection), message);
+        match lower(c.matched.qos, message.published) {
+            QoS::AtMostOnce => self.dealt.settled(message.offset), // nothing to acknowledge
+            qos => self.dealt.dealt(Some(c.connection), qos, message),
         }
         let source = Source { feed: self.key.clone(), offset: message.offset, dealt: Some(self.dealt.clone()) };
         Box::new(delivery(message.clone(), c.matched.clone(), source))
@@ -168,21 +167,21 @@ impl Session {
     /// At the end of a connection, after it left its groups: the messages
     /// other members' feeders dealt to it that its client had not
     /// acknowledged, sent or still queued, are dealt again to the members
-    /// left (MQTT 5, 4.8.2).
+    /// left (MQTT 5, 4.8.2), but QoS 2 ones already sent (MQTT-4.8.2-5).
     pub(super) fn hand_back_dealt(&mut self) {
         // Closed first, so a dealer can no longer queue anything here.
         self.deliveries.close();
         let mut sources = Vec::new();
         while let Ok(d) = self.deliveries.try_recv() {
-            sources.extend(d.source);
+            sources.extend(d.source.map(|s| (s, false)));
         }
-        sources.extend(self.inflight.values().flatten().cloned());
+        sources.extend(self.inflight.values().flatten().map(|s| (s.clone(), true)));
         let connection = self.connection;
         let back: Vec<(Source, Message)> = sources
             .into_iter()
-            .filter_map(|s| {
+            .filter_map(|(s, sent)| {
                 let dealt = s.dealt.as_ref().filter(|d| d.owner != connection)?;
-                let message = dealt.reclaim(s.offset, connection)?;
+                let message = dealt.reclaim(s.offset, connection, sent)?;
                 Some((s, message))
             })
             .collect();
