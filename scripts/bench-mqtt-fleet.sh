@@ -9,7 +9,9 @@
 #     subscriber's count checked against what was sent;
 #  3. 10 publishers x 100 in flight: Cairn against Mosquitto and rumqttd 0.20
 #     (an in-memory Rust broker), same run;
-#  4. 10,000 idle connections: RSS per connection, Cairn and Mosquitto.
+#  4. a shared subscription: one QoS 1 publisher to 10 members of
+#     $share/<group>/bench/#, each message checked to reach one of them;
+#  5. 10,000 idle connections: RSS per connection, Cairn and Mosquitto.
 # Loads 1 and 3 also run against a second Cairn hub whose `bench` topic has
 # `flush = interval` (PUBACK after the commit, fsync at most once a second):
 # the same hub without the fsync in each acknowledgement, which shows what the
@@ -127,6 +129,14 @@ for _ in $(seq "$runs"); do
     for broker in mosquitto rumqttd cairn interval; do bench $broker 200000 "${windowed[@]}"; done
 done
 report "10 publishers x 100 in flight, QoS 1 (msg/s)" cairn interval mosquitto rumqttd
+
+# A fresh group each run: a group's committed position outlives its members.
+for run in $(seq "$runs"); do
+    for broker in mosquitto cairn; do
+        bench $broker 20000 --publishers 1 --subscribers 10 --shared "fleet$run" --messages 20000 --qos 1
+    done
+done
+report "shared subscription, 1 publisher to 10 members, QoS 1 (delivered msg/s, each message to one member)" cairn mosquitto
 
 # 10,000 idle connections: the RSS each broker grows by, per connection.
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -97,6 +97,10 @@ pub struct BenchMqttArgs {
     /// Subscribers to `bench/#` that must each receive every message.
     #[arg(long, default_value_t = 0)]
     subscribers: usize,
+    /// The subscribers share one subscription, `$share/<GROUP>/bench/#`:
+    /// each message must reach one of them, once.
+    #[arg(long, value_name = "GROUP", requires = "subscribers")]
+    shared: Option<String>,
     /// Instead of publishing: hold this many idle connections for --hold-secs.
     #[arg(long)]
     connections: Option<usize>,
@@ -482,6 +486,7 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
         qos,
         in_flight: args.in_flight,
         subscribers: args.subscribers,
+        shared: args.shared.clone(),
     };
     // The window only bounds QoS 1 messages.
     let window = if args.qos == 1 { format!(", {} in flight each", args.in_flight) } else { String::new() };
@@ -496,7 +501,22 @@ async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
             "run {run}: {} messages in {:.2} s = {:.0} msg/s ({:.1} MB/s)",
             r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
         );
-        if let Some(each) = r.expected_deliveries.checked_div(config.subscribers) {
+        if let (Some(group), true) = (&config.shared, config.subscribers > 0) {
+            let (got, expected) = (r.delivered, r.expected_deliveries);
+            println!(
+                "run {run}: the {} members of shared group {group} received {got} of {expected} = {:.0} msg/s delivered \
+                 (each member {} to {})",
+                config.subscribers, r.delivered_per_sec, r.fewest_received, r.most_received
+            );
+            match got.cmp(&expected) {
+                std::cmp::Ordering::Equal => println!("run {run}: every message reached one member"),
+                std::cmp::Ordering::Less => {
+                    println!("run {run}: MISSING: {} messages reached no member", expected - got)
+                }
+                std::cmp::Ordering::Greater => println!("run {run}: {} messages reached two members", got - expected),
+            }
+            deliveries.push(r.delivered_per_sec);
+        } else if let Some(each) = r.expected_deliveries.checked_div(config.subscribers) {
             println!(
                 "run {run}: subscribers received {} of {} = {:.0} msg/s delivered",
                 r.delivered, r.expected_deliveries, r.delivered_per_sec

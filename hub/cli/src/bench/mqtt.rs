@@ -12,8 +12,12 @@
 //! run's QoS) before the start, and the run also waits until each has
 //! received every message (or none arrived for 5 s): the delivery rate is
 //! messages received by all subscribers over the time from the start to the
-//! last one.
+//! last one. With `shared`, they subscribe to `$share/<group>/bench/#`
+//! instead, and the run waits until they have received every message once
+//! in all.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
@@ -31,6 +35,8 @@ pub struct MqttBenchConfig {
     pub in_flight: u16,
     /// Subscribers to everything published (0: none).
     pub subscribers: usize,
+    /// The subscribers share one subscription in this group.
+    pub shared: Option<String>,
     /// Username and password of every client.
     pub credentials: Option<(String, String)>,
     /// TLS, checking the broker's certificate against this CA file.
@@ -48,10 +54,12 @@ pub struct MqttBenchReport {
     pub delivered: usize,
     /// What they should have received (with the QoS 0 barrier messages).
     pub expected_deliveries: usize,
-    /// Subscribers that received fewer than every message, and the fewest
-    /// one of them received.
+    /// Subscribers that received fewer than every message (not counted
+    /// for a shared subscription), and the fewest and the most one of them
+    /// received.
     pub short_subscribers: usize,
     pub fewest_received: usize,
+    pub most_received: usize,
     pub delivered_per_sec: f64,
 }
 
@@ -73,6 +81,8 @@ pub enum MqttBenchError {
 /// The default window, and the subscribers' (they only subscribe).
 const INFLIGHT: u16 = 100;
 const DEADLINE: Duration = Duration::from_secs(300);
+/// A subscriber that received nothing for this long has all it will get.
+const IDLE: Duration = Duration::from_secs(5);
 
 /// One benchmark client's options: clean session, 1 MiB packets, the
 /// credentials and TLS of the run.
@@ -124,20 +134,30 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     // Every publisher's messages, plus its QoS 1 barrier at QoS 0.
     let per_subscriber =
         config.publishers * (config.messages_per_publisher + usize::from(config.qos == QoS::AtMostOnce));
+    // What all subscribers received: a shared subscription's members stop
+    // when every message has reached one of them.
+    let total = Arc::new(AtomicUsize::new(0));
+    let shared = config.shared.is_some();
     let receiving: Vec<_> = subscribers
         .into_iter()
         .map(|(client, mut eventloop)| {
+            let total = total.clone();
             tokio::spawn(async move {
                 let mut received = 0;
                 let mut last = start;
-                while received < per_subscriber {
-                    match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+                loop {
+                    let done = if shared { total.load(Ordering::Relaxed) } else { received };
+                    if done >= per_subscriber || last.elapsed() >= IDLE {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await {
                         Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
                             received += 1;
+                            total.fetch_add(1, Ordering::Relaxed);
                             last = Instant::now();
                         }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(_)) | Err(_) => break,
+                        Ok(Ok(_)) | Err(_) => {}
+                        Ok(Err(_)) => break,
                     }
                 }
                 let _ = client.disconnect().await;
@@ -184,15 +204,16 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
     let seconds = start.elapsed().as_secs_f64();
     let messages = config.publishers * config.messages_per_publisher;
     let (mut delivered, mut last) = (0, start);
-    let (mut short_subscribers, mut fewest_received) = (0, per_subscriber);
+    let (mut short_subscribers, mut fewest_received, mut most_received) = (0, usize::MAX, 0);
     for task in receiving {
         let (received, at) = task.await.unwrap_or((0, start));
         delivered += received;
         last = last.max(at);
-        if received < per_subscriber {
+        if received < per_subscriber && !shared {
             short_subscribers += 1;
         }
         fewest_received = fewest_received.min(received);
+        most_received = most_received.max(received);
     }
     let delivery_seconds = last.duration_since(start).as_secs_f64().max(f64::EPSILON);
     Ok(MqttBenchReport {
@@ -201,25 +222,34 @@ pub async fn run(config: &MqttBenchConfig) -> Result<MqttBenchReport, MqttBenchE
         messages_per_sec: messages as f64 / seconds,
         mb_per_sec: (messages * config.payload_bytes) as f64 / seconds / 1e6,
         delivered,
-        expected_deliveries: per_subscriber * config.subscribers,
+        expected_deliveries: if shared { per_subscriber } else { per_subscriber * config.subscribers },
         short_subscribers,
         fewest_received: if config.subscribers == 0 { 0 } else { fewest_received },
+        most_received,
         delivered_per_sec: if delivered == 0 { 0.0 } else { delivered as f64 / delivery_seconds },
     })
 }
 
-/// Connects the subscribers and subscribes each to `bench/#`.
+/// Connects the subscribers and subscribes each to `bench/#` (or the
+/// shared subscription).
 async fn connect_subscribers(
     host: &str,
     port: u16,
     config: &MqttBenchConfig,
 ) -> Result<Vec<(AsyncClient, rumqttc::EventLoop)>, MqttBenchError> {
+    let filter = match &config.shared {
+        Some(group) => format!("$share/{group}/bench/#"),
+        None => "bench/#".to_string(),
+    };
     let mut subscribers = Vec::with_capacity(config.subscribers);
     for i in 0..config.subscribers {
         let mut options = client_options(config, format!("bench-sub-{}-{i}", std::process::id()), host, port)?;
         options.set_inflight(INFLIGHT);
         let (client, mut eventloop) = AsyncClient::new(options, usize::from(INFLIGHT) * 2);
-        client.subscribe("bench/#", config.qos).await.map_err(|e| MqttBenchError::Subscriber(i, e.to_string()))?;
+        client
+            .subscribe(filter.as_str(), config.qos)
+            .await
+            .map_err(|e| MqttBenchError::Subscriber(i, e.to_string()))?;
         loop {
             match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
