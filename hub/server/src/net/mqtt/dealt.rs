@@ -55,13 +55,13 @@ struct State {
     outstanding: BTreeMap<u64, Out>,
     /// The offset after the last record read.
     read_to: u64,
-    /// The position last handed out for committing.
-    reported: u64,
+    /// The position last committed.
+    committed: u64,
 }
 
 impl Dealt {
     pub(super) fn new(owner: u64, position: u64) -> Dealt {
-        let state = State { outstanding: BTreeMap::new(), read_to: position, reported: position };
+        let state = State { outstanding: BTreeMap::new(), read_to: position, committed: position };
         Dealt { owner, state: Mutex::new(state) }
     }
 
@@ -87,14 +87,17 @@ impl Dealt {
         state.read_to = state.read_to.max(position);
     }
 
-    /// The position to commit, when it moved since last asked.
+    /// The position to commit, when it moved since the last commit.
     pub(super) fn progress(&self) -> Option<u64> {
-        let mut state = self.state();
+        let state = self.state();
         let position = state.outstanding.keys().next().copied().unwrap_or(state.read_to);
-        (position != state.reported).then(|| {
-            state.reported = position;
-            position
-        })
+        (position != state.committed).then_some(position)
+    }
+
+    /// The group accepted `position` (a refused commit is tried again with
+    /// the next progress).
+    pub(super) fn committed(&self, position: u64) {
+        self.state().committed = position;
     }
 
     /// Takes back the message at `offset` from `connection`, which left
@@ -136,7 +139,9 @@ mod tests {
         dealt.settled(10);
         dealt.settled(12);
         assert_eq!(dealt.progress(), Some(11), "offset 11, dealt to connection 2, is not acknowledged");
-        assert_eq!(dealt.progress(), None, "reported once");
+        assert_eq!(dealt.progress(), Some(11), "until the group accepts it");
+        dealt.committed(11);
+        assert_eq!(dealt.progress(), None);
         // Connection 2 leaves: its message stays outstanding until dealt again.
         assert!(dealt.reclaim(11, 1, true).is_none(), "not dealt to connection 1");
         assert_eq!(dealt.reclaim(11, 2, true).map(|m| m.offset), Some(11));

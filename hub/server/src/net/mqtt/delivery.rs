@@ -195,8 +195,18 @@ impl Session {
                     let fence = Some((member, shared.generation));
                     // Refused after a rebalance took the partition away: its
                     // new owner goes on from the last accepted commit.
-                    if let Err(err) = self.server.broker.groups().commit(&group, fence, &topic, &offsets).await {
-                        tracing::debug!(client_id = %self.client_id, group, error = %err, "shared subscription commit refused");
+                    match self.server.broker.groups().commit(&group, fence, &topic, &offsets).await {
+                        Ok(()) => {
+                            let sub = Sub::Shared(group);
+                            for (partition, offset) in offsets {
+                                if let Some(dealt) = self.dealing.get(&(sub.clone(), topic.clone(), partition)) {
+                                    dealt.committed(offset);
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            tracing::debug!(client_id = %self.client_id, group, error = %err, "shared subscription commit refused")
+                        }
                     }
                 }
             }
