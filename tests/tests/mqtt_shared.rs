@@ -153,3 +153,51 @@ async fn after_a_kill_9_the_group_resumes_at_the_first_unacknowledged_message() 
     all.dedup();
     assert_eq!(all, expected("reading", 0..20), "every reading reached a member that acknowledged it");
 }
+
+/// When the member reading a partition leaves, the member taking it over
+/// reads on from where it stopped, at once: what the other members hold
+/// unacknowledged is not sent again (at QoS 2 that would be a second copy,
+/// MQTT-4.8.2-5), and new messages keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_taking_over_a_partition_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    // a subscribes first, so it reads the topic's one partition (and keeps
+    // it when b joins).
+    let (a, mut a_rx) = client(&addr, "next-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/nexts/alerts/#", QoS::ExactlyOnce).await;
+    let mut b_options = options(&addr, "next-b", true);
+    b_options.set_manual_acks(true); // b holds on to what it gets
+    let (b, mut b_rx, _b_connection) = connect(b_options).await;
+    subscribe(&b, &mut b_rx, "$share/nexts/alerts/#", QoS::ExactlyOnce).await;
+    let (publisher, mut acks) = client(&addr, "next-pub", true, None).await;
+    let publish_qos2 = |range: std::ops::Range<u32>| {
+        let publisher = publisher.clone();
+        async move {
+            for i in range {
+                publisher.publish(format!("alerts/{i}"), QoS::ExactlyOnce, false, format!("alert-{i}")).await.unwrap();
+            }
+        }
+    };
+    publish_qos2(0..20).await;
+    for _ in 0..20 {
+        next(&mut acks, |p| matches!(p, Packet::PubComp(_)).then_some(())).await;
+    }
+    let got_a = drain(&mut a_rx, Duration::from_millis(1000)).await;
+    let got_b = drain(&mut b_rx, Duration::from_millis(200)).await;
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "both had turns: a {got_a:?}, b {got_b:?}");
+    assert_eq!(sorted(got_a.into_iter().chain(got_b).collect()), expected("alert", 0..20));
+
+    // a, the reader, leaves; b takes the partition over.
+    a.disconnect().await.unwrap();
+    drop(a_rx);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_qos2(20..25).await;
+    for _ in 0..5 {
+        next(&mut acks, |p| matches!(p, Packet::PubComp(_)).then_some(())).await;
+    }
+    let after = drain(&mut b_rx, Duration::from_millis(1500)).await;
+    assert_eq!(sorted(after), expected("alert", 20..25), "b gets the new alerts, and none of its own again");
+    drop(b);
+}

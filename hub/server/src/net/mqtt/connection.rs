@@ -202,6 +202,7 @@ impl Session {
         let mut refresh_tick = tokio::time::interval(REFRESH_EVERY);
         let mut kick = self.kick.take().expect("kick receiver set in open");
         let mut revocations = self.server.broker.auth().revocations();
+        let regroup = self.regroup.clone();
         // The writer task ends when the client stops reading (write
         // timeout) or the socket fails: the session ends with it.
         let writer = self.out.clone();
@@ -259,6 +260,7 @@ impl Session {
                 }
                 _ = commit_tick.tick() => Box::pin(self.commit_positions()).await,
                 _ = refresh_tick.tick() => Box::pin(self.refresh()).await,
+                _ = regroup.notified(), if !self.shared.is_empty() => Box::pin(self.refresh()).await,
             }
         }
     }

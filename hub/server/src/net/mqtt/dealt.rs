@@ -1,9 +1,10 @@
-//! What a shared subscription's feeder has dealt out and not yet seen
-//! acknowledged (`shared.rs` deals; the sessions acknowledge).
+//! What a shared subscription's group has dealt out of a partition and not
+//! yet seen acknowledged (`shared.rs` deals; the sessions acknowledge).
 //!
 //! The group's committed position is the lowest offset still outstanding:
 //! a message one member has not acknowledged is never skipped, whichever
-//! member acknowledges the later ones.
+//! member acknowledges the later ones. One member reads the partition at a
+//! time (the one that claimed it last), so no message is dealt twice.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -30,23 +31,38 @@ pub(super) struct Message {
     pub(super) offset: u64,
 }
 
-/// One shared feeder's messages out: those dealt at QoS 1/2 and not yet
-/// acknowledged, each with the connection it went to.
+/// What one partition of a shared subscription's group has dealt out and
+/// not yet seen acknowledged, each message with the connection it went to.
+/// It belongs to the group, not to the member reading the partition: when
+/// the partition moves to another member, that member goes on from where
+/// the last one stopped reading, and sends again nothing a member still
+/// holds (at QoS 2, that would be a duplicate, MQTT-4.8.2-5).
 #[derive(Debug)]
 pub(super) struct Dealt {
-    /// The connection whose feeder deals (it commits the group's position).
-    pub(super) owner: u64,
     state: Mutex<State>,
 }
 
 /// A message dealt and not yet acknowledged.
 #[derive(Debug)]
 struct Out {
-    /// The connection it went to; None: nobody has it now.
+    /// The connection it went to; None: nobody has it now (it waits for
+    /// room at a member, or for the next reader).
     to: Option<u64>,
     /// The QoS it went out at.
     qos: QoS,
     message: Message,
+}
+
+/// What happened to a message a dealer was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deal {
+    /// No member's filters match it: nothing to wait for.
+    Skipped,
+    /// It waits for room in a member's queue (or, if the dealer stops
+    /// first, for the partition's next reader).
+    Waiting,
+    /// Sent to this connection at this QoS (at QoS 0, nothing to wait for).
+    To(u64, QoS),
 }
 
 #[derive(Debug)]
@@ -57,34 +73,75 @@ struct State {
     read_to: u64,
     /// The position last committed.
     committed: u64,
+    /// The connection whose feeder reads the partition now.
+    reader: Option<u64>,
 }
 
 impl Dealt {
-    pub(super) fn new(owner: u64, position: u64) -> Dealt {
-        let state = State { outstanding: BTreeMap::new(), read_to: position, committed: position };
-        Dealt { owner, state: Mutex::new(state) }
+    pub(super) fn new(position: u64) -> Dealt {
+        let state = State { outstanding: BTreeMap::new(), read_to: position, committed: position, reader: None };
+        Dealt { state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `message` went to `connection` at `qos` (None: to nobody, for now)
-    /// and waits for its acknowledgement.
-    pub(super) fn dealt(&self, connection: Option<u64>, qos: QoS, message: &Message) {
-        self.state().outstanding.insert(message.offset, Out { to: connection, qos, message: message.clone() });
+    /// Makes `connection` the partition's reader (a reader before it
+    /// deals nothing more): where it reads from, and the messages waiting
+    /// for a member, for it to deal first.
+    pub(super) fn claim(&self, connection: u64) -> (u64, Vec<Message>) {
+        let mut state = self.state();
+        state.reader = Some(connection);
+        let waiting = state.outstanding.values().filter(|out| out.to.is_none()).map(|out| out.message.clone());
+        (state.read_to, waiting.collect())
     }
 
-    /// Nothing more is owed for `offset`: acknowledged, sent at QoS 0, or
-    /// wanted by no member.
+    /// Notes what `reader` did with a message it read. False when another
+    /// connection reads the partition now: the message is that one's to
+    /// deal, and `reader` stops.
+    pub(super) fn read(&self, reader: u64, message: &Message, deal: Deal) -> bool {
+        let mut state = self.state();
+        if state.reader != Some(reader) {
+            return false;
+        }
+        state.read_to = state.read_to.max(message.offset + 1);
+        let (to, qos) = match deal {
+            Deal::Skipped | Deal::To(_, QoS::AtMostOnce) => return true,
+            Deal::Waiting => (None, message.published),
+            Deal::To(connection, qos) => (Some(connection), qos),
+        };
+        state.outstanding.insert(message.offset, Out { to, qos, message: message.clone() });
+        true
+    }
+
+    /// Notes what became of a waiting message. False when it is not
+    /// waiting: another dealer took it, and it must not be sent twice.
+    pub(super) fn give(&self, offset: u64, deal: Deal) -> bool {
+        let mut state = self.state();
+        let Some(out) = state.outstanding.get_mut(&offset).filter(|out| out.to.is_none()) else { return false };
+        match deal {
+            Deal::Waiting => {}
+            Deal::To(connection, qos) if qos != QoS::AtMostOnce => (out.to, out.qos) = (Some(connection), qos),
+            Deal::Skipped | Deal::To(..) => {
+                state.outstanding.remove(&offset);
+            }
+        }
+        true
+    }
+
+    /// Nothing more is owed for `offset`: acknowledged.
     pub(super) fn settled(&self, offset: u64) {
         self.state().outstanding.remove(&offset);
     }
 
-    /// Everything before `position` has been read (and dealt).
-    pub(super) fn read_to(&self, position: u64) {
+    /// Everything before `position` has been read by `reader` (and dealt),
+    /// if it still reads the partition.
+    pub(super) fn read_to(&self, reader: u64, position: u64) {
         let mut state = self.state();
-        state.read_to = state.read_to.max(position);
+        if state.reader == Some(reader) {
+            state.read_to = state.read_to.max(position);
+        }
     }
 
     /// The position to commit, when it moved since the last commit.
@@ -101,10 +158,10 @@ impl Dealt {
     }
 
     /// Takes back the message at `offset` from `connection`, which left
-    /// without acknowledging it: it stays outstanding until dealt again.
-    /// None if it is not outstanding with `connection`, or if it is a QoS 2
-    /// message already `sent` to that client: such a message goes to no
-    /// other client (MQTT-4.8.2-5), so nothing more is owed for it.
+    /// without acknowledging it: it waits until dealt again. None if it is
+    /// not outstanding with `connection`, or if it is a QoS 2 message
+    /// already `sent` to that client: such a message goes to no other
+    /// client (MQTT-4.8.2-5), so nothing more is owed for it.
     pub(super) fn reclaim(&self, offset: u64, connection: u64, sent: bool) -> Option<Message> {
         let mut state = self.state();
         let out = state.outstanding.get_mut(&offset).filter(|out| out.to == Some(connection))?;
@@ -127,14 +184,20 @@ mod tests {
         Message { topic, payload, published, retained: false, own: false, properties, offset }
     }
 
+    fn offsets(messages: &[Message]) -> Vec<u64> {
+        messages.iter().map(|m| m.offset).collect()
+    }
+
     #[test]
     fn the_position_waits_for_the_lowest_unacknowledged_message() {
-        let dealt = Dealt::new(1, 10);
+        let dealt = Dealt::new(10);
+        assert_eq!(dealt.claim(1).0, 10);
         assert_eq!(dealt.progress(), None, "nothing read yet");
         for offset in 10..13 {
-            dealt.dealt(Some(if offset == 11 { 2 } else { 1 }), QoS::AtLeastOnce, &message(offset));
+            let to = if offset == 11 { 2 } else { 1 };
+            assert!(dealt.read(1, &message(offset), Deal::To(to, QoS::AtLeastOnce)));
         }
-        dealt.read_to(13);
+        dealt.read_to(1, 13);
         assert_eq!(dealt.progress(), None, "offset 10 is still out");
         dealt.settled(10);
         dealt.settled(12);
@@ -142,25 +205,45 @@ mod tests {
         assert_eq!(dealt.progress(), Some(11), "until the group accepts it");
         dealt.committed(11);
         assert_eq!(dealt.progress(), None);
-        // Connection 2 leaves: its message stays outstanding until dealt again.
         assert!(dealt.reclaim(11, 1, true).is_none(), "not dealt to connection 1");
         assert_eq!(dealt.reclaim(11, 2, true).map(|m| m.offset), Some(11));
         assert!(dealt.reclaim(11, 2, true).is_none(), "taken back once");
         assert_eq!(dealt.progress(), None);
-        dealt.dealt(Some(1), QoS::AtLeastOnce, &message(11));
+        assert!(dealt.give(11, Deal::To(1, QoS::AtLeastOnce)));
         dealt.settled(11);
         assert_eq!(dealt.progress(), Some(13));
     }
 
     #[test]
     fn a_qos_2_message_sent_to_a_member_goes_to_no_other() {
-        let dealt = Dealt::new(1, 0);
+        let dealt = Dealt::new(0);
+        dealt.claim(1);
         for offset in 0..2 {
-            dealt.dealt(Some(2), QoS::ExactlyOnce, &message(offset));
+            assert!(dealt.read(1, &message(offset), Deal::To(2, QoS::ExactlyOnce)));
         }
-        dealt.read_to(2);
         assert!(dealt.reclaim(0, 2, true).is_none(), "sent: the delivery had begun");
         assert_eq!(dealt.reclaim(1, 2, false).map(|m| m.offset), Some(1), "still queued: dealt again");
         assert_eq!(dealt.progress(), Some(1));
+    }
+
+    #[test]
+    fn a_new_reader_goes_on_where_the_last_stopped_and_deals_what_waits() {
+        let dealt = Dealt::new(0);
+        dealt.claim(1);
+        assert!(dealt.read(1, &message(0), Deal::To(2, QoS::ExactlyOnce)));
+        assert!(dealt.read(1, &message(1), Deal::Waiting));
+        assert!(dealt.read(1, &message(2), Deal::Skipped));
+        assert!(dealt.read(1, &message(3), Deal::To(2, QoS::AtMostOnce)));
+        let (position, waiting) = dealt.claim(3);
+        assert_eq!((position, offsets(&waiting)), (4, vec![1]), "0 is still with connection 2: not sent again");
+        assert!(!dealt.read(1, &message(4), Deal::To(2, QoS::AtLeastOnce)), "the last reader deals no more");
+        dealt.read_to(1, 10);
+        assert_eq!(dealt.claim(3).0, 4, "nor moves the position");
+        assert!(dealt.give(1, Deal::To(3, QoS::AtLeastOnce)));
+        assert!(!dealt.give(1, Deal::To(2, QoS::AtLeastOnce)), "a waiting message is taken once");
+        assert!(!dealt.give(0, Deal::To(3, QoS::AtLeastOnce)), "not waiting");
+        dealt.settled(0);
+        dealt.settled(1);
+        assert_eq!(dealt.progress(), Some(4));
     }
 }

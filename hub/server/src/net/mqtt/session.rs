@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_log::PendingAppend;
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use cairn_proto::acl::{Operation, ResourceKind};
@@ -132,6 +132,9 @@ pub(super) struct Session {
     pub(super) status: Arc<status::ClientStatus>,
     /// Shared subscriptions by consumer group.
     pub(super) shared: HashMap<String, SharedSub>,
+    /// Woken when a member leaves one of those groups: the partitions it
+    /// read are taken over at once, not at the next heartbeat.
+    pub(super) regroup: Arc<Notify>,
     /// The feeders running.
     pub(super) feeding: HashMap<FeedKey, AbortHandle>,
     pub(super) feeders: JoinSet<()>,
@@ -328,6 +331,7 @@ impl Session {
             filters: status.filters.clone(),
             status,
             shared: HashMap::new(),
+            regroup: Arc::new(Notify::new()),
             feeding: HashMap::new(),
             feeders: JoinSet::new(),
             deliveries_tx,

@@ -6,19 +6,19 @@
 //! The consumer group still decides which member reads each partition;
 //! that member's feeder deals what it reads among all the group's members
 //! on the hub ([`Dealer`]), and commits the group's position up to the
-//! lowest message some member has not acknowledged (`dealt.rs`). A member
-//! whose queue is full is passed over for the next. When a member's
-//! connection ends, what it had not acknowledged goes to the others
-//! (MQTT 5, 4.8.2); what the leaving member's own feeders had dealt is read
-//! again by the partition's next owner, from the committed position.
+//! lowest message some member has not acknowledged. What was dealt is the
+//! group's (`dealt.rs`), kept here with its members: when a partition
+//! moves to another member, that member reads on from where the last one
+//! stopped, and no message goes out twice. A member whose queue is full is
+//! passed over for the next. When a member's connection ends, what it had
+//! not acknowledged goes to the others (MQTT 5, 4.8.2).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rumqttc::mqttbytes::QoS;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-use super::dealt::{Dealt, Message};
+use super::dealt::{Deal, Dealt, Message};
 use super::delivery::{delivery, lower, matching, Match, Sink};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
 use super::Server;
@@ -34,6 +34,8 @@ struct Group {
     members: Vec<Member>,
     /// Where the next deal starts looking.
     next: usize,
+    /// What was dealt of each (Cairn topic, partition), whoever reads it.
+    dealt: HashMap<(String, u32), Arc<Dealt>>,
 }
 
 struct Member {
@@ -42,6 +44,8 @@ struct Member {
     filters: Filters,
     /// Its session's deliveries queue.
     tx: mpsc::Sender<Box<Delivery>>,
+    /// Wakes its session to follow the group's assignment.
+    regroup: Arc<Notify>,
 }
 
 /// A member a message may go to, and how its subscriptions matched it.
@@ -51,28 +55,60 @@ struct Candidate {
     tx: mpsc::Sender<Box<Delivery>>,
 }
 
+impl Candidate {
+    /// What dealing `message` to this member is.
+    fn deal(&self, message: &Message) -> Deal {
+        Deal::To(self.connection, lower(self.matched.qos, message.published))
+    }
+}
+
 impl Members {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Deals `connection` in to `group` (once).
-    pub(super) fn join(&self, group: &str, connection: u64, filters: &Filters, tx: &mpsc::Sender<Box<Delivery>>) {
+    /// Deals `connection` in to `group` (once): its filters there, its
+    /// session's deliveries queue and wake-up.
+    pub(super) fn join(
+        &self,
+        group: &str,
+        connection: u64,
+        filters: &Filters,
+        tx: &mpsc::Sender<Box<Delivery>>,
+        regroup: &Arc<Notify>,
+    ) {
         let mut groups = self.lock();
         let g = groups.entry(group.to_string()).or_default();
         if !g.members.iter().any(|m| m.connection == connection) {
-            g.members.push(Member { connection, filters: filters.clone(), tx: tx.clone() });
+            let (filters, tx, regroup) = (filters.clone(), tx.clone(), regroup.clone());
+            g.members.push(Member { connection, filters, tx, regroup });
         }
     }
 
-    /// Deals `connection` out of `group`.
+    /// Deals `connection` out of `group`, and wakes the members left to
+    /// take over the partitions it read (call it once the consumer group
+    /// has let the member go). The last member out takes what was dealt
+    /// with it: a member joining later starts from the group's committed
+    /// position.
     pub(super) fn leave(&self, group: &str, connection: u64) {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group) else { return };
         g.members.retain(|m| m.connection != connection);
+        for member in &g.members {
+            member.regroup.notify_one();
+        }
         if g.members.is_empty() {
             groups.remove(group);
         }
+    }
+
+    /// What `group` dealt of a partition, kept with the group (a new record
+    /// at `position` if there is none yet).
+    pub(super) fn dealt(&self, group: &str, topic: &str, partition: u32, position: u64) -> Arc<Dealt> {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group) else { return Arc::new(Dealt::new(position)) };
+        let key = (topic.to_string(), partition);
+        g.dealt.entry(key).or_insert_with(|| Arc::new(Dealt::new(position))).clone()
     }
 
     /// The members of `group` that `message` may go to, the next in turn
@@ -107,67 +143,94 @@ pub(super) struct Dealer {
     group: String,
     key: FeedKey,
     dealt: Arc<Dealt>,
+    /// The connection whose feeder reads the partition.
+    reader: u64,
 }
 
 impl Dealer {
-    pub(super) fn new(server: Arc<Server>, key: FeedKey, dealt: Arc<Dealt>) -> Dealer {
-        let group = match &key.0 {
-            Sub::Shared(group) => group.clone(),
-            Sub::Own => String::new(),
-        };
-        Dealer { server, group, key, dealt }
+    pub(super) fn new(server: Arc<Server>, group: String, key: FeedKey, dealt: Arc<Dealt>, reader: u64) -> Dealer {
+        Dealer { server, group, key, dealt, reader }
     }
 
     /// Deals `message` to the next member in turn that has room in its
-    /// queue; when none has, waits for room at the next in turn.
-    async fn deal(&self, message: Message) {
+    /// queue; when none has, waits for room at the next in turn. `fresh`:
+    /// just read by this dealer's reader (else a message waiting to be
+    /// dealt again). False when the message is not this dealer's to deal:
+    /// another member reads the partition now, or another dealer took it.
+    async fn deal(&self, message: Message, fresh: bool) -> bool {
+        // Noted before it is sent, so an acknowledgement cannot come first.
+        let note = |deal: Deal| {
+            if fresh {
+                self.dealt.read(self.reader, &message, deal)
+            } else {
+                self.dealt.give(message.offset, deal)
+            }
+        };
         let candidates = self.server.shared.candidates(&self.group, &message);
         if candidates.is_empty() {
-            self.dealt.settled(message.offset); // no member's filters match it
-            return;
+            return note(Deal::Skipped); // no member's filters match it
         }
         for c in &candidates {
-            if c.tx.try_send(self.deliver_to(c, &message)).is_ok() {
-                return;
+            if let Ok(room) = c.tx.try_reserve() {
+                if !note(c.deal(&message)) {
+                    return false;
+                }
+                room.send(self.delivery(c, &message));
+                return true;
             }
         }
+        // Every queue is full. Noted as waiting first: if this task ends
+        // before it has room, the partition's next reader deals it.
+        if !note(Deal::Waiting) {
+            return false;
+        }
         for c in &candidates {
-            if c.tx.send(self.deliver_to(c, &message)).await.is_ok() {
-                return;
+            let Ok(room) = c.tx.reserve().await else { continue }; // leaving
+            if self.dealt.give(message.offset, c.deal(&message)) {
+                room.send(self.delivery(c, &message));
             }
+            return true;
         }
         // Every member is leaving: the message waits (the group's position
-        // stays before it) for the partition's next owner to read it again.
-        self.dealt.dealt(None, message.published, &message);
+        // stays before it) for the partition's next reader.
+        true
     }
 
-    /// The delivery of `message` to candidate `c`, noted as dealt to it.
-    fn deliver_to(&self, c: &Candidate, message: &Message) -> Box<Delivery> {
-        match lower(c.matched.qos, message.published) {
-            QoS::AtMostOnce => self.dealt.settled(message.offset), // nothing to acknowledge
-            qos => self.dealt.dealt(Some(c.connection), qos, message),
-        }
+    /// The delivery of `message` to candidate `c`.
+    fn delivery(&self, c: &Candidate, message: &Message) -> Box<Delivery> {
         let source = Source { feed: self.key.clone(), offset: message.offset, dealt: Some(self.dealt.clone()) };
         Box::new(delivery(message.clone(), c.matched.clone(), source))
+    }
+
+    /// Deals the messages that wait for a member (taken back from members
+    /// that left, or left by the last reader), in order.
+    pub(super) async fn deal_again(&self, messages: Vec<Message>) {
+        for message in messages {
+            self.deal(message, false).await;
+        }
     }
 }
 
 impl Sink for Dealer {
     async fn pass(&mut self, message: Message) -> bool {
-        self.deal(message).await;
-        true
+        let dealt = self.deal(message, true).await;
+        if !dealt {
+            tracing::debug!(group = %self.group, topic = %self.key.1, partition = self.key.2, "shared partition read by another member now; this feeder stops");
+        }
+        dealt
     }
 
     fn read_to(&mut self, position: u64) {
-        self.dealt.read_to(position);
+        self.dealt.read_to(self.reader, position);
     }
 }
 
 impl Session {
-    /// At the end of a connection, after it left its groups: the messages
-    /// other members' feeders dealt to it that its client had not
-    /// acknowledged, sent or still queued, are dealt again to the members
-    /// left (MQTT 5, 4.8.2), but QoS 2 ones already sent (MQTT-4.8.2-5).
+    /// At the end of a connection, after it left its groups: the shared
+    /// subscriptions' messages dealt to it (whichever member read them) that
+    /// its client had not acknowledged, sent or still queued, are dealt
+    /// again to the members left (MQTT 5, 4.8.2), but QoS 2 ones already
+    /// sent (MQTT-4.8.2-5).
     pub(super) fn hand_back_dealt(&mut self) {
         // Closed first, so a dealer can no longer queue anything here.
         self.deliveries.close();
@@ -177,23 +240,22 @@ impl Session {
         }
         sources.extend(self.inflight.values().flatten().map(|s| (s.clone(), true)));
         let connection = self.connection;
-        let back: Vec<(Source, Message)> = sources
+        let back: Vec<(Dealer, Message)> = sources
             .into_iter()
             .filter_map(|(s, sent)| {
-                let dealt = s.dealt.as_ref().filter(|d| d.owner != connection)?;
+                let (Sub::Shared(group), Some(dealt)) = (&s.feed.0, &s.dealt) else { return None };
                 let message = dealt.reclaim(s.offset, connection, sent)?;
-                Some((s, message))
+                let dealer = Dealer::new(self.server.clone(), group.clone(), s.feed.clone(), dealt.clone(), connection);
+                Some((dealer, message))
             })
             .collect();
         if back.is_empty() {
             return;
         }
         tracing::debug!(client_id = %self.client_id, messages = back.len(), "shared subscription messages dealt again");
-        let server = self.server.clone();
         tokio::spawn(async move {
-            for (source, message) in back {
-                let Some(dealt) = source.dealt else { continue };
-                Dealer::new(server.clone(), source.feed, dealt).deal(message).await;
+            for (dealer, message) in back {
+                dealer.deal(message, false).await;
             }
         });
     }
@@ -204,6 +266,7 @@ mod tests {
     use std::sync::RwLock;
 
     use bytes::Bytes;
+    use rumqttc::mqttbytes::QoS;
 
     use super::*;
     use crate::net::mqtt::codec::Subscription;
@@ -215,15 +278,21 @@ mod tests {
         Message { topic: topic.into(), payload, published, retained: false, own: false, properties, offset: 0 }
     }
 
-    #[test]
-    fn members_whose_filters_match_take_turns() {
+    /// Whether `notify` has a wake-up waiting (taking it).
+    async fn woken(notify: &Notify) -> bool {
+        tokio::time::timeout(std::time::Duration::ZERO, notify.notified()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn members_whose_filters_match_take_turns_and_a_leaving_one_wakes_the_rest() {
         let members = Members::default();
         let (tx, _rx) = mpsc::channel(1);
         let filters = |filter: &str| Arc::new(RwLock::new(vec![Subscription::plain(filter, QoS::AtLeastOnce)]));
-        members.join("g", 1, &filters("jobs/#"), &tx);
-        members.join("g", 2, &filters("jobs/urgent/#"), &tx);
-        members.join("g", 3, &filters("jobs/#"), &tx);
-        members.join("g", 1, &filters("other"), &tx); // joined already: no change
+        let wakes: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
+        members.join("g", 1, &filters("jobs/#"), &tx, &wakes[1]);
+        members.join("g", 2, &filters("jobs/urgent/#"), &tx, &wakes[2]);
+        members.join("g", 3, &filters("jobs/#"), &tx, &wakes[3]);
+        members.join("g", 1, &filters("other"), &tx, &wakes[1]); // joined already: no change
         let turns = |topic: &str| -> Vec<u64> {
             members.candidates("g", &message(topic)).iter().map(|c| c.connection).collect()
         };
@@ -234,8 +303,27 @@ mod tests {
         assert!(turns("elsewhere").is_empty());
         members.leave("g", 3);
         assert_eq!(turns("jobs/a"), vec![1]);
+        assert!(woken(&wakes[1]).await && woken(&wakes[2]).await, "the members left take over its partitions");
+        assert!(!woken(&wakes[3]).await);
         members.leave("g", 1);
         members.leave("g", 2);
         assert!(members.lock().is_empty(), "an empty group is forgotten");
+    }
+
+    #[test]
+    fn what_was_dealt_is_the_groups_until_its_last_member_leaves() {
+        let members = Members::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let filters = Arc::new(RwLock::new(vec![Subscription::plain("t/#", QoS::AtLeastOnce)]));
+        members.join("g", 1, &filters, &tx, &Arc::new(Notify::new()));
+        let first = members.dealt("g", "t", 0, 5);
+        assert_eq!(first.claim(1).0, 5);
+        first.read_to(1, 9);
+        let again = members.dealt("g", "t", 0, 0);
+        assert!(Arc::ptr_eq(&first, &again), "the next reader gets the same record");
+        assert_eq!(again.claim(2).0, 9, "and reads on from where the last one stopped");
+        assert!(!Arc::ptr_eq(&first, &members.dealt("g", "t", 1, 0)), "one per partition");
+        members.leave("g", 1);
+        assert_eq!(members.dealt("g", "t", 0, 3).claim(1).0, 3, "a group new on the hub starts where it is told");
     }
 }

@@ -15,7 +15,6 @@ use rumqttc::mqttbytes::QoS;
 use cairn_proto::acl::{Operation, ResourceKind};
 
 use super::codec::{DisconnectReason, Outgoing, RetainHandling, SubRefusal, Subscription};
-use super::dealt::Dealt;
 use super::delivery::{feed, lower, matching, Own};
 use super::mapping::TopicsRead;
 use super::records::ensure_topic;
@@ -361,13 +360,20 @@ impl Session {
 
     /// Starts the feeder of one partition a shared subscription's group
     /// assigned to this session: it deals what it reads among the group's
-    /// members (`shared.rs`).
-    fn spawn_dealer(&mut self, key: FeedKey, position: u64) {
-        let dealt = Arc::new(Dealt::new(self.connection, position));
+    /// members (`shared.rs`), first what waits to be dealt again, then from
+    /// where the partition's last reader stopped (for a group new on the
+    /// hub, from `position`).
+    fn spawn_dealer(&mut self, group: &str, key: FeedKey, position: u64) {
+        let dealt = self.server.shared.dealt(group, &key.1, key.2, position);
+        let (position, waiting) = dealt.claim(self.connection);
         self.dealing.insert(key.clone(), dealt.clone());
-        let dealer = Dealer::new(self.server.clone(), key.clone(), dealt);
+        let dealer = Dealer::new(self.server.clone(), group.to_string(), key.clone(), dealt, self.connection);
         let (broker, client_id) = (self.server.broker.clone(), self.client_id.clone());
-        let handle = self.feeders.spawn(feed(broker, key.clone(), position, client_id, dealer));
+        let task_key = key.clone();
+        let handle = self.feeders.spawn(async move {
+            dealer.deal_again(waiting).await;
+            feed(broker, task_key, position, client_id, dealer).await
+        });
         self.feeding.insert(key, handle);
     }
 
@@ -410,7 +416,8 @@ impl Session {
             sub.member_id = Some(membership.member_id.clone());
             sub.generation = membership.generation;
             sub.topics = topics;
-            self.server.shared.join(group, self.connection, &sub.filters, &self.deliveries_tx);
+            let (tx, regroup) = (&self.deliveries_tx, &self.regroup);
+            self.server.shared.join(group, self.connection, &sub.filters, tx, regroup);
         }
         let kind = Sub::Shared(group.to_string());
         let assigned: HashSet<(String, u32)> = membership.assignment.into_iter().collect();
@@ -422,7 +429,9 @@ impl Session {
         let fence = (membership.member_id.as_str(), membership.generation);
         for (topic, partition) in assigned {
             let key = (kind.clone(), topic.clone(), partition);
-            if self.feeding.contains_key(&key) {
+            // A feeder that stopped (another member claimed the partition
+            // since) is started again.
+            if self.feeding.get(&key).is_some_and(|feeder| !feeder.is_finished()) {
                 continue;
             }
             let committed = coordinator
@@ -440,7 +449,7 @@ impl Session {
                     end
                 }
             };
-            self.spawn_dealer(key, position);
+            self.spawn_dealer(group, key, position);
         }
     }
 
@@ -476,10 +485,12 @@ impl Session {
         for key in keys {
             self.stop_feeder(&key);
         }
-        self.server.shared.leave(group, self.connection);
         if let Some(member) = sub.member_id {
             let _ = self.server.broker.groups().leave(group, &member);
         }
+        // After the group let it go, so the members woken see the new
+        // assignment.
+        self.server.shared.leave(group, self.connection);
     }
 
     /// The periodic look: feeders for topics and partitions created since
