@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::mqtt_client::{client, connect, drain, mqtt_addr, next, options, subscribe};
 use common::Hub;
@@ -200,4 +202,63 @@ async fn the_member_taking_over_a_partition_sends_nothing_twice() {
     let after = drain(&mut b_rx, Duration::from_millis(1500)).await;
     assert_eq!(sorted(after), expected("alert", 20..25), "b gets the new alerts, and none of its own again");
     drop(b);
+}
+
+/// Members come and go while messages flow (each partition changing
+/// readers several times): every message reaches a member that
+/// acknowledged it, and nothing is left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_coming_and_going_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (ok, _, err) = hub.cli(&["topic", "create", "work", "--partitions", "2"], None);
+    assert!(ok, "{err}");
+    let addr = mqtt_addr(&hub);
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    // A member records what it receives (rumqttc acknowledges it first)
+    // until its connection ends.
+    let join = |id: String| {
+        let (addr, got) = (addr.clone(), got.clone());
+        async move {
+            let (member, mut rx, _) = connect(options(&addr, &id, true)).await;
+            subscribe(&member, &mut rx, "$share/churn/work/#", QoS::AtLeastOnce).await;
+            tokio::spawn(async move {
+                while let Some(packet) = rx.recv().await {
+                    if let Packet::Publish(p) = packet {
+                        got.lock().unwrap().push(String::from_utf8_lossy(&p.payload).into_owned());
+                    }
+                }
+            });
+            member
+        }
+    };
+    let mut members = VecDeque::new();
+    for i in 0..3 {
+        members.push_back(join(format!("churn-{i}")).await);
+    }
+    let (publisher, mut acks) = client(&addr, "churn-pub", true, None).await;
+    let sending = tokio::spawn(async move {
+        for run in 0..8 {
+            publish_all(&publisher, &mut acks, run * 50..(run + 1) * 50, |i| format!("work/{}", i % 5), "work").await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+    // Meanwhile, every 200 ms the oldest member leaves and a new one joins.
+    for i in 3..11 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        members.pop_front().unwrap().disconnect().await.unwrap();
+        members.push_back(join(format!("churn-{i}")).await);
+    }
+    sending.await.unwrap();
+    let complete = || {
+        let mut all = sorted(got.lock().unwrap().clone());
+        all.dedup();
+        all
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while complete().len() < 400 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(complete(), expected("work", 0..400), "every message reached a member");
+    drop(members);
 }
