@@ -262,3 +262,54 @@ async fn members_coming_and_going_lose_nothing() {
     assert_eq!(complete(), expected("work", 0..400), "every message reached a member");
     drop(members);
 }
+
+/// The PUBLISHes that arrive within `wait`: (packet id, payload, DUP).
+async fn publishes(rx: &mut mpsc::UnboundedReceiver<Packet>, wait: Duration) -> Vec<(u16, String, bool)> {
+    let mut got = Vec::new();
+    while let Ok(Some(packet)) = tokio::time::timeout(wait, rx.recv()).await {
+        if let Packet::Publish(p) = packet {
+            got.push((p.pkid, String::from_utf8_lossy(&p.payload).into_owned(), p.dup));
+        }
+    }
+    got.sort();
+    got
+}
+
+/// A persistent member's QoS 2 messages that it had not acknowledged when
+/// its connection dropped come to it again when it resumes its session,
+/// with the same packet ids and DUP (MQTT-4.4.0-1), and to no other
+/// member (MQTT-4.8.2-5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_member_gets_its_unacknowledged_qos_2_messages_again_when_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (a, mut a_rx) = client(&addr, "again-a", true, None).await;
+    subscribe(&a, &mut a_rx, "$share/agains/jobs/#", QoS::ExactlyOnce).await;
+    let mut b_options = options(&addr, "again-b", false);
+    b_options.set_manual_acks(true); // b answers nothing: no PUBREC
+    let (b, mut b_rx, b_connection) = connect(b_options.clone()).await;
+    subscribe(&b, &mut b_rx, "$share/agains/jobs/#", QoS::ExactlyOnce).await;
+    let (publisher, mut acks) = client(&addr, "again-pub", true, None).await;
+    for i in 0..10 {
+        publisher.publish(format!("jobs/{i}"), QoS::ExactlyOnce, false, format!("job-{i}")).await.unwrap();
+    }
+    for _ in 0..10 {
+        next(&mut acks, |p| matches!(p, Packet::PubComp(_)).then_some(())).await;
+    }
+    let first = publishes(&mut b_rx, Duration::from_millis(1000)).await;
+    assert!(!first.is_empty() && first.iter().all(|(_, _, dup)| !dup), "b had its turns: {first:?}");
+    // b's connection drops without a DISCONNECT; it comes back to its session.
+    b_connection.abort();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (b, mut b_rx, _b_connection) = connect(b_options).await;
+    let again = publishes(&mut b_rx, Duration::from_millis(1500)).await;
+    let resent: Vec<(u16, String, bool)> =
+        first.iter().map(|(pkid, payload, _)| (*pkid, payload.clone(), true)).collect();
+    assert_eq!(again, resent, "the same messages, packet ids and DUP");
+    let got_a = drain(&mut a_rx, Duration::from_millis(200)).await;
+    let twice: Vec<&(u16, String, bool)> = first.iter().filter(|(_, payload, _)| got_a.contains(payload)).collect();
+    assert!(twice.is_empty(), "b's messages went to a as well: {twice:?}");
+    drop(b);
+}

@@ -180,6 +180,9 @@ impl Session {
         for pkid in self.released.clone() {
             self.send(Out::Packet(Outgoing::PubRel(pkid))).await;
         }
+        if !self.resend_shared.is_empty() {
+            Box::pin(self.resend_shared()).await;
+        }
         let resumed = std::mem::take(&mut self.resumed_filters);
         if !resumed.is_empty() {
             let resumed = resumed.into_iter().map(|s| (s, RetainHandling::Never)).collect();

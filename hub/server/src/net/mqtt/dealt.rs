@@ -130,6 +130,12 @@ impl Dealt {
         true
     }
 
+    /// The QoS the message at `offset` went to `connection` at, while it
+    /// waits for that connection's acknowledgement.
+    pub(super) fn sent_at(&self, offset: u64, connection: u64) -> Option<QoS> {
+        self.state().outstanding.get(&offset).filter(|out| out.to == Some(connection)).map(|out| out.qos)
+    }
+
     /// Nothing more is owed for `offset`: acknowledged.
     pub(super) fn settled(&self, offset: u64) {
         self.state().outstanding.remove(&offset);

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_log::LogError;
+use cairn_proto::RecordView;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
@@ -32,7 +33,7 @@ impl Session {
     pub(super) async fn deliver(&mut self, d: Delivery) {
         // A message the client had not acknowledged before it reconnected.
         let resent = match &d.source {
-            Some(Source { feed: (Sub::Own, topic, partition), offset, .. }) if !self.resend.is_empty() => {
+            Some(Source { feed: (_, topic, partition), offset, .. }) if !self.resend.is_empty() => {
                 self.resend.remove(&(topic.clone(), *partition, *offset))
             }
             _ => None,
@@ -46,7 +47,7 @@ impl Session {
                 _ => self.next_free_pkid(),
             };
             // A shared subscription's dealer tracks what it dealt.
-            if let Some(source) = d.source.as_ref().filter(|s| s.dealt.is_none()) {
+            if let Some(source) = d.source.as_ref().filter(|s| s.feed.0 == Sub::Own) {
                 self.unacked.entry(source.feed.clone()).or_default().insert(source.offset);
             }
             self.inflight.insert(pkid, d.source);
@@ -163,9 +164,8 @@ impl Session {
         pending.remove(&offset);
         // Everything below the lowest unacknowledged offset is delivered.
         let committable = pending.first().copied().unwrap_or(offset + 1);
-        // A clean session's own positions are not kept; a shared
-        // subscription's are the group's, whatever the session.
-        if self.keep || feed.0 != Sub::Own {
+        // A clean session's own positions are not kept.
+        if self.keep {
             let entry = self.to_commit.entry(feed).or_insert(0);
             *entry = (*entry).max(committable);
         }
@@ -322,22 +322,7 @@ pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client
             if r.offset < position {
                 continue;
             }
-            let headers = r.headers.clone().map(|h| (h.name, h.value));
-            let mqtt_topic = topics::delivered_topic(&topic, r.key, headers);
-            let (mut published, mut retained, mut own) = (QoS::AtLeastOnce, false, false);
-            for h in r.headers.clone() {
-                match h.name {
-                    topics::QOS_HEADER => published = published_qos(Some(h.value)),
-                    topics::RETAIN_HEADER => retained = true,
-                    topics::PUBLISHER_HEADER => own = h.value == client_id.as_bytes(),
-                    _ => {}
-                }
-            }
-            let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
-            if !properties.expired(broker.log().steady_ms()) {
-                let payload = Bytes::copy_from_slice(r.value);
-                let message =
-                    Message { topic: mqtt_topic, payload, published, retained, own, properties, offset: r.offset };
+            if let Some(message) = message(&topic, &r, &client_id, broker.log().steady_ms()) {
                 if !sink.pass(message).await {
                     return;
                 }
@@ -348,6 +333,37 @@ pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client
         position = position.max(fetch.next_offset().min(fetch.end_offset));
         sink.read_to(position);
     }
+}
+
+/// The MQTT message a record of Cairn topic `topic` holds; None once it
+/// expired. `client_id`: the session's, for its No Local subscriptions.
+fn message(topic: &str, r: &RecordView<'_>, client_id: &str, now: i64) -> Option<Message> {
+    let properties = MessageProperties::from_headers(r.headers.clone().map(|h| (h.name, h.value)));
+    if properties.expired(now) {
+        return None;
+    }
+    let headers = r.headers.clone().map(|h| (h.name, h.value));
+    let mqtt_topic = topics::delivered_topic(topic, r.key, headers);
+    let (mut published, mut retained, mut own) = (QoS::AtLeastOnce, false, false);
+    for h in r.headers.clone() {
+        match h.name {
+            topics::QOS_HEADER => published = published_qos(Some(h.value)),
+            topics::RETAIN_HEADER => retained = true,
+            topics::PUBLISHER_HEADER => own = h.value == client_id.as_bytes(),
+            _ => {}
+        }
+    }
+    let payload = Bytes::copy_from_slice(r.value);
+    Some(Message { topic: mqtt_topic, payload, published, retained, own, properties, offset: r.offset })
+}
+
+/// The message at one offset of a partition, if the log still holds it
+/// (and it has not expired).
+pub(super) async fn read_message(broker: &Broker, key: &FeedKey, offset: u64, client_id: &str) -> Option<Message> {
+    let (topic, partition) = (&key.1, key.2);
+    let fetch = broker.fetch(topic, partition, offset, FEED_BYTES, Duration::ZERO).await.ok()?;
+    let r = fetch.records().find(|r| r.offset == offset)?;
+    message(topic, &r, client_id, broker.log().steady_ms())
 }
 
 #[cfg(test)]
@@ -478,17 +494,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_clean_session_commits_only_shared_positions() {
+    async fn a_clean_session_commits_no_position_nor_does_a_shared_message_sent_again() {
         let (_dir, server) = testing::server();
         let mut s = open(&server, Version::V311, testing::connect("a", true)).await;
         let own = (Sub::Own, "t".to_string(), 0);
+        // Shared, without a dealer: sent again when a persistent session resumed.
         let shared = (Sub::Shared("g".into()), "t".to_string(), 1);
         s.deliver(delivery(&own, 5, QoS::AtLeastOnce)).await;
-        s.deliver(delivery(&shared, 7, QoS::AtLeastOnce)).await;
+        s.deliver(delivery(&shared, 7, QoS::ExactlyOnce)).await;
         s.acknowledged(1);
         s.acknowledged(2);
-        assert_eq!(s.to_commit.get(&own), None);
-        assert_eq!(s.to_commit.get(&shared), Some(&8));
+        assert_eq!(s.to_commit.get(&own), None, "a clean session's positions are not kept");
+        assert_eq!(s.to_commit.get(&shared), None, "the group moved on without it");
+        assert!(s.inflight.is_empty() && s.unacked.values().all(|u| u.is_empty()));
     }
 
     #[tokio::test]

@@ -44,9 +44,10 @@ pub(super) struct StoredSession {
     /// yet PUBCOMP'd: PUBREL is sent again when the session resumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) released: Vec<u16>,
-    /// Our QoS 1/2 messages from the session's own subscriptions that the
-    /// client had not acknowledged: sent again on resume with these packet
-    /// ids and DUP (MQTT-4.4.0-1).
+    /// Our QoS 1/2 messages from the session's own subscriptions, and QoS 2
+    /// ones from its shared subscriptions, that the client had not
+    /// acknowledged: sent again on resume with these packet ids and DUP
+    /// (MQTT-4.4.0-1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) unacked: Vec<StoredUnacked>,
 }
@@ -59,6 +60,10 @@ pub(super) struct StoredUnacked {
     pub(super) partition: u32,
     pub(super) offset: u64,
     pub(super) pkid: u16,
+    /// The shared subscription's group that dealt it; None: the session's
+    /// own subscriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) group: Option<String>,
 }
 
 /// A subscription's MQTT 5 options, as stored.

@@ -158,6 +158,10 @@ pub(super) struct Session {
     /// feeders read them again, and they go out with the same packet id
     /// and DUP (MQTT-4.4.0-1).
     pub(super) resend: HashMap<(String, u32, u64), u16>,
+    /// Of those, the QoS 2 messages of shared subscriptions (group, Cairn
+    /// topic, partition, offset): their group has moved on, so the session
+    /// reads and sends them itself when it resumes.
+    pub(super) resend_shared: Vec<(String, String, u32, u64)>,
     /// Positions to commit at the next tick.
     pub(super) to_commit: HashMap<FeedKey, u64>,
     /// QoS 2 packet ids stored and not yet released (persisted with a
@@ -344,6 +348,16 @@ impl Session {
                 .as_ref()
                 .map(|s| s.unacked.iter().map(|u| ((u.topic.clone(), u.partition, u.offset), u.pkid)).collect())
                 .unwrap_or_default(),
+            resend_shared: stored
+                .as_ref()
+                .map(|s| {
+                    let shared = s
+                        .unacked
+                        .iter()
+                        .filter_map(|u| Some((u.group.clone()?, u.topic.clone(), u.partition, u.offset)));
+                    shared.collect()
+                })
+                .unwrap_or_default(),
             to_commit: HashMap::new(),
             qos2,
             next_pkid: 1,
@@ -404,19 +418,32 @@ impl Session {
         .with_subscriptions(subscriptions.iter())
     }
 
-    /// The deliveries of the session's own subscriptions awaiting the
-    /// client's acknowledgement, and those still to be sent again.
+    /// The deliveries awaiting the client's acknowledgement that a resumed
+    /// session sends again, and those still to be sent again: the own
+    /// subscriptions', and the shared ones' at QoS 2 (a QoS 1 one goes to
+    /// another member when the connection ends).
     fn unacked_deliveries(&self) -> Vec<StoredUnacked> {
         let in_flight = self.inflight.iter().filter_map(|(pkid, source)| {
-            let Source { feed: (sub, topic, partition), offset, .. } = source.as_ref()?;
-            (*sub == Sub::Own).then(|| (topic.clone(), *partition, *offset, *pkid))
+            let Source { feed: (sub, topic, partition), offset, dealt } = source.as_ref()?;
+            let group = match sub {
+                Sub::Own => None,
+                Sub::Shared(group) => {
+                    // Sent again after a reconnect (no dealer), or dealt at QoS 2.
+                    let qos = dealt.as_ref().map_or(Some(QoS::ExactlyOnce), |d| d.sent_at(*offset, self.connection));
+                    if qos != Some(QoS::ExactlyOnce) {
+                        return None;
+                    }
+                    Some(group.clone())
+                }
+            };
+            Some(StoredUnacked { topic: topic.clone(), partition: *partition, offset: *offset, pkid: *pkid, group })
         });
-        let to_resend =
-            self.resend.iter().map(|((topic, partition, offset), pkid)| (topic.clone(), *partition, *offset, *pkid));
-        in_flight
-            .chain(to_resend)
-            .map(|(topic, partition, offset, pkid)| StoredUnacked { topic, partition, offset, pkid })
-            .collect()
+        let to_resend = self.resend.iter().map(|((topic, partition, offset), pkid)| {
+            let group = self.resend_shared.iter().find(|(_, t, p, o)| (t, p, o) == (topic, partition, offset));
+            let (topic, partition, offset, pkid) = (topic.clone(), *partition, *offset, *pkid);
+            StoredUnacked { topic, partition, offset, pkid, group: group.map(|(g, ..)| g.clone()) }
+        });
+        in_flight.chain(to_resend).collect()
     }
 
     /// Stores a persistent session, waiting for the commit.

@@ -16,10 +16,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, Notify};
 
+use super::codec::Subscription;
 use super::dealt::{Deal, Dealt, Message};
-use super::delivery::{delivery, lower, matching, Match, Sink};
+use super::delivery::{delivery, lower, matching, read_message, Match, Sink};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
 use super::Server;
 
@@ -226,6 +228,35 @@ impl Sink for Dealer {
 }
 
 impl Session {
+    /// A resumed persistent session sends again the QoS 2 messages of its
+    /// shared subscriptions that its client had not acknowledged, with
+    /// their packet ids and DUP (MQTT-4.4.0-1; no other member got them,
+    /// MQTT-4.8.2-5). Their group has moved on, so the session reads them
+    /// itself; one the log no longer holds (retention) is gone. Call it
+    /// before the subscriptions are resumed.
+    pub(super) async fn resend_shared(&mut self) {
+        for (group, topic, partition, offset) in std::mem::take(&mut self.resend_shared) {
+            let feed = (Sub::Shared(group), topic, partition);
+            let Some(message) = read_message(&self.server.broker, &feed, offset, &self.client_id).await else {
+                self.resend.remove(&(feed.1.clone(), feed.2, offset));
+                continue;
+            };
+            // The group's subscriptions as they were, for their identifiers.
+            let Sub::Shared(group) = &feed.0 else { continue };
+            let prefix = format!("$share/{group}/");
+            let filters: Vec<Subscription> = (self.resumed_filters.iter())
+                .filter_map(|s| Some(Subscription { filter: s.filter.strip_prefix(&prefix)?.to_string(), ..s.clone() }))
+                .collect();
+            let matched = matching(&filters, &message.topic, false).unwrap_or(Match {
+                qos: QoS::ExactlyOnce,
+                retain_as_published: false,
+                ids: Vec::new(),
+            });
+            let source = Source { feed, offset, dealt: None };
+            self.deliver(delivery(message, matched, source)).await;
+        }
+    }
+
     /// At the end of a connection, after it left its groups: the shared
     /// subscriptions' messages dealt to it (whichever member read them) that
     /// its client had not acknowledged, sent or still queued, are dealt
@@ -266,7 +297,6 @@ mod tests {
     use std::sync::RwLock;
 
     use bytes::Bytes;
-    use rumqttc::mqttbytes::QoS;
 
     use super::*;
     use crate::net::mqtt::codec::Subscription;
@@ -325,5 +355,32 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &members.dealt("g", "t", 1, 0)), "one per partition");
         members.leave("g", 1);
         assert_eq!(members.dealt("g", "t", 0, 3).claim(1).0, 3, "a group new on the hub starts where it is told");
+    }
+
+    #[tokio::test]
+    async fn a_persistent_member_stores_its_shared_qos_2_deliveries_in_flight_but_not_qos_1() {
+        use crate::net::mqtt::codec::Version;
+        use crate::net::mqtt::persist::StoredUnacked;
+        use crate::net::mqtt::session::tests::open;
+        use crate::net::mqtt::testing;
+
+        let (_dir, server) = testing::server();
+        let mut s = open(&server, Version::V311, testing::connect("m", false)).await;
+        let (tx, _sent) = mpsc::channel(16);
+        s.out = Some(tx);
+        let dealt = Arc::new(Dealt::new(0));
+        dealt.claim(99);
+        let feed = (Sub::Shared("g".into()), "t".to_string(), 0);
+        for (offset, qos) in [(0, QoS::AtLeastOnce), (1, QoS::ExactlyOnce)] {
+            let m = Message { offset, published: qos, ..message("t/x") };
+            assert!(dealt.read(99, &m, Deal::To(s.connection, qos)));
+            let source = Source { feed: feed.clone(), offset, dealt: Some(dealt.clone()) };
+            let matched = Match { qos, retain_as_published: false, ids: Vec::new() };
+            s.deliver(delivery(m, matched, source)).await;
+        }
+        let stored = s.stored(None).unacked;
+        let (topic, group) = ("t".to_string(), Some("g".to_string()));
+        // QoS 1: handed to another member when the connection ends.
+        assert_eq!(stored, vec![StoredUnacked { topic, partition: 0, offset: 1, pkid: 2, group }]);
     }
 }
