@@ -9,8 +9,28 @@ use std::time::{Duration, Instant};
 
 use common::mqtt_client::{client, connect, drain, mqtt_addr, next, options, subscribe};
 use common::Hub;
-use rumqttc::{AsyncClient, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A member of a shared subscription: connected with `options`, and
+/// subscribed to `filter`; aborting the task drops its connection.
+async fn member(
+    options: MqttOptions,
+    filter: &str,
+    qos: QoS,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, JoinHandle<()>) {
+    let (client, mut rx, task) = connect(options).await;
+    subscribe(&client, &mut rx, filter, qos).await;
+    (client, rx, task)
+}
+
+/// Options of a client that acknowledges nothing it receives.
+fn silent(addr: &str, id: &str, clean: bool) -> MqttOptions {
+    let mut options = options(addr, id, clean);
+    options.set_manual_acks(true);
+    options
+}
 
 /// Publishes `payload-<i>` for each `i` to `topic(i)` at QoS 1 and waits
 /// for every PUBACK.
@@ -45,10 +65,8 @@ async fn shared_subscriptions_split_a_topic_and_a_leaving_member_hands_over() {
     let (ok, _, err) = hub.cli(&["topic", "create", "jobs", "--partitions", "4"], None);
     assert!(ok, "{err}");
     let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "worker-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
-    let (b, mut b_rx) = client(&addr, "worker-b", true, None).await;
-    subscribe(&b, &mut b_rx, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    let (_a, mut a_rx, _) = member(options(&addr, "worker-a", true), "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx, _) = member(options(&addr, "worker-b", true), "$share/workers/jobs/#", QoS::AtLeastOnce).await;
     // worker-a learns of the rebalance at its next heartbeat (each second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
@@ -77,10 +95,8 @@ async fn members_take_turns_on_a_one_partition_topic() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "turn-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/turns/tasks/#", QoS::AtLeastOnce).await;
-    let (b, mut b_rx) = client(&addr, "turn-b", true, None).await;
-    subscribe(&b, &mut b_rx, "$share/turns/tasks/#", QoS::AtLeastOnce).await;
+    let (_a, mut a_rx, _) = member(options(&addr, "turn-a", true), "$share/turns/tasks/#", QoS::AtLeastOnce).await;
+    let (_b, mut b_rx, _) = member(options(&addr, "turn-b", true), "$share/turns/tasks/#", QoS::AtLeastOnce).await;
     let (ok, out, err) = hub.cli(&["topic", "describe", "tasks"], None);
     assert!(ok && out.contains("partitions=1 "), "{out}{err}");
 
@@ -101,13 +117,10 @@ async fn a_member_that_drops_hands_over_what_it_had_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "hand-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/hands/orders/#", QoS::AtLeastOnce).await;
+    let (_a, mut a_rx, _) = member(options(&addr, "hand-a", true), "$share/hands/orders/#", QoS::AtLeastOnce).await;
     // Member b never acknowledges anything.
-    let mut b_options = options(&addr, "hand-b", true);
-    b_options.set_manual_acks(true);
-    let (b, mut b_rx, b_connection) = connect(b_options).await;
-    subscribe(&b, &mut b_rx, "$share/hands/orders/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx, b_connection) =
+        member(silent(&addr, "hand-b", true), "$share/hands/orders/#", QoS::AtLeastOnce).await;
 
     let (publisher, mut acks) = client(&addr, "hand-pub", true, None).await;
     publish_all(&publisher, &mut acks, 0..20, |i| format!("orders/{i}"), "order").await;
@@ -128,12 +141,9 @@ async fn after_a_kill_9_the_group_resumes_at_the_first_unacknowledged_message() 
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(dir.path(), &[]);
     let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "kill-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/kills/readings/#", QoS::AtLeastOnce).await;
-    let mut b_options = options(&addr, "kill-b", true);
-    b_options.set_manual_acks(true); // b acknowledges nothing
-    let (b, mut b_rx, _b_connection) = connect(b_options).await;
-    subscribe(&b, &mut b_rx, "$share/kills/readings/#", QoS::AtLeastOnce).await;
+    let (a, mut a_rx, _) = member(options(&addr, "kill-a", true), "$share/kills/readings/#", QoS::AtLeastOnce).await;
+    let (b, mut b_rx, _b_connection) =
+        member(silent(&addr, "kill-b", true), "$share/kills/readings/#", QoS::AtLeastOnce).await; // b acknowledges nothing
     let (publisher, mut acks) = client(&addr, "kill-pub", true, None).await;
     publish_all(&publisher, &mut acks, 0..20, |i| format!("readings/{i}"), "reading").await;
     let got_a = drain(&mut a_rx, Duration::from_millis(1000)).await;
@@ -167,12 +177,9 @@ async fn the_member_taking_over_a_partition_sends_nothing_twice() {
     let addr = mqtt_addr(&hub);
     // a subscribes first, so it reads the topic's one partition (and keeps
     // it when b joins).
-    let (a, mut a_rx) = client(&addr, "next-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/nexts/alerts/#", QoS::ExactlyOnce).await;
-    let mut b_options = options(&addr, "next-b", true);
-    b_options.set_manual_acks(true); // b holds on to what it gets
-    let (b, mut b_rx, _b_connection) = connect(b_options).await;
-    subscribe(&b, &mut b_rx, "$share/nexts/alerts/#", QoS::ExactlyOnce).await;
+    let (a, mut a_rx, _) = member(options(&addr, "next-a", true), "$share/nexts/alerts/#", QoS::ExactlyOnce).await;
+    let (b, mut b_rx, _b_connection) =
+        member(silent(&addr, "next-b", true), "$share/nexts/alerts/#", QoS::ExactlyOnce).await; // b holds on to what it gets
     let (publisher, mut acks) = client(&addr, "next-pub", true, None).await;
     let publish_qos2 = |range: std::ops::Range<u32>| {
         let publisher = publisher.clone();
@@ -220,8 +227,7 @@ async fn members_coming_and_going_lose_nothing() {
     let join = |id: String| {
         let (addr, got) = (addr.clone(), got.clone());
         async move {
-            let (member, mut rx, _) = connect(options(&addr, &id, true)).await;
-            subscribe(&member, &mut rx, "$share/churn/work/#", QoS::AtLeastOnce).await;
+            let (client, mut rx, _) = member(options(&addr, &id, true), "$share/churn/work/#", QoS::AtLeastOnce).await;
             tokio::spawn(async move {
                 while let Some(packet) = rx.recv().await {
                     if let Packet::Publish(p) = packet {
@@ -229,7 +235,7 @@ async fn members_coming_and_going_lose_nothing() {
                     }
                 }
             });
-            member
+            client
         }
     };
     let mut members = VecDeque::new();
@@ -284,12 +290,9 @@ async fn a_persistent_member_gets_its_unacknowledged_qos_2_messages_again_when_i
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let addr = mqtt_addr(&hub);
-    let (a, mut a_rx) = client(&addr, "again-a", true, None).await;
-    subscribe(&a, &mut a_rx, "$share/agains/jobs/#", QoS::ExactlyOnce).await;
-    let mut b_options = options(&addr, "again-b", false);
-    b_options.set_manual_acks(true); // b answers nothing: no PUBREC
-    let (b, mut b_rx, b_connection) = connect(b_options.clone()).await;
-    subscribe(&b, &mut b_rx, "$share/agains/jobs/#", QoS::ExactlyOnce).await;
+    let (_a, mut a_rx, _) = member(options(&addr, "again-a", true), "$share/agains/jobs/#", QoS::ExactlyOnce).await;
+    let b_options = silent(&addr, "again-b", false); // b answers nothing: no PUBREC
+    let (b, mut b_rx, b_connection) = member(b_options.clone(), "$share/agains/jobs/#", QoS::ExactlyOnce).await;
     let (publisher, mut acks) = client(&addr, "again-pub", true, None).await;
     for i in 0..10 {
         publisher.publish(format!("jobs/{i}"), QoS::ExactlyOnce, false, format!("job-{i}")).await.unwrap();
