@@ -210,6 +210,25 @@ impl Hub {
     /// hub (or a peer gone without a reset) looks to its clients.
     pub fn pause(&self) {
         self.signal("-STOP");
+        // The stop is asynchronous: a thread running on another core goes on
+        // until the kernel interrupts it (on a busy virtual machine, long
+        // enough to answer one more request). Wait until every thread is
+        // stopped.
+        let started = Instant::now();
+        while !self.stopped() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(self.stopped(), "the hub did not stop within 5 s of SIGSTOP");
+    }
+
+    /// Whether every thread of the hub is stopped (state T in /proc).
+    fn stopped(&self) -> bool {
+        let Ok(threads) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else { return false };
+        threads.flatten().all(|thread| {
+            let stat = std::fs::read_to_string(thread.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
     }
 
     /// SIGCONT after [`Hub::pause`].
