@@ -158,10 +158,10 @@ pub(super) struct Session {
     /// feeders read them again, and they go out with the same packet id
     /// and DUP (MQTT-4.4.0-1).
     pub(super) resend: HashMap<(String, u32, u64), u16>,
-    /// Of those, the QoS 2 messages of shared subscriptions (group, Cairn
-    /// topic, partition, offset): their group has moved on, so the session
-    /// reads and sends them itself when it resumes.
-    pub(super) resend_shared: Vec<(String, String, u32, u64)>,
+    /// The QoS 2 messages of shared subscriptions to send again, as stored
+    /// (with their group): their group has moved on, so the session reads
+    /// and sends them itself when it resumes (they join `resend` then).
+    pub(super) resend_shared: Vec<StoredUnacked>,
     /// Positions to commit at the next tick.
     pub(super) to_commit: HashMap<FeedKey, u64>,
     /// QoS 2 packet ids stored and not yet released (persisted with a
@@ -346,17 +346,14 @@ impl Session {
             unacked: HashMap::new(),
             resend: stored
                 .as_ref()
-                .map(|s| s.unacked.iter().map(|u| ((u.topic.clone(), u.partition, u.offset), u.pkid)).collect())
+                .map(|s| {
+                    let own = s.unacked.iter().filter(|u| u.group.is_none());
+                    own.map(|u| ((u.topic.clone(), u.partition, u.offset), u.pkid)).collect()
+                })
                 .unwrap_or_default(),
             resend_shared: stored
                 .as_ref()
-                .map(|s| {
-                    let shared = s
-                        .unacked
-                        .iter()
-                        .filter_map(|u| Some((u.group.clone()?, u.topic.clone(), u.partition, u.offset)));
-                    shared.collect()
-                })
+                .map(|s| s.unacked.iter().filter(|u| u.group.is_some()).cloned().collect())
                 .unwrap_or_default(),
             to_commit: HashMap::new(),
             qos2,
@@ -439,11 +436,10 @@ impl Session {
             Some(StoredUnacked { topic: topic.clone(), partition: *partition, offset: *offset, pkid: *pkid, group })
         });
         let to_resend = self.resend.iter().map(|((topic, partition, offset), pkid)| {
-            let group = self.resend_shared.iter().find(|(_, t, p, o)| (t, p, o) == (topic, partition, offset));
             let (topic, partition, offset, pkid) = (topic.clone(), *partition, *offset, *pkid);
-            StoredUnacked { topic, partition, offset, pkid, group: group.map(|(g, ..)| g.clone()) }
+            StoredUnacked { topic, partition, offset, pkid, group: None }
         });
-        in_flight.chain(to_resend).collect()
+        in_flight.chain(to_resend).chain(self.resend_shared.iter().cloned()).collect()
     }
 
     /// Stores a persistent session, waiting for the commit.

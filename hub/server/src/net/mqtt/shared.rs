@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use super::codec::Subscription;
 use super::dealt::{Deal, Dealt, Message};
 use super::delivery::{delivery, lower, matching, read_message, Match, Sink};
+use super::persist::StoredUnacked;
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
 use super::Server;
 
@@ -235,15 +236,21 @@ impl Session {
     /// itself; one the log no longer holds (retention) is gone. Call it
     /// before the subscriptions are resumed.
     pub(super) async fn resend_shared(&mut self) {
-        for (group, topic, partition, offset) in std::mem::take(&mut self.resend_shared) {
+        let stored = std::mem::take(&mut self.resend_shared);
+        // Their packet ids are kept from the start, so none is handed out
+        // to another of them; `deliver` sends each with its own.
+        for u in &stored {
+            self.resend.insert((u.topic.clone(), u.partition, u.offset), u.pkid);
+        }
+        for StoredUnacked { topic, partition, offset, group, .. } in stored {
+            let Some(group) = group else { continue };
+            let prefix = format!("$share/{group}/");
             let feed = (Sub::Shared(group), topic, partition);
             let Some(message) = read_message(&self.server.broker, &feed, offset, &self.client_id).await else {
                 self.resend.remove(&(feed.1.clone(), feed.2, offset));
                 continue;
             };
             // The group's subscriptions as they were, for their identifiers.
-            let Sub::Shared(group) = &feed.0 else { continue };
-            let prefix = format!("$share/{group}/");
             let filters: Vec<Subscription> = (self.resumed_filters.iter())
                 .filter_map(|s| Some(Subscription { filter: s.filter.strip_prefix(&prefix)?.to_string(), ..s.clone() }))
                 .collect();
@@ -360,7 +367,6 @@ mod tests {
     #[tokio::test]
     async fn a_persistent_member_stores_its_shared_qos_2_deliveries_in_flight_but_not_qos_1() {
         use crate::net::mqtt::codec::Version;
-        use crate::net::mqtt::persist::StoredUnacked;
         use crate::net::mqtt::session::tests::open;
         use crate::net::mqtt::testing;
 
