@@ -11,7 +11,8 @@
 #     (an in-memory Rust broker), same run;
 #  4. a shared subscription: one QoS 1 publisher to 10 members of
 #     $share/<group>/bench/#, each message checked to reach one of them;
-#  5. 10,000 idle connections: RSS per connection, Cairn and Mosquitto.
+#  5. 10,000 idle connections: RSS per connection, and the CPU the broker
+#     uses over 5 s while they idle, Cairn and Mosquitto.
 # Loads 1 and 3 also run against a second Cairn hub whose `bench` topic has
 # `flush = interval` (PUBACK after the commit, fsync at most once a second):
 # the same hub without the fsync in each acknowledgement, which shows what the
@@ -138,12 +139,14 @@ for run in $(seq "$runs"); do
 done
 report "shared subscription, 1 publisher to 10 members, QoS 1 (delivered msg/s, each message to one member)" cairn mosquitto
 
-# 10,000 idle connections: the RSS each broker grows by, per connection.
+# 10,000 idle connections: the RSS each broker grows by, per connection, and
+# the CPU it uses while they idle (clock ticks of 10 ms over 5 s).
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for broker in cairn mosquitto; do
     if [ $broker = cairn ]; then pid=$hub port=$CAIRN_PORT; else pid=$mosq port=$MOSQ_PORT; fi
     before=$(rss "$pid")
-    "$CAIRN" bench mqtt --broker 127.0.0.1:$port --connections 10000 --hold-secs 25 >/dev/null &
+    "$CAIRN" bench mqtt --broker 127.0.0.1:$port --connections 10000 --hold-secs 35 >/dev/null &
     holder=$!
     for _ in $(seq 1 40); do
         sleep 0.5
@@ -151,8 +154,10 @@ for broker in cairn mosquitto; do
     done
     sleep 2
     during=$(rss "$pid")
+    ticks=$(cpu_ticks "$pid"); sleep 5; ticks=$(( $(cpu_ticks "$pid") - ticks ))
     echo "$broker: RSS $before KiB before, $during KiB with 10,000 idle connections:" \
-         "$(awk -v a="$before" -v b="$during" 'BEGIN {printf "%.1f", (b - a) / 10000}') KiB per connection"
+         "$(awk -v a="$before" -v b="$during" 'BEGIN {printf "%.1f", (b - a) / 10000}') KiB per connection;" \
+         "$(awk -v t="$ticks" 'BEGIN {printf "%.1f", t / 5}') % of a core while they idle"
     kill $holder 2>/dev/null || true; wait $holder 2>/dev/null || true; holder=""
     sleep 2
 done

@@ -15,6 +15,10 @@ use crate::{LogError, LogStats, PartitionOffsets, Result, TopicConfig};
 #[derive(Default)]
 pub(crate) struct Catalog {
     pub(crate) topics: RwLock<HashMap<String, Arc<TopicEntry>>>,
+    /// Marked changed whenever a topic is created, altered or deleted, so
+    /// readers that follow "every topic matching …" wait on it instead of
+    /// polling the catalog.
+    pub(crate) changes: TopicChanges,
     pub stats: LogStats,
     /// The clock jumps the log has seen, oldest first.
     pub(crate) clock_jumps: RwLock<Vec<crate::ClockJump>>,
@@ -48,10 +52,21 @@ impl Catalog {
 
     pub(crate) fn insert(&self, entry: TopicEntry) {
         self.topics.write().expect("catalog lock poisoned").insert(entry.name.clone(), Arc::new(entry));
+        self.changes.0.send_replace(());
     }
 
     pub(crate) fn remove(&self, topic: &str) {
         self.topics.write().expect("catalog lock poisoned").remove(topic);
+        self.changes.0.send_replace(());
+    }
+}
+
+/// The sender behind [`crate::Log::watch_topics`].
+pub(crate) struct TopicChanges(pub(crate) watch::Sender<()>);
+
+impl Default for TopicChanges {
+    fn default() -> Self {
+        TopicChanges(watch::channel(()).0)
     }
 }
 

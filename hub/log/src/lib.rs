@@ -245,6 +245,13 @@ impl Log {
         &self.shared.catalog.stats
     }
 
+    /// Marked changed each time a topic is created, altered (partitions
+    /// added) or deleted after the receiver was made: what a reader of
+    /// "every topic matching a filter" waits on to find new ones.
+    pub fn watch_topics(&self) -> tokio::sync::watch::Receiver<()> {
+        self.shared.catalog.changes.0.subscribe()
+    }
+
     /// Number of partitions of `topic`.
     pub fn partition_count(&self, topic: &str) -> Result<u32> {
         Ok(self.shared.catalog.get(topic)?.partitions.len() as u32)

@@ -77,6 +77,26 @@ async fn topic_lifecycle() {
 }
 
 #[tokio::test]
+async fn watchers_of_the_topics_see_each_creation_change_and_deletion_but_not_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.create_topic("before", TopicConfig::default()).await.unwrap();
+    let mut watch = log.watch_topics();
+    assert!(!watch.has_changed().unwrap(), "what came before the watch is not a change");
+
+    log.create_topic("sensors", TopicConfig::default()).await.unwrap();
+    assert!(watch.has_changed().unwrap(), "a topic created");
+    watch.mark_unchanged();
+    log.append("sensors", 0, batch(&["x"], 1)).await.unwrap();
+    assert!(!watch.has_changed().unwrap(), "an append changes no topic");
+    log.add_partitions("sensors", 2).await.unwrap();
+    assert!(watch.has_changed().unwrap(), "partitions added");
+    watch.mark_unchanged();
+    log.delete_topic("sensors").await.unwrap();
+    assert!(watch.has_changed().unwrap(), "a topic deleted");
+}
+
+#[tokio::test]
 async fn appends_get_dense_offsets_and_read_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);

@@ -106,6 +106,10 @@ pub struct BenchMqttArgs {
     connections: Option<usize>,
     #[arg(long, default_value_t = 10)]
     hold_secs: u64,
+    /// With --connections: each idle connection first subscribes to this
+    /// filter (QoS 1), as devices waiting for commands do.
+    #[arg(long, value_name = "FILTER", requires = "connections")]
+    subscribe: Option<String>,
 }
 
 #[derive(Args)]
@@ -471,7 +475,8 @@ fn bench_plugin(args: BenchPluginArgs) -> Result<(), AnyError> {
 async fn bench_mqtt(args: BenchMqttArgs) -> Result<(), AnyError> {
     use super::mqtt;
     if let Some(count) = args.connections {
-        let held = mqtt::hold_connections(&args.broker, count, Duration::from_secs(args.hold_secs)).await?;
+        let hold = Duration::from_secs(args.hold_secs);
+        let held = mqtt::hold_connections(&args.broker, count, hold, args.subscribe.as_deref()).await?;
         println!("held {held} idle MQTT connections to {} for {} s", args.broker, args.hold_secs);
         return Ok(());
     }

@@ -263,8 +263,14 @@ async fn connect_subscribers(
     Ok(subscribers)
 }
 
-/// Holds `count` idle connections open until `hold` has passed.
-pub async fn hold_connections(broker: &str, count: usize, hold: Duration) -> Result<usize, MqttBenchError> {
+/// Holds `count` idle connections open until `hold` has passed, each
+/// subscribed to `filter` (QoS 1) if one is given.
+pub async fn hold_connections(
+    broker: &str,
+    count: usize,
+    hold: Duration,
+    filter: Option<&str>,
+) -> Result<usize, MqttBenchError> {
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -274,9 +280,16 @@ pub async fn hold_connections(broker: &str, count: usize, hold: Duration) -> Res
         let mut options = MqttOptions::new(format!("idle-{}-{i}", std::process::id()), host.clone(), port);
         options.set_keep_alive(Duration::from_secs(120));
         let (client, mut eventloop) = AsyncClient::new(options, 10);
+        if let Some(filter) = filter {
+            client
+                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .await
+                .map_err(|e| MqttBenchError::Client(i, e.to_string()))?;
+        }
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+                Ok(Event::Incoming(Packet::ConnAck(_))) if filter.is_none() => break,
+                Ok(Event::Incoming(Packet::SubAck(_))) => break,
                 Ok(_) => {}
                 Err(e) => return Err(MqttBenchError::Client(i, e.to_string())),
             }

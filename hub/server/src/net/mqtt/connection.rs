@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::codec::{
     self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Refusal, RetainHandling, Version, Will,
@@ -48,9 +48,8 @@ use crate::net::Shutdown;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often acknowledged positions of a persistent session are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
-/// How often a session looks for topics and partitions created since it
-/// subscribed, and heartbeats the consumer groups of its shared
-/// subscriptions (a rebalance reaches it within this).
+/// How often a session with shared subscriptions heartbeats their consumer
+/// groups (a rebalance reaches it within this).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves one client over `socket` (TCP, or TLS whose verified client
@@ -201,8 +200,13 @@ impl Session {
         let limit = self.server.config.max_packet_bytes;
         let far = Duration::from_secs(365 * 24 * 3600);
         let mut deadline = Instant::now() + self.keep_alive.unwrap_or(far);
+        // Each tick is waited on only while it has work (below): an idle
+        // connection, the common case on a gateway, wakes for nothing.
+        // After a pause a tick comes at once, then at its interval again.
         let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
+        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut refresh_tick = tokio::time::interval(REFRESH_EVERY);
+        refresh_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut kick = self.kick.take().expect("kick receiver set in open");
         let mut revocations = self.server.broker.auth().revocations();
         let regroup = self.regroup.clone();
@@ -224,6 +228,8 @@ impl Session {
         }
         loop {
             let can_deliver = self.in_flight() < self.max_inflight;
+            let to_commit = !self.to_commit.is_empty() || !self.dealing.is_empty();
+            let feeds_own = !self.filters.read().unwrap_or_else(|e| e.into_inner()).is_empty();
             tokio::select! {
                 read = reader.read_buf(buf) => match read {
                     Ok(0) | Err(_) => return End::Abnormal,
@@ -261,8 +267,11 @@ impl Session {
                         return End::Clean;
                     }
                 }
-                _ = commit_tick.tick() => Box::pin(self.commit_positions()).await,
-                _ = refresh_tick.tick() => Box::pin(self.refresh()).await,
+                _ = commit_tick.tick(), if to_commit => Box::pin(self.commit_positions()).await,
+                // New topics and partitions are fed when the log says one
+                // came, not looked for on a timer.
+                Ok(()) = self.topic_changes.changed(), if feeds_own => Box::pin(self.refresh_own()).await,
+                _ = refresh_tick.tick(), if !self.shared.is_empty() => Box::pin(self.refresh()).await,
                 _ = regroup.notified(), if !self.shared.is_empty() => Box::pin(self.refresh()).await,
             }
         }
@@ -524,6 +533,94 @@ mod tests {
 
     async fn read(bytes: impl AsyncReadExt + Unpin) -> Result<(Version, Connect), (Option<Version>, CodecError)> {
         read_connect(&mut { bytes }, &mut BytesMut::new(), 1024).await
+    }
+
+    /// A socket that counts how often the connection loop asks it for
+    /// bytes: once per turn of the loop, so once per wake-up.
+    struct CountingSocket {
+        inner: tokio::io::DuplexStream,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingSocket {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingSocket {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Gateways hold thousands of idle devices: an idle connection, with a
+    /// subscription or without, must not wake on timers of its own.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_sleeps_until_something_happens() {
+        let (_dir, server) = super::super::testing::server();
+        let (client, inner) = tokio::io::duplex(4096);
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let socket = CountingSocket { inner, reads: reads.clone() };
+        let (trigger, shutdown) = crate::net::shutdown_channel();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let served = tokio::spawn(run(server.clone(), socket, None, peer, shutdown));
+        let (mut from_hub, mut to_hub) = tokio::io::split(client);
+
+        // No keep-alive: nothing is due, however far the paused clock runs.
+        let mut connect = CONNECT;
+        (connect[10], connect[11]) = (0, 0);
+        to_hub.write_all(&connect).await.unwrap();
+        let mut connack = [0; 4];
+        from_hub.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        let idle = |reads: &std::sync::atomic::AtomicUsize| reads.load(std::sync::atomic::Ordering::Relaxed);
+        let before = idle(&reads);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(idle(&reads) - before <= 1, "a publisher woke {} times in 30 s", idle(&reads) - before);
+
+        // SUBSCRIBE a/# (QoS 0): SUBACK, then quiet again.
+        to_hub.write_all(&[0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 0]).await.unwrap();
+        let mut suback = [0; 5];
+        from_hub.read_exact(&mut suback).await.unwrap();
+        assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+        let before = idle(&reads);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(idle(&reads) - before <= 2, "a subscriber woke {} times in 30 s", idle(&reads) - before);
+
+        // A new topic is still found at once: its message arrives.
+        let properties = MessageProperties::default();
+        let appends = publish(&server, "a/new", b"hi", QoS::AtMostOnce, false, &properties, None).await;
+        for append in appends.ok().unwrap() {
+            append.outcome().await.unwrap();
+        }
+        let mut publish = [0; 11];
+        tokio::time::timeout(Duration::from_secs(1), from_hub.read_exact(&mut publish)).await.unwrap().unwrap();
+        assert_eq!(publish, [0x30, 9, 0, 5, b'a', b'/', b'n', b'e', b'w', b'h', b'i']);
+
+        trigger.trigger();
+        served.await.unwrap();
     }
 
     #[tokio::test]

@@ -28,6 +28,11 @@ use super::topics;
 use super::writer::Out;
 use crate::broker::Broker;
 
+/// Longest a feeder's long poll waits for new records before it asks
+/// again. Any new record, or the topic's deletion, ends the wait at once;
+/// this only bounds how often an idle subscription wakes.
+const FEED_WAIT: Duration = Duration::from_secs(60);
+
 impl Session {
     /// Sends one delivery to the client (a packet id for QoS 1).
     pub(super) async fn deliver(&mut self, d: Delivery) {
@@ -304,7 +309,7 @@ pub(super) fn delivery(message: Message, m: Match, source: Source) -> Delivery {
 pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client_id: String, mut sink: impl Sink) {
     let (topic, partition) = (key.1.clone(), key.2);
     loop {
-        let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, Duration::from_secs(5)).await {
+        let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, FEED_WAIT).await {
             Ok(f) => f,
             Err(LogError::OffsetOutOfRange { .. }) => {
                 // Retention removed what we had not read: go on from the start.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_log::PendingAppend;
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use cairn_proto::acl::{Operation, ResourceKind};
@@ -135,6 +135,11 @@ pub(super) struct Session {
     /// Woken when a member leaves one of those groups: the partitions it
     /// read are taken over at once, not at the next heartbeat.
     pub(super) regroup: Arc<Notify>,
+    /// Changed when a topic is created, altered or deleted: the session's
+    /// own subscriptions then look for topics and partitions to feed.
+    /// Made when the session opens, before its first subscription, so no
+    /// change is missed.
+    pub(super) topic_changes: watch::Receiver<()>,
     /// The feeders running.
     pub(super) feeding: HashMap<FeedKey, AbortHandle>,
     pub(super) feeders: JoinSet<()>,
@@ -318,6 +323,7 @@ impl Session {
             tracing::info!(%peer, %client_id, "MQTT bridge connected: its messages are not sent back to it, and keep their retain flag");
         }
         server.broker.metrics().mqtt_connections.inc();
+        let topic_changes = server.broker.log().watch_topics();
         let session = Session {
             server,
             version,
@@ -336,6 +342,7 @@ impl Session {
             status,
             shared: HashMap::new(),
             regroup: Arc::new(Notify::new()),
+            topic_changes,
             feeding: HashMap::new(),
             feeders: JoinSet::new(),
             deliveries_tx,

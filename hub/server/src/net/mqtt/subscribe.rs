@@ -493,15 +493,21 @@ impl Session {
         self.server.shared.leave(group, self.connection);
     }
 
-    /// The periodic look: feeders for topics and partitions created since
-    /// the subscriptions were made, and the shared subscriptions' groups
-    /// heartbeated (following a rebalance).
-    pub(super) async fn refresh(&mut self) {
+    /// Feeders for the topics and partitions created since the session's
+    /// own subscriptions were made (from their start: all they hold is new).
+    pub(super) async fn refresh_own(&mut self) {
         while self.feeders.try_join_next().is_some() {}
         let has_own = !self.filters.read().unwrap_or_else(|e| e.into_inner()).is_empty();
         if has_own {
             self.feed_own(Start::Beginning).await;
         }
+    }
+
+    /// The periodic look of a session with shared subscriptions: its own
+    /// feeders refreshed, and the groups heartbeated (following a
+    /// rebalance).
+    pub(super) async fn refresh(&mut self) {
+        self.refresh_own().await;
         if !self.shared.is_empty() {
             // Progress first, so a partition that moves away moves with it.
             self.commit_positions().await;
