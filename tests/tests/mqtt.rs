@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mqtt_client::{client, host_port, mqtt_addr, next, subscribe};
+use common::mqtt_client::{client, drain, host_port, mqtt_addr, next, subscribe};
 use common::raw_mqtt::RawMqtt;
 use common::Hub;
 use rumqttc::{LastWill, Packet, QoS};
@@ -72,6 +72,44 @@ async fn v311_publish_qos_0_1_2_is_stored_and_reaches_wildcard_subscribers() {
             ("sensors/room3/temp".into(), "22.5".into()),
         ]
     );
+}
+
+/// Devices waiting for commands on their own topics, all in one Cairn
+/// topic: each command reaches its device, in order, and no other; a
+/// device that subscribes to a second topic while it waits gets that too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_reaches_its_device_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let addr = mqtt_addr(&hub);
+    let (controller, mut controller_rx) = client(&addr, "controller", true, None).await;
+    controller.publish("cmd/none", QoS::AtLeastOnce, false, "first").await.unwrap();
+    next(&mut controller_rx, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    let mut devices = Vec::new();
+    for i in 0..20 {
+        let (device, mut rx) = client(&addr, &format!("device-{i}"), true, None).await;
+        subscribe(&device, &mut rx, &format!("cmd/{i}"), QoS::AtLeastOnce).await;
+        devices.push((device, rx));
+    }
+    // Device 0 also listens for broadcasts, subscribed while it waits.
+    let (device, rx) = &mut devices[0];
+    subscribe(device, rx, "cmd/all", QoS::AtLeastOnce).await;
+    for round in 0..3 {
+        for i in (0..20).rev() {
+            controller.publish(format!("cmd/{i}"), QoS::AtLeastOnce, false, format!("{i}:{round}")).await.unwrap();
+        }
+    }
+    controller.publish("cmd/all", QoS::AtLeastOnce, false, "all").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, (_, rx)) in devices.iter_mut().enumerate() {
+        let mut want: Vec<(String, String, bool)> =
+            (0..3).map(|round| (format!("cmd/{i}"), format!("{i}:{round}"), false)).collect();
+        if i == 0 {
+            want.push(("cmd/all".into(), "all".into(), false));
+        }
+        assert_eq!(publishes(rx, want.len()).await, want, "device {i}");
+        assert!(drain(rx, Duration::from_millis(20)).await.is_empty(), "device {i} got another's command");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,7 +107,8 @@ pub struct BenchMqttArgs {
     #[arg(long, default_value_t = 10)]
     hold_secs: u64,
     /// With --connections: each idle connection first subscribes to this
-    /// filter (QoS 1), as devices waiting for commands do.
+    /// filter (QoS 1), as devices waiting for commands do; `{i}` stands for
+    /// the connection's number (`cmd/{i}`: one command topic per device).
     #[arg(long, value_name = "FILTER", requires = "connections")]
     subscribe: Option<String>,
 }

@@ -264,7 +264,8 @@ async fn connect_subscribers(
 }
 
 /// Holds `count` idle connections open until `hold` has passed, each
-/// subscribed to `filter` (QoS 1) if one is given.
+/// subscribed to `filter` (QoS 1) if one is given; `{i}` in it stands for
+/// the connection's number (`cmd/{i}`: a command topic per device).
 pub async fn hold_connections(
     broker: &str,
     count: usize,
@@ -282,7 +283,7 @@ pub async fn hold_connections(
         let (client, mut eventloop) = AsyncClient::new(options, 10);
         if let Some(filter) = filter {
             client
-                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .subscribe(filter.replace("{i}", &i.to_string()), QoS::AtLeastOnce)
                 .await
                 .map_err(|e| MqttBenchError::Client(i, e.to_string()))?;
         }

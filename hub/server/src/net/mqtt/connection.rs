@@ -18,8 +18,10 @@
 //! keeps). The handlers live with their jobs: `publish.rs`, `subscribe.rs`
 //! and `delivery.rs`, all `impl Session` over the state in `session.rs`;
 //! `persist.rs` stores sessions, `writer.rs` writes the packets,
-//! `shared.rs` deals shared subscriptions' messages. Imports go one way:
-//! connection → publish, subscribe → shared → delivery → session → persist
+//! `shared.rs` deals shared subscriptions' messages, `tail.rs` reads each
+//! partition's new records once for the subscribers waiting at its end.
+//! Imports go one way:
+//! connection → publish, subscribe → shared → delivery → tail → session → persist
 //! → records, and session → dealt; writer is used by all of them and uses
 //! none.
 

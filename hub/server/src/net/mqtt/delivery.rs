@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_log::LogError;
 use cairn_proto::RecordView;
 use rumqttc::mqttbytes::QoS;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
@@ -24,6 +25,7 @@ use super::dealt::Message;
 use super::properties::MessageProperties;
 use super::records::{published_qos, FEED_BYTES};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
+use super::tail::Tails;
 use super::topics;
 use super::writer::Out;
 use crate::broker::Broker;
@@ -266,6 +268,17 @@ pub(super) trait Sink: Send + 'static {
     /// Every record before `position` has been passed on (or matched
     /// nothing).
     fn read_to(&mut self, _position: u64) {}
+    /// Once the feeder has read to the partition's end (`position`): waits
+    /// for a record worth reading and returns where to read from. `None`:
+    /// this sink wants every record, and the feeder long-polls.
+    fn wait_at_end(
+        &mut self,
+        _broker: &Broker,
+        _key: &FeedKey,
+        _position: u64,
+    ) -> impl Future<Output = Option<u64>> + Send {
+        std::future::ready(None)
+    }
 }
 
 /// A session's own subscriptions: what their filters match goes to it.
@@ -273,6 +286,11 @@ pub(super) struct Own {
     pub(super) key: FeedKey,
     pub(super) filters: Filters,
     pub(super) tx: mpsc::Sender<Box<Delivery>>,
+    /// Where it waits at the partition's end (`tail.rs`).
+    pub(super) tails: Tails,
+    /// Notified when the session adds filters: the tail's copy of them is
+    /// then out of date.
+    pub(super) filters_changed: Arc<Notify>,
 }
 
 impl Sink for Own {
@@ -284,6 +302,24 @@ impl Sink for Own {
         let Some(m) = found else { return true };
         let source = Source { feed: self.key.clone(), offset: message.offset, dealt: None };
         self.tx.send(Box::new(delivery(message, m, source))).await.is_ok()
+    }
+
+    /// Woken only by a record its filters match: the partition may carry
+    /// many other sessions' topics (filters without wildcards only, see
+    /// `tail.rs`; the others long-poll).
+    async fn wait_at_end(&mut self, broker: &Broker, key: &FeedKey, position: u64) -> Option<u64> {
+        if !Tails::takes(&self.filters) {
+            return None;
+        }
+        let changed = self.filters_changed.notified();
+        tokio::pin!(changed);
+        // Listening before the tail copies the filters: no change is missed.
+        changed.as_mut().enable();
+        tokio::select! {
+            next = self.tails.wait(broker, &key.1, key.2, position, &self.filters) => Some(next),
+            // Read on from here, then wait again with the new filters.
+            _ = changed => Some(position),
+        }
     }
 }
 
@@ -308,8 +344,21 @@ pub(super) fn delivery(message: Message, m: Match, source: Source) -> Delivery {
 /// its No Local subscriptions.
 pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client_id: String, mut sink: impl Sink) {
     let (topic, partition) = (key.1.clone(), key.2);
+    // A sink that waits at the end asks there first: a feeder with records
+    // to catch up on is sent back at once to read them.
+    let mut at_end = true;
     loop {
-        let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, FEED_WAIT).await {
+        let mut wait = FEED_WAIT;
+        if at_end {
+            if let Some(next) = sink.wait_at_end(&broker, &key, position).await {
+                // Nothing before `next` was for this sink.
+                position = position.max(next);
+                sink.read_to(position);
+                // The tail said where to read: no long poll.
+                wait = Duration::ZERO;
+            }
+        }
+        let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, wait).await {
             Ok(f) => f,
             Err(LogError::OffsetOutOfRange { .. }) => {
                 // Retention removed what we had not read: go on from the start.
@@ -337,6 +386,7 @@ pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client
         }
         position = position.max(fetch.next_offset().min(fetch.end_offset));
         sink.read_to(position);
+        at_end = position >= fetch.end_offset;
     }
 }
 
@@ -530,7 +580,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let key = (Sub::Own, "t".to_string(), 0);
         let filters = Arc::new(RwLock::new(filters));
-        let sink = Own { key: key.clone(), filters, tx };
+        let (tails, filters_changed) = (server.tails.clone(), Arc::default());
+        let sink = Own { key: key.clone(), filters, tx, tails, filters_changed };
         let feeder = tokio::spawn(feed(broker.clone(), key.clone(), 0, "c".into(), sink));
         let mut got = Vec::new();
         for n in 0..3 {

@@ -34,6 +34,7 @@ pub mod status;
 mod subscribe;
 mod sweep;
 mod sys;
+mod tail;
 #[cfg(test)]
 mod testing;
 pub mod topics;
@@ -142,6 +143,8 @@ pub(crate) struct Server {
     started: std::time::Instant,
     /// The members of shared subscription groups, to deal messages among.
     shared: shared::Members,
+    /// The partitions' ends, where subscribers that read everything wait.
+    tails: tail::Tails,
     /// Bridges' last reported status by topic (`topics::bridge_state`),
     /// shown under `$SYS`; in memory only.
     bridge_states: Mutex<std::collections::BTreeMap<String, String>>,
@@ -166,6 +169,7 @@ impl Server {
             started: std::time::Instant::now(),
             bridge_states: Mutex::default(),
             shared: shared::Members::default(),
+            tails: tail::Tails::default(),
         }
     }
 

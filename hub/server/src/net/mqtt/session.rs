@@ -140,6 +140,9 @@ pub(super) struct Session {
     /// Made when the session opens, before its first subscription, so no
     /// change is missed.
     pub(super) topic_changes: watch::Receiver<()>,
+    /// Notified when filters are added: feeders waiting at a partition's
+    /// end (`tail.rs`) wait again with them.
+    pub(super) filters_changed: Arc<Notify>,
     /// The feeders running.
     pub(super) feeding: HashMap<FeedKey, AbortHandle>,
     pub(super) feeders: JoinSet<()>,
@@ -343,6 +346,7 @@ impl Session {
             shared: HashMap::new(),
             regroup: Arc::new(Notify::new()),
             topic_changes,
+            filters_changed: Arc::default(),
             feeding: HashMap::new(),
             feeders: JoinSet::new(),
             deliveries_tx,

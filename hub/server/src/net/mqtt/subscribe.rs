@@ -247,6 +247,7 @@ impl Session {
                     current.push(sub.clone());
                 }
             }
+            self.filters_changed.notify_waiters();
             self.feed_own(if resuming { Start::Committed } else { Start::End }).await;
             if own.iter().any(|s| sys::reads_sys(&s.filter)) {
                 self.feed_sys();
@@ -353,7 +354,8 @@ impl Session {
     /// Starts the feeder of one partition of the own subscriptions.
     fn spawn_feeder(&mut self, key: FeedKey, position: u64) {
         let (broker, client_id) = (self.server.broker.clone(), self.client_id.clone());
-        let sink = Own { key: key.clone(), filters: self.filters.clone(), tx: self.deliveries_tx.clone() };
+        let (filters, tx, tails) = (self.filters.clone(), self.deliveries_tx.clone(), self.server.tails.clone());
+        let sink = Own { key: key.clone(), filters, tx, tails, filters_changed: self.filters_changed.clone() };
         let handle = self.feeders.spawn(feed(broker, key.clone(), position, client_id, sink));
         self.feeding.insert(key, handle);
     }
@@ -633,6 +635,35 @@ mod tests {
         assert!(s.filters.read().unwrap().is_empty());
         assert!(load_session(&server, "a").unwrap().subscriptions.is_empty());
         assert!(s.feeding.is_empty(), "no feeder left reading for nothing");
+    }
+
+    #[tokio::test]
+    async fn a_filter_added_while_the_feeder_waits_at_the_end_is_heeded() {
+        let (_dir, server) = testing::server();
+        let log = server.broker.log().clone();
+        log.create_topic("cmd", cairn_log::TopicConfig::default()).await.unwrap();
+        let mut s = open(&server, Version::V311, testing::connect("dev", true)).await;
+        s.subscribe(requests(&[("cmd/1", QoS::AtLeastOnce)]), false).await;
+        let waiting = |n| server.tails.waiting("cmd", 0) == n;
+        for _ in 0..500 {
+            if waiting(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(waiting(1), "the feeder waits at the tail, its filters copied");
+        // The waiting feeder's copy has cmd/1 only.
+        s.subscribe(requests(&[("cmd/2", QoS::AtLeastOnce)]), false).await;
+        for _ in 0..500 {
+            if waiting(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        log.submit("cmd", 0, single_record("cmd/2", b"go", 1)).await.unwrap().outcome().await.unwrap();
+        let d =
+            tokio::time::timeout(Duration::from_secs(5), s.deliveries.recv()).await.expect("cmd/2 delivered").unwrap();
+        assert_eq!((d.topic.as_str(), &d.payload[..]), ("cmd/2", &b"go"[..]));
     }
 
     #[tokio::test]

@@ -1,0 +1,383 @@
+//! The end of a partition, read once for all the sessions waiting there.
+//!
+//! A subscriber's feeder that has read its partition to the end would
+//! long-poll it on its own, and each commit would then wake every such
+//! feeder, which would read the new records only to find, most of the
+//! time, nothing for its session: with a thousand devices each subscribed
+//! to its own `cmd/<id>` (all in Cairn topic `cmd`), each command woke a
+//! thousand tasks. Instead a feeder at the end waits here: one task per
+//! partition reads each new record once, and wakes only the feeders whose
+//! session's filters match the record's MQTT topic, telling each where to
+//! read from. Those read the record themselves, as before (QoS, No Local,
+//! expiry are theirs to decide); the others sleep on.
+//!
+//! Only sessions whose filters have no wildcard wait here: they are found
+//! by the record's topic, so a command to one device costs the same with
+//! ten devices waiting or ten thousand. A wildcard usually matches much of
+//! what a partition carries (`sensors/#`), and a feeder that would be
+//! woken for most records anyway long-polls the partition itself, as
+//! before, without the tail's extra hop.
+//!
+//! A waiter holds a copy of its session's filters: a session that adds a
+//! filter wakes its waiting feeders (`Own`'s notify), which wait again
+//! with the new ones (or long-poll, if the new one has a wildcard).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_log::LogError;
+use tokio::sync::oneshot;
+
+use super::records::FEED_BYTES;
+use super::session::Filters;
+use super::topics;
+use crate::broker::Broker;
+
+/// How many of the last records' topics a tail keeps, to check a feeder
+/// that comes to wait from a little behind the tail (it read to the end
+/// just before the tail read further). One coming from further behind
+/// reads on by itself.
+const RECENT: usize = 1024;
+
+/// How long a tail's long poll waits before asking again.
+const TAIL_WAIT: Duration = Duration::from_secs(60);
+
+/// (Cairn topic, partition).
+type PartitionKey = (String, u32);
+
+/// The tails with feeders waiting, by partition. A tail ends when no
+/// feeder waits for it any more.
+#[derive(Clone, Default)]
+pub(super) struct Tails(Arc<Mutex<HashMap<PartitionKey, Arc<Tail>>>>);
+
+#[derive(Default)]
+struct Tail {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every record before this has been checked against the waiters.
+    checked_to: u64,
+    /// The last records' offsets and MQTT topics, oldest first.
+    recent: VecDeque<(u64, String)>,
+    waiters: HashMap<u64, Waiter>,
+    /// The waiters by the topics of their filters.
+    by_topic: HashMap<String, Vec<u64>>,
+    next_id: u64,
+    /// The tail's task has ended: wait on a new tail.
+    ended: bool,
+}
+
+struct Waiter {
+    /// The session's filters when it came to wait.
+    filters: Vec<String>,
+    /// Records from this offset on are of interest.
+    from: u64,
+    /// Told the offset of the first record whose topic the filters match.
+    wake: oneshot::Sender<u64>,
+}
+
+impl Tails {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionKey, Arc<Tail>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a session with these filters waits at tails (none of them
+    /// has a wildcard).
+    pub(super) fn takes(filters: &Filters) -> bool {
+        let filters = filters.read().unwrap_or_else(|e| e.into_inner());
+        filters.iter().all(|s| exact(&s.filter))
+    }
+
+    /// Waits until `partition` of `topic` holds, at `from` or after, a
+    /// record whose MQTT topic is one of `filters`, and returns its offset
+    /// (`from` when the tail cannot tell, or a filter has a wildcard: the
+    /// caller then reads on from `from` itself). `from` is where the caller
+    /// read to: the partition's end, when it last looked.
+    pub(super) async fn wait(&self, broker: &Broker, topic: &str, partition: u32, from: u64, filters: &Filters) -> u64 {
+        let key = (topic.to_string(), partition);
+        let filters: Vec<String> = {
+            let filters = filters.read().unwrap_or_else(|e| e.into_inner());
+            filters.iter().map(|s| s.filter.clone()).collect()
+        };
+        if !filters.iter().all(|f| exact(f)) {
+            return from;
+        }
+        let (tail, id, woken) = loop {
+            let tail = self.lock().entry(key.clone()).or_insert_with(|| self.start(broker, &key)).clone();
+            let mut state = tail.state();
+            if state.ended {
+                // It ended between the lookup and now, and left the map:
+                // the next lookup starts a new one.
+                continue;
+            }
+            let mut from = from;
+            if from < state.checked_to {
+                // The tail read past `from` before this caller came: check
+                // what it read since, if it still has it.
+                let covered = state.recent.front().is_some_and(|(offset, _)| *offset <= from);
+                if !covered {
+                    return from;
+                }
+                let seen = state.recent.iter().filter(|(offset, _)| *offset >= from);
+                if let Some((offset, _)) = seen.into_iter().find(|(_, t)| filters.contains(t)) {
+                    return *offset;
+                }
+                from = state.checked_to;
+            }
+            let (wake, woken) = oneshot::channel();
+            let id = state.add(Waiter { filters: filters.clone(), from, wake });
+            drop(state);
+            break (tail, id, woken);
+        };
+        // A feeder stopped meanwhile (its session ended) leaves no waiter.
+        let _leave = Leave { tail: &tail, id };
+        woken.await.unwrap_or(from)
+    }
+
+    /// A new tail reading `key` from its end, and its task. From the end:
+    /// a feeder with records to catch up on reads them itself, so a slow
+    /// one holds up nobody else.
+    fn start(&self, broker: &Broker, key: &PartitionKey) -> Arc<Tail> {
+        let tail = Arc::new(Tail::default());
+        tail.state().checked_to = broker.log().offsets(&key.0, key.1).map_or(0, |o| o.end);
+        tokio::spawn(read(self.clone(), tail.clone(), broker.clone(), key.clone()));
+        tail
+    }
+
+    /// Feeders waiting on the tail of `topic`'s `partition` (for tests).
+    #[cfg(test)]
+    pub(super) fn waiting(&self, topic: &str, partition: u32) -> usize {
+        let tail = self.lock().get(&(topic.to_string(), partition)).cloned();
+        tail.map_or(0, |t| t.state().waiters.len())
+    }
+}
+
+impl Tail {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes a waiter when its wait ends, woken or dropped.
+struct Leave<'a> {
+    tail: &'a Tail,
+    id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.tail.state().remove(self.id);
+    }
+}
+
+impl State {
+    fn add(&mut self, waiter: Waiter) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        for filter in &waiter.filters {
+            self.by_topic.entry(filter.clone()).or_default().push(id);
+        }
+        self.waiters.insert(id, waiter);
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
+        for filter in &waiter.filters {
+            if let Some(ids) = self.by_topic.get_mut(filter) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_topic.remove(filter);
+                }
+            }
+        }
+        Some(waiter)
+    }
+
+    /// The waiters a record of MQTT topic `topic` at `offset` is for. No
+    /// Local and the rest are theirs to apply: a waiter woken for nothing
+    /// reads one record.
+    fn wanting(&self, topic: &str, offset: u64) -> Vec<u64> {
+        let ids = self.by_topic.get(topic).into_iter().flatten().copied();
+        ids.filter(|id| self.waiters.get(id).is_some_and(|w| w.from <= offset)).collect()
+    }
+}
+
+/// A filter without wildcards, which matches one topic: itself.
+fn exact(filter: &str) -> bool {
+    !filter.contains(['+', '#'])
+}
+
+/// The task of one tail: long-polls the partition, checks each new record
+/// against the waiters, and wakes those it matches. Ends, leaving the map,
+/// once nobody waits (checked after each read), or when the topic is gone
+/// (its waiters then read on by themselves, and find it gone).
+async fn read(tails: Tails, tail: Arc<Tail>, broker: Broker, key: PartitionKey) {
+    let (topic, partition) = (&key.0, key.1);
+    loop {
+        let position = tail.state().checked_to;
+        let fetch = match broker.fetch(topic, partition, position, FEED_BYTES, TAIL_WAIT).await {
+            Ok(fetch) => Some(fetch),
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                // Retention passed it: what is gone cannot match anything.
+                let start = broker.log().offsets(topic, partition).map(|o| o.start).unwrap_or(position);
+                tail.state().checked_to = start.max(position);
+                continue;
+            }
+            Err(LogError::UnknownTopic(_)) | Err(LogError::Closed) => None,
+            Err(err) => {
+                tracing::warn!(topic, partition, error = %err, "MQTT tail could not read; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(fetch) = fetch else {
+            // Its waiters are sent back to read by themselves.
+            end(&tails, &key, &tail, true);
+            return;
+        };
+        let mut state = tail.state();
+        for r in fetch.records() {
+            if r.offset < state.checked_to {
+                continue;
+            }
+            let mqtt_topic = topics::delivered_topic(topic, r.key, r.headers.clone().map(|h| (h.name, h.value)));
+            for id in state.wanting(&mqtt_topic, r.offset) {
+                if let Some(waiter) = state.remove(id) {
+                    let _ = waiter.wake.send(r.offset);
+                }
+            }
+            state.recent.push_back((r.offset, mqtt_topic));
+            if state.recent.len() > RECENT {
+                state.recent.pop_front();
+            }
+            state.checked_to = r.offset + 1;
+        }
+        state.checked_to = state.checked_to.max(fetch.next_offset().min(fetch.end_offset));
+        let idle = state.waiters.is_empty();
+        drop(state);
+        if idle && end(&tails, &key, &tail, false) {
+            return;
+        }
+    }
+}
+
+/// Ends a tail nobody waits for (false when one came to wait meanwhile),
+/// or, with `dismiss`, sends its waiters back (dropping their senders),
+/// taking it out of the map unless a newer tail took its place.
+fn end(tails: &Tails, key: &PartitionKey, tail: &Arc<Tail>, dismiss: bool) -> bool {
+    // The map before the state, as everywhere: `wait` looks the tail up
+    // in the map, then registers in its state.
+    let mut map = tails.lock();
+    let mut state = tail.state();
+    if dismiss {
+        *state = State { ended: true, ..State::default() };
+    } else if !state.waiters.is_empty() {
+        return false;
+    }
+    state.ended = true;
+    if map.get(key).is_some_and(|t| Arc::ptr_eq(t, tail)) {
+        map.remove(key);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use rumqttc::mqttbytes::QoS;
+
+    use super::*;
+    use crate::net::mqtt::codec::Subscription;
+    use crate::net::mqtt::records::single_record;
+    use crate::net::mqtt::testing;
+
+    fn filters(filter: &str) -> Filters {
+        Arc::new(RwLock::new(vec![Subscription::plain(filter, QoS::AtLeastOnce)]))
+    }
+
+    async fn produce(broker: &Broker, key: &str) -> u64 {
+        let (_, append) = broker.produce_batch("cmd", None, single_record(key, b"go", 1)).await.unwrap();
+        append.outcome().await.unwrap().base_offset
+    }
+
+    /// Until the waiters are registered (the tail runs on its own task).
+    async fn until_waiting(tails: &Tails, n: usize) {
+        for _ in 0..500 {
+            if tails.waiting("cmd", 0) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} waiting, not {n}", tails.waiting("cmd", 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_its_own_topic_only_and_told_where_it_is() {
+        let (_dir, server) = testing::server();
+        let broker = server.broker.clone();
+        broker.log().create_topic("cmd", cairn_log::TopicConfig::default()).await.unwrap();
+        produce(&broker, "cmd/old").await;
+        let tails = Tails::default();
+        let end = broker.log().offsets("cmd", 0).unwrap().end;
+        let (one, two) = (filters("cmd/1"), filters("cmd/2"));
+        let wait_one = tokio::spawn({
+            let (tails, broker, one) = (tails.clone(), broker.clone(), one.clone());
+            async move { tails.wait(&broker, "cmd", 0, end, &one).await }
+        });
+        let wait_two = tokio::spawn({
+            let (tails, broker) = (tails.clone(), broker.clone());
+            async move { tails.wait(&broker, "cmd", 0, end, &two).await }
+        });
+        until_waiting(&tails, 2).await;
+
+        for _ in 0..5 {
+            produce(&broker, "cmd/3").await;
+        }
+        let first = produce(&broker, "cmd/1").await;
+        assert_eq!(wait_one.await.unwrap(), first, "woken at its record, past the five it does not want");
+        until_waiting(&tails, 1).await;
+        assert!(!wait_two.is_finished(), "cmd/2 has had nothing");
+
+        // Coming from behind: what the tail read since is checked at once.
+        let again = tails.wait(&broker, "cmd", 0, end, &one).await;
+        assert_eq!(again, first);
+        // From before anything the tail read: read on by yourself.
+        assert_eq!(tails.wait(&broker, "cmd", 0, 0, &one).await, 0);
+        // A wildcard does not wait here: the feeder long-polls.
+        assert_eq!(tails.wait(&broker, "cmd", 0, end, &filters("cmd/+")).await, end);
+        assert!(!Tails::takes(&filters("cmd/#")) && Tails::takes(&one));
+
+        // A waiter dropped (its session ended) is gone; the last one ends the tail.
+        wait_two.abort();
+        until_waiting(&tails, 0).await;
+        produce(&broker, "cmd/4").await;
+        for _ in 0..500 {
+            if tails.lock().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the tail did not end");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_sends_its_waiters_back() {
+        let (_dir, server) = testing::server();
+        let broker = server.broker.clone();
+        broker.log().create_topic("cmd", cairn_log::TopicConfig::default()).await.unwrap();
+        let tails = Tails::default();
+        let waiting = tokio::spawn({
+            let (tails, broker) = (tails.clone(), broker.clone());
+            async move { tails.wait(&broker, "cmd", 0, 0, &filters("cmd/1")).await }
+        });
+        until_waiting(&tails, 1).await;
+        broker.log().delete_topic("cmd").await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("sent back").unwrap();
+        assert_eq!(back, 0);
+    }
+}
