@@ -6,11 +6,14 @@
 # Cairn and Mosquitto alternating, fresh brokers each run. A subscriber of
 # `cmd/7` checks that every command arrived.
 # Usage: scripts/bench-mqtt-commands.sh [runs=3] [devices=2000]
+# FILTER='cmd/{i}/#' subscribes the devices as Tasmota does ({i}: the
+# device's number; the commands go to cmd/7 either way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 devices=${2:-2000}
 commands=1000
+filter=${FILTER:-'cmd/{i}'}
 source scripts/lib-hub.sh
 ensure_cairn
 work=$(mktemp -d)
@@ -34,7 +37,7 @@ run() {
     # The command topic exists before the devices subscribe.
     mosquitto_pub -h 127.0.0.1 -p $PORT -q 1 -t cmd/none -m first
     "$CAIRN" bench mqtt --broker 127.0.0.1:$PORT --connections "$devices" --hold-secs 120 \
-        --subscribe 'cmd/{i}' >/dev/null &
+        --subscribe "$filter" >/dev/null &
     holder=$!
     for _ in $(seq 1 200); do
         sleep 0.5

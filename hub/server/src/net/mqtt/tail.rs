@@ -11,12 +11,14 @@
 //! read from. Those read the record themselves, as before (QoS, No Local,
 //! expiry are theirs to decide); the others sleep on.
 //!
-//! Only sessions whose filters have no wildcard wait here: they are found
-//! by the record's topic, so a command to one device costs the same with
-//! ten devices waiting or ten thousand. A wildcard usually matches much of
-//! what a partition carries (`sensors/#`), and a feeder that would be
-//! woken for most records anyway long-polls the partition itself, as
-//! before, without the tail's extra hop.
+//! Only sessions whose filters each name more than the Cairn topic wait
+//! here: a topic (`cmd/dev7`), or at least two levels before a wildcard
+//! (`cmnd/dev7/#`, as Tasmota devices subscribe). They are found by the
+//! record's topic, through the levels their filters name, so a command to
+//! one device costs the same with ten devices waiting or ten thousand. A
+//! filter like `sensors/#` or `+/temp` matches much of what a partition
+//! carries, and a feeder woken for most records anyway long-polls the
+//! partition itself, as before, without the tail's extra hop.
 //!
 //! A waiter holds a copy of its session's filters: a session that adds a
 //! filter wakes its waiting feeders (`Own`'s notify), which wait again
@@ -63,8 +65,9 @@ struct State {
     /// The last records' offsets and MQTT topics, oldest first.
     recent: VecDeque<(u64, String)>,
     waiters: HashMap<u64, Waiter>,
-    /// The waiters by the topics of their filters.
-    by_topic: HashMap<String, Vec<u64>>,
+    /// The waiters by the levels their filters name (`cmnd/dev7` for
+    /// `cmnd/dev7/#`, the whole filter when it has no wildcard).
+    by_levels: HashMap<String, Vec<u64>>,
     next_id: u64,
     /// The tail's task has ended: wait on a new tail.
     ended: bool,
@@ -84,17 +87,17 @@ impl Tails {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a session with these filters waits at tails (none of them
-    /// has a wildcard).
+    /// Whether a session with these filters waits at tails (each of them
+    /// names a topic, or two levels or more before a wildcard).
     pub(super) fn takes(filters: &Filters) -> bool {
         let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-        filters.iter().all(|s| exact(&s.filter))
+        filters.iter().all(|s| named_levels(&s.filter).is_some())
     }
 
     /// Waits until `partition` of `topic` holds, at `from` or after, a
-    /// record whose MQTT topic is one of `filters`, and returns its offset
-    /// (`from` when the tail cannot tell, or a filter has a wildcard: the
-    /// caller then reads on from `from` itself). `from` is where the caller
+    /// record whose MQTT topic one of `filters` matches, and returns its
+    /// offset (`from` when the tail cannot tell, or a filter is not one it
+    /// takes: the caller then reads on from `from` itself). `from` is where the caller
     /// read to: the partition's end, when it last looked.
     pub(super) async fn wait(&self, broker: &Broker, topic: &str, partition: u32, from: u64, filters: &Filters) -> u64 {
         let key = (topic.to_string(), partition);
@@ -102,7 +105,7 @@ impl Tails {
             let filters = filters.read().unwrap_or_else(|e| e.into_inner());
             filters.iter().map(|s| s.filter.clone()).collect()
         };
-        if !filters.iter().all(|f| exact(f)) {
+        if !filters.iter().all(|f| named_levels(f).is_some()) {
             return from;
         }
         let (tail, id, woken) = loop {
@@ -122,7 +125,7 @@ impl Tails {
                     return from;
                 }
                 let seen = state.recent.iter().filter(|(offset, _)| *offset >= from);
-                if let Some((offset, _)) = seen.into_iter().find(|(_, t)| filters.contains(t)) {
+                if let Some((offset, _)) = seen.into_iter().find(|(_, t)| wanted(&filters, t)) {
                     return *offset;
                 }
                 from = state.checked_to;
@@ -177,8 +180,8 @@ impl State {
     fn add(&mut self, waiter: Waiter) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        for filter in &waiter.filters {
-            self.by_topic.entry(filter.clone()).or_default().push(id);
+        for levels in waiter.filters.iter().filter_map(|f| named_levels(f)) {
+            self.by_levels.entry(levels.to_string()).or_default().push(id);
         }
         self.waiters.insert(id, waiter);
         id
@@ -186,11 +189,11 @@ impl State {
 
     fn remove(&mut self, id: u64) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
-        for filter in &waiter.filters {
-            if let Some(ids) = self.by_topic.get_mut(filter) {
+        for levels in waiter.filters.iter().filter_map(|f| named_levels(f)) {
+            if let Some(ids) = self.by_levels.get_mut(levels) {
                 ids.retain(|i| *i != id);
                 if ids.is_empty() {
-                    self.by_topic.remove(filter);
+                    self.by_levels.remove(levels);
                 }
             }
         }
@@ -201,14 +204,34 @@ impl State {
     /// Local and the rest are theirs to apply: a waiter woken for nothing
     /// reads one record.
     fn wanting(&self, topic: &str, offset: u64) -> Vec<u64> {
-        let ids = self.by_topic.get(topic).into_iter().flatten().copied();
-        ids.filter(|id| self.waiters.get(id).is_some_and(|w| w.from <= offset)).collect()
+        // The filters that can match `topic` name one of its first levels:
+        // `a`, `a/b`, `a/b/c` for `a/b/c`.
+        let ends = topic.match_indices('/').map(|(i, _)| i).chain([topic.len()]);
+        let named = ends.filter_map(|end| self.by_levels.get(&topic[..end])).flatten();
+        let mut ids: Vec<u64> = named
+            .copied()
+            .filter(|id| self.waiters.get(id).is_some_and(|w| w.from <= offset && wanted(&w.filters, topic)))
+            .collect();
+        // A waiter with two filters may be named twice.
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
-/// A filter without wildcards, which matches one topic: itself.
-fn exact(filter: &str) -> bool {
-    !filter.contains(['+', '#'])
+/// The levels a filter names before its first wildcard, when they say
+/// more than the Cairn topic: the whole filter if it has no wildcard, or
+/// two levels or more (`cmnd/dev7` of `cmnd/dev7/#`). None for the others
+/// (`sensors/#`, `+/temp`, `a/+/c`).
+fn named_levels(filter: &str) -> Option<&str> {
+    let Some(wildcard) = filter.find(['+', '#']) else { return Some(filter) };
+    let named = filter[..wildcard].strip_suffix('/')?;
+    named.contains('/').then_some(named)
+}
+
+/// Whether one of `filters` matches MQTT topic `topic`.
+fn wanted(filters: &[String], topic: &str) -> bool {
+    filters.iter().any(|f| topics::matches(f, topic))
 }
 
 /// The task of one tail: long-polls the partition, checks each new record
@@ -363,6 +386,34 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the tail did not end");
+    }
+
+    #[test]
+    fn filters_that_name_more_than_the_cairn_topic_wait_at_the_tail() {
+        for (filter, named) in [
+            ("cmd/7", Some("cmd/7")),
+            ("cmd", Some("cmd")),
+            ("cmnd/dev7/#", Some("cmnd/dev7")),
+            ("a/b/+/c", Some("a/b")),
+            ("sensors/#", None),
+            ("cmd/+", None),
+            ("+/temp", None),
+            ("#", None),
+        ] {
+            assert_eq!(named_levels(filter), named, "{filter}");
+        }
+        let mut state = State::default();
+        let (wake, _woken) = oneshot::channel();
+        let tasmota = state.add(Waiter { filters: vec!["cmnd/dev7/#".into()], from: 5, wake });
+        let (wake, _woken) = oneshot::channel();
+        let both = state.add(Waiter { filters: vec!["cmnd/dev7/POWER".into(), "cmnd/dev7/#".into()], from: 0, wake });
+        assert_eq!(state.wanting("cmnd/dev7/POWER", 9), vec![tasmota, both], "once each");
+        assert_eq!(state.wanting("cmnd/dev7", 9), vec![tasmota, both], "# takes the parent level");
+        assert_eq!(state.wanting("cmnd/dev7/POWER", 3), vec![both], "not before where it waits from");
+        assert!(state.wanting("cmnd/dev8/POWER", 9).is_empty());
+        state.remove(both);
+        state.remove(tasmota);
+        assert!(state.by_levels.is_empty() && state.waiters.is_empty());
     }
 
     #[tokio::test]
