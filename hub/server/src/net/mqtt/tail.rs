@@ -97,8 +97,8 @@ impl Tails {
     /// Waits until `partition` of `topic` holds, at `from` or after, a
     /// record whose MQTT topic one of `filters` matches, and returns its
     /// offset (`from` when the tail cannot tell, or a filter is not one it
-    /// takes: the caller then reads on from `from` itself). `from` is where the caller
-    /// read to: the partition's end, when it last looked.
+    /// takes: the caller then reads on from `from` itself). `from` is
+    /// where the caller read to: the partition's end, when it last looked.
     pub(super) async fn wait(&self, broker: &Broker, topic: &str, partition: u32, from: u64, filters: &Filters) -> u64 {
         let key = (topic.to_string(), partition);
         let filters: Vec<String> = {
@@ -197,7 +197,20 @@ impl State {
                 }
             }
         }
+        self.shrink();
         Some(waiter)
+    }
+
+    /// Maps keep their room when entries go: once most of it is empty (a
+    /// fleet that came and went), it goes back to the allocator. Halving
+    /// at a quarter full keeps this rare.
+    fn shrink(&mut self) {
+        if self.waiters.capacity() > 64 && self.waiters.len() * 4 < self.waiters.capacity() {
+            self.waiters.shrink_to(self.waiters.len() * 2);
+        }
+        if self.by_levels.capacity() > 64 && self.by_levels.len() * 4 < self.by_levels.capacity() {
+            self.by_levels.shrink_to(self.by_levels.len() * 2);
+        }
     }
 
     /// The waiters a record of MQTT topic `topic` at `offset` is for. No
@@ -414,6 +427,15 @@ mod tests {
         state.remove(both);
         state.remove(tasmota);
         assert!(state.by_levels.is_empty() && state.waiters.is_empty());
+
+        // A fleet that came and went leaves no room behind.
+        let fleet: Vec<u64> = (0..10_000)
+            .map(|i| state.add(Waiter { filters: vec![format!("cmd/{i}")], from: 0, wake: oneshot::channel().0 }))
+            .collect();
+        for id in fleet {
+            state.remove(id);
+        }
+        assert!(state.waiters.capacity() <= 128 && state.by_levels.capacity() <= 128);
     }
 
     #[tokio::test]
