@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_log::LogError;
 use cairn_proto::RecordView;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, Notify};
@@ -25,7 +24,7 @@ use super::dealt::Message;
 use super::properties::MessageProperties;
 use super::records::{published_qos, FEED_BYTES};
 use super::session::{Delivery, FeedKey, Filters, Session, Source, Sub};
-use super::tail::Tails;
+use super::tail::{poll, Poll, Tails};
 use super::topics;
 use super::writer::Out;
 use crate::broker::Broker;
@@ -358,19 +357,14 @@ pub(super) async fn feed(broker: Broker, key: FeedKey, mut position: u64, client
                 wait = Duration::ZERO;
             }
         }
-        let fetch = match broker.fetch(&topic, partition, position, FEED_BYTES, wait).await {
-            Ok(f) => f,
-            Err(LogError::OffsetOutOfRange { .. }) => {
-                // Retention removed what we had not read: go on from the start.
-                position = broker.log().offsets(&topic, partition).map(|o| o.start).unwrap_or(position);
+        let fetch = match poll(&broker, &topic, partition, position, wait).await {
+            Poll::Records(fetch) => fetch,
+            // Retention removed what we had not read: go on from the start.
+            Poll::MovedTo(start) => {
+                position = start;
                 continue;
             }
-            Err(LogError::UnknownTopic(_)) | Err(LogError::Closed) => return,
-            Err(err) => {
-                tracing::warn!(topic, partition, error = %err, "MQTT feeder could not read; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
+            Poll::Gone => return,
         };
         for r in fetch.records() {
             if r.offset < position {

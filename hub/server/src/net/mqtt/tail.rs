@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_log::LogError;
+use cairn_log::{Fetch, LogError};
 use tokio::sync::oneshot;
 
 use super::records::FEED_BYTES;
@@ -255,25 +255,18 @@ async fn read(tails: Tails, tail: Arc<Tail>, broker: Broker, key: PartitionKey) 
     let (topic, partition) = (&key.0, key.1);
     loop {
         let position = tail.state().checked_to;
-        let fetch = match broker.fetch(topic, partition, position, FEED_BYTES, TAIL_WAIT).await {
-            Ok(fetch) => Some(fetch),
-            Err(LogError::OffsetOutOfRange { .. }) => {
-                // Retention passed it: what is gone cannot match anything.
-                let start = broker.log().offsets(topic, partition).map(|o| o.start).unwrap_or(position);
-                tail.state().checked_to = start.max(position);
+        let fetch = match poll(&broker, topic, partition, position, TAIL_WAIT).await {
+            Poll::Records(fetch) => fetch,
+            // What is no longer there cannot match anything.
+            Poll::MovedTo(start) => {
+                tail.state().checked_to = start;
                 continue;
             }
-            Err(LogError::UnknownTopic(_)) | Err(LogError::Closed) => None,
-            Err(err) => {
-                tracing::warn!(topic, partition, error = %err, "MQTT tail could not read; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            Poll::Gone => {
+                // Its waiters are sent back to read by themselves.
+                end(&tails, &key, &tail, true);
+                return;
             }
-        };
-        let Some(fetch) = fetch else {
-            // Its waiters are sent back to read by themselves.
-            end(&tails, &key, &tail, true);
-            return;
         };
         let mut state = tail.state();
         for r in fetch.records() {
@@ -297,6 +290,34 @@ async fn read(tails: Tails, tail: Arc<Tail>, broker: Broker, key: PartitionKey) 
         drop(state);
         if idle && end(&tails, &key, &tail, false) {
             return;
+        }
+    }
+}
+
+/// What one long poll of a partition found.
+pub(super) enum Poll {
+    Records(Fetch),
+    /// The position asked for is not in the partition (retention removed
+    /// it, or the topic was made again, shorter): read on from here, the
+    /// partition's start.
+    MovedTo(u64),
+    /// The topic was deleted, or the log closed.
+    Gone,
+}
+
+/// Long-polls `partition` of `topic` at `position` for at most `wait`,
+/// for a feeder or a tail; other errors (a storage error) are logged and
+/// the poll tried again after a second.
+pub(super) async fn poll(broker: &Broker, topic: &str, partition: u32, position: u64, wait: Duration) -> Poll {
+    loop {
+        match broker.fetch(topic, partition, position, FEED_BYTES, wait).await {
+            Ok(fetch) => return Poll::Records(fetch),
+            Err(LogError::OffsetOutOfRange { start, .. }) => return Poll::MovedTo(start),
+            Err(LogError::UnknownTopic(_)) | Err(LogError::Closed) => return Poll::Gone,
+            Err(err) => {
+                tracing::warn!(topic, partition, error = %err, "MQTT subscription could not read; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
