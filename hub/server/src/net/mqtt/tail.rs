@@ -20,9 +20,10 @@
 //! carries, and a feeder woken for most records anyway long-polls the
 //! partition itself, as before, without the tail's extra hop.
 //!
-//! A waiter holds a copy of its session's filters: a session that adds a
-//! filter wakes its waiting feeders (`Own`'s notify), which wait again
-//! with the new ones (or long-poll, if the new one has a wildcard).
+//! A waiter is filed under the levels its session's filters named when it
+//! came to wait: a session that adds a filter wakes its waiting feeders
+//! (`Own`'s notify), which wait again under the new ones (or long-poll, if
+//! the new one has a wildcard).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,15 @@ use crate::broker::Broker;
 /// just before the tail read further). One coming from further behind
 /// reads on by itself.
 const RECENT: usize = 1024;
+
+/// Most filters of a session that waits at tails. A device listens on a
+/// few topics of its own; each filter files a waiter under one more key
+/// (a few hundred bytes), and a session with many filters long-polls as
+/// before.
+const MAX_FILTERS: usize = 4;
+
+/// Lists of waiters longer than this are not searched when one leaves.
+const LONG_LIST: usize = 16;
 
 /// How long a tail's long poll waits before asking again.
 const TAIL_WAIT: Duration = Duration::from_secs(60);
@@ -66,16 +76,21 @@ struct State {
     recent: VecDeque<(u64, String)>,
     waiters: HashMap<u64, Waiter>,
     /// The waiters by the levels their filters name (`cmnd/dev7` for
-    /// `cmnd/dev7/#`, the whole filter when it has no wildcard).
-    by_levels: HashMap<String, Vec<u64>>,
+    /// `cmnd/dev7/#`, the whole filter when it has no wildcard). A long
+    /// list (thousands subscribed to one topic) is not searched for each
+    /// waiter that leaves: the ids of those gone are dropped from it when
+    /// a record next looks it up.
+    by_levels: HashMap<Arc<str>, Vec<u64>>,
     next_id: u64,
     /// The tail's task has ended: wait on a new tail.
     ended: bool,
 }
 
 struct Waiter {
-    /// The session's filters when it came to wait.
-    filters: Vec<String>,
+    /// The session's filters (checked as they are when a record comes).
+    filters: Filters,
+    /// The levels it is filed under.
+    levels: Vec<Arc<str>>,
     /// Records from this offset on are of interest.
     from: u64,
     /// Told the offset of the first record whose topic the filters match.
@@ -87,11 +102,12 @@ impl Tails {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a session with these filters waits at tails (each of them
-    /// names a topic, or two levels or more before a wildcard).
+    /// Whether a session with these filters waits at tails: a few of
+    /// them ([`MAX_FILTERS`]), each naming a topic, or two levels or more
+    /// before a wildcard.
     pub(super) fn takes(filters: &Filters) -> bool {
         let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-        filters.iter().all(|s| named_levels(&s.filter).is_some())
+        filters.len() <= MAX_FILTERS && filters.iter().all(|s| named_levels(&s.filter).is_some())
     }
 
     /// Waits until `partition` of `topic` holds, at `from` or after, a
@@ -101,13 +117,11 @@ impl Tails {
     /// where the caller read to: the partition's end, when it last looked.
     pub(super) async fn wait(&self, broker: &Broker, topic: &str, partition: u32, from: u64, filters: &Filters) -> u64 {
         let key = (topic.to_string(), partition);
-        let filters: Vec<String> = {
+        let levels: Option<Vec<String>> = {
             let filters = filters.read().unwrap_or_else(|e| e.into_inner());
-            filters.iter().map(|s| s.filter.clone()).collect()
+            filters.iter().map(|s| named_levels(&s.filter).map(str::to_string)).collect()
         };
-        if !filters.iter().all(|f| named_levels(f).is_some()) {
-            return from;
-        }
+        let Some(levels) = levels.filter(|l| l.len() <= MAX_FILTERS) else { return from };
         let (tail, id, woken) = loop {
             let tail = self.lock().entry(key.clone()).or_insert_with(|| self.start(broker, &key)).clone();
             let mut state = tail.state();
@@ -125,13 +139,13 @@ impl Tails {
                     return from;
                 }
                 let seen = state.recent.iter().filter(|(offset, _)| *offset >= from);
-                if let Some((offset, _)) = seen.into_iter().find(|(_, t)| wanted(&filters, t)) {
+                if let Some((offset, _)) = seen.into_iter().find(|(_, t)| wanted(filters, t)) {
                     return *offset;
                 }
                 from = state.checked_to;
             }
             let (wake, woken) = oneshot::channel();
-            let id = state.add(Waiter { filters: filters.clone(), from, wake });
+            let id = state.add(filters.clone(), &levels, from, wake);
             drop(state);
             break (tail, id, woken);
         };
@@ -177,23 +191,38 @@ impl Drop for Leave<'_> {
 }
 
 impl State {
-    fn add(&mut self, waiter: Waiter) -> u64 {
+    /// Files a waiter under `levels` (see [`named_levels`]).
+    fn add(&mut self, filters: Filters, levels: &[String], from: u64, wake: oneshot::Sender<u64>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        for levels in waiter.filters.iter().filter_map(|f| named_levels(f)) {
-            self.by_levels.entry(levels.to_string()).or_default().push(id);
+        let mut filed = Vec::with_capacity(levels.len());
+        for level in levels {
+            // One copy of each key, shared by the waiters filed under it.
+            let key = match self.by_levels.get_key_value(level.as_str()) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(level.as_str()),
+            };
+            self.by_levels.entry(key.clone()).or_default().push(id);
+            filed.push(key);
         }
-        self.waiters.insert(id, waiter);
+        self.waiters.insert(id, Waiter { filters, levels: filed, from, wake });
         id
     }
 
     fn remove(&mut self, id: u64) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
-        for levels in waiter.filters.iter().filter_map(|f| named_levels(f)) {
-            if let Some(ids) = self.by_levels.get_mut(levels) {
-                ids.retain(|i| *i != id);
+        if self.waiters.is_empty() {
+            // Nobody left: no list to clean one by one.
+            self.by_levels = HashMap::new();
+        }
+        for key in &waiter.levels {
+            if let Some(ids) = self.by_levels.get_mut(key) {
+                // A long list is cleaned when a record next looks it up.
+                if ids.len() <= LONG_LIST {
+                    ids.retain(|i| *i != id);
+                }
                 if ids.is_empty() {
-                    self.by_levels.remove(levels);
+                    self.by_levels.remove(key);
                 }
             }
         }
@@ -216,15 +245,18 @@ impl State {
     /// The waiters a record of MQTT topic `topic` at `offset` is for. No
     /// Local and the rest are theirs to apply: a waiter woken for nothing
     /// reads one record.
-    fn wanting(&self, topic: &str, offset: u64) -> Vec<u64> {
+    fn wanting(&mut self, topic: &str, offset: u64) -> Vec<u64> {
         // The filters that can match `topic` name one of its first levels:
         // `a`, `a/b`, `a/b/c` for `a/b/c`.
-        let ends = topic.match_indices('/').map(|(i, _)| i).chain([topic.len()]);
-        let named = ends.filter_map(|end| self.by_levels.get(&topic[..end])).flatten();
-        let mut ids: Vec<u64> = named
-            .copied()
-            .filter(|id| self.waiters.get(id).is_some_and(|w| w.from <= offset && wanted(&w.filters, topic)))
-            .collect();
+        let ends: Vec<usize> = topic.match_indices('/').map(|(i, _)| i).chain([topic.len()]).collect();
+        let mut ids = Vec::new();
+        for end in ends {
+            let Some(filed) = self.by_levels.get_mut(&topic[..end]) else { continue };
+            filed.retain(|id| self.waiters.contains_key(id));
+            let waiters = &self.waiters;
+            let wants = |id: &&u64| waiters.get(id).is_some_and(|w| w.from <= offset && wanted(&w.filters, topic));
+            ids.extend(filed.iter().filter(wants));
+        }
         // A waiter with two filters may be named twice.
         ids.sort_unstable();
         ids.dedup();
@@ -243,8 +275,9 @@ fn named_levels(filter: &str) -> Option<&str> {
 }
 
 /// Whether one of `filters` matches MQTT topic `topic`.
-fn wanted(filters: &[String], topic: &str) -> bool {
-    filters.iter().any(|f| topics::matches(f, topic))
+fn wanted(filters: &Filters, topic: &str) -> bool {
+    let filters = filters.read().unwrap_or_else(|e| e.into_inner());
+    filters.iter().any(|s| topics::matches(&s.filter, topic))
 }
 
 /// The task of one tail: long-polls the partition, checks each new record
@@ -408,6 +441,9 @@ mod tests {
         // A wildcard does not wait here: the feeder long-polls.
         assert_eq!(tails.wait(&broker, "cmd", 0, end, &filters("cmd/+")).await, end);
         assert!(!Tails::takes(&filters("cmd/#")) && Tails::takes(&one));
+        let many: Vec<Subscription> =
+            (0..5).map(|i| Subscription::plain(format!("cmd/{i}"), QoS::AtLeastOnce)).collect();
+        assert!(!Tails::takes(&Arc::new(RwLock::new(many))), "more than MAX_FILTERS long-poll");
 
         // A waiter dropped (its session ended) is gone; the last one ends the tail.
         wait_two.abort();
@@ -437,10 +473,14 @@ mod tests {
             assert_eq!(named_levels(filter), named, "{filter}");
         }
         let mut state = State::default();
-        let (wake, _woken) = oneshot::channel();
-        let tasmota = state.add(Waiter { filters: vec!["cmnd/dev7/#".into()], from: 5, wake });
-        let (wake, _woken) = oneshot::channel();
-        let both = state.add(Waiter { filters: vec!["cmnd/dev7/POWER".into(), "cmnd/dev7/#".into()], from: 0, wake });
+        // Waiters as `wait` files them: under the levels their filters name.
+        let add = |state: &mut State, subscribed: &[&str], from| {
+            let subs = subscribed.iter().map(|f| Subscription::plain(*f, QoS::AtLeastOnce)).collect();
+            let levels: Vec<String> = subscribed.iter().map(|f| named_levels(f).unwrap().to_string()).collect();
+            state.add(Arc::new(RwLock::new(subs)), &levels, from, oneshot::channel().0)
+        };
+        let tasmota = add(&mut state, &["cmnd/dev7/#"], 5);
+        let both = add(&mut state, &["cmnd/dev7/POWER", "cmnd/dev7/#"], 0);
         assert_eq!(state.wanting("cmnd/dev7/POWER", 9), vec![tasmota, both], "once each");
         assert_eq!(state.wanting("cmnd/dev7", 9), vec![tasmota, both], "# takes the parent level");
         assert_eq!(state.wanting("cmnd/dev7/POWER", 3), vec![both], "not before where it waits from");
@@ -449,10 +489,22 @@ mod tests {
         state.remove(tasmota);
         assert!(state.by_levels.is_empty() && state.waiters.is_empty());
 
+        // One topic with many subscribers: one record is for all of them,
+        // and those that left are not (their ids go when it looks).
+        let dashboards: Vec<u64> = (0..2_000).map(|_| add(&mut state, &["alerts/fire"], 0)).collect();
+        let (gone, staying) = dashboards.split_at(1_000);
+        for id in gone {
+            state.remove(*id);
+        }
+        assert_eq!(state.wanting("alerts/fire", 1), staying);
+        assert_eq!(state.by_levels["alerts/fire"].len(), 1_000);
+        for id in staying {
+            state.remove(*id);
+        }
+        assert!(state.by_levels.is_empty());
+
         // A fleet that came and went leaves no room behind.
-        let fleet: Vec<u64> = (0..10_000)
-            .map(|i| state.add(Waiter { filters: vec![format!("cmd/{i}")], from: 0, wake: oneshot::channel().0 }))
-            .collect();
+        let fleet: Vec<u64> = (0..10_000).map(|i| add(&mut state, &[&format!("cmd/{i}")], 0)).collect();
         for id in fleet {
             state.remove(id);
         }
