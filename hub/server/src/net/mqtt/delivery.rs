@@ -287,8 +287,8 @@ pub(super) struct Own {
     pub(super) tx: mpsc::Sender<Box<Delivery>>,
     /// Where it waits at the partition's end (`tail.rs`).
     pub(super) tails: Tails,
-    /// Notified when the session adds filters: the tail's copy of them is
-    /// then out of date.
+    /// Notified when the session adds filters: a wait filed under the
+    /// levels of the old ones would miss the new one's records.
     pub(super) filters_changed: Arc<Notify>,
 }
 
@@ -304,8 +304,8 @@ impl Sink for Own {
     }
 
     /// Woken only by a record its filters match: the partition may carry
-    /// many other sessions' topics (filters without wildcards only, see
-    /// `tail.rs`; the others long-poll).
+    /// many other sessions' topics (sessions whose few filters each name
+    /// more than the Cairn topic, see `tail.rs`; the others long-poll).
     async fn wait_at_end(&mut self, broker: &Broker, key: &FeedKey, position: u64) -> Option<u64> {
         if !Tails::takes(&self.filters) {
             return None;

@@ -652,7 +652,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(waiting(1), "the feeder waits at the tail, its filters copied");
-        // The waiting feeder's copy has cmd/1 only.
+        // The waiting feeder is filed under cmd/1 only.
         s.subscribe(requests(&[("cmd/2", QoS::AtLeastOnce)]), false).await;
         for _ in 0..500 {
             if waiting(1) {
