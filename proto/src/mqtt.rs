@@ -93,6 +93,10 @@ pub struct Connect {
     /// MQTT 5: how many topic aliases the hub may use on PUBLISHes to the
     /// client (0 or absent: none).
     pub topic_alias_max: Option<u16>,
+    /// MQTT 5 Request Problem Information: false when the client asked
+    /// for no reason strings or user properties outside PUBLISH, CONNACK
+    /// and DISCONNECT (MQTT-3.1.2-29). Always true in 3.1.1.
+    pub problem_info: bool,
     /// MQTT 5 enhanced authentication: the method the client asked for.
     /// Cairn has none, so such a CONNECT is refused (MQTT-4.12.0-1).
     pub auth_method: Option<String>,
@@ -361,6 +365,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             receive_maximum: None,
             max_packet_size: None,
             topic_alias_max: None,
+            problem_info: true,
             auth_method: None,
             bridge: false,
             v31: false,
@@ -400,6 +405,13 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             }
             if props.max_packet_size == Some(0) {
                 return Err(CodecError::Protocol("maximum packet size 0".into()));
+            }
+            // Either flag is 0 or 1 (§3.1.2.11.6, §3.1.2.11.7).
+            if props.request_problem_info.is_some_and(|f| f > 1) {
+                return Err(CodecError::Protocol("request problem information other than 0 or 1".into()));
+            }
+            if props.request_response_info.is_some_and(|f| f > 1) {
+                return Err(CodecError::Protocol("request response information other than 0 or 1".into()));
             }
             let will = match will {
                 Some(w) => {
@@ -444,6 +456,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 receive_maximum: props.receive_maximum,
                 max_packet_size: props.max_packet_size,
                 topic_alias_max: props.topic_alias_max,
+                problem_info: props.request_problem_info != Some(0),
                 auth_method: props.authentication_method,
                 bridge: false,
                 v31: false,
@@ -616,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn v5_connect_properties_the_spec_forbids_are_malformed_and_an_auth_method_is_kept() {
+    fn v5_connect_properties_the_spec_forbids_are_malformed_and_the_others_are_kept() {
         let encode = |props: v5::ConnectProperties| {
             let connect =
                 v5::Connect { keep_alive: 60, client_id: "c".into(), clean_start: true, properties: Some(props) };
@@ -627,6 +640,8 @@ mod tests {
         for props in [
             v5::ConnectProperties { receive_maximum: Some(0), ..Default::default() },
             v5::ConnectProperties { max_packet_size: Some(0), ..Default::default() },
+            v5::ConnectProperties { request_problem_info: Some(2), ..Default::default() },
+            v5::ConnectProperties { request_response_info: Some(2), ..Default::default() },
         ] {
             let mut buf = encode(props.clone());
             assert!(matches!(read(Version::V5, &mut buf, 1 << 20), Err(CodecError::Protocol(_))), "{props:?}");
@@ -635,6 +650,10 @@ mod tests {
             encode(v5::ConnectProperties { authentication_method: Some("SCRAM".into()), ..Default::default() });
         let Ok(Some(Incoming::Connect(c))) = read(Version::V5, &mut buf, 1 << 20) else { panic!("not read") };
         assert_eq!(c.auth_method.as_deref(), Some("SCRAM"));
+        assert!(c.problem_info, "problem information is sent unless the client asks for none");
+        let mut buf = encode(v5::ConnectProperties { request_problem_info: Some(0), ..Default::default() });
+        let Ok(Some(Incoming::Connect(c))) = read(Version::V5, &mut buf, 1 << 20) else { panic!("not read") };
+        assert!(!c.problem_info);
     }
 
     #[test]

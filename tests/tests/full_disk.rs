@@ -1,7 +1,8 @@
 //! A real full disk: the data directory on a small tmpfs (root mounts one
 //! here; where that is impossible the test says so loudly and skips). Produces
 //! fail with a clear "disk full" over the native protocol and MQTT (5: PUBACK
-//! 0x97; 3.1.1: the connection closes), nothing acknowledged is lost, reads
+//! 0x97, with a reason string unless the client asked for none; 3.1.1: the
+//! connection closes), nothing acknowledged is lost, reads
 //! go on, writes resume without a restart once space is freed, and the file
 //! opens cleanly afterwards. Both ways a disk fills: caught by the hub's own
 //! guard (`min_free_disk_bytes`), and redb's commit failing with ENOSPC.
@@ -15,7 +16,9 @@ use std::time::Duration;
 use cairn_client::{Client, ClientError};
 use cairn_proto::frame::{Acks, ErrorCode, TopicSettings};
 use cairn_proto::BatchWriter;
+use common::raw_mqtt::RawMqtt;
 use common::Hub;
+use rumqttc::v5::mqttbytes::v5;
 
 /// A tmpfs mounted on a temporary directory, unmounted when dropped.
 struct Tmpfs {
@@ -105,6 +108,24 @@ async fn count(client: &Client, topic: &str) -> u64 {
     }
 }
 
+/// The PUBACK of an MQTT 5 QoS 1 publish on the full disk, from a client
+/// that set Request Problem Information to this.
+fn refused_publish(hub: &Hub, problem_info: Option<u8>) -> v5::PubAck {
+    let mut raw = RawMqtt::dial(hub.mqtt_addr.as_deref().unwrap());
+    let properties = v5::ConnectProperties { request_problem_info: problem_info, ..Default::default() };
+    let connect =
+        v5::Connect { keep_alive: 30, client_id: String::new(), clean_start: true, properties: Some(properties) };
+    raw.send5(v5::Packet::Connect(connect, None, None));
+    assert!(matches!(raw.read5(), Some(v5::Packet::ConnAck(_))));
+    let mut publish = v5::Publish::new("readings/a", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, "x", None);
+    publish.pkid = 1;
+    raw.send5(v5::Packet::Publish(publish));
+    match raw.read5() {
+        Some(v5::Packet::PubAck(ack)) => ack,
+        other => panic!("no PUBACK: {other:?}"),
+    }
+}
+
 fn mqtt_port(hub: &Hub) -> String {
     hub.mqtt_addr.as_ref().unwrap().rsplit(':').next().unwrap().to_string()
 }
@@ -146,6 +167,16 @@ async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restar
         .unwrap();
     let said = String::from_utf8_lossy(&v5.stdout);
     assert!(said.contains("received PUBACK (Mid: 1, RC:151)"), "{said}");
+    // The reason string goes only to a client that did not ask for none
+    // (Request Problem Information 0, MQTT-3.1.2-29).
+    for (problem_info, told) in [(None, true), (Some(1), true), (Some(0), false)] {
+        let puback = refused_publish(&hub, problem_info);
+        assert_eq!(puback.reason, v5::PubAckReason::QuotaExceeded);
+        let said = puback.properties.and_then(|p| p.reason_string);
+        let why = format!("Request Problem Information {problem_info:?}: {said:?}");
+        assert_eq!(said.as_deref().is_some_and(|s| s.starts_with("disk full")), told, "{why}");
+        assert!(told || said.is_none(), "{why}");
+    }
     let v311 = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &mqtt_port(&hub), "-V", "311", "-q", "1", "-t", "readings/a", "-m", "x"])
         .output()

@@ -97,8 +97,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 session_expiry_interval: None,
                 // 0 is a protocol error to send (a refusal has no window).
                 receive_max: (receive_maximum > 0).then_some(receive_maximum),
-                // Absent: clients may publish at QoS 2 (subscriptions are
-                // granted QoS 1 at most, in SUBACK).
+                // Absent: QoS 2 is available, to publish and to subscribe.
                 max_qos: None,
                 retain_available: None,
                 max_packet_size: None,

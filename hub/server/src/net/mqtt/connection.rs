@@ -42,7 +42,7 @@ use super::persist::save_session;
 use super::properties::MessageProperties;
 use super::publish::{publish, PublishError};
 use super::session::{persistence, End, Session};
-use super::writer::{write_packets, Out};
+use super::writer::{write_packets, Client, Out};
 use super::Server;
 use crate::net::Shutdown;
 
@@ -109,7 +109,8 @@ pub(super) async fn run<S>(
         }
     };
     let (out_tx, out_rx) = mpsc::channel::<Out>(256);
-    let writer_task = tokio::spawn(write_packets(writer, out_rx, version, server.clone(), session.client_id.clone()));
+    let client = Client { id: session.client_id.clone(), version, problem_info: session.problem_info };
+    let writer_task = tokio::spawn(write_packets(writer, out_rx, client, server.clone()));
     session.out = Some(out_tx);
     // The steps that run once are boxed: a task keeps room for its largest
     // step for as long as it lives, and 10,000 idle connections should not

@@ -193,6 +193,9 @@ pub(super) struct Session {
     pub(super) alias_max_out: u16,
     /// MQTT 5: larger messages are not sent to this client (MQTT-3.1.2-25).
     pub(super) max_packet_out: Option<usize>,
+    /// MQTT 5: reason strings may go on acknowledgements (the client did
+    /// not set Request Problem Information to 0, MQTT-3.1.2-29).
+    pub(super) problem_info: bool,
     /// MQTT 5: the keep-alive the hub holds the client to instead of the
     /// one it asked for (told in CONNACK).
     pub(super) server_keep_alive: Option<u16>,
@@ -378,6 +381,7 @@ impl Session {
             aliases_out: HashMap::new(),
             alias_max_out: c.topic_alias_max.unwrap_or(0),
             max_packet_out: c.max_packet_size.map(|m| m as usize),
+            problem_info: c.problem_info,
             server_keep_alive,
             bridge: c.bridge,
             v31: c.v31,

@@ -34,6 +34,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         receive_maximum: None,
         max_packet_size: None,
         topic_alias_max: None,
+        problem_info: true,
         auth_method: None,
         bridge: false,
         v31: false,

@@ -31,14 +31,22 @@ pub(super) enum Out {
     },
 }
 
+/// The client the writer writes to: what shapes its packets.
+pub(super) struct Client {
+    pub(super) id: String,
+    pub(super) version: Version,
+    /// MQTT 5: reason strings may go on PUBACK / PUBREC (MQTT-3.1.2-29).
+    pub(super) problem_info: bool,
+}
+
 /// Writes packets in order; PUBACK/PUBREC only after their commit.
 pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
     mut socket: W,
     mut queue: mpsc::Receiver<Out>,
-    version: Version,
+    client: Client,
     server: Arc<Server>,
-    client_id: String,
 ) {
+    let Client { id: client_id, version, problem_info } = client;
     // Grows to what is written at once; an idle connection keeps little.
     let mut buf = BytesMut::new();
     while let Some(item) = queue.recv().await {
@@ -62,15 +70,15 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
                         }
                         packets
                     }
-                    // A full disk: MQTT 5 is told (0x97, "disk full") and
-                    // the connection stays; 3.1.1 cannot be told, so the
-                    // connection closes (nothing was acknowledged).
-                    Some(LogError::DiskFull(why)) if version == Version::V5 => {
-                        tracing::warn!(%client_id, reason = %why, "MQTT message refused: disk full");
+                    // A full disk: MQTT 5 is told (0x97, "disk full" unless
+                    // it asked for no reason strings) and the connection
+                    // stays; 3.1.1 cannot be told, so the connection closes
+                    // (nothing was acknowledged).
+                    Some(LogError::DiskFull(reason)) if version == Version::V5 => {
+                        tracing::warn!(%client_id, %reason, "MQTT message refused: disk full");
+                        let why = if problem_info { PubRefusal::DiskFull } else { PubRefusal::QuotaExceeded };
                         let refused = packets.iter().filter_map(acknowledged);
-                        refused
-                            .map(|(pkid, qos)| Outgoing::PubRefused { pkid, qos, why: PubRefusal::DiskFull })
-                            .collect()
+                        refused.map(|(pkid, qos)| Outgoing::PubRefused { pkid, qos, why }).collect()
                     }
                     Some(err) => {
                         // Not acknowledged: closing makes the client resend.
@@ -132,7 +140,8 @@ mod tests {
         let (socket, _) = listener.accept().await.unwrap();
         let (_, write_half) = socket.into_split();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(write_packets(write_half, rx, Version::V311, server, "c".into()));
+        let to = Client { id: "c".into(), version: Version::V311, problem_info: true };
+        tokio::spawn(write_packets(write_half, rx, to, server));
         (tx, client)
     }
 
