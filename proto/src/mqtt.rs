@@ -194,6 +194,8 @@ pub enum PubRefusal {
     /// 0x97 with the reason string "disk full": the hub's disk is full
     /// (nothing was stored; it will take messages again once space is freed).
     DiskFull,
+    /// 0x90: a topic the hub does not take (`$…`, reserved for servers).
+    TopicNameInvalid,
 }
 
 /// Why a filter of a SUBSCRIBE is refused.
@@ -217,6 +219,9 @@ pub enum Outgoing {
         /// MQTT 5: the keep-alive the hub holds the client to, where it is
         /// not the one the client asked for.
         server_keep_alive: Option<u16>,
+        /// MQTT 5: the largest packet the hub accepts (absent would mean
+        /// none but the protocol's own, §3.2.2.3.6).
+        max_packet_size: Option<u32>,
     },
     Publish {
         topic: String,

@@ -135,7 +135,8 @@ async fn a_message_is_delivered_at_the_lower_of_its_published_and_granted_qos() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
-    use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet as P5};
+    use common::raw_mqtt::RawMqtt;
+    use rumqttc::v5::mqttbytes::v5::{self, Packet as P5};
     use rumqttc::v5::mqttbytes::QoS as Q5;
 
     let dir = tempfile::tempdir().unwrap();
@@ -151,32 +152,43 @@ async fn a_publish_to_a_dollar_topic_is_refused_out_loud() {
             Ok(_) => {}
         }
     }
-    // 5: DISCONNECT with 0x90 (topic name invalid).
-    let (c5, mut rx) = client5(&hub, "dollar-5", true, None);
-    async fn wait(rx: &mut Events5) -> Option<Result<P5, String>> {
-        tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.ok().flatten()
+    // 5: QoS 1 and 2 answered with reason 0x90 (topic name invalid), and
+    // the connection goes on; QoS 0 has no answer, so DISCONNECT 0x90.
+    let mqtt = hub.mqtt_addr.as_deref().unwrap();
+    let mut raw = RawMqtt::dial(mqtt);
+    let connect = v5::Connect { keep_alive: 30, client_id: "dollar-5".into(), clean_start: true, properties: None };
+    raw.send5(P5::Connect(connect, None, None));
+    assert!(matches!(raw.read5(), Some(P5::ConnAck(_))));
+    let publish = |topic: &str, qos: Q5, pkid: u16| {
+        let mut p = v5::Publish::new(topic, qos, "x", None);
+        p.pkid = pkid;
+        P5::Publish(p)
+    };
+    raw.send5(publish("$SYS/x", Q5::AtLeastOnce, 1));
+    match raw.read5() {
+        Some(P5::PubAck(ack)) => assert_eq!((ack.pkid, ack.reason), (1, v5::PubAckReason::TopicNameInvalid)),
+        other => panic!("no PUBACK 0x90: {other:?}"),
     }
-    assert!(matches!(wait(&mut rx).await, Some(Ok(P5::ConnAck(_)))));
-    c5.publish("$SYS/x", Q5::AtLeastOnce, false, "x").await.unwrap();
-    loop {
-        match wait(&mut rx).await {
-            Some(Ok(P5::Disconnect(d))) => {
-                assert_eq!(d.reason_code, DisconnectReasonCode::TopicNameInvalid);
-                break;
-            }
-            Some(Err(e)) => {
-                assert!(e.contains("TopicNameInvalid"), "{e}");
-                break;
-            }
-            Some(Ok(P5::PubAck(ack))) => panic!("a `$` topic was acknowledged: {ack:?}"),
-            Some(Ok(_)) => {}
-            None => panic!("neither PUBACK nor DISCONNECT"),
-        }
+    raw.send5(publish("$x/y", Q5::ExactlyOnce, 2));
+    match raw.read5() {
+        Some(P5::PubRec(rec)) => assert_eq!((rec.pkid, rec.reason), (2, v5::PubRecReason::TopicNameInvalid)),
+        other => panic!("no PUBREC 0x90: {other:?}"),
     }
+    raw.send5(publish("dollar/ok", Q5::AtLeastOnce, 3));
+    match raw.read5() {
+        Some(P5::PubAck(ack)) => assert_eq!((ack.pkid, ack.reason), (3, v5::PubAckReason::Success)),
+        other => panic!("the connection did not go on: {other:?}"),
+    }
+    raw.send5(publish("$SYS/x", Q5::AtMostOnce, 0));
+    match raw.read5() {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::TopicNameInvalid),
+        other => panic!("no DISCONNECT 0x90 for QoS 0: {other:?}"),
+    }
+    assert!(raw.read5().is_none(), "the connection closes after the DISCONNECT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mqtt5_client_without_an_id_is_told_the_one_assigned_and_shared_subscriptions_are_offered() {
+async fn an_mqtt5_client_is_told_its_assigned_id_the_largest_packet_and_that_shared_subscriptions_work() {
     use rumqttc::v5::mqttbytes::v5::Packet as P5;
 
     let dir = tempfile::tempdir().unwrap();
@@ -188,6 +200,9 @@ async fn an_mqtt5_client_without_an_id_is_told_the_one_assigned_and_shared_subsc
     assert!(!assigned.is_empty());
     assert_ne!(properties.shared_subscription_available, Some(0), "`$share` works, so it must not be denied");
     assert_ne!(properties.receive_max, Some(0));
+    // The hub's max_packet_bytes (1 MiB by default): absent would mean no
+    // limit but the protocol's (§3.2.2.3.6), yet larger packets are refused.
+    assert_eq!(properties.max_packet_size, Some(1 << 20));
 }
 
 #[test]

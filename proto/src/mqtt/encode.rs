@@ -81,7 +81,14 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
 
 fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
     Some(match packet {
-        Outgoing::ConnAck { session_present, refused, receive_maximum, assigned_client_id, server_keep_alive } => {
+        Outgoing::ConnAck {
+            session_present,
+            refused,
+            receive_maximum,
+            assigned_client_id,
+            server_keep_alive,
+            max_packet_size,
+        } => {
             let code = match refused {
                 None => v5::ConnectReturnCode::Success,
                 Some(Refusal::BadUserNamePassword) => v5::ConnectReturnCode::BadUserNamePassword,
@@ -100,7 +107,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 // Absent: QoS 2 is available, to publish and to subscribe.
                 max_qos: None,
                 retain_available: None,
-                max_packet_size: None,
+                max_packet_size,
                 assigned_client_identifier: assigned_client_id,
                 topic_alias_max: Some(TOPIC_ALIAS_MAX),
                 reason_string: None,
@@ -131,6 +138,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             let reason = match why {
                 PubRefusal::NotAuthorized => v5::PubRecReason::NotAuthorized,
                 PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubRecReason::QuotaExceeded,
+                PubRefusal::TopicNameInvalid => v5::PubRecReason::TopicNameInvalid,
             };
             let properties = (why == PubRefusal::DiskFull)
                 .then(|| v5::PubRecProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });
@@ -140,6 +148,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             let reason = match why {
                 PubRefusal::NotAuthorized => v5::PubAckReason::NotAuthorized,
                 PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubAckReason::QuotaExceeded,
+                PubRefusal::TopicNameInvalid => v5::PubAckReason::TopicNameInvalid,
             };
             let properties = (why == PubRefusal::DiskFull)
                 .then(|| v5::PubAckProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });

@@ -155,6 +155,7 @@ fn refusal(version: Version, refused: Refusal) -> BytesMut {
         receive_maximum: 0,
         assigned_client_id: None,
         server_keep_alive: None,
+        max_packet_size: None,
     };
     codec::write(version, connack, &mut out);
     out
@@ -177,6 +178,9 @@ impl Session {
             receive_maximum,
             assigned_client_id,
             server_keep_alive: self.server_keep_alive,
+            // Told, so that a client does not send what gets it
+            // disconnected with 0x95 (the limit counts whole packets).
+            max_packet_size: u32::try_from(self.server.config.max_packet_bytes).ok(),
         };
         self.send(Out::Packet(connack)).await;
         for pkid in self.released.clone() {

@@ -14,7 +14,7 @@ use super::codec::{DisconnectReason, Outgoing, PubRefusal, Version};
 use super::properties::MessageProperties;
 use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message, Origin};
 use super::session::{may_write, End, Session};
-use super::topics::{self, RETAINED_TOPIC};
+use super::topics::{self, TopicError, RETAINED_TOPIC};
 use super::writer::Out;
 use super::Server;
 
@@ -36,7 +36,10 @@ impl Session {
         let messages: Vec<Message<'_>> = run.iter().map(|(p, qos, _, props)| (p.as_ref(), *qos, props)).collect();
         let appends = match publish_many(&self.server, topic, &messages, self.publisher()).await {
             Ok(appends) => appends,
-            Err(err) => return Some(self.publish_failed(err).await),
+            Err(err) => {
+                let packets: Vec<(QoS, u16)> = run.iter().map(|(_, qos, pkid, _)| (*qos, *pkid)).collect();
+                return self.publish_failed(err, &packets).await;
+            }
         };
         let acks: Vec<Outgoing> = run
             .iter()
@@ -79,13 +82,29 @@ impl Session {
         }
     }
 
-    /// A publish that could not be stored ends the connection: an invalid
-    /// topic with a DISCONNECT saying so, a log failure without one, so the
-    /// client retries (nothing was acknowledged).
-    async fn publish_failed(&mut self, err: PublishError) -> End {
+    /// A publish that could not be stored. A valid topic name the hub does
+    /// not take (`$…`, or one a mapping rule cannot store): MQTT 5 answers
+    /// QoS 1/2 with reason 0x90 and the connection stays. A QoS 0 one, any
+    /// in 3.1.1 (no reason codes), or a topic no client may send (with a
+    /// wildcard, MQTT-3.3.2-2): the connection closes (MQTT 5 with
+    /// DISCONNECT 0x90). A log failure closes the connection without a
+    /// word, so the client retries (nothing was acknowledged).
+    async fn publish_failed(&mut self, err: PublishError, packets: &[(QoS, u16)]) -> Option<End> {
         match err {
             PublishError::Topic(err) => {
-                tracing::info!(peer = %self.peer, client_id = %self.client_id, error = %err, "MQTT publish to an invalid topic; closing");
+                let (peer, client_id) = (&self.peer, &self.client_id);
+                let answerable = matches!(err, TopicError::Reserved(_) | TopicError::Mapped { .. })
+                    && self.version == Version::V5
+                    && packets.iter().all(|(qos, _)| *qos != QoS::AtMostOnce);
+                if answerable {
+                    tracing::info!(%peer, %client_id, error = %err, "MQTT publish to a topic the hub does not take; refused");
+                    for &(qos, pkid) in packets {
+                        self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why: PubRefusal::TopicNameInvalid }))
+                            .await;
+                    }
+                    return None;
+                }
+                tracing::info!(%peer, %client_id, error = %err, "MQTT publish to a topic the hub does not take; closing");
                 self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::TopicNameInvalid))).await;
             }
             PublishError::Log(err) => {
@@ -94,7 +113,7 @@ impl Session {
             // Handled by `on_publish` before it gets here.
             PublishError::RetainedQuota => {}
         }
-        End::Abnormal
+        Some(End::Abnormal)
     }
 
     /// A PUBLISH outside a run: stored, then PUBACK / PUBREC once it is
@@ -141,7 +160,7 @@ impl Session {
         }
         let mut appends = match published {
             Ok(appends) => appends,
-            Err(err) => return Some(self.publish_failed(err).await),
+            Err(err) => return self.publish_failed(err, &[(qos, pkid)]).await,
         };
         match qos {
             QoS::AtMostOnce => {}

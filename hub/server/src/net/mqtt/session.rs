@@ -220,7 +220,11 @@ impl Session {
         let auth = server.broker.auth();
         let connection = server.next_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client_id = if c.client_id.is_empty() {
-            if !c.clean {
+            // 3.1.1 refuses an empty id that asks to resume a session
+            // (MQTT-3.1.3-8); MQTT 5 assigns one either way (MQTT-3.1.3-6,
+            // -7): with Clean Start 0 the new id starts a session that
+            // lasts its expiry, as with any id not seen before.
+            if !c.clean && version == Version::V311 {
                 return Err(Refusal::ClientIdNotValid);
             }
             format!("cairn-auto-{connection}")
@@ -559,6 +563,11 @@ pub(super) mod tests {
         let s = open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "", true)).await;
         assert_eq!(s.client_id, format!("cairn-auto-{}", s.connection));
         assert_eq!(s.principal.name, "dev-1");
+        // MQTT 5 assigns an id with Clean Start 0 too: a new session.
+        let c = Connect { session_expiry: Some(60), ..login(Some(&dev), Some(&dev_secret), "", false) };
+        let s = open(&server, Version::V5, c).await;
+        assert_eq!((s.client_id.clone(), s.assigned_id), (format!("cairn-auto-{}", s.connection), true));
+        assert!(s.keep && !s.session_present);
         // dev-1's persistent session: the admin principal may not take its
         // client id over, live or stored, even with a clean start.
         let dev_session = open(&server, Version::V311, login(Some(&dev), Some(&dev_secret), "d1", false)).await;
