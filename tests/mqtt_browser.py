@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MQTT.js, the client browser dashboards use, in a real browser (Debian's
 chromium through chromedriver, with Selenium) against the hub's MQTT over
-WebSocket listener, for tests/tests/mqtt_browser.rs:
+WebSocket listener, for tests/tests/mqtt_js.rs:
 
   mqtt_browser.py WS_PORT TCP_PORT MQTT_JS
 

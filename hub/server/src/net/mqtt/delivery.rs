@@ -84,7 +84,7 @@ impl Session {
             }
         }
         self.server.broker.metrics().mqtt_messages_out.inc();
-        let (topic, properties) = self.alias_out(topic, properties);
+        let (topic, properties) = self.alias_out(topic, qos, properties);
         let packet = Outgoing::Publish { topic, payload, qos, retain, pkid, dup, properties };
         self.send(Out::Packet(packet)).await;
     }
@@ -92,10 +92,15 @@ impl Session {
     /// MQTT 5 topic aliases to the client, within its Topic Alias Maximum:
     /// a topic's first PUBLISH names it and sets an alias, later ones send
     /// the alias and an empty topic. The first topics get the aliases and
-    /// keep them for the connection.
+    /// keep them for the connection. A QoS 2 PUBLISH always names its topic
+    /// (with the alias, which the spec allows): MQTT.js 5 hands a QoS 2
+    /// message to the application from what it stored before resolving
+    /// the alias, so an alias alone reached Node-RED and browser
+    /// dashboards with an empty topic.
     fn alias_out(
         &mut self,
         topic: String,
+        qos: QoS,
         properties: Option<Box<PublishProperties>>,
     ) -> (String, Option<Box<PublishProperties>>) {
         if self.alias_max_out == 0 {
@@ -112,7 +117,7 @@ impl Session {
         };
         let mut properties = properties.unwrap_or_default();
         properties.topic_alias = Some(alias);
-        (if known { String::new() } else { topic }, Some(properties))
+        (if known && qos != QoS::ExactlyOnce { String::new() } else { topic }, Some(properties))
     }
 
     fn next_free_pkid(&mut self) -> u16 {
@@ -531,15 +536,26 @@ mod tests {
         let c = crate::net::mqtt::codec::Connect { topic_alias_max: Some(2), ..testing::connect("a", true) };
         let mut s = open(&server, Version::V5, c).await;
         let mut sent = Vec::new();
-        for topic in ["t/1", "t/1", "t/2", "t/3", "t/1"] {
-            let (topic, p) = s.alias_out(topic.to_string(), None);
+        let (q1, q2) = (QoS::AtLeastOnce, QoS::ExactlyOnce);
+        for (topic, qos) in [("t/1", q1), ("t/1", q1), ("t/2", q1), ("t/3", q1), ("t/1", q1), ("t/1", q2), ("t/2", q2)]
+        {
+            let (topic, p) = s.alias_out(topic.to_string(), qos, None);
             sent.push((topic, p.and_then(|p| p.topic_alias)));
         }
-        let expected = [("t/1", Some(1)), ("", Some(1)), ("t/2", Some(2)), ("t/3", None), ("", Some(1))];
+        // QoS 2 names the topic along with its alias.
+        let expected = [
+            ("t/1", Some(1)),
+            ("", Some(1)),
+            ("t/2", Some(2)),
+            ("t/3", None),
+            ("", Some(1)),
+            ("t/1", Some(1)),
+            ("t/2", Some(2)),
+        ];
         assert_eq!(sent, expected.map(|(t, a)| (t.to_string(), a)));
         // A client that allows none gets none.
         let mut s = open(&server, Version::V5, testing::connect("b", true)).await;
-        assert_eq!(s.alias_out("t/1".into(), None), ("t/1".to_string(), None));
+        assert_eq!(s.alias_out("t/1".into(), q1, None), ("t/1".to_string(), None));
     }
 
     #[tokio::test]
