@@ -122,7 +122,8 @@ pub(super) struct Session {
     pub(super) keep: bool,
     /// MQTT 5 session expiry in seconds (None: never, as in 3.1.1).
     pub(super) expiry: Option<u32>,
-    pub(super) will: Option<Will>,
+    /// Boxed: most clients set none, and a `Will` is 200 bytes.
+    pub(super) will: Option<Box<Will>>,
     pub(super) keep_alive: Option<Duration>,
     pub(super) max_inflight: usize,
     /// The session's own (not shared) subscriptions.
@@ -345,7 +346,7 @@ impl Session {
             connection,
             keep,
             expiry,
-            will: c.will,
+            will: c.will.map(Box::new),
             keep_alive,
             max_inflight,
             filters: status.filters.clone(),
