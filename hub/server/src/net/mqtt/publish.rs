@@ -74,11 +74,17 @@ impl Session {
         match self.version {
             Version::V311 => Some(End::Abnormal),
             Version::V5 => {
-                for (qos, pkid) in packets.filter(|(qos, _)| *qos != QoS::AtMostOnce) {
-                    self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why: PubRefusal::NotAuthorized })).await;
-                }
+                self.answer_refused(packets, PubRefusal::NotAuthorized).await;
                 None
             }
+        }
+    }
+
+    /// MQTT 5: a PUBACK / PUBREC with the reason for each QoS 1/2 PUBLISH
+    /// refused (QoS 0 has no answer).
+    async fn answer_refused(&mut self, packets: impl Iterator<Item = (QoS, u16)>, why: PubRefusal) {
+        for (qos, pkid) in packets.filter(|(qos, _)| *qos != QoS::AtMostOnce) {
+            self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why })).await;
         }
     }
 
@@ -98,10 +104,7 @@ impl Session {
                     && packets.iter().all(|(qos, _)| *qos != QoS::AtMostOnce);
                 if answerable {
                     tracing::info!(%peer, %client_id, error = %err, "MQTT publish to a topic the hub does not take; refused");
-                    for &(qos, pkid) in packets {
-                        self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why: PubRefusal::TopicNameInvalid }))
-                            .await;
-                    }
+                    self.answer_refused(packets.iter().copied(), PubRefusal::TopicNameInvalid).await;
                     return None;
                 }
                 tracing::info!(%peer, %client_id, error = %err, "MQTT publish to a topic the hub does not take; closing");
@@ -145,10 +148,7 @@ impl Session {
                 // MQTT 5 is told, and nothing is stored.
                 Version::V5 => {
                     tracing::info!(%client_id, %topic, max, "retained message refused: max_retained_messages or max_retained_bytes reached");
-                    if qos != QoS::AtMostOnce {
-                        let why = PubRefusal::QuotaExceeded;
-                        self.send(Out::Packet(Outgoing::PubRefused { pkid, qos, why })).await;
-                    }
+                    self.answer_refused([(qos, pkid)].into_iter(), PubRefusal::QuotaExceeded).await;
                     return None;
                 }
                 // 3.1.1 cannot be told: the message is published, not retained.
