@@ -90,19 +90,31 @@ impl Session {
 
     /// A publish that could not be stored. A valid topic name the hub does
     /// not take (`$…`, or one a mapping rule cannot store): MQTT 5 answers
-    /// QoS 1/2 with reason 0x90 and the connection stays. A QoS 0 one, any
-    /// in 3.1.1 (no reason codes), or a topic no client may send (with a
-    /// wildcard, MQTT-3.3.2-2): the connection closes (MQTT 5 with
-    /// DISCONNECT 0x90). A log failure closes the connection without a
-    /// word, so the client retries (nothing was acknowledged).
+    /// QoS 1/2 with reason 0x90 and the connection stays; 3.1.1 has no
+    /// reason codes, so, as Mosquitto does, it is acknowledged and dropped
+    /// (MQTT-3.3.5-2 allows that or a close; the close broke clients and
+    /// test suites that probe `$` topics). A QoS 0 one in MQTT 5, or a topic
+    /// no client may send (with a wildcard, MQTT-3.3.2-2): the connection
+    /// closes (MQTT 5 with DISCONNECT 0x90). A log failure closes the
+    /// connection without a word, so the client retries (nothing was
+    /// acknowledged).
     async fn publish_failed(&mut self, err: PublishError, packets: &[(QoS, u16)]) -> Option<End> {
         match err {
             PublishError::Topic(err) => {
                 let (peer, client_id) = (&self.peer, &self.client_id);
-                let answerable = matches!(err, TopicError::Reserved(_) | TopicError::Mapped { .. })
-                    && self.version == Version::V5
-                    && packets.iter().all(|(qos, _)| *qos != QoS::AtMostOnce);
-                if answerable {
+                let not_taken = matches!(err, TopicError::Reserved(_) | TopicError::Mapped { .. });
+                if not_taken && self.version == Version::V311 {
+                    tracing::info!(%peer, %client_id, error = %err, "MQTT 3.1.1 publish to a topic the hub does not take; acknowledged and dropped");
+                    for &(qos, pkid) in packets {
+                        match qos {
+                            QoS::AtMostOnce => {}
+                            QoS::AtLeastOnce => self.send(Out::Packet(Outgoing::PubAck(pkid))).await,
+                            QoS::ExactlyOnce => self.send(Out::Packet(Outgoing::PubRec(pkid))).await,
+                        }
+                    }
+                    return None;
+                }
+                if not_taken && packets.iter().all(|(qos, _)| *qos != QoS::AtMostOnce) {
                     tracing::info!(%peer, %client_id, error = %err, "MQTT publish to a topic the hub does not take; refused");
                     self.answer_refused(packets.iter().copied(), PubRefusal::TopicNameInvalid).await;
                     return None;
