@@ -162,6 +162,9 @@ pub enum Refusal {
     QuotaExceeded,
     /// MQTT 5: an authentication method; Cairn supports none (0x8C).
     BadAuthenticationMethod,
+    /// MQTT 5: a will whose payload is not UTF-8 although its Payload
+    /// Format Indicator says it is (0x99, §3.1.3.2.3).
+    PayloadFormatInvalid,
     /// MQTT 5: the CONNECT itself is malformed (0x81), breaks a protocol
     /// rule (0x82) or is over the packet size limit (0x95). A 3.1.1 CONNECT
     /// like that gets no CONNACK: the connection just closes (3.1.1 has no
@@ -196,6 +199,9 @@ pub enum PubRefusal {
     DiskFull,
     /// 0x90: a topic the hub does not take (`$…`, reserved for servers).
     TopicNameInvalid,
+    /// 0x99: the payload is not UTF-8 although its Payload Format
+    /// Indicator says it is (§3.3.2.3.2).
+    PayloadFormatInvalid,
 }
 
 /// Why a filter of a SUBSCRIBE is refused.
@@ -282,6 +288,9 @@ pub enum DisconnectReason {
     NotAuthorized,
     /// An alias of 0 or over [`TOPIC_ALIAS_MAX`] (MQTT-3.3.2-9).
     TopicAliasInvalid,
+    /// A QoS 0 PUBLISH whose payload is not UTF-8 although its Payload
+    /// Format Indicator says it is (QoS 0 has no PUBACK to say so).
+    PayloadFormatInvalid,
 }
 
 /// Why bytes are not a packet we can use. Every one closes the connection.

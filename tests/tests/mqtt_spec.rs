@@ -1,7 +1,8 @@
 //! MQTT behaviour the specifications require, against the real `cairn
 //! serve` with rumqttc (3.1.1 and 5): many retained messages to one
-//! subscriber, the delivered QoS as the lower of published and granted, and
-//! `$` topics refused (out loud where MQTT 5 can say it).
+//! subscriber, the delivered QoS as the lower of published and granted,
+//! `$` topics refused (out loud where MQTT 5 can say it), MQTT 5 properties
+//! and payload formats, limits, keep-alives and wills.
 
 mod common;
 
@@ -903,5 +904,81 @@ async fn an_mqtt5_session_is_present_again_after_a_restart_and_a_kill_9_within_i
         tokio::time::sleep(Duration::from_millis(300)).await;
         device.disconnect().await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_its_format_indicator_misdescribes_is_refused_with_0x99() {
+    use common::raw_mqtt::RawMqtt;
+    use rumqttc::v5::mqttbytes::v5::{self, Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (watcher, mut seen) = client5(&hub, "format-watch", true, None);
+    watcher.subscribe("fmt/#", Q5::AtLeastOnce).await.unwrap();
+    assert!(!suback5(&mut seen).await.is_empty());
+
+    let mqtt = hub.mqtt_addr.as_deref().unwrap();
+    let mut raw = RawMqtt::dial(mqtt);
+    let connect = v5::Connect { keep_alive: 30, client_id: "format-pub".into(), clean_start: true, properties: None };
+    raw.send5(P5::Connect(connect, None, None));
+    assert!(matches!(raw.read5(), Some(P5::ConnAck(_))));
+    // Payload Format Indicator 1 says "UTF-8".
+    let utf8 = Some(PublishProperties { payload_format_indicator: Some(1), ..Default::default() });
+    let publish = |topic: &str, qos: Q5, pkid: u16, payload: &'static [u8]| {
+        let mut p = v5::Publish::new(topic, qos, payload, utf8.clone());
+        p.pkid = pkid;
+        P5::Publish(p)
+    };
+    // Two in one write, so the refused one comes after a run of good ones.
+    let mut both = bytes::BytesMut::new();
+    publish("fmt/a", Q5::AtLeastOnce, 1, "grüße".as_bytes()).write(&mut both, None).unwrap();
+    publish("fmt/a", Q5::AtLeastOnce, 2, b"\xff\xfe").write(&mut both, None).unwrap();
+    raw.send_bytes(&both);
+    for (pkid, reason) in [(1, v5::PubAckReason::Success), (2, v5::PubAckReason::PayloadFormatInvalid)] {
+        match raw.read5() {
+            Some(P5::PubAck(ack)) => assert_eq!((ack.pkid, ack.reason), (pkid, reason)),
+            other => panic!("no PUBACK for {pkid}: {other:?}"),
+        }
+    }
+    raw.send5(publish("fmt/b", Q5::ExactlyOnce, 3, b"\xc3"));
+    match raw.read5() {
+        Some(P5::PubRec(rec)) => assert_eq!((rec.pkid, rec.reason), (3, v5::PubRecReason::PayloadFormatInvalid)),
+        other => panic!("no PUBREC 0x99: {other:?}"),
+    }
+    // The subscriber got the good one only.
+    let got = publish5_within(&mut seen, Duration::from_secs(10)).await.expect("the valid message");
+    assert_eq!(&got.payload[..], "grüße".as_bytes());
+    assert!(publish5_within(&mut seen, Duration::from_millis(500)).await.is_none(), "a refused payload was delivered");
+    // QoS 0 has no PUBACK to carry the code: DISCONNECT 0x99.
+    raw.send5(publish("fmt/c", Q5::AtMostOnce, 0, b"\xff"));
+    match raw.read5() {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::PayloadFormatInvalid),
+        other => panic!("no DISCONNECT 0x99: {other:?}"),
+    }
+
+    // A will that says UTF-8 and is not: CONNACK 0x99 (§3.1.3.2.3).
+    let mut raw = RawMqtt::dial(mqtt);
+    let will = v5::LastWill {
+        topic: "fmt/will".into(),
+        message: bytes::Bytes::from_static(b"\xff"),
+        qos: Q5::AtMostOnce,
+        retain: false,
+        properties: Some(v5::LastWillProperties {
+            delay_interval: None,
+            payload_format_indicator: Some(1),
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        }),
+    };
+    let connect = v5::Connect { keep_alive: 30, client_id: "format-will".into(), clean_start: true, properties: None };
+    raw.send5(P5::Connect(connect, Some(will), None));
+    match raw.read5() {
+        Some(P5::ConnAck(ack)) => assert_eq!(ack.code, v5::ConnectReturnCode::PayloadFormatInvalid),
+        other => panic!("no CONNACK 0x99: {other:?}"),
     }
 }

@@ -47,7 +47,13 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 // Only an MQTT 5 CONNECT can ask for an authentication method.
                 Some(Refusal::BadAuthenticationMethod) => v4::ConnectReturnCode::NotAuthorized,
                 // No 3.1.1 code says so: the connection closes instead.
-                Some(Refusal::Malformed | Refusal::ProtocolError | Refusal::PacketTooLarge) => return None,
+                // (A 3.1.1 will has no payload format to be wrong about.)
+                Some(
+                    Refusal::Malformed
+                    | Refusal::ProtocolError
+                    | Refusal::PacketTooLarge
+                    | Refusal::PayloadFormatInvalid,
+                ) => return None,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, session_present))
         }
@@ -99,6 +105,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 Some(Refusal::Malformed) => v5::ConnectReturnCode::MalformedPacket,
                 Some(Refusal::ProtocolError) => v5::ConnectReturnCode::ProtocolError,
                 Some(Refusal::PacketTooLarge) => v5::ConnectReturnCode::PacketTooLarge,
+                Some(Refusal::PayloadFormatInvalid) => v5::ConnectReturnCode::PayloadFormatInvalid,
             };
             let properties = v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -139,6 +146,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 PubRefusal::NotAuthorized => v5::PubRecReason::NotAuthorized,
                 PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubRecReason::QuotaExceeded,
                 PubRefusal::TopicNameInvalid => v5::PubRecReason::TopicNameInvalid,
+                PubRefusal::PayloadFormatInvalid => v5::PubRecReason::PayloadFormatInvalid,
             };
             let properties = (why == PubRefusal::DiskFull)
                 .then(|| v5::PubRecProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });
@@ -149,6 +157,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 PubRefusal::NotAuthorized => v5::PubAckReason::NotAuthorized,
                 PubRefusal::QuotaExceeded | PubRefusal::DiskFull => v5::PubAckReason::QuotaExceeded,
                 PubRefusal::TopicNameInvalid => v5::PubAckReason::TopicNameInvalid,
+                PubRefusal::PayloadFormatInvalid => v5::PubAckReason::PayloadFormatInvalid,
             };
             let properties = (why == PubRefusal::DiskFull)
                 .then(|| v5::PubAckProperties { reason_string: Some(DISK_FULL.into()), user_properties: Vec::new() });
@@ -192,6 +201,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::ServerShuttingDown => v5::DisconnectReasonCode::ServerShuttingDown,
                 DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
                 DisconnectReason::TopicAliasInvalid => v5::DisconnectReasonCode::TopicAliasInvalid,
+                DisconnectReason::PayloadFormatInvalid => v5::DisconnectReasonCode::PayloadFormatInvalid,
             };
             // Always with a reason string: besides telling the client why,
             // it keeps rumqttc 0.25's writer correct, which writes a reason
@@ -207,6 +217,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::ServerShuttingDown => "the hub is shutting down",
                 DisconnectReason::NotAuthorized => "not authorized: the API key was revoked",
                 DisconnectReason::TopicAliasInvalid => "topic alias 0 or above the topic alias maximum in CONNACK",
+                DisconnectReason::PayloadFormatInvalid => "payload format indicator 1 on a payload that is not UTF-8",
             };
             let properties = v5::DisconnectProperties {
                 session_expiry_interval: None,

@@ -39,7 +39,7 @@ use super::codec::{
     self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Refusal, RetainHandling, Version, Will,
 };
 use super::persist::save_session;
-use super::properties::MessageProperties;
+use super::properties::{payload_format_holds, MessageProperties};
 use super::publish::{publish, PublishError};
 use super::session::{persistence, End, Session};
 use super::writer::{write_packets, Client, Out};
@@ -131,6 +131,11 @@ where
         // connection closes (MQTT-4.12.0-1).
         tracing::info!(%peer, method = ?connect.auth_method, "MQTT 5 CONNECT with an authentication method; refused");
         Err(Refusal::BadAuthenticationMethod)
+    } else if connect.will.as_ref().is_some_and(|w| {
+        !payload_format_holds(w.properties.as_ref().and_then(|p| p.payload_format_indicator), &w.payload)
+    }) {
+        tracing::info!(%peer, client_id = %connect.client_id, "MQTT 5 will with payload format indicator 1 is not UTF-8; refused");
+        Err(Refusal::PayloadFormatInvalid)
     } else {
         Box::pin(Session::open(server.clone(), version, connect, certificate, peer)).await
     };
@@ -325,28 +330,40 @@ impl Session {
                 },
                 other => other,
             };
-            if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties })) = &packet {
-                if *qos != QoS::ExactlyOnce && (run.is_empty() || *topic == run_topic) && run.len() < 1000 {
+            // A PUBLISH that may join a run: QoS 0/1, not retained, and a
+            // payload its format indicator holds for (else `on_publish`
+            // refuses it, in order with the run before it).
+            let runnable = match &packet {
+                Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties }))
+                    if *qos != QoS::ExactlyOnce =>
+                {
+                    let properties = MessageProperties::from_v5(properties.clone(), now);
+                    properties
+                        .payload_format_holds(payload)
+                        .then(|| (topic, (payload.clone(), *qos, *pkid, properties)))
+                }
+                _ => None,
+            };
+            let runnable = match runnable {
+                Some((topic, message)) if (run.is_empty() || *topic == run_topic) && run.len() < 1000 => {
                     if run.is_empty() {
                         run_topic = topic.clone();
                     }
-                    run.push((payload.clone(), *qos, *pkid, MessageProperties::from_v5(properties.clone(), now)));
+                    run.push(message);
                     continue;
                 }
-            }
+                other => other,
+            };
             if !run.is_empty() {
                 if let Some(end) = self.publish_run(&run_topic, std::mem::take(&mut run)).await {
                     return Some(end);
                 }
                 // The packet that ended the run is handled below; a
                 // PUBLISH may start the next run.
-                if let Ok(Some(Incoming::Publish { topic, payload, qos, retain: false, pkid, properties })) = &packet {
-                    if *qos != QoS::ExactlyOnce {
-                        run_topic = topic.clone();
-                        let properties = MessageProperties::from_v5(properties.clone(), now);
-                        run.push((payload.clone(), *qos, *pkid, properties));
-                        continue;
-                    }
+                if let Some((topic, message)) = runnable {
+                    run_topic = topic.clone();
+                    run.push(message);
+                    continue;
                 }
             }
             match packet {

@@ -21,6 +21,13 @@ const RESPONSE_TOPIC: &str = "mqtt-response-topic";
 const CORRELATION_DATA: &str = "mqtt-correlation-data";
 const USER_PREFIX: &str = "mqtt-user:";
 
+/// False when a Payload Format Indicator says UTF-8 (1) and the payload is
+/// not (§3.3.2.3.2, §3.1.3.2.3: the hub may refuse it with 0x99, and does,
+/// so subscribers that trust the indicator are not misled).
+pub fn payload_format_holds(format: Option<u8>, payload: &[u8]) -> bool {
+    format != Some(1) || std::str::from_utf8(payload).is_ok()
+}
+
 /// What of a PUBLISH's properties travels with the message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageProperties {
@@ -50,6 +57,11 @@ impl MessageProperties {
 
     pub fn is_empty(&self) -> bool {
         *self == MessageProperties::default()
+    }
+
+    /// See [`payload_format_holds`].
+    pub fn payload_format_holds(&self, payload: &[u8]) -> bool {
+        payload_format_holds(self.payload_format, payload)
     }
 
     /// Whether the message has expired by `now_ms` (MQTT-3.3.2-5: not

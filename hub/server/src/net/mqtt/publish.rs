@@ -143,6 +143,16 @@ impl Session {
         properties: MessageProperties,
     ) -> Option<End> {
         self.server.broker.metrics().mqtt_messages_in.inc();
+        if !properties.payload_format_holds(&payload) {
+            let (peer, client_id) = (&self.peer, &self.client_id);
+            tracing::info!(%peer, %client_id, %topic, "MQTT publish with payload format indicator 1 is not UTF-8; refused");
+            if qos == QoS::AtMostOnce {
+                self.send(Out::Packet(Outgoing::Disconnect(DisconnectReason::PayloadFormatInvalid))).await;
+                return Some(End::Abnormal);
+            }
+            self.answer_refused([(qos, pkid)].into_iter(), PubRefusal::PayloadFormatInvalid).await;
+            return None;
+        }
         if qos == QoS::ExactlyOnce && self.stored_qos2(pkid) {
             // A retransmission of a message already stored.
             self.send(Out::Packet(Outgoing::PubRec(pkid))).await;
