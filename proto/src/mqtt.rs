@@ -312,6 +312,11 @@ pub enum CodecError {
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
+    if version == Version::V5 && buf.first() == Some(&0xF0) {
+        // A CONNECT with an authentication method is refused, so no AUTH
+        // exchange is ever under way: an AUTH is a protocol error (§4.12).
+        return Err(CodecError::Protocol("AUTH packet, but the CONNECT named no authentication method".into()));
+    }
     if buf.first().is_some_and(|&b| b >> 4 == 1) {
         if let Some(start) = connect::start(buf)? {
             if let Some(flags) = start.flags {

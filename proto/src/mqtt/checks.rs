@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn an_mqtt5_auth_packet_is_a_protocol_error_and_a_311_one_malformed() {
+        // AUTH, reason 0x18 (continue authentication), no properties.
+        let auth = [0xF0, 0x02, 0x18, 0x00];
+        let v5 = read(Version::V5, &mut BytesMut::from(&auth[..]), 1 << 20);
+        assert!(matches!(v5, Err(CodecError::Protocol(_))), "{v5:?}");
+        // Packet type 15 is reserved in 3.1.1.
+        assert!(matches!(read_v4(&auth), Err(CodecError::Malformed(_))), "{:?}", read_v4(&auth));
+    }
+
+    #[test]
     fn v5_properties_given_twice_are_a_protocol_error() {
         let v5 = |bytes: &[u8]| read(Version::V5, &mut BytesMut::from(bytes), 1 << 20);
         // QoS 1 PUBLISH to "a", packet id 1, then the property block.
