@@ -97,6 +97,9 @@ pub struct Connect {
     /// for no reason strings or user properties outside PUBLISH, CONNACK
     /// and DISCONNECT (MQTT-3.1.2-29). Always true in 3.1.1.
     pub problem_info: bool,
+    /// MQTT 5 Request Response Information 1: the client asks for a
+    /// Response Information in CONNACK (the server may send none).
+    pub response_info: bool,
     /// MQTT 5 enhanced authentication: the method the client asked for.
     /// Cairn has none, so such a CONNECT is refused (MQTT-4.12.0-1).
     pub auth_method: Option<String>,
@@ -228,6 +231,9 @@ pub enum Outgoing {
         /// MQTT 5: the largest packet the hub accepts (absent would mean
         /// none but the protocol's own, §3.2.2.3.6).
         max_packet_size: Option<u32>,
+        /// MQTT 5: the basis for the client's response topics, when it
+        /// asked for one (§3.2.2.3.15).
+        response_information: Option<String>,
     },
     Publish {
         topic: String,
@@ -385,6 +391,7 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             max_packet_size: None,
             topic_alias_max: None,
             problem_info: true,
+            response_info: false,
             auth_method: None,
             bridge: false,
             v31: false,
@@ -476,6 +483,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 max_packet_size: props.max_packet_size,
                 topic_alias_max: props.topic_alias_max,
                 problem_info: props.request_problem_info != Some(0),
+                response_info: props.request_response_info == Some(1),
                 auth_method: props.authentication_method,
                 bridge: false,
                 v31: false,

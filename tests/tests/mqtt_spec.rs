@@ -982,3 +982,61 @@ async fn a_payload_its_format_indicator_misdescribes_is_refused_with_0x99() {
         other => panic!("no CONNACK 0x99: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_there() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nresponse_information = \"reply/%c\"\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let asking = |o: &mut rumqttc::v5::MqttOptions| {
+        let mut properties = ConnectProperties::new();
+        properties.request_response_info = Some(1);
+        o.set_connect_properties(properties);
+    };
+    // A requester that asks (Request Response Information 1) is told
+    // where its replies go; one that does not ask is told nothing.
+    let (requester, mut replies) = client5_with(&hub, "requester-1", asking);
+    let P5::ConnAck(ack) = next5(&mut replies).await else { panic!("no CONNACK") };
+    let base = ack.properties.and_then(|p| p.response_information).expect("Response Information");
+    assert_eq!(base, "reply/requester-1");
+    let (responder, mut requests) = client5(&hub, "responder-1", true, None);
+    let P5::ConnAck(ack) = next5(&mut requests).await else { panic!("no CONNACK") };
+    assert_eq!(ack.properties.and_then(|p| p.response_information), None, "not asked, not told");
+
+    // Request/response through it: the responder answers on the request's
+    // Response Topic with its Correlation Data.
+    requester.subscribe(base.clone(), Q5::AtLeastOnce).await.unwrap();
+    assert!(!suback5(&mut replies).await.is_empty());
+    responder.subscribe("service/time", Q5::AtLeastOnce).await.unwrap();
+    assert!(!suback5(&mut requests).await.is_empty());
+    let ask = PublishProperties {
+        response_topic: Some(base.clone()),
+        correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
+        ..Default::default()
+    };
+    requester.publish_with_properties("service/time", Q5::AtLeastOnce, false, "now?", ask).await.unwrap();
+    let request = publish5_within(&mut requests, Duration::from_secs(10)).await.expect("the request");
+    let props = request.properties.expect("request properties");
+    let answer = PublishProperties { correlation_data: props.correlation_data.clone(), ..Default::default() };
+    let to = props.response_topic.expect("a response topic");
+    responder.publish_with_properties(to, Q5::AtLeastOnce, false, "12:00", answer).await.unwrap();
+    let reply = publish5_within(&mut replies, Duration::from_secs(10)).await.expect("the reply");
+    assert_eq!((&reply.topic[..], &reply.payload[..]), (base.as_bytes(), &b"12:00"[..]));
+    assert_eq!(reply.properties.and_then(|p| p.correlation_data).as_deref(), Some(&b"req-7"[..]));
+
+    // A template that is no topic one can publish to stops `serve`.
+    std::fs::write(&config, "[mqtt]\nresponse_information = \"reply/#\"\n").unwrap();
+    let out = std::process::Command::new(common::cairn())
+        .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--http", "false", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("response_information"), "{err}");
+}

@@ -186,6 +186,14 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         || !args.mqtt_wss_addrs.is_empty();
     let mapping = net::mqtt::mapping::Mapping::new(&args.mqtt_mapping)
         .map_err(|e| format!("invalid [[mqtt.mapping]] in the config: {e}"))?;
+    // Clients publish replies to it: it must be a topic they can publish to.
+    let response_information = &args.mqtt_response_information;
+    if response_information.contains(['+', '#', '\0']) || response_information.starts_with('$') {
+        return Err(format!(
+            "invalid [mqtt] response_information {response_information:?}: it must be a topic name clients can publish to (no '+', '#', or leading '$'; %c stands for the client id)"
+        )
+        .into());
+    }
     let config = net::mqtt::MqttConfig {
         max_packet_bytes: args.mqtt_max_packet_bytes.max(1024),
         max_inflight: args.mqtt_max_inflight.max(1),
@@ -198,6 +206,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         max_queued_messages: args.mqtt_max_queued_messages,
         topic_partitions: args.mqtt_topic_partitions.max(1),
         sys_interval_secs: args.mqtt_sys_interval_secs,
+        response_information: args.mqtt_response_information.clone(),
         mapping,
     };
     // Shared by the MQTT listeners and the uplinks (what comes down from an

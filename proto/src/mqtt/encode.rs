@@ -94,6 +94,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
             assigned_client_id,
             server_keep_alive,
             max_packet_size,
+            response_information,
         } => {
             let code = match refused {
                 None => v5::ConnectReturnCode::Success,
@@ -125,7 +126,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 subscription_identifiers_available: None,
                 shared_subscription_available: None,
                 server_keep_alive,
-                response_information: None,
+                response_information,
                 server_reference: None,
                 authentication_method: None,
                 authentication_data: None,

@@ -182,6 +182,7 @@ fn refusal(version: Version, refused: Refusal) -> BytesMut {
         assigned_client_id: None,
         server_keep_alive: None,
         max_packet_size: None,
+        response_information: None,
     };
     codec::write(version, connack, &mut out);
     out
@@ -207,6 +208,7 @@ impl Session {
             // Told, so that a client does not send what gets it
             // disconnected with 0x95 (the limit counts whole packets).
             max_packet_size: u32::try_from(self.server.config.max_packet_bytes).ok(),
+            response_information: self.response_info.then(|| self.response_information()).flatten(),
         };
         self.send(Out::Packet(connack)).await;
         for pkid in self.released.clone() {

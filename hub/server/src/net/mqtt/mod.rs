@@ -91,6 +91,9 @@ pub struct MqttConfig {
     pub sys_interval_secs: u32,
     /// Rules choosing the Cairn topic and key of a published message.
     pub mapping: mapping::Mapping,
+    /// MQTT 5 Response Information for clients that ask for it, `%c`
+    /// standing for the client id (e.g. `reply/%c`); empty: none sent.
+    pub response_information: String,
 }
 
 impl Default for MqttConfig {
@@ -108,6 +111,7 @@ impl Default for MqttConfig {
             topic_partitions: 1,
             sys_interval_secs: 10,
             mapping: mapping::Mapping::default(),
+            response_information: String::new(),
         }
     }
 }

@@ -197,6 +197,9 @@ pub(super) struct Session {
     /// MQTT 5: reason strings may go on acknowledgements (the client did
     /// not set Request Problem Information to 0, MQTT-3.1.2-29).
     pub(super) problem_info: bool,
+    /// MQTT 5: the client asked for Response Information (Request
+    /// Response Information 1).
+    pub(super) response_info: bool,
     /// MQTT 5: the keep-alive the hub holds the client to instead of the
     /// one it asked for (told in CONNACK).
     pub(super) server_keep_alive: Option<u16>,
@@ -387,6 +390,7 @@ impl Session {
             alias_max_out: c.topic_alias_max.unwrap_or(0),
             max_packet_out: c.max_packet_size.map(|m| m as usize),
             problem_info: c.problem_info,
+            response_info: c.response_info,
             server_keep_alive,
             bridge: c.bridge,
             v31: c.v31,
@@ -407,6 +411,18 @@ impl Session {
 
     pub(super) fn stored_qos2(&self, pkid: u16) -> bool {
         self.with_slot(|slot| slot.awaiting_release.contains(&pkid))
+    }
+
+    /// The Response Information for this client: `[mqtt]
+    /// response_information` with `%c` as its client id. None when that is
+    /// empty, or when the client id would put a wildcard into the topic
+    /// (the spec lets the server send none, §3.1.2.11.7).
+    pub(super) fn response_information(&self) -> Option<String> {
+        let template = &self.server.config.response_information;
+        if template.is_empty() || (template.contains("%c") && self.client_id.contains(['+', '#'])) {
+            return None;
+        }
+        Some(template.replace("%c", &self.client_id))
     }
 
     /// The consumer group holding a persistent session's positions.

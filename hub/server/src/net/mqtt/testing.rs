@@ -35,6 +35,7 @@ pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
         max_packet_size: None,
         topic_alias_max: None,
         problem_info: true,
+        response_info: false,
         auth_method: None,
         bridge: false,
         v31: false,
