@@ -208,7 +208,7 @@ impl Session {
             // Told, so that a client does not send what gets it
             // disconnected with 0x95 (the limit counts whole packets).
             max_packet_size: u32::try_from(self.server.config.max_packet_bytes).ok(),
-            response_information: self.response_info.then(|| self.response_information()).flatten(),
+            response_information: self.response_information(),
         };
         self.send(Out::Packet(connack)).await;
         for pkid in self.released.clone() {

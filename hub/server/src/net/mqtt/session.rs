@@ -413,13 +413,16 @@ impl Session {
         self.with_slot(|slot| slot.awaiting_release.contains(&pkid))
     }
 
-    /// The Response Information for this client: `[mqtt]
-    /// response_information` with `%c` as its client id. None when that is
-    /// empty, or when the client id would put a wildcard into the topic
-    /// (the spec lets the server send none, §3.1.2.11.7).
+    /// The Response Information for this client, if it asked for one:
+    /// `[mqtt] response_information` with `%c` as its client id. None
+    /// when that is empty, or when the client id would put a wildcard into
+    /// the topic (the spec lets the server send none, §3.1.2.11.7).
     pub(super) fn response_information(&self) -> Option<String> {
         let template = &self.server.config.response_information;
-        if template.is_empty() || (template.contains("%c") && self.client_id.contains(['+', '#'])) {
+        if !self.response_info
+            || template.is_empty()
+            || (template.contains("%c") && self.client_id.contains(['+', '#']))
+        {
             return None;
         }
         Some(template.replace("%c", &self.client_id))
