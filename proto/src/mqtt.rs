@@ -345,21 +345,37 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
     if version == Version::V5 {
         checks::v5_properties(buf)?;
     }
+    // mqttbytes says "insufficient bytes" both for a packet that has not all
+    // arrived and for one whose fields run past its remaining length; the
+    // second is malformed, and must not be taken for the first (the packet
+    // would be dropped without a word).
+    let whole = whole_packet(buf);
+    let short = || CodecError::Malformed("a field runs past the packet's remaining length".into());
     match version {
         Version::V311 => match v4::Packet::read(buf, limit) {
             Ok(p) => from_v4(p).map(Some),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) if whole => Err(short()),
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
             Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => Err(CodecError::TooLarge { size, limit }),
             Err(e) => Err(CodecError::Malformed(e.to_string())),
         },
         Version::V5 => {
-            // A v5 DISCONNECT may have no body at all; mqttbytes wants one.
+            // A v5 DISCONNECT may have no body at all, or its reason code
+            // alone (§3.14.2.2.1); mqttbytes wants a property length too.
             if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
                 let _ = buf.split_to(2);
                 return Ok(Some(Incoming::Disconnect { with_will: false, session_expiry: None }));
             }
+            if buf.len() >= 3 && buf[0] == 0xE0 && buf[1] == 1 {
+                let code = v5::DisconnectReasonCode::try_from(buf[2])
+                    .map_err(|_| CodecError::Malformed(format!("DISCONNECT reason code {:#04x}", buf[2])))?;
+                let _ = buf.split_to(3);
+                let with_will = code == v5::DisconnectReasonCode::DisconnectWithWillMessage;
+                return Ok(Some(Incoming::Disconnect { with_will, session_expiry: None }));
+            }
             match v5::Packet::read(buf, Some(limit as u32)) {
                 Ok(p) => from_v5(p).map(Some),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) if whole => Err(short()),
                 Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
                 Err(rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, .. }) => {
                     Err(CodecError::TooLarge { size: pkt_size, limit })
@@ -367,6 +383,15 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
                 Err(e) => Err(CodecError::Malformed(e.to_string())),
             }
         }
+    }
+}
+
+/// Whether `buf` holds a whole packet: its fixed header and the remaining
+/// length that header declares.
+fn whole_packet(buf: &[u8]) -> bool {
+    match buf.get(1..).map(crate::varint::decode_u64) {
+        Some(Ok((remaining, len_bytes))) => buf.len() as u64 >= 1 + len_bytes as u64 + remaining,
+        _ => false,
     }
 }
 

@@ -1040,3 +1040,44 @@ async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_t
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("response_information"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_with_only_its_reason_code_is_read_so_a_normal_one_drops_the_will() {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (watcher, mut wills) = client5(&hub, "will-watch", true, None);
+    watcher.subscribe("gone/#", Q5::AtLeastOnce).await.unwrap();
+    assert!(!suback5(&mut wills).await.is_empty());
+    // paho-mqtt sends a DISCONNECT with a reason code and no properties as
+    // the reason code alone (remaining length 1, §3.14.2.2.1): a normal
+    // one must drop the will (MQTT-3.1.2-10), 0x04 must publish it.
+    let addr = hub.mqtt_addr.clone().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = r#"
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+for cid, reason in (("leaver", "Normal disconnection"), ("dropper", "Disconnect with will message")):
+    up = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda client, userdata, flags, rc, props: up.append(rc)
+    c.will_set("gone/" + cid, ("will of " + cid).encode(), qos=1)
+    c.connect(sys.argv[1], int(sys.argv[2]))
+    c.loop_start()
+    deadline = time.time() + 10
+    while not up and time.time() < deadline:
+        time.sleep(0.05)
+    c.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, reason))
+    time.sleep(0.3)
+    c.loop_stop()
+print("done")
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, host, port]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done", "{}", String::from_utf8_lossy(&out.stderr));
+    let will = publish5_within(&mut wills, Duration::from_secs(10)).await.expect("the 0x04 will");
+    assert_eq!(&will.topic[..], b"gone/dropper", "the normal DISCONNECT's will was published");
+    assert!(publish5_within(&mut wills, Duration::from_millis(500)).await.is_none());
+}

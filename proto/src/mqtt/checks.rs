@@ -237,6 +237,43 @@ mod tests {
     }
 
     #[test]
+    fn an_mqtt5_disconnect_may_carry_its_reason_code_alone() {
+        let read5 = |bytes: &[u8]| read(Version::V5, &mut BytesMut::from(bytes), 1 << 20);
+        for (bytes, will) in [(&[0xE0, 0x01, 0x00][..], false), (&[0xE0, 0x01, 0x04][..], true)] {
+            match read5(bytes) {
+                Ok(Some(Incoming::Disconnect { with_will, session_expiry: None })) => assert_eq!(with_will, will),
+                other => panic!("{bytes:02x?}: {other:?}"),
+            }
+        }
+        // 0x03 is no DISCONNECT reason code.
+        assert!(matches!(read5(&[0xE0, 0x01, 0x03]), Err(CodecError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_whole_packet_whose_fields_run_past_its_end_is_malformed_not_awaited() {
+        let both = [Version::V311, Version::V5];
+        let short: &[(&str, &[u8], &[Version])] = &[
+            // Was read as "not all here yet", after mqttbytes had taken it
+            // off the buffer: dropped without a word.
+            ("MQTT 5 SUBSCRIBE ending before its property length", &[0x82, 0x02, 0x00, 0x01], &[Version::V5]),
+            ("PUBLISH topic length past the end", &[0x32, 0x04, 0x00, 0x09, b'a', b'b'], &both),
+            ("PUBACK without its packet id", &[0x40, 0x01, 0x00], &both),
+            ("SUBSCRIBE filter length past the end", &[0x82, 0x05, 0x00, 0x01, 0x00, 0x09, b'a'], &both),
+        ];
+        for (what, bytes, versions) in short {
+            for &version in *versions {
+                let mut buf = BytesMut::from(*bytes);
+                let result = read(version, &mut buf, 1 << 20);
+                assert!(matches!(result, Err(CodecError::Malformed(_))), "{what} ({version:?}): {result:?}");
+            }
+        }
+        // Not all arrived yet: waited for, nothing consumed.
+        let mut partial = BytesMut::from(&[0x32, 0x06, 0x00, 0x01, b'a'][..]);
+        assert!(matches!(read(Version::V5, &mut partial, 1 << 20), Ok(None)));
+        assert_eq!(partial.len(), 5);
+    }
+
+    #[test]
     fn an_mqtt5_auth_packet_is_a_protocol_error_and_a_311_one_malformed() {
         // AUTH, reason 0x18 (continue authentication), no properties.
         let auth = [0xF0, 0x02, 0x18, 0x00];
