@@ -475,6 +475,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                         correlation_data: None,
                         user_properties: Vec::new(),
                     });
+                    checks::response_topic(p.response_topic.as_deref())?;
                     Some(Will {
                         topic: String::from_utf8(w.topic.to_vec())
                             .map_err(|_| CodecError::Malformed("will topic is not UTF-8".into()))?,
@@ -526,6 +527,7 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
                 if props.payload_format_indicator.is_some_and(|f| f > 1) {
                     return Err(CodecError::Malformed("payload format indicator other than 0 or 1".into()));
                 }
+                checks::response_topic(props.response_topic.as_deref())?;
             }
             let (payload, qos, retain, pkid) = (p.payload, from_q5(p.qos), p.retain, p.pkid);
             Incoming::Publish { topic, payload, qos, retain, pkid, properties: p.properties }
@@ -678,6 +680,51 @@ mod tests {
         let mut mqtt_3 = connect(3);
         mqtt_3[4..10].copy_from_slice(b"MQTTxx");
         assert!(matches!(connect_version(&mqtt_3), Err(CodecError::UnsupportedVersion(3))));
+    }
+
+    #[test]
+    fn a_response_topic_with_a_wildcard_is_a_protocol_error_on_a_publish_and_a_will() {
+        let publish = |response_topic: &str| {
+            let properties =
+                v5::PublishProperties { response_topic: Some(response_topic.into()), ..Default::default() };
+            let mut buf = BytesMut::new();
+            v5::Packet::Publish(v5::Publish::new(
+                "t/a",
+                rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                "x",
+                Some(properties),
+            ))
+            .write(&mut buf, None)
+            .unwrap();
+            read(Version::V5, &mut buf, 1 << 20)
+        };
+        let will = |response_topic: &str| {
+            let will = v5::LastWill {
+                topic: "t/will".into(),
+                message: Bytes::from_static(b"x"),
+                qos: rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                retain: false,
+                properties: Some(v5::LastWillProperties {
+                    delay_interval: None,
+                    payload_format_indicator: None,
+                    message_expiry_interval: None,
+                    content_type: None,
+                    response_topic: Some(response_topic.into()),
+                    correlation_data: None,
+                    user_properties: Vec::new(),
+                }),
+            };
+            let connect = v5::Connect { keep_alive: 60, client_id: "c".into(), clean_start: true, properties: None };
+            let mut buf = BytesMut::new();
+            v5::Packet::Connect(connect, Some(will), None).write(&mut buf, None).unwrap();
+            read(Version::V5, &mut buf, 1 << 20)
+        };
+        for bad in ["reply/#", "reply/+/x", "+"] {
+            assert!(matches!(publish(bad), Err(CodecError::Protocol(_))), "{bad}: {:?}", publish(bad));
+            assert!(matches!(will(bad), Err(CodecError::Protocol(_))), "{bad}: {:?}", will(bad));
+        }
+        assert!(matches!(publish("reply/c-7"), Ok(Some(Incoming::Publish { .. }))));
+        assert!(matches!(will("reply/c-7"), Ok(Some(Incoming::Connect(_)))));
     }
 
     #[test]

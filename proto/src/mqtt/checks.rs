@@ -13,6 +13,18 @@ pub(super) fn name(topic: &str) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// An MQTT 5 Response Topic (of a PUBLISH or a will) is a topic name:
+/// no wildcards (MQTT-3.3.2-14; a will's is a topic name too, §3.1.3.2.5)
+/// and no U+0000.
+pub(super) fn response_topic(topic: Option<&str>) -> Result<(), CodecError> {
+    let Some(topic) = topic else { return Ok(()) };
+    name(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(CodecError::Protocol(format!("response topic {topic:?} has a wildcard")));
+    }
+    Ok(())
+}
+
 /// A SUBSCRIBE or UNSUBSCRIBE has a packet id other than 0 (MQTT-2.3.1-1)
 /// and names at least one filter (MQTT-3.8.3-3, MQTT-3.10.3-2), none with
 /// U+0000.
