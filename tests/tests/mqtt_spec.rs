@@ -531,6 +531,14 @@ async fn suback5(rx: &mut Events5) -> Vec<rumqttc::v5::mqttbytes::v5::SubscribeR
     }
 }
 
+/// Subscribes an MQTT 5 client to `filter` at QoS 1 and waits for the
+/// SUBACK that grants it.
+async fn subscribe5(client: &rumqttc::v5::AsyncClient, events: &mut Events5, filter: &str) {
+    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
+    client.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(suback5(events).await, [SubscribeReasonCode::Success(rumqttc::v5::mqttbytes::QoS::AtLeastOnce)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_options_and_identifiers_shape_what_each_subscriber_gets() {
     use rumqttc::v5::mqttbytes::v5::{Filter, Packet as P5, RetainForwardRule, SubscribeProperties};
@@ -916,8 +924,7 @@ async fn a_payload_its_format_indicator_misdescribes_is_refused_with_0x99() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let (watcher, mut seen) = client5(&hub, "format-watch", true, None);
-    watcher.subscribe("fmt/#", Q5::AtLeastOnce).await.unwrap();
-    assert!(!suback5(&mut seen).await.is_empty());
+    subscribe5(&watcher, &mut seen, "fmt/#").await;
 
     let mqtt = hub.mqtt_addr.as_deref().unwrap();
     let mut raw = RawMqtt::dial(mqtt);
@@ -1009,10 +1016,8 @@ async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_t
 
     // Request/response through it: the responder answers on the request's
     // Response Topic with its Correlation Data.
-    requester.subscribe(base.clone(), Q5::AtLeastOnce).await.unwrap();
-    assert!(!suback5(&mut replies).await.is_empty());
-    responder.subscribe("service/time", Q5::AtLeastOnce).await.unwrap();
-    assert!(!suback5(&mut requests).await.is_empty());
+    subscribe5(&requester, &mut replies, &base).await;
+    subscribe5(&responder, &mut requests, "service/time").await;
     let ask = PublishProperties {
         response_topic: Some(base.clone()),
         correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
@@ -1043,13 +1048,10 @@ async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_with_only_its_reason_code_is_read_so_a_normal_one_drops_the_will() {
-    use rumqttc::v5::mqttbytes::QoS as Q5;
-
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     let (watcher, mut wills) = client5(&hub, "will-watch", true, None);
-    watcher.subscribe("gone/#", Q5::AtLeastOnce).await.unwrap();
-    assert!(!suback5(&mut wills).await.is_empty());
+    subscribe5(&watcher, &mut wills, "gone/#").await;
     // paho-mqtt sends a DISCONNECT with a reason code and no properties as
     // the reason code alone (remaining length 1, §3.14.2.2.1): a normal
     // one must drop the will (MQTT-3.1.2-10), 0x04 must publish it.
