@@ -1083,3 +1083,62 @@ print("done")
     assert_eq!(&will.topic[..], b"gone/dropper", "the normal DISCONNECT's will was published");
     assert!(publish5_within(&mut wills, Duration::from_millis(500)).await.is_none());
 }
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout_and_others_go_on() {
+    use common::raw_mqtt::RawMqtt;
+    use rumqttc::mqttbytes::v4;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nwrite_timeout_secs = 3\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let mqtt = hub.mqtt_addr.clone().unwrap();
+    let subscribe = |id: &str| {
+        let (mut raw, _) = RawMqtt::connect4(&mqtt, id, true);
+        let filters = vec![v4::SubscribeFilter::new("flood/#".into(), QoS::AtMostOnce)];
+        raw.send4(v4::Packet::Subscribe(v4::Subscribe { pkid: 1, filters }));
+        assert!(matches!(raw.read4(), Some(v4::Packet::SubAck(_))));
+        raw
+    };
+    // Two subscribers: one reads everything, the other nothing at all.
+    let mut slow = subscribe("slow-reader");
+    let mut fast = subscribe("fast-reader");
+    const MESSAGES: usize = 48;
+    const SIZE: usize = 256 * 1024; // 12 MiB in all: more than loopback buffers hold
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < MESSAGES {
+            match fast.read4() {
+                Some(v4::Packet::Publish(p)) => {
+                    assert_eq!(p.payload.len(), SIZE);
+                    got += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+    let (mut publisher, _) = RawMqtt::connect4(&mqtt, "flooder", true);
+    for i in 0..MESSAGES {
+        let mut p = v4::Publish::new("flood/x", QoS::AtLeastOnce, vec![i as u8; SIZE]);
+        p.pkid = i as u16 + 1;
+        publisher.send4(v4::Packet::Publish(p));
+        assert!(matches!(publisher.read4(), Some(v4::Packet::PubAck(_))));
+    }
+    assert_eq!(reader.join().unwrap(), MESSAGES, "the subscriber that reads got everything");
+    // The one that reads nothing is let go once a write has waited 3 s.
+    let closed = || {
+        let (_, out, _) = hub.cli(&["metrics"], None);
+        out.lines().any(|l| l.split_whitespace().eq(["mqtt_slow_readers_closed", "1"]))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !closed() {
+        assert!(std::time::Instant::now() < deadline, "the client that reads nothing is still connected");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // What the kernel had buffered, then the end of the connection.
+    let buffered = slow.read_to_close();
+    assert!(buffered.len() < MESSAGES * SIZE, "{} bytes: it got everything", buffered.len());
+}

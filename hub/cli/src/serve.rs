@@ -206,6 +206,7 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         max_queued_messages: args.mqtt_max_queued_messages,
         topic_partitions: args.mqtt_topic_partitions.max(1),
         sys_interval_secs: args.mqtt_sys_interval_secs,
+        write_timeout_secs: args.mqtt_write_timeout_secs.max(1),
         response_information: args.mqtt_response_information.clone(),
         mapping,
     };

@@ -46,6 +46,7 @@
 //! max_queued_messages = 0          # per partition for a client away; 0: no limit (oldest skipped)
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //! sys_interval_secs = 10           # $SYS/broker/... statistics to subscribers; 0: none
+//! write_timeout_secs = 30         # a client that reads nothing this long is disconnected
 //! response_information = ""        # MQTT 5 Response Information (e.g. "reply/%c"); "": none
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -183,6 +184,7 @@ pub struct MqttSettings {
     pub max_queued_messages: Option<u64>,
     pub topic_partitions: Option<u32>,
     pub sys_interval_secs: Option<u32>,
+    pub write_timeout_secs: Option<u32>,
     /// MQTT 5 Response Information, `%c` for the client id.
     pub response_information: Option<String>,
     pub mapping: Option<Vec<RuleSettings>>,

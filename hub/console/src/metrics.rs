@@ -237,6 +237,8 @@ impl Collector for HubCollector {
         gauge(e, "cairn_mqtt_retained_messages", "Retained MQTT messages.", None, retained)?;
         let help = "Retained messages refused over the retained limits.";
         counter(e, "cairn_mqtt_retained_refused_messages", help, None, m.mqtt_retained_refused.get())?;
+        let help = "MQTT connections closed for reading nothing for write_timeout_secs.";
+        counter(e, "cairn_mqtt_slow_readers_closed", help, None, m.mqtt_slow_readers_closed.get())?;
 
         // Native protocol and serial lines.
         let native = m.native_connections.get();

@@ -42,6 +42,9 @@ pub struct Metrics {
     /// Retained MQTT messages refused over `max_retained_messages` /
     /// `max_retained_bytes`.
     pub mqtt_retained_refused: Counter,
+    /// MQTT connections closed because the client had not read what the
+    /// hub sent for `[mqtt] write_timeout_secs`.
+    pub mqtt_slow_readers_closed: Counter,
     /// Records read by native-protocol consumers (fetch responses).
     pub records_fetched: Counter,
     /// Their bytes, as stored (record batches).
@@ -85,6 +88,7 @@ impl Metrics {
             ("mqtt_queued_dropped", self.mqtt_queued_dropped.get()),
             ("mqtt_sessions_expired", self.mqtt_sessions_expired.get()),
             ("mqtt_retained_refused", self.mqtt_retained_refused.get()),
+            ("mqtt_slow_readers_closed", self.mqtt_slow_readers_closed.get()),
             ("records_fetched", self.records_fetched.get()),
             ("bytes_fetched", self.bytes_fetched.get()),
         ]

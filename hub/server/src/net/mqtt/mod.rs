@@ -91,6 +91,10 @@ pub struct MqttConfig {
     pub sys_interval_secs: u32,
     /// Rules choosing the Cairn topic and key of a published message.
     pub mapping: mapping::Mapping,
+    /// Longest a write to a client may wait for it to read (seconds); a
+    /// client that reads nothing for that long is disconnected rather than
+    /// holding its queue, and the hub's memory, forever.
+    pub write_timeout_secs: u32,
     /// MQTT 5 Response Information for clients that ask for it, `%c`
     /// standing for the client id (e.g. `reply/%c`); empty: none sent.
     pub response_information: String,
@@ -111,6 +115,7 @@ impl Default for MqttConfig {
             topic_partitions: 1,
             sys_interval_secs: 10,
             mapping: mapping::Mapping::default(),
+            write_timeout_secs: 30,
             response_information: String::new(),
         }
     }

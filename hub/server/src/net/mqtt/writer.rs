@@ -15,9 +15,6 @@ use tokio::sync::mpsc;
 use super::codec::{self, Outgoing, PubRefusal, Version};
 use super::Server;
 
-/// Longest a write may wait for a client that does not read.
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// What the writer task writes.
 pub(super) enum Out {
     Packet(Outgoing),
@@ -96,11 +93,13 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
         if queue.is_empty() || buf.len() > 64 * 1024 || closing {
             // A client that stops reading is disconnected rather than
             // holding its queue (and the hub's memory) forever.
-            match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&buf)).await {
+            let limit = server.config.write_timeout_secs;
+            match tokio::time::timeout(std::time::Duration::from_secs(limit.into()), socket.write_all(&buf)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
-                    tracing::info!(%client_id, "MQTT client has not read for 30 s; closing");
+                    server.broker.metrics().mqtt_slow_readers_closed.inc();
+                    tracing::info!(%client_id, seconds = limit, "MQTT client has not read for write_timeout_secs; closing");
                     return;
                 }
             }
