@@ -1142,3 +1142,39 @@ fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout_and_other
     let buffered = slow.read_to_close();
     assert!(buffered.len() < MESSAGES * SIZE, "{} bytes: it got everything", buffered.len());
 }
+
+#[test]
+fn connections_past_max_connections_are_closed_and_a_freed_slot_is_used_again() {
+    use common::raw_mqtt::RawMqtt;
+    use rumqttc::mqttbytes::v4;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "[mqtt]\nmax_connections = 2\n").unwrap();
+    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let mqtt = hub.mqtt_addr.clone().unwrap();
+    let (first, _) = RawMqtt::connect4(&mqtt, "slot-1", true);
+    let (_second, _) = RawMqtt::connect4(&mqtt, "slot-2", true);
+    // The third is closed before CONNACK (as Mosquitto does: nothing in
+    // MQTT can say why before the CONNECT has been read).
+    let try_connect = || {
+        let mut raw = RawMqtt::dial(&mqtt);
+        let mut connect = bytes::BytesMut::new();
+        v4::Packet::Connect(v4::Connect::new("slot-3")).write(&mut connect, 1 << 20).unwrap();
+        // The hub may have closed the socket already: the write may fail.
+        let _ = std::io::Write::write_all(&mut raw.stream, &connect);
+        match raw.read4() {
+            Some(v4::Packet::ConnAck(ack)) => Some(ack.code),
+            None => None,
+            other => panic!("neither CONNACK nor a close: {other:?}"),
+        }
+    };
+    assert_eq!(try_connect(), None, "a third connection was served");
+    // Once one leaves, its slot serves the next client.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while try_connect().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the freed slot was never used again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
