@@ -390,7 +390,10 @@ pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option
 /// length that header declares.
 fn whole_packet(buf: &[u8]) -> bool {
     match buf.get(1..).map(crate::varint::decode_u64) {
-        Some(Ok((remaining, len_bytes))) => buf.len() as u64 >= 1 + len_bytes as u64 + remaining,
+        // A length past MQTT's four bytes can be huge: no overflow here.
+        Some(Ok((remaining, len_bytes))) => {
+            remaining.checked_add(1 + len_bytes as u64).is_some_and(|total| buf.len() as u64 >= total)
+        }
         _ => false,
     }
 }
