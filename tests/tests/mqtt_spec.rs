@@ -447,9 +447,7 @@ async fn subscriptions_past_max_subscriptions_are_refused_with_quota_exceeded() 
     use rumqttc::v5::mqttbytes::QoS as Q5;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[mqtt]\nmax_subscriptions = 2\n").unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nmax_subscriptions = 2\n");
     let (c, mut events) = client5(&hub, "greedy", true, None);
     assert!(matches!(next5(&mut events).await, P5::ConnAck(_)));
     let mut codes = Vec::new();
@@ -706,9 +704,7 @@ async fn the_hub_holds_clients_to_its_maximum_keep_alive() {
     use std::io::{Read, Write};
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[mqtt]\nmax_keep_alive_secs = 20\n").unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nmax_keep_alive_secs = 20\n");
     // MQTT 5, asking for 60 s: told 20 s in CONNACK (Server Keep Alive).
     let (_c, mut events) = client5_with(&hub, "ka5", |o| {
         o.set_keep_alive(Duration::from_secs(60));
@@ -996,9 +992,7 @@ async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_t
     use rumqttc::v5::mqttbytes::QoS as Q5;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[mqtt]\nresponse_information = \"reply/%c\"\n").unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nresponse_information = \"reply/%c\"\n");
     let asking = |o: &mut rumqttc::v5::MqttOptions| {
         let mut properties = ConnectProperties::new();
         properties.request_response_info = Some(1);
@@ -1034,6 +1028,7 @@ async fn a_client_that_asks_gets_its_response_information_and_replies_reach_it_t
     assert_eq!(reply.properties.and_then(|p| p.correlation_data).as_deref(), Some(&b"req-7"[..]));
 
     // A template that is no topic one can publish to stops `serve`.
+    let config = dir.path().join("cairn.toml");
     std::fs::write(&config, "[mqtt]\nresponse_information = \"reply/#\"\n").unwrap();
     let out = std::process::Command::new(common::cairn())
         .args(["serve", "--native-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--http", "false", "--config"])
@@ -1090,9 +1085,7 @@ fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout_and_other
     use rumqttc::mqttbytes::v4;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[mqtt]\nwrite_timeout_secs = 3\n").unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nwrite_timeout_secs = 3\n");
     let mqtt = hub.mqtt_addr.clone().unwrap();
     let subscribe = |id: &str| {
         let (mut raw, _) = RawMqtt::connect4(&mqtt, id, true);
@@ -1149,9 +1142,7 @@ fn connections_past_max_connections_are_closed_and_a_freed_slot_is_used_again() 
     use rumqttc::mqttbytes::v4;
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cairn.toml");
-    std::fs::write(&config, "[mqtt]\nmax_connections = 2\n").unwrap();
-    let hub = Hub::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nmax_connections = 2\n");
     let mqtt = hub.mqtt_addr.clone().unwrap();
     let (first, _) = RawMqtt::connect4(&mqtt, "slot-1", true);
     let (_second, _) = RawMqtt::connect4(&mqtt, "slot-2", true);
