@@ -238,3 +238,34 @@ fn to_q5(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
         QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsuback_says_which_filters_had_no_subscription_in_v5() {
+        let mut out = BytesMut::new();
+        write(Version::V5, Outgoing::UnsubAck { pkid: 9, existed: vec![true, false] }, &mut out);
+        let Ok(v5::Packet::UnsubAck(u)) = v5::Packet::read(&mut out, None) else { panic!("not an UNSUBACK") };
+        assert_eq!(u.reasons, [v5::UnsubAckReason::Success, v5::UnsubAckReason::NoSubscriptionExisted]);
+    }
+
+    #[test]
+    fn a_v5_disconnect_with_a_reason_reads_back_whole() {
+        for reason in [DisconnectReason::TopicNameInvalid, DisconnectReason::NotAuthorized] {
+            let mut out = BytesMut::new();
+            write(Version::V5, Outgoing::Disconnect(reason), &mut out);
+            let bytes = out.to_vec();
+            let packet = v5::Packet::read(&mut out, None).unwrap_or_else(|e| panic!("{e:?}: {bytes:02x?}"));
+            let v5::Packet::Disconnect(d) = packet else { panic!("{packet:?}") };
+            let expected = match reason {
+                DisconnectReason::TopicNameInvalid => v5::DisconnectReasonCode::TopicNameInvalid,
+                _ => v5::DisconnectReasonCode::NotAuthorized,
+            };
+            assert_eq!(d.reason_code, expected);
+            assert!(d.properties.and_then(|p| p.reason_string).is_some_and(|r| !r.is_empty()));
+            assert!(out.is_empty(), "{} bytes left over after the DISCONNECT", out.len());
+        }
+    }
+}

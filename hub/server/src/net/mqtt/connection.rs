@@ -12,16 +12,17 @@
 //!   partitions the consumer group assigns to this session, and they deal
 //!   what they read among the group's members.
 //!
-//! This file is the connection loop: CONNECT, then read a packet and hand
-//! it to its handler, keep-alive, takeover and shutdown, and the session's
-//! start (CONNACK) and close (will, positions, what a persistent session
-//! keeps). The handlers live with their jobs: `publish.rs`, `subscribe.rs`
+//! This file is the connection loop: the handshake (`handshake.rs` reads
+//! the CONNECT and opens the session or refuses it), then read a packet and
+//! hand it to its handler, keep-alive, takeover and shutdown, and the
+//! session's start (CONNACK) and close (will, positions, what a persistent
+//! session keeps). The handlers live with their jobs: `publish.rs`, `subscribe.rs`
 //! and `delivery.rs`, all `impl Session` over the state in `session.rs`;
 //! `persist.rs` stores sessions, `writer.rs` writes the packets,
 //! `shared.rs` deals shared subscriptions' messages, `tail.rs` reads each
 //! partition's new records once for the subscribers waiting at its end.
 //! Imports go one way:
-//! connection → publish, subscribe → shared → delivery → tail → session → persist
+//! connection → handshake, publish, subscribe → shared → delivery → tail → session → persist
 //! → records, and session → dealt; writer is used by all of them and uses
 //! none.
 
@@ -31,23 +32,20 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::codec::{
-    self, CodecError, Connect, DisconnectReason, Incoming, Outgoing, Refusal, RetainHandling, Version, Will,
-};
+use super::codec::{self, CodecError, DisconnectReason, Incoming, Outgoing, RetainHandling, Will};
+use super::handshake::handshake;
 use super::persist::save_session;
-use super::properties::{payload_format_holds, MessageProperties};
+use super::properties::MessageProperties;
 use super::publish::{publish, PublishError};
 use super::session::{persistence, End, Session};
 use super::writer::{write_packets, Client, Out};
 use super::Server;
 use crate::net::Shutdown;
 
-/// How long a client has to send CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often acknowledged positions of a persistent session are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// How often a session with shared subscriptions heartbeats their consumer
@@ -83,109 +81,6 @@ pub(super) async fn run<S>(
     Box::pin(session.close(end)).await;
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
-}
-
-/// Reads the CONNECT and opens the session it asks for; None when the
-/// connection ends instead (refused, with the CONNACK that says why where
-/// the version has a code for it).
-async fn handshake<S>(
-    server: &Arc<Server>,
-    reader: &mut ReadHalf<S>,
-    writer: &mut WriteHalf<S>,
-    buf: &mut BytesMut,
-    certificate: Option<String>,
-    peer: SocketAddr,
-    shutdown: &mut Shutdown,
-) -> Option<(Version, Session)>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let limit = server.config.max_packet_bytes;
-    let connect = tokio::select! {
-        c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(reader, buf, limit)) => c,
-        _ = shutdown.recv() => return None,
-    };
-    let (version, connect) = match connect {
-        Ok(Ok(c)) => c,
-        Ok(Err((_, CodecError::UnsupportedVersion(level)))) => {
-            tracing::info!(%peer, level, "MQTT CONNECT with an unsupported protocol level");
-            // CONNACK "unacceptable protocol version" in 3.1.1 form.
-            let _ = writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
-            return None;
-        }
-        Ok(Err((version, err))) => {
-            tracing::info!(%peer, error = %err, "MQTT connection closed before CONNECT");
-            // MQTT 5 is told why (0x81, 0x82 or 0x95) before the close.
-            if let (Some(version), Some(refused)) = (version, err.connect_refusal()) {
-                let _ = writer.write_all(&refusal(version, refused)).await;
-            }
-            return None;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "MQTT client sent no CONNECT within 10 s");
-            return None;
-        }
-    };
-    let opened = if connect.auth_method.is_some() {
-        // No enhanced authentication (MQTT 5 AUTH): refused, and the
-        // connection closes (MQTT-4.12.0-1).
-        tracing::info!(%peer, method = ?connect.auth_method, "MQTT 5 CONNECT with an authentication method; refused");
-        Err(Refusal::BadAuthenticationMethod)
-    } else if connect.will.as_ref().is_some_and(|w| {
-        !payload_format_holds(w.properties.as_ref().and_then(|p| p.payload_format_indicator), &w.payload)
-    }) {
-        tracing::info!(%peer, client_id = %connect.client_id, "MQTT 5 will with payload format indicator 1 is not UTF-8; refused");
-        Err(Refusal::PayloadFormatInvalid)
-    } else {
-        Box::pin(Session::open(server.clone(), version, connect, certificate, peer)).await
-    };
-    match opened {
-        Ok(session) => Some((version, session)),
-        Err(refused) => {
-            let _ = writer.write_all(&refusal(version, refused)).await;
-            None
-        }
-    }
-}
-
-/// Reads until a whole CONNECT has arrived. An error comes with the
-/// protocol version when the CONNECT got as far as saying it.
-async fn read_connect(
-    reader: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut BytesMut,
-    limit: usize,
-) -> Result<(Version, Connect), (Option<Version>, CodecError)> {
-    loop {
-        if let Some(version) = codec::connect_version(buf).map_err(|e| (None, e))? {
-            match codec::read(version, buf, limit).map_err(|e| (Some(version), e))? {
-                Some(Incoming::Connect(c)) => return Ok((version, c)),
-                Some(_) => return Err((Some(version), CodecError::NotConnect)),
-                None => {}
-            }
-        }
-        // A connection that breaks off mid-CONNECT is not told anything.
-        let n = reader.read_buf(buf).await.map_err(|e| (None, CodecError::Malformed(e.to_string())))?;
-        if n == 0 {
-            return Err((None, CodecError::Malformed("connection closed".into())));
-        }
-    }
-}
-
-/// The CONNACK that refuses a CONNECT (empty when `version` has no code
-/// for `refused`).
-fn refusal(version: Version, refused: Refusal) -> BytesMut {
-    let mut out = BytesMut::new();
-    let connack = Outgoing::ConnAck {
-        session_present: false,
-        refused: Some(refused),
-        receive_maximum: 0,
-        assigned_client_id: None,
-        server_keep_alive: None,
-        max_packet_size: None,
-        response_information: None,
-    };
-    codec::write(version, connack, &mut out);
-    out
 }
 
 impl Session {
@@ -575,12 +470,8 @@ async fn publish_will(server: &Server, client_id: &str, will: Will) {
 mod tests {
     use super::*;
 
-    /// A 3.1.1 CONNECT: client id "abc", clean session, keep-alive 60 s.
-    const CONNECT: [u8; 17] = [0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 3, b'a', b'b', b'c'];
-
-    async fn read(bytes: impl AsyncReadExt + Unpin) -> Result<(Version, Connect), (Option<Version>, CodecError)> {
-        read_connect(&mut { bytes }, &mut BytesMut::new(), 1024).await
-    }
+    use super::super::handshake::tests::CONNECT;
+    use tokio::io::AsyncWriteExt;
 
     /// A socket that counts how often the connection loop asks it for
     /// bytes: once per turn of the loop, so once per wake-up.
@@ -682,27 +573,5 @@ mod tests {
         let task = run(server, socket, None, "127.0.0.1:1".parse().unwrap(), shutdown);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2560, "a connection's task is {size} bytes");
-    }
-
-    #[tokio::test]
-    async fn a_connect_may_arrive_in_pieces() {
-        let (version, c) = read((&CONNECT[..5]).chain(&CONNECT[5..])).await.unwrap();
-        assert_eq!(version, Version::V311);
-        assert_eq!((c.client_id.as_str(), c.clean, c.keep_alive_secs), ("abc", true, 60));
-    }
-
-    #[tokio::test]
-    async fn anything_but_a_whole_connect_is_refused() {
-        assert!(matches!(read(&[0xC0, 0x00][..]).await, Err((None, CodecError::NotConnect))), "PINGREQ first");
-        assert!(matches!(read(&CONNECT[..12]).await, Err((None, CodecError::Malformed(_)))), "closed early");
-        // Level 3 under the name "MQTT" (MQTT 3.1's is "MQIsdp").
-        let mut level3 = CONNECT;
-        level3[8] = 3;
-        assert!(matches!(read(&level3[..]).await, Err((None, CodecError::UnsupportedVersion(3)))));
-        // Past the protocol level, the error comes with the version, so
-        // an MQTT 5 client can be told.
-        let mut reserved = CONNECT;
-        reserved[9] |= 0x01;
-        assert!(matches!(read(&reserved[..]).await, Err((Some(Version::V311), CodecError::Malformed(_)))));
     }
 }

@@ -22,6 +22,7 @@ use cairn_proto::mqtt as codec;
 mod connection;
 mod dealt;
 mod delivery;
+mod handshake;
 pub mod mapping;
 mod persist;
 mod properties;

@@ -23,23 +23,7 @@ pub(super) fn server_with(config: MqttConfig) -> (tempfile::TempDir, Arc<Server>
 
 /// An anonymous CONNECT without a will.
 pub(super) fn connect(client_id: &str, clean: bool) -> Connect {
-    Connect {
-        client_id: client_id.into(),
-        clean,
-        session_expiry: None,
-        keep_alive_secs: 0,
-        will: None,
-        username: None,
-        password: None,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        problem_info: true,
-        response_info: false,
-        auth_method: None,
-        bridge: false,
-        v31: false,
-    }
+    Connect::new(client_id, clean)
 }
 
 /// The wall clock, as the test servers' logs ([`cairn_log::SystemClock`])
