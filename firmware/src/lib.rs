@@ -5,7 +5,8 @@
 //!
 //! * [`publisher`]: readings → the hub, numbered (producer id + sequence) so
 //!   retries are never stored twice, kept in a bounded [`outbox`] until
-//!   acknowledged, over any `embedded-io` link.
+//!   acknowledged, over any `embedded-io` link; with the device's API key
+//!   ([`Credentials`]) on a hub that requires keys.
 //! * [`link`]: the native protocol's messages framed for TCP (length prefix)
 //!   or serial lines (COBS + CRC).
 #![no_std]
@@ -16,4 +17,4 @@ pub mod publisher;
 
 pub use link::{Framing, LinkError};
 pub use outbox::{FullPolicy, MAX_VALUE};
-pub use publisher::{Config, ConfigError, Counters, PublishError, Publisher};
+pub use publisher::{Config, ConfigError, Counters, Credentials, PublishError, Publisher};

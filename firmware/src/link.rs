@@ -37,12 +37,17 @@ pub enum LinkError<E> {
     Io(E),
     /// The peer closed the link.
     Closed,
+    /// The hub refused this device's key (unknown, wrong secret, revoked),
+    /// or wants one and the device has none. Nothing is lost: readings stay
+    /// in the outbox until a link with a good key takes them.
+    Unauthenticated,
 }
 
 /// A request, up to its batch bytes for a produce.
 #[derive(Debug, Clone, Copy)]
 pub enum Head<'a> {
     Hello { id: u32 },
+    Authenticate { id: u32, key: &'a str, secret: &'a str },
     AllocateProducerId { id: u32 },
     Produce { id: u32, topic: &'a str, partition: u32, batch_len: usize },
 }
@@ -56,6 +61,7 @@ impl Head<'_> {
         // The writers used here never fail (errors are kept by the sink).
         let _ = match *self {
             Head::Hello { id } => device::encode_hello(writer, id, "cairn-firmware"),
+            Head::Authenticate { id, key, secret } => device::encode_authenticate(writer, id, key, secret),
             Head::AllocateProducerId { id } => device::encode_allocate_producer_id(writer, id),
             Head::Produce { id, topic, partition, batch_len } => {
                 device::encode_produce_head(writer, id, topic, Some(partition), Acks::Durable, batch_len)

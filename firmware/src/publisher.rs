@@ -2,8 +2,8 @@
 //! link drops, without duplicates.
 //!
 //! How it keeps that promise:
-//! - The hub hands out a producer id (handshake: `hello`, then
-//!   `allocate_producer_id`). Every reading gets the next sequence number the
+//! - The hub hands out a producer id (handshake: `hello`, `authenticate`
+//!   when the device has a key, then `allocate_producer_id`). Every reading gets the next sequence number the
 //!   first time it is sent, and keeps it.
 //! - Readings stay in the [`Outbox`] until the hub acknowledges the batch
 //!   holding them. After a reconnect, unacknowledged batches are sent again
@@ -37,6 +37,25 @@ pub enum ConfigError {
     KeyTooLong,
     /// `max_batch_readings` is 0.
     EmptyBatch,
+    /// Credentials with serial framing: a serial line acts as the principal
+    /// the hub configures for it (`[serial] principal`) and takes no key.
+    CredentialsOnSerial,
+}
+
+/// An API key for a hub that requires one: its id (`ck_…`) and secret, as
+/// `cairn auth key create` printed them. Give the device its own key, with
+/// a rule letting it write its topic (`cairn acl add --operation write`).
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub key: &'a str,
+    pub secret: &'a str,
+}
+
+/// Shows the key id only: a device's logs should not carry its secret.
+impl core::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credentials").field("key", &self.key).finish_non_exhaustive()
+    }
 }
 
 /// Where and how readings are published.
@@ -56,6 +75,9 @@ pub struct Config<'a> {
     /// Keep it at most a quarter of the outbox, so that several batches can
     /// be in flight.
     pub max_batch_readings: u16,
+    /// The device's API key, sent after `hello` on every new link. `None`
+    /// for a hub without keys, and for serial lines.
+    pub credentials: Option<Credentials<'a>>,
 }
 
 /// What happened so far (read them to report health or tune the outbox).
@@ -112,6 +134,12 @@ pub struct Publisher<'c, L, const N: usize> {
     /// An `allocate_producer_id` waiting for its answer.
     id_request: Option<u32>,
     hello_due: bool,
+    /// An `authenticate` waiting for its answer: nothing else is sent
+    /// until it succeeds.
+    authenticating: Option<u32>,
+    /// The hub refused the key on this link (`poll` says so until the
+    /// next `reconnect`).
+    unauthenticated: bool,
     /// Sequence number of the outbox's front reading (valid once sent).
     front_seq: i32,
     in_flight: Deque<InFlight, MAX_IN_FLIGHT>,
@@ -124,13 +152,17 @@ where
     L: Read + Write + ReadReady,
 {
     /// A publisher on `link`. Fails when the key is longer than
-    /// [`MAX_KEY`] or `max_batch_readings` is 0.
+    /// [`MAX_KEY`], `max_batch_readings` is 0, or credentials are given
+    /// for a serial line.
     pub fn new(link: L, config: Config<'c>) -> Result<Self, ConfigError> {
         if config.key.is_some_and(|k| k.len() > MAX_KEY) {
             return Err(ConfigError::KeyTooLong);
         }
         if config.max_batch_readings == 0 {
             return Err(ConfigError::EmptyBatch);
+        }
+        if config.credentials.is_some() && config.framing == Framing::Serial {
+            return Err(ConfigError::CredentialsOnSerial);
         }
         Ok(Publisher {
             link,
@@ -140,6 +172,8 @@ where
             producer_id: None,
             id_request: None,
             hello_due: true,
+            authenticating: None,
+            unauthenticated: false,
             front_seq: 0,
             in_flight: Deque::new(),
             next_request: 1,
@@ -172,13 +206,29 @@ where
     /// Does what can be done without blocking: handles the answers the link
     /// has ready, then sends the handshake, unsent batches and new batches
     /// as the in-flight limit allows. On an error, call
-    /// [`reconnect`](Self::reconnect) with a new link.
+    /// [`reconnect`](Self::reconnect) with a new link (after
+    /// [`LinkError::Unauthenticated`], once the key is fixed: the hub has
+    /// stopped serving this one).
     pub fn poll(&mut self) -> Result<(), LinkError<L::Error>> {
-        self.receive()?;
+        // A hub that revokes a key says so, then closes: report the cause.
+        if let Err(err) = self.receive() {
+            return Err(if self.unauthenticated { LinkError::Unauthenticated } else { err });
+        }
+        if self.unauthenticated {
+            return Err(LinkError::Unauthenticated);
+        }
         if self.hello_due {
             let id = self.request_id();
             link::send(&mut self.link, self.config.framing, Head::Hello { id })?;
             self.hello_due = false;
+            if let Some(Credentials { key, secret }) = self.config.credentials {
+                let id = self.request_id();
+                link::send(&mut self.link, self.config.framing, Head::Authenticate { id, key, secret })?;
+                self.authenticating = Some(id);
+            }
+        }
+        if self.authenticating.is_some() {
+            return Ok(());
         }
         let Some(producer_id) = self.producer_id else {
             if self.id_request.is_none() {
@@ -226,6 +276,8 @@ where
         }
         self.receiver.reset();
         self.hello_due = true;
+        self.authenticating = None;
+        self.unauthenticated = false;
         self.id_request = None;
         self.counters.reconnects += 1;
         core::mem::replace(&mut self.link, link)
@@ -306,6 +358,20 @@ where
     }
 
     fn handle(&mut self, id: u32, answer: Answer) {
+        if let Answer::Authenticated = answer {
+            if self.authenticating == Some(id) {
+                self.authenticating = None;
+            }
+            return;
+        }
+        if let Answer::Error(ErrorCode::Unauthenticated) = answer {
+            // The key was refused or revoked (id 0), or the hub wants one:
+            // it serves nothing more on this link. Unanswered batches are
+            // sent again after the reconnect, as after any link failure.
+            self.counters.last_error = Some(ErrorCode::Unauthenticated);
+            self.unauthenticated = true;
+            return;
+        }
         if let Answer::ProducerId(pid) = answer {
             if self.id_request == Some(id) {
                 self.producer_id = Some(pid);
@@ -381,6 +447,7 @@ where
 /// buffer is free again).
 #[derive(Debug, Clone, Copy)]
 enum Answer {
+    Authenticated,
     ProducerId(i64),
     Stored { duplicate: bool },
     Error(ErrorCode),
@@ -390,6 +457,7 @@ enum Answer {
 impl From<DeviceResponse<'_>> for Answer {
     fn from(response: DeviceResponse<'_>) -> Self {
         match response {
+            DeviceResponse::Authenticated => Answer::Authenticated,
             DeviceResponse::ProducerId(producer_id) => Answer::ProducerId(producer_id),
             DeviceResponse::Produced { duplicate, .. } => Answer::Stored { duplicate },
             DeviceResponse::Error { code, .. } => Answer::Error(code),

@@ -1,9 +1,9 @@
 //! The part of the native protocol a device speaks, encoded without serde.
 //!
 //! The messages are the ones of [`frame`](crate::frame), byte for byte (tests
-//! encode both ways and compare), but a device needs only three requests
-//! (`hello`, `allocate_producer_id`, `produce`) and four answers (`hello`,
-//! `producer_id`, `produced`, `error`). Through serde, decoding a
+//! encode both ways and compare), but a device needs only four requests
+//! (`hello`, `authenticate`, `allocate_producer_id`, `produce`) and five
+//! answers (`hello`, `authenticated`, `producer_id`, `produced`, `error`). Through serde, decoding a
 //! [`Response`](crate::frame::Response) instantiates serde_cbor's parser once
 //! per visitor of every response type, ~40 KB of Cortex-M flash; a general
 //! CBOR crate (minicbor) still ~5 KB. The few CBOR items these messages use
@@ -69,6 +69,18 @@ pub fn encode_hello<S: Sink + ?Sized>(out: &mut S, id: u32, client: &str) -> Res
     head(out, UINT, u64::from(PROTOCOL_VERSION))
 }
 
+/// Writes `{"id": id, "body": {"authenticate": {"key": key, "secret": secret}}}`.
+pub fn encode_authenticate<S: Sink + ?Sized>(out: &mut S, id: u32, key: &str, secret: &str) -> Result<(), S::Error> {
+    envelope(out, id)?;
+    head(out, MAP, 1)?;
+    text(out, "authenticate")?;
+    head(out, MAP, 2)?;
+    text(out, "key")?;
+    text(out, key)?;
+    text(out, "secret")?;
+    text(out, secret)
+}
+
 /// Writes `{"id": id, "body": "allocate_producer_id"}`.
 pub fn encode_allocate_producer_id<S: Sink + ?Sized>(out: &mut S, id: u32) -> Result<(), S::Error> {
     envelope(out, id)?;
@@ -112,6 +124,8 @@ pub fn encode_produce_head<S: Sink + ?Sized>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceResponse<'a> {
     Hello,
+    /// The key was accepted (who it acts as is not kept: a device knows).
+    Authenticated,
     ProducerId(i64),
     Produced {
         partition: u32,
@@ -157,15 +171,15 @@ fn decode_body<'b>(r: &mut Reader<'b>) -> Result<DeviceResponse<'b>, FrameError>
         return Err(FrameError::Malformed);
     }
     let variant = r.text()?;
-    if !matches!(variant, b"hello" | b"producer_id" | b"produced" | b"error") {
+    if !matches!(variant, b"hello" | b"authenticated" | b"producer_id" | b"produced" | b"error") {
         r.skip(0)?;
         return Ok(DeviceResponse::Other);
     }
     let mut producer_id = None;
     let (mut partition, mut base_offset, mut last_offset, mut duplicate) = (None, None, None, None);
     let (mut code, mut message) = (None, None);
-    // Field names differ between these four variants, so a field is known
-    // by its name alone.
+    // Field names differ between these variants, so a field is known by its
+    // name alone (`authenticated`'s are skipped).
     for _ in 0..r.map()? {
         match r.text()? {
             b"producer_id" => producer_id = Some(r.i64()?),
@@ -183,6 +197,7 @@ fn decode_body<'b>(r: &mut Reader<'b>) -> Result<DeviceResponse<'b>, FrameError>
     }
     let response = match variant {
         b"hello" => Some(DeviceResponse::Hello),
+        b"authenticated" => Some(DeviceResponse::Authenticated),
         b"producer_id" => producer_id.map(DeviceResponse::ProducerId),
         b"produced" => match (partition, base_offset, last_offset, duplicate) {
             (Some(partition), Some(base_offset), Some(last_offset), Some(duplicate)) => {
@@ -324,6 +339,11 @@ mod tests {
         let body = RequestBody::Hello { client: "cairn-firmware", version: PROTOCOL_VERSION };
         assert_eq!(hello, serde_message(&Request { id: 1, body }));
 
+        let mut auth = Vec::new();
+        encode_authenticate(&mut auth, 2, "ck_0123456789abcdef", "s3cret").unwrap();
+        let body = RequestBody::Authenticate { key: "ck_0123456789abcdef", secret: "s3cret" };
+        assert_eq!(auth, serde_message(&Request { id: 2, body }));
+
         let mut alloc = Vec::new();
         encode_allocate_producer_id(&mut alloc, 70_000).unwrap();
         assert_eq!(alloc, serde_message(&Request { id: 70_000, body: RequestBody::AllocateProducerId }));
@@ -367,6 +387,7 @@ mod tests {
                 },
                 DeviceResponse::Hello,
             ),
+            (ResponseBody::Authenticated { principal: "dev-7", admin: false }, DeviceResponse::Authenticated),
             (ResponseBody::Done, DeviceResponse::Other),
             (ResponseBody::Offsets { offsets: vec![(0, Some(1)), (1, None)] }, DeviceResponse::Other),
         ];

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cairn_client::Client;
+use cairn_client::{Client, ConnectOptions, Credentials as ClientCredentials};
 use cairn_e2e::{serial_produce, StdLink};
-use cairn_firmware::{Config, Framing, FullPolicy, Publisher};
+use cairn_firmware::{Config, ConfigError, Credentials, Framing, FullPolicy, LinkError, Publisher};
 use cairn_proto::frame::{self, ErrorCode, Response, ResponseBody, TopicSettings};
 use cairn_proto::serial::{self, Decoded, FrameDecoder};
 use common::Hub;
@@ -34,8 +34,13 @@ fn create_topic(hub: &Hub, topic: &str) {
 
 /// Every record of partition 0: (offset, key, value).
 fn stored(hub: &Hub, topic: &str) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    stored_as(hub, topic, &ConnectOptions::default())
+}
+
+/// `stored`, read by a client connecting with `options` (a key).
+fn stored_as(hub: &Hub, topic: &str, options: &ConnectOptions) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
     runtime().block_on(async {
-        let client = Client::connect(&hub.addr).await.unwrap();
+        let client = Client::connect_with(&hub.addr, options).await.unwrap();
         let mut out = Vec::new();
         loop {
             let f = client.fetch(topic, 0, out.len() as u64, 1 << 20, Duration::ZERO).await.unwrap();
@@ -67,6 +72,7 @@ fn publish_through_cuts(addr: &str, framing: Framing, topic: &str) -> cairn_firm
         framing,
         policy: FullPolicy::RefuseNew,
         max_batch_readings: 16,
+        credentials: None,
     };
     let cut = || fastrand::usize(1..3000);
     let link = StdLink::connect(addr).unwrap().cut_after(cut());
@@ -130,7 +136,15 @@ fn full_outbox_follows_its_policy_and_counts() {
     let serial = hub.serial_addr.clone().unwrap();
     for (policy, topic) in [(FullPolicy::DropOldest, "newest"), (FullPolicy::RefuseNew, "oldest")] {
         create_topic(&hub, topic);
-        let config = Config { topic, partition: 0, key: None, framing: Framing::Serial, policy, max_batch_readings: 4 };
+        let config = Config {
+            topic,
+            partition: 0,
+            key: None,
+            framing: Framing::Serial,
+            policy,
+            max_batch_readings: 4,
+            credentials: None,
+        };
         let link = StdLink::connect(&serial).unwrap();
         let mut publisher: Publisher<'_, StdLink, 8> = Publisher::new(link, config).unwrap();
         // The device is offline (not polling) while 20 readings come in.
@@ -153,6 +167,90 @@ fn full_outbox_follows_its_policy_and_counts() {
     }
 }
 
+/// Polls until `poll` fails (at most 10 s) and returns the error.
+fn poll_until_error(publisher: &mut Publisher<'_, StdLink, 64>) -> LinkError<std::io::Error> {
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "still polling fine: {:?}", publisher.counters());
+        if let Err(err) = publisher.poll() {
+            return err;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_device_with_its_own_key_publishes_to_a_hub_that_requires_keys_and_keeps_its_readings_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_key, admin_secret) = common::auth_init(dir.path());
+    let hub = Hub::start(dir.path(), &[]);
+    let admin = [("CAIRN_API_KEY", admin_key.as_str()), ("CAIRN_API_SECRET", admin_secret.as_str())];
+    let as_admin = |args: &[&str]| {
+        let (ok, out, err) = hub.cli_env(&admin, args, None);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    as_admin(&["topic", "create", "readings", "--partitions", "1"]);
+    let made: serde_json::Value =
+        serde_json::from_str(as_admin(&["auth", "key", "create", "--principal", "dev-1", "--output", "json"]).trim())
+            .unwrap();
+    let (key, secret) = (made["key"].as_str().unwrap(), made["secret"].as_str().unwrap());
+    as_admin(&["acl", "add", "--principal", "dev-1", "--topic", "readings", "--operation", "write"]);
+    let admin_options = ConnectOptions {
+        credentials: Some(ClientCredentials { key: admin_key.clone(), secret: admin_secret.clone() }),
+        tls: None,
+    };
+
+    let config = |credentials| Config {
+        topic: "readings",
+        partition: 0,
+        key: Some(b"dev-1"),
+        framing: Framing::LengthPrefixed,
+        policy: FullPolicy::RefuseNew,
+        max_batch_readings: 8,
+        credentials,
+    };
+    let link = || StdLink::connect(&hub.addr).unwrap();
+
+    // A key with serial framing is a mistake the device hears about at once.
+    let serial = Config { framing: Framing::Serial, ..config(Some(Credentials { key, secret })) };
+    assert!(matches!(Publisher::<'_, StdLink, 64>::new(link(), serial), Err(ConfigError::CredentialsOnSerial)));
+
+    // No key, or a wrong secret: refused, and the readings stay.
+    let wrong = "0".repeat(secret.len());
+    for credentials in [None, Some(Credentials { key, secret: &wrong })] {
+        let mut publisher: Publisher<'_, StdLink, 64> = Publisher::new(link(), config(credentials)).unwrap();
+        publisher.publish(b"not yet", now_ms()).unwrap();
+        assert!(matches!(poll_until_error(&mut publisher), LinkError::Unauthenticated), "{credentials:?}");
+        assert_eq!(publisher.pending(), 1);
+        assert_eq!(publisher.counters().last_error, Some(ErrorCode::Unauthenticated));
+    }
+
+    // Its own key: everything is stored, exactly once.
+    let mut publisher: Publisher<'_, StdLink, 64> =
+        Publisher::new(link(), config(Some(Credentials { key, secret }))).unwrap();
+    for i in 0..50 {
+        publisher.publish(format!("reading-{i:02}").as_bytes(), now_ms()).unwrap();
+    }
+    publisher.flush().unwrap();
+    assert_eq!(publisher.counters().acked, 50);
+    let values = |records: Vec<(u64, Vec<u8>, Vec<u8>)>| -> Vec<String> {
+        records.into_iter().map(|(_, _, v)| String::from_utf8(v).unwrap()).collect()
+    };
+    let expected: Vec<String> = (0..50).map(|i| format!("reading-{i:02}")).collect();
+    assert_eq!(values(stored_as(&hub, "readings", &admin_options)), expected);
+
+    // The key is revoked: the hub closes the link and says why, the device
+    // keeps what it has not delivered, and a new link is refused too.
+    as_admin(&["auth", "key", "revoke", key]);
+    assert!(matches!(poll_until_error(&mut publisher), LinkError::Unauthenticated));
+    publisher.publish(b"after revocation", now_ms()).unwrap();
+    publisher.reconnect(link());
+    assert!(matches!(poll_until_error(&mut publisher), LinkError::Unauthenticated));
+    assert_eq!(publisher.pending(), 1);
+    assert_eq!(values(stored_as(&hub, "readings", &admin_options)), expected);
+}
+
 #[test]
 fn unknown_topic_is_rejected_and_counted_not_retried_forever() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +262,7 @@ fn unknown_topic_is_rejected_and_counted_not_retried_forever() {
         framing: Framing::LengthPrefixed,
         policy: FullPolicy::RefuseNew,
         max_batch_readings: 4,
+        credentials: None,
     };
     let mut publisher: Publisher<'_, StdLink, 8> =
         Publisher::new(StdLink::connect(&hub.addr).unwrap(), config).unwrap();

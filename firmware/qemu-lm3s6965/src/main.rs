@@ -41,6 +41,7 @@ fn main() -> ! {
         framing: Framing::Serial,
         policy: FullPolicy::RefuseNew,
         max_batch_readings: 8,
+        credentials: None,
     };
     let Ok(mut publisher) = Publisher::<_, OUTBOX>::new(uart, config) else { fail("bad publisher config") };
 

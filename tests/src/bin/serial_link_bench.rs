@@ -61,6 +61,7 @@ fn bench<const N: usize>(addr: &str, topic: &str, baud: u32, readings: u32, runs
             framing: Framing::Serial,
             policy: FullPolicy::RefuseNew,
             max_batch_readings: batch,
+            credentials: None,
         };
         let link = StdLink::connect(addr).expect("connect to the serial listener").paced(baud);
         let mut publisher: Publisher<'_, StdLink, N> = Publisher::new(link, config).unwrap();

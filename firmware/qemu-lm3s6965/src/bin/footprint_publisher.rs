@@ -1,6 +1,6 @@
-//! Footprint probe: the publisher, its framing (serial and TCP) and the
-//! `proto` encoder/decoder, driven over a bare link so the linker keeps all
-//! of it; no sensor and no application code. Size minus
+//! Footprint probe: the publisher, its framing (serial and TCP, with a key)
+//! and the `proto` encoder/decoder, driven over a bare link so the linker
+//! keeps all of it; no sensor and no application code. Size minus
 //! `footprint-baseline` = what the SDK costs (docs/BENCHMARKS.md).
 #![no_std]
 #![no_main]
@@ -8,7 +8,7 @@
 use core::convert::Infallible;
 use core::ptr::{read_volatile, write_volatile};
 
-use cairn_firmware::{Config, Framing, FullPolicy, Publisher};
+use cairn_firmware::{Config, Credentials, Framing, FullPolicy, Publisher};
 use cortex_m_rt::entry;
 
 const DATA: *mut u32 = 0x4000_C000 as *mut u32;
@@ -47,9 +47,11 @@ impl embedded_io::Read for Link {
 
 #[entry]
 fn main() -> ! {
-    // The framing is read from the hardware so both stay linked in.
+    // The framing is read from the hardware so both stay linked in, and
+    // so is authentication (a TCP link with a key).
     // SAFETY: memory-mapped UART flag register.
     let framing = if unsafe { read_volatile(FLAGS) } & 1 == 0 { Framing::Serial } else { Framing::LengthPrefixed };
+    let credentials = (framing == Framing::LengthPrefixed).then_some(Credentials { key: "k", secret: "s" });
     let config = Config {
         topic: "t",
         partition: 0,
@@ -57,6 +59,7 @@ fn main() -> ! {
         framing,
         policy: FullPolicy::DropOldest,
         max_batch_readings: 8,
+        credentials,
     };
     let Ok(publisher) = Publisher::<_, 32>::new(Link, config) else {
         loop {
