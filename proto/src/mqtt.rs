@@ -191,6 +191,9 @@ pub enum Refusal {
     NotAuthorized,
     /// A new persistent session over `[mqtt] max_sessions`.
     QuotaExceeded,
+    /// A connection over `[mqtt] max_connections`: try again later (MQTT 5
+    /// 0x89 "server busy"; 3.1.1 code 3, "server unavailable").
+    ServerBusy,
     /// MQTT 5: an authentication method; Cairn supports none (0x8C).
     BadAuthenticationMethod,
     /// MQTT 5: a will whose payload is not UTF-8 although its Payload

@@ -1137,34 +1137,40 @@ fn a_client_that_stops_reading_is_disconnected_after_the_write_timeout_and_other
 }
 
 #[test]
-fn connections_past_max_connections_are_closed_and_a_freed_slot_is_used_again() {
+fn connections_past_max_connections_are_told_the_server_is_busy_and_a_freed_slot_is_used_again() {
     use common::raw_mqtt::RawMqtt;
     use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start_with_config(dir.path(), "[mqtt]\nmax_connections = 2\n");
     let mqtt = hub.mqtt_addr.clone().unwrap();
     let (first, _) = RawMqtt::connect4(&mqtt, "slot-1", true);
     let (_second, _) = RawMqtt::connect4(&mqtt, "slot-2", true);
-    // The third is closed before CONNACK (as Mosquitto does: nothing in
-    // MQTT can say why before the CONNECT has been read).
+    // A third is read up to its CONNECT and refused with the code each
+    // version has for it: 3.1.1's 3 "server unavailable", MQTT 5's 0x89
+    // "server busy"; then closed.
     let try_connect = || {
         let mut raw = RawMqtt::dial(&mqtt);
-        let mut connect = bytes::BytesMut::new();
-        v4::Packet::Connect(v4::Connect::new("slot-3")).write(&mut connect, 1 << 20).unwrap();
-        // The hub may have closed the socket already: the write may fail.
-        let _ = std::io::Write::write_all(&mut raw.stream, &connect);
+        raw.send4(v4::Packet::Connect(v4::Connect::new("slot-3")));
         match raw.read4() {
-            Some(v4::Packet::ConnAck(ack)) => Some(ack.code),
-            None => None,
-            other => panic!("neither CONNACK nor a close: {other:?}"),
+            Some(v4::Packet::ConnAck(ack)) => ack.code,
+            other => panic!("no CONNACK: {other:?}"),
         }
     };
-    assert_eq!(try_connect(), None, "a third connection was served");
+    assert_eq!(try_connect(), v4::ConnectReturnCode::ServiceUnavailable, "a third connection was served");
+    let mut raw = RawMqtt::dial(&mqtt);
+    let connect = v5::Connect { keep_alive: 30, client_id: "slot-3-v5".into(), clean_start: true, properties: None };
+    raw.send5(v5::Packet::Connect(connect, None, None));
+    match raw.read5() {
+        Some(v5::Packet::ConnAck(ack)) => assert_eq!(ack.code, v5::ConnectReturnCode::ServerBusy),
+        other => panic!("no MQTT 5 CONNACK: {other:?}"),
+    }
+    assert!(raw.read5().is_none(), "the refused connection stays open");
     // Once one leaves, its slot serves the next client.
     drop(first);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while try_connect().is_none() {
+    while try_connect() != v4::ConnectReturnCode::Success {
         assert!(std::time::Instant::now() < deadline, "the freed slot was never used again");
         std::thread::sleep(Duration::from_millis(100));
     }

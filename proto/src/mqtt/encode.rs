@@ -43,7 +43,7 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
                 Some(Refusal::BadUserNamePassword) => v4::ConnectReturnCode::BadUserNamePassword,
                 Some(Refusal::ClientIdNotValid) => v4::ConnectReturnCode::BadClientId,
                 Some(Refusal::NotAuthorized) => v4::ConnectReturnCode::NotAuthorized,
-                Some(Refusal::QuotaExceeded) => v4::ConnectReturnCode::ServiceUnavailable,
+                Some(Refusal::QuotaExceeded | Refusal::ServerBusy) => v4::ConnectReturnCode::ServiceUnavailable,
                 // Only an MQTT 5 CONNECT can ask for an authentication method.
                 Some(Refusal::BadAuthenticationMethod) => v4::ConnectReturnCode::NotAuthorized,
                 // No 3.1.1 code says so: the connection closes instead.
@@ -102,6 +102,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 Some(Refusal::ClientIdNotValid) => v5::ConnectReturnCode::ClientIdentifierNotValid,
                 Some(Refusal::NotAuthorized) => v5::ConnectReturnCode::NotAuthorized,
                 Some(Refusal::QuotaExceeded) => v5::ConnectReturnCode::QuotaExceeded,
+                Some(Refusal::ServerBusy) => v5::ConnectReturnCode::ServerBusy,
                 Some(Refusal::BadAuthenticationMethod) => v5::ConnectReturnCode::BadAuthenticationMethod,
                 Some(Refusal::Malformed) => v5::ConnectReturnCode::MalformedPacket,
                 Some(Refusal::ProtocolError) => v5::ConnectReturnCode::ProtocolError,

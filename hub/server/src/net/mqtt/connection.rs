@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::codec::{self, CodecError, DisconnectReason, Incoming, Outgoing, RetainHandling, Will};
-use super::handshake::handshake;
+use super::handshake::{handshake, Admission, Arrival};
 use super::persist::save_session;
 use super::properties::MessageProperties;
 use super::publish::{publish, PublishError};
@@ -59,6 +59,7 @@ pub(super) async fn run<S>(
     socket: S,
     certificate: Option<String>,
     peer: SocketAddr,
+    admission: Admission,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -67,7 +68,8 @@ pub(super) async fn run<S>(
     let mut buf = BytesMut::with_capacity(2048);
     // Boxed, so that what the handshake held (the CONNECT, the session
     // before it was opened: 1.7 KiB) is not kept for the connection's life.
-    let handshake = handshake(&server, &mut reader, &mut writer, &mut buf, certificate, peer, &mut shutdown);
+    let arrival = Arrival { peer, certificate, admission };
+    let handshake = handshake(&server, &mut reader, &mut writer, &mut buf, arrival, &mut shutdown);
     let Some((version, mut session)) = Box::pin(handshake).await else { return };
     let (out_tx, out_rx) = mpsc::channel(256);
     let client = Client { id: session.client_id.clone(), version, problem_info: session.problem_info };
@@ -523,7 +525,7 @@ mod tests {
         let socket = CountingSocket { inner, reads: reads.clone() };
         let (trigger, shutdown) = crate::net::shutdown_channel();
         let peer = "127.0.0.1:1".parse().unwrap();
-        let served = tokio::spawn(run(server.clone(), socket, None, peer, shutdown));
+        let served = tokio::spawn(run(server.clone(), socket, None, peer, Admission::Admitted, shutdown));
         let (mut from_hub, mut to_hub) = tokio::io::split(client);
 
         // No keep-alive: nothing is due, however far the paused clock runs.
@@ -570,7 +572,7 @@ mod tests {
         let (_dir, server) = super::super::testing::server();
         let (_client, socket) = tokio::io::duplex(64);
         let (_trigger, shutdown) = crate::net::shutdown_channel();
-        let task = run(server, socket, None, "127.0.0.1:1".parse().unwrap(), shutdown);
+        let task = run(server, socket, None, "127.0.0.1:1".parse().unwrap(), Admission::Admitted, shutdown);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2560, "a connection's task is {size} bytes");
     }

@@ -18,6 +18,27 @@ use crate::net::Shutdown;
 /// How long a client has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest CONNECT read from a connection over the limit (a larger one
+/// is refused as too large instead).
+const REFUSED_CONNECT_BYTES: usize = 64 * 1024;
+
+/// Whether a connection got one of `[mqtt] max_connections`' slots. One
+/// that did not is still read up to its CONNECT, so that it can be told
+/// why it is refused ("server busy": try again later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Admitted,
+    OverLimit,
+}
+
+/// Who opened a connection, as its listener saw it.
+pub(super) struct Arrival {
+    pub peer: SocketAddr,
+    /// The name in the client's TLS certificate, where it showed one.
+    pub certificate: Option<String>,
+    pub admission: Admission,
+}
+
 /// Reads the CONNECT and opens the session it asks for; None when the
 /// connection ends instead (refused, with the CONNACK that says why where
 /// the version has a code for it).
@@ -26,14 +47,18 @@ pub(super) async fn handshake<S>(
     reader: &mut ReadHalf<S>,
     writer: &mut WriteHalf<S>,
     buf: &mut BytesMut,
-    certificate: Option<String>,
-    peer: SocketAddr,
+    arrival: Arrival,
     shutdown: &mut Shutdown,
 ) -> Option<(Version, Session)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let limit = server.config.max_packet_bytes;
+    let Arrival { peer, certificate, admission } = arrival;
+    // A connection that will be refused keeps less of a huge CONNECT.
+    let limit = match admission {
+        Admission::Admitted => server.config.max_packet_bytes,
+        Admission::OverLimit => server.config.max_packet_bytes.min(REFUSED_CONNECT_BYTES),
+    };
     let connect = tokio::select! {
         c = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(reader, buf, limit)) => c,
         _ = shutdown.recv() => return None,
@@ -59,7 +84,11 @@ where
             return None;
         }
     };
-    let opened = if connect.auth_method.is_some() {
+    let opened = if admission == Admission::OverLimit {
+        let limit = server.config.max_connections;
+        tracing::info!(%peer, client_id = %connect.client_id, limit, "MQTT connection over max_connections; refused as server busy");
+        Err(Refusal::ServerBusy)
+    } else if connect.auth_method.is_some() {
         // No enhanced authentication (MQTT 5 AUTH): refused, and the
         // connection closes (MQTT-4.12.0-1).
         tracing::info!(%peer, method = ?connect.auth_method, "MQTT 5 CONNECT with an authentication method; refused");

@@ -49,8 +49,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
+use self::handshake::Admission;
 use super::accept::Acceptor;
 use super::tls::Tls;
 use super::Shutdown;
@@ -274,34 +275,46 @@ impl MqttHub {
     }
 }
 
+/// Connections over `max_connections` being read up to their CONNECT to be
+/// told "server busy", at most (each holds a socket and a small buffer for
+/// at most the CONNECT timeout).
+const MAX_REFUSING: usize = 64;
+
+/// One connection's task, whatever its transport.
+type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves MQTT on `listeners` (sharing sessions and the connection limit)
 /// until shutdown, each with its transport.
 pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutdown: Shutdown) {
     let server = hub.0;
     let acceptor = Acceptor::new("MQTT", server.config.max_connections);
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let sweeper = tokio::spawn(sweep::run(server.clone(), shutdown.clone()));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, transport)| {
             let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
+            let refusing = refusing.clone();
             tokio::spawn(async move {
                 // Each transport's connection is boxed on its own: a task
                 // keeps room for the largest future it could be, and the TLS
                 // and WebSocket handshakes are far larger than a plain TCP
                 // connection, which would otherwise pay for them.
-                let serve = |socket: TcpStream, peer: SocketAddr| -> Pin<Box<dyn Future<Output = ()> + Send>> {
+                let serve_as = |socket: TcpStream, peer: SocketAddr, admission: Admission| -> Connection {
                     let (server, shutdown) = (server.clone(), shutdown.clone());
                     match transport.clone() {
-                        Transport::Tcp => Box::pin(connection::run(server, socket, None, peer, shutdown)),
+                        Transport::Tcp => Box::pin(connection::run(server, socket, None, peer, admission, shutdown)),
                         Transport::Tls(tls) => Box::pin(async move {
                             match tls.accept(socket).await {
-                                Ok((stream, name)) => connection::run(server, stream, name, peer, shutdown).await,
+                                Ok((stream, name)) => {
+                                    connection::run(server, stream, name, peer, admission, shutdown).await
+                                }
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT TLS handshake failed"),
                             }
                         }),
                         Transport::WebSocket => Box::pin(async move {
                             match websocket::accept(socket).await {
-                                Ok(stream) => connection::run(server, stream, None, peer, shutdown).await,
+                                Ok(stream) => connection::run(server, stream, None, peer, admission, shutdown).await,
                                 Err(err) => tracing::info!(%peer, error = %err, "MQTT WebSocket handshake failed"),
                             }
                         }),
@@ -313,7 +326,7 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutd
                                 }
                             };
                             match websocket::accept(stream).await {
-                                Ok(stream) => connection::run(server, stream, name, peer, shutdown).await,
+                                Ok(stream) => connection::run(server, stream, name, peer, admission, shutdown).await,
                                 Err(err) => {
                                     tracing::info!(%peer, error = %err, "MQTT wss:// WebSocket handshake failed")
                                 }
@@ -321,9 +334,18 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutd
                         }),
                     }
                 };
-                // Over the limit the socket is closed at once: MQTT has no
-                // way to say why before CONNECT.
-                let refuse = |_socket, _peer| async {};
+                let serve = |socket, peer| serve_as(socket, peer, Admission::Admitted);
+                // Over the limit, a connection is read up to its CONNECT and
+                // answered "server busy". At most MAX_REFUSING at once: past
+                // that the socket closes at once, as in Mosquitto.
+                let refuse = |socket, peer| -> Connection {
+                    let Ok(slot) = refusing.clone().try_acquire_owned() else { return Box::pin(async {}) };
+                    let refused = serve_as(socket, peer, Admission::OverLimit);
+                    Box::pin(async move {
+                        refused.await;
+                        drop(slot);
+                    })
+                };
                 acceptor.run(listener, shutdown.clone(), serve, refuse).await
             })
         })
