@@ -257,6 +257,8 @@ fn reserved_flags_and_a_dup_on_qos_0_close_the_connection() {
         ("PUBLISH to a topic with U+0000 (MQTT-4.7.3-2)", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
         ("SUBSCRIBE with packet id 0 (MQTT-2.3.1-1)", &[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00]),
         ("PUBLISH to an empty topic name (MQTT-4.7.3-1)", &[0x30, 0x03, 0x00, 0x00, b'x']),
+        ("PUBACK with a byte past its packet id (§3.4.1)", &[0x40, 0x03, 0x00, 0x01, 0x00]),
+        ("PUBREL for packet id 0 (MQTT-2.3.1-1)", &[0x62, 0x02, 0x00, 0x00]),
     ];
     for (what, bytes) in violations {
         let mut s = RawMqtt::dial(addr(&hub));
@@ -280,6 +282,36 @@ fn reserved_flags_and_a_dup_on_qos_0_close_the_connection() {
     s.send_bytes(&connect311(0x02));
     s.send_bytes(&[0xC0, 0x00]);
     assert_eq!(s.read_bytes(6), [0x20, 0x02, 0x00, 0x00, 0xD0, 0x00], "CONNACK then PINGRESP");
+}
+
+#[test]
+fn a_311_disconnect_with_a_body_is_malformed_so_the_will_is_published() {
+    use rumqttc::mqttbytes::{v4, QoS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(dir.path(), &[]);
+    let (mut watcher, _) = RawMqtt::connect4(addr(&hub), "watcher", true);
+    let mut subscribe = v4::Subscribe::new("gone/#", QoS::AtMostOnce);
+    subscribe.pkid = 1;
+    watcher.send4(v4::Packet::Subscribe(subscribe));
+    assert!(matches!(watcher.read4(), Some(v4::Packet::SubAck(_))));
+    // The client's will is "gone/<id>"; a well-formed DISCONNECT (empty)
+    // drops it, one with a body is no DISCONNECT (§3.14: no variable
+    // header, no payload) but a malformed packet, after which the will is
+    // published (MQTT-3.1.2-8).
+    for (id, disconnect) in [("tidy", &[0xE0, 0x00][..]), ("sloppy", &[0xE0, 0x01, 0x00][..])] {
+        let mut raw = RawMqtt::dial(addr(&hub));
+        let mut connect = v4::Connect::new(id);
+        connect.last_will = Some(v4::LastWill::new(format!("gone/{id}"), "bye", QoS::AtMostOnce, false));
+        raw.send4(v4::Packet::Connect(connect));
+        assert!(matches!(raw.read4(), Some(v4::Packet::ConnAck(_))));
+        raw.send_bytes(disconnect);
+        assert!(raw.read_to_close().is_empty());
+    }
+    match watcher.read4() {
+        Some(v4::Packet::Publish(p)) => assert_eq!((p.topic.as_str(), &p.payload[..]), ("gone/sloppy", &b"bye"[..])),
+        other => panic!("no will: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The rules of MQTT that mqttbytes does not enforce, checked on the bytes
 //! before it parses them or on what it parsed: fixed-header flags, DUP on
-//! QoS 0, subscription options, packet id 0, empty (UN)SUBSCRIBEs and
-//! U+0000 in names. Each failure closes the connection.
+//! QoS 0, subscription options, packet id 0, empty (UN)SUBSCRIBEs,
+//! 3.1.1's fixed lengths and U+0000 in names. Each failure closes the connection.
 
 use super::{CodecError, Version};
 
@@ -25,13 +25,19 @@ pub(super) fn response_topic(topic: Option<&str>) -> Result<(), CodecError> {
     Ok(())
 }
 
+/// Packets that carry a packet id carry one other than 0 (MQTT-2.3.1-1).
+pub(super) fn packet_id(pkid: u16) -> Result<u16, CodecError> {
+    if pkid == 0 {
+        return Err(CodecError::Protocol("packet id 0".into()));
+    }
+    Ok(pkid)
+}
+
 /// A SUBSCRIBE or UNSUBSCRIBE has a packet id other than 0 (MQTT-2.3.1-1)
 /// and names at least one filter (MQTT-3.8.3-3, MQTT-3.10.3-2), none with
 /// U+0000.
 pub(super) fn filters<'a>(pkid: u16, mut filters: impl Iterator<Item = &'a str>) -> Result<(), CodecError> {
-    if pkid == 0 {
-        return Err(CodecError::Protocol("packet id 0".into()));
-    }
+    packet_id(pkid)?;
     let mut any = false;
     for filter in filters.by_ref() {
         any = true;
@@ -77,6 +83,26 @@ pub(super) fn fixed_header(buf: &[u8]) -> Result<(), CodecError> {
     }
     if kind == 12 && buf.get(1).is_some_and(|&len| len != 0) {
         return Err(CodecError::Malformed("PINGREQ with a body".into()));
+    }
+    Ok(())
+}
+
+/// In 3.1.1 the acknowledgements of a QoS 1/2 PUBLISH are a packet id and
+/// nothing else, and a DISCONNECT is empty (§3.4–3.7, §3.14); mqttbytes
+/// ignores what follows. MQTT 5 lets them carry a reason code and
+/// properties.
+pub(super) fn v311_lengths(buf: &[u8]) -> Result<(), CodecError> {
+    let (Some(&first), Some(&length)) = (buf.first(), buf.get(1)) else { return Ok(()) };
+    let (name, expected) = match first >> 4 {
+        4 => ("PUBACK", 2),
+        5 => ("PUBREC", 2),
+        6 => ("PUBREL", 2),
+        7 => ("PUBCOMP", 2),
+        14 => ("DISCONNECT", 0),
+        _ => return Ok(()),
+    };
+    if length != expected {
+        return Err(CodecError::Malformed(format!("{name} with a remaining length of {length}, not {expected}")));
     }
     Ok(())
 }
@@ -229,6 +255,13 @@ mod tests {
             ("PUBLISH to a topic with U+0000", &[0x30, 0x05, 0x00, 0x02, b'a', 0x00, b'x']),
             ("SUBSCRIBE to a filter with U+0000", &[0x82, 0x07, 0x00, 0x01, 0x00, 0x02, b'a', 0x00, 0x00]),
             ("SUBSCRIBE options with reserved bits", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x05]),
+            ("DISCONNECT with a body", &[0xE0, 0x01, 0x00]),
+            ("PUBACK with a byte past its packet id", &[0x40, 0x03, 0x00, 0x01, 0x00]),
+            ("PUBREC with a byte past its packet id", &[0x50, 0x03, 0x00, 0x01, 0x00]),
+            ("PUBREL with a byte past its packet id", &[0x62, 0x03, 0x00, 0x01, 0x00]),
+            ("PUBCOMP with a byte past its packet id", &[0x70, 0x03, 0x00, 0x01, 0x00]),
+            ("PUBACK for packet id 0", &[0x40, 0x02, 0x00, 0x00]),
+            ("PUBREL for packet id 0", &[0x62, 0x02, 0x00, 0x00]),
         ];
         for (what, bytes) in bad {
             let result = read_v4(bytes);
@@ -239,6 +272,9 @@ mod tests {
             ("SUBSCRIBE", &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00]),
             ("UNSUBSCRIBE", &[0xA2, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
             ("PUBREL", &[0x62, 0x02, 0x00, 0x01]),
+            ("PUBACK", &[0x40, 0x02, 0x00, 0x01]),
+            ("PUBCOMP", &[0x70, 0x02, 0x00, 0x01]),
+            ("DISCONNECT", &[0xE0, 0x00]),
             ("PINGREQ", &[0xC0, 0x00]),
             ("QoS 0 PUBLISH", &[0x30, 0x04, 0x00, 0x01, b'a', b'x']),
             ("QoS 1 PUBLISH with DUP", &[0x3A, 0x06, 0x00, 0x01, b'a', 0x00, 0x07, b'x']),

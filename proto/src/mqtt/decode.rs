@@ -12,6 +12,9 @@ use super::{checks, connect, CodecError, Connect, Incoming, RetainHandling, Subs
 /// more bytes first).
 pub fn read(version: Version, buf: &mut BytesMut, limit: usize) -> Result<Option<Incoming>, CodecError> {
     checks::fixed_header(buf)?;
+    if version == Version::V311 {
+        checks::v311_lengths(buf)?;
+    }
     if version == Version::V5 && buf.first() == Some(&0xF0) {
         // A CONNECT with an authentication method is refused, so no AUTH
         // exchange is ever under way: an AUTH is a protocol error (§4.12).
@@ -113,10 +116,10 @@ fn from_v4(packet: v4::Packet) -> Result<Incoming, CodecError> {
             let (payload, qos, retain, pkid) = (p.payload, p.qos, p.retain, p.pkid);
             Incoming::Publish { topic: p.topic, payload, qos, retain, pkid, properties: None }
         }
-        v4::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
-        v4::Packet::PubRec(a) => Incoming::PubRec { pkid: a.pkid, failed: false },
-        v4::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
-        v4::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
+        v4::Packet::PubAck(a) => Incoming::PubAck(checks::packet_id(a.pkid)?),
+        v4::Packet::PubRec(a) => Incoming::PubRec { pkid: checks::packet_id(a.pkid)?, failed: false },
+        v4::Packet::PubRel(a) => Incoming::PubRel(checks::packet_id(a.pkid)?),
+        v4::Packet::PubComp(a) => Incoming::PubComp(checks::packet_id(a.pkid)?),
         v4::Packet::Subscribe(s) => {
             checks::filters(s.pkid, s.filters.iter().map(|f| f.path.as_str()))?;
             let filters =
@@ -219,15 +222,15 @@ fn from_v5(packet: v5::Packet) -> Result<Incoming, CodecError> {
             let (payload, qos, retain, pkid) = (p.payload, from_q5(p.qos), p.retain, p.pkid);
             Incoming::Publish { topic, payload, qos, retain, pkid, properties: p.properties }
         }
-        v5::Packet::PubAck(a) => Incoming::PubAck(a.pkid),
+        v5::Packet::PubAck(a) => Incoming::PubAck(checks::packet_id(a.pkid)?),
         v5::Packet::PubRec(a) => {
             // Success and "no matching subscribers" are the reason codes
             // below 0x80; every other one says the message failed.
             let failed = !matches!(a.reason, v5::PubRecReason::Success | v5::PubRecReason::NoMatchingSubscribers);
-            Incoming::PubRec { pkid: a.pkid, failed }
+            Incoming::PubRec { pkid: checks::packet_id(a.pkid)?, failed }
         }
-        v5::Packet::PubRel(a) => Incoming::PubRel(a.pkid),
-        v5::Packet::PubComp(a) => Incoming::PubComp(a.pkid),
+        v5::Packet::PubRel(a) => Incoming::PubRel(checks::packet_id(a.pkid)?),
+        v5::Packet::PubComp(a) => Incoming::PubComp(checks::packet_id(a.pkid)?),
         v5::Packet::Subscribe(s) => {
             let id = match s.properties.and_then(|p| p.id) {
                 // 0 is a protocol error (MQTT-3.8.2-1 / §3.8.2.1.2).
