@@ -328,6 +328,9 @@ pub enum DisconnectReason {
     /// A QoS 0 PUBLISH whose payload is not UTF-8 although its Payload
     /// Format Indicator says it is (QoS 0 has no PUBACK to say so).
     PayloadFormatInvalid,
+    /// 0x93: more QoS 1/2 PUBLISHes unanswered (no PUBACK, or no PUBCOMP
+    /// yet) than the Receive Maximum of CONNACK (§3.2.2.3.3).
+    ReceiveMaximumExceeded,
 }
 
 /// Why bytes are not a packet we can use. Every one closes the connection.

@@ -80,11 +80,11 @@ fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maxi
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(dir.path(), &[]);
     // The client's receive maximum bounds what the hub sends it; CONNACK
-    // gives the hub's own (any number: absent or 65,535).
+    // gives the hub's own (`[mqtt] receive_maximum`, default 1,024).
     let props = v5::ConnectProperties { receive_maximum: Some(2), ..Default::default() };
     let (mut s, ack) = connect5(&hub, "reasons", true, props);
     let granted = ack.properties.and_then(|p| p.receive_max).unwrap_or(u16::MAX);
-    assert_eq!(granted, u16::MAX, "the hub's receive maximum, not the client's");
+    assert_eq!(granted, 1024, "the hub's receive maximum, not the client's");
     // Reserved flags: a malformed packet (§2.1.3), DISCONNECT 0x81.
     s.send_bytes(&[0xC1, 0x00]);
     match s.read5() {
@@ -97,6 +97,56 @@ fn mqtt5_says_malformed_packet_or_protocol_error_and_grants_its_own_receive_maxi
     match s.read5() {
         Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ProtocolError),
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_mqtt5_client_past_the_receive_maximum_is_disconnected_with_0x93() {
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start_with_config(dir.path(), "[mqtt]\nreceive_maximum = 5\n");
+    let publish5 = |qos, pkid: u16, dup| {
+        let mut p = v5::Publish::new("flow/t", qos, vec![b'x'], None);
+        (p.pkid, p.dup) = (pkid, dup);
+        P5::Publish(p)
+    };
+    let (mut s, ack) = connect5(&hub, "flow", true, v5::ConnectProperties::default());
+    assert_eq!(ack.properties.and_then(|p| p.receive_max), Some(5));
+    // Answered messages do not add up: 20 QoS 1, each waiting for its PUBACK.
+    for pkid in 1..=20 {
+        s.send5(publish5(Q5::AtLeastOnce, pkid, false));
+        assert!(matches!(s.read5(), Some(P5::PubAck(a)) if a.pkid == pkid));
+    }
+    // QoS 2 counts until PUBCOMP: five held (PUBREC'd, not released) fill it.
+    for pkid in 21..=25 {
+        s.send5(publish5(Q5::ExactlyOnce, pkid, false));
+        assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == pkid));
+    }
+    // A retransmission of a held id is the same message, not a sixth.
+    s.send5(publish5(Q5::ExactlyOnce, 22, true));
+    assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == 22));
+    // Releasing one makes room for one.
+    s.send5(P5::PubRel(v5::PubRel::new(21, None)));
+    assert!(matches!(s.read5(), Some(P5::PubComp(c)) if c.pkid == 21));
+    s.send5(publish5(Q5::ExactlyOnce, 26, false));
+    assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == 26));
+    // One more unanswered: DISCONNECT 0x93.
+    s.send5(publish5(Q5::AtLeastOnce, 27, false));
+    match s.read5() {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ReceiveMaximumExceeded),
+        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+    }
+    assert!(s.read5().is_none(), "the connection stays open");
+
+    // 3.1.1 has no receive maximum to hold a client to.
+    let (mut old, _) = RawMqtt::connect4(addr(&hub), "flow-311", true);
+    for pkid in 1..=10 {
+        let mut p = v4::Publish::new("flow/t", rumqttc::mqttbytes::QoS::ExactlyOnce, vec![b'y']);
+        p.pkid = pkid;
+        old.send4(v4::Packet::Publish(p));
+        assert!(matches!(old.read4(), Some(v4::Packet::PubRec(r)) if r.pkid == pkid));
     }
 }
 

@@ -48,6 +48,7 @@ pub struct ServeConfig {
     pub mqtt_topic_partitions: u32,
     pub mqtt_sys_interval_secs: u32,
     pub mqtt_write_timeout_secs: u32,
+    pub mqtt_receive_maximum: u16,
     pub mqtt_response_information: String,
     pub mqtt_mapping: Vec<RuleSettings>,
     /// The HTTP listener (`None`: the default, as for `native_addr`), and
@@ -98,6 +99,7 @@ impl Default for ServeConfig {
             mqtt_topic_partitions: 1,
             mqtt_sys_interval_secs: 10,
             mqtt_write_timeout_secs: 30,
+            mqtt_receive_maximum: 1024,
             mqtt_response_information: String::new(),
             mqtt_mapping: Vec::new(),
             http_addr: None,
@@ -170,6 +172,7 @@ impl ServeConfig {
             mqtt_topic_partitions: pick!(mqtt.topic_partitions, d.mqtt_topic_partitions),
             mqtt_sys_interval_secs: pick!(mqtt.sys_interval_secs, d.mqtt_sys_interval_secs),
             mqtt_write_timeout_secs: pick!(mqtt.write_timeout_secs, d.mqtt_write_timeout_secs),
+            mqtt_receive_maximum: pick!(mqtt.receive_maximum, d.mqtt_receive_maximum),
             mqtt_response_information: pick!(mqtt.response_information, d.mqtt_response_information),
             mqtt_mapping: pick!(mqtt.mapping, d.mqtt_mapping),
             http_addr: overrides.http.addr.or(file.http.addr),

@@ -207,6 +207,8 @@ pub async fn run(args: ServeArgs) -> Result<(), AnyError> {
         topic_partitions: args.mqtt_topic_partitions.max(1),
         sys_interval_secs: args.mqtt_sys_interval_secs,
         write_timeout_secs: args.mqtt_write_timeout_secs.max(1),
+        // A Receive Maximum of 0 is a protocol error (5.0 §3.2.2.3.3).
+        receive_maximum: args.mqtt_receive_maximum.max(1),
         response_information: args.mqtt_response_information.clone(),
         mapping,
     };

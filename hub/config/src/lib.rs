@@ -47,6 +47,7 @@
 //! topic_partitions = 1             # partitions of topics MQTT creates
 //! sys_interval_secs = 10           # $SYS/broker/... statistics to subscribers; 0: none
 //! write_timeout_secs = 30         # a client that reads nothing this long is disconnected
+//! receive_maximum = 1024           # MQTT 5: QoS 1/2 messages a client may have unanswered (more: DISCONNECT 0x93)
 //! response_information = ""        # MQTT 5 Response Information (e.g. "reply/%c"); "": none
 //!
 //! [[mqtt.mapping]]                 # optional rules, first match wins (docs/mqtt.md)
@@ -185,6 +186,8 @@ pub struct MqttSettings {
     pub topic_partitions: Option<u32>,
     pub sys_interval_secs: Option<u32>,
     pub write_timeout_secs: Option<u32>,
+    /// MQTT 5 CONNACK Receive Maximum.
+    pub receive_maximum: Option<u16>,
     /// MQTT 5 Response Information, `%c` for the client id.
     pub response_information: Option<String>,
     pub mapping: Option<Vec<RuleSettings>>,

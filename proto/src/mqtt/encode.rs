@@ -204,6 +204,7 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
                 DisconnectReason::TopicAliasInvalid => v5::DisconnectReasonCode::TopicAliasInvalid,
                 DisconnectReason::PayloadFormatInvalid => v5::DisconnectReasonCode::PayloadFormatInvalid,
+                DisconnectReason::ReceiveMaximumExceeded => v5::DisconnectReasonCode::ReceiveMaximumExceeded,
             };
             // Always with a reason string: besides telling the client why,
             // it keeps rumqttc 0.25's writer correct, which writes a reason
@@ -220,6 +221,9 @@ fn to_v5(packet: Outgoing) -> Option<v5::Packet> {
                 DisconnectReason::NotAuthorized => "not authorized: the API key was revoked",
                 DisconnectReason::TopicAliasInvalid => "topic alias 0 or above the topic alias maximum in CONNACK",
                 DisconnectReason::PayloadFormatInvalid => "payload format indicator 1 on a payload that is not UTF-8",
+                DisconnectReason::ReceiveMaximumExceeded => {
+                    "more QoS 1 and 2 messages unacknowledged than the receive maximum in CONNACK"
+                }
             };
             let properties = v5::DisconnectProperties {
                 session_expiry_interval: None,

@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::codec::{self, CodecError, DisconnectReason, Incoming, Outgoing, RetainHandling, Will};
+use super::codec::{self, CodecError, DisconnectReason, Incoming, Outgoing, RetainHandling, Version, Will};
 use super::handshake::{handshake, Admission, Arrival};
 use super::persist::save_session;
 use super::properties::MessageProperties;
@@ -72,7 +72,12 @@ pub(super) async fn run<S>(
     let handshake = handshake(&server, &mut reader, &mut writer, &mut buf, arrival, &mut shutdown);
     let Some((version, mut session)) = Box::pin(handshake).await else { return };
     let (out_tx, out_rx) = mpsc::channel(256);
-    let client = Client { id: session.client_id.clone(), version, problem_info: session.problem_info };
+    let client = Client {
+        id: session.client_id.clone(),
+        version,
+        problem_info: session.problem_info,
+        unanswered: session.unanswered.clone(),
+    };
     let writer_task = tokio::spawn(write_packets(writer, out_rx, client, server.clone()));
     session.out = Some(out_tx);
     // The steps that run once are boxed: a task keeps room for its largest
@@ -89,11 +94,11 @@ impl Session {
     /// Answers CONNACK, sends again the PUBRELs a resumed session still
     /// owes (MQTT-4.4.0-1), and resumes its subscriptions.
     async fn start(&mut self) {
-        // How many QoS 1/2 PUBLISHes the client may have unacknowledged
-        // towards the hub: any number (each PUBACK waits for its commit;
-        // the log's queue holds the rest back). Not the client's own
-        // receive maximum, which bounds the other direction.
-        let receive_maximum = u16::MAX;
+        // How many QoS 1/2 PUBLISHes the client may have unanswered
+        // towards the hub (`[mqtt] receive_maximum`, held to in
+        // `count_unanswered`). Not the client's own receive maximum, which
+        // bounds the other direction.
+        let receive_maximum = self.server.config.receive_maximum;
         let assigned_client_id = self.assigned_id.then(|| self.client_id.clone());
         let connack = Outgoing::ConnAck {
             // MQTT 3.1 has no such flag: that byte is reserved, 0.
@@ -220,7 +225,15 @@ impl Session {
         loop {
             let packet = match codec::read(self.version, buf, limit) {
                 Ok(Some(publish @ Incoming::Publish { .. })) => match self.resolve_alias(publish) {
-                    Ok(publish) => Ok(Some(publish)),
+                    Ok(publish) => match self.count_unanswered(&publish) {
+                        Ok(()) => Ok(Some(publish)),
+                        Err(reason) => {
+                            let max = self.server.config.receive_maximum;
+                            tracing::info!(peer = %self.peer, client_id = %self.client_id, max, "MQTT 5 client passed the receive maximum; closing");
+                            self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
+                            return Some(End::Abnormal);
+                        }
+                    },
                     Err(reason) => {
                         tracing::info!(peer = %self.peer, client_id = %self.client_id, ?reason, "bad MQTT topic alias; closing");
                         self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
@@ -284,6 +297,22 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// MQTT 5 Receive Maximum (§3.2.2.3.3): a QoS 1/2 PUBLISH counts until
+    /// it is answered (the writer counts the answers out); one past the
+    /// maximum is 0x93. A QoS 2 PUBLISH whose id is still held is the same
+    /// message again. 3.1.1 has no such limit to hold a client to.
+    fn count_unanswered(&self, publish: &Incoming) -> Result<(), DisconnectReason> {
+        let Incoming::Publish { qos, pkid, .. } = publish else { return Ok(()) };
+        let again = *qos == QoS::ExactlyOnce && self.qos2.contains(pkid);
+        if self.version != Version::V5 || *qos == QoS::AtMostOnce || again {
+            return Ok(());
+        }
+        if self.unanswered.arrived() > u32::from(self.server.config.receive_maximum) {
+            return Err(DisconnectReason::ReceiveMaximumExceeded);
+        }
+        Ok(())
     }
 
     /// MQTT 5 topic aliases: a PUBLISH with an alias and a topic sets it,

@@ -100,6 +100,12 @@ pub struct MqttConfig {
     /// MQTT 5 Response Information for clients that ask for it, `%c`
     /// standing for the client id (e.g. `reply/%c`); empty: none sent.
     pub response_information: String,
+    /// The Receive Maximum of CONNACK: QoS 1/2 PUBLISHes an MQTT 5 client
+    /// may have sent and not had answered (PUBACK, or for QoS 2 PUBCOMP).
+    /// Past it the client is disconnected (0x93). It bounds what one
+    /// client holds in the hub (QoS 2 ids awaiting PUBREL among them)
+    /// while leaving room for many messages per commit.
+    pub receive_maximum: u16,
 }
 
 impl Default for MqttConfig {
@@ -119,6 +125,7 @@ impl Default for MqttConfig {
             mapping: mapping::Mapping::default(),
             write_timeout_secs: 30,
             response_information: String::new(),
+            receive_maximum: 1024,
         }
     }
 }

@@ -28,7 +28,7 @@ use super::persist::{load_session, save_session, session_group, submit_session, 
 use super::properties::MessageProperties;
 pub(super) use super::status::Filters;
 use super::topics;
-use super::writer::Out;
+use super::writer::{Out, Unanswered};
 use super::{status, Server, Slot};
 use crate::auth::{Auth, Principal};
 
@@ -177,6 +177,9 @@ pub(super) struct Session {
     /// persistent session, so a retransmission after a hub restart is not
     /// stored twice either).
     pub(super) qos2: BTreeSet<u16>,
+    /// The client's QoS 1/2 PUBLISHes not yet answered (MQTT 5's Receive
+    /// Maximum bounds them); starts at the QoS 2 ids carried over.
+    pub(super) unanswered: Arc<Unanswered>,
     pub(super) next_pkid: u16,
     pub(super) kick: Option<oneshot::Receiver<()>>,
     pub(super) out: Option<mpsc::Sender<Out>>,
@@ -378,6 +381,7 @@ impl Session {
                 .map(|s| s.unacked.iter().filter(|u| u.group.is_some()).cloned().collect())
                 .unwrap_or_default(),
             to_commit: HashMap::new(),
+            unanswered: Arc::new(Unanswered::new(qos2.len())),
             qos2,
             next_pkid: 1,
             kick: Some(kick_rx),

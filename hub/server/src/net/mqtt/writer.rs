@@ -4,6 +4,7 @@
 //! The session hands it [`Out`] items through a queue (`Session::send`);
 //! it knows nothing of the session.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -34,6 +35,39 @@ pub(super) struct Client {
     pub(super) version: Version,
     /// MQTT 5: reason strings may go on PUBACK / PUBREC (MQTT-3.1.2-29).
     pub(super) problem_info: bool,
+    /// Counted out here as the answers are written.
+    pub(super) unanswered: Arc<Unanswered>,
+}
+
+/// QoS 1/2 PUBLISHes from an MQTT 5 client not yet answered: no PUBACK, no
+/// refusal, or for QoS 2 no PUBCOMP yet. The session counts them in as
+/// they arrive and holds them to the Receive Maximum of CONNACK; the
+/// writer counts them out before it writes the answer, so the client,
+/// which may send again once it reads it, is never counted against twice.
+#[derive(Debug, Default)]
+pub(super) struct Unanswered(AtomicU32);
+
+impl Unanswered {
+    pub(super) fn new(count: usize) -> Unanswered {
+        Unanswered(AtomicU32::new(u32::try_from(count).unwrap_or(u32::MAX)))
+    }
+
+    /// One more; returns how many are unanswered now.
+    pub(super) fn arrived(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+    }
+
+    /// One answered (never below 0: a PUBCOMP for an id carried over from
+    /// an earlier connection may come without its PUBLISH).
+    fn answered(&self) {
+        let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// Whether `packet` ends an exchange the client started with a QoS 1/2
+/// PUBLISH (a PUBREC does not: QoS 2 ends at PUBCOMP).
+fn answers_a_publish(packet: &Outgoing) -> bool {
+    matches!(packet, Outgoing::PubAck(_) | Outgoing::PubRefused { .. } | Outgoing::PubComp { found: true, .. })
 }
 
 /// Writes packets in order; PUBACK/PUBREC only after their commit.
@@ -43,7 +77,7 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
     client: Client,
     server: Arc<Server>,
 ) {
-    let Client { id: client_id, version, problem_info } = client;
+    let Client { id: client_id, version, problem_info, unanswered } = client;
     // Grows to what is written at once; an idle connection keeps little.
     let mut buf = BytesMut::new();
     while let Some(item) = queue.recv().await {
@@ -88,6 +122,9 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
         let mut closing = false;
         for packet in packets {
             closing |= matches!(packet, Outgoing::Disconnect(_));
+            if answers_a_publish(&packet) {
+                unanswered.answered();
+            }
             codec::write(version, packet, &mut buf);
         }
         if queue.is_empty() || buf.len() > 64 * 1024 || closing {
@@ -139,7 +176,7 @@ mod tests {
         let (socket, _) = listener.accept().await.unwrap();
         let (_, write_half) = socket.into_split();
         let (tx, rx) = mpsc::channel(16);
-        let to = Client { id: "c".into(), version: Version::V311, problem_info: true };
+        let to = Client { id: "c".into(), version: Version::V311, problem_info: true, unanswered: Arc::default() };
         tokio::spawn(write_packets(write_half, rx, to, server));
         (tx, client)
     }
