@@ -39,7 +39,8 @@ pub enum LinkError<E> {
     Closed,
     /// The hub refused this device's key (unknown, wrong secret, revoked),
     /// or wants one and the device has none. Nothing is lost: readings stay
-    /// in the outbox until a link with a good key takes them.
+    /// in the outbox until a link with a good key takes them
+    /// (`Publisher::set_credentials`, then `reconnect`).
     Unauthenticated,
 }
 

@@ -223,8 +223,10 @@ where
             self.hello_due = false;
             if let Some(Credentials { key, secret }) = self.config.credentials {
                 let id = self.request_id();
-                link::send(&mut self.link, self.config.framing, Head::Authenticate { id, key, secret })?;
+                // Waited for even if the send fails: nothing else goes out
+                // on this link unauthenticated.
                 self.authenticating = Some(id);
+                link::send(&mut self.link, self.config.framing, Head::Authenticate { id, key, secret })?;
             }
         }
         if self.authenticating.is_some() {
@@ -281,6 +283,18 @@ where
         self.id_request = None;
         self.counters.reconnects += 1;
         core::mem::replace(&mut self.link, link)
+    }
+
+    /// Replaces the device's key (a rotated or re-issued one), used from
+    /// the next [`reconnect`](Self::reconnect) on; the outbox and its
+    /// numbering stay, so nothing is lost or stored twice. Credentials
+    /// are refused for a serial line, as in [`new`](Self::new).
+    pub fn set_credentials(&mut self, credentials: Option<Credentials<'c>>) -> Result<(), ConfigError> {
+        if credentials.is_some() && self.config.framing == Framing::Serial {
+            return Err(ConfigError::CredentialsOnSerial);
+        }
+        self.config.credentials = credentials;
+        Ok(())
     }
 
     pub fn counters(&self) -> Counters {

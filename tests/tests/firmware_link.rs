@@ -249,6 +249,18 @@ fn a_device_with_its_own_key_publishes_to_a_hub_that_requires_keys_and_keeps_its
     assert!(matches!(poll_until_error(&mut publisher), LinkError::Unauthenticated));
     assert_eq!(publisher.pending(), 1);
     assert_eq!(values(stored_as(&hub, "readings", &admin_options)), expected);
+
+    // A new key for the same device: what waited is delivered, once.
+    let made: serde_json::Value =
+        serde_json::from_str(as_admin(&["auth", "key", "create", "--principal", "dev-1", "--output", "json"]).trim())
+            .unwrap();
+    let (key, secret) = (made["key"].as_str().unwrap(), made["secret"].as_str().unwrap());
+    publisher.set_credentials(Some(Credentials { key, secret })).unwrap();
+    publisher.reconnect(link());
+    publisher.flush().unwrap();
+    let mut expected = expected;
+    expected.push("after revocation".into());
+    assert_eq!(values(stored_as(&hub, "readings", &admin_options)), expected);
 }
 
 #[test]

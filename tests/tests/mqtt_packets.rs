@@ -8,6 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use common::raw_mqtt::RawMqtt;
 use common::Hub;
 use rumqttc::v5::mqttbytes::v5::{self, Packet as P5};
@@ -107,38 +109,66 @@ fn an_mqtt5_client_past_the_receive_maximum_is_disconnected_with_0x93() {
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start_with_config(dir.path(), "[mqtt]\nreceive_maximum = 5\n");
-    let publish5 = |qos, pkid: u16, dup| {
-        let mut p = v5::Publish::new("flow/t", qos, vec![b'x'], None);
-        (p.pkid, p.dup) = (pkid, dup);
+    let publish5 = |topic: &str, qos, pkid: u16| {
+        let mut p = v5::Publish::new(topic, qos, vec![b'x'], None);
+        p.pkid = pkid;
         P5::Publish(p)
     };
+    let held = |s: &mut RawMqtt, pkids: std::ops::RangeInclusive<u16>| {
+        for pkid in pkids {
+            s.send5(publish5("flow/t", Q5::ExactlyOnce, pkid));
+            assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == pkid), "PUBREC {pkid}");
+        }
+    };
+    let release = |s: &mut RawMqtt, pkid| {
+        s.send5(P5::PubRel(v5::PubRel::new(pkid, None)));
+        assert!(matches!(s.read5(), Some(P5::PubComp(c)) if c.pkid == pkid), "PUBCOMP {pkid}");
+    };
+    let refused = |s: &mut RawMqtt| match s.read5() {
+        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ReceiveMaximumExceeded),
+        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
+    };
+    let (mut watcher, _) = RawMqtt::connect4(addr(&hub), "watcher", true);
+    let mut subscribe = v4::Subscribe::new("flow/kept", rumqttc::mqttbytes::QoS::AtMostOnce);
+    subscribe.pkid = 1;
+    watcher.send4(v4::Packet::Subscribe(subscribe));
+    assert!(matches!(watcher.read4(), Some(v4::Packet::SubAck(_))));
+
     let (mut s, ack) = connect5(&hub, "flow", true, v5::ConnectProperties::default());
     assert_eq!(ack.properties.and_then(|p| p.receive_max), Some(5));
     // Answered messages do not add up: 20 QoS 1, each waiting for its PUBACK.
     for pkid in 1..=20 {
-        s.send5(publish5(Q5::AtLeastOnce, pkid, false));
+        s.send5(publish5("flow/t", Q5::AtLeastOnce, pkid));
         assert!(matches!(s.read5(), Some(P5::PubAck(a)) if a.pkid == pkid));
     }
-    // QoS 2 counts until PUBCOMP: five held (PUBREC'd, not released) fill it.
-    for pkid in 21..=25 {
-        s.send5(publish5(Q5::ExactlyOnce, pkid, false));
-        assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == pkid));
-    }
-    // A retransmission of a held id is the same message, not a sixth.
-    s.send5(publish5(Q5::ExactlyOnce, 22, true));
-    assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == 22));
-    // Releasing one makes room for one.
-    s.send5(P5::PubRel(v5::PubRel::new(21, None)));
-    assert!(matches!(s.read5(), Some(P5::PubComp(c)) if c.pkid == 21));
-    s.send5(publish5(Q5::ExactlyOnce, 26, false));
-    assert!(matches!(s.read5(), Some(P5::PubRec(r)) if r.pkid == 26));
-    // One more unanswered: DISCONNECT 0x93.
-    s.send5(publish5(Q5::AtLeastOnce, 27, false));
-    match s.read5() {
-        Some(P5::Disconnect(d)) => assert_eq!(d.reason_code, v5::DisconnectReasonCode::ReceiveMaximumExceeded),
-        other => panic!("expected DISCONNECT 0x93, got {other:?}"),
-    }
+    // QoS 2 counts until PUBCOMP: five PUBREC'd and not released fill it,
+    // and releasing one makes room for one.
+    held(&mut s, 21..=25);
+    release(&mut s, 21);
+    held(&mut s, 26..=26);
+    // One more unanswered: DISCONNECT 0x93. The QoS 0 message that came
+    // just before it, in the same write, is still stored and delivered.
+    let mut bytes = BytesMut::new();
+    publish5("flow/kept", Q5::AtMostOnce, 0).write(&mut bytes, None).unwrap();
+    publish5("flow/t", Q5::AtLeastOnce, 27).write(&mut bytes, None).unwrap();
+    s.send_bytes(&bytes);
+    refused(&mut s);
     assert!(s.read5().is_none(), "the connection stays open");
+    assert!(matches!(watcher.read4(), Some(v4::Packet::Publish(p)) if p.topic == "flow/kept"));
+
+    // The quota starts afresh with each connection (§4.9): a resumed
+    // session's QoS 2 messages awaiting release do not take places, and
+    // their PUBCOMPs give places back as any other.
+    let (mut s, _) = connect5(&hub, "flow-kept", true, expiry(Some(60)));
+    held(&mut s, 1..=5);
+    drop(s);
+    let (mut s, ack) = connect5(&hub, "flow-kept", false, expiry(Some(60)));
+    assert!(ack.session_present);
+    held(&mut s, 6..=10);
+    release(&mut s, 1);
+    held(&mut s, 11..=11);
+    s.send5(publish5("flow/t", Q5::ExactlyOnce, 12));
+    refused(&mut s);
 
     // 3.1.1 has no receive maximum to hold a client to.
     let (mut old, _) = RawMqtt::connect4(addr(&hub), "flow-311", true);

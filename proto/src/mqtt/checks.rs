@@ -25,7 +25,10 @@ pub(super) fn response_topic(topic: Option<&str>) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// Packets that carry a packet id carry one other than 0 (MQTT-2.3.1-1).
+/// Packets that carry a packet id carry one other than 0: SUBSCRIBE,
+/// UNSUBSCRIBE and QoS 1/2 PUBLISH (MQTT-2.3.1-1), and the
+/// acknowledgements, which echo such an id (3.1.1 MQTT-2.3.1-6/-7; 5.0
+/// MQTT-2.2.1-5/-6).
 pub(super) fn packet_id(pkid: u16) -> Result<u16, CodecError> {
     if pkid == 0 {
         return Err(CodecError::Protocol("packet id 0".into()));

@@ -224,18 +224,14 @@ impl Session {
         let now = self.server.broker.log().steady_ms();
         loop {
             let packet = match codec::read(self.version, buf, limit) {
-                Ok(Some(publish @ Incoming::Publish { .. })) => match self.resolve_alias(publish) {
-                    Ok(publish) => match self.count_unanswered(&publish) {
-                        Ok(()) => Ok(Some(publish)),
-                        Err(reason) => {
-                            let max = self.server.config.receive_maximum;
-                            tracing::info!(peer = %self.peer, client_id = %self.client_id, max, "MQTT 5 client passed the receive maximum; closing");
-                            self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
-                            return Some(End::Abnormal);
-                        }
-                    },
+                Ok(Some(publish @ Incoming::Publish { .. })) => match self.admit(publish) {
+                    Ok(publish) => Ok(Some(publish)),
                     Err(reason) => {
-                        tracing::info!(peer = %self.peer, client_id = %self.client_id, ?reason, "bad MQTT topic alias; closing");
+                        // The messages that came before it are stored first
+                        // (a run of QoS 0 ones would otherwise be lost).
+                        if !run.is_empty() {
+                            let _ = self.publish_run(&run_topic, std::mem::take(&mut run)).await;
+                        }
                         self.send(Out::Packet(Outgoing::Disconnect(reason))).await;
                         return Some(End::Abnormal);
                     }
@@ -299,14 +295,32 @@ impl Session {
         }
     }
 
-    /// MQTT 5 Receive Maximum (§3.2.2.3.3): a QoS 1/2 PUBLISH counts until
-    /// it is answered (the writer counts the answers out); one past the
-    /// maximum is 0x93. A QoS 2 PUBLISH whose id is still held is the same
-    /// message again. 3.1.1 has no such limit to hold a client to.
+    /// What every PUBLISH goes through before it is handled: its topic
+    /// alias resolved, and the Receive Maximum. An error closes the
+    /// connection with that reason.
+    fn admit(&mut self, publish: Incoming) -> Result<Incoming, DisconnectReason> {
+        let publish = match self.resolve_alias(publish) {
+            Ok(publish) => publish,
+            Err(reason) => {
+                tracing::info!(peer = %self.peer, client_id = %self.client_id, ?reason, "bad MQTT topic alias; closing");
+                return Err(reason);
+            }
+        };
+        if let Err(reason) = self.count_unanswered(&publish) {
+            let max = self.server.config.receive_maximum;
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, max, "MQTT 5 client passed the receive maximum; closing");
+            return Err(reason);
+        }
+        Ok(publish)
+    }
+
+    /// MQTT 5 Receive Maximum (§3.2.2.3.3, §4.9): a QoS 1/2 PUBLISH
+    /// counts until it is answered (the writer counts the answers out);
+    /// one past the maximum is 0x93. 3.1.1 has no such limit to hold a
+    /// client to.
     fn count_unanswered(&self, publish: &Incoming) -> Result<(), DisconnectReason> {
-        let Incoming::Publish { qos, pkid, .. } = publish else { return Ok(()) };
-        let again = *qos == QoS::ExactlyOnce && self.qos2.contains(pkid);
-        if self.version != Version::V5 || *qos == QoS::AtMostOnce || again {
+        let Incoming::Publish { qos, .. } = publish else { return Ok(()) };
+        if self.version != Version::V5 || *qos == QoS::AtMostOnce {
             return Ok(());
         }
         if self.unanswered.arrived() > u32::from(self.server.config.receive_maximum) {

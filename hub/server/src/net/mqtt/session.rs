@@ -177,8 +177,8 @@ pub(super) struct Session {
     /// persistent session, so a retransmission after a hub restart is not
     /// stored twice either).
     pub(super) qos2: BTreeSet<u16>,
-    /// The client's QoS 1/2 PUBLISHes not yet answered (MQTT 5's Receive
-    /// Maximum bounds them); starts at the QoS 2 ids carried over.
+    /// The client's QoS 1/2 PUBLISHes not yet answered on this connection
+    /// (MQTT 5's Receive Maximum bounds them).
     pub(super) unanswered: Arc<Unanswered>,
     pub(super) next_pkid: u16,
     pub(super) kick: Option<oneshot::Receiver<()>>,
@@ -381,7 +381,7 @@ impl Session {
                 .map(|s| s.unacked.iter().filter(|u| u.group.is_some()).cloned().collect())
                 .unwrap_or_default(),
             to_commit: HashMap::new(),
-            unanswered: Arc::new(Unanswered::new(qos2.len())),
+            unanswered: Arc::default(),
             qos2,
             next_pkid: 1,
             kick: Some(kick_rx),

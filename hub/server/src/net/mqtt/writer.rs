@@ -39,35 +39,33 @@ pub(super) struct Client {
     pub(super) unanswered: Arc<Unanswered>,
 }
 
-/// QoS 1/2 PUBLISHes from an MQTT 5 client not yet answered: no PUBACK, no
-/// refusal, or for QoS 2 no PUBCOMP yet. The session counts them in as
-/// they arrive and holds them to the Receive Maximum of CONNACK; the
-/// writer counts them out before it writes the answer, so the client,
-/// which may send again once it reads it, is never counted against twice.
+/// An MQTT 5 client's QoS 1/2 PUBLISHes not yet answered on this
+/// connection: the mirror of the client's send quota (5.0 §4.9), which
+/// CONNACK's Receive Maximum starts. Every QoS 1/2 PUBLISH counts in (the
+/// session holds the count to the maximum); every PUBACK, refusing PUBREC
+/// and PUBCOMP counts one out, never below 0, as the client's quota never
+/// goes above the maximum (a PUBCOMP may finish a message of an earlier
+/// connection: the quota starts afresh with each connection). The writer
+/// counts out before it writes, so a client that sends again as soon as
+/// it reads the answer is never counted against twice.
 #[derive(Debug, Default)]
 pub(super) struct Unanswered(AtomicU32);
 
 impl Unanswered {
-    pub(super) fn new(count: usize) -> Unanswered {
-        Unanswered(AtomicU32::new(u32::try_from(count).unwrap_or(u32::MAX)))
-    }
-
     /// One more; returns how many are unanswered now.
     pub(super) fn arrived(&self) -> u32 {
         self.0.fetch_add(1, Ordering::AcqRel).saturating_add(1)
     }
 
-    /// One answered (never below 0: a PUBCOMP for an id carried over from
-    /// an earlier connection may come without its PUBLISH).
     fn answered(&self) {
         let _ = self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
-/// Whether `packet` ends an exchange the client started with a QoS 1/2
-/// PUBLISH (a PUBREC does not: QoS 2 ends at PUBCOMP).
+/// Whether `packet` gives the client back a place in its send quota (a
+/// successful PUBREC does not: QoS 2 ends at PUBCOMP).
 fn answers_a_publish(packet: &Outgoing) -> bool {
-    matches!(packet, Outgoing::PubAck(_) | Outgoing::PubRefused { .. } | Outgoing::PubComp { found: true, .. })
+    matches!(packet, Outgoing::PubAck(_) | Outgoing::PubRefused { .. } | Outgoing::PubComp { .. })
 }
 
 /// Writes packets in order; PUBACK/PUBREC only after their commit.
