@@ -4,8 +4,9 @@
 //! 0x97, with a reason string unless the client asked for none; 3.1.1: the
 //! connection closes), nothing acknowledged is lost, reads
 //! go on, writes resume without a restart once space is freed, and the file
-//! opens cleanly afterwards. Both ways a disk fills: caught by the hub's own
-//! guard (`min_free_disk_bytes`), and redb's commit failing with ENOSPC.
+//! opens cleanly afterwards; a refused MQTT QoS 2 message leaves no packet
+//! id behind. Both ways a disk fills: caught by the hub's own guard
+//! (`min_free_disk_bytes`), and redb's commit failing with ENOSPC.
 
 mod common;
 
@@ -192,6 +193,65 @@ async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restar
     let p = client.produce("readings", Some(0), &batch(10, 100, 0), Acks::Durable).await.unwrap().unwrap();
     assert_eq!(p.last_offset + 1, readings + 10);
     restarts_cleanly(hub, &data, &extra, "readings", readings + 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_message_refused_for_a_full_disk_does_not_hold_its_packet_id_across_a_restart() {
+    use rumqttc::v5::mqttbytes::QoS;
+
+    let Some(disk) = Tmpfs::mount(24) else { return };
+    let data: PathBuf = disk.path().join("data");
+    let extra = ["--min-free-disk-bytes", "4194304"];
+    let hub = Hub::start(&data, &extra);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    for topic in ["bulk", "readings"] {
+        client.create_topic(topic, TopicSettings { partitions: Some(1), ..Default::default() }).await.unwrap();
+    }
+    // A persistent MQTT 5 session; its QoS 2 message 9 meets a full disk.
+    let connect = |hub: &Hub, clean_start| {
+        let mut raw = RawMqtt::dial(hub.mqtt_addr.as_deref().unwrap());
+        let properties = v5::ConnectProperties { session_expiry_interval: Some(600), ..Default::default() };
+        let connect =
+            v5::Connect { keep_alive: 30, client_id: "keeper".into(), clean_start, properties: Some(properties) };
+        raw.send5(v5::Packet::Connect(connect, None, None));
+        assert!(matches!(raw.read5(), Some(v5::Packet::ConnAck(_))));
+        raw
+    };
+    // One QoS 2 exchange: PUBLISH (id `pkid`), and if it is stored, PUBREL
+    // and PUBCOMP. Returns the PUBREC's reason.
+    let exchange = |raw: &mut RawMqtt, pkid: u16, payload: &str| {
+        let mut publish = v5::Publish::new("readings/a", QoS::ExactlyOnce, payload.to_string(), None);
+        publish.pkid = pkid;
+        raw.send5(v5::Packet::Publish(publish));
+        let reason = match raw.read5() {
+            Some(v5::Packet::PubRec(rec)) => rec.reason,
+            other => panic!("no PUBREC: {other:?}"),
+        };
+        if reason == v5::PubRecReason::Success {
+            raw.send5(v5::Packet::PubRel(v5::PubRel::new(pkid, None)));
+            assert!(matches!(raw.read5(), Some(v5::Packet::PubComp(c)) if c.pkid == pkid));
+        }
+        reason
+    };
+    let mut raw = connect(&hub, true);
+    fill(&client, "bulk").await;
+    assert_eq!(exchange(&mut raw, 9, "refused"), v5::PubRecReason::QuotaExceeded);
+    // Room again. The next exchange stores the session (with the ids it
+    // holds) twice; then the hub dies before the client leaves.
+    client.delete_topic("bulk").await.unwrap();
+    assert_eq!(exchange(&mut raw, 10, "between"), v5::PubRecReason::Success);
+    let mut hub = hub;
+    hub.kill9();
+
+    // After the restart, a new message with id 9 is stored, not taken for
+    // a retransmission of the refused one.
+    let hub = Hub::start(&data, &extra);
+    let client = Client::connect(&hub.addr).await.unwrap();
+    let mut raw = connect(&hub, false);
+    assert_eq!(exchange(&mut raw, 9, "stored"), v5::PubRecReason::Success);
+    let f = client.fetch("readings", 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+    let values: Vec<&[u8]> = f.records().map(|r| r.value).collect();
+    assert_eq!(values, [&b"between"[..], &b"stored"[..]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,6 +142,11 @@ struct Slot {
     /// QoS 2 packet ids stored and not yet released by PUBREL: a
     /// retransmitted PUBLISH with one of these is not stored again.
     awaiting_release: HashSet<u16>,
+    /// QoS 2 packet ids whose message could not be stored (a full disk)
+    /// and was refused: the session, which took the id as held when the
+    /// message arrived, must not store it as held (after a restart, a new
+    /// message reusing the id would be taken for a retransmission).
+    refused_qos2: HashSet<u16>,
     /// A will waiting out its delay interval: send `true` to publish it
     /// now, `false` to cancel it (the session was resumed).
     pending_will: Option<oneshot::Sender<bool>>,

@@ -192,7 +192,9 @@ impl Session {
             QoS::ExactlyOnce => {
                 // A persistent session stores the packet id with the
                 // message (same wait before PUBREC), so a
-                // retransmission after a hub restart is recognised.
+                // retransmission after a hub restart is recognised. A new
+                // message may reuse the id of one refused earlier.
+                self.with_slot(|slot| slot.refused_qos2.remove(&pkid));
                 self.qos2.insert(pkid);
                 if self.keep {
                     if let Some(stored) = self.save_submit().await {

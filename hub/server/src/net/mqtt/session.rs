@@ -288,6 +288,8 @@ impl Session {
             if c.clean {
                 slot.awaiting_release.clear();
             }
+            // Ids refused on an earlier connection were never held.
+            slot.refused_qos2.clear();
         }
         let stored = stored.filter(|_| !c.clean);
         let now = server.broker.log().steady_ms();
@@ -449,7 +451,8 @@ impl Session {
         StoredSession {
             expiry_secs: self.expiry,
             left_at_ms,
-            qos2: self.qos2.iter().copied().collect(),
+            qos2: self
+                .with_slot(|slot| self.qos2.iter().copied().filter(|pkid| !slot.refused_qos2.contains(pkid)).collect()),
             owner: self.owner.clone(),
             released: self.released.iter().copied().collect(),
             unacked: self.unacked_deliveries(),

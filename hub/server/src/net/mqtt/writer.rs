@@ -105,6 +105,10 @@ pub(super) async fn write_packets<W: AsyncWrite + Unpin>(
                     // (nothing was acknowledged).
                     Some(LogError::DiskFull(reason)) if version == Version::V5 => {
                         tracing::warn!(%client_id, %reason, "MQTT message refused: disk full");
+                        if let Some(pkid) = release {
+                            let mut slots = server.slots.lock().unwrap_or_else(|e| e.into_inner());
+                            slots.entry(client_id.clone()).or_default().refused_qos2.insert(pkid);
+                        }
                         let why = if problem_info { PubRefusal::DiskFull } else { PubRefusal::QuotaExceeded };
                         let refused = packets.iter().filter_map(acknowledged);
                         refused.map(|(pkid, qos)| Outgoing::PubRefused { pkid, qos, why }).collect()
