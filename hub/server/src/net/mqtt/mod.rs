@@ -2,7 +2,8 @@
 //! live in the log.
 //!
 //! listener (this file) → connection (`connection.rs`: one client's
-//! packet loop; its session's state in `session.rs`, inbound PUBLISH in
+//! packet loop, after the CONNECT read in `handshake.rs` and the client
+//! authenticated in `access.rs`; its session's state in `session.rs`, inbound PUBLISH in
 //! `publish.rs`, subscriptions in `subscribe.rs`, messages out in
 //! `delivery.rs`, shared subscriptions dealt among their members in
 //! `shared.rs` and `dealt.rs`, stored sessions in `persist.rs`, the packets it writes in
@@ -19,6 +20,7 @@
 
 // The MQTT packet codec is part of the wire format, in `cairn-proto`.
 use cairn_proto::mqtt as codec;
+mod access;
 mod connection;
 mod dealt;
 mod delivery;

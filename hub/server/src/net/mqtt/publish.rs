@@ -10,10 +10,11 @@ use bytes::Bytes;
 use cairn_log::{LogError, PendingAppend};
 use rumqttc::mqttbytes::QoS;
 
+use super::access::may_write;
 use super::codec::{DisconnectReason, Outgoing, PubRefusal, Version};
 use super::properties::MessageProperties;
 use super::records::{ensure_retained_topic, ensure_topic, message_batch, retained_record, Message, Origin};
-use super::session::{may_write, End, Session};
+use super::session::{End, Session};
 use super::topics::{self, TopicError, RETAINED_TOPIC};
 use super::writer::Out;
 use super::Server;

@@ -20,17 +20,15 @@ use rumqttc::mqttbytes::QoS;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
-use cairn_proto::acl::{Operation, ResourceKind};
-
+use super::access::{authenticate, may_write};
 use super::codec::{Connect, Refusal, Subscription, Version, Will};
 use super::dealt::Dealt;
 use super::persist::{load_session, save_session, session_group, submit_session, StoredSession, StoredUnacked};
 use super::properties::MessageProperties;
 pub(super) use super::status::Filters;
-use super::topics;
 use super::writer::{Out, Unanswered};
 use super::{status, Server, Slot};
-use crate::auth::{Auth, Principal};
+use crate::auth::Principal;
 
 /// A record on its way to the subscriber.
 pub(super) struct Delivery {
@@ -94,14 +92,6 @@ pub(super) fn persistence(expiry_secs: u32) -> (bool, Option<u32>) {
         u32::MAX => (true, None),
         secs => (true, Some(secs)),
     }
-}
-
-/// Whether `principal` may publish (or retain, or leave a will) to an MQTT
-/// topic. A bridge's status topic needs no rule, as in Mosquitto: a bridge
-/// sends it on connecting and in its will, and the hub only keeps it in
-/// memory (`Server::note_bridge_state`).
-pub(super) fn may_write(auth: &Auth, principal: &Principal, client_id: &str, topic: &str) -> bool {
-    topics::bridge_state(topic) || auth.allows(principal, Some(client_id), Operation::Write, ResourceKind::Topic, topic)
 }
 
 /// One client's session while it is connected.
@@ -499,36 +489,6 @@ impl Session {
     /// for a caller that must wait for it.
     pub(super) async fn save_submit(&self) -> Option<PendingAppend> {
         submit_session(&self.server, &self.client_id, Some(&self.stored(None))).await.ok()
-    }
-}
-
-/// Who a CONNECT is: the common name of its verified TLS client
-/// certificate, else its API key (username = key id, password = secret),
-/// else what unauthenticated clients get. While the hub has no keys, any
-/// credentials are ignored, as they could not be checked against anything.
-async fn authenticate(
-    server: &Server,
-    c: &Connect,
-    certificate: Option<String>,
-    peer: SocketAddr,
-) -> Result<Principal, Refusal> {
-    let auth = server.broker.auth();
-    if !auth.required() {
-        return auth.unauthenticated().map_err(|_| Refusal::NotAuthorized);
-    }
-    if let Some(name) = certificate {
-        return Ok(Principal::named(&name));
-    }
-    match (&c.username, &c.password) {
-        (Some(key), Some(secret)) => auth.authenticate(peer.ip(), key, secret).await.map_err(|_| {
-            tracing::info!(%peer, client_id = %c.client_id, %key, "MQTT CONNECT refused: bad username or password");
-            Refusal::BadUserNamePassword
-        }),
-        (Some(_), None) => Err(Refusal::BadUserNamePassword),
-        (None, _) => auth.unauthenticated().map_err(|_| {
-            tracing::info!(%peer, client_id = %c.client_id, "MQTT CONNECT refused: no username (API key) given");
-            Refusal::NotAuthorized
-        }),
     }
 }
 
