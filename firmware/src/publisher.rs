@@ -161,9 +161,7 @@ where
         if config.max_batch_readings == 0 {
             return Err(ConfigError::EmptyBatch);
         }
-        if config.credentials.is_some() && config.framing == Framing::Serial {
-            return Err(ConfigError::CredentialsOnSerial);
-        }
+        check_credentials(config.credentials, config.framing)?;
         Ok(Publisher {
             link,
             config,
@@ -290,9 +288,7 @@ where
     /// numbering stay, so nothing is lost or stored twice. Credentials
     /// are refused for a serial line, as in [`new`](Self::new).
     pub fn set_credentials(&mut self, credentials: Option<Credentials<'c>>) -> Result<(), ConfigError> {
-        if credentials.is_some() && self.config.framing == Framing::Serial {
-            return Err(ConfigError::CredentialsOnSerial);
-        }
+        check_credentials(credentials, self.config.framing)?;
         self.config.credentials = credentials;
         Ok(())
     }
@@ -455,6 +451,15 @@ where
         self.producer_id = None;
         self.id_request = None;
     }
+}
+
+/// A serial line acts as the principal the hub configures for it and
+/// takes no key.
+fn check_credentials(credentials: Option<Credentials<'_>>, framing: Framing) -> Result<(), ConfigError> {
+    if credentials.is_some() && framing == Framing::Serial {
+        return Err(ConfigError::CredentialsOnSerial);
+    }
+    Ok(())
 }
 
 /// The part of a response the publisher acts on (owned, so the receive

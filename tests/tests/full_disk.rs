@@ -142,16 +142,26 @@ async fn restarts_cleanly(mut hub: Hub, data: &Path, extra: &[&str], topic: &str
     assert_eq!(count(&client, topic).await, records);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restart() {
-    let Some(disk) = Tmpfs::mount(24) else { return };
+/// The hub's guard keeps this much free (`--min-free-disk-bytes`).
+const GUARDED: [&str; 2] = ["--min-free-disk-bytes", "4194304"];
+
+/// A hub on a fresh 24 MB tmpfs with its disk guard on, and topics "bulk"
+/// (to fill it) and "readings"; None where no tmpfs can be mounted.
+async fn guarded_hub() -> Option<(Tmpfs, PathBuf, Hub, Client)> {
+    let disk = Tmpfs::mount(24)?;
     let data: PathBuf = disk.path().join("data");
-    let extra = ["--min-free-disk-bytes", "4194304"];
-    let hub = Hub::start(&data, &extra);
+    let hub = Hub::start(&data, &GUARDED);
     let client = Client::connect(&hub.addr).await.unwrap();
     for topic in ["bulk", "readings"] {
         client.create_topic(topic, TopicSettings { partitions: Some(1), ..Default::default() }).await.unwrap();
     }
+    Some((disk, data, hub, client))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restart() {
+    let Some((_disk, data, hub, client)) = guarded_hub().await else { return };
+    let extra = GUARDED;
 
     let (acked, message) = fill(&client, "bulk").await;
     assert!(acked > 10_000, "most of the disk was used first: {acked} records");
@@ -199,14 +209,7 @@ async fn a_full_disk_refuses_clearly_loses_nothing_and_recovers_without_a_restar
 async fn a_qos2_message_refused_for_a_full_disk_does_not_hold_its_packet_id_across_a_restart() {
     use rumqttc::v5::mqttbytes::QoS;
 
-    let Some(disk) = Tmpfs::mount(24) else { return };
-    let data: PathBuf = disk.path().join("data");
-    let extra = ["--min-free-disk-bytes", "4194304"];
-    let hub = Hub::start(&data, &extra);
-    let client = Client::connect(&hub.addr).await.unwrap();
-    for topic in ["bulk", "readings"] {
-        client.create_topic(topic, TopicSettings { partitions: Some(1), ..Default::default() }).await.unwrap();
-    }
+    let Some((_disk, data, hub, client)) = guarded_hub().await else { return };
     // A persistent MQTT 5 session; its QoS 2 message 9 meets a full disk.
     let connect = |hub: &Hub, clean_start| {
         let mut raw = RawMqtt::dial(hub.mqtt_addr.as_deref().unwrap());
@@ -245,7 +248,7 @@ async fn a_qos2_message_refused_for_a_full_disk_does_not_hold_its_packet_id_acro
 
     // After the restart, a new message with id 9 is stored, not taken for
     // a retransmission of the refused one.
-    let hub = Hub::start(&data, &extra);
+    let hub = Hub::start(&data, &GUARDED);
     let client = Client::connect(&hub.addr).await.unwrap();
     let mut raw = connect(&hub, false);
     assert_eq!(exchange(&mut raw, 9, "stored"), v5::PubRecReason::Success);

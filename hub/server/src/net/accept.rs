@@ -20,6 +20,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// persistent failure does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
+/// Connections past the limit being told why at once, at most (each holds
+/// a socket, and for MQTT a CONNECT read); past that they are closed
+/// without a word.
+const MAX_REFUSING: usize = 64;
+
 /// Accepts connections for one protocol, at most `limit` open at once across
 /// all its listeners. Cheap to clone; clones share the limit.
 #[derive(Clone)]
@@ -28,17 +33,24 @@ pub(crate) struct Acceptor {
     name: &'static str,
     limit: usize,
     permits: Arc<Semaphore>,
+    /// Refusals running (at most [`MAX_REFUSING`]).
+    refusing: Arc<Semaphore>,
 }
 
 impl Acceptor {
     pub fn new(name: &'static str, limit: usize) -> Acceptor {
-        Acceptor { name, limit, permits: Arc::new(Semaphore::new(limit)) }
+        Acceptor {
+            name,
+            limit,
+            permits: Arc::new(Semaphore::new(limit)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        }
     }
 
     /// Accepts on `listener` until `shutdown` fires. Each connection runs in
     /// its own task, `serve(socket, peer)`, holding a permit until it ends;
     /// past the limit, `refuse(socket, peer)` runs instead (it may tell the
-    /// client why before closing).
+    /// client why before closing), at most [`MAX_REFUSING`] at once.
     pub async fn run<S, SF, R, RF>(&self, listener: TcpListener, mut shutdown: Shutdown, serve: S, refuse: R)
     where
         S: Fn(TcpStream, SocketAddr) -> SF,
@@ -69,7 +81,14 @@ impl Acceptor {
                 }
                 Err(_) => {
                     tracing::warn!(listener = self.name, %peer, limit = self.limit, "connection refused: too many connections");
-                    tokio::spawn(refuse(socket, peer));
+                    // Dropped at once (closed) when too many are being told.
+                    if let Ok(telling) = self.refusing.clone().try_acquire_owned() {
+                        let refusal = refuse(socket, peer);
+                        tokio::spawn(async move {
+                            refusal.await;
+                            drop(telling);
+                        });
+                    }
                 }
             }
         }

@@ -51,7 +51,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use self::handshake::Admission;
 use super::accept::Acceptor;
@@ -289,11 +289,6 @@ impl MqttHub {
     }
 }
 
-/// Connections over `max_connections` being read up to their CONNECT to be
-/// told "server busy", at most (each holds a socket and a small buffer for
-/// at most the CONNECT timeout).
-const MAX_REFUSING: usize = 64;
-
 /// One connection's task, whatever its transport.
 type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -302,13 +297,11 @@ type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutdown: Shutdown) {
     let server = hub.0;
     let acceptor = Acceptor::new("MQTT", server.config.max_connections);
-    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let sweeper = tokio::spawn(sweep::run(server.clone(), shutdown.clone()));
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|(listener, transport)| {
             let (acceptor, server, shutdown) = (acceptor.clone(), server.clone(), shutdown.clone());
-            let refusing = refusing.clone();
             tokio::spawn(async move {
                 // Each transport's connection is boxed on its own: a task
                 // keeps room for the largest future it could be, and the TLS
@@ -350,16 +343,9 @@ pub async fn serve(listeners: Vec<(TcpListener, Transport)>, hub: MqttHub, shutd
                 };
                 let serve = |socket, peer| serve_as(socket, peer, Admission::Admitted);
                 // Over the limit, a connection is read up to its CONNECT and
-                // answered "server busy". At most MAX_REFUSING at once: past
-                // that the socket closes at once, as in Mosquitto.
-                let refuse = |socket, peer| -> Connection {
-                    let Ok(slot) = refusing.clone().try_acquire_owned() else { return Box::pin(async {}) };
-                    let refused = serve_as(socket, peer, Admission::OverLimit);
-                    Box::pin(async move {
-                        refused.await;
-                        drop(slot);
-                    })
-                };
+                // answered "server busy" (the acceptor bounds how many at
+                // once; past that they close at once, as in Mosquitto).
+                let refuse = |socket, peer| serve_as(socket, peer, Admission::OverLimit);
                 acceptor.run(listener, shutdown.clone(), serve, refuse).await
             })
         })
